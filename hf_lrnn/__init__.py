@@ -1,0 +1,48 @@
+"""hf_lrnn: H-LRU and BD-LRU linear recurrent networks (arXiv 2602.12021) for Hugging Face transformers.
+
+Importing the package registers both architectures with the Auto classes, so
+`AutoModelForCausalLM.from_pretrained(folder)` works without trust_remote_code.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+)
+
+from . import ops
+from .cache_lrnn import LRNNCache
+from .configuration_lrnn import BDLRUConfig, HLRUConfig, LRNNConfig
+from .modeling_bdlru import BDLRUForCausalLM, BDLRUForSequenceClassification, BDLRUModel, BDLRUPreTrainedModel
+from .modeling_hlru import HLRUForCausalLM, HLRUForSequenceClassification, HLRUModel, HLRUPreTrainedModel
+from .ops import bdlru_scan, hlru_scan
+
+__version__ = "0.1.0"
+
+for _config, _model, _causal_lm, _classifier in (
+    (HLRUConfig, HLRUModel, HLRUForCausalLM, HLRUForSequenceClassification),
+    (BDLRUConfig, BDLRUModel, BDLRUForCausalLM, BDLRUForSequenceClassification),
+):
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
+    AutoModelForCausalLM.register(_config, _causal_lm, exist_ok=True)
+    AutoModelForSequenceClassification.register(_config, _classifier, exist_ok=True)
+
+__all__ = [
+    "ops",
+    "hlru_scan",
+    "bdlru_scan",
+    "LRNNCache",
+    "LRNNConfig",
+    "HLRUConfig",
+    "BDLRUConfig",
+    "HLRUPreTrainedModel",
+    "HLRUModel",
+    "HLRUForCausalLM",
+    "HLRUForSequenceClassification",
+    "BDLRUPreTrainedModel",
+    "BDLRUModel",
+    "BDLRUForCausalLM",
+    "BDLRUForSequenceClassification",
+]

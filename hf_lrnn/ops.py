@@ -1,0 +1,166 @@
+"""Public functional API: `hlru_scan` and `bdlru_scan` (shared/SPEC.md, "Public kernel API").
+
+Both take gate LOGITS; the L1 normalisation happens inside (fused into the Triton kernels on GPU).
+States accumulate in float32 whatever the input dtype; outputs come back in the dtype of `values`.
+
+Backends:
+    "torch"   the pure-PyTorch reference (scan_torch.py), any device, differentiable through autograd.
+    "triton"  fused Triton kernels (scan_triton.py): CUDA tensors, or CPU tensors under TRITON_INTERPRET=1.
+    None      the best available: "triton" for CUDA tensors when Triton imports, "torch" otherwise.
+The environment variable HF_LRNN_BACKEND=torch|triton overrides the choice made for `backend=None`.
+"""
+
+import os
+from typing import Optional, Tuple
+
+import torch
+
+from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
+
+try:
+    from .scan_triton import bdlru_scan_triton, hlru_scan_triton
+
+    TRITON_IMPORT_ERROR = None
+except ImportError as err:  # no Triton installed: the reference path still works everywhere
+    hlru_scan_triton = bdlru_scan_triton = None
+    TRITON_IMPORT_ERROR = err
+
+BACKENDS = ("torch", "triton")
+_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+def triton_available() -> bool:
+    return hlru_scan_triton is not None
+
+
+def resolve_backend(backend: Optional[str], device: torch.device) -> str:
+    """Pick the backend for tensors on `device`; `backend=None` means the best available."""
+    if backend is None:
+        backend = os.environ.get("HF_LRNN_BACKEND") or None
+    if backend is None:
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+    if backend == "triton":
+        if not triton_available():
+            raise ValueError(f"backend='triton' needs Triton, which failed to import: {TRITON_IMPORT_ERROR}")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(
+                f"backend='triton' needs CUDA tensors (got device {device}) or TRITON_INTERPRET=1 set before "
+                "Triton is imported"
+            )
+    return backend
+
+
+def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked):
+    """Validate the inputs of `op` (blocked: BD-LRU shapes); returns (B, T, N, m)."""
+    gate_dims = "[B, T, N, m, m+1]" if blocked else "[B, T, N, m+1]"
+    value_dims = "[B, T, N, m]" if blocked else "[B, T, N]"
+    if gate_activation not in GATE_ACTIVATIONS:
+        raise ValueError(f"{op}: gate_activation must be one of {GATE_ACTIVATIONS}, got {gate_activation!r}")
+    for name, t in (("gates", gates), ("values", values)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{op}: {name} must be float32, bfloat16, float16 or float64, got {t.dtype}")
+    if gates.dim() != (5 if blocked else 4):
+        raise ValueError(f"{op}: gates must have shape {gate_dims}, got {tuple(gates.shape)}")
+    if values.dim() != (4 if blocked else 3):
+        raise ValueError(f"{op}: values must have shape {value_dims}, got {tuple(values.shape)}")
+    B, T, N = gates.shape[:3]
+    m = gates.shape[-1] - 1
+    if m < 1:
+        raise ValueError(f"{op}: the last dim of gates is m+1 and must be >= 2, got {gates.shape[-1]}")
+    expected_gates = (B, T, N) + ((m, m + 1) if blocked else (m + 1,))
+    if tuple(gates.shape) != expected_gates:
+        raise ValueError(f"{op}: gates must have shape {gate_dims} = {expected_gates}, got {tuple(gates.shape)}")
+    expected_values = (B, T, N) + ((m,) if blocked else ())
+    if tuple(values.shape) != expected_values:
+        raise ValueError(
+            f"{op}: values must have shape {value_dims} = {expected_values} to match gates {tuple(gates.shape)}, "
+            f"got {tuple(values.shape)}"
+        )
+    if gates.device != values.device:
+        raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
+    num_states = B
+    if cu_seqlens is not None:
+        if B != 1:
+            raise ValueError(f"{op}: with cu_seqlens the batch size must be 1 (packed sequences), got {B}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(
+                f"{op}: cu_seqlens must be a 1-D int32/int64 tensor [num_seqs+1], got {cu_seqlens.dtype} "
+                f"{tuple(cu_seqlens.shape)}"
+            )
+        bounds = cu_seqlens.tolist()
+        if bounds[0] != 0 or bounds[-1] != T or any(b > e for b, e in zip(bounds[:-1], bounds[1:])):
+            raise ValueError(f"{op}: cu_seqlens must rise from 0 to T={T}, got {bounds}")
+        num_states = len(bounds) - 1
+    if initial_state is not None:
+        if tuple(initial_state.shape) != (num_states, N, m):
+            raise ValueError(
+                f"{op}: initial_state must have shape [{'num_seqs' if cu_seqlens is not None else 'B'}, N, m] = "
+                f"{(num_states, N, m)}, got {tuple(initial_state.shape)}"
+            )
+        if initial_state.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{op}: initial_state must be a floating tensor, got {initial_state.dtype}")
+    return B, T, N, m
+
+
+def hlru_scan(
+    gates: torch.Tensor,
+    values: torch.Tensor,
+    initial_state: Optional[torch.Tensor] = None,
+    gate_activation: str = "softmax",
+    output_final_state: bool = False,
+    backend: Optional[str] = None,
+    cu_seqlens: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """H-LRU of order m: s_t = sum_{i=1..m} a_t^(i) s_{t-i} + g_t v_t, with (a_t, g_t) = normalise(gates_t).
+
+    Args:
+        gates: [B, T, N, m+1] logits; entries 0..m-1 are the recurrence coefficients (entry i-1 multiplies
+            s_{t-i}), entry m is the input gate.
+        values: [B, T, N].
+        initial_state: [B, N, m] = (s_0, s_{-1}, ..., s_{-m+1}); zeros if None.
+        gate_activation: one of softmax, sigmoid, relu, tanh, linear, none.
+        output_final_state: also return the final window [B, N, m] = (s_T, ..., s_{T-m+1}) in float32.
+        backend: "torch", "triton" or None (best available).
+        cu_seqlens: [S+1] boundaries of S sequences packed along T (B must be 1); initial_state and the
+            final state are then [S, N, m].
+    Returns:
+        (states [B, T, N] in values.dtype, final_state or None)
+    """
+    _check("hlru_scan", gates, values, initial_state, gate_activation, cu_seqlens, blocked=False)
+    if resolve_backend(backend, values.device) == "triton":
+        return hlru_scan_triton(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens)
+    states, final = hlru_scan_torch(gates, values, initial_state, gate_activation, cu_seqlens)
+    return states, (final if output_final_state else None)
+
+
+def bdlru_scan(
+    gates: torch.Tensor,
+    values: torch.Tensor,
+    initial_state: Optional[torch.Tensor] = None,
+    gate_activation: str = "softmax",
+    output_final_state: bool = False,
+    backend: Optional[str] = None,
+    cu_seqlens: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """BD-LRU with block size m: h_t[n] = A_t[n] @ h_{t-1}[n] + g_t[n] * v_t[n], each row of [A | g] normalised.
+
+    Args:
+        gates: [B, T, N, m, m+1] logits; row j holds A_t[n, j, 0..m-1] and the input gate g_t[n, j] last.
+        values: [B, T, N, m].
+        initial_state: [B, N, m] = h_0; zeros if None.
+        gate_activation, output_final_state, backend, cu_seqlens: as for `hlru_scan`.
+    Returns:
+        (states [B, T, N, m] in values.dtype, final_state [B, N, m] in float32 or None)
+    """
+    _check("bdlru_scan", gates, values, initial_state, gate_activation, cu_seqlens, blocked=True)
+    if resolve_backend(backend, values.device) == "triton":
+        return bdlru_scan_triton(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens)
+    states, final = bdlru_scan_torch(gates, values, initial_state, gate_activation, cu_seqlens)
+    return states, (final if output_final_state else None)
+
+
+__all__ = ["hlru_scan", "bdlru_scan", "resolve_backend", "triton_available", "GATE_ACTIVATIONS", "BACKENDS"]
