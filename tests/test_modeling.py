@@ -17,7 +17,7 @@ from transformers import (
 )
 
 import hf_lrnn
-from conftest import ARCHS, tiny_config, tiny_model
+from conftest import ARCHS, tiny_config, tiny_model, tiny_tokenizer
 
 
 def cache_of(output):
@@ -186,6 +186,10 @@ REMOTE_SCRIPT = textwrap.dedent(
     assert greedy.shape == (ids.shape[0], ids.shape[1] + 4)
     base = AutoModel.from_pretrained(folder, trust_remote_code=True)
     classifier = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True, num_labels=2)
+    from transformers import pipeline
+    generator = pipeline("text-generation", model=folder, trust_remote_code=True, device="cpu")
+    text = generator("w3 w4 w5", max_new_tokens=3, do_sample=False)[0]["generated_text"]
+    assert text.startswith("w3 w4 w5") and text.count("w") == 6, text
     print("REMOTE_OK", type(model).__name__, type(base).__name__, type(classifier).__name__)
     """
 )
@@ -195,6 +199,7 @@ def test_remote_code_loads_without_the_package(arch, tmp_path):
     model = tiny_model(arch, m=2)
     folder = tmp_path / "model"
     model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)  # for the text-generation pipeline
     ids = torch.randint(3, 37, (2, 6))
     torch.save(ids, tmp_path / "ids.pt")
     torch.save(model(ids).logits.detach(), tmp_path / "logits.pt")
