@@ -3,8 +3,11 @@ import os
 import pytest
 import torch
 
-# Tests run on CPU; the reference backend unless a test asks for Triton explicitly.
+# Tests run on CPU; the reference backend unless a test asks for Triton explicitly. Without CUDA, Triton
+# kernels run in its interpreter, which must be switched on before anything imports triton (hf_lrnn does).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import hf_lrnn  # noqa: E402  (registers the Auto classes)
 
