@@ -316,21 +316,41 @@ class LRNNModel(LRNNPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):
-    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+class LRNNWithHead(LRNNPreTrainedModel):
+    """A backbone (`self.model`) under a task head; subclasses add the head and call `post_init()`."""
+
     base_model_class = LRNNModel
 
     def __init__(self, config):
         super().__init__(config)
         self.model = self.base_model_class(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
 
     def get_input_embeddings(self):
         return self.model.embeddings
 
     def set_input_embeddings(self, new_embeddings):
         self.model.embeddings = new_embeddings
+
+    def run_backbone(self, input_ids, attention_mask, inputs_embeds, cache, past_key_values, use_cache,
+                     output_hidden_states, kwargs):
+        return self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            cache=_pick_cache(cache, past_key_values, kwargs),
+            use_cache=use_cache,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+
+
+class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
 
     def get_output_embeddings(self):
         return self.lm_head
@@ -362,15 +382,8 @@ class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            cache=_pick_cache(cache, past_key_values, kwargs),
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.run_backbone(input_ids, attention_mask, inputs_embeds, cache, past_key_values, use_cache,
+                                    output_hidden_states, kwargs)
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])  # [B, kept, vocab]
@@ -386,23 +399,14 @@ class LRNNForCausalLM(LRNNPreTrainedModel, GenerationMixin):
         return output if return_dict else output.to_tuple()
 
 
-class LRNNForSequenceClassification(LRNNPreTrainedModel):
+class LRNNForSequenceClassification(LRNNWithHead):
     """Backbone + linear `score` head on the last real token (last 1 in attention_mask, else last non-pad)."""
-
-    base_model_class = LRNNModel
 
     def __init__(self, config):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.model = self.base_model_class(config)
         self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embeddings
-
-    def set_input_embeddings(self, new_embeddings):
-        self.model.embeddings = new_embeddings
 
     def forward(
         self,
@@ -418,15 +422,8 @@ class LRNNForSequenceClassification(LRNNPreTrainedModel):
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            cache=_pick_cache(cache, past_key_values, kwargs),
-            use_cache=use_cache,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.run_backbone(input_ids, attention_mask, inputs_embeds, cache, past_key_values, use_cache,
+                                    output_hidden_states, kwargs)
         hidden_states = outputs.last_hidden_state
         logits = self.score(hidden_states)  # [B, T, num_labels]
         B, T = logits.shape[:2]

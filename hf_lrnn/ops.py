@@ -106,6 +106,17 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
     return B, T, N, m
 
 
+def _run(op, blocked, gates, values, initial_state, gate_activation, output_final_state, backend, cu_seqlens):
+    """Validate, then run the chosen backend of `op`."""
+    _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked)
+    if resolve_backend(backend, values.device) == "triton":
+        scan = bdlru_scan_triton if blocked else hlru_scan_triton
+        return scan(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens)
+    scan = bdlru_scan_torch if blocked else hlru_scan_torch
+    states, final = scan(gates, values, initial_state, gate_activation, cu_seqlens)
+    return states, (final if output_final_state else None)
+
+
 def hlru_scan(
     gates: torch.Tensor,
     values: torch.Tensor,
@@ -130,11 +141,8 @@ def hlru_scan(
     Returns:
         (states [B, T, N] in values.dtype, final_state or None)
     """
-    _check("hlru_scan", gates, values, initial_state, gate_activation, cu_seqlens, blocked=False)
-    if resolve_backend(backend, values.device) == "triton":
-        return hlru_scan_triton(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens)
-    states, final = hlru_scan_torch(gates, values, initial_state, gate_activation, cu_seqlens)
-    return states, (final if output_final_state else None)
+    args = (gates, values, initial_state, gate_activation, output_final_state, backend, cu_seqlens)
+    return _run("hlru_scan", False, *args)
 
 
 def bdlru_scan(
@@ -156,11 +164,8 @@ def bdlru_scan(
     Returns:
         (states [B, T, N, m] in values.dtype, final_state [B, N, m] in float32 or None)
     """
-    _check("bdlru_scan", gates, values, initial_state, gate_activation, cu_seqlens, blocked=True)
-    if resolve_backend(backend, values.device) == "triton":
-        return bdlru_scan_triton(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens)
-    states, final = bdlru_scan_torch(gates, values, initial_state, gate_activation, cu_seqlens)
-    return states, (final if output_final_state else None)
+    args = (gates, values, initial_state, gate_activation, output_final_state, backend, cu_seqlens)
+    return _run("bdlru_scan", True, *args)
 
 
 __all__ = ["hlru_scan", "bdlru_scan", "resolve_backend", "triton_available", "GATE_ACTIVATIONS", "BACKENDS"]
