@@ -1,0 +1,864 @@
+"""Fused Triton kernels for the H-LRU and BD-LRU scans (shared/SPEC.md), forward and backward.
+
+Public entry points (inputs are validated by ops.py):
+
+    hlru_scan_triton(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size=None)
+    bdlru_scan_triton(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size=None)
+
+Both return (states in values.dtype, final state float32 [B or num_seqs, N, m] or None) and are
+differentiable in gates, values and initial_state (grad outputs of the states AND of the final state are used).
+
+Design
+------
+* Gate normalisation (softmax, sigmoid, relu, tanh, linear, none; the eps constants of scan_torch) is fused:
+  the kernels read the logits and normalise each group of m+1 in registers; the backward recomputes the
+  coefficients and applies the normalisation Jacobian in registers. Coefficients never touch memory.
+* All state and accumulation is float32. Inputs may be float32, bfloat16, float16 (gates and values may differ);
+  float64 inputs are accepted and computed in float32 (loaded and cast in the kernel; outputs/grads are
+  written back in the input dtypes).
+* Sequential kernel: one program per (segment, tile of channels/blocks), looping over time with the state
+  in registers and a 2-step-ahead register prefetch of the next steps' logits/values.
+  H-LRU keeps its window of the last m states in a ROTATING register buffer: s_u lives in slot u mod m, and the
+  logits are gathered in permuted order (column (u-1-slot) mod m) so that no register shift is needed.
+  BD-LRU holds an [m, m] coefficient tile per block and does the mat-vec in registers.
+* Chunked (time-parallel) mode, used when batch x channel tiles cannot fill the GPU (or forced by chunk_size):
+    1. per chunk, run the recurrence from the m basis vectors and from zero-with-input (m+1 vectors at once):
+       gives the chunk's m x m transition and its local affine part (float32, [segments, N, m+1, m]);
+    2. a short sequential carry over the chunks ([num_seqs, N] programs);
+    3. re-run each chunk from its true carry, writing the outputs.
+  The backward does the same on the adjoint (transposed) recurrence in reverse time. Everything is float32,
+  so the chunked mode is as exact as the sequential one (it only reorders float32 roundings).
+* Backward reads the saved output states (in values.dtype) for the previous states h_{t-1}.
+* Memory: no [B, T, N, m, m] coefficient tensor and no float32 copy of the inputs is ever made; the largest
+  temporaries are the gradients themselves (gate-logit sized) and the small per-chunk aggregates.
+* H-LRU order <= 8 and BD-LRU block <= 16 are the tuned range; larger m works (register tiles grow) with a
+  one-time warning.
+"""
+
+import math
+import os
+import warnings
+
+import torch
+
+try:  # transformers' remote-code import checker skips imports inside try blocks
+    import triton
+    import triton.language as tl
+except ImportError:  # ops.py catches this and falls back to the torch backend
+    raise
+
+from .scan_torch import GATE_ACTIVATIONS, RELU_EPS, SIGNED_EPS
+from .scan_triton_diag import diag_bwd_kernel, diag_fwd_kernel, mask_if, segment_bounds
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_ACT_ID = {name: i for i, name in enumerate(GATE_ACTIVATIONS)}  # softmax 0 sigmoid 1 relu 2 tanh 3 linear 4 none 5
+_RELU_EPS = tl.constexpr(RELU_EPS)
+_SIGNED_EPS = tl.constexpr(SIGNED_EPS)
+_WARNED = set()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# gate normalisation helpers (coefficient tile zc with mask mc, input-gate logits zg; reduction over AXIS)
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _tanh(x):
+    ax = tl.abs(x)
+    e = tl.exp(-2.0 * ax)
+    big = (1.0 - e) / (1.0 + e)
+    x2 = ax * ax
+    small = ax * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (-0.05396825396825397))))
+    r = tl.where(ax < 0.25, small, big)
+    return tl.where(x < 0.0, -r, r)
+
+
+@triton.jit
+def _phi(z, ACT: tl.constexpr):
+    if ACT == 1:
+        p = tl.sigmoid(z)
+    elif ACT == 2:
+        p = tl.maximum(z, 0.0)
+    elif ACT == 3:
+        p = _tanh(z)
+    else:
+        p = z
+    return p
+
+
+@triton.jit
+def _denominator(pc, pg, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
+    if ACT <= 2:
+        den = tl.sum(pc, axis=AXIS) + pg
+    else:
+        den = tl.sum(tl.abs(pc), axis=AXIS) + tl.abs(pg)
+    if ACT == 2:
+        den = den + (M + 1) * _RELU_EPS
+    if ACT >= 3:
+        den = den + _SIGNED_EPS
+    return den
+
+
+@triton.jit
+def _normalize(zc, zg, mc, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
+    if ACT == 0:
+        mx = tl.maximum(tl.max(tl.where(mc, zc, float("-inf")), axis=AXIS), zg)
+        ec = tl.where(mc, tl.exp(zc - tl.expand_dims(mx, AXIS)), 0.0)
+        eg = tl.exp(zg - mx)
+        inv = 1.0 / (tl.sum(ec, axis=AXIS) + eg)
+        cc = ec * tl.expand_dims(inv, AXIS)
+        cg = eg * inv
+    elif ACT == 5:
+        cc = tl.where(mc, zc, 0.0)
+        cg = zg
+    else:
+        pc = tl.where(mc, _phi(zc, ACT), 0.0)
+        pg = _phi(zg, ACT)
+        inv = 1.0 / _denominator(pc, pg, M, ACT, AXIS)
+        cc = pc * tl.expand_dims(inv, AXIS)
+        cg = pg * inv
+    return cc, cg
+
+
+@triton.jit
+def _normalize_bwd(zc, zg, mc, dcc, dcg, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
+    """Gradient of the logits from the gradient of the coefficients (normalisation Jacobian, in registers)."""
+    if ACT == 0:
+        cc, cg = _normalize(zc, zg, mc, M, ACT, AXIS)
+        dot = tl.sum(cc * dcc, axis=AXIS) + cg * dcg
+        dzc = cc * (dcc - tl.expand_dims(dot, AXIS))
+        dzg = cg * (dcg - dot)
+    elif ACT == 5:
+        dzc = tl.where(mc, dcc, 0.0)
+        dzg = dcg
+    else:
+        pc = tl.where(mc, _phi(zc, ACT), 0.0)
+        pg = _phi(zg, ACT)
+        inv = 1.0 / _denominator(pc, pg, M, ACT, AXIS)
+        inv_c = tl.expand_dims(inv, AXIS)
+        cc = pc * inv_c
+        cg = pg * inv
+        dot = tl.sum(cc * dcc, axis=AXIS) + cg * dcg
+        if ACT <= 2:
+            dpc = (dcc - tl.expand_dims(dot, AXIS)) * inv_c
+            dpg = (dcg - dot) * inv
+        else:
+            sc = tl.where(pc > 0.0, 1.0, tl.where(pc < 0.0, -1.0, 0.0))
+            sg = tl.where(pg > 0.0, 1.0, tl.where(pg < 0.0, -1.0, 0.0))
+            dpc = (dcc - tl.expand_dims(dot, AXIS) * sc) * inv_c
+            dpg = (dcg - dot * sg) * inv
+        if ACT == 1:
+            dzc = dpc * pc * (1.0 - pc)
+            dzg = dpg * pg * (1.0 - pg)
+        elif ACT == 2:
+            dzc = tl.where(zc > 0.0, dpc, 0.0)
+            dzg = tl.where(zg > 0.0, dpg, 0.0)
+        elif ACT == 3:
+            dzc = dpc * (1.0 - pc * pc)
+            dzg = dpg * (1.0 - pg * pg)
+        else:
+            dzc = dpc
+            dzg = dpg
+        dzc = tl.where(mc, dzc, 0.0)
+    return dzc, dzg
+
+
+_segment = segment_bounds  # (sequence, chunk index, sequence start, sequence end, batch row) of a segment id
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# H-LRU
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _hlru_load(gbase, vbase, bos, i, L, u0, sg_t, N, n, mn, p, M: tl.constexpr):
+    ok = i < L
+    t = (bos + i).to(tl.int64)
+    col = ((u0 + i) % M - p + M) % M  # coefficient index held by each rotating slot
+    rowp = gbase + t * sg_t + n * (M + 1)
+    zc = tl.load(rowp[:, None] + col[None, :], mask=mask_if(mn[:, None] & (p[None, :] < M), ok), other=0.0).to(tl.float32)
+    zg = tl.load(rowp + M, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
+    v = tl.load(vbase + t * N + n, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
+    return zc, zg, v
+
+
+@triton.jit
+def _hlru_fwd_kernel(
+    G, V, O, H0, HF, AGG, CU, TAB,
+    sg_b, sg_t, T, N, CS, NC,
+    M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
+    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr,
+    H0_PER_SEG: tl.constexpr, WRITE_OUT: tl.constexpr, WRITE_FINAL: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * CS
+    eos = tl.minimum(bos + CS, seq_eos)
+    L = eos - bos
+    u0 = c * CS
+    b64 = b.to(tl.int64)
+
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    mn = n < N
+    p = tl.arange(0, MP)
+    vv = tl.arange(0, NVP)
+    mn2 = mn[:, None] & (p[None, :] < M)
+    p3 = p[None, None, :]
+    v3 = vv[None, :, None]
+    mn3 = mn[:, None, None] & (p3 < M)
+
+    kk0 = (u0 % M - p + M) % M  # canonical window index held by slot p at the segment start
+    if NVP == 1:
+        if HAS_H0:
+            if H0_PER_SEG:
+                hidx = pid_s.to(tl.int64)
+            else:
+                hidx = seq.to(tl.int64)
+            w0 = tl.load(H0 + (hidx * N + n[:, None]) * M + kk0[None, :], mask=mn2, other=0.0).to(tl.float32)
+            W = w0[:, None, :]
+        else:
+            W = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+    else:
+        W = tl.where((kk0[None, None, :] == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+
+    gbase = G + b64 * sg_b
+    vbase = V + b64 * T * N
+    obase = O + b64 * T * N
+    zc0, zg0, x0 = _hlru_load(gbase, vbase, bos, 0, L, u0, sg_t, N, n, mn, p, M)
+    zc1, zg1, x1 = _hlru_load(gbase, vbase, bos, 1, L, u0, sg_t, N, n, mn, p, M)
+    for i in range(0, L):
+        zc2, zg2, x2 = _hlru_load(gbase, vbase, bos, i + 2, L, u0, sg_t, N, n, mn, p, M)
+        cc, cg = _normalize(zc0, zg0, mn2, M, ACT, 1)
+        s = tl.sum(cc[:, None, :] * W, axis=2) + tl.where(vv[None, :] == AFF, (cg * x0)[:, None], 0.0)
+        q = (u0 + i + 1) % M
+        W = tl.where(p3 == q, s[:, :, None], W)
+        if WRITE_OUT:
+            t = (bos + i).to(tl.int64)
+            tl.store(obase + t * N + n, tl.sum(s, axis=1).to(O.dtype.element_ty), mask=mn)
+        zc0, zg0, x0 = zc1, zg1, x1
+        zc1, zg1, x1 = zc2, zg2, x2
+
+    kke = ((u0 + L) % M - p + M) % M
+    if NVP == 1:
+        if WRITE_FINAL:
+            is_last = eos == seq_eos
+            tl.store(HF + (seq.to(tl.int64) * N + n[:, None]) * M + kke[None, :], tl.sum(W, axis=1), mask=mask_if(mn2, is_last))
+    else:
+        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + kke[None, None, :]
+        tl.store(ptr, W, mask=mn3 & (v3 <= M))
+
+
+@triton.jit
+def _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, i, u0, sg_t, N, n, mn, p,
+                   M: tl.constexpr, GRADS: tl.constexpr, HAS_INIT: tl.constexpr):
+    ok = i >= 0
+    t = (bos + i).to(tl.int64)
+    col = ((u0 + i + M) % M - p + M) % M
+    rowp = gbase + t * sg_t + n * (M + 1)
+    zc = tl.load(rowp[:, None] + col[None, :], mask=mask_if(mn[:, None] & (p[None, :] < M), ok), other=0.0).to(tl.float32)
+    zg = tl.load(rowp + M, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
+    do = tl.load(dobase + t * N + n, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
+    if GRADS:
+        v = tl.load(vbase + t * N + n, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
+        # s_{t-M} (1-based t = u0+i+1): output position seq_bos + u0 + i - M, or the initial window
+        back = u0 + i - M
+        in_seq = back >= 0
+        sold = tl.load(obase + (seq_bos + back).to(tl.int64) * N + n, mask=mask_if(mn, ok & in_seq), other=0.0).to(tl.float32)
+        if HAS_INIT:
+            si = tl.load(INIT + (seq.to(tl.int64) * N + n) * M + (M - 1 - u0 - i), mask=mask_if(mn, ok & (back < 0)), other=0.0)
+            sold = tl.where(in_seq, sold, si)
+    else:
+        v = do
+        sold = do
+    return zc, zg, do, v, sold
+
+
+@triton.jit
+def _hlru_bwd_kernel(
+    G, V, O, DO, INIT, DHT, DG, DV, DH0, AGG, CU, TAB,
+    sg_b, sg_t, T, N, CS, NC,
+    M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
+    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr,
+    HAS_DHT: tl.constexpr, DHT_PER_SEG: tl.constexpr, WRITE_DH0: tl.constexpr,
+):
+    GRADS: tl.constexpr = NVP == 1
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * CS
+    eos = tl.minimum(bos + CS, seq_eos)
+    L = eos - bos
+    u0 = c * CS
+    uend = u0 + L
+    b64 = b.to(tl.int64)
+    seq64 = seq.to(tl.int64)
+
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    mn = n < N
+    p = tl.arange(0, MP)
+    vv = tl.arange(0, NVP)
+    mn2 = mn[:, None] & (p[None, :] < M)
+    p3 = p[None, None, :]
+    v3 = vv[None, :, None]
+    mn3 = mn[:, None, None] & (p3 < M)
+
+    kke = (uend % M - p + M) % M
+    if GRADS:
+        if HAS_DHT:
+            if DHT_PER_SEG:
+                hidx = pid_s.to(tl.int64)
+            else:
+                hidx = seq64
+            l0 = tl.load(DHT + (hidx * N + n[:, None]) * M + kke[None, :], mask=mn2, other=0.0).to(tl.float32)
+            lam = l0[:, None, :]
+        else:
+            lam = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+        # window of states at the segment end: slot p holds s_{uend - kke[p]}
+        tw = uend - kke
+        in_seq = tw >= 1
+        Wb = tl.load(O + (b64 * T + seq_bos + tw[None, :] - 1) * N + n[:, None], mask=mn2 & in_seq[None, :],
+                     other=0.0).to(tl.float32)
+        if HAS_INIT:
+            wi = tl.load(INIT + (seq64 * N + n[:, None]) * M + (kke - uend)[None, :], mask=mn2 & (tw < 1)[None, :],
+                         other=0.0)
+            Wb = tl.where(in_seq[None, :], Wb, wi)
+    else:
+        lam = tl.where((kke[None, None, :] == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+
+    gbase = G + b64 * sg_b
+    vbase = V + b64 * T * N
+    dobase = DO + b64 * T * N
+    obase = O + b64 * T * N
+    dgbase = DG + b64 * T * N * (M + 1)
+    dvbase = DV + b64 * T * N
+    zc0, zg0, do0, x0, so0 = _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, L - 1, u0, sg_t, N,
+                                            n, mn, p, M, GRADS, HAS_INIT)
+    zc1, zg1, do1, x1, so1 = _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, L - 2, u0, sg_t, N,
+                                            n, mn, p, M, GRADS, HAS_INIT)
+    for j in range(0, L):
+        i = L - 1 - j
+        zc2, zg2, do2, x2, so2 = _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, i - 2, u0,
+                                                sg_t, N, n, mn, p, M, GRADS, HAS_INIT)
+        q = (u0 + i + 1) % M
+        qm = p3 == q
+        lam = lam + tl.where(qm & (v3 == AFF), do0[:, None, None], 0.0)
+        ell = tl.sum(tl.where(qm, lam, 0.0), axis=2)  # adjoint of s_t, [BLOCK, NVP]
+        lam = tl.where(qm, 0.0, lam)
+        cc, cg = _normalize(zc0, zg0, mn2, M, ACT, 1)
+        lam = lam + cc[:, None, :] * ell[:, :, None]
+        if GRADS:
+            l1 = tl.sum(ell, axis=1)
+            Wb = tl.where(p[None, :] == q, so0[:, None], Wb)  # window before step t
+            dcc = l1[:, None] * Wb
+            dcg = l1 * x0
+            dzc, dzg = _normalize_bwd(zc0, zg0, mn2, dcc, dcg, M, ACT, 1)
+            t = (bos + i).to(tl.int64)
+            col = ((u0 + i) % M - p + M) % M
+            rowp = dgbase + (t * N + n) * (M + 1)
+            tl.store(rowp[:, None] + col[None, :], dzc.to(DG.dtype.element_ty), mask=mn2)
+            tl.store(rowp + M, dzg.to(DG.dtype.element_ty), mask=mn)
+            tl.store(dvbase + t * N + n, (l1 * cg).to(DV.dtype.element_ty), mask=mn)
+        zc0, zg0, do0, x0, so0 = zc1, zg1, do1, x1, so1
+        zc1, zg1, do1, x1, so1 = zc2, zg2, do2, x2, so2
+
+    kk0 = (u0 % M - p + M) % M
+    if GRADS:
+        if WRITE_DH0:
+            tl.store(DH0 + (seq64 * N + n[:, None]) * M + kk0[None, :], tl.sum(lam, axis=1), mask=mask_if(mn2, c == 0))
+    else:
+        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + kk0[None, None, :]
+        tl.store(ptr, lam, mask=mn3 & (v3 <= M))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# BD-LRU
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _bdlru_load(gbase, vbase, bos, i, L, sg_t, N, n, mn, jr, kc, M: tl.constexpr):
+    ok = i < L
+    ok = ok & (i >= 0)
+    t = (bos + i).to(tl.int64)
+    rowp = gbase + t * sg_t + n * (M * (M + 1))  # [BLOCK]
+    mrow = mask_if(mn[:, None] & (jr[None, :] < M), ok)  # [BLOCK, MP]
+    rp2 = rowp[:, None] + jr[None, :] * (M + 1)  # [BLOCK, MP]
+    zc = tl.load(rp2[:, :, None] + kc[None, None, :], mask=mrow[:, :, None] & (kc[None, None, :] < M),
+                 other=0.0).to(tl.float32)
+    zg = tl.load(rp2 + M, mask=mrow, other=0.0).to(tl.float32)
+    v = tl.load(vbase + (t * N + n[:, None]) * M + jr[None, :], mask=mrow, other=0.0).to(tl.float32)
+    return zc, zg, v
+
+
+@triton.jit
+def _bdlru_fwd_kernel(
+    G, V, O, H0, HF, AGG, CU, TAB,
+    sg_b, sg_t, T, N, CS, NC,
+    M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
+    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr,
+    H0_PER_SEG: tl.constexpr, WRITE_OUT: tl.constexpr, WRITE_FINAL: tl.constexpr,
+):
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * CS
+    eos = tl.minimum(bos + CS, seq_eos)
+    L = eos - bos
+    b64 = b.to(tl.int64)
+
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    mn = n < N
+    jr = tl.arange(0, MP)
+    kc = tl.arange(0, MP)
+    vv = tl.arange(0, NVP)
+    mn2 = mn[:, None] & (jr[None, :] < M)
+    mc3 = mn2[:, :, None] & (kc[None, None, :] < M)
+    v3 = vv[None, :, None]
+    k3 = kc[None, None, :]
+    mn3 = mn[:, None, None] & (k3 < M)
+
+    if NVP == 1:
+        if HAS_H0:
+            if H0_PER_SEG:
+                hidx = pid_s.to(tl.int64)
+            else:
+                hidx = seq.to(tl.int64)
+            h0 = tl.load(H0 + (hidx * N + n[:, None]) * M + kc[None, :], mask=mn2, other=0.0).to(tl.float32)
+            H = h0[:, None, :]
+        else:
+            H = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+    else:
+        H = tl.where((k3 == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+
+    gbase = G + b64 * sg_b
+    vbase = V + b64 * T * N * M
+    obase = O + b64 * T * N * M
+    zc0, zg0, x0 = _bdlru_load(gbase, vbase, bos, 0, L, sg_t, N, n, mn, jr, kc, M)
+    zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, 1, L, sg_t, N, n, mn, jr, kc, M)
+    for i in range(0, L):
+        zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i + 2, L, sg_t, N, n, mn, jr, kc, M)
+        A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2)  # [BLOCK, MP(j), MP(k)], [BLOCK, MP(j)]
+        hn = tl.sum(A[:, None, :, :] * H[:, :, None, :], axis=3)  # [BLOCK, NVP, MP(j)]
+        hn = hn + tl.where(v3 == AFF, (cg * x0)[:, None, :], 0.0)
+        if WRITE_OUT:
+            t = (bos + i).to(tl.int64)
+            tl.store(obase + (t * N + n[:, None]) * M + jr[None, :], tl.sum(hn, axis=1).to(O.dtype.element_ty),
+                     mask=mn2)
+        H = hn
+        zc0, zg0, x0 = zc1, zg1, x1
+        zc1, zg1, x1 = zc2, zg2, x2
+
+    if NVP == 1:
+        if WRITE_FINAL:
+            is_last = eos == seq_eos
+            tl.store(HF + (seq.to(tl.int64) * N + n[:, None]) * M + kc[None, :], tl.sum(H, axis=1), mask=mask_if(mn2, is_last))
+    else:
+        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + k3
+        tl.store(ptr, H, mask=mn3 & (v3 <= M))
+
+
+@triton.jit
+def _bdlru_bwd_kernel(
+    G, V, O, DO, INIT, DHT, DG, DV, DH0, AGG, CU, TAB,
+    sg_b, sg_t, T, N, CS, NC,
+    M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
+    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr,
+    HAS_DHT: tl.constexpr, DHT_PER_SEG: tl.constexpr, WRITE_DH0: tl.constexpr,
+):
+    GRADS: tl.constexpr = NVP == 1
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * CS
+    eos = tl.minimum(bos + CS, seq_eos)
+    L = eos - bos
+    b64 = b.to(tl.int64)
+    seq64 = seq.to(tl.int64)
+
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    mn = n < N
+    jr = tl.arange(0, MP)
+    kc = tl.arange(0, MP)
+    vv = tl.arange(0, NVP)
+    mn2 = mn[:, None] & (jr[None, :] < M)
+    mc3 = mn2[:, :, None] & (kc[None, None, :] < M)
+    v3 = vv[None, :, None]
+    k3 = kc[None, None, :]
+    mn3 = mn[:, None, None] & (k3 < M)
+
+    if GRADS:
+        if HAS_DHT:
+            if DHT_PER_SEG:
+                hidx = pid_s.to(tl.int64)
+            else:
+                hidx = seq64
+            l0 = tl.load(DHT + (hidx * N + n[:, None]) * M + kc[None, :], mask=mn2, other=0.0).to(tl.float32)
+            mu = l0[:, None, :]
+        else:
+            mu = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+    else:
+        mu = tl.where((k3 == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
+
+    gbase = G + b64 * sg_b
+    vbase = V + b64 * T * N * M
+    dobase = DO + b64 * T * N * M
+    obase = O + b64 * T * N * M
+    dgbase = DG + b64 * T * N * (M * (M + 1))
+    dvbase = DV + b64 * T * N * M
+    zc0, zg0, x0 = _bdlru_load(gbase, vbase, bos, L - 1, L, sg_t, N, n, mn, jr, kc, M)
+    zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, L - 2, L, sg_t, N, n, mn, jr, kc, M)
+    do0 = tl.load(dobase + ((bos + L - 1).to(tl.int64) * N + n[:, None]) * M + jr[None, :], mask=mask_if(mn2, L >= 1),
+                  other=0.0).to(tl.float32)
+    for j in range(0, L):
+        i = L - 1 - j
+        t = (bos + i).to(tl.int64)
+        zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i - 2, L, sg_t, N, n, mn, jr, kc, M)
+        do1 = tl.load(dobase + ((t - 1) * N + n[:, None]) * M + jr[None, :], mask=mask_if(mn2, i >= 1), other=0.0)
+        lam = mu + tl.where(v3 == AFF, do0[:, None, :], 0.0)  # [BLOCK, NVP, MP(j)]
+        A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2)
+        mu = tl.sum(A[:, None, :, :] * lam[:, :, :, None], axis=2)  # A^T lam: [BLOCK, NVP, MP(k)]
+        if GRADS:
+            # h_{t-1}: saved output at t-1, or the sequence's initial state
+            prev_in = (t - 1) >= seq_bos
+            hp = tl.load(obase + ((t - 1) * N + n[:, None]) * M + kc[None, :], mask=mask_if(mn2, prev_in),
+                         other=0.0).to(tl.float32)
+            if HAS_INIT:
+                hi = tl.load(INIT + (seq64 * N + n[:, None]) * M + kc[None, :], mask=mask_if(mn2, prev_in == 0), other=0.0)
+                hp = tl.where(prev_in, hp, hi)
+            l1 = tl.sum(lam, axis=1)  # [BLOCK, MP(j)]
+            dcc = l1[:, :, None] * hp[:, None, :]
+            dcg = l1 * x0
+            dzc, dzg = _normalize_bwd(zc0, zg0, mc3, dcc, dcg, M, ACT, 2)
+            rp2 = dgbase + (t * N + n[:, None]) * (M * (M + 1)) + jr[None, :] * (M + 1)
+            tl.store(rp2[:, :, None] + kc[None, None, :], dzc.to(DG.dtype.element_ty), mask=mc3)
+            tl.store(rp2 + M, dzg.to(DG.dtype.element_ty), mask=mn2)
+            tl.store(dvbase + (t * N + n[:, None]) * M + jr[None, :], (l1 * cg).to(DV.dtype.element_ty), mask=mn2)
+        zc0, zg0, x0 = zc1, zg1, x1
+        zc1, zg1, x1 = zc2, zg2, x2
+        do0 = do1.to(tl.float32)
+
+    if GRADS:
+        if WRITE_DH0:
+            tl.store(DH0 + (seq64 * N + n[:, None]) * M + kc[None, :], tl.sum(mu, axis=1), mask=mask_if(mn2, c == 0))
+    else:
+        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + k3
+        tl.store(ptr, mu, mask=mn3 & (v3 <= M))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# phase 2 of the chunked mode: carry over chunks, x <- P x + b (canonical coordinates, both ops)
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _carry_kernel(AGG, X0, CARRY, CUC, N, NC, M: tl.constexpr, MP: tl.constexpr, BLOCK: tl.constexpr,
+                  IS_VARLEN: tl.constexpr, HAS_X0: tl.constexpr, REVERSE: tl.constexpr):
+    seq = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if IS_VARLEN:
+        c0 = tl.load(CUC + seq)
+        c1 = tl.load(CUC + seq + 1)
+    else:
+        c0 = seq * NC
+        c1 = c0 + NC
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    mn = n < N
+    kr = tl.arange(0, MP)
+    mn2 = mn[:, None] & (kr[None, :] < M)
+    mP = mn2[:, :, None] & (kr[None, None, :] < M)
+    if HAS_X0:
+        x = tl.load(X0 + (seq.to(tl.int64) * N + n[:, None]) * M + kr[None, :], mask=mn2, other=0.0).to(tl.float32)
+    else:
+        x = tl.zeros([BLOCK, MP], dtype=tl.float32)
+    for ii in range(0, c1 - c0):
+        if REVERSE:
+            cid = (c1 - 1 - ii).to(tl.int64)
+        else:
+            cid = (c0 + ii).to(tl.int64)
+        tl.store(CARRY + (cid * N + n[:, None]) * M + kr[None, :], x, mask=mn2)
+        base = AGG + (cid * N + n) * ((M + 1) * M)  # [BLOCK]
+        Pt = tl.load(base[:, None, None] + kr[None, :, None] * M + kr[None, None, :], mask=mP, other=0.0)
+        bb = tl.load(base[:, None] + M * M + kr[None, :], mask=mn2, other=0.0)
+        x = tl.sum(Pt * x[:, :, None], axis=1) + bb
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# host side
+# ----------------------------------------------------------------------------------------------------------------
+def _next_pow2(x):
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def _block(blocked, m, nvp, N):
+    """Units (channels / blocks) per program so that a program holds ~2K float32 per register tile."""
+    mp = _next_pow2(m)
+    per_unit = nvp * mp * (mp if blocked else 1)
+    budget = 1024 if _INTERPRET else 2048
+    blk = max(1, min(128, budget // per_unit))
+    blk = min(blk, _next_pow2(max(N, 1)))
+    return _next_pow2(blk) if blk & (blk - 1) else blk
+
+
+def _num_warps(blk, blocked, m, nvp):
+    mp = _next_pow2(m)
+    elems = blk * nvp * mp * (mp if blocked else 1)
+    return int(max(1, min(8, elems // 256)))
+
+
+def _warn_large(op, m, limit):
+    if m > limit and (op, m) not in _WARNED:
+        _WARNED.add((op, m))
+        warnings.warn(
+            f"{op}: m={m} is above the tuned range (<= {limit}); the Triton kernel stays correct but holds larger "
+            "register tiles and runs slower.",
+            stacklevel=3,
+        )
+
+
+class _Plan:
+    """How the time axis is split: segments (sequences or chunks) and their tables."""
+
+    def __init__(self, B, T, N, m, blocked, cu_seqlens, chunk_size, device):
+        self.varlen = cu_seqlens is not None
+        if self.varlen:
+            bounds = cu_seqlens.tolist()
+            lens = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
+            self.S = len(lens)
+            self.cu = cu_seqlens.to(device=device, dtype=torch.int32)
+        else:
+            lens = None
+            self.S = B
+            self.cu = None
+        max_len = max(lens) if self.varlen else T
+        chunk_size = int(chunk_size or 0)
+        if chunk_size <= 0 or chunk_size >= max_len:
+            self.chunked = False
+            self.CS = max(T, 1) + (1 if self.varlen else 0)
+            self.NC = 1
+            self.num_segs = self.S
+            self.tab = None
+            self.cuc = None
+        else:
+            self.chunked = True
+            self.CS = chunk_size
+            if self.varlen:
+                ncs = [max(1, _cdiv(length, chunk_size)) for length in lens]
+                tab = [(s, c) for s, k in enumerate(ncs) for c in range(k)]
+                self.tab = torch.tensor(tab, dtype=torch.int32).to(device)
+                cuc = [0]
+                for k in ncs:
+                    cuc.append(cuc[-1] + k)
+                self.cuc = torch.tensor(cuc, dtype=torch.int32).to(device)
+                self.NC = 1
+                self.num_segs = len(tab)
+            else:
+                self.NC = _cdiv(T, chunk_size)
+                self.num_segs = B * self.NC
+                self.tab = None
+                self.cuc = None
+
+    def seg_args(self, dummy_i):
+        cu = self.cu if self.cu is not None else dummy_i
+        tab = self.tab if self.tab is not None else dummy_i
+        return cu, tab
+
+
+def _auto_chunk(S, N, m, blocked, max_len):
+    """Chunk length for the time-parallel mode, or 0 (sequential) when batch x tiles already fill the GPU."""
+    blk = _block(blocked, m, 1, N)
+    progs = S * _cdiv(N, blk)
+    target = 1536
+    if progs * 2 >= target or max_len < 512:
+        return 0
+    per_seq = _cdiv(target, progs)
+    cs = max(128, _cdiv(max_len, per_seq))
+    cs = _cdiv(cs, 32) * 32
+    return 0 if cs >= max_len else cs
+
+
+def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
+    if chunk_size is None and not _INTERPRET:
+        if cu_seqlens is not None:
+            bounds = cu_seqlens.tolist()
+            S = len(bounds) - 1
+            max_len = max(e - s for s, e in zip(bounds[:-1], bounds[1:]))
+        else:
+            S, max_len = B, T
+        chunk_size = _auto_chunk(S, N, m, blocked, max_len)
+    return _Plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device)
+
+
+def _prep_gates(gates, blocked):
+    inner = gates.shape[2:]
+    ok = True
+    expect = 1
+    for size, stride in zip(reversed(inner), reversed(gates.stride()[2:])):
+        if size != 1 and stride != expect:
+            ok = False
+            break
+        expect *= size
+    if not ok:
+        gates = gates.contiguous()
+    return gates, gates.stride(0), gates.stride(1)
+
+
+def _diag_tiles(N):
+    """m = 1 kernels: BLOCK channels x TT time steps per tile, one channel per thread."""
+    blk = min(128, _next_pow2(max(N, 1)))
+    return blk, 16, max(1, min(4, blk // 32))
+
+
+def _launch(kind, blocked, m, N, act, plan, phase):
+    """(kernel, channel block, launch kwargs) for `kind` in fwd/bwd and phase "agg" (chunk aggregates) or "main"."""
+    common = dict(ACT=act, IS_VARLEN=plan.varlen, USE_TAB=plan.tab is not None)
+    if m == 1:  # diagonal: tiled associative-scan kernels (both ops are the same recurrence)
+        blk, tt, nw = _diag_tiles(N)
+        kern = diag_fwd_kernel if kind == "fwd" else diag_bwd_kernel
+        return kern, blk, dict(BLOCK=blk, TT=tt, MODE=1 if phase == "agg" else 0, num_warps=nw, **common)
+    if kind == "fwd":
+        kern = _bdlru_fwd_kernel if blocked else _hlru_fwd_kernel
+    else:
+        kern = _bdlru_bwd_kernel if blocked else _hlru_bwd_kernel
+    nvp = _next_pow2(m + 1) if phase == "agg" else 1
+    blk = _block(blocked, m, nvp, N)
+    extra = dict(NVP=nvp, AFF=m if phase == "agg" else 0, M=m, MP=_next_pow2(m))
+    if kind == "fwd":
+        extra["WRITE_OUT"] = phase != "agg"
+    return kern, blk, dict(BLOCK=blk, num_warps=_num_warps(blk, blocked, m, nvp), **extra, **common)
+
+
+def _carry(agg, x0, plan, N, m, reverse, dummy_f, dummy_i):
+    """Phase 2 of the chunked mode: the carried state entering every segment."""
+    S = plan.S
+    mp = _next_pow2(m)
+    carry = torch.empty(plan.num_segs, N, m, device=agg.device, dtype=torch.float32)
+    cblk = max(1, min(128, _next_pow2(N), 2048 // (mp * mp)))
+    _carry_kernel[(S, _cdiv(N, cblk))](
+        agg, x0 if x0 is not None else dummy_f, carry, plan.cuc if plan.cuc is not None else dummy_i,
+        N, plan.NC, M=m, MP=mp, BLOCK=cblk, IS_VARLEN=plan.varlen, HAS_X0=x0 is not None, REVERSE=reverse,
+        num_warps=4)
+    return carry
+
+
+def _forward(blocked, gates, values, h0, act, want_final, plan):
+    B, T, N = values.shape[:3]
+    m = gates.shape[-1] - 1
+    dev = values.device
+    g, sg_b, sg_t = _prep_gates(gates, blocked)
+    v = values.contiguous()
+    out = torch.empty_like(v)
+    S = plan.S
+    final = torch.empty(S, N, m, device=dev, dtype=torch.float32) if want_final else None
+    dummy_f = torch.empty(1, device=dev, dtype=torch.float32)
+    dummy_i = torch.zeros(2, device=dev, dtype=torch.int32)
+    cu, tab = plan.seg_args(dummy_i)
+    h0c = h0.contiguous() if h0 is not None else None
+    if plan.chunked:
+        kern, blk, kw = _launch("fwd", blocked, m, N, act, plan, "agg")
+        agg = torch.empty(plan.num_segs, N, m + 1, m, device=dev, dtype=torch.float32)
+        kern[(plan.num_segs, _cdiv(N, blk))](
+            g, v, out, dummy_f, dummy_f, agg, cu, tab, sg_b, sg_t, T, N, plan.CS, plan.NC,
+            HAS_H0=False, H0_PER_SEG=False, WRITE_FINAL=False, **kw)
+        h_in, has_h0, per_seg = _carry(agg, h0c, plan, N, m, False, dummy_f, dummy_i), True, True
+        del agg
+    else:
+        h_in, has_h0, per_seg = (h0c if h0c is not None else dummy_f), h0c is not None, False
+    kern, blk, kw = _launch("fwd", blocked, m, N, act, plan, "main")
+    kern[(plan.num_segs, _cdiv(N, blk))](
+        g, v, out, h_in, final if final is not None else dummy_f, dummy_f, cu, tab, sg_b, sg_t, T, N, plan.CS,
+        plan.NC, HAS_H0=has_h0, H0_PER_SEG=per_seg, WRITE_FINAL=want_final, **kw)
+    return out, final
+
+
+def _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final):
+    B, T, N = values.shape[:3]
+    m = gates.shape[-1] - 1
+    dev = values.device
+    g, sg_b, sg_t = _prep_gates(gates, blocked)
+    v = values.contiguous()
+    S = plan.S
+    do = torch.zeros_like(v) if d_states is None else d_states.contiguous()
+    dfin = d_final.float().contiguous() if d_final is not None else None
+    dummy_f = torch.empty(1, device=dev, dtype=torch.float32)
+    dummy_i = torch.zeros(2, device=dev, dtype=torch.int32)
+    cu, tab = plan.seg_args(dummy_i)
+    h0c = h0.contiguous() if h0 is not None else None
+    init = h0c if h0c is not None else dummy_f
+    dg = torch.empty(g.shape, device=dev, dtype=gates.dtype)
+    dv = torch.empty_like(v)
+    dh0 = torch.empty(S, N, m, device=dev, dtype=torch.float32) if h0 is not None else None
+    if plan.chunked:
+        kern, blk, kw = _launch("bwd", blocked, m, N, act, plan, "agg")
+        agg = torch.empty(plan.num_segs, N, m + 1, m, device=dev, dtype=torch.float32)
+        kern[(plan.num_segs, _cdiv(N, blk))](
+            g, v, states, do, init, dummy_f, dg, dv, dummy_f, agg, cu, tab, sg_b, sg_t, T, N, plan.CS, plan.NC,
+            HAS_INIT=h0c is not None, HAS_DHT=False, DHT_PER_SEG=False, WRITE_DH0=False, **kw)
+        dht, has_dht, per_seg = _carry(agg, dfin, plan, N, m, True, dummy_f, dummy_i), True, True
+        del agg
+    else:
+        dht, has_dht, per_seg = (dfin if dfin is not None else dummy_f), dfin is not None, False
+    kern, blk, kw = _launch("bwd", blocked, m, N, act, plan, "main")
+    kern[(plan.num_segs, _cdiv(N, blk))](
+        g, v, states, do, init, dht, dg, dv, dh0 if dh0 is not None else dummy_f, dummy_f, cu, tab, sg_b, sg_t,
+        T, N, plan.CS, plan.NC, HAS_INIT=h0c is not None, HAS_DHT=has_dht, DHT_PER_SEG=per_seg,
+        WRITE_DH0=dh0 is not None, **kw)
+    return dg, dv, dh0
+
+
+class _ScanFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, gates, values, initial_state, blocked, act, want_final, plan):
+        h0 = initial_state.float() if initial_state is not None else None
+        states, final = _forward(blocked, gates, values, h0, act, want_final, plan)
+        ctx.save_for_backward(gates, values, states, h0)
+        ctx.blocked, ctx.act, ctx.plan = blocked, act, plan
+        ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
+        ctx.gates_shape = gates.shape
+        ctx.set_materialize_grads(False)
+        return states, final
+
+    @staticmethod
+    def backward(ctx, d_states, d_final):
+        gates, values, states, h0 = ctx.saved_tensors
+        if d_states is None and d_final is None:
+            return None, None, None, None, None, None, None
+        dg, dv, dh0 = _backward(ctx.blocked, gates, values, states, h0, ctx.act, ctx.plan, d_states, d_final)
+        if dg.shape != ctx.gates_shape:
+            dg = dg.reshape(ctx.gates_shape)
+        dh0 = dh0.to(ctx.h0_dtype) if dh0 is not None else None
+        return (dg if ctx.needs_input_grad[0] else None, dv if ctx.needs_input_grad[1] else None,
+                dh0 if ctx.needs_input_grad[2] else None, None, None, None, None)
+
+
+def _scan(blocked, gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size):
+    B, T, N = values.shape[:3]
+    m = gates.shape[-1] - 1
+    if blocked:
+        _warn_large("bdlru_scan", m, 16)
+    else:
+        _warn_large("hlru_scan", m, 8)
+    act = _ACT_ID[gate_activation]
+    plan = _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, values.device)
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (gates, values, initial_state))
+    if not need_grad:  # inference / decode: one launch (sequential mode), no autograd bookkeeping
+        h0 = initial_state.float() if initial_state is not None else None
+        return _forward(blocked, gates, values, h0, act, bool(output_final_state), plan)
+    return _ScanFunction.apply(gates, values, initial_state, blocked, act, bool(output_final_state), plan)
+
+
+def hlru_scan_triton(gates, values, initial_state=None, gate_activation="softmax", output_final_state=False,
+                     cu_seqlens=None, chunk_size=None):
+    """H-LRU scan on gate logits [B, T, N, m+1] and values [B, T, N]; see the module docstring.
+
+    chunk_size: None chooses automatically (time-parallel chunked mode when batch x channel tiles would not fill
+    the GPU), an int > 0 forces chunks of that length, 0 forces the sequential kernel.
+    """
+    return _scan(False, gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size)
+
+
+def bdlru_scan_triton(gates, values, initial_state=None, gate_activation="softmax", output_final_state=False,
+                      cu_seqlens=None, chunk_size=None):
+    """BD-LRU scan on gate logits [B, T, N, m, m+1] and values [B, T, N, m]; see the module docstring."""
+    return _scan(True, gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size)
+
+
+__all__ = ["hlru_scan_triton", "bdlru_scan_triton"]

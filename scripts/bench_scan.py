@@ -1,0 +1,260 @@
+"""Benchmark the fused Triton H-LRU / BD-LRU scans on a CUDA GPU (written for the H200).
+
+    PYTHONPATH=. python scripts/bench_scan.py [--quick] [--out bench_scan.json]
+
+Prints a table and writes JSON. All inputs bfloat16, gate activation softmax, no initial state.
+
+Minimal-bytes model (elements of 2 bytes, per "channel" per token; a channel is one H-LRU channel (N = D/m of
+them, each with m+1 logits) or one BD-LRU block row (D = N*m of them, each with m+1 logits)):
+    forward:          (m+1) logits + 1 value + 1 output                                   = m+3
+    backward:         read (m+1) logits + value + saved output + grad_out,
+                      write (m+1) grad logits + grad value                                = 2m+5
+    forward+backward: (m+3) + (2m+5)                                                      = 3m+8
+Effective TB/s = model bytes / median time; "% copy" compares it with a device-to-device copy measured in the
+same run (bytes read + bytes written over the copy time).
+Times: triton.testing.do_bench median (warm-up 25 ms, 100 ms of repeats) after explicit warm-up calls.
+Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one fwd+bwd after a warm-up) at
+T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
+at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
+Peak memory: torch.cuda.max_memory_allocated during one fwd+bwd, minus the memory held before (inputs + grad_out).
+fla baseline (m = 1 only): fla.ops.hgrn.chunk_hgrn / fused_recurrent_hgrn on x = g_in * v and g = log a with
+(a, g_in) the softmax-normalised gates (precomputed, bf16): the same recurrence.
+Layer row: one H-LRU mixer layer (hf_lrnn.HLRUModel(...).layers[0].mixer) at B=8, T=2048, d=1024, N*m=1024,
+forward+backward under bf16 autocast, next to the paper's numbers.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import triton  # noqa: E402
+from triton.testing import do_bench  # noqa: E402
+
+try:
+    import hf_lrnn  # noqa: E402,F401
+except Exception as _err:  # noqa: BLE001  (the model code may not import here: load the kernels alone)
+    import types
+
+    print(f"note: import hf_lrnn failed ({type(_err).__name__}: {_err}); loading the scan modules alone")
+    _pkg = types.ModuleType("hf_lrnn")
+    _pkg.__path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hf_lrnn")]
+    sys.modules["hf_lrnn"] = _pkg
+
+from hf_lrnn.scan_torch import bdlru_scan_torch, hlru_scan_torch  # noqa: E402
+from hf_lrnn.scan_triton import bdlru_scan_triton, hlru_scan_triton  # noqa: E402
+
+PAPER_LAYER_MS = {1: "15.9", 2: "77-81", 4: "46-47"}
+
+
+def bench(fn, grad_to_none=None):
+    fn()
+    fn()
+    torch.cuda.synchronize()
+    return do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none, quantiles=[0.5, 0.2, 0.8])[0]
+
+
+def copy_bandwidth():
+    x = torch.empty(512 * 1024 * 1024, dtype=torch.uint8, device="cuda").random_()
+    y = torch.empty_like(x)
+    ms = bench(lambda: y.copy_(x))
+    return 2 * x.numel() / (ms * 1e-3) / 1e12
+
+
+def make_inputs(op, B, T, D, m, requires_grad):
+    N = D // m
+    if op == "hlru":
+        g = torch.randn(B, T, N, m + 1, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(B, T, N, device="cuda", dtype=torch.bfloat16)
+        channels = N
+    else:
+        g = torch.randn(B, T, N, m, m + 1, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(B, T, N, m, device="cuda", dtype=torch.bfloat16)
+        channels = D
+    g.requires_grad_(requires_grad)
+    v.requires_grad_(requires_grad)
+    return g, v, channels
+
+
+def run_ref(op, B, T, D, m, t_ref=256):
+    ref = hlru_scan_torch if op == "hlru" else bdlru_scan_torch
+    g, v, _ = make_inputs(op, B, t_ref, D, m, True)
+    do = torch.randn_like(v)
+
+    def step():
+        out, _ = ref(g, v, None, "softmax")
+        out.backward(do)
+
+    step()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    ms = (time.perf_counter() - t0) * 1e3
+    mem = (torch.cuda.max_memory_allocated() - base) / 2**20
+    scale = T / t_ref
+    return ms * scale, mem * scale
+
+
+def run_fla(B, T, D, m_unused, ours_fwd, ours_fb):
+    try:
+        from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
+    except Exception as err:  # noqa: BLE001
+        return {"fla_note": f"fla not importable: {type(err).__name__}: {err}"}
+    res = {}
+    z = torch.randn(B, T, D, 2, device="cuda")
+    c = torch.softmax(z, -1)
+    g = torch.log(c[..., 0]).to(torch.bfloat16).requires_grad_()
+    x = (c[..., 1] * torch.randn(B, T, D, device="cuda")).to(torch.bfloat16).requires_grad_()
+    do = torch.randn_like(x)
+    for name, f in (("chunk_hgrn", chunk_hgrn), ("fused_recurrent_hgrn", fused_recurrent_hgrn)):
+        try:
+            fwd = bench(lambda: f(x, g))
+
+            def fb():
+                o = f(x, g)[0]
+                o.backward(do)
+
+            fbt = bench(fb, grad_to_none=[x, g])
+            res[f"{name}_fwd_ms"] = fwd
+            res[f"{name}_fwdbwd_ms"] = fbt
+            res[f"speedup_vs_{name}_fwd"] = fwd / ours_fwd
+            res[f"speedup_vs_{name}_fwdbwd"] = fbt / ours_fb
+        except Exception as err:  # noqa: BLE001
+            res[f"{name}_note"] = f"{type(err).__name__}: {err}"
+    return res
+
+
+def run_case(op, B, T, D, m, copy_tbps, with_ref=True):
+    fn = hlru_scan_triton if op == "hlru" else bdlru_scan_triton
+    g, v, channels = make_inputs(op, B, T, D, m, True)
+    do = torch.randn_like(v)
+    with torch.no_grad():
+        fwd = bench(lambda: fn(g, v, None, "softmax", False, None))
+        fwd_seq = bench(lambda: fn(g, v, None, "softmax", False, None, 0))
+
+    def fb():
+        out, _ = fn(g, v, None, "softmax", False, None)
+        out.backward(do)
+
+    fbt = bench(fb, grad_to_none=[g, v])
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fb()
+    torch.cuda.synchronize()
+    mem = (torch.cuda.max_memory_allocated() - base) / 2**20
+    g.grad = v.grad = None
+    logits_mb = g.numel() * g.element_size() / 2**20
+    tok = B * T * channels
+    fwd_bytes = tok * (m + 3) * 2
+    fb_bytes = tok * (3 * m + 8) * 2
+    row = dict(op=op, B=B, T=T, D=D, m=m, fwd_ms=fwd, fwd_seq_ms=fwd_seq, fwdbwd_ms=fbt,
+               fwd_TBps=fwd_bytes / (fwd * 1e-3) / 1e12, fwdbwd_TBps=fb_bytes / (fbt * 1e-3) / 1e12,
+               mem_MB=mem, logits_MB=logits_mb)
+    row["fwd_pct_copy"] = 100 * row["fwd_TBps"] / copy_tbps
+    row["fwdbwd_pct_copy"] = 100 * row["fwdbwd_TBps"] / copy_tbps
+    del g, v, do
+    if with_ref:
+        ref_ms, ref_mem = run_ref(op, B, T, D, m)
+        row.update(ref_fwdbwd_ms_est=ref_ms, speedup_vs_ref_fwdbwd=ref_ms / fbt, ref_mem_MB_est=ref_mem)
+    if m == 1 and op == "hlru":
+        row.update(run_fla(B, T, D, m, fwd, fbt))
+    torch.cuda.empty_cache()
+    return row
+
+
+def run_layer(m):
+    try:
+        from hf_lrnn import HLRUConfig, HLRUModel
+    except Exception as err:  # noqa: BLE001
+        return dict(m=m, note=f"mixer import failed: {type(err).__name__}: {err}")
+    try:
+        cfg = HLRUConfig(vocab_size=256, hidden_size=1024, num_hidden_layers=1, num_channels=1024 // m, order=m)
+        mixer = HLRUModel(cfg).layers[0].mixer.cuda()
+        x = torch.randn(8, 2048, 1024, device="cuda", requires_grad=True)
+        dy = torch.randn(8, 2048, 1024, device="cuda")
+
+        def fb():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y = mixer(x)
+            y = y[0] if isinstance(y, tuple) else y
+            y.backward(dy)
+
+        ms = bench(fb, grad_to_none=[x] + list(mixer.parameters()))
+        paper = PAPER_LAYER_MS[m]
+        lo = float(paper.split("-")[0])
+        return dict(m=m, layer_fwdbwd_ms=ms, paper_ms=paper, speedup_vs_paper=lo / ms)
+    except Exception as err:  # noqa: BLE001
+        return dict(m=m, note=f"mixer run failed: {type(err).__name__}: {err}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bench_scan.json")
+    ap.add_argument("--quick", action="store_true", help="one shape, fewer orders")
+    ap.add_argument("--no-ref", action="store_true", help="skip the torch reference timings")
+    args = ap.parse_args()
+    shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
+    ms_h = [1, 2, 4, 8]
+    ms_b = [1, 2, 4, 8, 16]
+    if args.quick:
+        shapes, ms_h, ms_b = [(8, 4096, 1024)], [1, 4], [4, 16]
+    dev = torch.cuda.get_device_name()
+    copy = copy_bandwidth()
+    print(f"device {dev}, torch {torch.__version__}, triton {triton.__version__}, copy {copy:.2f} TB/s", flush=True)
+    rows = []
+    for B, T, D in shapes:
+        for op, ms in (("hlru", ms_h), ("bdlru", ms_b)):
+            for m in ms:
+                row = run_case(op, B, T, D, m, copy, with_ref=not args.no_ref)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    layers = [run_layer(m) for m in (1, 2, 4)]
+    for r in layers:
+        print(json.dumps(r), flush=True)
+
+    hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
+           f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | fla chunk f/fb, fused f/fb")
+    lines = [f"copy bandwidth {copy:.2f} TB/s ({dev})", hdr, "-" * len(hdr)]
+    for r in rows:
+        fla = ""
+        if "speedup_vs_chunk_hgrn_fwd" in r:
+            fla = (f"{r['speedup_vs_chunk_hgrn_fwd']:.1f}x/{r['speedup_vs_chunk_hgrn_fwdbwd']:.1f}x, "
+                   f"{r.get('speedup_vs_fused_recurrent_hgrn_fwd', float('nan')):.1f}x/"
+                   f"{r.get('speedup_vs_fused_recurrent_hgrn_fwdbwd', float('nan')):.1f}x "
+                   f"(chunk {r['chunk_hgrn_fwd_ms']:.3f}/{r['chunk_hgrn_fwdbwd_ms']:.3f} ms)")
+        elif "fla_note" in r:
+            fla = r["fla_note"][:40]
+        lines.append(
+            f"{r['op']:6} {r['B']:>3} {r['T']:>6} {r['D']:>5} {r['m']:>3} | {r['fwd_ms']:8.3f} {r['fwd_seq_ms']:8.3f} "
+            f"{r['fwd_TBps']:5.2f} {r['fwd_pct_copy']:5.1f} | {r['fwdbwd_ms']:8.3f} {r['fwdbwd_TBps']:5.2f} "
+            f"{r['fwdbwd_pct_copy']:5.1f} | {r.get('speedup_vs_ref_fwdbwd', float('nan')):7.0f} {r['mem_MB']:7.0f} "
+            f"{r.get('ref_mem_MB_est', float('nan')):8.0f} | {fla}")
+    lines.append("(fwd = auto mode; seq = forced sequential kernel; x ref = speed-up of fwd+bwd over the torch reference "
+                 "timed at T=256 and scaled linearly; mem = peak extra memory of one fwd+bwd; ref MB* = reference peak "
+                 "at T=256 scaled linearly)")
+    lines.append("H-LRU mixer layer, B=8 T=2048 d=1024 N*m=1024, fwd+bwd, bf16 autocast:")
+    for r in layers:
+        if "layer_fwdbwd_ms" in r:
+            lines.append(f"  m={r['m']}: {r['layer_fwdbwd_ms']:.3f} ms (paper {r['paper_ms']} ms, "
+                         f"{r['speedup_vs_paper']:.0f}x faster)")
+        else:
+            lines.append(f"  m={r['m']}: {r['note']}")
+    table = "\n".join(lines)
+    print(table)
+    with open(args.out, "w") as f:
+        json.dump(dict(device=dev, torch=torch.__version__, triton=triton.__version__, copy_TBps=copy, rows=rows,
+                       layers=layers, table=table), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

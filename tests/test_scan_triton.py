@@ -1,0 +1,227 @@
+"""Triton scan kernels against the float64 reference, on CPU through the Triton interpreter.
+
+The interpreter must be switched on before anything imports triton: tests/conftest.py does it.
+Tolerances (relative L2 error ||x - ref|| / ||ref|| against the float64 reference run on the same,
+already-rounded inputs): float32 inputs 1e-5; float16 5e-3; bfloat16 2e-2 (the outputs are rounded to
+the input dtype and the backward reads the saved half-precision states).
+"""
+
+import os
+import sys
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") != "1":
+    # Triton reads TRITON_INTERPRET when it is imported; tests/conftest.py sets it on machines without CUDA.
+    pytest.skip("interpreter tests need TRITON_INTERPRET=1 before triton is imported (CPU machines)",
+                allow_module_level=True)
+
+from hf_lrnn.ops import bdlru_scan, hlru_scan  # noqa: E402
+from hf_lrnn.scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch  # noqa: E402
+from hf_lrnn.scan_triton import bdlru_scan_triton, hlru_scan_triton  # noqa: E402
+
+scan_triton = sys.modules["hf_lrnn.scan_triton"]
+
+TOL = {torch.float32: 1e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2, torch.float64: 1e-5}
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def run_case(blocked, B, T, N, m, act="softmax", dtype=torch.float32, gdtype=None, chunk=None, h0=True, cu=None,
+             scale=1.0, expanded=False, seed=0):
+    """Forward, final state and all gradients of the Triton op against the float64 reference."""
+    gen = torch.Generator().manual_seed(seed)
+    gdtype = gdtype or dtype
+    S = B if cu is None else len(cu) - 1
+    gshape = (B, T, N, m, m + 1) if blocked else (B, T, N, m + 1)
+    vshape = (B, T, N, m) if blocked else (B, T, N)
+    if expanded:
+        param = (torch.rand(gshape[2:], generator=gen) * scale).to(gdtype).requires_grad_()
+        gates = param.expand(gshape)
+    else:
+        param = (torch.randn(gshape, generator=gen) * scale).to(gdtype).requires_grad_()
+        gates = param
+    values = torch.randn(vshape, generator=gen).to(dtype).requires_grad_()
+    x0 = torch.randn(S, N, m, generator=gen).requires_grad_() if h0 else None
+    cut = torch.tensor(cu, dtype=torch.int32) if cu is not None else None
+    do = torch.randn(vshape, generator=gen, dtype=torch.float64)
+    df = torch.randn(S, N, m, generator=gen, dtype=torch.float64)
+
+    fn = bdlru_scan_triton if blocked else hlru_scan_triton
+    out, fin = fn(gates, values, x0, act, True, cut, chunk)
+    assert out.dtype == values.dtype and out.shape == vshape
+    assert fin.dtype == torch.float32 and fin.shape == (S, N, m)
+    inputs = [param, values] + ([x0] if h0 else [])
+    grads = torch.autograd.grad((out.double() * do).sum() + (fin.double() * df).sum(), inputs)
+
+    # reference on float64 copies of exactly the same (rounded) inputs
+    rp = param.detach().double().requires_grad_()
+    rg = rp.expand(gshape) if expanded else rp
+    rv = values.detach().double().requires_grad_()
+    rx = x0.detach().double().requires_grad_() if h0 else None
+    ref = bdlru_scan_torch if blocked else hlru_scan_torch
+    rout, rfin = ref(rg, rv, rx, act, cut)
+    rgrads = torch.autograd.grad((rout * do).sum() + (rfin * df).sum(), [rp, rv] + ([rx] if h0 else []))
+
+    tol = TOL[dtype] if TOL[gdtype] < TOL[dtype] else TOL[gdtype]
+    assert torch.isfinite(out.float()).all()
+    assert rel(out, rout) < tol, ("states", rel(out, rout))
+    assert rel(fin, rfin) < max(tol, 1e-5), ("final", rel(fin, rfin))
+    for name, a, b in zip(("d_gates", "d_values", "d_initial_state"), grads, rgrads):
+        assert a.dtype == (param.dtype if name == "d_gates" else values.dtype if name == "d_values" else x0.dtype)
+        assert rel(a, b) < 3 * tol, (name, rel(a, b))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5])
+def test_hlru_orders(m):
+    run_case(False, 2, 11, 3, m)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 8])
+def test_bdlru_blocks(m):
+    run_case(True, 2, 7 if m < 8 else 5, 3 if m < 8 else 2, m)
+
+
+@pytest.mark.parametrize("act", GATE_ACTIVATIONS)
+def test_activations_hlru(act):
+    run_case(False, 2, 9, 3, 3, act=act, scale=0.5 if act == "none" else 1.0)
+
+
+@pytest.mark.parametrize("act", GATE_ACTIVATIONS)
+def test_activations_bdlru(act):
+    run_case(True, 1, 6, 2, 3, act=act, scale=0.5 if act == "none" else 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("blocked", [False, True])
+def test_half_inputs(blocked, dtype):
+    run_case(blocked, 2, 12, 3, 2, dtype=dtype)
+
+
+def test_mixed_dtypes():
+    run_case(False, 2, 10, 3, 2, dtype=torch.float32, gdtype=torch.bfloat16)
+    run_case(True, 1, 8, 2, 2, dtype=torch.bfloat16, gdtype=torch.float32)
+
+
+def test_float64_inputs_computed_in_float32():
+    run_case(False, 1, 8, 3, 2, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+def test_hlru_chunked(m):
+    # T = 13 is not a multiple of the chunk length 4; chunk shorter than the order m too
+    run_case(False, 2, 13, 3, m, chunk=4 if m < 4 else 3)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_bdlru_chunked(m):
+    run_case(True, 2, 11, 2, m, chunk=3)
+
+
+def test_bdlru_chunked_large_block():
+    run_case(True, 1, 9, 2, 8, chunk=4)
+
+
+def test_chunked_without_initial_state_bf16():
+    run_case(False, 2, 10, 3, 2, dtype=torch.bfloat16, chunk=4, h0=False)
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+@pytest.mark.parametrize("blocked", [False, True])
+def test_varlen(blocked, chunk):
+    run_case(blocked, 1, 17, 3, 2 if blocked else 3, cu=[0, 5, 5, 12, 17], chunk=chunk)
+
+
+def test_varlen_no_initial_state():
+    run_case(False, 1, 12, 2, 2, cu=[0, 1, 7, 12], h0=False)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_expanded_gates(blocked):
+    # a learned [N, m+1] parameter expanded to [B, T, N, m+1] (stride 0 in B and T)
+    run_case(blocked, 2, 9, 3, 2, expanded=True)
+
+
+def test_channel_tiles_tail(monkeypatch):
+    # several channel tiles per program grid, the last one partial (N=5 with 2-unit tiles)
+    monkeypatch.setattr(scan_triton, "_block", lambda blocked, m, nvp, N: 2)
+    run_case(False, 2, 9, 5, 3)
+    run_case(True, 1, 7, 5, 2, chunk=3)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_decode_single_step(blocked):
+    B, N, m = 3, 4, 3
+    gshape = (B, 1, N, m, m + 1) if blocked else (B, 1, N, m + 1)
+    vshape = (B, 1, N, m) if blocked else (B, 1, N)
+    g, v, h0 = torch.randn(gshape), torch.randn(vshape), torch.randn(B, N, m)
+    fn, ref = (bdlru_scan_triton, bdlru_scan_torch) if blocked else (hlru_scan_triton, hlru_scan_torch)
+    with torch.no_grad():
+        out, fin = fn(g, v, h0, "softmax", True, None)
+    rout, rfin = ref(g.double(), v.double(), h0.double(), "softmax")
+    assert rel(out, rout) < 1e-6 and rel(fin, rfin) < 1e-6
+    run_case(blocked, 2, 1, 3, m)  # and with gradients
+
+
+def test_ops_dispatch_triton_matches_torch():
+    g, v = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3)
+    a, fa = hlru_scan(g, v, output_final_state=True, backend="triton")
+    b, fb = hlru_scan(g, v, output_final_state=True, backend="torch")
+    assert rel(a, b) < 1e-5 and rel(fa, fb) < 1e-5
+    g, v = torch.randn(1, 6, 2, 2, 3), torch.randn(1, 6, 2, 2)
+    a, _ = bdlru_scan(g, v, backend="triton")
+    b, _ = bdlru_scan(g, v, backend="torch")
+    assert rel(a, b) < 1e-5
+
+
+def test_stability_bound_softmax():
+    # Proposition 1: with the L1 maps every state is a convex-type combination, |h_t| <= max |v|
+    g, v = torch.randn(2, 40, 4, 3, 4) * 3, torch.randn(2, 40, 4, 3)
+    out, _ = bdlru_scan_triton(g, v, None, "softmax", False, None, 8)
+    assert torch.isfinite(out).all() and out.abs().max() <= v.abs().max() * (1 + 1e-6)
+    g, v = torch.randn(2, 40, 4, 5) * 3, torch.randn(2, 40, 4)
+    out, _ = hlru_scan_triton(g, v, None, "tanh", False, None, 0)
+    assert torch.isfinite(out).all() and out.abs().max() <= v.abs().max() * (1 + 1e-6)
+
+
+def test_large_order_warns_and_is_correct():
+    scan_triton._WARNED.clear()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        run_case(False, 1, 5, 2, 9)
+    assert any("tuned range" in str(w.message) for w in rec)
+
+
+def test_no_grad_outputs_only_final():
+    # only the final state receives a gradient
+    g = torch.randn(1, 6, 2, 3, requires_grad=True)
+    v = torch.randn(1, 6, 2, requires_grad=True)
+    _, fin = hlru_scan_triton(g, v, None, "softmax", True, None)
+    fin.sum().backward()
+    rg = g.detach().double().requires_grad_()
+    rv = v.detach().double().requires_grad_()
+    _, rfin = hlru_scan_torch(rg, rv)
+    rfin.sum().backward()
+    assert rel(g.grad, rg.grad) < 1e-5 and rel(v.grad, rv.grad) < 1e-5
+
+
+# m = 1 runs on the tiled associative-scan kernels of scan_triton_diag.py (TT = 16 steps per tile):
+# several tiles, partial tiles, every activation, chunks that are not multiples of the tile, varlen.
+@pytest.mark.parametrize("act", GATE_ACTIVATIONS)
+@pytest.mark.parametrize("blocked", [False, True])
+def test_diagonal_kernel_multi_tile(blocked, act):
+    run_case(blocked, 2, 37, 5, 1, act=act, scale=0.5 if act == "none" else 1.0)
+
+
+@pytest.mark.parametrize("chunk", [16, 20])
+def test_diagonal_kernel_chunked_varlen_expanded(chunk):
+    run_case(False, 2, 45, 3, 1, chunk=chunk)
+    run_case(True, 1, 50, 3, 1, cu=[0, 17, 17, 50], chunk=chunk)
+    run_case(False, 1, 50, 3, 1, cu=[0, 33, 50], h0=False)
+    run_case(False, 2, 33, 3, 1, expanded=True, dtype=torch.bfloat16, chunk=chunk)
