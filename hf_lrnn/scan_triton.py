@@ -51,6 +51,8 @@ from .scan_torch import GATE_ACTIVATIONS, RELU_EPS, SIGNED_EPS
 from .scan_triton_diag import diag_bwd_kernel, diag_fwd_kernel, mask_if, segment_bounds
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# m = 1 runs on the tiled associative-scan kernels of scan_triton_diag.py; HF_LRNN_DIAG=0 uses the general ones
+_USE_DIAG = os.environ.get("HF_LRNN_DIAG", "1") != "0"
 _ACT_ID = {name: i for i, name in enumerate(GATE_ACTIVATIONS)}  # softmax 0 sigmoid 1 relu 2 tanh 3 linear 4 none 5
 _RELU_EPS = tl.constexpr(RELU_EPS)
 _SIGNED_EPS = tl.constexpr(SIGNED_EPS)
@@ -661,17 +663,44 @@ class _Plan:
         return cu, tab
 
 
-def _auto_chunk(S, N, m, blocked, max_len):
-    """Chunk length for the time-parallel mode, or 0 (sequential) when batch x tiles already fill the GPU."""
-    blk = _block(blocked, m, 1, N)
+# Chunked-mode policy, from H200 measurements (bench_results/): the sequential kernels cost about one memory
+# latency per time step (~0.55 us for H-LRU, ~1.3 us for BD-LRU m >= 2) until bandwidth-bound (~0.7 TB/s);
+# the chunked mode costs about K ns per token-channel, growing with m (it carries m+1 vectors per chunk).
+_CHUNK_NS_BDLRU = {2: 0.02, 3: 0.035, 4: 0.05, 8: 0.26, 16: 0.59}
+_DIAG_IN_FLIGHT = 4 << 20  # bytes the m = 1 tile kernel should have in flight across the GPU
+
+
+def _chunk_length(S, N, max_len, blk, target_programs=1536):
     progs = S * _cdiv(N, blk)
-    target = 1536
-    if progs * 2 >= target or max_len < 512:
-        return 0
-    per_seq = _cdiv(target, progs)
+    per_seq = _cdiv(target_programs, progs)
     cs = max(128, _cdiv(max_len, per_seq))
     cs = _cdiv(cs, 32) * 32
     return 0 if cs >= max_len else cs
+
+
+def _auto_chunk(S, N, m, blocked, max_len):
+    """Chunk length for the time-parallel mode, or 0 (sequential) when that is faster."""
+    if max_len < 512:
+        return 0
+    if m == 1 and _USE_DIAG:  # tiled kernel: chunk until enough tiles are in flight (6 B per channel-step, bf16)
+        blk, tt, _ = _diag_tiles(N)
+        per_chunk = S * N * tt * 6
+        if per_chunk >= _DIAG_IN_FLIGHT:
+            return 0
+        chunks = _cdiv(_DIAG_IN_FLIGHT, per_chunk)
+        cs = max(4 * tt, _cdiv(_cdiv(max_len, chunks), tt) * tt)
+        return 0 if cs >= max_len else cs
+    blk = _block(blocked, m, 1, N)
+    if not blocked:
+        chains = S * N
+        return _chunk_length(S, N, max_len, blk) if (m <= 2 or chains < 4096) else 0
+    channels = N * m
+    seq_ms = max(max_len * 1.3e-3, S * max_len * channels * (m + 3) * 2 / 0.7e9)
+    k = _CHUNK_NS_BDLRU[min((key for key in _CHUNK_NS_BDLRU if key >= m), default=16)]
+    if m > 16:
+        k = 2.0
+    chunk_ms = S * max_len * channels * k * 1e-6
+    return _chunk_length(S, N, max_len, blk) if chunk_ms < 0.8 * seq_ms else 0
 
 
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
@@ -709,7 +738,7 @@ def _diag_tiles(N):
 def _launch(kind, blocked, m, N, act, plan, phase):
     """(kernel, channel block, launch kwargs) for `kind` in fwd/bwd and phase "agg" (chunk aggregates) or "main"."""
     common = dict(ACT=act, IS_VARLEN=plan.varlen, USE_TAB=plan.tab is not None)
-    if m == 1:  # diagonal: tiled associative-scan kernels (both ops are the same recurrence)
+    if m == 1 and _USE_DIAG:  # diagonal: tiled associative-scan kernels (both ops are the same recurrence)
         blk, tt, nw = _diag_tiles(N)
         kern = diag_fwd_kernel if kind == "fwd" else diag_bwd_kernel
         return kern, blk, dict(BLOCK=blk, TT=tt, MODE=1 if phase == "agg" else 0, num_warps=nw, **common)

@@ -12,7 +12,7 @@ them, each with m+1 logits) or one BD-LRU block row (D = N*m of them, each with 
     forward+backward: (m+3) + (2m+5)                                                      = 3m+8
 Effective TB/s = model bytes / median time; "% copy" compares it with a device-to-device copy measured in the
 same run (bytes read + bytes written over the copy time).
-Times: triton.testing.do_bench median (warm-up 25 ms, 100 ms of repeats) after explicit warm-up calls.
+Times: triton.testing.do_bench median (warm-up 10 ms, 50 ms of repeats) after explicit warm-up calls.
 Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one fwd+bwd after a warm-up) at
 T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
 at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
@@ -57,7 +57,7 @@ def bench(fn, grad_to_none=None):
     fn()
     fn()
     torch.cuda.synchronize()
-    return do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none, quantiles=[0.5, 0.2, 0.8])[0]
+    return do_bench(fn, warmup=10, rep=50, grad_to_none=grad_to_none, quantiles=[0.5, 0.2, 0.8])[0]
 
 
 def copy_bandwidth():
