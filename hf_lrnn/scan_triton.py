@@ -48,11 +48,8 @@ except ImportError:  # ops.py catches this and falls back to the torch backend
     raise
 
 from .scan_torch import GATE_ACTIVATIONS, RELU_EPS, SIGNED_EPS
-from .scan_triton_diag import diag_bwd_kernel, diag_fwd_kernel, mask_if, segment_bounds
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# m = 1 runs on the tiled associative-scan kernels of scan_triton_diag.py; HF_LRNN_DIAG=0 uses the general ones
-_USE_DIAG = os.environ.get("HF_LRNN_DIAG", "1") != "0"
 _ACT_ID = {name: i for i, name in enumerate(GATE_ACTIVATIONS)}  # softmax 0 sigmoid 1 relu 2 tanh 3 linear 4 none 5
 _RELU_EPS = tl.constexpr(RELU_EPS)
 _SIGNED_EPS = tl.constexpr(SIGNED_EPS)
@@ -163,7 +160,32 @@ def _normalize_bwd(zc, zg, mc, dcc, dcg, M: tl.constexpr, ACT: tl.constexpr, AXI
     return dzc, dzg
 
 
-_segment = segment_bounds  # (sequence, chunk index, sequence start, sequence end, batch row) of a segment id
+@triton.jit
+def mask_if(mask, cond):
+    """`mask & cond` for a scalar condition (Triton 3.9's interpreter mistypes tensor & scalar comparisons)."""
+    return tl.where(cond, mask, False)
+
+
+@triton.jit
+def _segment(pid_s, CU, TAB, T, NC, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr):
+    """Map a segment id to (sequence, chunk index, sequence start, sequence end, batch row)."""
+    if IS_VARLEN:
+        if USE_TAB:
+            seq = tl.load(TAB + 2 * pid_s)
+            c = tl.load(TAB + 2 * pid_s + 1)
+        else:
+            seq = pid_s
+            c = pid_s * 0
+        seq_bos = tl.load(CU + seq)
+        seq_eos = tl.load(CU + seq + 1)
+        b = seq * 0
+    else:
+        seq = pid_s // NC
+        c = pid_s % NC
+        seq_bos = seq * 0
+        seq_eos = seq * 0 + T
+        b = seq
+    return seq, c, seq_bos, seq_eos, b
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -664,10 +686,9 @@ class _Plan:
 
 
 # Chunked-mode policy, from H200 measurements (bench_results/): the sequential kernels cost about one memory
-# latency per time step (~0.55 us for H-LRU, ~1.3 us for BD-LRU m >= 2) until bandwidth-bound (~0.7 TB/s);
-# the chunked mode costs about K ns per token-channel, growing with m (it carries m+1 vectors per chunk).
+# latency per time step (~0.6 us for H-LRU and m = 1, ~1.3 us for BD-LRU m >= 2) until bandwidth-bound
+# (~0.7 TB/s); the chunked mode costs about K ns per token-channel, growing with m (it carries m+1 vectors).
 _CHUNK_NS_BDLRU = {2: 0.02, 3: 0.035, 4: 0.05, 8: 0.26, 16: 0.59}
-_DIAG_IN_FLIGHT = 4 << 20  # bytes the m = 1 tile kernel should have in flight across the GPU
 
 
 def _chunk_length(S, N, max_len, blk, target_programs=1536):
@@ -682,23 +703,13 @@ def _auto_chunk(S, N, m, blocked, max_len):
     """Chunk length for the time-parallel mode, or 0 (sequential) when that is faster."""
     if max_len < 512:
         return 0
-    if m == 1 and _USE_DIAG:  # tiled kernel: chunk until enough tiles are in flight (6 B per channel-step, bf16)
-        blk, tt, _ = _diag_tiles(N)
-        per_chunk = S * N * tt * 6
-        if per_chunk >= _DIAG_IN_FLIGHT:
-            return 0
-        chunks = _cdiv(_DIAG_IN_FLIGHT, per_chunk)
-        cs = max(4 * tt, _cdiv(_cdiv(max_len, chunks), tt) * tt)
-        return 0 if cs >= max_len else cs
     blk = _block(blocked, m, 1, N)
-    if not blocked:
-        chains = S * N
-        return _chunk_length(S, N, max_len, blk) if (m <= 2 or chains < 4096) else 0
+    if not blocked or m == 1:
+        # measured: chunking wins for m <= 2 at every shape, and for larger orders below ~4K channel chains
+        return _chunk_length(S, N, max_len, blk) if (m <= 2 or S * N < 4096) else 0
     channels = N * m
     seq_ms = max(max_len * 1.3e-3, S * max_len * channels * (m + 3) * 2 / 0.7e9)
-    k = _CHUNK_NS_BDLRU[min((key for key in _CHUNK_NS_BDLRU if key >= m), default=16)]
-    if m > 16:
-        k = 2.0
+    k = 2.0 if m > 16 else _CHUNK_NS_BDLRU[min(key for key in _CHUNK_NS_BDLRU if key >= m)]
     chunk_ms = S * max_len * channels * k * 1e-6
     return _chunk_length(S, N, max_len, blk) if chunk_ms < 0.8 * seq_ms else 0
 
@@ -729,19 +740,9 @@ def _prep_gates(gates, blocked):
     return gates, gates.stride(0), gates.stride(1)
 
 
-def _diag_tiles(N):
-    """m = 1 kernels: BLOCK channels x TT time steps per tile, one channel per thread."""
-    blk = min(128, _next_pow2(max(N, 1)))
-    return blk, 16, max(1, min(4, blk // 32))
-
-
 def _launch(kind, blocked, m, N, act, plan, phase):
     """(kernel, channel block, launch kwargs) for `kind` in fwd/bwd and phase "agg" (chunk aggregates) or "main"."""
     common = dict(ACT=act, IS_VARLEN=plan.varlen, USE_TAB=plan.tab is not None)
-    if m == 1 and _USE_DIAG:  # diagonal: tiled associative-scan kernels (both ops are the same recurrence)
-        blk, tt, nw = _diag_tiles(N)
-        kern = diag_fwd_kernel if kind == "fwd" else diag_bwd_kernel
-        return kern, blk, dict(BLOCK=blk, TT=tt, MODE=1 if phase == "agg" else 0, num_warps=nw, **common)
     if kind == "fwd":
         kern = _bdlru_fwd_kernel if blocked else _hlru_fwd_kernel
     else:

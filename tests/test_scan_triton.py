@@ -211,8 +211,7 @@ def test_no_grad_outputs_only_final():
     assert rel(g.grad, rg.grad) < 1e-5 and rel(v.grad, rv.grad) < 1e-5
 
 
-# m = 1 runs on the tiled associative-scan kernels of scan_triton_diag.py (TT = 16 steps per tile):
-# several tiles, partial tiles, every activation, chunks that are not multiples of the tile, varlen.
+# m = 1 (the diagonal case shared by both ops): longer sequences, every activation, chunks, varlen.
 @pytest.mark.parametrize("act", GATE_ACTIVATIONS)
 @pytest.mark.parametrize("blocked", [False, True])
 def test_diagonal_kernel_multi_tile(blocked, act):
