@@ -691,11 +691,10 @@ class _Plan:
 _CHUNK_NS_BDLRU = {2: 0.02, 3: 0.035, 4: 0.05, 8: 0.26, 16: 0.59}
 
 
-def _chunk_length(S, N, max_len, blk, target_programs=1536):
-    progs = S * _cdiv(N, blk)
-    per_seq = _cdiv(target_programs, progs)
-    cs = max(128, _cdiv(max_len, per_seq))
-    cs = _cdiv(cs, 32) * 32
+def _chunk_length(max_len):
+    """Phases 1 and 3 walk a chunk one step at a time and phase 2 walks the chunks, ~2 CS + T / CS dependent
+    steps in all: smallest near CS = sqrt(T / 2), rounded to a power of two, at least 32."""
+    cs = 1 << max(5, round(math.log2(math.sqrt(max_len / 2))))
     return 0 if cs >= max_len else cs
 
 
@@ -703,15 +702,14 @@ def _auto_chunk(S, N, m, blocked, max_len):
     """Chunk length for the time-parallel mode, or 0 (sequential) when that is faster."""
     if max_len < 512:
         return 0
-    blk = _block(blocked, m, 1, N)
     if not blocked or m == 1:
         # measured: chunking wins for m <= 2 at every shape, and for larger orders below ~4K channel chains
-        return _chunk_length(S, N, max_len, blk) if (m <= 2 or S * N < 4096) else 0
+        return _chunk_length(max_len) if (m <= 2 or S * N < 4096) else 0
     channels = N * m
     seq_ms = max(max_len * 1.3e-3, S * max_len * channels * (m + 3) * 2 / 0.7e9)
     k = 2.0 if m > 16 else _CHUNK_NS_BDLRU[min(key for key in _CHUNK_NS_BDLRU if key >= m)]
     chunk_ms = S * max_len * channels * k * 1e-6
-    return _chunk_length(S, N, max_len, blk) if chunk_ms < 0.8 * seq_ms else 0
+    return _chunk_length(max_len) if chunk_ms < 0.8 * seq_ms else 0
 
 
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):

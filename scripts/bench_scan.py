@@ -197,12 +197,42 @@ def run_layer(m):
         return dict(m=m, note=f"mixer run failed: {type(err).__name__}: {err}")
 
 
+def sweep_chunks(chunks, out_path):
+    rows = []
+    print(f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} {'chunk':>6} {'fwd ms':>8} {'f+b ms':>8}")
+    for B, T, D in [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]:
+        for op, ms in (("hlru", (1, 2, 4)), ("bdlru", (1, 2, 4))):
+            fn = hlru_scan_triton if op == "hlru" else bdlru_scan_triton
+            for m in ms:
+                g, v, _ = make_inputs(op, B, T, D, m, True)
+                do = torch.randn_like(v)
+                for chunk in [None] + chunks:
+                    with torch.no_grad():
+                        fwd = bench(lambda: fn(g, v, None, "softmax", False, None, chunk))
+
+                    def fb():
+                        out, _ = fn(g, v, None, "softmax", False, None, chunk)
+                        out.backward(do)
+
+                    fbt = bench(fb, grad_to_none=[g, v])
+                    rows.append(dict(op=op, B=B, T=T, D=D, m=m, chunk=chunk, fwd_ms=fwd, fwdbwd_ms=fbt))
+                    print(f"{op:6} {B:>3} {T:>6} {D:>5} {m:>3} {str(chunk):>6} {fwd:8.3f} {fbt:8.3f}", flush=True)
+                del g, v, do
+                torch.cuda.empty_cache()
+    with open(out_path, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench_scan.json")
     ap.add_argument("--quick", action="store_true", help="one shape, fewer orders")
     ap.add_argument("--no-ref", action="store_true", help="skip the torch reference timings")
+    ap.add_argument("--sweep", default="", help="comma-separated chunk sizes: only time these forced chunk sizes "
+                    "(m <= 4) next to the automatic choice, to tune the chunk policy")
     args = ap.parse_args()
+    if args.sweep:
+        return sweep_chunks([int(c) for c in args.sweep.split(",")], args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
