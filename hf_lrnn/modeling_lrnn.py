@@ -174,7 +174,7 @@ class LRNNMixer(nn.Module):
 
         states, final_state, masked = self._scan(gates, values, initial_state, mask)
         if cache is not None:
-            cache.set_state(self.layer_idx, final_state.detach() if not torch.is_grad_enabled() else final_state)
+            cache.set_state(self.layer_idx, final_state)  # float32 [B, N, m]
 
         if self.blocked:
             readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j

@@ -25,7 +25,6 @@ forward+backward under bf16 autocast, next to the paper's numbers.
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
