@@ -180,6 +180,9 @@ class LRNNMixer(nn.Module):
             readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j
         elif self.unit_size == 1:
             readout = states
+        elif T == 1 and not masked:
+            # one step (decode): the window (s_t, ..., s_{t-m+1}) is exactly the new state
+            readout = final_state.reshape(B, 1, -1)  # index n*m + k holds s_{t-k}
         else:
             if initial_state is None:
                 initial_state = states.new_zeros(B, self.num_units, self.unit_size)

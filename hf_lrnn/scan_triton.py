@@ -766,6 +766,17 @@ def _carry(agg, x0, plan, N, m, reverse, dummy_f, dummy_i):
     return carry
 
 
+_DUMMIES = {}
+
+
+def _dummies(device):
+    """Placeholder pointers for absent optional tensors, made once per device (a decode step launches less)."""
+    if device not in _DUMMIES:
+        _DUMMIES[device] = (torch.empty(1, device=device, dtype=torch.float32),
+                            torch.zeros(2, device=device, dtype=torch.int32))
+    return _DUMMIES[device]
+
+
 def _forward(blocked, gates, values, h0, act, want_final, plan):
     B, T, N = values.shape[:3]
     m = gates.shape[-1] - 1
@@ -775,8 +786,7 @@ def _forward(blocked, gates, values, h0, act, want_final, plan):
     out = torch.empty_like(v)
     S = plan.S
     final = torch.empty(S, N, m, device=dev, dtype=torch.float32) if want_final else None
-    dummy_f = torch.empty(1, device=dev, dtype=torch.float32)
-    dummy_i = torch.zeros(2, device=dev, dtype=torch.int32)
+    dummy_f, dummy_i = _dummies(dev)
     cu, tab = plan.seg_args(dummy_i)
     h0c = h0.contiguous() if h0 is not None else None
     if plan.chunked:
@@ -805,8 +815,7 @@ def _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final):
     S = plan.S
     do = torch.zeros_like(v) if d_states is None else d_states.contiguous()
     dfin = d_final.float().contiguous() if d_final is not None else None
-    dummy_f = torch.empty(1, device=dev, dtype=torch.float32)
-    dummy_i = torch.zeros(2, device=dev, dtype=torch.int32)
+    dummy_f, dummy_i = _dummies(dev)
     cu, tab = plan.seg_args(dummy_i)
     h0c = h0.contiguous() if h0 is not None else None
     init = h0c if h0c is not None else dummy_f
