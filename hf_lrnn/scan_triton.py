@@ -640,15 +640,13 @@ def _warn_large(op, m, limit):
 class _Plan:
     """How the time axis is split: segments (sequences or chunks) and their tables."""
 
-    def __init__(self, B, T, N, m, blocked, cu_seqlens, chunk_size, device):
+    def __init__(self, B, T, cu_seqlens, lens, chunk_size, device):
+        """lens: the packed sequence lengths when cu_seqlens is given (read from the device once), else None."""
         self.varlen = cu_seqlens is not None
         if self.varlen:
-            bounds = cu_seqlens.tolist()
-            lens = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
             self.S = len(lens)
             self.cu = cu_seqlens.to(device=device, dtype=torch.int32)
         else:
-            lens = None
             self.S = B
             self.cu = None
         max_len = max(lens) if self.varlen else T
@@ -713,15 +711,14 @@ def _auto_chunk(S, N, m, blocked, max_len):
 
 
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
+    lens = None
+    if cu_seqlens is not None:
+        bounds = cu_seqlens.tolist()
+        lens = [e - s for s, e in zip(bounds[:-1], bounds[1:])]
     if chunk_size is None and not _INTERPRET:
-        if cu_seqlens is not None:
-            bounds = cu_seqlens.tolist()
-            S = len(bounds) - 1
-            max_len = max(e - s for s, e in zip(bounds[:-1], bounds[1:]))
-        else:
-            S, max_len = B, T
+        S, max_len = (len(lens), max(lens)) if lens is not None else (B, T)
         chunk_size = _auto_chunk(S, N, m, blocked, max_len)
-    return _Plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device)
+    return _Plan(B, T, cu_seqlens, lens, chunk_size, device)
 
 
 def _prep_gates(gates, blocked):
