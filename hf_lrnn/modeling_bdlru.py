@@ -8,13 +8,20 @@ The backbone, cache and heads are shared with H-LRU (modeling_lrnn.py); this mod
 """
 
 from .configuration_lrnn import BDLRUConfig
-from .modeling_lrnn import LRNNForCausalLM, LRNNForSequenceClassification, LRNNModel, LRNNPreTrainedModel
+from .modeling_lrnn import (
+    LRNNForCausalLM,
+    LRNNForCompression,
+    LRNNForSequenceClassification,
+    LRNNModel,
+    LRNNPreTrainedModel,
+)
 
 AUTO_MAP = {
     "AutoConfig": "configuration_lrnn.BDLRUConfig",
     "AutoModel": "modeling_bdlru.BDLRUModel",
     "AutoModelForCausalLM": "modeling_bdlru.BDLRUForCausalLM",
     "AutoModelForSequenceClassification": "modeling_bdlru.BDLRUForSequenceClassification",
+    "AutoModelForCompression": "modeling_bdlru.BDLRUForCompression",  # hf_lrnn.AutoModelForCompression
 }
 
 
@@ -40,9 +47,17 @@ class BDLRUForSequenceClassification(BDLRUPreTrainedModel, LRNNForSequenceClassi
     base_model_class = BDLRUModel
 
 
+class BDLRUForCompression(BDLRUPreTrainedModel, LRNNForCompression):
+    """BD-LRU compression auto-encoder (MAD): decode the whole input from the last token's hidden state."""
+
+    base_model_class = BDLRUModel
+
+
 BDLRUConfig.register_for_auto_class()
 BDLRUModel.register_for_auto_class("AutoModel")
 BDLRUForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 BDLRUForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+BDLRUForCompression.register_for_auto_class("AutoModelForCompression")
 
-__all__ = ["BDLRUPreTrainedModel", "BDLRUModel", "BDLRUForCausalLM", "BDLRUForSequenceClassification"]
+__all__ = ["BDLRUPreTrainedModel", "BDLRUModel", "BDLRUForCausalLM", "BDLRUForSequenceClassification",
+           "BDLRUForCompression"]

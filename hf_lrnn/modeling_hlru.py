@@ -8,13 +8,20 @@ The backbone, cache and heads are shared with BD-LRU (modeling_lrnn.py); this mo
 """
 
 from .configuration_lrnn import HLRUConfig
-from .modeling_lrnn import LRNNForCausalLM, LRNNForSequenceClassification, LRNNModel, LRNNPreTrainedModel
+from .modeling_lrnn import (
+    LRNNForCausalLM,
+    LRNNForCompression,
+    LRNNForSequenceClassification,
+    LRNNModel,
+    LRNNPreTrainedModel,
+)
 
 AUTO_MAP = {
     "AutoConfig": "configuration_lrnn.HLRUConfig",
     "AutoModel": "modeling_hlru.HLRUModel",
     "AutoModelForCausalLM": "modeling_hlru.HLRUForCausalLM",
     "AutoModelForSequenceClassification": "modeling_hlru.HLRUForSequenceClassification",
+    "AutoModelForCompression": "modeling_hlru.HLRUForCompression",  # hf_lrnn.AutoModelForCompression
 }
 
 
@@ -39,9 +46,17 @@ class HLRUForSequenceClassification(HLRUPreTrainedModel, LRNNForSequenceClassifi
     base_model_class = HLRUModel
 
 
+class HLRUForCompression(HLRUPreTrainedModel, LRNNForCompression):
+    """H-LRU compression auto-encoder (MAD): decode the whole input from the last token's hidden state."""
+
+    base_model_class = HLRUModel
+
+
 HLRUConfig.register_for_auto_class()
 HLRUModel.register_for_auto_class("AutoModel")
 HLRUForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 HLRUForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+HLRUForCompression.register_for_auto_class("AutoModelForCompression")
 
-__all__ = ["HLRUPreTrainedModel", "HLRUModel", "HLRUForCausalLM", "HLRUForSequenceClassification"]
+__all__ = ["HLRUPreTrainedModel", "HLRUModel", "HLRUForCausalLM", "HLRUForSequenceClassification",
+           "HLRUForCompression"]

@@ -3,10 +3,13 @@
     token embedding (no positions) -> num_hidden_layers x LRNNBlock -> final norm -> head
     LRNNBlock: x = x + mixer(norm(x)); x = x + SwiGLU(norm(x))
 
+Heads: causal LM, sequence classification, and the compression auto-encoder of MAD (`LRNNForCompression`).
+
 The two architectures differ only in the mixer's shapes and scan (`LRNNMixer.blocked`); modeling_hlru.py
 and modeling_bdlru.py bind this backbone to their config classes.
 """
 
+import math
 from typing import Optional
 
 import torch
@@ -17,6 +20,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
+    MaskedLMOutput,
     SequenceClassifierOutputWithPast,
 )
 
@@ -31,6 +35,9 @@ except ImportError:  # transformers < 5.x layouts: plain torch init
 
 # transformers 5.24 renamed the cache argument and output field `past_key_values` -> `cache`
 CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+# Auto classes that hf_lrnn defines itself (hf_lrnn/auto_lrnn.py), not transformers
+CUSTOM_AUTO_CLASSES = ("AutoModelForCompression",)
 
 
 def _pick_cache(cache, past_key_values, kwargs):
@@ -234,9 +241,24 @@ class LRNNPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LRNNMixer) and not module.selective:
             init.uniform_(module.gate_logits, 0.0, 1.0)
 
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoModel"):
+        # transformers accepts only its own Auto classes here; it also calls this when an Auto class loads remote
+        # code, so hf_lrnn's own Auto classes (looked up by name in config.auto_map) must be accepted too.
+        name = auto_class if isinstance(auto_class, str) else auto_class.__name__
+        if name in CUSTOM_AUTO_CLASSES:
+            cls._auto_class = name
+            return
+        super().register_for_auto_class(auto_class)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        # List every Auto class so the folder loads with trust_remote_code=True for all heads, not only the saved one.
-        self.config.auto_map = dict(self.auto_map)
+        # List every transformers Auto class so the folder loads with trust_remote_code=True for all heads, not only
+        # the saved one; hf_lrnn's own Auto classes (AutoModelForCompression) only for a model of that head.
+        self.config.auto_map = {
+            auto_class: reference
+            for auto_class, reference in self.auto_map.items()
+            if auto_class not in CUSTOM_AUTO_CLASSES or auto_class == self._auto_class
+        }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
@@ -447,4 +469,112 @@ class LRNNForSequenceClassification(LRNNWithHead):
             hidden_states=outputs.hidden_states,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
+        return output if return_dict else output.to_tuple()
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Fixed sine/cosine position encodings [..., dim] (float32) of integer positions [...], as MAD's
+    `posemb_sincos_1d`: the first dim//2 features sin(p * w_i), the next dim//2 cos(p * w_i),
+    w_i = 10000^(-i / (dim//2 - 1)), and one zero feature when dim is odd."""
+    half = dim // 2
+    step = math.log(10000.0) / max(half - 1, 1)
+    frequencies = torch.exp(torch.arange(half, device=positions.device, dtype=torch.float32) * -step)  # [dim//2]
+    angles = positions.float().unsqueeze(-1) * frequencies  # [..., dim//2]
+    encoding = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # [..., 2 * (dim//2)]
+    if dim % 2 == 1:
+        encoding = F.pad(encoding, (0, 1))
+    return encoding
+
+
+class CompressionDecoder(nn.Module):
+    """MAD's hard-coded non-expanding MLP decoder, applied to every position independently (no residual):
+    norm -> Linear(d, d) -> GELU -> norm -> Linear(d, d) -> GELU."""
+
+    def __init__(self, config):
+        super().__init__()
+        d = config.hidden_size
+        self.norm_in = build_norm(config)
+        self.fc_in = nn.Linear(d, d)
+        self.norm_mid = build_norm(config)
+        self.fc_out = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, d] -> [B, T, d]
+        x = F.gelu(self.fc_in(self.norm_in(x)))
+        return F.gelu(self.fc_out(self.norm_mid(x)))
+
+
+class LRNNForCompression(LRNNWithHead):
+    """The compression auto-encoder of MAD (Poli et al. 2024, "Mechanistic Design and Scaling of Hybrid
+    Architectures"; `AutoEncoder` in mad/model/auto_encoder.py of github.com/athms/mad-lab): the model must
+    reproduce its whole input from one vector, the hidden state of the last token.
+
+        encode: input_ids [B, T] -> backbone (embedding -> blocks -> final norm) -> h [B, T, d]
+                -> pooled = h at the last real token                                        [B, d]
+        decode: pooled + sinusoidal(position t) for every t < T                             [B, T, d]
+                -> CompressionDecoder (norm, Linear, GELU, norm, Linear, GELU)              [B, T, d]
+                -> unembed_norm -> unembed Linear(d, vocab) (weight tied to the embedding
+                   when config.tie_word_embeddings)                                         [B, T, vocab]
+        loss:   cross-entropy of logits[:, t] against labels[:, t] (aligned, no shift; -100 ignored)
+
+    With an attention_mask (left or right padding), the last real token is pooled and output t decodes the
+    position of token t among the real tokens, so a padded row gives the unpadded row's outputs at its real
+    positions (give padded positions the label -100). Without a mask the last position is pooled (as MAD does).
+    Position encodings are computed on the fly, so any length works. No cache: the backbone runs without one.
+    """
+
+    _tied_weights_keys = {"unembed.weight": "model.embeddings.weight"}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.decoder = CompressionDecoder(config)
+        self.unembed_norm = build_norm(config)
+        self.unembed = nn.Linear(config.hidden_size, config.vocab_size)  # with a bias, as MAD's
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.unembed
+
+    def set_output_embeddings(self, new_embeddings):
+        self.unembed = new_embeddings
+
+    def forward(
+        self,
+        input_ids: Optional[torch.LongTensor] = None,  # [B, T]
+        attention_mask: Optional[torch.Tensor] = None,  # [B, T], 1 = real token
+        inputs_embeds: Optional[torch.Tensor] = None,  # [B, T, d]
+        labels: Optional[torch.LongTensor] = None,  # [B, T]; labels[:, t] is the target of output t; -100 = ignored
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs,
+    ):
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.run_backbone(input_ids, attention_mask, inputs_embeds, None, None, False,
+                                    output_hidden_states, kwargs)
+        hidden_states = outputs.last_hidden_state  # [B, T, d]
+        B, T, d = hidden_states.shape
+        device = hidden_states.device
+        steps = torch.arange(T, device=device)  # [T]
+        if attention_mask is None:
+            last = torch.full((B,), T - 1, device=device)
+            positions = steps.expand(B, T)  # [B, T]
+        else:
+            mask = attention_mask[:, -T:].to(device).long()  # [B, T]
+            last = (steps * mask).argmax(-1)  # [B] index of the last real token
+            positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, T] index of token t among the real tokens
+        pooled = hidden_states[torch.arange(B, device=device), last]  # [B, d]
+
+        decoder_input = pooled.unsqueeze(1) + sinusoidal_positions(positions, d).to(pooled.dtype)  # [B, T, d]
+        decoded = self.decoder(decoder_input)  # [B, T, d]
+        logits = self.unembed(self.unembed_norm(decoded))  # [B, T, vocab]
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(device)
+            total = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                    ignore_index=-100, reduction="sum")
+            num_items = kwargs.get("num_items_in_batch")  # Trainer, with gradient accumulation
+            if num_items is None:
+                num_items = (labels != -100).sum()
+            loss = total / torch.as_tensor(num_items, device=device).clamp(min=1)  # 0 (not NaN) if all ignored
+        output = MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
         return output if return_dict else output.to_tuple()
