@@ -1,0 +1,60 @@
+"""Build a model for a training run from `--model_type`, `--config_overrides` and the task's needs."""
+
+import inspect
+
+from ..configuration_lrnn import BDLRUConfig, HLRUConfig, LRNNConfig
+
+CONFIG_CLASSES = {"hlru": HLRUConfig, "bdlru": BDLRUConfig}
+# The paper's synthetic-task model: width 128, 2 blocks of (mixer, SwiGLU) ("4 layers" in MAD's counting).
+SYNTHETIC_DEFAULTS = {"hidden_size": 128, "num_hidden_layers": 2}
+
+
+def parse_value(text: str):
+    """'3' -> 3, '0.1' -> 0.1, 'true'/'false' -> bool, 'none' -> None, anything else -> the string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_key_values(text: str, argument: str) -> dict:
+    """'a=1,b=x' -> {'a': 1, 'b': 'x'}; an item without '=' raises a ValueError naming `argument`."""
+    result = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{argument}: expected comma-separated key=value pairs, got {item!r} in {text!r}")
+        result[key.strip()] = parse_value(value)
+    return result
+
+
+def config_fields(model_type: str) -> set:
+    """Names a config of this model type accepts."""
+    config_class = CONFIG_CLASSES[model_type]
+    names = set()
+    for cls in (config_class, LRNNConfig):
+        names |= {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "kwargs")}
+    return names - {"num_units", "unit_size"}
+
+
+def build_config(model_type: str, vocab_size: int, overrides: str = "", defaults: dict = SYNTHETIC_DEFAULTS):
+    """The config of a run: `defaults`, then the task's vocab size, then `--config_overrides` on top."""
+    if model_type not in CONFIG_CLASSES:
+        raise ValueError(f"model_type must be one of {sorted(CONFIG_CLASSES)}, got {model_type!r}")
+    fields = {**defaults, "vocab_size": vocab_size, **parse_key_values(overrides, "config_overrides")}
+    unknown = sorted(set(fields) - config_fields(model_type))
+    if unknown:
+        raise ValueError(
+            f"config_overrides: unknown field(s) {unknown} for model_type={model_type!r}; "
+            f"valid fields: {sorted(config_fields(model_type))}"
+        )
+    if fields["vocab_size"] < vocab_size:
+        raise ValueError(f"config_overrides: vocab_size={fields['vocab_size']} is smaller than the task's {vocab_size}")
+    return CONFIG_CLASSES[model_type](**fields)
