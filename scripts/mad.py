@@ -40,6 +40,7 @@ def main(argv=None):
     p.add_argument("--parallel", type=int, default=1, help="training processes at once (on one GPU: 8-16)")
     p.add_argument("--time_budget_minutes", type=float, default=None,
                    help="stop (checkpointing) every run after this long; call again to continue")
+    p.add_argument("--report_only", action="store_true", help="train nothing: score the runs already in --output_dir")
     p.add_argument("--extra_args", default="", help="more scripts/train.py arguments for every run")
     args = p.parse_args(argv)
 
@@ -50,8 +51,8 @@ def main(argv=None):
     models = [ModelSpec.parse(m) for m in args.model]
     jobs = plan_jobs(models, tasks, args.variants, args.learning_rates, args.weight_decays)
     data_cache = os.path.join(args.output_dir, "data_cache")
-    for task, options in sorted({(j.task, j.task_options) for j in jobs}):  # generate each dataset once
-        build_task(task, seed=12345, cache_dir=data_cache, **dict(options))
+    for task, options in sorted({(j.task, j.task_options) for j in jobs if not args.report_only}):
+        build_task(task, seed=12345, cache_dir=data_cache, **dict(options))  # generate each dataset once
 
     def command(job):
         return [sys.executable, TRAIN_SCRIPT, "--task", job.task, "--task_options", job.task_options_text(),
@@ -70,8 +71,8 @@ def main(argv=None):
     print(f"{len(jobs)} runs: {len(models)} model(s) x {len(tasks)} task(s) x variants={args.variants} x "
           f"{len(args.learning_rates)} lr x {len(args.weight_decays)} wd; budget {budget}")
     with GPUUtilization() as gpu:
-        outcome = run_jobs(jobs, command, lambda j: j.run_dir(args.output_dir), args.parallel,
-                           None if args.time_budget_minutes is None else 60 * args.time_budget_minutes,
+        outcome = run_jobs([] if args.report_only else jobs, command, lambda j: j.run_dir(args.output_dir),
+                           args.parallel, None if args.time_budget_minutes is None else 60 * args.time_budget_minutes,
                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     results = [read_result(j, args.output_dir) for j in jobs]
     done = sum(r is not None for r in results)
@@ -82,6 +83,7 @@ def main(argv=None):
     finished_now = [read_result(j, args.output_dir) for j in outcome["finished"]]
     if finished_now and outcome["wall_s"] > 0:
         summary["this_call"]["train_steps_per_s_total"] = sum(r["steps"] for r in finished_now) / outcome["wall_s"]
+    os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "mad_scores.json"), "w") as f:
         json.dump(summary, f, indent=1)
     lines = [f"MAD scores (x100; * = not every run of the task finished yet). Budget: {budget}. "

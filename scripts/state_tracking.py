@@ -34,6 +34,7 @@ def main(argv=None):
     p.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--time_budget_minutes", type=float, default=None)
+    p.add_argument("--report_only", action="store_true", help="train nothing: report the runs already in --output_dir")
     p.add_argument("--extra_args", default="", help="more scripts/train.py arguments for every run")
     args = p.parse_args(argv)
 
@@ -43,7 +44,7 @@ def main(argv=None):
                 lr, args.weight_decay)
             for lr in args.learning_rates for model in models for problem in problems]  # sweep outermost
     data_cache = os.path.join(args.output_dir, "data_cache")
-    for options in sorted({j.task_options for j in jobs}):
+    for options in sorted({j.task_options for j in jobs if not args.report_only}):
         build_task(args.task, seed=12345, cache_dir=data_cache, **dict(options))
 
     def command(job):
@@ -56,7 +57,7 @@ def main(argv=None):
                 "--checkpointing_steps", "500", "--logging_steps", "50", "--no_plot", *args.extra_args.split()]
 
     with GPUUtilization() as gpu:
-        outcome = run_jobs(jobs, command, lambda j: j.run_dir(args.output_dir), args.parallel,
+        outcome = run_jobs([] if args.report_only else jobs, command, lambda j: j.run_dir(args.output_dir), args.parallel,
                            None if args.time_budget_minutes is None else 60 * args.time_budget_minutes,
                            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
 
@@ -88,9 +89,11 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, "state_tracking.md"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(args.output_dir, "state_tracking.json"), "w") as f:
-        json.dump({"task": args.task, "rows": rows, "this_call": {
-            "finished": len(outcome["finished"]), "interrupted": len(outcome["interrupted"]),
-            "failed": len(outcome["failed"]), "wall_s": outcome["wall_s"], **gpu.summary()}}, f, indent=1)
+        summary = {"task": args.task, "rows": rows}
+        if not args.report_only:
+            summary["this_call"] = {"finished": len(outcome["finished"]), "interrupted": len(outcome["interrupted"]),
+                                    "failed": len(outcome["failed"]), "wall_s": outcome["wall_s"], **gpu.summary()}
+        json.dump(summary, f, indent=1)
 
     import matplotlib
 
@@ -98,16 +101,22 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     problems_seen = sorted({r["problem"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(problems_seen)), figsize=(3.6 * max(1, len(problems_seen)), 3.4),
+    fig, axes = plt.subplots(1, max(1, len(problems_seen)), figsize=(3.4 * max(1, len(problems_seen)) + 2.2, 3.4),
                              squeeze=False)
     for ax, problem in zip(axes[0], problems_seen):
-        for row in (r for r in rows if r["problem"] == problem):
+        for i, row in enumerate(r for r in rows if r["problem"] == problem):
             lengths = [int(s.split("_")[-1]) for s in row["accuracy"]]
-            ax.plot(lengths, [100 * v for v in row["accuracy"].values()], "o-", ms=3, label=row["model"])
-        ax.set(title=problem, xlabel="sequence length", ylabel="token accuracy (%)", xscale="log", ylim=(0, 102))
+            ax.plot(lengths, [100 * v for v in row["accuracy"].values()], "o-" if "bdlru" in row["model"] else "s--",
+                    ms=3, color=f"C{i}", label=row["model"])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.minorticks_off()
+        ax.set(title=problem, xlabel="sequence length", ylim=(0, 102))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    axes[0][0].set_ylabel("token accuracy (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1 - 2.2 / fig.get_figwidth(), 1))
     fig.savefig(os.path.join(args.output_dir, "state_tracking.png"), dpi=110)
     plt.close(fig)
     if outcome["failed"]:

@@ -89,6 +89,23 @@ def test_token_accuracy_matches_a_direct_count():
     assert TokenAccuracy.from_counts(half_a.counts() + half_b.counts(), 5).compute() == pytest.approx(result)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_macro_accuracy_equals_torchmetrics(seed):
+    """The number MAD publishes: torchmetrics' MulticlassAccuracy (default average="macro") over the test set."""
+    torchmetrics = pytest.importorskip("torchmetrics")
+    generator = torch.Generator().manual_seed(seed)
+    V = 7
+    metric = torchmetrics.classification.MulticlassAccuracy(num_classes=V, ignore_index=-100)
+    meter = TokenAccuracy(V)
+    for _ in range(3):  # accumulated over batches, as in an epoch of evaluation
+        logits = torch.randn(5, 11, V, generator=generator)
+        labels = torch.randint(0, V - 2, (5, 11), generator=generator)  # two classes never targets
+        labels[torch.rand(5, 11, generator=generator) < 0.4] = -100
+        metric.update(logits.argmax(-1).flatten(), labels.flatten())
+        meter.update(logits, labels)
+    assert meter.compute()["macro_accuracy"] == pytest.approx(metric.compute().item(), abs=1e-6)
+
+
 def test_masked_cross_entropy_all_ignored_is_zero_with_a_gradient():
     logits = torch.randn(2, 3, 4, requires_grad=True)
     loss = masked_cross_entropy(logits, torch.full((2, 3), -100))
