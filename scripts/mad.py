@@ -77,12 +77,13 @@ def main(argv=None):
     results = [read_result(j, args.output_dir) for j in jobs]
     done = sum(r is not None for r in results)
     summary = {"budget": budget, "runs_total": len(jobs), "runs_finished": done,
-               "this_call": {"finished": len(outcome["finished"]), "interrupted": len(outcome["interrupted"]),
-                             "failed": len(outcome["failed"]), "wall_s": outcome["wall_s"], **gpu.summary()},
                "scores": {metric: mad_scores(jobs, results, metric) for metric in METRICS}}
-    finished_now = [read_result(j, args.output_dir) for j in outcome["finished"]]
-    if finished_now and outcome["wall_s"] > 0:
-        summary["this_call"]["train_steps_per_s_total"] = sum(r["steps"] for r in finished_now) / outcome["wall_s"]
+    if not args.report_only:
+        summary["this_call"] = {"finished": len(outcome["finished"]), "interrupted": len(outcome["interrupted"]),
+                                "failed": len(outcome["failed"]), "wall_s": outcome["wall_s"], **gpu.summary()}
+        finished_now = [read_result(j, args.output_dir) for j in outcome["finished"]]
+        if finished_now and outcome["wall_s"] > 0:
+            summary["this_call"]["train_steps_per_s_total"] = sum(r["steps"] for r in finished_now) / outcome["wall_s"]
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "mad_scores.json"), "w") as f:
         json.dump(summary, f, indent=1)

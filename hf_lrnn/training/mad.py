@@ -149,7 +149,7 @@ def plot_scores(scores: dict, tasks, png_path: str, title: str = "") -> None:
     ax.set_xticklabels([t.replace("_", "\n") for t in tasks], fontsize=7)
     ax.set(ylabel="score (best over sweep, mean over variants)", ylim=(0, 102), title=title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(png_path, dpi=110)
     plt.close(fig)
