@@ -13,10 +13,9 @@ Writes OUTPUT_DIR/mad_scores.json, mad_scores.md and mad_scores.png (with the bu
 import argparse
 import json
 import os
-import sys
 
 from hf_lrnn.training.mad import METRICS, ModelSpec, format_table, mad_scores, plan_jobs, plot_scores, read_result
-from hf_lrnn.training.runner import TRAIN_SCRIPT, GPUUtilization, run_jobs
+from hf_lrnn.training.runner import GPUUtilization, run_jobs, train_command
 from hf_lrnn.training.tasks import MAD_TASKS, build_task
 
 
@@ -55,15 +54,9 @@ def main(argv=None):
         build_task(task, seed=12345, cache_dir=data_cache, **dict(options))  # generate each dataset once
 
     def command(job):
-        return [sys.executable, TRAIN_SCRIPT, "--task", job.task, "--task_options", job.task_options_text(),
-                "--data_cache_dir", data_cache, "--model_type", job.model.model_type,
-                "--config_overrides", job.model.config_overrides, "--output_dir", job.run_dir(args.output_dir),
-                "--num_epochs", str(args.num_epochs), "--per_device_train_batch_size", str(args.per_device_train_batch_size),
-                "--learning_rate", str(job.learning_rate), "--weight_decay", str(job.weight_decay),
-                "--mixed_precision", args.mixed_precision,
-                *(["--stop_at_accuracy", str(args.stop_at_accuracy)] if args.stop_at_accuracy > 0 else []),
-                "--resume_from_checkpoint", "latest", "--checkpointing_steps", "500", "--logging_steps", "50",
-                "--no_plot", *args.extra_args.split()]
+        early_stop = ["--stop_at_accuracy", str(args.stop_at_accuracy)] if args.stop_at_accuracy > 0 else []
+        return train_command(job, args.output_dir, data_cache, args.num_epochs, args.per_device_train_batch_size,
+                             args.mixed_precision, [*early_stop, *args.extra_args.split()])
 
     budget = {"num_epochs": args.num_epochs, "variants": args.variants, "learning_rates": args.learning_rates,
               "weight_decays": args.weight_decays, "batch_size": args.per_device_train_batch_size,

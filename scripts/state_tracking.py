@@ -12,11 +12,10 @@ import argparse
 import json
 import math
 import os
-import sys
 
 from hf_lrnn.training.mad import Job, ModelSpec, read_result
 from hf_lrnn.training.models import parse_key_values
-from hf_lrnn.training.runner import TRAIN_SCRIPT, GPUUtilization, run_jobs
+from hf_lrnn.training.runner import GPUUtilization, run_jobs, train_command
 from hf_lrnn.training.tasks import build_task
 
 
@@ -48,13 +47,8 @@ def main(argv=None):
         build_task(args.task, seed=12345, cache_dir=data_cache, **dict(options))
 
     def command(job):
-        return [sys.executable, TRAIN_SCRIPT, "--task", job.task, "--task_options", job.task_options_text(),
-                "--data_cache_dir", data_cache, "--model_type", job.model.model_type,
-                "--config_overrides", job.model.config_overrides, "--output_dir", job.run_dir(args.output_dir),
-                "--num_epochs", str(args.num_epochs), "--per_device_train_batch_size", str(args.per_device_train_batch_size),
-                "--learning_rate", str(job.learning_rate), "--weight_decay", str(job.weight_decay),
-                "--mixed_precision", args.mixed_precision, "--resume_from_checkpoint", "latest",
-                "--checkpointing_steps", "500", "--logging_steps", "50", "--no_plot", *args.extra_args.split()]
+        return train_command(job, args.output_dir, data_cache, args.num_epochs, args.per_device_train_batch_size,
+                             args.mixed_precision, args.extra_args.split())
 
     with GPUUtilization() as gpu:
         outcome = run_jobs([] if args.report_only else jobs, command, lambda j: j.run_dir(args.output_dir), args.parallel,

@@ -278,3 +278,21 @@ def test_mad_score_is_best_over_sweep_then_mean_over_variants():
     assert micro[model.label]["tasks"]["selective_copying"]["score"] == pytest.approx((0.45 + 0.3) / 2)
     text = format_table(scores, ["selective_copying", "compression"])
     assert "| hlru[order=2] | 75.0 | - | 75.0 |" in text
+
+
+def test_mad_runner_runs_scores_and_skips_finished_runs(tmp_path):
+    """scripts/mad.py end to end on two tiny runs (CPU); a second call trains nothing and scores the same."""
+    command = [sys.executable, os.path.join(ROOT, "scripts", "mad.py"), "--model", f"hlru:order=2,{TINY}",
+               "--model", f"bdlru:block_size=2,{TINY}", "--tasks", "memorization", "--variants", "baseline",
+               "--learning_rates", "1e-3", "--weight_decays", "0", "--num_epochs", "1", "--parallel", "2",
+               "--output_dir", str(tmp_path), "--extra_args=--cpu"]
+    for call in range(2):
+        done = subprocess.run(command, env=_cli_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        summary = json.loads((tmp_path / "mad_scores.json").read_text())
+        assert summary["runs_finished"] == 2
+        assert summary["this_call"]["finished"] == (2 if call == 0 else 0)
+        scores = summary["scores"]["macro_accuracy"]
+        assert set(scores) == {f"hlru[order=2,{TINY}]", f"bdlru[block_size=2,{TINY}]"}
+        assert all(0.0 <= entry["score"] <= 1.0 for entry in scores.values())
+    assert (tmp_path / "mad_scores.png").stat().st_size > 0

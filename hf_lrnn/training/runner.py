@@ -53,6 +53,19 @@ class GPUUtilization:
                 "gpu_samples": len(utils)}
 
 
+def train_command(job, output_dir: str, data_cache: str, num_epochs: float, batch_size: int, mixed_precision: str,
+                  extra_args=()) -> list:
+    """The `scripts/train.py` command line of one sweep job (a `hf_lrnn.training.mad.Job`): resumable, checkpointing
+    every 500 steps, logging every 50 (the interval at which it answers SIGTERM), no per-run plot."""
+    return [sys.executable, TRAIN_SCRIPT, "--task", job.task, "--task_options", job.task_options_text(),
+            "--data_cache_dir", data_cache, "--model_type", job.model.model_type,
+            "--config_overrides", job.model.config_overrides, "--output_dir", job.run_dir(output_dir),
+            "--num_epochs", str(num_epochs), "--per_device_train_batch_size", str(batch_size),
+            "--learning_rate", str(job.learning_rate), "--weight_decay", str(job.weight_decay),
+            "--mixed_precision", mixed_precision, "--resume_from_checkpoint", "latest",
+            "--checkpointing_steps", "500", "--logging_steps", "50", "--no_plot", *extra_args]
+
+
 def run_jobs(jobs, command_of, run_dir_of, parallel: int, time_budget_s: float = None, env=None) -> dict:
     """Run `command_of(job)` for every job whose `run_dir_of(job)` has no results.json, `parallel` at a time.
 
