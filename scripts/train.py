@@ -235,7 +235,7 @@ def main(argv=None):
         if accelerator.is_main_process else {}
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.save_pretrained(args.output_dir, is_main_process=accelerator.is_main_process,
-                              save_function=accelerator.save)
+                              save_function=accelerator.save, state_dict=accelerator.get_state_dict(model))
     checksum = torch.tensor([sum(p.double().sum().item() for p in unwrapped.parameters())], device=accelerator.device)
     checksums = accelerator.gather(checksum).tolist()
     data_indices = accelerator.gather(torch.tensor(first_batch_indices, device=accelerator.device)).view(
