@@ -82,12 +82,16 @@ def _scan(step, gates, values, initial_state, gate_activation, mask, state_shape
         state = torch.zeros(state_shape, device=values.device, dtype=dtype)
     else:
         state = initial_state.to(dtype)
+    # Normalise all gates at once, then walk time over unbound slices: indexing gates[:, t] inside the loop would
+    # make autograd allocate and fill a full-size gradient buffer for every step (quadratic in T).
+    coefficients = normalize_gates(gates, gate_activation)
+    keeps = [None] * T if mask is None else mask.unbind(1)
     outputs = []
-    for t in range(T):
-        out, new_state = step(gates[:, t], values[:, t], state, gate_activation)
-        if mask is not None:
+    for coefficients_t, values_t, keep in zip(coefficients.unbind(1), values.unbind(1), keeps):
+        out, new_state = step(coefficients_t, values_t, state, "none")  # "none": already normalised
+        if keep is not None:
             # a padded step leaves the state unchanged (and outputs the held state)
-            keep = mask[:, t].view(B, *([1] * (state.dim() - 1)))
+            keep = keep.view(B, *([1] * (state.dim() - 1)))
             new_state = torch.where(keep, new_state, state)
             out = new_state[..., 0] if out.dim() < state.dim() else new_state
         state = new_state
