@@ -1,12 +1,14 @@
 """Recurrent-state cache for H-LRU and BD-LRU, a `transformers.cache_utils.Cache` subclass.
 
-Per layer it holds one float32 tensor `state` [B, N, m]: the last m states per channel for H-LRU
-(s_t, s_{t-1}, ..., s_{t-m+1}) or the block states h_t for BD-LRU. Its size does not depend on how
-many tokens were seen, so a decode step costs the same at any context length.
+Per layer it holds one tensor `state` [B, N, m] (float32; float64 only for a float64 model on the torch
+backend): the last m states per channel for H-LRU (s_t, s_{t-1}, ..., s_{t-m+1}), or the block states h_t
+for BD-LRU (layouts: docs/spec.md in the hf_lrnn repository, "Recurrent-state cache"). Its size does not
+depend on how many tokens were seen, so a decode step costs the same at any context length.
 
 Why our own class: the stock all-linear `DynamicCache` raises in `get_seq_length()` on transformers
-5.17 (see shared/notes/transformers5.md), and its `LinearAttentionLayer` only reports a previous state
-after a conv-state update. This cache counts the tokens it has seen itself.
+5.17 (found by reading and running transformers 5.17's cache_utils.py and generate()), and its
+`LinearAttentionLayer` only reports a previous state after a conv-state update. This cache counts the
+tokens it has seen itself.
 """
 
 from typing import List, Optional

@@ -1,4 +1,4 @@
-"""Configurations of H-LRU and BD-LRU language models (arXiv 2602.12021; shared/SPEC.md).
+"""Configurations of H-LRU and BD-LRU language models (arXiv 2602.12021; docs/spec.md in the hf_lrnn repository).
 
 Both share one backbone (token embedding -> blocks of [norm -> mixer -> residual, norm -> SwiGLU ->
 residual] -> final norm -> LM head), so they share `LRNNConfig`; they differ only in the mixer:

@@ -1,4 +1,4 @@
-"""The backbone shared by H-LRU and BD-LRU models (arXiv 2602.12021; shared/SPEC.md "Network").
+"""The backbone shared by H-LRU and BD-LRU models (arXiv 2602.12021; docs/spec.md in the hf_lrnn repository).
 
     token embedding (no positions) -> num_hidden_layers x LRNNBlock -> final norm -> head
     LRNNBlock: x = x + mixer(norm(x)); x = x + SwiGLU(norm(x))
@@ -136,7 +136,7 @@ class LRNNMixer(nn.Module):
         if config.selective:
             self.gate_proj = nn.Linear(config.hidden_size, gate_numel, bias=True)  # W_g, b_g
         else:
-            self.gate_logits = nn.Parameter(torch.rand(self.gate_shape))  # uniform [0, 1) (SPEC)
+            self.gate_logits = nn.Parameter(torch.rand(self.gate_shape))  # uniform [0, 1) (docs/spec.md)
         self.out_proj = nn.Linear(N * m, config.hidden_size, bias=False)  # W_o
 
     def _scan(self, gates, values, initial_state, mask):
@@ -231,7 +231,7 @@ class LRNNPreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
-                init.zeros_(module.bias)  # gate bias 0: every coefficient starts near 1/(m+1)
+                init.zeros_(module.bias)  # gate bias 0: softmax/sigmoid coefficients start near 1/(m+1)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
         elif isinstance(module, (nn.LayerNorm, RMSNorm)):

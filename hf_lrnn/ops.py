@@ -1,7 +1,8 @@
-"""Public functional API: `hlru_scan` and `bdlru_scan` (shared/SPEC.md, "Public kernel API").
+"""Public functional API: `hlru_scan` and `bdlru_scan` (docs/spec.md in the hf_lrnn repository, "Scan API").
 
 Both take gate LOGITS; the L1 normalisation happens inside (fused into the Triton kernels on GPU).
-States accumulate in float32 whatever the input dtype; outputs come back in the dtype of `values`.
+States accumulate in float32 (float64 on the torch backend when the gates are float64); outputs come back in
+the dtype of `values`.
 
 Backends:
     "torch"   the pure-PyTorch reference (scan_torch.py), any device, differentiable through autograd.
@@ -134,7 +135,8 @@ def hlru_scan(
         values: [B, T, N].
         initial_state: [B, N, m] = (s_0, s_{-1}, ..., s_{-m+1}); zeros if None.
         gate_activation: one of softmax, sigmoid, relu, tanh, linear, none.
-        output_final_state: also return the final window [B, N, m] = (s_T, ..., s_{T-m+1}) in float32.
+        output_final_state: also return the final window [B, N, m] = (s_T, ..., s_{T-m+1}) in float32
+            (float64 on the torch backend when the gates are float64).
         backend: "torch", "triton" or None (best available).
         cu_seqlens: [S+1] boundaries of S sequences packed along T (B must be 1); initial_state and the
             final state are then [S, N, m].
@@ -162,7 +164,7 @@ def bdlru_scan(
         initial_state: [B, N, m] = h_0; zeros if None.
         gate_activation, output_final_state, backend, cu_seqlens: as for `hlru_scan`.
     Returns:
-        (states [B, T, N, m] in values.dtype, final_state [B, N, m] in float32 or None)
+        (states [B, T, N, m] in values.dtype, final_state [B, N, m] in float32 (as for `hlru_scan`) or None)
     """
     args = (gates, values, initial_state, gate_activation, output_final_state, backend, cu_seqlens)
     return _run("bdlru_scan", True, *args)

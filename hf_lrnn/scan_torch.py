@@ -1,7 +1,7 @@
-"""Pure-PyTorch reference scans for H-LRU and BD-LRU (shared/SPEC.md).
+"""Pure-PyTorch reference scans for H-LRU and BD-LRU (docs/spec.md in the hf_lrnn repository).
 
 This is the ground truth every fast path is tested against: a direct loop over time, vectorised over
-batch and channels, with the state held in float32 (float64 when the inputs are float64). It runs on
+batch and channels, with the state held in float32 (float64 when the gate logits are float64). It runs on
 any device and is differentiable through autograd.
 
 Shapes (m = order or block size, N = channels or blocks):
@@ -15,7 +15,7 @@ import torch
 
 GATE_ACTIVATIONS = ("softmax", "sigmoid", "relu", "tanh", "linear", "none")
 
-# Denominator offsets of the L1 maps (SPEC "Gate normalisation"): relu adds 0.001 per entry, the signed
+# Denominator offsets of the L1 maps (docs/spec.md, "Gate normalisation"): relu adds 0.001 per entry, the signed
 # maps add eps once so that an all-zero group does not divide by zero.
 RELU_EPS = 1e-3
 SIGNED_EPS = 1e-6

@@ -1,4 +1,4 @@
-"""Fused Triton kernels for the H-LRU and BD-LRU scans (shared/SPEC.md), forward and backward.
+"""Fused Triton kernels for the H-LRU and BD-LRU scans (docs/spec.md in the hf_lrnn repository), forward and backward.
 
 Public entry points (inputs are validated by ops.py):
 

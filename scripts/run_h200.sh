@@ -2,7 +2,8 @@
 # What was run on the H200 (device tool) for the numbers in README.md, in two parts of < 10 minutes each:
 #   bash scripts/run_h200.sh tests OUTDIR   # GPU tests and the generation benchmark
 #   bash scripts/run_h200.sh bench OUTDIR   # scripts/bench_scan.py (kernels, fla comparison, mixer layer)
-# The machine has torch, Triton and transformers but no network: carry .whl/ (shared/tools/gpu-wheels.sh).
+# The machine has torch, Triton and transformers but no network: carry .whl/ with wheels of what it lacks
+# (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl fla-core==0.6.0 ...).
 set -u
 part=${1:-tests}
 out=${2:-${OUT:-h200_out}}

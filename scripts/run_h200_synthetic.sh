@@ -2,7 +2,8 @@
 # What ran on the H200 (device tool) for docs/results.md, in parts of < 10 minutes each:
 #   bash scripts/run_h200_synthetic.sh mad   OUTDIR   # speed probe + MAD sweep (resumes runs/mad if carried)
 #   bash scripts/run_h200_synthetic.sh state OUTDIR   # state tracking across m (resumes runs/state if carried)
-# The machine has no network: carry .whl/ with datasets, dill and multiprocess (shared wheels script).
+# The machine has no network: carry .whl/ with wheels of datasets 5.2, dill and multiprocess for Python 3.12
+# (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl ...).
 # Each part leaves OUTDIR/<part>.tar.gz: every run's results.json, metrics.jsonl and train.log (no weights),
 # to unpack into runs/ here and carry back for the next part.
 set -u

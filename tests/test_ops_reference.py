@@ -1,4 +1,4 @@
-"""The torch reference scans against a direct, element-by-element float64 loop written from SPEC.md."""
+"""The torch reference scans against a direct, element-by-element float64 loop written from docs/spec.md."""
 
 import math
 
@@ -12,7 +12,7 @@ torch.manual_seed(0)
 
 
 def direct_coefficients(z, activation):
-    """SPEC table, one group of m+1 logits (a list of 0-d tensors) at a time."""
+    """docs/spec.md gate table, one group of m+1 logits (a list of 0-d tensors) at a time."""
     if activation == "softmax":
         e = [torch.exp(x - max(z)) for x in z]
         return [x / sum(e) for x in e]
