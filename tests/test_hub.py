@@ -18,6 +18,7 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 
 from conftest import tiny_config, tiny_model, tiny_tokenizer
+from helpers import HIDE_HF_LRNN
 from hf_lrnn.training.hub import HubPushError, InvalidRepoIdError, push_to_hub
 from hf_lrnn.training.model_card import write_model_card
 from hub_server import HubServer
@@ -75,18 +76,12 @@ def hub_env(hub, tmp_path) -> dict:
     return env
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = HIDE_HF_LRNN + textwrap.dedent(
     """
     import sys
-    sys.modules["hf_lrnn"] = None  # make sure the package itself cannot be imported
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     repo_id, logits_file = sys.argv[1:3]
-    try:
-        import hf_lrnn  # noqa
-        raise SystemExit("hf_lrnn is importable; the test would prove nothing")
-    except ImportError:
-        pass
     model = AutoModelForCausalLM.from_pretrained(repo_id, trust_remote_code=True).eval()
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
     tokenizer = AutoTokenizer.from_pretrained(repo_id)
