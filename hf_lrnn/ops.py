@@ -104,6 +104,8 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
             )
         if initial_state.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{op}: initial_state must be a floating tensor, got {initial_state.dtype}")
+        if initial_state.device != values.device:
+            raise ValueError(f"{op}: initial_state is on {initial_state.device} but values on {values.device}")
     return B, T, N, m
 
 

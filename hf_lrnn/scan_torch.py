@@ -34,10 +34,14 @@ def normalize_gates(logits: torch.Tensor, gate_activation: str = "softmax") -> t
     """
     z = logits.to(compute_dtype(logits))
     if gate_activation == "softmax":
-        return torch.softmax(z, dim=-1)
+        return torch.softmax(z, dim=-1)  # max-subtracted inside: finite for any finite logits
     if gate_activation == "sigmoid":
-        phi = torch.sigmoid(z)
-        return phi / phi.sum(-1, keepdim=True)
+        # sigmoid(z_i) / sum_j sigmoid(z_j) = exp(l_i - logsumexp_j l_j) with l = logsigmoid(z): the same value, but
+        # computed in log space, so a group of very negative logits (sigmoid underflows to 0 below about -104 in
+        # float32) gives softmax(z) instead of 0/0. The gradient through logsigmoid and softmax is stable too.
+        return torch.softmax(torch.nn.functional.logsigmoid(z), dim=-1)
+    # relu / tanh / linear: the denominators are >= (m+1)*RELU_EPS or SIGNED_EPS, so these are finite for any finite
+    # logits (phi = relu or tanh is finite and the sum only overflows for |z| near the float maximum, where c -> 0).
     if gate_activation == "relu":
         phi = torch.relu(z)
         return phi / (phi + RELU_EPS).sum(-1, keepdim=True)

@@ -13,6 +13,11 @@ Design
 * Gate normalisation (softmax, sigmoid, relu, tanh, linear, none; the eps constants of scan_torch) is fused:
   the kernels read the logits and normalise each group of m+1 in registers; the backward recomputes the
   coefficients and applies the normalisation Jacobian in registers. Coefficients never touch memory.
+  Every map is finite for any finite logits: softmax subtracts the group maximum; sigmoid is computed as
+  softmax(logsigmoid(z)) (log space; the direct sigmoid quotient is 0/0 below about -104) and its Jacobian
+  c (dc - <c, dc>) sigmoid(-z) uses only the stable c; relu / tanh / linear have denominators >= their eps.
+* Kernels launch inside `torch.cuda.device(<device of the inputs>)` (`_device_guard`), so tensors on cuda:1
+  (or a model split over devices) are scanned on their own device.
 * All state and accumulation is float32. Inputs may be float32, bfloat16, float16 (gates and values may differ);
   float64 inputs are accepted and computed in float32 (loaded and cast in the kernel; outputs/grads are
   written back in the input dtypes).
@@ -35,6 +40,7 @@ Design
   one-time warning.
 """
 
+import contextlib
 import math
 import os
 import warnings
@@ -71,10 +77,39 @@ def _tanh(x):
 
 
 @triton.jit
+def _log1p(x):
+    """log(1 + x) for x >= 0, accurate for tiny x without libdevice (works in the interpreter and on any Triton)."""
+    u = 1.0 + x
+    d = tl.where(u == 1.0, 1.0, u - 1.0)
+    return tl.where(u == 1.0, x, tl.log(u) * (x / d))
+
+
+@triton.jit
+def _logsigmoid(z):
+    """log(sigmoid(z)) = min(z, 0) - log(1 + exp(-|z|)): finite for every finite z (no overflow, no log(0))."""
+    return tl.minimum(z, 0.0) - _log1p(tl.exp(-tl.abs(z)))
+
+
+@triton.jit
+def _sigmoid_neg(z):
+    """sigmoid(-z) = 1 - sigmoid(z) = d logsigmoid(z) / dz, from exp(-|z|) only (no overflow)."""
+    e = tl.exp(-tl.abs(z))
+    return tl.where(z > 0.0, e, 1.0) / (1.0 + e)
+
+
+@triton.jit
+def _softmax(zc, zg, mc, AXIS: tl.constexpr):
+    """Softmax over the group (coefficient tile + input gate), largest logit subtracted: finite for finite logits."""
+    mx = tl.maximum(tl.max(tl.where(mc, zc, float("-inf")), axis=AXIS), zg)
+    ec = tl.exp(tl.where(mc, zc - tl.expand_dims(mx, AXIS), float("-inf")))  # masked lanes: exp(-inf) = 0
+    eg = tl.exp(zg - mx)
+    inv = 1.0 / (tl.sum(ec, axis=AXIS) + eg)  # the sum is >= 1 (the largest term is exp(0))
+    return ec * tl.expand_dims(inv, AXIS), eg * inv
+
+
+@triton.jit
 def _phi(z, ACT: tl.constexpr):
-    if ACT == 1:
-        p = tl.sigmoid(z)
-    elif ACT == 2:
+    if ACT == 2:
         p = tl.maximum(z, 0.0)
     elif ACT == 3:
         p = _tanh(z)
@@ -85,26 +120,22 @@ def _phi(z, ACT: tl.constexpr):
 
 @triton.jit
 def _denominator(pc, pg, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
-    if ACT <= 2:
-        den = tl.sum(pc, axis=AXIS) + pg
-    else:
-        den = tl.sum(tl.abs(pc), axis=AXIS) + tl.abs(pg)
+    """relu: sum relu + (M+1) RELU_EPS (>= 2e-3); tanh / linear: sum |phi| + SIGNED_EPS (>= 1e-6)."""
     if ACT == 2:
-        den = den + (M + 1) * _RELU_EPS
-    if ACT >= 3:
-        den = den + _SIGNED_EPS
+        den = tl.sum(pc, axis=AXIS) + pg + (M + 1) * _RELU_EPS
+    else:
+        den = tl.sum(tl.abs(pc), axis=AXIS) + tl.abs(pg) + _SIGNED_EPS
     return den
 
 
 @triton.jit
 def _normalize(zc, zg, mc, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
     if ACT == 0:
-        mx = tl.maximum(tl.max(tl.where(mc, zc, float("-inf")), axis=AXIS), zg)
-        ec = tl.where(mc, tl.exp(zc - tl.expand_dims(mx, AXIS)), 0.0)
-        eg = tl.exp(zg - mx)
-        inv = 1.0 / (tl.sum(ec, axis=AXIS) + eg)
-        cc = ec * tl.expand_dims(inv, AXIS)
-        cg = eg * inv
+        cc, cg = _softmax(zc, zg, mc, AXIS)
+    elif ACT == 1:
+        # sigmoid(z_i) / sum_j sigmoid(z_j) = softmax(logsigmoid(z))_i: stable for any finite logits (the direct
+        # quotient is 0/0 once every sigmoid of the group underflows, below about -104)
+        cc, cg = _softmax(_logsigmoid(zc), _logsigmoid(zg), mc, AXIS)
     elif ACT == 5:
         cc = tl.where(mc, zc, 0.0)
         cg = zg
@@ -120,11 +151,17 @@ def _normalize(zc, zg, mc, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexp
 @triton.jit
 def _normalize_bwd(zc, zg, mc, dcc, dcg, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
     """Gradient of the logits from the gradient of the coefficients (normalisation Jacobian, in registers)."""
-    if ACT == 0:
+    if ACT <= 1:
+        # softmax: dz = c (dc - <c, dc>). sigmoid = softmax(l), l = logsigmoid(z), dl/dz = sigmoid(-z):
+        # dz = c (dc - <c, dc>) sigmoid(-z), which only uses the stable c and a factor in [0, 1].
         cc, cg = _normalize(zc, zg, mc, M, ACT, AXIS)
         dot = tl.sum(cc * dcc, axis=AXIS) + cg * dcg
         dzc = cc * (dcc - tl.expand_dims(dot, AXIS))
         dzg = cg * (dcg - dot)
+        if ACT == 1:
+            dzc = dzc * _sigmoid_neg(zc)
+            dzg = dzg * _sigmoid_neg(zg)
+        dzc = tl.where(mc, dzc, 0.0)
     elif ACT == 5:
         dzc = tl.where(mc, dcc, 0.0)
         dzg = dcg
@@ -136,7 +173,7 @@ def _normalize_bwd(zc, zg, mc, dcc, dcg, M: tl.constexpr, ACT: tl.constexpr, AXI
         cc = pc * inv_c
         cg = pg * inv
         dot = tl.sum(cc * dcc, axis=AXIS) + cg * dcg
-        if ACT <= 2:
+        if ACT == 2:
             dpc = (dcc - tl.expand_dims(dot, AXIS)) * inv_c
             dpg = (dcg - dot) * inv
         else:
@@ -144,10 +181,7 @@ def _normalize_bwd(zc, zg, mc, dcc, dcg, M: tl.constexpr, ACT: tl.constexpr, AXI
             sg = tl.where(pg > 0.0, 1.0, tl.where(pg < 0.0, -1.0, 0.0))
             dpc = (dcc - tl.expand_dims(dot, AXIS) * sc) * inv_c
             dpg = (dcg - dot * sg) * inv
-        if ACT == 1:
-            dzc = dpc * pc * (1.0 - pc)
-            dzg = dpg * pg * (1.0 - pg)
-        elif ACT == 2:
+        if ACT == 2:
             dzc = tl.where(zc > 0.0, dpc, 0.0)
             dzg = tl.where(zg > 0.0, dpg, 0.0)
         elif ACT == 3:
@@ -774,7 +808,29 @@ def _dummies(device):
     return _DUMMIES[device]
 
 
+def _device_guard(device):
+    """Make `device` current while kernels are launched: Triton launches on the current CUDA device (and its
+    stream), so a model on cuda:1, or split over devices, would otherwise run its scans on cuda:0. A no-op for CPU
+    tensors (the interpreter). Every launch goes through `_forward` / `_backward`, which enter this guard."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.device(device)
+    return contextlib.nullcontext()
+
+
 def _forward(blocked, gates, values, h0, act, want_final, plan):
+    """Forward launches on the device of the inputs; returns (states, final state or None)."""
+    with _device_guard(values.device):
+        return _forward_launch(blocked, gates, values, h0, act, want_final, plan)
+
+
+def _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final):
+    """Backward launches on the device of the inputs; returns (d gates, d values, d initial state or None)."""
+    with _device_guard(values.device):
+        return _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_final)
+
+
+def _forward_launch(blocked, gates, values, h0, act, want_final, plan):
     B, T, N = values.shape[:3]
     m = gates.shape[-1] - 1
     dev = values.device
@@ -803,7 +859,7 @@ def _forward(blocked, gates, values, h0, act, want_final, plan):
     return out, final
 
 
-def _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final):
+def _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_final):
     B, T, N = values.shape[:3]
     m = gates.shape[-1] - 1
     dev = values.device

@@ -224,3 +224,86 @@ def test_diagonal_kernel_chunked_varlen_expanded(chunk):
     run_case(True, 1, 50, 3, 1, cu=[0, 17, 17, 50], chunk=chunk)
     run_case(False, 1, 50, 3, 1, cu=[0, 33, 50], h0=False)
     run_case(False, 2, 33, 3, 1, expanded=True, dtype=torch.bfloat16, chunk=chunk)
+
+
+# Device placement: every kernel launch happens inside torch.cuda.device(<device of the inputs>) (no-op on CPU).
+def test_device_guard_selects_the_tensors_cuda_device(monkeypatch):
+    entered = []
+
+    class FakeCudaDevice:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            entered.append("exit")
+
+    monkeypatch.setattr(torch.cuda, "device", FakeCudaDevice)
+    with scan_triton._device_guard(torch.device("cuda", 1)):
+        assert entered == [torch.device("cuda", 1)]
+    assert entered == [torch.device("cuda", 1), "exit"]
+    entered.clear()
+    with scan_triton._device_guard(torch.device("cpu")):  # CPU (the interpreter): no CUDA context is touched
+        pass
+    assert entered == []
+
+
+@pytest.mark.parametrize("chunk", [0, 3])
+@pytest.mark.parametrize("blocked", [False, True])
+def test_every_launch_is_inside_the_device_guard(monkeypatch, blocked, chunk):
+    guard_devices, launches, active = [], [], []
+    real_guard = scan_triton._device_guard
+
+    class RecordingGuard:
+        def __init__(self, device):
+            self.device = torch.device(device)
+            self.inner = real_guard(device)
+
+        def __enter__(self):
+            guard_devices.append(self.device)
+            active.append(self.device)
+            return self.inner.__enter__()
+
+        def __exit__(self, *exc):
+            active.pop()
+            return self.inner.__exit__(*exc)
+
+    class CheckedKernel:
+        def __init__(self, name, kernel):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid):
+            launch = self.kernel[grid]
+
+            def checked(*args, **kwargs):
+                assert active, f"{self.name} launched outside the device guard"
+                launches.append((self.name, active[-1]))
+                return launch(*args, **kwargs)
+
+            return checked
+
+    monkeypatch.setattr(scan_triton, "_device_guard", RecordingGuard)
+    for name in ("_hlru_fwd_kernel", "_hlru_bwd_kernel", "_bdlru_fwd_kernel", "_bdlru_bwd_kernel", "_carry_kernel"):
+        monkeypatch.setattr(scan_triton, name, CheckedKernel(name, getattr(scan_triton, name)))
+
+    m, N, T = 2, 3, 7
+    gshape = (2, T, N, m, m + 1) if blocked else (2, T, N, m + 1)
+    vshape = (2, T, N, m) if blocked else (2, T, N)
+    g = torch.randn(gshape, requires_grad=True)
+    v = torch.randn(vshape, requires_grad=True)
+    h0 = torch.randn(2, N, m, requires_grad=True)
+    fn = bdlru_scan_triton if blocked else hlru_scan_triton
+    out, fin = fn(g, v, h0, "sigmoid", True, None, chunk)
+    n_fwd = len(launches)
+    assert n_fwd >= 1 and all("fwd" in name or name == "_carry_kernel" for name, _ in launches)
+    (out.sum() + fin.sum()).backward()
+    assert len(launches) > n_fwd and all("bwd" in name or name == "_carry_kernel" for name, _ in launches[n_fwd:])
+    assert g.grad is not None and v.grad is not None and h0.grad is not None
+    with torch.no_grad():  # inference path (no autograd Function)
+        fn(g, v, h0, "softmax", True, None, chunk)
+    assert len(guard_devices) == 3 and all(d == v.device for d in guard_devices)
+    assert all(d == v.device for _, d in launches)
+    if chunk:
+        assert any(name == "_carry_kernel" for name, _ in launches)
