@@ -298,7 +298,8 @@ def _hlru_fwd_kernel(
     if NVP == 1:
         if WRITE_FINAL:
             is_last = eos == seq_eos
-            tl.store(HF + (seq.to(tl.int64) * N + n[:, None]) * M + kke[None, :], tl.sum(W, axis=1), mask=mask_if(mn2, is_last))
+            tl.store(HF + (seq.to(tl.int64) * N + n[:, None]) * M + kke[None, :], tl.sum(W, axis=1),
+                     mask=mask_if(mn2, is_last))
     else:
         ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + kke[None, None, :]
         tl.store(ptr, W, mask=mn3 & (v3 <= M))
@@ -321,7 +322,8 @@ def _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, i, u0, 
         in_seq = back >= 0
         sold = tl.load(obase + (seq_bos + back).to(tl.int64) * N + n, mask=mask_if(mn, ok & in_seq), other=0.0).to(tl.float32)
         if HAS_INIT:
-            si = tl.load(INIT + (seq.to(tl.int64) * N + n) * M + (M - 1 - u0 - i), mask=mask_if(mn, ok & (back < 0)), other=0.0)
+            si = tl.load(INIT + (seq.to(tl.int64) * N + n) * M + (M - 1 - u0 - i),
+                         mask=mask_if(mn, ok & (back < 0)), other=0.0)
             sold = tl.where(in_seq, sold, si)
     else:
         v = do

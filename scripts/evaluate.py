@@ -20,7 +20,7 @@ import os
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
 import hf_lrnn  # noqa: F401  (registers the Auto classes)
 from hf_lrnn.modeling_lrnn import CACHE_FIELD

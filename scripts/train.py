@@ -21,8 +21,9 @@ auto-encoder head (`AutoModelForCompression`), every other task the causal-LM mo
 
 Writes into --output_dir: metrics.jsonl (one JSON object per log / eval), checkpoints/step_N/ (accelerate
 state, atomic), the final model (save_pretrained: loads with the Auto classes) and its tokenizer (lm),
-results.json, training_args.json, a model card (README.md) and training_curves.png. `--resume_from_checkpoint latest|PATH` continues exactly where a run stopped (same
-batches, same weights as an uninterrupted run); SIGTERM / Ctrl-C save a checkpoint before exiting.
+results.json, training_args.json, a model card (README.md) and training_curves.png.
+`--resume_from_checkpoint latest|PATH` continues exactly where a run stopped (same batches, same weights as an
+uninterrupted run); SIGTERM / Ctrl-C save a checkpoint before exiting.
 """
 
 import argparse
@@ -196,7 +197,8 @@ def main(argv=None):
     eval_steps = args.eval_steps or steps_per_epoch
     scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps,
                               num_training_steps=max_steps,
-                              scheduler_specific_kwargs={"min_lr": args.min_lr} if "min_lr" in args.lr_scheduler_type else None)
+                              scheduler_specific_kwargs={"min_lr": args.min_lr}
+                              if "min_lr" in args.lr_scheduler_type else None)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: it steps once per optimizer step
 
@@ -235,8 +237,9 @@ def main(argv=None):
         signal.signal(signum, lambda *_: stop.update(requested=True))
 
     n_params = sum(p.numel() for p in model.parameters())
+    global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     accelerator.print(f"{args.task} {task.options} | {args.model_type} {n_params:,} parameters | "
-                      f"{max_steps} steps x {args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps} sequences")
+                      f"{max_steps} steps x {global_batch} sequences")
     first_batch_indices = batches.indices(step * args.gradient_accumulation_steps).tolist()
     model.train()
     loss_sum, loss_steps = torch.zeros((), device=accelerator.device), 0

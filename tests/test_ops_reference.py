@@ -38,7 +38,8 @@ def direct_hlru(gates, values, h0, activation):
     for b in range(B):
         for n in range(N):
             # history[-i] = s_{t-i}
-            history = [h0[b, n, k] for k in reversed(range(m))] if h0 is not None else [torch.zeros((), dtype=torch.float64)] * m
+            zero = torch.zeros((), dtype=torch.float64)
+            history = [h0[b, n, k] for k in reversed(range(m))] if h0 is not None else [zero] * m
             for t in range(T):
                 c = direct_coefficients([gates[b, t, n, i] for i in range(m1)], activation)
                 s = sum(c[i - 1] * history[-i] for i in range(1, m + 1)) + c[m] * values[b, t, n]

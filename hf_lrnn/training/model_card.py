@@ -203,7 +203,8 @@ def write_model_card(folder, *, model_type, config, training_args=None, results=
     anything with `to_dict()` such as TrainingArguments) or None. `results`: what a training run writes to
     results.json ({"final": {split: {"loss", "perplexity" | "accuracy", ...}}}; flat metrics work too) or None.
     `dataset_name`: a Hub dataset id (then listed in the card's `datasets`), a description, or None.
-    `repo_id`: where the model will live (used in the title and the usage snippets). `template_path`: default model_cards/<model_type>.md.
+    `repo_id`: where the model will live (used in the title and the usage snippets).
+    `template_path`: default model_cards/<model_type>.md.
     """
     card = build_model_card(folder, model_type=model_type, config=config, training_args=training_args,
                             results=results, dataset_name=dataset_name, repo_id=repo_id, template_path=template_path)
