@@ -158,7 +158,11 @@ class HLRUConfig(LRNNConfig):
         norm_eps: epsilon of the norms.
         initializer_range: std of the normal init of every Linear and Embedding weight.
         scan_backend: None (Triton on CUDA, PyTorch elsewhere), "torch" or "triton" to force one.
-            The environment variable HF_LRNN_BACKEND overrides None as well.
+            The environment variable HF_LRNN_BACKEND overrides None as well. The models read this field at
+            every forward, so `model.config.scan_backend = "torch"` after construction takes effect. It is
+            saved with the checkpoint, but a saved "triton" never stops a checkpoint from running: where
+            Triton cannot run (CPU tensors without TRITON_INTERPRET=1, or no Triton installed) the models fall
+            back to "torch" (same results) with a one-time warning. Prefer None for checkpoints you share.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

@@ -7,6 +7,8 @@ The backbone, cache and heads are shared with H-LRU (modeling_lrnn.py); this mod
 `BDLRUConfig`.
 """
 
+from transformers import GenerationMixin
+
 from .configuration_lrnn import BDLRUConfig
 from .modeling_lrnn import (
     LRNNForCausalLM,
@@ -35,8 +37,12 @@ class BDLRUModel(BDLRUPreTrainedModel, LRNNModel):
     """BD-LRU backbone: input_ids [B, T] -> last_hidden_state [B, T, d] (+ LRNNCache)."""
 
 
-class BDLRUForCausalLM(BDLRUPreTrainedModel, LRNNForCausalLM):
-    """BD-LRU language model (backbone + tied LM head); supports generate()."""
+class BDLRUForCausalLM(BDLRUPreTrainedModel, LRNNForCausalLM, GenerationMixin):
+    """BD-LRU language model (backbone + tied LM head); supports generate().
+
+    GenerationMixin is listed among the own bases (as transformers' Mamba does): transformers checks for it
+    directly on generative models.
+    """
 
     base_model_class = BDLRUModel
 

@@ -7,6 +7,8 @@ The backbone, cache and heads are shared with BD-LRU (modeling_lrnn.py); this mo
 `HLRUConfig`.
 """
 
+from transformers import GenerationMixin
+
 from .configuration_lrnn import HLRUConfig
 from .modeling_lrnn import (
     LRNNForCausalLM,
@@ -34,8 +36,12 @@ class HLRUModel(HLRUPreTrainedModel, LRNNModel):
     """H-LRU backbone: input_ids [B, T] -> last_hidden_state [B, T, d] (+ LRNNCache)."""
 
 
-class HLRUForCausalLM(HLRUPreTrainedModel, LRNNForCausalLM):
-    """H-LRU language model (backbone + tied LM head); supports generate()."""
+class HLRUForCausalLM(HLRUPreTrainedModel, LRNNForCausalLM, GenerationMixin):
+    """H-LRU language model (backbone + tied LM head); supports generate().
+
+    GenerationMixin is listed among the own bases (as transformers' Mamba does): transformers checks for it
+    directly on generative models.
+    """
 
     base_model_class = HLRUModel
 

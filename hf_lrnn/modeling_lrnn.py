@@ -10,6 +10,9 @@ and modeling_bdlru.py bind this backbone to their config classes.
 """
 
 import math
+import os
+import re
+import shutil
 from typing import Optional
 
 import torch
@@ -17,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import logging
 from transformers.modeling_outputs import (
     BaseModelOutputWithPast,
     CausalLMOutputWithPast,
@@ -25,7 +29,7 @@ from transformers.modeling_outputs import (
 )
 
 from .cache_lrnn import LRNNCache
-from .ops import bdlru_scan, hlru_scan
+from .ops import bdlru_scan, hlru_scan, triton_available
 from .scan_torch import bdlru_scan_torch, hlru_scan_torch
 
 try:
@@ -38,6 +42,32 @@ CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ 
 
 # Auto classes that hf_lrnn defines itself (hf_lrnn/auto_lrnn.py), not transformers
 CUSTOM_AUTO_CLASSES = ("AutoModelForCompression",)
+
+logger = logging.get_logger(__name__)
+_warned_triton_fallback = False
+
+
+def runnable_scan_backend(backend: Optional[str], device: torch.device) -> Optional[str]:
+    """The backend a model actually runs for `config.scan_backend == backend` on tensors on `device`.
+
+    A checkpoint saved with `scan_backend="triton"` must still run wherever it is loaded: when Triton cannot run
+    here (no CUDA tensors and no TRITON_INTERPRET=1, or Triton not importable), fall back to "torch" (the
+    reference, same results) with a one-time warning. Every other value is passed on unchanged.
+    """
+    global _warned_triton_fallback
+    if backend != "triton":
+        return backend
+    if triton_available() and (device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
+        return backend
+    if not _warned_triton_fallback:
+        _warned_triton_fallback = True
+        reason = "Triton is not installed" if not triton_available() else f"the tensors are on {device.type}"
+        logger.warning(
+            f"config.scan_backend='triton' cannot run here ({reason}, TRITON_INTERPRET is not 1): falling back "
+            "to scan_backend='torch', the PyTorch reference. Set config.scan_backend = None to pick the best "
+            "backend for each device without this warning."
+        )
+    return "torch"
 
 
 def _pick_cache(cache, past_key_values, kwargs):
@@ -128,16 +158,21 @@ class LRNNMixer(nn.Module):
         self.unit_size = m = config.unit_size
         self.gate_activation = config.gate_activation
         self.selective = config.selective
-        self.scan_backend = config.scan_backend
+        self.config = config  # scan_backend is read at forward time, so changing it after construction works
         self.gate_shape = (N, m, m + 1) if blocked else (N, m + 1)
         self.value_shape = (N, m) if blocked else (N,)
         gate_numel = N * m * (m + 1) if blocked else N * (m + 1)
         self.value_proj = nn.Linear(config.hidden_size, N * m if blocked else N, bias=False)  # W_v
         if config.selective:
-            self.gate_proj = nn.Linear(config.hidden_size, gate_numel, bias=True)  # W_g, b_g
+            # W_g, b_g. Not `gate_proj`: that is the SwiGLU's W1, and adapters (LoRA target_modules) match by leaf name
+            self.coefficient_proj = nn.Linear(config.hidden_size, gate_numel, bias=True)
         else:
             self.gate_logits = nn.Parameter(torch.rand(self.gate_shape))  # uniform [0, 1) (docs/spec.md)
         self.out_proj = nn.Linear(N * m, config.hidden_size, bias=False)  # W_o
+
+    def scan_backend(self, device: torch.device) -> Optional[str]:
+        """The scan backend for this forward: `config.scan_backend`, read now (not at construction)."""
+        return runnable_scan_backend(getattr(self.config, "scan_backend", None), device)
 
     def _scan(self, gates, values, initial_state, mask):
         """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real)."""
@@ -160,7 +195,7 @@ class LRNNMixer(nn.Module):
             initial_state=initial_state,
             gate_activation=self.gate_activation,
             output_final_state=True,
-            backend=self.scan_backend,
+            backend=self.scan_backend(values.device),
         )
         return states, final, False
 
@@ -173,7 +208,7 @@ class LRNNMixer(nn.Module):
         B, T, _ = hidden_states.shape
         values = self.value_proj(hidden_states).view(B, T, *self.value_shape)  # [B, T, N(, m)]
         if self.selective:
-            gates = self.gate_proj(hidden_states).view(B, T, *self.gate_shape)  # [B, T, N, (m,) m+1]
+            gates = self.coefficient_proj(hidden_states).view(B, T, *self.gate_shape)  # [B, T, N, (m,) m+1]
         else:
             gates = self.gate_logits.expand(B, T, *self.gate_shape)
         mask = None if attention_mask is None else attention_mask[:, -T:].bool()
@@ -211,6 +246,23 @@ class LRNNBlock(GradientCheckpointingLayer):
         return hidden_states + self.mlp(self.mlp_norm(hidden_states))
 
 
+# hub arguments of save_pretrained(push_to_hub=True, ...), handed to push_to_hub() after the atomic save
+_PUSH_KWARGS = ("repo_id", "commit_message", "private", "create_pr", "revision", "commit_description", "tags")
+# files that save_pretrained writes (or wrote in an earlier save, e.g. shards of another size); everything else in a
+# folder that is saved into again is kept
+_SAVED_FILE = re.compile(
+    r"^(config\.json|generation_config\.json|(model|pytorch_model)([.-][^/]*)?\.(safetensors|bin)(\.index\.json)?)$"
+)
+
+
+def _move_foreign_entries(old_folder: str, new_folder: str) -> None:
+    """Move what the earlier save did not write (and the new one did not replace) from old_folder to new_folder."""
+    for entry in os.listdir(old_folder):
+        if _SAVED_FILE.match(entry) or os.path.lexists(os.path.join(new_folder, entry)):
+            continue
+        os.rename(os.path.join(old_folder, entry), os.path.join(new_folder, entry))
+
+
 class LRNNPreTrainedModel(PreTrainedModel):
     """Weights init, cache policy and save behaviour shared by every H-LRU / BD-LRU model class."""
 
@@ -221,6 +273,27 @@ class LRNNPreTrainedModel(PreTrainedModel):
     _supports_cache_class = True
     blocked = False  # BD-LRU subclasses set True
     auto_map = {}  # {"AutoConfig": "configuration_lrnn.XConfig", ...}, set by the architecture modules
+
+    # checkpoints saved before the mixer's gate projection was renamed `gate_proj` -> `coefficient_proj`
+    # (regex -> replacement, transformers' `key_mapping`; the SwiGLU's `mlp.gate_proj` is not touched)
+    _legacy_key_mapping = {r"mixer\.gate_proj\.": "mixer.coefficient_proj."}
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        kwargs["key_mapping"] = {**cls._legacy_key_mapping, **(kwargs.get("key_mapping") or {})}
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        # transformers remembers the renamings used at load and reverts them at save: never save the old names
+        conversions = getattr(model, "_weight_conversions", None)
+        if conversions:
+            legacy = set(cls._legacy_key_mapping)
+
+            def is_legacy(conversion):
+                patterns = set(getattr(conversion, "source_patterns", None) or ())
+                return bool(patterns) and patterns <= legacy
+
+            model._weight_conversions = [c for c in conversions if not is_legacy(c)]
+        return loaded
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -252,6 +325,22 @@ class LRNNPreTrainedModel(PreTrainedModel):
         super().register_for_auto_class(auto_class)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, made atomic: the folder holds the complete old checkpoint or the complete
+        new one, also when the process is killed in the middle of writing.
+
+        The checkpoint is written into a fresh folder beside the target (same parent: `.{name}.tmp-{pid}`), then
+        swapped in: the target (if any) is renamed aside to `.{name}.old-{pid}`, the new folder renamed into place,
+        and the old one deleted. Between those two renames (microseconds) the target path does not exist; a kill
+        exactly there leaves the complete old checkpoint in `.{name}.old-{pid}` and the new one in `.{name}.tmp-{pid}`.
+        Weight files of an earlier save (e.g. shards of another `max_shard_size`) never survive. Files that an
+        earlier save did not write (tokenizer files, training state, sub-folders, a README) are moved into the new
+        folder before the swap, so saving a model into a folder keeps what else is in it.
+
+        A path that is an existing file raises ValueError. `push_to_hub=True` saves atomically first, then pushes with
+        `push_to_hub()` (its hub arguments: repo_id (default: the folder name), commit_message, private, token,
+        create_pr, revision, commit_description, tags); the model card is then written on the Hub only, not into
+        the local folder. `is_main_process=False` and distributed checkpoints are passed through unchanged.
+        """
         # List every transformers Auto class so the folder loads with trust_remote_code=True for all heads, not only
         # the saved one; hf_lrnn's own Auto classes (AutoModelForCompression) only for a model of that head.
         self.config.auto_map = {
@@ -259,7 +348,44 @@ class LRNNPreTrainedModel(PreTrainedModel):
             for auto_class, reference in self.auto_map.items()
             if auto_class not in CUSTOM_AUTO_CLASSES or auto_class == self._auto_class
         }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        target = os.path.abspath(os.fspath(save_directory))
+        if os.path.exists(target) and not os.path.isdir(target):
+            raise ValueError(f"save_pretrained needs a folder, but {target} is an existing file")
+        is_main_process = kwargs.get("is_main_process", args[0] if args else True)
+        if args or not is_main_process or kwargs.get("distributed_checkpoint"):
+            return super().save_pretrained(save_directory, *args, **kwargs)
+
+        push_to_hub = kwargs.pop("push_to_hub", False)
+        hub_kwargs = {name: kwargs.pop(name) for name in _PUSH_KWARGS if name in kwargs}
+        if push_to_hub and kwargs.get("token") is not None:
+            hub_kwargs["token"] = kwargs["token"]
+
+        parent, name = os.path.split(target)
+        os.makedirs(parent, exist_ok=True)
+        fresh = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
+        aside = os.path.join(parent, f".{name}.old-{os.getpid()}")
+        for leftover in (fresh, aside):  # from an earlier save of this process that was interrupted
+            if os.path.lexists(leftover):
+                shutil.rmtree(leftover)
+        try:
+            super().save_pretrained(fresh, **kwargs)
+            if os.path.isdir(target):
+                _move_foreign_entries(target, fresh)
+                os.rename(target, aside)
+                os.rename(fresh, target)  # the window: target is missing between the rename above and this one
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                os.rename(fresh, target)
+        finally:
+            if os.path.lexists(fresh):
+                shutil.rmtree(fresh, ignore_errors=True)
+        if push_to_hub:
+            repo_id = hub_kwargs.pop("repo_id", name)
+            for shard_arg in ("max_shard_size", "variant"):
+                if shard_arg in kwargs:
+                    hub_kwargs[shard_arg] = kwargs[shard_arg]
+            return self.push_to_hub(repo_id, **hub_kwargs)
+        return None
 
 
 class LRNNModel(LRNNPreTrainedModel):
@@ -391,6 +517,39 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
                 model_kwargs[CACHE_FIELD] = LRNNCache(self.config)
                 return None
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+
+    @staticmethod
+    def _unconsumed(inputs, model_kwargs):
+        """`inputs` [B, T(, d)] without the prefix that a passed LRNNCache has already consumed.
+
+        Continuing from a returned cache, generate() is given the whole sequence again. transformers 5.23 drops the
+        prefix the cache has consumed for every cache; 5.24 only for caches that are not all linear, so a recurrent
+        state would consume it twice. The rule is transformers' own: the inputs are the whole sequence when they are
+        as long as the attention mask (new tokens only come with the whole sequence's mask). Idempotent: a decode step
+        (one new token) or inputs that are already trimmed are returned as they are.
+        """
+        cache = next((model_kwargs[n] for n in ("cache", "past_key_values", "cache_params")
+                      if model_kwargs.get(n) is not None), None)
+        seen = cache.get_seq_length() if isinstance(cache, LRNNCache) else 0
+        if inputs is None or seen <= 0 or inputs.shape[1] <= seen:
+            return inputs
+        mask = model_kwargs.get("attention_mask")
+        if mask is not None and mask.shape[-1] != inputs.shape[1]:
+            return inputs
+        return inputs[:, seen:]
+
+    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
+        if kwargs.get("inputs_embeds") is not None and kwargs.get("is_first_iteration"):
+            kwargs["inputs_embeds"] = self._unconsumed(kwargs["inputs_embeds"], kwargs)
+        else:
+            input_ids = self._unconsumed(input_ids, kwargs)
+        return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+
+    def _prefill(self, input_ids, generation_config, model_kwargs, *args, **kwargs):
+        # chunked prefill (prefill_chunk_size) splits input_ids before prepare_inputs_for_generation sees them
+        if model_kwargs.get("inputs_embeds") is None:
+            input_ids = self._unconsumed(input_ids, model_kwargs)
+        return super()._prefill(input_ids, generation_config, model_kwargs, *args, **kwargs)
 
     def forward(
         self,

@@ -95,17 +95,54 @@ def test_stops_on_eos(arch):
     assert out.shape[1] == ids.shape[1] + 1 and out[0, -1].item() == first
 
 
-def test_continue_from_returned_cache(arch):
-    model = tiny_model(arch, m=2)
+def continuation_model(arch, m):
+    # untied head; no eos (a finished row would go on with padding in one run, with new tokens in two runs) and no
+    # pad id (a generated token that equals it would be taken for padding when the sequence is passed back)
+    return tiny_model(arch, m=m, tie_word_embeddings=False, eos_token_id=None, pad_token_id=None)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_continue_from_returned_cache(arch, m):
+    model = continuation_model(arch, m)
+    assert model.lm_head.weight.data_ptr() != model.model.embeddings.weight.data_ptr()
     ids = prompt()
-    kw = dict(do_sample=False, pad_token_id=0)
-    first = model.generate(ids, max_new_tokens=4, return_dict_in_generate=True, **kw)
+    kw = dict(do_sample=False, return_dict_in_generate=True, output_scores=True)
+    whole = model.generate(ids, max_new_tokens=10, **kw)
+    whole_seen = getattr(whole, CACHE_FIELD).get_seq_length()
+    assert whole_seen in (ids.shape[1] + 9, ids.shape[1] + 10)
+
+    first = model.generate(ids, max_new_tokens=5, **kw)
     cache = getattr(first, CACHE_FIELD)
     assert isinstance(cache, hf_lrnn.LRNNCache)
     # the cache holds the state after all tokens but the last generated one (generate never feeds it back)
-    assert cache.get_seq_length() == ids.shape[1] + 3
-    resumed = model.generate(first.sequences, max_new_tokens=4, **{CACHE_FIELD: cache}, **kw)
-    assert torch.equal(resumed, model.generate(ids, max_new_tokens=8, **kw))
+    assert cache.get_seq_length() == ids.shape[1] + 4
+    resumed = model.generate(first.sequences, max_new_tokens=5, **{CACHE_FIELD: cache}, **kw)
+    assert torch.equal(resumed.sequences, whole.sequences)
+    assert len(first.scores) + len(resumed.scores) == len(whole.scores) == 10
+    for step, (got, want) in enumerate(zip(first.scores + resumed.scores, whole.scores)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=f"step {step}")
+    assert getattr(resumed, CACHE_FIELD) is cache
+    assert cache.get_seq_length() == whole_seen  # the consumed prefix was not fed again
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_continue_from_returned_cache_with_new_prompt_tokens(arch, chunked):
+    """A follow-up turn: the returned sequences plus new tokens, with their full attention mask."""
+    model = continuation_model(arch, 2)
+    ids = prompt()
+    follow_up = prompt(length=7, seed=1)
+    kw = dict(do_sample=False, return_dict_in_generate=True, output_scores=True)
+    first = model.generate(ids, max_new_tokens=4, **kw)
+    cache = getattr(first, CACHE_FIELD)
+    turn = torch.cat([first.sequences, follow_up], dim=1)
+    extra = dict(prefill_chunk_size=3) if chunked else {}
+    resumed = model.generate(turn, attention_mask=torch.ones_like(turn), max_new_tokens=5,
+                             **{CACHE_FIELD: cache}, **extra, **kw)
+    fresh = model.generate(turn, max_new_tokens=5, **kw)
+    assert torch.equal(resumed.sequences, fresh.sequences)
+    for got, want in zip(resumed.scores, fresh.scores):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert cache.get_seq_length() == getattr(fresh, CACHE_FIELD).get_seq_length() == turn.shape[1] + 4
 
 
 def test_prefill_chunk_size(arch):

@@ -54,11 +54,11 @@ def test_logits_to_keep_and_inputs_embeds(arch):
 def test_init_follows_spec(arch):
     model = tiny_model(arch, m=2, hidden_size=64, initializer_range=0.02)
     mixer = model.model.layers[0].mixer
-    assert torch.count_nonzero(mixer.gate_proj.bias) == 0  # every gate starts at 1/(m+1)
+    assert torch.count_nonzero(mixer.coefficient_proj.bias) == 0  # every gate starts at 1/(m+1)
     weights = torch.cat([p.flatten() for n, p in model.named_parameters() if n.endswith("proj.weight")])
     assert abs(weights.std().item() - 0.02) < 0.002
     non_selective = tiny_model(arch, m=2, selective=False).model.layers[0].mixer
-    assert not hasattr(non_selective, "gate_proj")
+    assert not hasattr(non_selective, "coefficient_proj")
     logits = non_selective.gate_logits
     assert logits.shape == ((5, 2, 3) if arch == "bdlru" else (5, 3))
     assert logits.min() >= 0 and logits.max() < 1 and logits.std() > 0.1
