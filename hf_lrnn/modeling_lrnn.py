@@ -339,7 +339,8 @@ class LRNNPreTrainedModel(PreTrainedModel):
         A path that is an existing file raises ValueError. `push_to_hub=True` saves atomically first, then pushes with
         `push_to_hub()` (its hub arguments: repo_id (default: the folder name), commit_message, private, token,
         create_pr, revision, commit_description, tags); the model card is then written on the Hub only, not into
-        the local folder. `is_main_process=False` and distributed checkpoints are passed through unchanged.
+        the local folder. `is_main_process=False`, distributed checkpoints and a folder that holds the current
+        working directory (which a rename would strand) are passed through unchanged.
         """
         # List every transformers Auto class so the folder loads with trust_remote_code=True for all heads, not only
         # the saved one; hf_lrnn's own Auto classes (AutoModelForCompression) only for a model of that head.
@@ -352,7 +353,9 @@ class LRNNPreTrainedModel(PreTrainedModel):
         if os.path.exists(target) and not os.path.isdir(target):
             raise ValueError(f"save_pretrained needs a folder, but {target} is an existing file")
         is_main_process = kwargs.get("is_main_process", args[0] if args else True)
-        if args or not is_main_process or kwargs.get("distributed_checkpoint"):
+        cwd = os.path.abspath(os.getcwd())
+        holds_cwd = cwd == target or cwd.startswith(target + os.sep)  # renaming it would strand the working dir
+        if args or not is_main_process or kwargs.get("distributed_checkpoint") or holds_cwd:
             return super().save_pretrained(save_directory, *args, **kwargs)
 
         push_to_hub = kwargs.pop("push_to_hub", False)

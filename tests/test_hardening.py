@@ -245,3 +245,12 @@ def test_a_killed_save_leaves_the_old_or_the_new_checkpoint(tmp_path, kill_after
     expected = new if kill_after is None else old  # the swap is the last step: a kill before it keeps the old one
     torch.testing.assert_close(logits, expected(ids).logits)
     assert not torch.allclose(old(ids).logits, new(ids).logits)
+
+
+def test_saving_into_the_working_directory_keeps_it(tmp_path, monkeypatch):
+    """--output_dir . must not rename the folder the process is standing in (the save is then not atomic)."""
+    model = tiny_model("hlru")
+    monkeypatch.chdir(tmp_path)
+    model.save_pretrained(".")
+    assert os.path.samefile(os.getcwd(), tmp_path)
+    assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()
