@@ -576,6 +576,12 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         logits = self.lm_head(hidden_states[:, keep, :])  # [B, kept, vocab]
         loss = None
         if labels is not None:
+            if kwargs.get("num_items_in_batch") is None:
+                # a summed loss over the scored targets, divided by their count (at least 1): the usual mean, but a
+                # batch whose labels are all -100 gives 0 (with zero gradients) instead of 0/0 = NaN; no host sync
+                targets = kwargs.get("shift_labels")
+                targets = labels[..., 1:] if targets is None else targets
+                kwargs["num_items_in_batch"] = (targets != -100).sum().clamp(min=1)
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         output = CausalLMOutputWithPast(
             loss=loss,

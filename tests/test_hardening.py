@@ -254,3 +254,17 @@ def test_saving_into_the_working_directory_keeps_it(tmp_path, monkeypatch):
     model.save_pretrained(".")
     assert os.path.samefile(os.getcwd(), tmp_path)
     assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("arch", ["hlru", "bdlru"])
+def test_all_ignored_labels_give_loss_zero_not_nan(arch):
+    model = tiny_model(arch).train()
+    ids = torch.randint(3, 37, (2, 6))
+    out = model(ids, labels=torch.full_like(ids, -100))
+    assert out.loss.item() == 0.0
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    labels = ids.clone()
+    labels[:, :3] = -100  # partly scored: still the plain mean over the scored next tokens
+    expected = torch.nn.functional.cross_entropy(model(ids).logits[:, :-1].reshape(-1, 37), labels[:, 1:].reshape(-1))
+    torch.testing.assert_close(model(ids, labels=labels).loss, expected)
