@@ -1,4 +1,4 @@
-"""Train an H-LRU or BD-LRU model on a synthetic task with Accelerate (one process or several).
+"""Train an H-LRU or BD-LRU model with Accelerate (one process or several): a language model or a synthetic task.
 
     python scripts/train.py --task selective_copying --model_type bdlru --config_overrides "block_size=4" \
         --output_dir runs/sc-bdlru4 --num_epochs 20 --mixed_precision bf16
@@ -45,7 +45,7 @@ from hf_lrnn.training.checkpoints import latest_checkpoint, load_checkpoint, sav
 from hf_lrnn.training.hub import HubPushError, push_to_hub
 from hf_lrnn.training.model_card import write_model_card
 from hf_lrnn.training.metrics import TokenAccuracy, masked_cross_entropy
-from hf_lrnn.training.models import SYNTHETIC_DEFAULTS, build_config
+from hf_lrnn.training.models import MODEL_DEFAULTS, build_config
 from hf_lrnn.training.plots import plot_training_curves, read_jsonl
 from hf_lrnn.training.tasks import TASKS, build_task, check_no_leakage, parse_task_options
 from hf_lrnn.training.text_data import build_lm_task
@@ -140,7 +140,7 @@ def load_task(args):
 
 
 def build_model(task, args):
-    defaults = dict(SYNTHETIC_DEFAULTS)
+    defaults = dict(MODEL_DEFAULTS)
     if task.name == "lm":  # the tokenizer's special tokens, so generate() and pipelines know them
         tokenizer = task.tokenizer
         defaults.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

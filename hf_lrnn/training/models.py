@@ -5,8 +5,8 @@ import inspect
 from ..configuration_lrnn import BDLRUConfig, HLRUConfig, LRNNConfig
 
 CONFIG_CLASSES = {"hlru": HLRUConfig, "bdlru": BDLRUConfig}
-# The paper's synthetic-task model: width 128, 2 blocks of (mixer, SwiGLU) ("4 layers" in MAD's counting).
-SYNTHETIC_DEFAULTS = {"hidden_size": 128, "num_hidden_layers": 2}
+# Every run starts from the paper's synthetic-task size: width 128, 2 blocks of (mixer, SwiGLU) (MAD's "4 layers").
+MODEL_DEFAULTS = {"hidden_size": 128, "num_hidden_layers": 2}
 
 
 def parse_value(text: str):
@@ -44,7 +44,7 @@ def config_fields(model_type: str) -> set:
     return names - {"num_units", "unit_size"}
 
 
-def build_config(model_type: str, vocab_size: int, overrides: str = "", defaults: dict = SYNTHETIC_DEFAULTS):
+def build_config(model_type: str, vocab_size: int, overrides: str = "", defaults: dict = MODEL_DEFAULTS):
     """The config of a run: `defaults`, then the task's vocab size, then `--config_overrides` on top."""
     if model_type not in CONFIG_CLASSES:
         raise ValueError(f"model_type must be one of {sorted(CONFIG_CLASSES)}, got {model_type!r}")
