@@ -75,6 +75,25 @@ class LRNNCacheLayer:
         return f"LRNNCacheLayer(state={shape})"
 
 
+def _owner_of(config) -> tuple:
+    """What a cache must agree on with the model that uses it: (model_type, num_hidden_layers, N, m)."""
+    return (
+        getattr(config, "model_type", None),
+        getattr(config, "num_hidden_layers", None),
+        getattr(config, "num_units", None),
+        getattr(config, "unit_size", None),
+    )
+
+
+def _check_index_tensor(method: str, name: str, index, allow_bool: bool) -> None:
+    """A 1-D integer (or boolean) tensor of batch indices; the range is not checked here (that would need a sync)."""
+    allowed = "an integer" + (" or boolean" if allow_bool else "")
+    if not isinstance(index, torch.Tensor):
+        raise ValueError(f"{method}: {name} must be {allowed} torch.Tensor [batch], got {type(index).__name__}")
+    if index.dim() != 1 or index.is_floating_point() or index.is_complex() or (index.dtype == torch.bool and not allow_bool):
+        raise ValueError(f"{method}: {name} must be {allowed} 1-D tensor [batch], got {index.dtype} {tuple(index.shape)}")
+
+
 class LRNNCache(Cache):
     """Cache of H-LRU / BD-LRU models: one `LRNNCacheLayer` per block plus a count of tokens seen.
 
@@ -87,21 +106,97 @@ class LRNNCache(Cache):
     def __init__(self, config=None, num_layers: Optional[int] = None, **kwargs):
         if num_layers is None:
             if config is None:
-                raise ValueError("LRNNCache needs a config or num_layers")
-            num_layers = config.num_hidden_layers
+                raise ValueError("LRNNCache needs a config (an HLRUConfig / BDLRUConfig) or num_layers")
+            num_layers = getattr(config, "num_hidden_layers", None)
+            if num_layers is None:
+                raise ValueError(
+                    f"LRNNCache: config must be a model config with num_hidden_layers (an HLRUConfig or BDLRUConfig), "
+                    f"got {type(config).__name__}"
+                )
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"LRNNCache: num_layers must be an integer >= 1, got {num_layers!r}")
         super().__init__(layers=[LRNNCacheLayer() for _ in range(num_layers)])
         self._seen_tokens = 0
+        # (model_type, num_hidden_layers, N, m) of the model that uses this cache: from the config, or set on first use
+        self._owner = _owner_of(config) if config is not None else None
+
+    # -- checks -----------------------------------------------------------------------------------------
+    def _layer(self, layer_idx) -> LRNNCacheLayer:
+        count = len(self.layers)
+        if isinstance(layer_idx, bool) or not isinstance(layer_idx, int) or not -count <= layer_idx < count:
+            raise ValueError(f"LRNNCache: layer_idx must be an integer in [0, {len(self.layers)}), got {layer_idx!r}")
+        return self.layers[layer_idx]
+
+    def check_model(self, config, batch_size: Optional[int] = None) -> None:
+        """Raise a ValueError unless this cache can continue a forward of the model with `config` on `batch_size` rows.
+
+        Called by the models before every forward that gets a cache (shape checks only, no device sync). The first
+        model to use a cache owns it: a cache from another architecture, layer count or state shape is refused, and so
+        are states of another batch size (beam search and batch expansion go through the cache's own methods).
+        """
+        owner = _owner_of(config)
+        if len(self.layers) != owner[1]:
+            raise ValueError(
+                f"cache: this LRNNCache has {len(self.layers)} layers but the model has num_hidden_layers={owner[1]}; "
+                "pass the cache returned by this model (or None)"
+            )
+        if self._owner is not None and self._owner != owner:
+            names = ("model_type", "num_hidden_layers", "N (num_channels / num_blocks)", "m (order / block_size)")
+            differ = ", ".join(f"{n} {a!r} vs {b!r}" for n, a, b in zip(names, self._owner, owner) if a != b)
+            raise ValueError(
+                f"cache: this LRNNCache belongs to another model (cache vs this model: {differ}); pass the cache "
+                "returned by this model (or None)"
+            )
+        state_shape = (owner[2], owner[3])
+        for layer_idx, layer in enumerate(self.layers):
+            state = layer.state
+            if state is None:
+                continue
+            if tuple(state.shape[1:]) != state_shape:
+                raise ValueError(
+                    f"cache: layer {layer_idx} holds a state of shape {tuple(state.shape)}, but this model's states are "
+                    f"[batch, N, m] = [batch, {state_shape[0]}, {state_shape[1]}] (a cache of another model?)"
+                )
+            if batch_size is not None and state.shape[0] != batch_size:
+                raise ValueError(
+                    f"cache: layer {layer_idx} holds states for a batch of {state.shape[0]} sequences, but the input has "
+                    f"{batch_size} rows; continue a cache with inputs of its batch size (or use reorder_cache / "
+                    "batch_repeat_interleave / batch_select_indices)"
+                )
+        self._owner = owner
 
     # -- state access used by the mixers --------------------------------------------------------------
     def get_state(self, layer_idx: int) -> Optional[torch.Tensor]:
-        return self.layers[layer_idx].state
+        return self._layer(layer_idx).state
 
     def set_state(self, layer_idx: int, state: torch.Tensor) -> None:
-        self.layers[layer_idx].state = state
+        layer = self._layer(layer_idx)
+        if not isinstance(state, torch.Tensor) or state.dim() != 3 or not state.is_floating_point():
+            got = type(state).__name__
+            if isinstance(state, torch.Tensor):
+                got = f"{state.dtype} tensor of shape {tuple(state.shape)}"
+            raise ValueError(f"LRNNCache.set_state: state must be a floating tensor [batch, N, m], got {got}")
+        layer.state = state
 
     def advance(self, num_tokens: int) -> None:
         """Record that one forward consumed `num_tokens` new positions (called once per forward)."""
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 0:
+            raise ValueError(f"LRNNCache.advance: num_tokens must be an integer >= 0, got {num_tokens!r}")
         self._seen_tokens += num_tokens
+
+    # -- batch operations (beam search, batch expansion), checked once here rather than per layer -----------
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        _check_index_tensor("LRNNCache.reorder_cache", "beam_idx", beam_idx, allow_bool=False)
+        super().reorder_cache(beam_idx)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"LRNNCache.batch_repeat_interleave: repeats must be an integer >= 1, got {repeats!r}")
+        super().batch_repeat_interleave(repeats)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        _check_index_tensor("LRNNCache.batch_select_indices", "indices", indices, allow_bool=True)
+        super().batch_select_indices(indices)
 
     @property
     def states(self) -> List[Optional[torch.Tensor]]:

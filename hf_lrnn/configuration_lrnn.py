@@ -10,12 +10,17 @@ The recurrent state of one layer is `num_channels * order` (resp. `num_blocks * 
 per sequence, whatever the context length.
 """
 
+import difflib
+import inspect
 import math
 from typing import Optional
 
-from transformers import PretrainedConfig
+from transformers import GenerationConfig, PretrainedConfig
+from transformers.utils import logging
 
 from .scan_torch import GATE_ACTIVATIONS
+
+logger = logging.get_logger(__name__)
 NORM_TYPES = ("layernorm", "rmsnorm")
 SCAN_BACKENDS = (None, "torch", "triton")
 
@@ -31,8 +36,89 @@ def _require_int(name: str, value, minimum: int = 1) -> None:
 
 
 def _require_choice(name: str, value, choices) -> None:
-    if value not in choices:
+    if not any(value is choice or (isinstance(value, str) and value == choice) for choice in choices):
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _require_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _require_number(name: str, value, positive: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= 0 if positive else value < 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+# Keys that transformers itself reads or writes in a config (also those of older releases and generation settings
+# saved in old config.json files): never taken for misspellings of our fields, however close they are.
+_TRANSFORMERS_KEYS = {
+    "sep_token_id", "decoder_start_token_id", "forced_bos_token_id", "forced_eos_token_id", "tie_encoder_decoder",
+    "is_decoder", "add_cross_attention", "cross_attention_hidden_size", "tokenizer_class", "prefix",
+    "task_specific_params", "finetuning_task", "pruned_heads", "torchscript", "use_bfloat16", "tf_legacy_loss",
+    "torch_dtype", "dtype", "auto_map", "custom_pipelines", "_commit_hash", "_name_or_path", "name_or_path",
+    "attn_implementation", "_attn_implementation", "_attn_implementation_autoset", "num_labels", "model_type",
+    "transformers_version", "architectures", "use_return_dict", "tie_last_hidden_states", "per_layer_config",
+}
+_known_keys_cache = []
+
+
+def _transformers_keys() -> set:
+    """`_TRANSFORMERS_KEYS` plus what this transformers release puts in a default config and generation config."""
+    if not _known_keys_cache:
+        keys = set(_TRANSFORMERS_KEYS)
+        for make in (PretrainedConfig, GenerationConfig):
+            try:
+                keys |= set(make().to_dict())
+            except Exception:  # pragma: no cover - a release whose defaults cannot be built: the fixed list stays
+                pass
+        _known_keys_cache.append(keys)
+    return _known_keys_cache[0]
+
+
+def _own_fields(cls) -> list:
+    """The keyword arguments of `cls` (an LRNNConfig subclass) that are config fields."""
+    names = []
+    for klass in (cls, LRNNConfig):
+        for name in inspect.signature(klass.__init__).parameters:
+            if name not in ("self", "kwargs", "num_units", "unit_size") and name not in names:
+                names.append(name)
+    return names
+
+
+def _check_unknown_keys(cls, kwargs: dict) -> None:
+    """Refuse keys that are plausibly misspellings of our own fields (or the other architecture's mixer fields).
+
+    transformers stores any unknown key as an attribute that nothing reads, so `HLRUConfig(odrer=3)` would silently
+    build an order-2 model. Keys transformers knows are never flagged. A config loaded from a saved config.json
+    (which carries `transformers_version`) only gets a warning, so that checkpoints saved with such a key still load.
+    """
+    own = _own_fields(cls)
+    mixer_fields = {}  # the mixer fields of the other architectures -> ours
+    for other in LRNNConfig.__subclasses__():
+        if other.unit_fields != cls.unit_fields:
+            mixer_fields.update(zip(other.unit_fields, cls.unit_fields))
+    problems = []
+    for key in kwargs:
+        if key in own or not isinstance(key, str):
+            continue
+        if key in mixer_fields:
+            problems.append(
+                f"{key!r} is not a field of {cls.__name__} (it is a field of another architecture); "
+                f"did you mean {mixer_fields[key]!r}?"
+            )
+            continue
+        matches = difflib.get_close_matches(key, own, n=1, cutoff=0.8)
+        if matches and key not in _transformers_keys():
+            problems.append(f"unknown config key {key!r} (= {kwargs[key]!r}); did you mean {matches[0]!r}?")
+    if not problems:
+        return
+    message = f"{cls.__name__}: " + "; ".join(problems) + f" (the fields of {cls.__name__}: {', '.join(own)})"
+    if "transformers_version" in kwargs:  # loading a saved config.json: the key was ignored when it was saved too
+        logger.warning(message + "; the key is ignored")
+    else:
+        raise ValueError(message)
 
 
 class LRNNConfig(PretrainedConfig):
@@ -64,6 +150,7 @@ class LRNNConfig(PretrainedConfig):
         **kwargs,
     ):
         units_name, size_name = self.unit_fields
+        _check_unknown_keys(type(self), kwargs)
         _require_int("vocab_size", vocab_size)
         _require_int("hidden_size", hidden_size)
         _require_int("num_hidden_layers", num_hidden_layers)
@@ -77,23 +164,26 @@ class LRNNConfig(PretrainedConfig):
             num_units = hidden_size // unit_size
         _require_int(units_name, num_units)
         _require_choice("gate_activation", gate_activation, GATE_ACTIVATIONS)
-        if not isinstance(selective, bool):
-            raise ValueError(f"selective must be True or False, got {selective!r}")
+        _require_bool("selective", selective)
         if intermediate_size is None:
             intermediate_size = default_intermediate_size(hidden_size)
         _require_int("intermediate_size", intermediate_size)
         _require_choice("norm_type", norm_type, NORM_TYPES)
-        if not isinstance(norm_eps, (int, float)) or isinstance(norm_eps, bool) or not norm_eps > 0:
-            raise ValueError(f"norm_eps must be a positive number, got {norm_eps!r}")
-        if not isinstance(initializer_range, (int, float)) or isinstance(initializer_range, bool) or initializer_range < 0:
-            raise ValueError(f"initializer_range must be a number >= 0, got {initializer_range!r}")
+        _require_number("norm_eps", norm_eps, positive=True)
+        _require_number("initializer_range", initializer_range, positive=False)
         _require_choice("scan_backend", scan_backend, SCAN_BACKENDS)
+        _require_bool("tie_word_embeddings", tie_word_embeddings)
+        _require_bool("use_cache", use_cache)
+
+        def is_token_id(token_id):
+            return isinstance(token_id, int) and not isinstance(token_id, bool) and 0 <= token_id < vocab_size
+
         for name, token_id in (("pad_token_id", pad_token_id), ("bos_token_id", bos_token_id)):
-            if token_id is not None and (not isinstance(token_id, int) or not 0 <= token_id < vocab_size):
+            if token_id is not None and not is_token_id(token_id):
                 raise ValueError(f"{name} must be None or an integer in [0, vocab_size={vocab_size}), got {token_id!r}")
         eos_ids = eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
         for token_id in eos_ids:
-            if token_id is not None and (not isinstance(token_id, int) or not 0 <= token_id < vocab_size):
+            if token_id is not None and not is_token_id(token_id):
                 raise ValueError(
                     f"eos_token_id must be None, an integer or a list of integers in [0, vocab_size={vocab_size}), "
                     f"got {eos_token_id!r}"

@@ -53,8 +53,10 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     return backend
 
 
-def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked):
-    """Validate the inputs of `op` (blocked: BD-LRU shapes); returns (B, T, N, m)."""
+def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state=False):
+    """Validate the inputs of `op` (blocked: BD-LRU shapes); returns (B, T, N, m). Every problem is a ValueError
+    that names the argument, what it got and what was expected. Empty inputs (B = 0 or T = 0) are valid and give
+    the empty result. Host syncs: none, except reading `cu_seqlens` (once per call)."""
     gate_dims = "[B, T, N, m, m+1]" if blocked else "[B, T, N, m+1]"
     value_dims = "[B, T, N, m]" if blocked else "[B, T, N]"
     if gate_activation not in GATE_ACTIVATIONS:
@@ -83,8 +85,14 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
         )
     if gates.device != values.device:
         raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
+    if not isinstance(output_final_state, bool):
+        raise ValueError(f"{op}: output_final_state must be True or False, got {output_final_state!r}")
     num_states = B
     if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, torch.Tensor):
+            raise ValueError(
+                f"{op}: cu_seqlens must be a 1-D int32/int64 torch.Tensor [num_seqs+1], got {type(cu_seqlens).__name__}"
+            )
         if B != 1:
             raise ValueError(f"{op}: with cu_seqlens the batch size must be 1 (packed sequences), got {B}")
         if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
@@ -92,11 +100,15 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
                 f"{op}: cu_seqlens must be a 1-D int32/int64 tensor [num_seqs+1], got {cu_seqlens.dtype} "
                 f"{tuple(cu_seqlens.shape)}"
             )
-        bounds = cu_seqlens.tolist()
+        if cu_seqlens.device.type == "meta" or cu_seqlens.device not in (values.device, torch.device("cpu")):
+            raise ValueError(f"{op}: cu_seqlens is on {cu_seqlens.device}; expected {values.device} (as values) or cpu")
+        bounds = cu_seqlens.tolist()  # one host sync per call (packed sequences only)
         if bounds[0] != 0 or bounds[-1] != T or any(b > e for b, e in zip(bounds[:-1], bounds[1:])):
             raise ValueError(f"{op}: cu_seqlens must rise from 0 to T={T}, got {bounds}")
         num_states = len(bounds) - 1
     if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor):
+            raise ValueError(f"{op}: initial_state must be a torch.Tensor or None, got {type(initial_state).__name__}")
         if tuple(initial_state.shape) != (num_states, N, m):
             raise ValueError(
                 f"{op}: initial_state must have shape [{'num_seqs' if cu_seqlens is not None else 'B'}, N, m] = "
@@ -111,7 +123,7 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
 
 def _run(op, blocked, gates, values, initial_state, gate_activation, output_final_state, backend, cu_seqlens):
     """Validate, then run the chosen backend of `op`."""
-    _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked)
+    _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state)
     if resolve_backend(backend, values.device) == "triton":
         scan = bdlru_scan_triton if blocked else hlru_scan_triton
         return scan(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens)

@@ -101,7 +101,8 @@ def _scan(step, gates, values, initial_state, gate_activation, mask, state_shape
         state = new_state
         outputs.append(out)
     if T == 0:
-        states = values.new_zeros(values.shape, dtype=dtype)
+        # the empty result, built from the (empty) inputs so that autograd gives them empty gradients, not None
+        states = values.to(dtype) + coefficients.sum(-1).to(dtype)
     else:
         states = torch.stack(outputs, dim=1)
     return states.to(values.dtype), state

@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from transformers import AutoModelForCausalLM
 import hf_lrnn  # noqa: F401  (registers the Auto classes)
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
 from hf_lrnn.training.text_data import build_lm_task
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when this script is imported from elsewhere
+from push_to_hub import check_model_folder  # noqa: E402  (scripts/push_to_hub.py, beside this script)
 
 
 def token_stream(dataset) -> torch.Tensor:
@@ -67,14 +71,22 @@ def main(argv=None):
     p.add_argument("--data_cache_dir", default=None)
     p.add_argument("--output", default=None, help="write the result as JSON here")
     args = p.parse_args(argv)
-    if not os.path.isfile(os.path.join(args.checkpoint, "config.json")):
-        p.error(f"checkpoint={args.checkpoint!r} has no config.json: expected a saved model folder")
+    problem = check_model_folder(args.checkpoint)  # a folder, config.json of model_type hlru / bdlru, weights
+    if problem:
+        p.error(f"checkpoint={args.checkpoint!r}: {problem}")
+    if not any(os.path.isfile(os.path.join(args.checkpoint, name)) for name in ("tokenizer.json", "tokenizer_config.json")):
+        p.error(f"checkpoint={args.checkpoint!r} has no tokenizer (tokenizer.json / tokenizer_config.json): the text is "
+                "tokenized with the checkpoint's own tokenizer; save one with tokenizer.save_pretrained(folder)")
     for name in ("window", "num_streams"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code).to(device).eval()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(args.checkpoint, trust_remote_code=args.trust_remote_code)
+    except Exception as err:  # a damaged checkpoint (truncated weights, bad config values): one line, not a traceback
+        p.error(f"checkpoint={args.checkpoint!r} could not be loaded: {type(err).__name__}: {err}")
+    model = model.to(device).eval()
     training_args = {}
     if os.path.isfile(os.path.join(args.checkpoint, "training_args.json")):
         with open(os.path.join(args.checkpoint, "training_args.json")) as f:
@@ -84,11 +96,14 @@ def main(argv=None):
     if not any(data_args.values()) and training_args.get("task") == "lm":  # default: what the model trained on
         data_args = {k: training_args.get(k) for k in data_args}
     # the packing block only shapes the cached rows the stream is rebuilt from (at most one block is dropped)
-    task = build_lm_task(**data_args, tokenizer_name=args.checkpoint, block_size=64,
-                         validation_split_percentage=args.validation_split_percentage, seed=args.data_seed,
-                         cache_dir=args.data_cache_dir)
-    stream = token_stream(task.test["validation"])
-    nll, tokens = stream_nll(model, stream, args.num_streams, args.window, not args.no_carry_state, device)
+    try:  # bad data arguments (a missing file, a split too small, ...) are ValueErrors that name the argument
+        task = build_lm_task(**data_args, tokenizer_name=args.checkpoint, block_size=64,
+                             validation_split_percentage=args.validation_split_percentage, seed=args.data_seed,
+                             cache_dir=args.data_cache_dir)
+        stream = token_stream(task.test["validation"])
+        nll, tokens = stream_nll(model, stream, args.num_streams, args.window, not args.no_carry_state, device)
+    except (OSError, ValueError) as err:
+        p.error(str(err))
     result = {"checkpoint": args.checkpoint, "data": {k: v for k, v in data_args.items() if v} or "default corpus",
               "tokens": tokens, "loss": nll / tokens, "perplexity": math.exp(min(nll / tokens, 50.0)),
               "window": args.window, "num_streams": args.num_streams, "carry_state": not args.no_carry_state}

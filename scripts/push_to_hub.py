@@ -17,6 +17,8 @@ import os
 import sys
 
 MODEL_TYPES = ("hlru", "bdlru")
+# what save_pretrained writes: one file, or an index of shards (safetensors, or torch's format for safe_serialization=False)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def check_model_folder(folder: str):
@@ -29,10 +31,12 @@ def check_model_folder(folder: str):
     try:
         with open(config_path) as f:
             model_type = json.load(f).get("model_type")
-    except (ValueError, AttributeError) as err:
+    except (ValueError, AttributeError, OSError) as err:
         return f"{config_path} is not a JSON config: {err}"
     if model_type not in MODEL_TYPES:
         return f"{config_path} has model_type={model_type!r}; expected one of {MODEL_TYPES} (an hf_lrnn model)"
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in WEIGHT_FILES):
+        return f"{folder} has a config.json but no weights ({' or '.join(WEIGHT_FILES)}): not a complete saved model"
     return None
 
 
