@@ -77,6 +77,31 @@ def test_long_sequence_no_drift(blocked, m):
     assert rel(out_c, out_s) < 1e-2  # bf16 output rounding only
 
 
+@pytest.mark.parametrize("activation", ["softmax", "tanh"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("blocked,m", [(False, 2), (True, 4)], ids=["hlru-m2", "bdlru-m4"])
+def test_million_steps_state_bound(blocked, m, dtype, activation):
+    # T = 2^20: no NaN or Inf in states, final state or gradients, and Proposition 1 at every step:
+    # |state_t| <= max(|initial state|, max_{u<=t} |v_u|) per channel (H-LRU) / per block (BD-LRU)
+    T = 2**20
+    g, v, h0 = _inputs(blocked, 1, T, 64, m, dtype, seed=3)
+    fn = bdlru_scan_triton if blocked else hlru_scan_triton
+    out, fin = fn(g, v, h0, activation, True, None, None)
+    grads = torch.autograd.grad(out.float().square().mean() + fin.square().mean(), [g, v, h0])
+    assert torch.isfinite(out.float()).all() and torch.isfinite(fin).all()
+    assert all(torch.isfinite(x.float()).all() for x in grads)
+    with torch.no_grad():
+        value_mag = v.float().abs()[0]  # [T, N] or [T, N, m]
+        if blocked:
+            value_mag = value_mag.amax(-1, keepdim=True)  # the bound is per block
+        bound = torch.maximum(value_mag.cummax(0).values, h0.detach().abs().amax(-1)[0].unsqueeze(-1) if blocked
+                              else h0.detach().abs().amax(-1)[0])  # [T, N(, 1)]
+        slack = 1e-5 if dtype == torch.float32 else 8e-3  # rounding of the stored states
+        excess = (out.float()[0].abs() - bound * (1 + slack)).amax().item()
+        assert excess <= 1e-6, f"state exceeds the Proposition-1 bound by {excess}"
+        assert fin.abs().amax() <= bound[-1].amax() * (1 + slack)
+
+
 def test_varlen_and_expanded_gates_gpu():
     torch.manual_seed(2)
     cu = torch.tensor([0, 100, 1000, 1001, 3000], device="cuda", dtype=torch.int32)
