@@ -9,6 +9,8 @@ The two architectures differ only in the mixer's shapes and scan (`LRNNMixer.blo
 and modeling_bdlru.py bind this backbone to their config classes.
 """
 
+import ctypes
+import errno
 import math
 import os
 import re
@@ -411,12 +413,41 @@ _SAVED_FILE = re.compile(
 )
 
 
-def _move_foreign_entries(old_folder: str, new_folder: str) -> None:
-    """Move what the earlier save did not write (and the new one did not replace) from old_folder to new_folder."""
+def _link_foreign_entries(old_folder: str, new_folder: str) -> None:
+    """Hard-link (copy where links fail) what the earlier save did not write (and the new one did not replace) from
+    old_folder into new_folder; old_folder stays complete until the swap."""
     for entry in os.listdir(old_folder):
-        if _SAVED_FILE.match(entry) or os.path.lexists(os.path.join(new_folder, entry)):
+        source, destination = os.path.join(old_folder, entry), os.path.join(new_folder, entry)
+        if _SAVED_FILE.match(entry) or os.path.lexists(destination):
             continue
-        os.rename(os.path.join(old_folder, entry), os.path.join(new_folder, entry))
+        if os.path.isdir(source) and not os.path.islink(source):
+            shutil.copytree(source, destination, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(source, destination)
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(source, destination, follow_symlinks=False)
+
+
+def _exchange_folders(first: str, second: str) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 with RENAME_EXCHANGE). False where the system or
+    the file system cannot; the caller then falls back to two renames."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(code, os.strerror(code), first)
 
 
 class LRNNPreTrainedModel(PreTrainedModel):
@@ -485,12 +516,14 @@ class LRNNPreTrainedModel(PreTrainedModel):
         new one, also when the process is killed in the middle of writing.
 
         The checkpoint is written into a fresh folder beside the target (same parent: `.{name}.tmp-{pid}`), then
-        swapped in: the target (if any) is renamed aside to `.{name}.old-{pid}`, the new folder renamed into place,
-        and the old one deleted. Between those two renames (microseconds) the target path does not exist; a kill
-        exactly there leaves the complete old checkpoint in `.{name}.old-{pid}` and the new one in `.{name}.tmp-{pid}`.
+        swapped in with the target in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`), and the old one, now
+        at the fresh folder's path, deleted. Where the system cannot exchange (not Linux, or a file system without
+        it) the target is renamed aside to `.{name}.old-{pid}` and the new folder renamed into place: between those
+        two renames (microseconds) the target path does not exist, and a kill exactly there leaves the complete old
+        checkpoint in `.{name}.old-{pid}` and the new one in `.{name}.tmp-{pid}`.
         Weight files of an earlier save (e.g. shards of another `max_shard_size`) never survive. Files that an
-        earlier save did not write (tokenizer files, training state, sub-folders, a README) are moved into the new
-        folder before the swap, so saving a model into a folder keeps what else is in it.
+        earlier save did not write (tokenizer files, training state, sub-folders, a README) are hard-linked (or
+        copied) into the new folder before the swap, so saving a model into a folder keeps what else is in it.
 
         A path that is an existing file raises ValueError. `push_to_hub=True` saves atomically first, then pushes with
         `push_to_hub()` (its hub arguments: repo_id (default: the folder name), commit_message, private, token,
@@ -529,10 +562,13 @@ class LRNNPreTrainedModel(PreTrainedModel):
         try:
             super().save_pretrained(fresh, **kwargs)
             if os.path.isdir(target):
-                _move_foreign_entries(target, fresh)
-                os.rename(target, aside)
-                os.rename(fresh, target)  # the window: target is missing between the rename above and this one
-                shutil.rmtree(aside, ignore_errors=True)
+                _link_foreign_entries(target, fresh)
+                if _exchange_folders(fresh, target):  # one atomic step: the target is new, `fresh` holds the old
+                    shutil.rmtree(fresh, ignore_errors=True)
+                else:
+                    os.rename(target, aside)
+                    os.rename(fresh, target)  # the window: target is missing between the rename above and this one
+                    shutil.rmtree(aside, ignore_errors=True)
             else:
                 os.rename(fresh, target)
         finally:
@@ -703,6 +739,20 @@ class LRNNModel(LRNNPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+def check_token_labels(labels, inputs) -> None:
+    """labels must be integer class ids shaped like the inputs' [batch, seq_len] (values are not read: no host sync;
+    an id outside the vocabulary fails in the loss)."""
+    if labels is None:
+        return
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor of token ids [batch, seq_len], got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.dtype == torch.bool or labels.is_complex():
+        raise TypeError(f"labels must hold integer token ids (-100 = ignored), got {labels.dtype}")
+    if isinstance(inputs, torch.Tensor) and tuple(labels.shape) != tuple(inputs.shape[:2]):
+        raise ValueError(f"labels must be [batch, seq_len] = {list(inputs.shape[:2])} like the inputs, got "
+                         f"{list(labels.shape)}")
+
+
 class LRNNWithHead(LRNNPreTrainedModel):
     """A backbone (`self.model`) under a task head; subclasses add the head and call `post_init()`."""
 
@@ -783,6 +833,28 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
             return inputs
         return inputs[:, seen:]
 
+    def generate(self, inputs=None, *args, **kwargs):
+        """`GenerationMixin.generate`, after checks that transformers leaves to deep, unnamed failures: the prompt
+        (`inputs` / `input_ids`) must be a [batch, seq_len] tensor with batch >= 1 and seq_len >= 1 (or `inputs_embeds`
+        [batch, seq_len, hidden_size]), and `max_new_tokens` / `min_new_tokens` / `max_length` non-negative ints."""
+        prompt_name, prompt = ("inputs", inputs) if inputs is not None else ("input_ids", kwargs.get("input_ids"))
+        if prompt is not None:
+            if not isinstance(prompt, torch.Tensor):
+                raise TypeError(f"{prompt_name} must be a torch.Tensor of token ids [batch, seq_len], "
+                                f"got {type(prompt).__name__}")
+            if prompt.dim() != 2 or prompt.shape[0] == 0 or prompt.shape[1] == 0:
+                raise ValueError(f"{prompt_name} must be [batch >= 1, seq_len >= 1] token ids, got shape "
+                                 f"{list(prompt.shape)} (a single prompt needs a batch dimension: ids[None])")
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and (not isinstance(embeds, torch.Tensor) or embeds.dim() != 3 or 0 in embeds.shape[:2]):
+            got = list(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise ValueError(f"inputs_embeds must be [batch >= 1, seq_len >= 1, hidden_size] floats, got {got}")
+        for name in ("max_new_tokens", "min_new_tokens", "max_length"):
+            value = kwargs.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        return super().generate(inputs, *args, **kwargs)
+
     def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, **kwargs):
         # `inputs_embeds` is a named parameter: generate(inputs_embeds=...) looks for it in this signature
         if inputs_embeds is not None:
@@ -822,6 +894,10 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        check_token_labels(labels, input_ids if input_ids is not None else inputs_embeds)
+        if not isinstance(logits_to_keep, (int, torch.Tensor)) or isinstance(logits_to_keep, bool):
+            raise TypeError(f"logits_to_keep must be an int (keep the last N; 0 = all) or a tensor of positions, "
+                            f"got {logits_to_keep!r}")
         outputs = self.run_backbone(input_ids, attention_mask, inputs_embeds, cache, past_key_values, use_cache,
                                     output_hidden_states, kwargs, position_ids)
         hidden_states = outputs.last_hidden_state
@@ -973,6 +1049,7 @@ class LRNNForCompression(LRNNWithHead):
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        check_token_labels(labels, input_ids if input_ids is not None else inputs_embeds)
         outputs = self.run_backbone(input_ids, attention_mask, inputs_embeds, None, None, False,
                                     output_hidden_states, kwargs)
         hidden_states = outputs.last_hidden_state  # [B, T, d]

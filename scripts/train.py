@@ -129,6 +129,12 @@ def parse_args(argv=None):
         p.error(f"--push_to_hub shares hf_lrnn models (hlru or bdlru); --model_type {args.model_type} is a baseline")
     if args.model_type in BASELINE_TYPES and args.task == "compression":
         p.error(f"--task compression needs an hf_lrnn model (hlru or bdlru), got --model_type {args.model_type}")
+    try:  # before any data is built: a typo in the model or task options fails at once, in one line
+        build_config(args.model_type, 1, args.config_overrides)
+        if args.task != "lm":
+            parse_task_options(args.task, args.task_options)
+    except ValueError as error:
+        p.error(str(error))
     if args.task != "lm" and (args.dataset_name or args.train_file or args.tokenizer_name):
         p.error(f"--dataset_name / --train_file / --tokenizer_name are for --task lm, not --task {args.task}")
     return args

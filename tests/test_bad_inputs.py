@@ -371,13 +371,15 @@ def test_forward_accepts_what_is_valid(arch):
     torch.testing.assert_close(model(inputs_embeds=embeddings.double()).logits, reference)  # cast to the model's dtype
 
 
-@pytest.mark.xfail(strict=True, reason="labels are checked by transformers' loss (cross_entropy: 'Expected input "
-                   "batch_size (10) to match target batch_size (6)'), which does not name labels; a check belongs in "
-                   "LRNNForCausalLM.forward, outside the files of this change")
-@pytest.mark.parametrize("labels", [IDS[:, :3], IDS[0], IDS.float()], ids=["short", "1d", "float"])
+@pytest.mark.parametrize("labels", [IDS[:, :3], IDS[0], IDS.float(), IDS.tolist()], ids=["short", "1d", "float", "list"])
 def test_forward_labels_of_the_wrong_shape_or_dtype(labels):
     with pytest.raises((ValueError, TypeError), match="labels"):
         tiny_model("hlru")(IDS, labels=labels)
+
+
+def test_forward_logits_to_keep_of_the_wrong_type():
+    with pytest.raises(TypeError, match="logits_to_keep"):
+        tiny_model("hlru")(IDS, logits_to_keep="3")
 
 
 @pytest.mark.parametrize("arch", ["hlru", "bdlru"])
@@ -489,7 +491,19 @@ BAD_GENERATE_INPUTS = [
      r"attention_mask must be \[batch, seq_len\] = \[2, 5\] like the prompt"),
     ("attention_mask_value_2", dict(input_ids=IDS, attention_mask=torch.full((2, 5), 2), max_new_tokens=2),
      "attention_mask must hold only 1"),
+    ("prompt_1d", dict(input_ids=IDS[0], max_new_tokens=2), r"input_ids must be \[batch >= 1, seq_len >= 1\]"),
+    ("prompt_empty", dict(input_ids=IDS[:, :0], max_new_tokens=2), r"input_ids must be .* got shape \[2, 0\]"),
+    ("prompt_no_rows", dict(input_ids=IDS[:0], max_new_tokens=2), r"input_ids must be .* got shape \[0, 5\]"),
+    ("max_new_tokens_str", dict(input_ids=IDS, max_new_tokens="3"), "max_new_tokens must be an int >= 0, got '3'"),
+    ("max_new_tokens_negative", dict(input_ids=IDS, max_new_tokens=-1), "max_new_tokens must be an int >= 0"),
+    ("inputs_embeds_2d", dict(inputs_embeds=torch.zeros(5, 16), max_new_tokens=2), "inputs_embeds must be"),
 ]
+
+
+@pytest.mark.parametrize("prompt", [IDS.tolist(), IDS.numpy()], ids=["list", "numpy"])
+def test_generate_refuses_a_prompt_that_is_not_a_tensor(prompt):
+    with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
+        tiny_model("hlru").generate(prompt, max_new_tokens=2)
 
 
 @pytest.mark.parametrize("arch", ["hlru", "bdlru"])

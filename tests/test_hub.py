@@ -84,7 +84,7 @@ REMOTE_SCRIPT = HIDE_HF_LRNN + textwrap.dedent(
     repo_id, logits_file = sys.argv[1:3]
     model = AutoModelForCausalLM.from_pretrained(repo_id, trust_remote_code=True).eval()
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    tokenizer = AutoTokenizer.from_pretrained(repo_id)
+    tokenizer = AutoTokenizer.from_pretrained(repo_id, trust_remote_code=True)
     ids = tokenizer(["w3 w4 w5 w6", "w7 w8 w9 w10"], return_tensors="pt").input_ids
     with torch.no_grad():
         torch.save({"ids": ids, "logits": model(ids).logits}, logits_file)
@@ -126,7 +126,8 @@ def test_push_then_load_from_the_hub_without_hf_lrnn(hub, tmp_path):
     metrics = {m["type"]: m["value"] for r in model_index[0]["results"] for m in r["metrics"]}
     assert metrics["perplexity"] == pytest.approx(3.4903)
     assert 'from_pretrained("org/tiny-bdlru", trust_remote_code=True)' in card.text
-    assert 'tokenizer = AutoTokenizer.from_pretrained("org/tiny-bdlru")' in card.text  # the folder has a tokenizer
+    # the folder has a tokenizer
+    assert 'tokenizer = AutoTokenizer.from_pretrained("org/tiny-bdlru", trust_remote_code=True)' in card.text
 
 
 def test_revision_and_private_push(hub, tmp_path):
@@ -296,3 +297,31 @@ def test_train_script_pushes_at_the_end_and_keeps_the_local_run_when_the_push_fa
     assert failed.returncode != 0
     assert "the push failed" in failed.stderr and "401" in failed.stderr and "push_to_hub.py" in failed.stderr
     assert {"model.safetensors", "tokenizer.json", "README.md"} <= set(os.listdir(tmp_path / "run2"))
+
+
+TOKENIZER_SCRIPT = HIDE_HF_LRNN + textwrap.dedent(
+    """
+    import sys
+    from transformers import AutoTokenizer
+    folder, flag = sys.argv[1:3]
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=flag == "true")
+    print("IDS", tokenizer("w3 w4 w5")["input_ids"])
+    """
+)
+
+
+@pytest.mark.parametrize("trust_remote_code", ["true", "false"])
+def test_a_saved_tokenizer_loads_without_hf_lrnn_and_without_a_prompt(tmp_path, trust_remote_code):
+    # AutoTokenizer (transformers 5.2x) reads the model's config first; that config names remote code, so with the
+    # flag unset transformers asks whether to run it. Either value of the flag (README) loads the plain fast tokenizer
+    # without asking, also where hf_lrnn is not installed.
+    folder = tmp_path / "model"
+    save_model(folder)
+    script = tmp_path / "tokenizer.py"
+    script.write_text(TOKENIZER_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), str(folder), trust_remote_code], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in result.stdout + result.stderr
+    assert f"IDS {tiny_tokenizer()('w3 w4 w5')['input_ids']}" in result.stdout

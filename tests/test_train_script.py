@@ -185,13 +185,18 @@ def test_train_script_trains_saves_and_resumes_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_train_script_rejects_a_bad_checkpoint_and_bad_arguments(tmp_path):
+def test_train_script_rejects_a_bad_checkpoint_and_bad_arguments(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         run_train(tmp_path / "x", "--max_steps", "2", "--resume_from_checkpoint", str(tmp_path))
     with pytest.raises(SystemExit):
         train.parse_args(["--output_dir", "x", "--max_steps", "0"])
-    with pytest.raises(ValueError, match="unknown field"):
-        run_train(tmp_path / "y", "--max_steps", "2", "--config_overrides", "no_such_field=3")
+    for flag, value, message in (("--config_overrides", "no_such_field=3", "unknown field"),
+                                 ("--config_overrides", "order=0", "order"),
+                                 ("--task_options", "vocab_size=x", "vocab_size")):
+        with pytest.raises(SystemExit) as stopped:  # an argparse error, before any data is built
+            train.parse_args(["--output_dir", "y", "--task", "in_context_recall", "--model_type", "hlru", flag, value])
+        assert stopped.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def _free_port():

@@ -12,6 +12,7 @@ load the model (with hf_lrnn installed or with trust_remote_code=True), its limi
 
 import glob
 import json
+import importlib.util
 import math
 import os
 import re
@@ -19,7 +20,18 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "model_cards"
+
+
+def _templates_dir() -> Path:
+    """model_cards/ of the repository: installed as the data package hf_lrnn.model_cards (pyproject.toml's
+    package-dir), or read in place from a source checkout that is only on PYTHONPATH."""
+    spec = importlib.util.find_spec("hf_lrnn.model_cards")  # a folder without __init__.py: a namespace package
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(__file__).resolve().parents[2] / "model_cards"
+
+
+TEMPLATES_DIR = _templates_dir()
 ARCH_FIELDS = {  # model_type -> (name, units field, size field)
     "hlru": ("H-LRU", "num_channels", "order"),
     "bdlru": ("BD-LRU", "num_blocks", "block_size"),
