@@ -1,5 +1,13 @@
 """Helpers shared by several test modules (imported explicitly, not through conftest)."""
 
+import json
+import os
+import signal
+import socket
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 # The start of every script that must run WITHOUT the hf_lrnn package (remote code only): it blocks the import and
 # fails loudly if the package could still be imported, since the test would then prove nothing.
 HIDE_HF_LRNN = """\
@@ -11,3 +19,97 @@ try:
 except ImportError:
     pass
 """
+
+
+def train_script():
+    """scripts/train.py as a module."""
+    if os.path.join(ROOT, "scripts") not in sys.path:
+        sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import train
+
+    return train
+
+
+TINY = "hidden_size=16,intermediate_size=32"
+TASK_OPTIONS = "vocab_size=16,seq_len=16,num_train=64,num_test=32"
+
+
+def run_train(output_dir, *extra):
+    """scripts/train.py in this process (restoring the signal handlers it installs and accelerate's singleton);
+    a tiny H-LRU on a tiny in_context_recall unless `extra` says otherwise (later flags win)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        train_script().main(["--task", "in_context_recall", "--task_options", TASK_OPTIONS, "--model_type", "hlru",
+                             "--config_overrides", TINY, "--per_device_train_batch_size", "8", "--learning_rate",
+                             "3e-3", "--output_dir", str(output_dir), "--cpu", "--no_plot", *extra])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def free_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def cli_env() -> dict:
+    """The environment of a script run as a subprocess: this checkout importable, one thread, compiled Triton."""
+    env = {**os.environ, "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env.pop("TRITON_INTERPRET", None)
+    return env
+
+
+# ------------------------------------------------------------------------------- tiny models and tokenizers
+
+
+def archs() -> dict:
+    """arch -> (config class, units field, size field, backbone, causal LM, classifier); hf_lrnn is imported only
+    here, after conftest has chosen the Triton mode."""
+    import hf_lrnn
+
+    return {
+        "hlru": (hf_lrnn.HLRUConfig, "num_channels", "order", hf_lrnn.HLRUModel, hf_lrnn.HLRUForCausalLM,
+                 hf_lrnn.HLRUForSequenceClassification),
+        "bdlru": (hf_lrnn.BDLRUConfig, "num_blocks", "block_size", hf_lrnn.BDLRUModel, hf_lrnn.BDLRUForCausalLM,
+                  hf_lrnn.BDLRUForSequenceClassification),
+    }
+
+
+def tiny_config(arch="bdlru", m=2, num_units=5, **overrides):
+    config_class, units_field, size_field = archs()[arch][:3]
+    fields = dict(vocab_size=37, hidden_size=16, num_hidden_layers=2, intermediate_size=32, pad_token_id=0,
+                  bos_token_id=1, eos_token_id=2)
+    fields.update({units_field: num_units, size_field: m})
+    fields.update(overrides)
+    return config_class(**fields)
+
+
+def tiny_model(arch="bdlru", head="causal_lm", m=2, seed=0, **overrides):
+    import torch
+
+    torch.manual_seed(seed)
+    model_class = {"model": archs()[arch][3], "causal_lm": archs()[arch][4], "classification": archs()[arch][5]}[head]
+    return model_class(tiny_config(arch, m, **overrides)).eval()
+
+
+def tiny_tokenizer(vocab_size=37):
+    """A word-level tokenizer over tokens w3..w{vocab_size-1} plus <pad>/<s>/</s> (ids 0, 1, 2)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", padding_side="left"
+    )

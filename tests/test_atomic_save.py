@@ -22,7 +22,7 @@ import textwrap
 import pytest
 import torch
 
-from conftest import tiny_model
+from helpers import tiny_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -21,7 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 import hf_lrnn
-from conftest import ARCHS, tiny_config, tiny_model, tiny_tokenizer
+from helpers import archs, tiny_config, tiny_model, tiny_tokenizer
 from hf_lrnn import LRNNCache
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
 from hf_lrnn.ops import bdlru_scan, hlru_scan
@@ -202,7 +202,7 @@ MISSPELT_KEYS = [
 @pytest.mark.parametrize("arch, overrides, meant", [c[1:] for c in MISSPELT_KEYS], ids=[c[0] for c in MISSPELT_KEYS])
 def test_config_misspelt_key_raises_with_a_suggestion(arch, overrides, meant):
     (key,) = overrides
-    config_class = ARCHS[arch][0]
+    config_class = archs()[arch][0]
     with pytest.raises(ValueError, match=rf"{config_class.__name__}: .*'{key}'.* did you mean '{meant}'\?"):
         config_class(**overrides)
 
@@ -263,7 +263,7 @@ def test_config_save_load_round_trip_gives_no_warning(arch, tmp_path):
         config = AutoConfig.from_pretrained(tmp_path / "a")
         type(model).from_pretrained(tmp_path / "a")
     assert caught.messages == []
-    assert type(config) is ARCHS[arch][0] and config.num_labels == 3
+    assert type(config) is archs()[arch][0] and config.num_labels == 3
 
 
 def test_config_loaded_with_a_misspelt_key_warns_and_still_loads(tmp_path):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import MaskedLMOutput
 
 import hf_lrnn
-from conftest import tiny_config
+from helpers import tiny_config
 from helpers import HIDE_HF_LRNN
 
 COMPRESSION = {"hlru": hf_lrnn.HLRUForCompression, "bdlru": hf_lrnn.BDLRUForCompression}

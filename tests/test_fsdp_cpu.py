@@ -11,17 +11,17 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from test_train_script import ROOT, _cli_env, _free_port
+from helpers import ROOT, cli_env, free_port
 
 FSDP_SHIM = os.path.join(ROOT, "tests", "fsdp_on_cpu")  # sitecustomize: accelerate's FSDP on CPU processes
 
 
 def torchrun_train(out, corpus, cache, fsdp: bool, *extra):
-    env = {**_cli_env(), "ACCELERATE_USE_CPU": "1"}
+    env = {**cli_env(), "ACCELERATE_USE_CPU": "1"}
     if fsdp:
         env.update(PYTHONPATH=FSDP_SHIM + os.pathsep + ROOT, HF_LRNN_TEST_FSDP_ON_CPU="1", ACCELERATE_USE_FSDP="true",
                    FSDP_VERSION="2", FSDP_AUTO_WRAP_POLICY="TRANSFORMER_BASED_WRAP")  # wraps each _no_split_modules block
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
                os.path.join(ROOT, "scripts", "train.py"), "--task", "lm", "--train_file", corpus,
                "--tokenizer_vocab_size", "300", "--block_size", "32", "--data_cache_dir", cache,
                "--model_type", "bdlru", "--config_overrides", "hidden_size=32,num_hidden_layers=2,block_size=2",

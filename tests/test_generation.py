@@ -8,7 +8,7 @@ from transformers import TextStreamer, pipeline
 
 import hf_lrnn
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
-from conftest import tiny_model, tiny_tokenizer
+from helpers import tiny_model, tiny_tokenizer
 
 MS = [1, 2, 3]
 

@@ -11,7 +11,7 @@ import torch
 from transformers import GenerationMixin
 
 import hf_lrnn
-from conftest import tiny_model
+from helpers import tiny_model
 
 
 # -- 1. GenerationMixin among the own bases of the generative classes ----------------------------------------

@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from conftest import tiny_config, tiny_model, tiny_tokenizer
+from helpers import tiny_config, tiny_model, tiny_tokenizer
 from helpers import HIDE_HF_LRNN
 from hf_lrnn.training.hub import HubPushError, InvalidRepoIdError, push_to_hub
 from hf_lrnn.training.model_card import write_model_card

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from hf_lrnn.training.lm_compare import LMRun, best_runs
 from hf_lrnn.training.models import build_config
 
-from test_train_script import ROOT, _cli_env, read_jsonl, run_train
+from helpers import ROOT, cli_env, read_jsonl, run_train
 
 TINY_LM = "hidden_size=32,num_hidden_layers=2"
 
@@ -83,7 +83,7 @@ def test_compare_script_trains_reports_the_best_lr_and_skips_finished_runs(tmp_p
                                "--eval_steps 2 --per_device_train_batch_size 8 --max_eval_samples 8 "
                                "--sample_max_new_tokens 2 --cpu"]
     for call in range(2):
-        done = subprocess.run(command, env=_cli_env(), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         summary = json.loads((out / "lm_compare.json").read_text())
         assert summary["this_call"]["finished"] == (4 if call == 0 else 0)  # the second call trains nothing

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 import hf_lrnn
-from conftest import ARCHS, tiny_config, tiny_model, tiny_tokenizer
+from helpers import archs, tiny_config, tiny_model, tiny_tokenizer
 from helpers import HIDE_HF_LRNN
 
 
@@ -152,7 +152,7 @@ def test_save_load_round_trip(arch, tie, tmp_path):
 
 
 def test_every_auto_class(arch, tmp_path):
-    config_class, _, _, model_class, lm_class, cls_class = ARCHS[arch]
+    config_class, _, _, model_class, lm_class, cls_class = archs()[arch]
     config = tiny_config(arch)
     assert type(AutoConfig.for_model(config_class.model_type, vocab_size=10, hidden_size=8)) is config_class
     assert type(AutoModel.from_config(config)) is model_class
@@ -235,7 +235,7 @@ def test_bad_config_values_raise(arch, overrides, field):
 @pytest.mark.parametrize("arch_name, bad", [("hlru", dict(order=0)), ("hlru", dict(num_channels=-1)),
                                             ("bdlru", dict(block_size=0)), ("bdlru", dict(num_blocks=0))])
 def test_bad_mixer_sizes_raise(arch_name, bad):
-    config_class = ARCHS[arch_name][0]
+    config_class = archs()[arch_name][0]
     field = next(iter(bad))
     with pytest.raises(ValueError, match=f"{field} must be an integer >= 1"):
         config_class(hidden_size=16, **bad)

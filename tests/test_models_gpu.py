@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import tiny_model
+from helpers import tiny_model
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

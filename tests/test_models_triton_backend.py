@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_model
+from helpers import tiny_model
 from hf_lrnn import ops
 
 pytestmark = pytest.mark.skipif(

@@ -20,33 +20,9 @@ from hf_lrnn.training.metrics import TokenAccuracy, masked_cross_entropy
 from hf_lrnn.training.models import build_config, parse_key_values
 from hf_lrnn.training.tasks import MAD_TASKS, mad_variants
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-import train  # noqa: E402  (scripts/train.py)
+from helpers import ROOT, TASK_OPTIONS, TINY, cli_env, free_port, read_jsonl, run_train, train_script
 
-TINY = "hidden_size=16,intermediate_size=32"
-TASK_OPTIONS = "vocab_size=16,seq_len=16,num_train=64,num_test=32"
-
-
-def run_train(output_dir, *extra):
-    """scripts/train.py in this process (restoring the signal handlers it installs and accelerate's singleton)."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        train.main(["--task", "in_context_recall", "--task_options", TASK_OPTIONS, "--model_type", "hlru",
-                    "--config_overrides", TINY, "--per_device_train_batch_size", "8", "--learning_rate", "3e-3",
-                    "--output_dir", str(output_dir), "--cpu", "--no_plot", *extra])
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
+train = train_script()
 
 
 # ---------------------------------------------------------------- metrics
@@ -199,27 +175,13 @@ def test_train_script_rejects_a_bad_checkpoint_and_bad_arguments(tmp_path, capsy
         assert message in capsys.readouterr().err
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return str(sock.getsockname()[1])
-
-
-def _cli_env():
-    env = {**os.environ, "PYTHONPATH": ROOT, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    env.pop("TRITON_INTERPRET", None)
-    return env
-
-
 def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--task", "in_context_recall",
                "--task_options", TASK_OPTIONS, "--model_type", "bdlru", "--config_overrides", TINY,
                "--per_device_train_batch_size", "8", "--output_dir", str(out), "--cpu", "--no_plot",
                "--logging_steps", "1", "--max_steps", "100000"]
-    process = subprocess.Popen(command, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").stat().st_size:
         assert process.poll() is None, process.stdout.read()
@@ -235,12 +197,12 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path):
 def test_two_processes_see_different_data_and_end_identical(tmp_path):
     """torchrun --nproc_per_node 2 on CPU (gloo): DDP through accelerate, as under accelerate launch on GPUs."""
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
                os.path.join(ROOT, "scripts", "train.py"), "--task", "selective_copying",
                "--task_options", "vocab_size=16,seq_len=40,num_tokens_to_copy=4,num_train=64,num_test=16",
                "--model_type", "bdlru", "--config_overrides", TINY, "--per_device_train_batch_size", "4",
                "--max_steps", "6", "--checkpointing_steps", "3", "--output_dir", str(out), "--no_plot"]
-    done = subprocess.run(command, env={**_cli_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
+    done = subprocess.run(command, env={**cli_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
@@ -293,7 +255,7 @@ def test_mad_runner_runs_scores_and_skips_finished_runs(tmp_path):
                "--learning_rates", "1e-3", "--weight_decays", "0", "--num_epochs", "1", "--parallel", "2",
                "--output_dir", str(tmp_path), "--extra_args=--cpu"]
     for call in range(2):
-        done = subprocess.run(command, env=_cli_env(), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         summary = json.loads((tmp_path / "mad_scores.json").read_text())
         assert summary["runs_finished"] == 2

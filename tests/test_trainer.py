@@ -5,7 +5,7 @@ import os
 import torch
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-from conftest import tiny_model
+from helpers import tiny_model
 
 
 class RepeatDataset(torch.utils.data.Dataset):

@@ -4,8 +4,6 @@ varlen packing of build_lm_task, ShardedBatches' position_ids, and scripts/train
 import json
 import math
 import os
-import signal
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,8 @@ import torch
 from transformers import DataCollatorWithFlattening
 
 import hf_lrnn.modeling_lrnn as modeling
-from conftest import tiny_model, tiny_tokenizer
+from helpers import tiny_model, tiny_tokenizer
+from helpers import run_train
 from hf_lrnn import ops
 from hf_lrnn.cache_lrnn import LRNNCache
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
@@ -312,11 +311,7 @@ def test_sharded_batches_carry_position_ids(text_files):
 
 
 def test_train_script_packing_varlen(tmp_path, monkeypatch):
-    from accelerate.state import AcceleratorState, GradientState
     from transformers import AutoModelForCausalLM
-
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    import train  # scripts/train.py
 
     lines = [f"item {i}: a {'small ' * (i % 4)}cat sat on mat {i % 5} while the dog ran." for i in range(200)]
     (tmp_path / "train.txt").write_text("\n".join(lines))
@@ -330,18 +325,9 @@ def test_train_script_packing_varlen(tmp_path, monkeypatch):
 
     monkeypatch.setattr(modeling, "find_documents", spy)
     out = tmp_path / "run"
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        train.main(["--task", "lm", "--train_file", str(tmp_path / "train.txt"), "--tokenizer_vocab_size", "300",
-                    "--block_size", "32", "--packing", "varlen", "--max_steps", "3", "--max_eval_samples", "8",
-                    "--per_device_train_batch_size", "8", "--model_type", "hlru",
-                    "--config_overrides", "hidden_size=16,intermediate_size=32", "--output_dir", str(out), "--cpu",
-                    "--no_plot", "--data_cache_dir", str(tmp_path / "cache"), "--sample_max_new_tokens", "3"])
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
+    run_train(out, "--task", "lm", "--task_options", "", "--train_file", str(tmp_path / "train.txt"),
+              "--tokenizer_vocab_size", "300", "--block_size", "32", "--packing", "varlen", "--max_steps", "3",
+              "--max_eval_samples", "8", "--data_cache_dir", str(tmp_path / "cache"), "--sample_max_new_tokens", "3")
     assert sum(packed_forwards) >= 3 + 1  # every training step and the evaluation ran packed forwards
 
     results = json.loads((out / "results.json").read_text())
