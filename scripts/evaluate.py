@@ -25,7 +25,7 @@ from transformers import AutoModelForCausalLM
 
 import hf_lrnn  # noqa: F401  (registers the Auto classes)
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
-from hf_lrnn.training.text_data import build_lm_task
+from hf_lrnn.training.text_data import add_text_source_arguments, build_lm_task
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when this script is imported from elsewhere
 from push_to_hub import check_model_folder  # noqa: E402  (scripts/push_to_hub.py, beside this script)
@@ -57,12 +57,7 @@ def stream_nll(model, stream: torch.Tensor, num_streams: int, window: int, carry
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a folder written by scripts/train.py (or any saved hf_lrnn model + tokenizer)")
-    p.add_argument("--dataset_name", default=None)
-    p.add_argument("--dataset_config_name", default=None)
-    p.add_argument("--train_file", default=None, help="with no --validation_file, its held-out part is evaluated")
-    p.add_argument("--validation_file", default=None)
-    p.add_argument("--text_column", default=None)
-    p.add_argument("--validation_split_percentage", type=float, default=5)
+    add_text_source_arguments(p)  # as scripts/train.py; with --train_file alone its held-out part is evaluated
     p.add_argument("--data_seed", type=int, default=12345, help="as in training, so the held-out part is the same")
     p.add_argument("--window", type=int, default=1024, help="tokens fed per forward pass")
     p.add_argument("--num_streams", type=int, default=8, help="contiguous segments evaluated side by side")

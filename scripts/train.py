@@ -49,7 +49,7 @@ from hf_lrnn.training.metrics import TokenAccuracy, masked_cross_entropy
 from hf_lrnn.training.models import BASELINE_TYPES, MODEL_DEFAULTS, MODEL_TYPES, build_config
 from hf_lrnn.training.plots import plot_training_curves, read_jsonl
 from hf_lrnn.training.tasks import TASKS, build_task, check_no_leakage, parse_task_options
-from hf_lrnn.training.text_data import build_lm_task
+from hf_lrnn.training.text_data import add_text_source_arguments, build_lm_task
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "hf_lrnn")
 
@@ -62,13 +62,8 @@ def parse_args(argv=None):
     p.add_argument("--data_cache_dir", default=None,
                    help=f"cache generated / tokenized data here (default for lm: {DEFAULT_CACHE_DIR})")
     lm = p.add_argument_group("language modelling (--task lm)")
-    lm.add_argument("--dataset_name", default=None, help="a Hub dataset or a local dataset folder")
-    lm.add_argument("--dataset_config_name", default=None)
+    add_text_source_arguments(lm)  # --dataset_name, --train_file, --validation_file, ... (shared with evaluate.py)
     lm.add_argument("--streaming", action="store_true", help="stream --dataset_name (needs --max_train_samples)")
-    lm.add_argument("--train_file", default=None, help="local .txt (one document per line), .json/.jsonl, .csv, .parquet")
-    lm.add_argument("--validation_file", default=None)
-    lm.add_argument("--text_column", default=None, help='default: "text", else the first string column')
-    lm.add_argument("--validation_split_percentage", type=float, default=5)
     lm.add_argument("--max_train_samples", type=int, default=None, help="keep the first N training documents")
     lm.add_argument("--tokenizer_name", default=None, help="anything AutoTokenizer loads; default: train a byte-level BPE")
     lm.add_argument("--tokenizer_vocab_size", type=int, default=4096, help="vocabulary of the trained BPE")

@@ -571,6 +571,18 @@ def _save_cached(folder: str, key: str, task: LMTask) -> None:
 # build
 
 
+def add_text_source_arguments(parser) -> None:
+    """The command-line flags that choose the text (shared by scripts/train.py and scripts/evaluate.py)."""
+    parser.add_argument("--dataset_name", default=None, help="a Hub dataset or a local dataset folder")
+    parser.add_argument("--dataset_config_name", default=None)
+    parser.add_argument("--train_file", default=None,
+                        help="local .txt (one document per line), .json/.jsonl, .csv, .parquet")
+    parser.add_argument("--validation_file", default=None)
+    parser.add_argument("--text_column", default=None, help='default: "text", else the first string column')
+    parser.add_argument("--validation_split_percentage", type=float, default=5,
+                        help="without --validation_file: the share of documents held out (default corpus: 4 plays)")
+
+
 def build_lm_task(*, dataset_name=None, dataset_config_name=None, train_file=None, validation_file=None,
                   text_column=None, streaming=False, tokenizer_name=None, tokenizer_vocab_size=4096,
                   block_size=256, validation_split_percentage=5, cache_dir=None, output_tokenizer_dir=None,
