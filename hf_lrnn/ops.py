@@ -12,6 +12,7 @@ The environment variable HF_LRNN_BACKEND=torch|triton overrides the choice made 
 """
 
 import os
+import re
 from typing import Optional, Tuple
 
 import torch
@@ -20,6 +21,7 @@ from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
 
 try:
     from .scan_triton import bdlru_scan_triton, hlru_scan_triton
+    from .scan_triton import _ACT_ID, _backward, _forward, _make_plan, _warn_large
 
     TRITON_IMPORT_ERROR = None
 except ImportError as err:  # no Triton installed: the reference path still works everywhere
@@ -53,10 +55,128 @@ def resolve_backend(backend: Optional[str], device: torch.device) -> str:
     return backend
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The Triton backend as torch custom ops, so that torch.compile (fullgraph=True) and torch.export see one opaque op
+# per scan instead of Python that reads tensor values and launches kernels: `<ns>::hlru_scan_fwd` / `_bwd` and
+# `<ns>::bdlru_scan_fwd` / `_bwd`, each with a fake (meta) implementation (shapes and dtypes only) and the forward
+# ops with an autograd formula that calls the backward op. Eager calls keep the autograd Function of scan_triton.py
+# (no dispatch cost per call); both run the same host code and kernels.
+#
+# This file is also copied into every saved checkpoint and may then be imported a second time, under another
+# module name (remote code: `transformers_modules.<folder>.ops`), in the same process as the installed package, and
+# re-executed when the folder's code changes. An op name can be registered only once, so every import registers
+# its ops under its own namespace: `hf_lrnn` for the installed package, `hf_lrnn_<sanitised package name>` for a
+# copy, with a numeric suffix when that namespace is already taken.
+# ----------------------------------------------------------------------------------------------------------------
+_FWD_SCHEMA = (
+    "(Tensor gates, Tensor values, Tensor? initial_state, int act, bool want_final, Tensor? cu_seqlens, "
+    "int? chunk_size) -> (Tensor, Tensor)"
+)
+_BWD_SCHEMA = (
+    "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, int act, "
+    "Tensor? cu_seqlens, int? chunk_size) -> (Tensor, Tensor, Tensor)"
+)
+
+
+def _op_exists(namespace: str, name: str) -> bool:
+    try:
+        getattr(getattr(torch.ops, namespace), name)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def _op_namespace(module_name: str) -> str:
+    """The namespace of this import's custom ops: not yet used by any other import of this file."""
+    package = module_name.rpartition(".")[0] or module_name
+    base = "hf_lrnn" if package == "hf_lrnn" else "hf_lrnn_" + re.sub(r"[^0-9A-Za-z_]", "_", package)
+    namespace, k = base, 1
+    while _op_exists(namespace, "hlru_scan_fwd") or _op_exists(namespace, "bdlru_scan_fwd"):
+        k += 1
+        namespace = f"{base}_{k}"
+    return namespace
+
+
+def _num_states(values: torch.Tensor, cu_seqlens: Optional[torch.Tensor]) -> int:
+    return values.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+
+
+def _define_triton_ops(namespace: str, blocked: bool):
+    """Define `<namespace>::{h,bd}lru_scan_{fwd,bwd}`; returns (forward op, backward op)."""
+    name = "bdlru_scan" if blocked else "hlru_scan"
+
+    @torch.library.custom_op(f"{namespace}::{name}_fwd", mutates_args=(), schema=_FWD_SCHEMA)
+    def scan_fwd(gates, values, initial_state, act, want_final, cu_seqlens, chunk_size):
+        """(states [B, T, N(, m)] in values.dtype, final state [S, N, m] float32, or [0] without want_final)."""
+        B, T, N = values.shape[:3]
+        m = gates.shape[-1] - 1
+        _warn_large(name, m, 16 if blocked else 8)
+        plan = _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, values.device)
+        h0 = initial_state.float() if initial_state is not None else None
+        states, final = _forward(blocked, gates, values, h0, act, want_final, plan)
+        if final is None:
+            final = values.new_empty((0,), dtype=torch.float32)
+        return states, final
+
+    @scan_fwd.register_fake
+    def _(gates, values, initial_state, act, want_final, cu_seqlens, chunk_size):
+        N, m = values.shape[2], gates.shape[-1] - 1
+        final_shape = (_num_states(values, cu_seqlens), N, m) if want_final else (0,)
+        return values.new_empty(values.shape), values.new_empty(final_shape, dtype=torch.float32)
+
+    @torch.library.custom_op(f"{namespace}::{name}_bwd", mutates_args=(), schema=_BWD_SCHEMA)
+    def scan_bwd(gates, values, states, initial_state, d_states, d_final, act, cu_seqlens, chunk_size):
+        """(d gates in gates.dtype, d values in values.dtype, d initial state float32 [S, N, m] or [0] without one)."""
+        B, T, N = values.shape[:3]
+        m = gates.shape[-1] - 1
+        plan = _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, values.device)
+        h0 = initial_state.float() if initial_state is not None else None
+        dg, dv, dh0 = _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final)
+        if dg.shape != gates.shape:
+            dg = dg.reshape(gates.shape)
+        if dh0 is None:
+            dh0 = values.new_empty((0,), dtype=torch.float32)
+        return dg, dv, dh0
+
+    @scan_bwd.register_fake
+    def _(gates, values, states, initial_state, d_states, d_final, act, cu_seqlens, chunk_size):
+        N, m = values.shape[2], gates.shape[-1] - 1
+        dh0_shape = (_num_states(values, cu_seqlens), N, m) if initial_state is not None else (0,)
+        return gates.new_empty(gates.shape), values.new_empty(values.shape), values.new_empty(dh0_shape, dtype=torch.float32)
+
+    def setup_context(ctx, inputs, output):
+        gates, values, initial_state, act, want_final, cu_seqlens, chunk_size = inputs
+        ctx.save_for_backward(gates, values, output[0], initial_state, cu_seqlens)
+        ctx.act, ctx.want_final, ctx.chunk_size = act, want_final, chunk_size
+
+    def backward(ctx, d_states, d_final):
+        gates, values, states, initial_state, cu_seqlens = ctx.saved_tensors
+        if d_states is None:
+            d_states = torch.zeros_like(states)
+        d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
+        dg, dv, dh0 = scan_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act, cu_seqlens,
+                               ctx.chunk_size)
+        dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
+        return dg, dv, dh0, None, None, None, None
+
+    scan_fwd.register_autograd(backward, setup_context=setup_context)
+    return scan_fwd, scan_bwd
+
+
+if TRITON_IMPORT_ERROR is None:
+    OP_NAMESPACE = _op_namespace(__name__)
+    hlru_scan_fwd_op, hlru_scan_bwd_op = _define_triton_ops(OP_NAMESPACE, blocked=False)
+    bdlru_scan_fwd_op, bdlru_scan_bwd_op = _define_triton_ops(OP_NAMESPACE, blocked=True)
+else:
+    OP_NAMESPACE = None
+    hlru_scan_fwd_op = hlru_scan_bwd_op = bdlru_scan_fwd_op = bdlru_scan_bwd_op = None
+
+
 def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state=False):
     """Validate the inputs of `op` (blocked: BD-LRU shapes); returns (B, T, N, m). Every problem is a ValueError
     that names the argument, what it got and what was expected. Empty inputs (B = 0 or T = 0) are valid and give
-    the empty result. Host syncs: none, except reading `cu_seqlens` (once per call)."""
+    the empty result. Host syncs: none, except reading `cu_seqlens` (once per call; skipped while torch.compile
+    traces, which then checks its shape, dtype and device only)."""
     gate_dims = "[B, T, N, m, m+1]" if blocked else "[B, T, N, m+1]"
     value_dims = "[B, T, N, m]" if blocked else "[B, T, N]"
     if gate_activation not in GATE_ACTIVATIONS:
@@ -102,10 +222,14 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
             )
         if cu_seqlens.device.type == "meta" or cu_seqlens.device not in (values.device, torch.device("cpu")):
             raise ValueError(f"{op}: cu_seqlens is on {cu_seqlens.device}; expected {values.device} (as values) or cpu")
-        bounds = cu_seqlens.tolist()  # one host sync per call (packed sequences only)
-        if bounds[0] != 0 or bounds[-1] != T or any(b > e for b, e in zip(bounds[:-1], bounds[1:])):
-            raise ValueError(f"{op}: cu_seqlens must rise from 0 to T={T}, got {bounds}")
-        num_states = len(bounds) - 1
+        if torch.compiler.is_compiling():
+            # no host sync while tracing (fullgraph=True): the values of the boundaries are not checked
+            num_states = cu_seqlens.shape[0] - 1
+        else:
+            bounds = cu_seqlens.tolist()  # one host sync per call (packed sequences only)
+            if bounds[0] != 0 or bounds[-1] != T or any(b > e for b, e in zip(bounds[:-1], bounds[1:])):
+                raise ValueError(f"{op}: cu_seqlens must rise from 0 to T={T}, got {bounds}")
+            num_states = len(bounds) - 1
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise ValueError(f"{op}: initial_state must be a torch.Tensor or None, got {type(initial_state).__name__}")
@@ -125,6 +249,12 @@ def _run(op, blocked, gates, values, initial_state, gate_activation, output_fina
     """Validate, then run the chosen backend of `op`."""
     _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state)
     if resolve_backend(backend, values.device) == "triton":
+        if torch.compiler.is_compiling():  # traced: one opaque custom op per scan (no graph break)
+            scan = bdlru_scan_fwd_op if blocked else hlru_scan_fwd_op
+            states, final = scan(gates, values, initial_state, _ACT_ID[gate_activation], output_final_state,
+                                 cu_seqlens, None)
+            return states, (final if output_final_state else None)
+        # eager: the autograd Function directly (the same kernels and launch plan, without the op dispatch)
         scan = bdlru_scan_triton if blocked else hlru_scan_triton
         return scan(gates, values, initial_state, gate_activation, output_final_state, cu_seqlens)
     scan = bdlru_scan_torch if blocked else hlru_scan_torch
