@@ -150,7 +150,7 @@ def test_resave_with_another_shard_size_leaves_no_stale_weights(arch, tmp_path, 
 
 
 def test_resave_keeps_files_the_save_did_not_write(tmp_path):
-    from conftest import tiny_tokenizer
+    from helpers import tiny_tokenizer
 
     target = tmp_path / "ckpt"
     tiny_model("hlru").save_pretrained(target, max_shard_size="8KB")
