@@ -679,9 +679,11 @@ class LRNNModel(LRNNPreTrainedModel):
         decoding = T == 1 and cache is not None and cache.get_seq_length() > 0
         vocab = getattr(self.embeddings, "num_embeddings", self.config.vocab_size)
         flags = {}
-        if input_ids is not None and not decoding and input_ids.device.type != "meta":
+        # Under torch.compile the values are not read (a graph break): the checks are skipped and a mask is kept as is
+        checking = not torch.compiler.is_compiling()
+        if checking and input_ids is not None and not decoding and input_ids.device.type != "meta":
             flags["input_ids"] = ((input_ids < 0) | (input_ids >= vocab)).any()
-        if attention_mask is not None and T > 0 and attention_mask.device.type != "meta":
+        if checking and attention_mask is not None and T > 0 and attention_mask.device.type != "meta":
             if not decoding:
                 flags["attention_mask"] = ((attention_mask != 0) & (attention_mask != 1)).any()
             flags["all_ones"] = attention_mask[:, -T:].all()

@@ -239,3 +239,28 @@ def test_remote_code_copy_registers_its_own_ops(arch, tmp_path):
     got = scan(g, v, x0, output_final_state=True, backend="triton")
     ref = scan(g, v, x0, output_final_state=True, backend="torch")
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- the models, compiled
+
+
+@pytest.mark.parametrize("arch", ["hlru", "bdlru"])
+def test_a_training_step_of_the_model_compiles_with_fullgraph(arch):
+    # no mask, no cache (training): the forward reads no tensor values under torch.compile, so one graph
+    torch._dynamo.reset()
+    model = tiny_model(arch, m=3).double().train()
+    model.config.scan_backend = "torch"
+    ids = torch.randint(3, 37, (2, 9), generator=torch.Generator().manual_seed(0))
+
+    def step(m):
+        out = m(input_ids=ids, labels=ids)
+        grads = torch.autograd.grad(out.loss, [p for p in m.parameters() if p.requires_grad])
+        return out.loss, out.logits, grads
+
+    eager_loss, eager_logits, eager_grads = step(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    loss, logits, grads = step(compiled)
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(logits, eager_logits, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
