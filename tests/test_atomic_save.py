@@ -22,10 +22,8 @@ import textwrap
 import pytest
 import torch
 
-from helpers import tiny_model
+from helpers import ROOT, tiny_model
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 CHECKPOINTS_PY = os.path.join(ROOT, "hf_lrnn", "training", "checkpoints.py")
 
 # ------------------------------------------------------------------------------------------------ save_pretrained

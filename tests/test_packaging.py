@@ -5,7 +5,7 @@ import subprocess
 import sys
 import zipfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import ROOT
 
 
 def test_the_wheel_ships_the_model_card_templates_and_finds_them_installed(tmp_path):

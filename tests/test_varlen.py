@@ -20,7 +20,6 @@ from hf_lrnn.training.batches import ShardedBatches
 from hf_lrnn.training.metrics import masked_cross_entropy
 from hf_lrnn.training.text_data import build_lm_task, documents_to_blocks, train_bpe_tokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENGTHS = [[4, 1, 6, 2], [3, 7, 3]]  # two rows of 13 tokens: documents of 1 to 7 tokens, one of a single token
 needs_triton = pytest.mark.skipif(
     not ops.triton_available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
