@@ -60,8 +60,9 @@ def main(argv=None):
     with open(os.path.join(args.output_dir, "lm_compare.md"), "w") as f:
         f.write(header + "\n\n" + table + "\n")
     summary = {"config_overrides": args.config_overrides, "extra_args": args.extra_args,
-               "learning_rates": args.learning_rates, "best": best,
-               "runs": [{k: v for k, v in s.items() if k != "curve"} for s in finished]}
+               "learning_rates": args.learning_rates,
+               "best": {name: {k: v for k, v in s.items() if k != "train_curve"} for name, s in best.items()},
+               "runs": [{k: v for k, v in s.items() if k not in ("curve", "train_curve")} for s in finished]}
     if not args.report_only:
         summary["this_call"] = {"finished": len(outcome["finished"]), "interrupted": len(outcome["interrupted"]),
                                 "failed": len(outcome["failed"]), "wall_s": outcome["wall_s"], **gpu.summary()}

@@ -24,7 +24,9 @@ Writes into --output_dir: metrics.jsonl (one JSON object per log / eval), checkp
 state, atomic), the final model (save_pretrained: loads with the Auto classes) and its tokenizer (lm),
 results.json, training_args.json, a model card (README.md) and training_curves.png.
 `--resume_from_checkpoint latest|PATH` continues exactly where a run stopped (same batches, same weights as an
-uninterrupted run); SIGTERM / Ctrl-C save a checkpoint before exiting.
+uninterrupted run); SIGTERM / Ctrl-C save a checkpoint before exiting. A checkpoint may be resumed on another
+number of processes (e.g. saved by 2 GPUs, resumed on 1): keep the global batch (per-device batch x processes x
+accumulation) the same and the run reads the same batches; FSDP's sharded checkpoints re-shard on load.
 """
 
 import argparse
@@ -217,6 +219,7 @@ def main(argv=None):
     checkpoints_dir = os.path.join(args.output_dir, "checkpoints")
     metrics_path = os.path.join(args.output_dir, "metrics.jsonl")
     step, elapsed_before, train_s_before, best = 0, 0.0, 0.0, {}
+    global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     if args.resume_from_checkpoint:
         path = (latest_checkpoint(checkpoints_dir) if args.resume_from_checkpoint == "latest"
                 else args.resume_from_checkpoint)
@@ -225,6 +228,11 @@ def main(argv=None):
             step, elapsed_before, best = state["step"], state["elapsed_s"], state["best"]
             train_s_before = state.get("train_s", elapsed_before)
             accelerator.print(f"resumed from {path} at step {step}")
+            if state.get("global_batch", global_batch) != global_batch:  # another process count is fine, this is not
+                accelerator.print(
+                    f"warning: the checkpoint was written with a global batch of {state['global_batch']} sequences "
+                    f"and this run has {global_batch} (per_device_train_batch_size x processes x "
+                    "gradient_accumulation_steps): from here on it reads other batches than the original run would")
     if accelerator.is_main_process:  # keep the log of the steps before `step` (all of it for a fresh run: none)
         kept = [r for r in read_jsonl(metrics_path) if r["step"] <= step] if step and os.path.exists(metrics_path) else []
         with open(metrics_path, "w") as f:
@@ -242,7 +250,8 @@ def main(argv=None):
     def checkpoint():
         save_checkpoint(accelerator, checkpoints_dir, step,
                         {"step": step, "elapsed_s": elapsed_before + time.perf_counter() - start_time,
-                         "train_s": train_s_at_pause, "best": best},
+                         "train_s": train_s_at_pause, "best": best, "global_batch": global_batch,
+                         "num_processes": accelerator.num_processes},
                         keep_last=args.checkpoints_total_limit)
 
     stop = {"requested": False}
@@ -250,7 +259,6 @@ def main(argv=None):
         signal.signal(signum, lambda *_: stop.update(requested=True))
 
     n_params = sum(p.numel() for p in model.parameters())
-    global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     accelerator.print(f"{args.task} {task.options} | {args.model_type} {n_params:,} parameters | "
                       f"{max_steps} steps x {global_batch} sequences")
     first_batch_indices = batches.indices(step * args.gradient_accumulation_steps).tolist()

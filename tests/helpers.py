@@ -8,6 +8,10 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Where the GPU tests put their tensors. HF_LRNN_TEST_CUDA_DEVICE=cuda:1 runs them on a second GPU while cuda:0 stays
+# the current device, which shows that every kernel launches on its tensors' device.
+GPU = os.environ.get("HF_LRNN_TEST_CUDA_DEVICE", "cuda")
+
 # The start of every script that must run WITHOUT the hf_lrnn package (remote code only): it blocks the import and
 # fails loudly if the package could still be imported, since the test would then prove nothing.
 HIDE_HF_LRNN = """\

@@ -10,14 +10,14 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from helpers import tiny_model
+from helpers import GPU, tiny_model
 from hf_lrnn import ops
 
 NEEDS_TRITON = pytest.mark.skipif(
     not ops.triton_available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
     reason="needs Triton (CUDA, or TRITON_INTERPRET=1 on CPU)",
 )
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = GPU if torch.cuda.is_available() else "cpu"
 
 
 def inputs(arch, B=2, T=5, N=3, m=2, dtype=torch.float64, device="cpu", h0=True, seed=0):

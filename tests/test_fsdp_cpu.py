@@ -16,16 +16,17 @@ from helpers import ROOT, cli_env, free_port
 FSDP_SHIM = os.path.join(ROOT, "tests", "fsdp_on_cpu")  # sitecustomize: accelerate's FSDP on CPU processes
 
 
-def torchrun_train(out, corpus, cache, fsdp: bool, *extra):
+def torchrun_train(out, corpus, cache, fsdp: bool, *extra, nproc=2):
+    """2 processes x 4 sequences per step, or 1 x 8 (the same global batches, so the same data)."""
     env = {**cli_env(), "ACCELERATE_USE_CPU": "1"}
     if fsdp:
         env.update(PYTHONPATH=FSDP_SHIM + os.pathsep + ROOT, HF_LRNN_TEST_FSDP_ON_CPU="1", ACCELERATE_USE_FSDP="true",
                    FSDP_VERSION="2", FSDP_AUTO_WRAP_POLICY="TRANSFORMER_BASED_WRAP")  # wraps each _no_split_modules block
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", free_port(),
                os.path.join(ROOT, "scripts", "train.py"), "--task", "lm", "--train_file", corpus,
                "--tokenizer_vocab_size", "300", "--block_size", "32", "--data_cache_dir", cache,
                "--model_type", "bdlru", "--config_overrides", "hidden_size=32,num_hidden_layers=2,block_size=2",
-               "--per_device_train_batch_size", "4", "--learning_rate", "3e-3", "--max_steps", "6",
+               "--per_device_train_batch_size", str(8 // nproc), "--learning_rate", "3e-3", "--max_steps", "6",
                "--checkpointing_steps", "3", "--checkpoints_total_limit", "0", "--eval_steps", "3",
                "--max_eval_samples", "8", "--sample_max_new_tokens", "2", "--no_plot", "--output_dir", str(out), *extra]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
@@ -46,6 +47,11 @@ def runs(tmp_path_factory):
     os.symlink(root / "fsdp" / "checkpoints", resumed / "checkpoints")
     results["resumed"] = torchrun_train(resumed, corpus, cache, True, "--resume_from_checkpoint",
                                         str(root / "fsdp" / "checkpoints" / "step_3"))
+    for name in ("ddp", "fsdp"):  # saved on 2 processes, resumed on 1 (FSDP's sharded checkpoint re-sharded)
+        folder = root / f"{name}_on_one"
+        folder.mkdir()
+        results[f"{name}_on_one"] = torchrun_train(folder, corpus, cache, name == "fsdp", "--resume_from_checkpoint",
+                                                   str(root / name / "checkpoints" / "step_3"), nproc=1)
     return root, results
 
 
@@ -82,3 +88,43 @@ def test_fsdp_final_model_loads_with_our_remote_code(runs):
     model = AutoModelForCausalLM.from_pretrained(folder)
     weights = load_file(folder / "model.safetensors")
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp"])
+def test_checkpoint_saved_on_two_processes_resumes_on_one(runs, name):
+    root, results = runs
+    resumed = results[f"{name}_on_one"]
+    assert resumed["num_processes"] == 1 and resumed["steps"] == 6
+    final, on_one = (load_file(root / folder / "model.safetensors") for folder in (name, f"{name}_on_one"))
+    # global batches are cut per process, so 1 x 8 reads what 2 x 4 read; a different batch would move the weights by
+    # about the learning rate. Equal up to the order of the gradient reductions in the steps after the checkpoint:
+    for key in final:
+        torch.testing.assert_close(on_one[key], final[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_scaling_report_of_the_runs(runs, tmp_path):
+    """scripts/scaling_report.py over the 2-process runs and the 1-process resume: throughput per GPU from each run's
+    own log, and the curves plotted."""
+    import importlib.util
+
+    root, results = runs
+    spec = importlib.util.spec_from_file_location("scaling_report", os.path.join(ROOT, "scripts", "scaling_report.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    out = tmp_path / "report"
+    report.main(["--run", f"one={root / 'ddp_on_one'}", "--run", f"ddp={root / 'ddp'}", "--run",
+                 f"fsdp={root / 'fsdp'}", "--output_dir", str(out)])
+    rows = {r["run"]: r for r in json.loads((out / "scaling.json").read_text())["rows"]}
+    assert [rows[k]["gpus"] for k in ("one", "ddp", "fsdp")] == [1, 2, 2]
+    for name in ("ddp", "fsdp"):
+        windows = [json.loads(line)["steps_per_s"] for line in (root / name / "metrics.jsonl").read_text().splitlines()
+                   if json.loads(line)["kind"] == "train"]
+        assert len(windows) == 1  # one logging window in 6 steps: the median is that window
+        tokens_per_s = windows[0] * results[name]["tokens"] / results[name]["steps"]
+        assert rows[name]["tokens_per_s"] == pytest.approx(tokens_per_s)
+        assert rows[name]["scaling_efficiency"] == pytest.approx(
+            (tokens_per_s / 2) / rows["one"]["tokens_per_s"])
+    assert (out / "scaling.png").stat().st_size > 10_000
+    assert (out / "scaling.md").read_text().count("\n") == 2 + 3
+    with pytest.raises(SystemExit):  # an unfinished run (no results.json) is refused, naming it
+        report.main(["--run", f"one={tmp_path / 'nothing'}", "--output_dir", str(out)])

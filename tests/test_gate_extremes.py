@@ -23,6 +23,7 @@ import torch
 
 from hf_lrnn.ops import bdlru_scan, hlru_scan
 from hf_lrnn.scan_torch import GATE_ACTIVATIONS, normalize_gates
+from helpers import GPU
 
 try:
     import triton  # noqa: F401
@@ -31,7 +32,7 @@ try:
 except ImportError:
     HAVE_TRITON = False
 
-TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+TRITON_DEVICE = GPU if torch.cuda.is_available() else "cpu"
 TRITON_OK = HAVE_TRITON and (torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1")
 BACKENDS = ["torch", pytest.param("triton", marks=pytest.mark.skipif(not TRITON_OK, reason="needs Triton (CUDA "
                                                                                               "or interpreter)"))]

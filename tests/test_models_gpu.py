@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import tiny_model
+from helpers import GPU, tiny_model
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
@@ -11,8 +11,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 def pair(arch, m, **overrides):
     """The same weights twice: one model on the Triton backend, one on the reference."""
-    fast = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="triton", **overrides).cuda()
-    ref = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="torch", **overrides).cuda()
+    fast = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="triton", **overrides).to(GPU)
+    ref = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="torch", **overrides).to(GPU)
     ref.load_state_dict(fast.state_dict())
     return fast, ref
 
@@ -22,7 +22,7 @@ def pair(arch, m, **overrides):
 @pytest.mark.parametrize("selective", [True, False])
 def test_triton_backend_matches_reference_forward_and_backward(arch, m, selective):
     fast, ref = pair(arch, m, selective=selective)
-    ids = torch.randint(3, 37, (3, 200), device="cuda")
+    ids = torch.randint(3, 37, (3, 200), device=GPU)
     losses = []
     for model in (fast, ref):
         model.train()
@@ -37,7 +37,7 @@ def test_triton_backend_matches_reference_forward_and_backward(arch, m, selectiv
 @pytest.mark.parametrize("arch", ["hlru", "bdlru"])
 def test_bf16_autocast_training_step_is_close_to_float32(arch):
     fast, ref = pair(arch, 2)
-    ids = torch.randint(3, 37, (2, 300), device="cuda")
+    ids = torch.randint(3, 37, (2, 300), device=GPU)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss_bf16 = fast(ids, labels=ids).loss
     loss_fp32 = ref(ids, labels=ids).loss
@@ -49,7 +49,7 @@ def test_bf16_autocast_training_step_is_close_to_float32(arch):
 @pytest.mark.parametrize("m", [1, 3])
 def test_generation_on_gpu_matches_reference_and_cache_free(arch, m):
     fast, ref = pair(arch, m)
-    ids = torch.randint(3, 37, (2, 50), device="cuda")
+    ids = torch.randint(3, 37, (2, 50), device=GPU)
     mask = torch.ones_like(ids)
     mask[0, :7] = 0
     kw = dict(attention_mask=mask, max_new_tokens=20, do_sample=False, pad_token_id=0)
@@ -63,7 +63,7 @@ def test_generation_on_gpu_matches_reference_and_cache_free(arch, m):
 @pytest.mark.parametrize("arch", ["hlru", "bdlru"])
 def test_prefill_plus_decode_equals_full_forward_on_gpu(arch):
     fast, _ = pair(arch, 2)
-    ids = torch.randint(3, 37, (2, 64), device="cuda")
+    ids = torch.randint(3, 37, (2, 64), device=GPU)
     with torch.no_grad():
         full = fast(ids).logits
         out = fast(ids[:, :40])

@@ -5,14 +5,14 @@ import os
 import pytest
 import torch
 
-from helpers import tiny_model
+from helpers import GPU, tiny_model
 from hf_lrnn import ops
 
 pytestmark = pytest.mark.skipif(
     not ops.triton_available() or (not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1"),
     reason="needs Triton (CUDA, or TRITON_INTERPRET=1 on CPU)",
 )
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = GPU if torch.cuda.is_available() else "cpu"
 
 
 def pair(arch, m, **overrides):

@@ -10,6 +10,7 @@ import os
 
 import pytest
 import torch
+from helpers import GPU
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
@@ -33,9 +34,9 @@ def _inputs(blocked, B, T, D, m, dtype, seed=0):
     N = D // m
     gshape = (B, T, N, m, m + 1) if blocked else (B, T, N, m + 1)
     vshape = (B, T, N, m) if blocked else (B, T, N)
-    g = (torch.randn(gshape, device="cuda") * 2).to(dtype).requires_grad_()
-    v = torch.randn(vshape, device="cuda").to(dtype).requires_grad_()
-    h0 = torch.randn(B, N, m, device="cuda").requires_grad_()
+    g = (torch.randn(gshape, device=GPU) * 2).to(dtype).requires_grad_()
+    v = torch.randn(vshape, device=GPU).to(dtype).requires_grad_()
+    h0 = torch.randn(B, N, m, device=GPU).requires_grad_()
     return g, v, h0
 
 
@@ -45,8 +46,8 @@ def _inputs(blocked, B, T, D, m, dtype, seed=0):
 def test_against_float64_reference(blocked, m, dtype):
     B, T, D = 2, 600, 256  # T: not a multiple of the m = 1 tile (16) nor of the forced chunk (128)
     g, v, h0 = _inputs(blocked, B, T, D, m, dtype)
-    do = torch.randn(v.shape, device="cuda", dtype=torch.float64)
-    df = torch.randn(h0.shape, device="cuda", dtype=torch.float64)
+    do = torch.randn(v.shape, device=GPU, dtype=torch.float64)
+    df = torch.randn(h0.shape, device=GPU, dtype=torch.float64)
     ref = bdlru_scan_torch if blocked else hlru_scan_torch
     rg, rv, rh = (x.detach().double().requires_grad_() for x in (g, v, h0))
     rout, rfin = ref(rg, rv, rh, "softmax")
@@ -104,10 +105,10 @@ def test_million_steps_state_bound(blocked, m, dtype, activation):
 
 def test_varlen_and_expanded_gates_gpu():
     torch.manual_seed(2)
-    cu = torch.tensor([0, 100, 1000, 1001, 3000], device="cuda", dtype=torch.int32)
-    g = torch.randn(1, 3000, 64, 3, device="cuda", requires_grad=True)
-    v = torch.randn(1, 3000, 64, device="cuda", requires_grad=True)
-    h0 = torch.randn(4, 64, 2, device="cuda", requires_grad=True)
+    cu = torch.tensor([0, 100, 1000, 1001, 3000], device=GPU, dtype=torch.int32)
+    g = torch.randn(1, 3000, 64, 3, device=GPU, requires_grad=True)
+    v = torch.randn(1, 3000, 64, device=GPU, requires_grad=True)
+    h0 = torch.randn(4, 64, 2, device=GPU, requires_grad=True)
     rg, rv, rh = (x.detach().double().requires_grad_() for x in (g, v, h0))
     rout, rfin = hlru_scan_torch(rg, rv, rh, "softmax", cu)
     (rout.sum() + rfin.sum()).backward()
@@ -117,8 +118,8 @@ def test_varlen_and_expanded_gates_gpu():
         assert rel(out, rout) < 1e-5 and rel(fin, rfin) < 1e-5
         assert rel(gg, rg.grad) < 1e-4 and rel(gv, rv.grad) < 1e-4 and rel(gh, rh.grad) < 1e-4
     # a learned [N, m, m+1] parameter expanded over batch and time
-    p = torch.rand(16, 4, 5, device="cuda", requires_grad=True)
-    v = torch.randn(2, 512, 16, 4, device="cuda")
+    p = torch.rand(16, 4, 5, device=GPU, requires_grad=True)
+    v = torch.randn(2, 512, 16, 4, device=GPU)
     out, _ = bdlru_scan_triton(p.expand(2, 512, 16, 4, 5), v, None, "softmax", False, None)
     (gp,) = torch.autograd.grad(out.sum(), [p])
     rp = p.detach().double().requires_grad_()

@@ -53,9 +53,9 @@ class LMRun:
                 "--no_plot", *extra_args]
 
 
-def run_summary(run: LMRun, root: str):
-    """The finished run's numbers and validation curve, or None if it has not finished."""
-    folder = run.run_dir(root)
+def summarize_run(folder: str):
+    """A finished `scripts/train.py` run's numbers, validation curve and training-loss curve (read from its
+    results.json and metrics.jsonl), or None if it has not finished. Throughput: the steady state (see above)."""
     path = os.path.join(folder, "results.json")
     if not os.path.exists(path):
         return None
@@ -63,16 +63,26 @@ def run_summary(run: LMRun, root: str):
         result = json.load(f)
     records = read_jsonl(os.path.join(folder, "metrics.jsonl"))
     evals = [r for r in records if r["kind"] == "eval" and r["split"] == "validation"]
+    train = [r for r in records if r["kind"] == "train"]
     tokens_per_step = result["tokens"] / result["steps"]
-    windows = [r["steps_per_s"] for r in records if r["kind"] == "train"]
+    windows = [r["steps_per_s"] for r in train]
     steady = windows[max(1, len(windows) // 10):] or windows  # drop warm-up: the first 10 % of windows, at least one
     final = result["final"]["validation"]
-    return {"model": run.name, "model_type": run.model_type, "learning_rate": run.learning_rate,
-            "parameters": result["parameters"], "steps": result["steps"], "tokens": result["tokens"],
+    return {"parameters": result["parameters"], "steps": result["steps"], "tokens": result["tokens"],
+            "num_processes": result.get("num_processes", 1), "tokens_per_step": tokens_per_step,
             "train_s": result["train_s"], "tokens_per_s": statistics.median(steady) * tokens_per_step,
             "val_loss": final["loss"], "val_perplexity": final["perplexity"],
             "best_val_loss": result["best"]["validation"]["loss"],
-            "curve": [{"tokens": r["tokens"], "train_s": r["train_s"], "loss": r["loss"]} for r in evals]}
+            "curve": [{"tokens": r["tokens"], "train_s": r["train_s"], "loss": r["loss"]} for r in evals],
+            "train_curve": [{"step": r["step"], "tokens": r["tokens"], "loss": r["loss"]} for r in train]}
+
+
+def run_summary(run: LMRun, root: str):
+    """The finished run's summary (`summarize_run`) with its model and learning rate, or None if unfinished."""
+    summary = summarize_run(run.run_dir(root))
+    if summary is None:
+        return None
+    return {"model": run.name, "model_type": run.model_type, "learning_rate": run.learning_rate, **summary}
 
 
 def best_runs(runs, root: str):
