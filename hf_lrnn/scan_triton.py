@@ -637,6 +637,218 @@ def _carry_kernel(AGG, X0, CARRY, CUC, N, NC, M: tl.constexpr, MP: tl.constexpr,
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# first order (H-LRU m = 1, BD-LRU m = 1): single pass, time-parallel, decoupled look-back
+# ----------------------------------------------------------------------------------------------------------------
+# Both models reduce to s_t = a_t s_{t-1} + g_t v_t per channel at m = 1. Each program owns one chunk of BT time
+# steps of BN channels of one row: it loads its gate logits as one contiguous [BT, 2 BN] block, normalises them in
+# registers, and scans the chunk with the carry set to zero (an associative scan over the affine maps
+# x -> a x + b). It publishes that chunk's map (the "aggregate"), then looks back: the chunks before it publish
+# their aggregate as soon as it is known and their true end state (the "prefix") once their own look-back is done,
+# so a chunk composes aggregates until it reaches a prefix, and rarely waits. Inputs are read once.
+# Chunk ids come from an atomic counter, so every chunk a program waits for has already started (no deadlock).
+# Sequence starts (t = 0, or cu_seqlens) enter the scan as maps with a = 0 that inject the initial state, so a
+# packed batch is one row whose chunks may span several sequences.
+_FLAG_AGGREGATE = tl.constexpr(1)
+_FLAG_PREFIX = tl.constexpr(2)
+
+
+@triton.jit
+def _affine_combine(a_first, b_first, a_second, b_second):
+    """The map x -> a_second (a_first x + b_first) + b_second: `first` applied first."""
+    return a_first * a_second, a_second * b_first + b_second
+
+
+@triton.jit
+def _chunk_rows(vid, rows, num_channel_blocks, num_chunks, REVERSE: tl.constexpr):
+    """(row, chunk, channel block) of the program that took id `vid`: every chunk c of all rows and channel blocks
+    is handed out before any chunk c + 1 (c - 1 in reverse), so the chunk a program looks back to started first."""
+    order = vid // (rows * num_channel_blocks)
+    rest = vid % (rows * num_channel_blocks)
+    chunk = num_chunks - 1 - order if REVERSE else order
+    return rest // num_channel_blocks, chunk, rest % num_channel_blocks
+
+
+@triton.jit
+def _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN: tl.constexpr):
+    """Per time step t [BT] of batch row b: (sequence id, is its first step, is its last step)."""
+    if IS_VARLEN:
+        seq = tl.load(seq_index + t, mask=t < T, other=0)
+        start = tl.load(cu_seqlens + seq, mask=t < T, other=-1)
+        end = tl.load(cu_seqlens + seq + 1, mask=t < T, other=-1)
+    else:
+        seq = t * 0 + b
+        start = t * 0
+        end = t * 0 + T
+    return seq, t == start, t == end - 1
+
+
+@triton.jit
+def _publish(flags, flag_index, state_a, state_b, index, mask, value_a, value_b, flag: tl.constexpr):
+    """Store a chunk's per-channel map (a, b) or prefix (b only), then raise its flag for the other programs."""
+    if state_a is not None:
+        tl.store(state_a + index, value_a, mask=mask)
+    tl.store(state_b + index, value_b, mask=mask)
+    tl.debug_barrier()  # every thread's stores are done before one thread releases the flag
+    tl.atomic_xchg(flags + flag_index, flag, sem="release", scope="gpu")
+
+
+@triton.jit
+def _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks, channel_block, n, mn, N,
+               STEP: tl.constexpr, BN: tl.constexpr):
+    """The true carry entering `chunk`: compose the published maps of chunk - STEP, chunk - 2 STEP, ... until one
+    has published its prefix (spinning while a chunk has published nothing yet)."""
+    acc_a = tl.full((BN,), 1.0, tl.float32)
+    acc_b = tl.zeros((BN,), tl.float32)
+    j = chunk - STEP
+    searching = j >= 0
+    while searching:
+        flag_index = (j * rows + b) * num_channel_blocks + channel_block
+        flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
+        while flag == 0:
+            flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
+        index = (j * rows + b).to(tl.int64) * N + n
+        is_prefix = flag == _FLAG_PREFIX
+        if is_prefix:
+            x_a = tl.zeros((BN,), tl.float32)
+            x_b = tl.load(prefix + index, mask=mn, other=0.0, volatile=True)
+        else:
+            x_a = tl.load(aggregate_a + index, mask=mn, other=0.0, volatile=True)
+            x_b = tl.load(aggregate_b + index, mask=mn, other=0.0, volatile=True)
+        acc_b = acc_a * x_b + acc_b  # acc after x: the maps nearer the chunk were composed first
+        acc_a = acc_a * x_a
+        searching = flag != _FLAG_PREFIX
+        j -= STEP
+    return acc_b
+
+
+@triton.heuristics({
+    "HAS_H0": lambda args: args["initial_state"] is not None,
+    "WRITE_FINAL": lambda args: args["final_state"] is not None,
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+})
+@triton.jit
+def _first_order_fwd_kernel(
+    gates, values, initial_state, states, final_state, cu_seqlens, seq_index,
+    flags, counter, aggregate_a, aggregate_b, prefix,
+    T, N, rows, num_chunks, num_channel_blocks,
+    ACT: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, PREFIX_EVERY: tl.constexpr,
+    HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    """states[b, t, n] = a s_{t-1} + g v (a, g: the normalised gate pair) for one [BT, BN] chunk; see above."""
+    vid = tl.atomic_add(counter, 1)
+    b, chunk, channel_block = _chunk_rows(vid, rows, num_channel_blocks, num_chunks, REVERSE=False)
+    t = chunk * BT + tl.arange(0, BT)
+    n = channel_block * BN + tl.arange(0, BN)
+    mt, mn = t < T, n < N
+    mask = mt[:, None] & mn[None, :]
+    row = b.to(tl.int64) * T + t  # [BT] flat (row, time) index
+    # the gate pairs of BN channels are 2 BN contiguous logits per time step: one wide load, split in registers
+    k = channel_block * 2 * BN + tl.arange(0, 2 * BN)
+    z = tl.load(gates + row[:, None] * (2 * N) + k[None, :], mask=mt[:, None] & (k < 2 * N)[None, :], other=0.0)
+    z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
+    c_coef, c_gate = _normalize(z_coef[:, :, None], z_gate, tl.full((BT, BN, 1), 1, tl.int1), 1, ACT, 2)
+    a = tl.sum(c_coef, axis=2)
+    v = tl.load(values + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
+    seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
+    step_b = c_gate * v
+    if HAS_H0:  # a sequence's first step reads the initial state
+        h0 = tl.load(initial_state + seq[:, None].to(tl.int64) * N + n[None, :], mask=is_start[:, None] & mask,
+                     other=0.0)
+        step_b += a * h0
+    step_a = tl.where(is_start[:, None], 0.0, a)
+    step_a = tl.where(mt[:, None], step_a, 1.0)  # steps past T: the identity
+    step_b = tl.where(mt[:, None], step_b, 0.0)
+    decay, local = tl.associative_scan((step_a, step_b), 0, _affine_combine)  # carry 0 into the chunk
+    last = (tl.arange(0, BT) == BT - 1)[:, None]
+    chunk_a = tl.sum(tl.where(last, decay, 0.0), axis=0)  # the chunk's map: s_end = chunk_a s_in + chunk_b
+    chunk_b = tl.sum(tl.where(last, local, 0.0), axis=0)
+    index = (chunk * rows + b).to(tl.int64) * N + n
+    flag_index = (chunk * rows + b) * num_channel_blocks + channel_block
+    carry = tl.zeros((BN,), tl.float32)
+    if chunk > 0:
+        _publish(flags, flag_index, aggregate_a, aggregate_b, index, mn, chunk_a, chunk_b, _FLAG_AGGREGATE)
+        carry = _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks,
+                           channel_block, n, mn, N, STEP=1, BN=BN)
+    if chunk % PREFIX_EVERY == 0:
+        _publish(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
+    s = local + decay * carry[None, :]
+    tl.store(states + row[:, None] * N + n[None, :], s.to(states.dtype.element_ty), mask=mask)
+    if WRITE_FINAL:
+        tl.store(final_state + seq[:, None].to(tl.int64) * N + n[None, :], s, mask=is_end[:, None] & mask)
+
+
+@triton.heuristics({
+    "HAS_H0": lambda args: args["initial_state"] is not None,
+    "HAS_D_FINAL": lambda args: args["d_final"] is not None,
+    "WRITE_D_H0": lambda args: args["d_initial_state"] is not None,
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+})
+@triton.jit
+def _first_order_bwd_kernel(
+    gates, values, initial_state, states, d_states, d_final, d_gates, d_values, d_initial_state,
+    cu_seqlens, seq_index, flags, counter, aggregate_a, aggregate_b, prefix,
+    T, N, rows, num_chunks, num_channel_blocks,
+    ACT: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, PREFIX_EVERY: tl.constexpr,
+    HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, WRITE_D_H0: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    """Reverse-time chunk of the adjoint l_t = dS_t + a_{t+1} l_{t+1} (l at a sequence's last step = dS + d_final),
+    then d a_t = l_t s_{t-1}, d g_t = l_t v_t, d v_t = l_t g_t through the normalisation, d h0 = a_start l_start."""
+    vid = tl.atomic_add(counter, 1)
+    b, chunk, channel_block = _chunk_rows(vid, rows, num_channel_blocks, num_chunks, REVERSE=True)
+    t = chunk * BT + tl.arange(0, BT)
+    n = channel_block * BN + tl.arange(0, BN)
+    mt, mn = t < T, n < N
+    mask = mt[:, None] & mn[None, :]
+    row = b.to(tl.int64) * T + t
+    k = channel_block * 2 * BN + tl.arange(0, 2 * BN)
+    mk = (k < 2 * N)[None, :]
+    z = tl.load(gates + row[:, None] * (2 * N) + k[None, :], mask=mt[:, None] & mk, other=0.0)
+    z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
+    ones = tl.full((BT, BN, 1), 1, tl.int1)  # the (one-entry) coefficient group is never masked
+    c_coef, c_gate = _normalize(z_coef[:, :, None], z_gate, ones, 1, ACT, 2)
+    a = tl.sum(c_coef, axis=2)
+    # a_{t+1}: the next step's logits (the same block one row on: from the cache but for its last row)
+    z_next = tl.load(gates + (row + 1)[:, None] * (2 * N) + k[None, :], mask=(t + 1 < T)[:, None] & mk, other=0.0)
+    zn_coef, zn_gate = tl.split(tl.reshape(z_next.to(tl.float32), (BT, BN, 2)))
+    a_next = tl.sum(_normalize(zn_coef[:, :, None], zn_gate, ones, 1, ACT, 2)[0], axis=2)
+    seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
+    d_s = tl.load(d_states + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_D_FINAL:
+        d_s += tl.load(d_final + seq[:, None].to(tl.int64) * N + n[None, :], mask=is_end[:, None] & mask, other=0.0)
+    step_a = tl.where(is_end[:, None] | (~mt)[:, None], 0.0, a_next)
+    step_b = tl.where(mt[:, None], d_s, 0.0)
+    decay, local = tl.associative_scan((step_a, step_b), 0, _affine_combine, reverse=True)  # carry 0 from the right
+    first = (tl.arange(0, BT) == 0)[:, None]
+    chunk_a = tl.sum(tl.where(first, decay, 0.0), axis=0)  # l_first = chunk_a l_in + chunk_b
+    chunk_b = tl.sum(tl.where(first, local, 0.0), axis=0)
+    index = (chunk * rows + b).to(tl.int64) * N + n
+    flag_index = (chunk * rows + b) * num_channel_blocks + channel_block
+    carry = tl.zeros((BN,), tl.float32)
+    if chunk < num_chunks - 1:
+        _publish(flags, flag_index, aggregate_a, aggregate_b, index, mn, chunk_a, chunk_b, _FLAG_AGGREGATE)
+        carry = _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks,
+                           channel_block, n, mn, N, STEP=-1, BN=BN)
+    if (num_chunks - 1 - chunk) % PREFIX_EVERY == 0:
+        _publish(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
+    adjoint = local + decay * carry[None, :]
+    # s_{t-1}: the saved states one row back, or the initial state (0 without one) at a sequence's first step
+    s_prev = tl.load(states + (row - 1)[:, None] * N + n[None, :], mask=(~is_start)[:, None] & mask,
+                     other=0.0).to(tl.float32)
+    if HAS_H0:
+        s_prev += tl.load(initial_state + seq[:, None].to(tl.int64) * N + n[None, :], mask=is_start[:, None] & mask,
+                          other=0.0)
+    v = tl.load(values + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
+    dz_coef, dz_gate = _normalize_bwd(z_coef[:, :, None], z_gate, ones, (adjoint * s_prev)[:, :, None], adjoint * v,
+                                      1, ACT, 2)
+    dz = tl.reshape(tl.join(tl.sum(dz_coef, axis=2), dz_gate), (BT, 2 * BN))
+    tl.store(d_gates + row[:, None] * (2 * N) + k[None, :], dz.to(d_gates.dtype.element_ty), mask=mt[:, None] & mk)
+    tl.store(d_values + row[:, None] * N + n[None, :], (adjoint * c_gate).to(d_values.dtype.element_ty), mask=mask)
+    if WRITE_D_H0:
+        tl.store(d_initial_state + seq[:, None].to(tl.int64) * N + n[None, :], a * adjoint,
+                 mask=is_start[:, None] & mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # host side
 # ----------------------------------------------------------------------------------------------------------------
 def _next_pow2(x):
@@ -675,6 +887,8 @@ def _warn_large(op, m, limit):
 
 class _Plan:
     """How the time axis is split: segments (sequences or chunks) and their tables."""
+
+    first_order = False
 
     def __init__(self, B, T, cu_seqlens, lens, chunk_size, device):
         """lens: the packed sequence lengths when cu_seqlens is given (read from the device once), else None."""
@@ -746,7 +960,21 @@ def _auto_chunk(S, N, m, blocked, max_len):
     return _chunk_length(max_len) if chunk_ms < 0.8 * seq_ms else 0
 
 
+class _FirstOrderPlan:
+    """m = 1 with the automatic policy: the single-pass look-back kernels (they need no host sync to plan)."""
+
+    first_order = True
+    chunked = False
+
+    def __init__(self, B, cu_seqlens):
+        self.varlen = cu_seqlens is not None
+        self.cu = cu_seqlens
+        self.S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+
+
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
+    if m == 1 and chunk_size is None:
+        return _FirstOrderPlan(B, None if cu_seqlens is None else cu_seqlens.to(device))
     lens = None
     if cu_seqlens is not None:
         bounds = cu_seqlens.tolist()
@@ -823,13 +1051,85 @@ def _device_guard(device):
 def _forward(blocked, gates, values, h0, act, want_final, plan):
     """Forward launches on the device of the inputs; returns (states, final state or None)."""
     with _device_guard(values.device):
+        if plan.first_order:
+            return _first_order_forward(gates, values, h0, act, want_final, plan.cu)
         return _forward_launch(blocked, gates, values, h0, act, want_final, plan)
 
 
 def _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final):
     """Backward launches on the device of the inputs; returns (d gates, d values, d initial state or None)."""
     with _device_guard(values.device):
+        if plan.first_order:
+            return _first_order_backward(gates, values, states, h0, act, plan.cu, d_states, d_final)
         return _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_final)
+
+
+# Tile of one first-order program: BT time steps x BN channels (the interpreter uses small tiles so that tests
+# cover several chunks and channel blocks).
+FIRST_ORDER_TILE = {"BT": 64, "BN": 64, "num_warps": 4}
+# Tests only: publish the prefix of every k-th chunk alone, so that look-backs must compose aggregates (the
+# interpreter runs programs one after another, so otherwise every look-back finds a prefix at once).
+_PREFIX_EVERY = 1
+
+
+def _first_order_launch(kernel, B, T, N, cu_seqlens, device, **tensors):
+    """Launch one first-order kernel over every (row, chunk, channel block), with its look-back workspace."""
+    if _INTERPRET:
+        bt, bn, num_warps = 16, 16, 1
+    else:
+        bt, bn, num_warps = FIRST_ORDER_TILE["BT"], FIRST_ORDER_TILE["BN"], FIRST_ORDER_TILE["num_warps"]
+    bt, bn = min(bt, max(16, _next_pow2(T))), min(bn, max(16, _next_pow2(N)))
+    num_chunks, num_channel_blocks = _cdiv(T, bt), _cdiv(N, bn)
+    programs = B * num_chunks * num_channel_blocks
+    if programs == 0:
+        return
+    flags = torch.zeros(programs + 1, dtype=torch.int32, device=device)  # chunk flags, then the id counter
+    maps = torch.empty(3, num_chunks * B, N, dtype=torch.float32, device=device)  # aggregate a, b; prefix
+    seq_index = None
+    if cu_seqlens is not None:  # the sequence of every packed step, on the device (no host sync)
+        steps = torch.arange(T, device=device, dtype=cu_seqlens.dtype)
+        seq_index = (torch.searchsorted(cu_seqlens, steps, right=True) - 1).to(torch.int32)
+    kernel[(programs,)](
+        **tensors, cu_seqlens=cu_seqlens, seq_index=seq_index, flags=flags, counter=flags[programs:],
+        aggregate_a=maps[0], aggregate_b=maps[1], prefix=maps[2], T=T, N=N, rows=B, num_chunks=num_chunks,
+        num_channel_blocks=num_channel_blocks, BT=bt, BN=bn, PREFIX_EVERY=_PREFIX_EVERY, num_warps=num_warps)
+
+
+def _first_order_forward(gates, values, h0, act, want_final, cu_seqlens):
+    """H-LRU / BD-LRU with m = 1: (states in values.dtype, final state [S, N, 1] float32 or None)."""
+    B, T, N = values.shape[:3]
+    S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    z = gates.reshape(B, T, 2 * N).contiguous()
+    v = values.reshape(B, T, N).contiguous()
+    states = torch.empty_like(v)
+    h0 = h0.reshape(S, N).contiguous() if h0 is not None else None
+    final = None
+    if want_final:  # an empty packed sequence keeps its initial state; the kernel writes every other one
+        final = h0.clone() if h0 is not None else torch.zeros(S, N, device=v.device, dtype=torch.float32)
+    _first_order_launch(_first_order_fwd_kernel, B, T, N, cu_seqlens, v.device, gates=z, values=v,
+                        initial_state=h0, states=states, final_state=final, ACT=act)
+    return states.view(values.shape), None if final is None else final.view(S, N, 1)
+
+
+def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, d_final):
+    """(d gates in gates.dtype, d values in values.dtype, d initial state [S, N, 1] float32 or None)."""
+    B, T, N = values.shape[:3]
+    S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    z = gates.reshape(B, T, 2 * N).contiguous()
+    v = values.reshape(B, T, N).contiguous()
+    d_s = torch.zeros_like(v) if d_states is None else d_states.reshape(B, T, N).contiguous()
+    d_fin = d_final.reshape(S, N).float().contiguous() if d_final is not None else None
+    h0 = h0.reshape(S, N).contiguous() if h0 is not None else None
+    d_h0 = None
+    if h0 is not None:  # an empty packed sequence passes d_final straight to its initial state
+        d_h0 = d_fin.clone() if d_fin is not None else torch.zeros(S, N, device=v.device, dtype=torch.float32)
+    d_gates = torch.empty(z.shape, device=v.device, dtype=gates.dtype)
+    d_values = torch.empty_like(v)
+    _first_order_launch(_first_order_bwd_kernel, B, T, N, cu_seqlens, v.device, gates=z, values=v,
+                        initial_state=h0, states=states.reshape(B, T, N).contiguous(), d_states=d_s, d_final=d_fin,
+                        d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, ACT=act)
+    return (d_gates.view(gates.shape), d_values.view(values.shape),
+            None if d_h0 is None else d_h0.view(S, N, 1))
 
 
 def _forward_launch(blocked, gates, values, h0, act, want_final, plan):

@@ -132,7 +132,38 @@ def run_fla(B, T, D, m_unused, ours_fwd, ours_fb):
     return res
 
 
-def run_case(op, B, T, D, m, copy_tbps, with_ref=True):
+def run_accelerated_scan(B, T, D, ours_fwd, ours_fb, warp=True):
+    """accelerated-scan 0.3.1 (m = 1 peer): its Triton `scalar` scan and, where nvcc can build it, its CUDA `warp`
+    scan, on the same recurrence in its own time-last layout [B, D, T]: gates a and tokens g * v from the
+    softmax-normalised gate pair (precomputed, bf16). It does less than ours: no normalisation, no initial state."""
+    import importlib
+
+    res = {}
+    z = torch.randn(B, D, T, 2, device="cuda")
+    c = torch.softmax(z, -1)
+    gates = c[..., 0].to(torch.bfloat16).contiguous().requires_grad_()
+    tokens = (c[..., 1] * torch.randn(B, D, T, device="cuda")).to(torch.bfloat16).contiguous().requires_grad_()
+    do = torch.randn_like(tokens)
+    for name, module in (("accelerated_scan", "accelerated_scan.scalar"), ("accelerated_scan_warp", "accelerated_scan.warp")):
+        if name.endswith("warp") and not warp:
+            continue
+        try:
+            scan = importlib.import_module(module).scan
+            with torch.no_grad():
+                fwd = bench(lambda: scan(gates, tokens))
+
+            def fb():
+                scan(gates, tokens).backward(do)
+
+            fbt = bench(fb, grad_to_none=[gates, tokens])
+            res.update({f"{name}_fwd_ms": fwd, f"{name}_fwdbwd_ms": fbt, f"speedup_vs_{name}_fwd": fwd / ours_fwd,
+                        f"speedup_vs_{name}_fwdbwd": fbt / ours_fb})
+        except Exception as err:  # noqa: BLE001
+            res[f"{name}_note"] = f"{type(err).__name__}: {str(err)[:200]}"
+    return res
+
+
+def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     fn = hlru_scan_triton if op == "hlru" else bdlru_scan_triton
     g, v, channels = make_inputs(op, B, T, D, m, True)
     do = torch.randn_like(v)
@@ -167,6 +198,7 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True):
         row.update(ref_fwdbwd_ms_est=ref_ms, speedup_vs_ref_fwdbwd=ref_ms / fbt, ref_mem_MB_est=ref_mem)
     if m == 1 and op == "hlru":
         row.update(run_fla(B, T, D, m, fwd, fbt))
+        row.update(run_accelerated_scan(B, T, D, fwd, fbt, warp))
     torch.cuda.empty_cache()
     return row
 
@@ -222,6 +254,41 @@ def sweep_chunks(chunks, out_path):
         json.dump(rows, f, indent=1)
 
 
+def sweep_first_order(tiles, out_path):
+    """Time the first-order (m = 1) look-back kernels for each tile BTxBNxWARPS, forward and forward+backward."""
+    from hf_lrnn import scan_triton
+
+    rows = []
+    copy = copy_bandwidth()
+    print(f"copy {copy:.2f} TB/s")
+    print(f"{'B':>3} {'T':>6} {'D':>5} {'tile':>10} {'fwd ms':>8} {'%copy':>6} {'f+b ms':>8} {'%copy':>6}")
+    for B, T, D in [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048), (64, 2048, 1024), (1, 65536, 1024)]:
+        g, v, _ = make_inputs("hlru", B, T, D, 1, True)
+        do = torch.randn_like(v)
+        for tile in tiles:
+            bt, bn, warps = (int(x) for x in tile.split("x"))
+            scan_triton.FIRST_ORDER_TILE.update(BT=bt, BN=bn, num_warps=warps)
+            with torch.no_grad():
+                fwd = bench(lambda: hlru_scan_triton(g, v, None, "softmax", False, None))
+
+            def fb():
+                out, _ = hlru_scan_triton(g, v, None, "softmax", False, None)
+                out.backward(do)
+
+            fbt = bench(fb, grad_to_none=[g, v])
+            tok = B * T * D
+            row = dict(B=B, T=T, D=D, tile=tile, fwd_ms=fwd, fwdbwd_ms=fbt,
+                       fwd_pct_copy=100 * tok * 4 * 2 / (fwd * 1e-3) / 1e12 / copy,
+                       fwdbwd_pct_copy=100 * tok * 11 * 2 / (fbt * 1e-3) / 1e12 / copy)
+            rows.append(row)
+            print(f"{B:>3} {T:>6} {D:>5} {tile:>10} {fwd:8.3f} {row['fwd_pct_copy']:6.1f} {fbt:8.3f} "
+                  f"{row['fwdbwd_pct_copy']:6.1f}", flush=True)
+        del g, v, do
+        torch.cuda.empty_cache()
+    with open(out_path, "w") as f:
+        json.dump(dict(copy_TBps=copy, rows=rows), f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench_scan.json")
@@ -229,14 +296,23 @@ def main():
     ap.add_argument("--no-ref", action="store_true", help="skip the torch reference timings")
     ap.add_argument("--sweep", default="", help="comma-separated chunk sizes: only time these forced chunk sizes "
                     "(m <= 4) next to the automatic choice, to tune the chunk policy")
+    ap.add_argument("--first_order_tiles", default="", help="comma-separated BTxBNxWARPS tiles: only time the "
+                    "first-order (m = 1) kernels with each, to choose the tile")
+    ap.add_argument("--orders", default="", help="comma-separated m: only these orders / block sizes")
+    ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     args = ap.parse_args()
     if args.sweep:
         return sweep_chunks([int(c) for c in args.sweep.split(",")], args.out)
+    if args.first_order_tiles:
+        return sweep_first_order(args.first_order_tiles.split(","), args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
     if args.quick:
         shapes, ms_h, ms_b = [(8, 4096, 1024)], [1, 4], [4, 16]
+    if args.orders:
+        keep = {int(m) for m in args.orders.split(",")}
+        ms_h, ms_b = [m for m in ms_h if m in keep], [m for m in ms_b if m in keep]
     dev = torch.cuda.get_device_name()
     copy = copy_bandwidth()
     print(f"device {dev}, torch {torch.__version__}, triton {triton.__version__}, copy {copy:.2f} TB/s", flush=True)
@@ -244,7 +320,7 @@ def main():
     for B, T, D in shapes:
         for op, ms in (("hlru", ms_h), ("bdlru", ms_b)):
             for m in ms:
-                row = run_case(op, B, T, D, m, copy, with_ref=not args.no_ref)
+                row = run_case(op, B, T, D, m, copy, with_ref=not args.no_ref, warp=not args.no_warp)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     layers = [run_layer(m) for m in (1, 2, 4)]
@@ -252,7 +328,8 @@ def main():
         print(json.dumps(r), flush=True)
 
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
-           f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | fla chunk f/fb, fused f/fb")
+           f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "
+           "speed-up over fla chunk f/fb, fused f/fb; over accelerated-scan scalar f/fb, warp f/fb")
     lines = [f"copy bandwidth {copy:.2f} TB/s ({dev})", hdr, "-" * len(hdr)]
     for r in rows:
         fla = ""
@@ -263,6 +340,12 @@ def main():
                    f"(chunk {r['chunk_hgrn_fwd_ms']:.3f}/{r['chunk_hgrn_fwdbwd_ms']:.3f} ms)")
         elif "fla_note" in r:
             fla = r["fla_note"][:40]
+        if "speedup_vs_accelerated_scan_fwd" in r:
+            fla += (f"; acc-scan f/fb {r['speedup_vs_accelerated_scan_fwd']:.2f}x/"
+                    f"{r['speedup_vs_accelerated_scan_fwdbwd']:.2f}x")
+            if "speedup_vs_accelerated_scan_warp_fwd" in r:
+                fla += (f", warp {r['speedup_vs_accelerated_scan_warp_fwd']:.2f}x/"
+                        f"{r['speedup_vs_accelerated_scan_warp_fwdbwd']:.2f}x")
         lines.append(
             f"{r['op']:6} {r['B']:>3} {r['T']:>6} {r['D']:>5} {r['m']:>3} | {r['fwd_ms']:8.3f} {r['fwd_seq_ms']:8.3f} "
             f"{r['fwd_TBps']:5.2f} {r['fwd_pct_copy']:5.1f} | {r['fwdbwd_ms']:8.3f} {r['fwdbwd_TBps']:5.2f} "

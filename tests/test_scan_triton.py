@@ -250,9 +250,9 @@ def test_device_guard_selects_the_tensors_cuda_device(monkeypatch):
     assert entered == []
 
 
-@pytest.mark.parametrize("chunk", [0, 3])
+@pytest.mark.parametrize("m,chunk", [(2, 0), (2, 3), (1, None)])  # sequential, chunked, first-order look-back
 @pytest.mark.parametrize("blocked", [False, True])
-def test_every_launch_is_inside_the_device_guard(monkeypatch, blocked, chunk):
+def test_every_launch_is_inside_the_device_guard(monkeypatch, blocked, m, chunk):
     guard_devices, launches, active = [], [], []
     real_guard = scan_triton._device_guard
 
@@ -285,10 +285,11 @@ def test_every_launch_is_inside_the_device_guard(monkeypatch, blocked, chunk):
             return checked
 
     monkeypatch.setattr(scan_triton, "_device_guard", RecordingGuard)
-    for name in ("_hlru_fwd_kernel", "_hlru_bwd_kernel", "_bdlru_fwd_kernel", "_bdlru_bwd_kernel", "_carry_kernel"):
+    for name in ("_hlru_fwd_kernel", "_hlru_bwd_kernel", "_bdlru_fwd_kernel", "_bdlru_bwd_kernel", "_carry_kernel",
+                 "_first_order_fwd_kernel", "_first_order_bwd_kernel"):
         monkeypatch.setattr(scan_triton, name, CheckedKernel(name, getattr(scan_triton, name)))
 
-    m, N, T = 2, 3, 7
+    N, T = 3, 7
     gshape = (2, T, N, m, m + 1) if blocked else (2, T, N, m + 1)
     vshape = (2, T, N, m) if blocked else (2, T, N)
     g = torch.randn(gshape, requires_grad=True)
@@ -307,3 +308,53 @@ def test_every_launch_is_inside_the_device_guard(monkeypatch, blocked, chunk):
     assert all(d == v.device for _, d in launches)
     if chunk:
         assert any(name == "_carry_kernel" for name, _ in launches)
+
+
+# --------------------------------------------------------------------------- first order: single-pass look-back
+# m = 1 with the automatic policy (chunk_size=None) runs the look-back kernels: chunks of 16 steps x 16 channels
+# under the interpreter, so these shapes span several chunks and channel blocks.
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_first_order_uses_the_look_back_kernels(blocked):
+    assert scan_triton._make_plan(2, 40, 8, 1, blocked, None, None, "cpu").first_order
+    assert not scan_triton._make_plan(2, 40, 8, 1, blocked, None, 0, "cpu").first_order  # forced: the old kernels
+    assert not scan_triton._make_plan(2, 40, 8, 2, blocked, None, None, "cpu").first_order
+
+
+@pytest.mark.parametrize("act", GATE_ACTIVATIONS)
+@pytest.mark.parametrize("blocked", [False, True])
+def test_first_order_look_back(blocked, act):
+    run_case(blocked, 3, 70, 37, 1, act=act)  # 5 chunks (the last partial) x 3 channel blocks (the last partial)
+
+
+@pytest.mark.parametrize("prefix_every", [2, 3, 100])
+@pytest.mark.parametrize("blocked", [False, True])
+def test_first_order_look_back_composes_aggregates(monkeypatch, blocked, prefix_every):
+    """Chunks that publish only their aggregate: a look-back composes several maps before it reaches a prefix (100:
+    only the first chunk publishes one, so the last chunk composes all the others)."""
+    monkeypatch.setattr(scan_triton, "_PREFIX_EVERY", prefix_every)
+    run_case(blocked, 2, 100, 20, 1, act="sigmoid")
+    run_case(blocked, 1, 75, 16, 1, cu=[0, 5, 5, 40, 75])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_first_order_dtypes(dtype):
+    run_case(False, 2, 40, 18, 1, dtype=dtype, h0=False)
+
+
+@pytest.mark.parametrize("cu", [[0, 5, 5, 40, 75], [0, 16, 32, 33, 64], [0, 75], [0, 0, 0]])
+@pytest.mark.parametrize("h0", [True, False])
+def test_first_order_varlen(cu, h0):
+    """Packed sequences that start inside, at the edge of, or exactly at a chunk; empty ones keep their state."""
+    run_case(False, 1, cu[-1], 20, 1, cu=cu, h0=h0)
+
+
+@pytest.mark.parametrize("T", [0, 1, 16, 17])
+def test_first_order_short_and_empty(T):
+    if T == 0:
+        h0 = torch.randn(2, 4, 1)
+        out, fin = hlru_scan_triton(torch.randn(2, 0, 4, 2), torch.randn(2, 0, 4), h0, "softmax", True)
+        assert out.shape == (2, 0, 4) and torch.equal(fin, h0)  # no step: the state is the initial state
+        return
+    run_case(False, 2, T, 5, 1)

@@ -126,3 +126,30 @@ def test_varlen_and_expanded_gates_gpu():
     rout, _ = bdlru_scan_torch(rp.expand(2, 512, 16, 4, 5), v.double())
     rout.sum().backward()
     assert rel(out, rout) < 1e-5 and rel(gp, rp.grad) < 1e-4
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+@pytest.mark.parametrize("B,T,N,packed", [(1, 65536, 256, False), (8, 4096, 1024, False), (32, 2048, 64, False),
+                                          (1, 50000, 128, True)])
+def test_first_order_look_back_matches_sequential(blocked, B, T, N, packed):
+    """m = 1 runs the single-pass look-back kernels: with thousands of chunks in flight, their look-backs compose
+    aggregates and wait on each other for real. Against the sequential kernel (itself checked against the float64
+    reference above), five times over to catch a race."""
+    g, v, h0 = _inputs(blocked, B, T, N, 1, torch.float32, seed=4)
+    cu = None
+    if packed:  # 300 sequences of random lengths, some empty
+        cuts = torch.randint(0, T, (299,), generator=torch.Generator().manual_seed(0)).sort().values
+        cu = torch.cat([torch.tensor([0]), cuts, torch.tensor([T])]).to(device=GPU, dtype=torch.int32)
+        h0 = torch.randn(300, N, 1, device=GPU, requires_grad=True)
+    fn = bdlru_scan_triton if blocked else hlru_scan_triton
+    do = torch.randn(v.shape, device=GPU)
+    df = torch.randn(h0.shape, device=GPU)
+
+    def run(chunk):
+        out, fin = fn(g, v, h0, "softmax", True, cu, chunk)
+        return [out, fin, *torch.autograd.grad((out * do).sum() + (fin * df).sum(), [g, v, h0])]
+
+    expected = run(0)
+    for _ in range(5):
+        for name, a, b in zip(("states", "final", "gates", "values", "h0"), run(None), expected):
+            assert rel(a, b) < (1e-5 if name in ("states", "final") else 1e-4), (name, rel(a, b))
