@@ -645,7 +645,7 @@ def _carry_kernel(AGG, X0, CARRY, CUC, N, NC, M: tl.constexpr, MP: tl.constexpr,
 # x -> a x + b). It publishes that chunk's map (the "aggregate"), then looks back: the chunks before it publish
 # their aggregate as soon as it is known and their true end state (the "prefix") once their own look-back is done,
 # so a chunk composes aggregates until it reaches a prefix, and rarely waits. Inputs are read once.
-# Chunk ids come from an atomic counter, so every chunk a program waits for has already started (no deadlock).
+# Chunk ids come from atomic counters, so every chunk a program waits for has already started (no deadlock).
 # Sequence starts (t = 0, or cu_seqlens) enter the scan as maps with a = 0 that inject the initial state, so a
 # packed batch is one row whose chunks may span several sequences.
 _FLAG_AGGREGATE = tl.constexpr(1)
@@ -659,13 +659,57 @@ def _affine_combine(a_first, b_first, a_second, b_second):
 
 
 @triton.jit
-def _chunk_rows(vid, rows, num_channel_blocks, num_chunks, REVERSE: tl.constexpr):
-    """(row, chunk, channel block) of the program that took id `vid`: every chunk c of all rows and channel blocks
-    is handed out before any chunk c + 1 (c - 1 in reverse), so the chunk a program looks back to started first."""
-    order = vid // (rows * num_channel_blocks)
-    rest = vid % (rows * num_channel_blocks)
+def _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE: tl.constexpr):
+    """(row, chunk, channel block) of this program. A stream (row, channel block) hands out its chunks in order
+    from its own atomic counter (chunk 0 first; the last first in reverse), so the chunk a program looks back to was
+    taken, hence started, before it. One counter per stream: a single counter would serialise every program."""
+    stream = tl.program_id(0) % (rows * num_channel_blocks)
+    order = tl.atomic_add(counters + stream, 1)
     chunk = num_chunks - 1 - order if REVERSE else order
-    return rest // num_channel_blocks, chunk, rest % num_channel_blocks
+    return stream // num_channel_blocks, chunk, stream % num_channel_blocks
+
+
+@triton.jit
+def _softmax_pair(z_coef, z_gate):
+    """softmax of the pair (z_coef, z_gate) with one exp: a = 1 / (1 + exp(-d)), g = 1 - a, d = z_coef - z_gate,
+    each computed from exp(-|d|) <= 1, so both are accurate (no 1 - a cancellation) and finite."""
+    d = z_coef - z_gate
+    e = tl.exp(-tl.abs(d))
+    r = 1.0 / (1.0 + e)
+    return tl.where(d >= 0.0, r, e * r), tl.where(d >= 0.0, e * r, r)
+
+
+@triton.jit
+def _normalize_pair(z_coef, z_gate, ACT: tl.constexpr):
+    """The m = 1 case of `_normalize`: the coefficient a and input gate g of each (z_coef, z_gate) pair."""
+    if ACT == 0:
+        a, g = _softmax_pair(z_coef, z_gate)
+    elif ACT == 1:
+        a, g = _softmax_pair(_logsigmoid(z_coef), _logsigmoid(z_gate))
+    else:
+        c, g = _normalize(z_coef[:, :, None], z_gate, tl.full(z_coef.shape, 1, tl.int1)[:, :, None], 1, ACT, 2)
+        a = tl.sum(c, axis=2)
+    return a, g
+
+
+@triton.jit
+def _normalize_pair_bwd(z_coef, z_gate, d_a, d_g, ACT: tl.constexpr):
+    """Gradient of the pair's logits from (d a, d g); softmax: d z_coef = a g (d a - d g) = -d z_gate."""
+    if ACT <= 1:
+        if ACT == 0:
+            a, g = _softmax_pair(z_coef, z_gate)
+        else:
+            a, g = _softmax_pair(_logsigmoid(z_coef), _logsigmoid(z_gate))
+        dz = a * g * (d_a - d_g)
+        dz_coef, dz_gate = dz, -dz
+        if ACT == 1:
+            dz_coef = dz_coef * _sigmoid_neg(z_coef)
+            dz_gate = dz_gate * _sigmoid_neg(z_gate)
+    else:
+        ones = tl.full(z_coef.shape, 1, tl.int1)[:, :, None]
+        dz_c, dz_gate = _normalize_bwd(z_coef[:, :, None], z_gate, ones, d_a[:, :, None], d_g, 1, ACT, 2)
+        dz_coef = tl.sum(dz_c, axis=2)
+    return dz_coef, dz_gate
 
 
 @triton.jit
@@ -729,14 +773,13 @@ def _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_chan
 @triton.jit
 def _first_order_fwd_kernel(
     gates, values, initial_state, states, final_state, cu_seqlens, seq_index,
-    flags, counter, aggregate_a, aggregate_b, prefix,
+    flags, counters, aggregate_a, aggregate_b, prefix,
     T, N, rows, num_chunks, num_channel_blocks,
     ACT: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, PREFIX_EVERY: tl.constexpr,
     HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     """states[b, t, n] = a s_{t-1} + g v (a, g: the normalised gate pair) for one [BT, BN] chunk; see above."""
-    vid = tl.atomic_add(counter, 1)
-    b, chunk, channel_block = _chunk_rows(vid, rows, num_channel_blocks, num_chunks, REVERSE=False)
+    b, chunk, channel_block = _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE=False)
     t = chunk * BT + tl.arange(0, BT)
     n = channel_block * BN + tl.arange(0, BN)
     mt, mn = t < T, n < N
@@ -746,8 +789,7 @@ def _first_order_fwd_kernel(
     k = channel_block * 2 * BN + tl.arange(0, 2 * BN)
     z = tl.load(gates + row[:, None] * (2 * N) + k[None, :], mask=mt[:, None] & (k < 2 * N)[None, :], other=0.0)
     z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
-    c_coef, c_gate = _normalize(z_coef[:, :, None], z_gate, tl.full((BT, BN, 1), 1, tl.int1), 1, ACT, 2)
-    a = tl.sum(c_coef, axis=2)
+    a, c_gate = _normalize_pair(z_coef, z_gate, ACT)
     v = tl.load(values + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
     seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
     step_b = c_gate * v
@@ -786,15 +828,14 @@ def _first_order_fwd_kernel(
 @triton.jit
 def _first_order_bwd_kernel(
     gates, values, initial_state, states, d_states, d_final, d_gates, d_values, d_initial_state,
-    cu_seqlens, seq_index, flags, counter, aggregate_a, aggregate_b, prefix,
+    cu_seqlens, seq_index, flags, counters, aggregate_a, aggregate_b, prefix,
     T, N, rows, num_chunks, num_channel_blocks,
     ACT: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, PREFIX_EVERY: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, WRITE_D_H0: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     """Reverse-time chunk of the adjoint l_t = dS_t + a_{t+1} l_{t+1} (l at a sequence's last step = dS + d_final),
     then d a_t = l_t s_{t-1}, d g_t = l_t v_t, d v_t = l_t g_t through the normalisation, d h0 = a_start l_start."""
-    vid = tl.atomic_add(counter, 1)
-    b, chunk, channel_block = _chunk_rows(vid, rows, num_channel_blocks, num_chunks, REVERSE=True)
+    b, chunk, channel_block = _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE=True)
     t = chunk * BT + tl.arange(0, BT)
     n = channel_block * BN + tl.arange(0, BN)
     mt, mn = t < T, n < N
@@ -802,16 +843,11 @@ def _first_order_bwd_kernel(
     row = b.to(tl.int64) * T + t
     k = channel_block * 2 * BN + tl.arange(0, 2 * BN)
     mk = (k < 2 * N)[None, :]
-    z = tl.load(gates + row[:, None] * (2 * N) + k[None, :], mask=mt[:, None] & mk, other=0.0)
-    z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
-    ones = tl.full((BT, BN, 1), 1, tl.int1)  # the (one-entry) coefficient group is never masked
-    c_coef, c_gate = _normalize(z_coef[:, :, None], z_gate, ones, 1, ACT, 2)
-    a = tl.sum(c_coef, axis=2)
-    # a_{t+1}: the next step's logits (the same block one row on: from the cache but for its last row)
+    seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
+    # the scan needs a_{t+1}: the logits one row on
     z_next = tl.load(gates + (row + 1)[:, None] * (2 * N) + k[None, :], mask=(t + 1 < T)[:, None] & mk, other=0.0)
     zn_coef, zn_gate = tl.split(tl.reshape(z_next.to(tl.float32), (BT, BN, 2)))
-    a_next = tl.sum(_normalize(zn_coef[:, :, None], zn_gate, ones, 1, ACT, 2)[0], axis=2)
-    seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
+    a_next, _ = _normalize_pair(zn_coef, zn_gate, ACT)
     d_s = tl.load(d_states + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_D_FINAL:
         d_s += tl.load(d_final + seq[:, None].to(tl.int64) * N + n[None, :], mask=is_end[:, None] & mask, other=0.0)
@@ -831,6 +867,10 @@ def _first_order_bwd_kernel(
     if (num_chunks - 1 - chunk) % PREFIX_EVERY == 0:
         _publish(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
     adjoint = local + decay * carry[None, :]
+    # then the step's own logits (the block just read, shifted by a row: from the cache), s_{t-1} and v_t
+    z = tl.load(gates + row[:, None] * (2 * N) + k[None, :], mask=mt[:, None] & mk, other=0.0)
+    z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
+    a, g = _normalize_pair(z_coef, z_gate, ACT)
     # s_{t-1}: the saved states one row back, or the initial state (0 without one) at a sequence's first step
     s_prev = tl.load(states + (row - 1)[:, None] * N + n[None, :], mask=(~is_start)[:, None] & mask,
                      other=0.0).to(tl.float32)
@@ -838,11 +878,10 @@ def _first_order_bwd_kernel(
         s_prev += tl.load(initial_state + seq[:, None].to(tl.int64) * N + n[None, :], mask=is_start[:, None] & mask,
                           other=0.0)
     v = tl.load(values + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
-    dz_coef, dz_gate = _normalize_bwd(z_coef[:, :, None], z_gate, ones, (adjoint * s_prev)[:, :, None], adjoint * v,
-                                      1, ACT, 2)
-    dz = tl.reshape(tl.join(tl.sum(dz_coef, axis=2), dz_gate), (BT, 2 * BN))
+    dz_coef, dz_gate = _normalize_pair_bwd(z_coef, z_gate, adjoint * s_prev, adjoint * v, ACT)
+    dz = tl.reshape(tl.join(dz_coef, dz_gate), (BT, 2 * BN))
     tl.store(d_gates + row[:, None] * (2 * N) + k[None, :], dz.to(d_gates.dtype.element_ty), mask=mt[:, None] & mk)
-    tl.store(d_values + row[:, None] * N + n[None, :], (adjoint * c_gate).to(d_values.dtype.element_ty), mask=mask)
+    tl.store(d_values + row[:, None] * N + n[None, :], (adjoint * g).to(d_values.dtype.element_ty), mask=mask)
     if WRITE_D_H0:
         tl.store(d_initial_state + seq[:, None].to(tl.int64) * N + n[None, :], a * adjoint,
                  mask=is_start[:, None] & mask)
@@ -1064,9 +1103,11 @@ def _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final):
         return _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_final)
 
 
-# Tile of one first-order program: BT time steps x BN channels (the interpreter uses small tiles so that tests
-# cover several chunks and channel blocks).
-FIRST_ORDER_TILE = {"BT": 64, "BN": 64, "num_warps": 4}
+# Tile of one first-order program: BT time steps x BN channels. 32 x 32 with 2 warps was the fastest of 15 tiles
+# on the H200 at B8 T4096 D1024, B32 T2048 D2048 and B1 T16384 D1024 (`scripts/bench_scan.py --first_order_tiles`):
+# larger tiles hold more registers per thread and lose occupancy, smaller ones pay more look-backs. The interpreter
+# uses 16 x 16 so that tests cover several chunks and channel blocks.
+FIRST_ORDER_TILE = {"BT": 32, "BN": 32, "num_warps": 2}
 # Tests only: publish the prefix of every k-th chunk alone, so that look-backs must compose aggregates (the
 # interpreter runs programs one after another, so otherwise every look-back finds a prefix at once).
 _PREFIX_EVERY = 1
@@ -1083,14 +1124,15 @@ def _first_order_launch(kernel, B, T, N, cu_seqlens, device, **tensors):
     programs = B * num_chunks * num_channel_blocks
     if programs == 0:
         return
-    flags = torch.zeros(programs + 1, dtype=torch.int32, device=device)  # chunk flags, then the id counter
+    streams = B * num_channel_blocks
+    flags = torch.zeros(programs + streams, dtype=torch.int32, device=device)  # chunk flags, then stream counters
     maps = torch.empty(3, num_chunks * B, N, dtype=torch.float32, device=device)  # aggregate a, b; prefix
     seq_index = None
     if cu_seqlens is not None:  # the sequence of every packed step, on the device (no host sync)
         steps = torch.arange(T, device=device, dtype=cu_seqlens.dtype)
         seq_index = (torch.searchsorted(cu_seqlens, steps, right=True) - 1).to(torch.int32)
     kernel[(programs,)](
-        **tensors, cu_seqlens=cu_seqlens, seq_index=seq_index, flags=flags, counter=flags[programs:],
+        **tensors, cu_seqlens=cu_seqlens, seq_index=seq_index, flags=flags, counters=flags[programs:],
         aggregate_a=maps[0], aggregate_b=maps[1], prefix=maps[2], T=T, N=N, rows=B, num_chunks=num_chunks,
         num_channel_blocks=num_channel_blocks, BT=bt, BN=bn, PREFIX_EVERY=_PREFIX_EVERY, num_warps=num_warps)
 
