@@ -289,6 +289,37 @@ def sweep_first_order(tiles, out_path):
         json.dump(dict(copy_TBps=copy, rows=rows), f, indent=1)
 
 
+def compare_first_order(out_path, repeats=3):
+    """Same-run A/B at m = 1: the look-back kernels (automatic) against the previous 3-phase chunked kernels (forced
+    with the chunk length their policy chose), `repeats` alternating rounds, forward and forward+backward."""
+    from hf_lrnn import scan_triton
+
+    rows = []
+    for B, T, D in [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048), (1, 65536, 1024), (4, 2048, 768)]:
+        g, v, _ = make_inputs("hlru", B, T, D, 1, True)
+        do = torch.randn_like(v)
+        old_chunk = scan_triton._auto_chunk(B, D, 1, False, T)
+        times = {"new": ([], []), "old": ([], [])}
+        for _ in range(repeats):
+            for name, chunk in (("new", None), ("old", old_chunk)):
+                with torch.no_grad():
+                    times[name][0].append(bench(lambda: hlru_scan_triton(g, v, None, "softmax", False, None, chunk)))
+
+                def fb():
+                    out, _ = hlru_scan_triton(g, v, None, "softmax", False, None, chunk)
+                    out.backward(do)
+
+                times[name][1].append(bench(fb, grad_to_none=[g, v]))
+        row = dict(B=B, T=T, D=D, old_chunk=old_chunk, **{f"{name}_{kind}_ms": t[i] for name, t in times.items()
+                                                          for i, kind in enumerate(("fwd", "fwdbwd"))})
+        rows.append(row)
+        print(f"B{B} T{T} D{D}: " + "  ".join(
+            f"{name} fwd {min(t[0]) * 1e3:.0f}-{max(t[0]) * 1e3:.0f} us, f+b {min(t[1]) * 1e3:.0f}-{max(t[1]) * 1e3:.0f} us"
+            for name, t in times.items()), flush=True)
+    with open(out_path, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench_scan.json")
@@ -298,6 +329,8 @@ def main():
                     "(m <= 4) next to the automatic choice, to tune the chunk policy")
     ap.add_argument("--first_order_tiles", default="", help="comma-separated BTxBNxWARPS tiles: only time the "
                     "first-order (m = 1) kernels with each, to choose the tile")
+    ap.add_argument("--compare_first_order", action="store_true", help="only the same-run A/B of the m = 1 kernels "
+                    "(look-back against the previous chunked kernels)")
     ap.add_argument("--orders", default="", help="comma-separated m: only these orders / block sizes")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     args = ap.parse_args()
@@ -305,6 +338,8 @@ def main():
         return sweep_chunks([int(c) for c in args.sweep.split(",")], args.out)
     if args.first_order_tiles:
         return sweep_first_order(args.first_order_tiles.split(","), args.out)
+    if args.compare_first_order:
+        return compare_first_order(args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
