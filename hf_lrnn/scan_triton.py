@@ -33,6 +33,12 @@ Design
     3. re-run each chunk from its true carry, writing the outputs.
   The backward does the same on the adjoint (transposed) recurrence in reverse time. Everything is float32,
   so the chunked mode is as exact as the sequential one (it only reorders float32 roundings).
+* m = 1 (both models reduce to s_t = a_t s_{t-1} + g_t v_t) with the automatic policy runs single-pass kernels
+  instead (section "first order" below): one program per (row, 32-step chunk, 32 channels), contiguous gate loads,
+  an in-tile associative scan and a decoupled look-back over the chunks before it; no host sync, so packed
+  batches need no `cu_seqlens.tolist()`. A look-back composes whatever its predecessors have published by then,
+  so results can differ between runs in the last float32 bits (about 1e-7 relative); `chunk_size=0` or an int
+  forces the deterministic kernels below.
 * Backward reads the saved output states (in values.dtype) for the previous states h_{t-1}.
 * Memory: no [B, T, N, m, m] coefficient tensor and no float32 copy of the inputs is ever made; the largest
   temporaries are the gradients themselves (gate-logit sized) and the small per-chunk aggregates.
