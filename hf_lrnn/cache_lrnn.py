@@ -17,10 +17,27 @@ import torch
 from transformers.cache_utils import Cache
 
 
-class LRNNCacheLayer:
-    """The recurrent state of one layer. `state` is None until the first forward writes it."""
+def _can_write_in_place(old: Optional[torch.Tensor], new: torch.Tensor) -> bool:
+    """Whether `new` can be copied into `old` (same shape, dtype and device; no autograd history on either side; not an
+    inference tensor outside inference mode), which keeps the state's address stable for CUDA graphs."""
+    return (
+        old is not None
+        and old is not new
+        and old.shape == new.shape
+        and old.dtype == new.dtype
+        and old.device == new.device
+        and not old.requires_grad
+        and not new.requires_grad
+        # (compiled code never meets inference tensors: torch.compile refuses to trace is_inference)
+        and (torch.compiler.is_compiling() or not old.is_inference() or torch.is_inference_mode_enabled())
+    )
 
-    is_compileable = False
+
+class LRNNCacheLayer:
+    """The recurrent state of one layer. `state` is None until the first forward writes it; later forwards write into
+    the same tensor (see `LRNNCache`)."""
+
+    is_compileable = True
     is_sliding = False
     is_croppable = False
     supports_early_init = False
@@ -56,7 +73,10 @@ class LRNNCacheLayer:
 
     def reset(self) -> None:
         if self.state is not None:
-            self.state = torch.zeros_like(self.state)
+            if _can_write_in_place(self.state, self.state.detach()):
+                self.state.zero_()  # in place: a captured decode step keeps reading the same tensor
+            else:
+                self.state = torch.zeros_like(self.state)
 
     def crop(self, max_length: int) -> None:
         raise ValueError(
@@ -99,9 +119,16 @@ class LRNNCache(Cache):
 
     Built by the model on its first forward with `use_cache=True` (generate() does this for you); pass it
     back as `cache=` (transformers >= 5.24) or `past_key_values=` (5.17 - 5.23) to continue.
+
+    Static once written: the first forward allocates each layer's state [B, N, m]; later forwards (a decode step, a
+    continuation) copy the new state into that tensor, so its address never changes and a decode step can be
+    captured in a CUDA graph or compiled (`is_compileable`). A state with autograd history (training through the
+    cache), another batch size (`reorder_cache`, `batch_repeat_interleave`, `batch_select_indices`) or dtype is
+    stored as a new tensor instead. A tensor obtained from `get_state` / `states` is therefore overwritten by the
+    next forward: clone it to keep it.
     """
 
-    is_compileable = False
+    is_compileable = True
 
     def __init__(self, config=None, num_layers: Optional[int] = None, **kwargs):
         if num_layers is None:
@@ -176,7 +203,10 @@ class LRNNCache(Cache):
             if isinstance(state, torch.Tensor):
                 got = f"{state.dtype} tensor of shape {tuple(state.shape)}"
             raise ValueError(f"LRNNCache.set_state: state must be a floating tensor [batch, N, m], got {got}")
-        layer.state = state
+        if _can_write_in_place(layer.state, state):
+            layer.state.copy_(state)
+        else:
+            layer.state = state
 
     def advance(self, num_tokens: int) -> None:
         """Record that one forward consumed `num_tokens` new positions (called once per forward)."""

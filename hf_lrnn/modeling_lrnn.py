@@ -373,8 +373,6 @@ class LRNNMixer(nn.Module):
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None
 
         states, final_state, masked = self._scan(gates, values, initial_state, mask)
-        if cache is not None:
-            cache.set_state(self.layer_idx, final_state)  # float32 [B, N, m]
 
         if self.blocked:
             readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j
@@ -388,6 +386,8 @@ class LRNNMixer(nn.Module):
                 initial_state = states.new_zeros(B, self.num_units, self.unit_size)
             window = hlru_readout_window(states, initial_state, mask if masked else None)  # [B, T, N, m]
             readout = window.reshape(B, T, -1)  # index n*m + k holds s_{t-k}
+        if cache is not None:  # after the read-out, which may still read the old state: the cache writes in place
+            cache.set_state(self.layer_idx, final_state)  # float32 [B, N, m]
         return self.out_proj(readout.to(hidden_states.dtype))
 
 
@@ -676,7 +676,9 @@ class LRNNModel(LRNNPreTrainedModel):
         # One host sync reads every flag: token ids in range and mask values in {0, 1} (not on a decode step, one new
         # token continuing a cache: generate() made that token from the model's own logits), and whether the mask pads
         # anything at all (an all-ones mask takes the fast path).
-        decoding = T == 1 and cache is not None and cache.get_seq_length() > 0
+        # a decode step: one token continuing a state (not read from the token count, which a compiled step would
+        # specialise on and recompile for at every token)
+        decoding = T == 1 and cache is not None and cache.has_previous_state()
         vocab = getattr(self.embeddings, "num_embeddings", self.config.vocab_size)
         flags = {}
         # Under torch.compile the values are not read (a graph break): the checks are skipped and a mask is kept as is
@@ -732,7 +734,9 @@ class LRNNModel(LRNNPreTrainedModel):
         hidden_states = self.norm_f(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
-        if cache is not None:
+        if cache is not None and not torch.compiler.is_compiling():
+            # Not inside compiled code: a count read there would be specialised on (a recompile per token).
+            # generate()'s compiled step counts outside (LRNNForCausalLM.get_compiled_call).
             cache.advance(T)
 
         output = BaseModelOutputWithPast(
@@ -873,6 +877,21 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         else:
             input_ids = self._unconsumed(input_ids, kwargs)
         return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+
+    def get_compiled_call(self, compile_config):
+        """transformers' compiled decode step (generate() with a compileable cache on an accelerator, or with
+        `compile_config`), counting the new tokens in the cache outside the compiled code, where the model skips it."""
+        compiled = super().get_compiled_call(compile_config)
+
+        def call(*args, **kwargs):
+            outputs = compiled(*args, **kwargs)
+            cache = outputs.get(CACHE_FIELD) if isinstance(outputs, dict) else None
+            inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+            if isinstance(cache, LRNNCache) and isinstance(inputs, torch.Tensor):
+                cache.advance(inputs.shape[1])
+            return outputs
+
+        return call
 
     def _prefill(self, input_ids, generation_config, model_kwargs, *args, **kwargs):
         # chunked prefill (prefill_chunk_size) splits input_ids before prepare_inputs_for_generation sees them
