@@ -31,6 +31,7 @@ from transformers.modeling_outputs import (
 )
 
 from .cache_lrnn import LRNNCache
+from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
 from .ops import bdlru_scan, hlru_scan, resolve_backend, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 
@@ -792,11 +793,40 @@ class LRNNWithHead(LRNNPreTrainedModel):
 
 class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+    # generate()'s decode steps replay a CUDA graph per batch size (decoding_lrnn.py); at most this many are kept
+    decode_graph_devices = ("cuda",)
+    decode_graph_class = CudaGraph
+    max_decode_graphs = 4
 
     def __init__(self, config):
         super().__init__(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self._decode_graphs = {}  # (batch size, device) -> CapturedDecodeStep, oldest first
+        self._decode_graphs_for = None  # the weights and scan backend they were captured with
+        self._decode_graphs_active = False  # True inside generate(decode_graph=True)
         self.post_init()
+
+    def _can_use_decode_graphs(self) -> bool:
+        """Captured decode steps need a device that captures graphs, the Triton scans there, the whole model on one
+        device, and inference (not training)."""
+        device = self.lm_head.weight.device
+        devices = set(getattr(self, "hf_device_map", {}).values())
+        return (device.type in self.decode_graph_devices and not self.training and len(devices) <= 1
+                and resolve_backend(runnable_scan_backend(getattr(self.config, "scan_backend", None), device),
+                                    device) == "triton")
+
+    def _replay_decode_step(self, cache: LRNNCache, input_ids: torch.Tensor) -> torch.Tensor:
+        """One token per row through the captured step for this batch size (captured now if it is the first)."""
+        key = (input_ids.shape[0], input_ids.device)
+        step = self._decode_graphs.get(key)
+        if step is None:
+            pool = self._decode_graphs[next(iter(self._decode_graphs))].graph.pool if self._decode_graphs else (
+                torch.cuda.graph_pool_handle() if input_ids.device.type == "cuda" else None)
+            step = CapturedDecodeStep(self, input_ids.shape[0], input_ids.device, self.decode_graph_class, pool)
+            while len(self._decode_graphs) >= max(1, self.max_decode_graphs):  # drop the oldest
+                self._decode_graphs.pop(next(iter(self._decode_graphs)))
+            self._decode_graphs[key] = step
+        return step(cache, input_ids)
 
     def get_output_embeddings(self):
         return self.lm_head
@@ -859,7 +889,24 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
             value = kwargs.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        return super().generate(inputs, *args, **kwargs)
+        decode_graph = kwargs.pop("decode_graph", True)
+        if not isinstance(decode_graph, bool):
+            raise TypeError(f"decode_graph must be True (replay captured decode steps where possible) or False, "
+                            f"got {decode_graph!r}")
+        if not (decode_graph and self._can_use_decode_graphs()):
+            return super().generate(inputs, *args, **kwargs)
+        captured_for = (getattr(self.config, "scan_backend", None), tuple(p.data_ptr() for p in self.parameters()))
+        if captured_for != self._decode_graphs_for:  # new weights (a .to(), a reload) or backend: capture again
+            self._decode_graphs.clear()
+            self._decode_graphs_for = captured_for
+        config = kwargs.get("generation_config")
+        if kwargs.get("compile_config") is None and getattr(config, "compile_config", None) is None:
+            kwargs.setdefault("disable_compile", True)  # the captured steps replace transformers' compiled ones
+        self._decode_graphs_active = True
+        try:
+            return super().generate(inputs, *args, **kwargs)
+        finally:
+            self._decode_graphs_active = False
 
     def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, **kwargs):
         # `inputs_embeds` is a named parameter: generate(inputs_embeds=...) looks for it in this signature
@@ -915,6 +962,13 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         **kwargs,
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if self._decode_graphs_active and labels is None and inputs_embeds is None and input_ids is not None \
+                and not output_hidden_states and not torch.is_grad_enabled():
+            given = _pick_cache(cache, past_key_values, dict(kwargs))
+            if can_replay(given, input_ids, self.config):  # a decode step inside generate(): replay the captured one
+                output = CausalLMOutputWithPast(logits=self._replay_decode_step(given, input_ids),
+                                                **{CACHE_FIELD: given})
+                return output if return_dict else output.to_tuple()
         check_token_labels(labels, input_ids if input_ids is not None else inputs_embeds)
         if not isinstance(logits_to_keep, (int, torch.Tensor)) or isinstance(logits_to_keep, bool):
             raise TypeError(f"logits_to_keep must be an int (keep the last N; 0 = all) or a tensor of positions, "

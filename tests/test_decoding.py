@@ -69,3 +69,82 @@ def test_transformers_compiled_decoding_equals_eager(arch, m):
     assert getattr(compiled, CACHE_FIELD).get_seq_length() == eager_cache.get_seq_length() == 6 + 12 - 1
     frames = counters["stats"]["unique_graphs"]
     assert 1 <= frames <= 3, dict(counters["stats"])  # compiled (not skipped), and not recompiled per token
+
+
+# ------------------------------------------------------------------- captured decode steps (decoding_lrnn.py)
+# On CPU the capture is replaced by a graph that re-runs the captured step eagerly: everything but the CUDA graph
+# itself (binding caches to the step's state tensors, counting, batch sizes, re-capture) is exercised. The real graphs
+# run in tests/test_models_gpu.py-style GPU tests below.
+
+
+class EagerGraph:
+    captures = 0
+
+    def __init__(self, device, pool=None):
+        self.pool = pool
+
+    def capture(self, step):
+        EagerGraph.captures += 1
+        self.step = step
+        self.output = step()
+        return self.output
+
+    def replay(self):
+        self.output.copy_(self.step())
+
+
+@pytest.fixture
+def graphs_on_cpu(monkeypatch):
+    from hf_lrnn.modeling_lrnn import LRNNForCausalLM
+
+    monkeypatch.setattr(LRNNForCausalLM, "decode_graph_class", EagerGraph)
+    monkeypatch.setattr(LRNNForCausalLM, "_can_use_decode_graphs", lambda self: True)
+    EagerGraph.captures = 0
+    return EagerGraph
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_captured_steps_equal_eager_decoding(arch, m, graphs_on_cpu):
+    model = tiny_model(arch, m=m).eval()
+    ids = prompt(batch=3)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded row
+    for kw in (dict(do_sample=False), dict(num_beams=3, do_sample=False), dict(do_sample=True, top_k=5)):
+        kw.update(max_new_tokens=7, pad_token_id=0, attention_mask=mask, return_dict_in_generate=True)
+        torch.manual_seed(0)
+        eager = model.generate(ids, decode_graph=False, **kw)
+        torch.manual_seed(0)
+        replayed = model.generate(ids, **kw)
+        assert torch.equal(replayed.sequences, eager.sequences), kw
+        assert getattr(replayed, CACHE_FIELD).get_seq_length() == getattr(eager, CACHE_FIELD).get_seq_length()
+    assert graphs_on_cpu.captures == 2  # batch 3, and 9 rows for the beams; the sampling run reused batch 3
+
+
+def test_captured_steps_per_batch_size_and_weights(graphs_on_cpu):
+    model = tiny_model("hlru", m=2).eval()
+    kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=0)
+    for batch in (1, 2, 1, 2):
+        model.generate(prompt(batch=batch), **kw)
+    assert graphs_on_cpu.captures == 2
+    model.max_decode_graphs = 1  # the oldest is dropped
+    model.generate(prompt(batch=4), **kw)
+    model.generate(prompt(batch=1), **kw)
+    assert graphs_on_cpu.captures == 4 and len(model._decode_graphs) == 1
+    model.to(torch.bfloat16)  # new weight tensors: the steps are captured again
+    eager = model.generate(prompt(batch=1), decode_graph=False, **kw)
+    assert torch.equal(model.generate(prompt(batch=1), **kw), eager) and graphs_on_cpu.captures == 5
+    with pytest.raises(TypeError, match="decode_graph"):
+        model.generate(prompt(), decode_graph="yes", **kw)
+
+
+def test_two_caches_decoding_in_turn_stay_apart(graphs_on_cpu):
+    """Two conversations of the same batch size alternate through one captured step: each keeps its own state."""
+    model = tiny_model("bdlru", m=2).eval()
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0, return_dict_in_generate=True)
+    first, second = prompt(seed=1), prompt(seed=2)
+    out_a, out_b = model.generate(first, **kw), model.generate(second, **kw)
+    cont_a = model.generate(out_a.sequences, **{CACHE_FIELD: getattr(out_a, CACHE_FIELD)}, **kw).sequences
+    cont_b = model.generate(out_b.sequences, **{CACHE_FIELD: getattr(out_b, CACHE_FIELD)}, **kw).sequences
+    for start, continued in ((first, cont_a), (second, cont_b)):
+        whole = model.generate(start, decode_graph=False, **{**kw, "max_new_tokens": 8}).sequences
+        assert torch.equal(continued, whole)

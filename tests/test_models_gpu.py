@@ -73,3 +73,17 @@ def test_prefill_plus_decode_equals_full_forward_on_gpu(arch):
             cache = getattr(out, CACHE_FIELD)
             logits.append(out.logits)
     torch.testing.assert_close(torch.cat(logits, 1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch,m", [("hlru", 1), ("hlru", 2), ("bdlru", 4)])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_captured_decode_steps_equal_eager(arch, m, batch):
+    """generate() on CUDA replays a captured decode step (decoding_lrnn.py): token for token the eager decoding."""
+    model = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="triton").to(GPU, torch.bfloat16).eval()
+    ids = torch.randint(3, 37, (batch, 20), device=GPU)
+    kw = dict(max_new_tokens=30, do_sample=False, pad_token_id=0)
+    eager = model.generate(ids, decode_graph=False, **kw)
+    assert not model._decode_graphs
+    assert torch.equal(model.generate(ids, **kw), eager)
+    assert [key[0] for key in model._decode_graphs] == [batch]  # captured once for this batch size
+    assert torch.equal(model.generate(ids, **kw), eager)  # and replayed again
