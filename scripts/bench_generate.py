@@ -1,14 +1,18 @@
-"""Decode cost against context length: H-LRU and BD-LRU (recurrent state) next to Llama (KV cache).
+"""Decoding through `generate()`, side by side in one run: H-LRU m=2 and BD-LRU m=4 (eager decode steps, and the
+captured CUDA-graph steps generate() uses by default on CUDA), transformers' Llama (dynamic cache; static cache +
+torch.compile) and transformers' Mamba, all about 125M parameters (d = 768, 12 blocks, vocabulary 50304).
 
-For each context length L the model first reads an L-token prompt (prefill), then decodes `--steps` tokens
-one at a time through its cache; the table reports the mean latency per decoded token, the size of the
-cache (state) after the prefill and the peak memory of the decode phase. A recurrent model should show a
-flat line in both; Llama's latency and KV cache grow with L.
+Rows:
+* batch 1: milliseconds per new token at each context length. A token's cost is isolated from the prompt's:
+  (time of generate(prompt, max_new_tokens = 1 + N) - time of generate(prompt, max_new_tokens = 1)) / N.
+* batch 64 and 256 (context 128): new tokens per second, (B * N) / the same time difference.
+* time to first token for a 32K-token prompt: generate(prompt, max_new_tokens=1), batch 1.
+Greedy decoding; min_new_tokens = max_new_tokens so that every run decodes the same number of tokens.
 
-    python scripts/bench_generate.py                       # H200 defaults: ~125M models, L = 128 .. 32768
-    python scripts/bench_generate.py --device cpu --small  # CPU: small models, L = 128 .. 2048
+    python scripts/bench_generate.py --out bench_generate.json            # the H200 run (bf16)
+    python scripts/bench_generate.py --device cpu --small --quick         # a smoke run on CPU
 
-Writes JSON (--out) and a PNG plot next to it.
+Writes JSON (--out: rows with model, mode, context, batch, ms_per_token, tokens_per_s) and a PNG next to it.
 """
 
 import argparse
@@ -16,38 +20,38 @@ import json
 import time
 
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MambaConfig, MambaForCausalLM
 
 from hf_lrnn import BDLRUConfig, BDLRUForCausalLM, HLRUConfig, HLRUForCausalLM
-from hf_lrnn.modeling_lrnn import CACHE_FIELD
 
 
-def build_models(small: bool, vocab_size: int):
+def build(name: str, small: bool, vocab_size: int):
     d, layers, mlp = (128, 4, 352) if small else (768, 12, 2048)
-    common = dict(vocab_size=vocab_size, hidden_size=d, num_hidden_layers=layers, intermediate_size=mlp)
-    heads = 4 if small else 12
-    return {
-        "hlru-m2": HLRUForCausalLM(HLRUConfig(order=2, **common)),
-        "bdlru-m4": BDLRUForCausalLM(BDLRUConfig(block_size=4, **common)),
-        "llama": LlamaForCausalLM(
-            LlamaConfig(
-                num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=65536,
-                attn_implementation="sdpa", tie_word_embeddings=True, **common,
-            )
-        ),
-    }
+    common = dict(vocab_size=vocab_size, hidden_size=d, num_hidden_layers=layers)
+    if name == "hlru-m2":
+        return HLRUForCausalLM(HLRUConfig(order=2, intermediate_size=mlp, **common))
+    if name == "bdlru-m4":
+        return BDLRUForCausalLM(BDLRUConfig(block_size=4, intermediate_size=mlp, **common))
+    if name == "llama":
+        heads = 4 if small else 12
+        return LlamaForCausalLM(LlamaConfig(num_attention_heads=heads, num_key_value_heads=heads, intermediate_size=mlp,
+                                            max_position_embeddings=65536, attn_implementation="sdpa",
+                                            tie_word_embeddings=True, **common))
+    if name == "mamba":  # 24 blocks without MLPs: about the parameters of the others
+        return MambaForCausalLM(MambaConfig(vocab_size=vocab_size, hidden_size=d, num_hidden_layers=2 * layers))
+    raise ValueError(name)
 
 
-def cache_bytes(cache) -> int:
-    if isinstance(cache, DynamicCache) or not hasattr(cache, "states"):
-        total = 0
-        for layer in cache.layers:
-            for name in ("keys", "values"):
-                t = getattr(layer, name, None)
-                if t is not None:
-                    total += t.numel() * t.element_size()
-        return total
-    return sum(s.numel() * s.element_size() for s in cache.states)
+# (model, mode): generate() keyword arguments
+MODES = {
+    ("hlru-m2", "eager"): dict(decode_graph=False),
+    ("hlru-m2", "cuda-graph"): {},
+    ("bdlru-m4", "eager"): dict(decode_graph=False),
+    ("bdlru-m4", "cuda-graph"): {},
+    ("llama", "dynamic"): {},
+    ("llama", "static+compile"): dict(cache_implementation="static"),
+    ("mamba", "eager"): {},
+}
 
 
 def sync(device):
@@ -56,133 +60,117 @@ def sync(device):
 
 
 @torch.no_grad()
-def measure(model, context: int, steps: int, device, prefill_chunk: int):
-    ids = torch.randint(0, model.config.vocab_size, (1, context), device=device)
-    cache = None
-    for start in range(0, context, prefill_chunk):  # chunked prefill bounds Llama's attention memory
-        kwargs = {} if cache is None else {CACHE_FIELD: cache}
-        out = model(ids[:, start : start + prefill_chunk], use_cache=True, logits_to_keep=1, **kwargs)
-        cache = getattr(out, CACHE_FIELD)
-    state_bytes = cache_bytes(cache)
-    token = out.logits[:, -1:].argmax(-1)
-    for _ in range(3):  # warm-up (kernels, allocator); these tokens count towards the context
-        out = model(token, use_cache=True, **{CACHE_FIELD: cache})
-        cache = getattr(out, CACHE_FIELD)
-        token = out.logits[:, -1:].argmax(-1)
+def timed_generate(model, ids, new_tokens, device, **kwargs):
     sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    for _ in range(steps):
-        out = model(token, use_cache=True, **{CACHE_FIELD: cache})
-        cache = getattr(out, CACHE_FIELD)
-        token = out.logits[:, -1:].argmax(-1)
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                   do_sample=False, pad_token_id=0, **kwargs)
     sync(device)
-    latency_ms = (time.perf_counter() - start) / steps * 1e3
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
-    return latency_ms, state_bytes, peak
+    return time.perf_counter() - start
 
 
-@torch.no_grad()
-def profile_decode(model, context: int, steps: int, device):
-    """Where one decode step's time goes: kernels launched, GPU busy time, wall time (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    ids = torch.randint(0, model.config.vocab_size, (1, context), device=device)
-    out = model(ids, use_cache=True, logits_to_keep=1)
-    cache, token = getattr(out, CACHE_FIELD), out.logits[:, -1:].argmax(-1)
+def decode_seconds(model, batch, context, steps, device, kwargs):
+    """Seconds for `steps` new tokens after the first, prompt excluded (median of 3 differences)."""
+    ids = torch.randint(3, model.config.vocab_size, (batch, context), device=device)
+    timed_generate(model, ids, steps + 1, device, **kwargs)  # warm-up: kernels, graphs, compilation
+    diffs = []
     for _ in range(3):
-        out = model(token, use_cache=True, **{CACHE_FIELD: cache})
-        cache, token = getattr(out, CACHE_FIELD), out.logits[:, -1:].argmax(-1)
-    sync(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    start = time.perf_counter()
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            out = model(token, use_cache=True, **{CACHE_FIELD: cache})
-            cache, token = getattr(out, CACHE_FIELD), out.logits[:, -1:].argmax(-1)
-        sync(device)
-    wall_ms = (time.perf_counter() - start) / steps * 1e3
-    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
-    gpu_ms = sum(e.device_time for e in kernels) / 1e3 / steps
-    top = prof.key_averages().table(sort_by="cuda_time_total" if kernels else "cpu_time_total", row_limit=12)
-    return dict(wall_ms_per_token=wall_ms, gpu_busy_ms_per_token=gpu_ms, kernels_per_token=len(kernels) / steps,
-                table=top)
+        diffs.append(timed_generate(model, ids, steps + 1, device, **kwargs)
+                     - timed_generate(model, ids, 1, device, **kwargs))
+    return sorted(diffs)[1]
 
 
-def plot(results, path):
+def plot(rows, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for name in sorted({r["model"] for r in results}):
-        rows = [r for r in results if r["model"] == name]
-        xs = [r["context"] for r in rows]
-        ax1.plot(xs, [r["ms_per_token"] for r in rows], marker="o", label=name)
-        ax2.plot(xs, [r["cache_MiB"] for r in rows], marker="o", label=name)
-    for ax, label in ((ax1, "decode latency per token (ms)"), (ax2, "cache / state size (MiB)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("context length (tokens)")
-        ax.set_ylabel(label)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    ax2.set_yscale("log")
-    fig.suptitle(f"batch-1 decode on {results[0]['device']}")
+    single = [r for r in rows if r["batch"] == 1 and r.get("ms_per_token")]
+    for label in dict.fromkeys(f"{r['model']} {r['mode']}" for r in single):
+        pts = [r for r in single if f"{r['model']} {r['mode']}" == label]
+        ax1.plot([r["context"] for r in pts], [r["ms_per_token"] for r in pts], marker="o", label=label)
+    ax1.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="ms per new token (batch 1)")
+    batched = [r for r in rows if r["batch"] > 1]
+    labels = list(dict.fromkeys(f"{r['model']} {r['mode']}" for r in batched))
+    for i, batch in enumerate(sorted({r["batch"] for r in batched})):
+        values = [next((r["tokens_per_s"] for r in batched if r["batch"] == batch
+                        and f"{r['model']} {r['mode']}" == label), 0) for label in labels]
+        ax2.barh([j + 0.4 * i for j in range(len(labels))], values, height=0.4, label=f"batch {batch}")
+    ax2.set(yticks=range(len(labels)), yticklabels=labels, xlabel="new tokens / s (context 128)", xscale="log")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--small", action="store_true", help="small models (CPU)")
-    parser.add_argument("--contexts", default=None, help="comma-separated context lengths")
-    parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--dtype", default=None, help="bfloat16 (GPU default) or float32 (CPU default)")
-    parser.add_argument("--prefill-chunk", type=int, default=4096)
+    parser.add_argument("--small", action="store_true", help="small models (CPU smoke runs)")
+    parser.add_argument("--quick", action="store_true", help="fewer contexts, batches and steps")
+    parser.add_argument("--models", default=",".join(dict.fromkeys(m for m, _ in MODES)))
+    parser.add_argument("--contexts", default=None, help="batch-1 context lengths, comma-separated")
+    parser.add_argument("--batches", default=None, help="batch sizes at context 128, comma-separated")
+    parser.add_argument("--steps", type=int, default=64, help="new tokens timed per run")
+    parser.add_argument("--ttft_context", type=int, default=32768, help="prompt length for time to first token (0: off)")
     parser.add_argument("--out", default="bench_generate.json")
-    parser.add_argument("--profile-context", type=int, default=2048, help="also profile decode at this context (0: off)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
-    default_contexts = "128,512,2048" if device.type == "cpu" else "128,512,2048,8192,32768"
-    contexts = [int(c) for c in (args.contexts or default_contexts).split(",")]
-    torch.manual_seed(0)
-    small = args.small or device.type == "cpu"
-    models = build_models(small, vocab_size=4096 if small else 50304)
-    results, profiles = [], {}
-    header = f"{'model':<10} {'params':>8} {'context':>8} {'ms/token':>9} {'cache MiB':>10} {'peak MiB':>9}"
-    print(header)
-    print("-" * len(header))
-    for name, model in models.items():
-        model = model.to(device=device, dtype=dtype).eval()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    contexts = [int(c) for c in (args.contexts or ("128,2048" if args.quick else "128,2048,32768")).split(",")]
+    batches = [int(b) for b in (args.batches or ("64" if args.quick else "64,256")).split(",")]
+    wanted = args.models.split(",")
+    rows = []
+    print(f"{'model':<10} {'mode':<15} {'batch':>5} {'context':>7} {'ms/token':>9} {'tokens/s':>10}")
+    for name in dict.fromkeys(m for m, _ in MODES):
+        if name not in wanted:
+            continue
+        torch.manual_seed(0)
+        model = build(name, args.small, 4096 if args.small else 50304).to(device=device, dtype=dtype).eval()
         params = sum(p.numel() for p in model.parameters())
-        for context in contexts:
-            latency, state, peak = measure(model, context, args.steps, device, args.prefill_chunk)
-            row = dict(model=name, params=params, context=context, ms_per_token=latency,
-                       cache_MiB=state / 2**20, peak_MiB=None if peak is None else peak / 2**20,
-                       device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                       dtype=str(dtype).replace("torch.", ""))
-            results.append(row)
-            peak_text = "-" if peak is None else f"{peak / 2**20:9.1f}"
-            print(f"{name:<10} {params / 1e6:7.1f}M {context:>8} {latency:9.3f} {state / 2**20:10.3f} {peak_text:>9}",
-                  flush=True)
-        if args.profile_context:
-            prof = profile_decode(model, args.profile_context, 10, device)
-            profiles[name] = {k: v for k, v in prof.items() if k != "table"}
-            print(f"  profile @ {args.profile_context}: {prof['wall_ms_per_token']:.3f} ms wall/token, "
-                  f"{prof['gpu_busy_ms_per_token']:.3f} ms GPU busy/token, {prof['kernels_per_token']:.0f} kernels/token")
-            print(prof["table"])
-        model.cpu()
+        for (model_name, mode), kwargs in MODES.items():
+            if model_name != name:
+                continue
+            for batch, context in [(1, c) for c in contexts] + [(b, 128) for b in batches]:
+                if name == "mamba" and (context > 2048 or batch > 64):
+                    continue  # transformers' Mamba without its CUDA kernels: minutes per run
+                if mode == "static+compile" and (batch, context) not in ((1, 2048), (64, 128)):
+                    continue  # every static-cache length compiles anew (about a minute): context 2048, and batch 64
+                try:
+                    seconds = decode_seconds(model, batch, context, args.steps, device, kwargs)
+                    row = dict(model=name, mode=mode, params=params, batch=batch, context=context,
+                               ms_per_token=seconds / args.steps * 1e3, tokens_per_s=batch * args.steps / seconds)
+                except Exception as error:  # noqa: BLE001  (a peer that cannot run a row: say so, go on)
+                    row = dict(model=name, mode=mode, params=params, batch=batch, context=context,
+                               note=f"{type(error).__name__}: {str(error)[:200]}")
+                rows.append(row)
+                if "note" in row:
+                    print(f"{name:<10} {mode:<15} {batch:>5} {context:>7}  {row['note']}", flush=True)
+                else:
+                    print(f"{name:<10} {mode:<15} {batch:>5} {context:>7} {row['ms_per_token']:9.3f} "
+                          f"{row['tokens_per_s']:10.0f}", flush=True)
+            if args.ttft_context and name != "mamba" and mode in ("cuda-graph", "dynamic"):
+                ids = torch.randint(3, model.config.vocab_size, (1, args.ttft_context), device=device)
+                timed_generate(model, ids[:, :1024], 1, device, **kwargs)
+                seconds = min(timed_generate(model, ids, 1, device, **kwargs) for _ in range(2))
+                rows.append(dict(model=name, mode=mode, params=params, batch=1, context=args.ttft_context,
+                                 ttft_ms=seconds * 1e3))
+                print(f"{name:<10} {mode:<15} {1:>5} {args.ttft_context:>7}  time to first token {seconds * 1e3:.1f} ms",
+                      flush=True)
+        del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype=str(dtype),
+                torch=torch.__version__, steps=args.steps)
     with open(args.out, "w") as f:
-        json.dump({"results": results, "decode_profile": profiles}, f, indent=1)
+        json.dump({**info, "rows": rows}, f, indent=1)
     png = args.out.rsplit(".", 1)[0] + ".png"
-    plot(results, png)
+    plot(rows, png)
     print(f"wrote {args.out} and {png}")
 
 
