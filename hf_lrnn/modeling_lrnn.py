@@ -181,6 +181,8 @@ def find_documents(position_ids, cu_seq_lens_q, mask, B: int, T: int, device) ->
     """
     if torch.device(device).type == "meta":
         return None  # shapes only: no values to read
+    if torch.compiler.is_compiling():
+        return None  # boundaries are read from values (and give data-dependent shapes): packed batches run eagerly
     if cu_seq_lens_q is not None:
         if (not isinstance(cu_seq_lens_q, torch.Tensor) or cu_seq_lens_q.dim() != 1 or cu_seq_lens_q.numel() < 2
                 or cu_seq_lens_q.dtype.is_floating_point or cu_seq_lens_q.dtype == torch.bool):
@@ -306,6 +308,12 @@ class LRNNMixer(nn.Module):
 
     def _scan(self, gates, values, initial_state, mask):
         """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real)."""
+        if mask is not None and initial_state is None and torch.compiler.is_compiling():
+            # Compiled / exported: no branch on the mask's values. Zero values on padded steps are exact for left
+            # padding (the state stays zero) and for every real position before right padding; holes inside a row
+            # would let the state decay instead of holding it (the eager path below skips them exactly).
+            values = values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
+            mask = None
         if mask is not None and not bool(mask.all()):
             zero_start = initial_state is None or not initial_state[~mask[:, 0]].any()
             if zero_start and _is_left_padded(mask):
@@ -622,6 +630,10 @@ class LRNNModel(LRNNPreTrainedModel):
         none is returned (whatever use_cache says), and a cache passed in raises ValueError (a packed row neither
         continues nor leaves a recurrent state). Position ids that never restart (0..T-1, or what generate() builds)
         change nothing. Positions are not otherwise used: the model has no positional embedding.
+
+        Under torch.compile / torch.export nothing is read from tensor values (no graph break): the input checks are
+        skipped, position_ids / cu_seq_lens_q are not read (packed batches must run eagerly), and without a cached
+        state an attention mask zeroes the padded steps' values (exact for left padding).
         """
         cache = _pick_cache(cache, past_key_values, kwargs)
         given_cache = cache  # the caller's (None when the model creates one below)

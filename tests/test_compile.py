@@ -264,3 +264,24 @@ def test_a_training_step_of_the_model_compiles_with_fullgraph(arch):
     torch.testing.assert_close(logits, eager_logits, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads, eager_grads):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_export_and_fullgraph_compile_with_left_padding(arch, m):
+    """torch.export and torch.compile(fullgraph=True) of the causal LM with a left-padded attention mask: no branch on
+    tensor values stops them, and the logits equal the eager model's (which reads the mask) at every position."""
+    model = tiny_model(arch, m=m).eval()
+    ids = torch.randint(3, 37, (3, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    mask[2, :1] = 0
+    with torch.no_grad():
+        eager = model(ids, attention_mask=mask, use_cache=False).logits
+        exported = torch.export.export(model, (ids,), kwargs=dict(attention_mask=mask, use_cache=False))
+        torch.testing.assert_close(exported.module()(ids, attention_mask=mask, use_cache=False).logits, eager)
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True)
+        torch.testing.assert_close(compiled(ids, attention_mask=mask, use_cache=False).logits, eager)
+        unpadded = torch.ones_like(mask)  # the same compiled model, another mask: still equal
+        torch.testing.assert_close(compiled(ids, attention_mask=unpadded, use_cache=False).logits,
+                                   model(ids, attention_mask=unpadded, use_cache=False).logits)
