@@ -308,12 +308,8 @@ class LRNNMixer(nn.Module):
 
     def _scan(self, gates, values, initial_state, mask):
         """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real)."""
-        if mask is not None and initial_state is None and torch.compiler.is_compiling():
-            # Compiled / exported: no branch on the mask's values. Zero values on padded steps are exact for left
-            # padding (the state stays zero) and for every real position before right padding; holes inside a row
-            # would let the state decay instead of holding it (the eager path below skips them exactly).
-            values = values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
-            mask = None
+        if mask is not None and torch.compiler.is_compiling():
+            return self._scan_masked_compiled(gates, values, initial_state, mask)
         if mask is not None and not bool(mask.all()):
             zero_start = initial_state is None or not initial_state[~mask[:, 0]].any()
             if zero_start and _is_left_padded(mask):
@@ -335,6 +331,25 @@ class LRNNMixer(nn.Module):
             output_final_state=True,
             backend=self.scan_backend(values.device),
         )
+        return states, final, False
+
+    def _scan_masked_compiled(self, gates, values, initial_state, mask):
+        """`_scan` under torch.compile / torch.export: the same results without branching on the mask's values."""
+        if initial_state is None:
+            # Zero values on padded steps: exact for left padding (the state stays zero) and at every real position
+            # before right padding; a hole inside a row lets the state decay instead of holding it.
+            values = values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
+            return self._scan(gates, values, None, None)
+        scan = bdlru_scan_torch if self.blocked else hlru_scan_torch
+        if values.shape[1] > 1:  # a padded continuation of a state: the reference loop holds padded steps exactly
+            states, final = scan(gates, values, initial_state, self.gate_activation, mask=mask)
+            return states, final, True
+        # one step (a decode step): computed as if real, then a padded row keeps its state and outputs it
+        states, final, _ = self._scan(gates, values, initial_state, None)
+        keep = mask[:, 0]  # [B]
+        final = torch.where(keep.view(-1, 1, 1), final, initial_state.to(final.dtype))
+        held = initial_state if self.blocked else initial_state[..., 0]  # [B, N(, m)]: the state the step holds
+        states = torch.where(keep.view(-1, *([1] * (states.dim() - 1))), states, held.unsqueeze(1).to(states.dtype))
         return states, final, False
 
     def _scan_documents(self, gates, values, documents: PackedDocuments):
@@ -935,7 +950,21 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
             kwargs["inputs_embeds"] = self._unconsumed(kwargs["inputs_embeds"], kwargs)
         else:
             input_ids = self._unconsumed(input_ids, kwargs)
-        return super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        model_inputs = super().prepare_inputs_for_generation(input_ids, *args, **kwargs)
+        # The model reads only the mask's last T columns: passing just those keeps a decode step's input shapes the
+        # same at every token (a compiled step is not recompiled for a mask that grows by one column per token)
+        mask = model_inputs.get("attention_mask")
+        new = model_inputs.get("inputs_embeds")
+        new = model_inputs.get("input_ids") if new is None else new
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(new, torch.Tensor) \
+                and mask.shape[1] > new.shape[1] > 0:
+            model_inputs["attention_mask"] = mask[:, -new.shape[1]:].contiguous()  # strides are guarded on too
+        return model_inputs
+
+    def create_masks_for_generate(self, config=None, inputs_embeds=None, attention_mask=None, **kwargs):
+        """The mask generate() passes when the cache is compileable (transformers 5.17 - 5.23 build 4-D attention
+        masks then): a recurrence reads only the 2-D padding mask [batch, seq_len], returned as it is."""
+        return attention_mask
 
     def get_compiled_call(self, compile_config):
         """transformers' compiled decode step (generate() with a compileable cache on an accelerator, or with
