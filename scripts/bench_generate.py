@@ -126,6 +126,8 @@ def main():
     batches = [int(b) for b in (args.batches or ("64" if args.quick else "64,256")).split(",")]
     wanted = args.models.split(",")
     rows = []
+    info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype=str(dtype),
+                torch=torch.__version__, steps=args.steps)
     print(f"{'model':<10} {'mode':<15} {'batch':>5} {'context':>7} {'ms/token':>9} {'tokens/s':>10}")
     for name in dict.fromkeys(m for m, _ in MODES):
         if name not in wanted:
@@ -165,10 +167,8 @@ def main():
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype=str(dtype),
-                torch=torch.__version__, steps=args.steps)
-    with open(args.out, "w") as f:
-        json.dump({**info, "rows": rows}, f, indent=1)
+        with open(args.out, "w") as f:  # after every model: a run stopped early keeps what it measured
+            json.dump({**info, "rows": rows}, f, indent=1)
     png = args.out.rsplit(".", 1)[0] + ".png"
     plot(rows, png)
     print(f"wrote {args.out} and {png}")
