@@ -21,7 +21,7 @@ from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
 
 try:
     from .scan_triton import bdlru_scan_triton, hlru_scan_triton
-    from .scan_triton import _ACT_ID, _backward, _forward, _make_plan, _warn_large
+    from .scan_triton import _ACT_ID, scan_backward, scan_forward
 
     TRITON_IMPORT_ERROR = None
 except ImportError as err:  # no Triton installed: the reference path still works everywhere
@@ -108,12 +108,7 @@ def _define_triton_ops(namespace: str, blocked: bool):
     @torch.library.custom_op(f"{namespace}::{name}_fwd", mutates_args=(), schema=_FWD_SCHEMA)
     def scan_fwd(gates, values, initial_state, act, want_final, cu_seqlens, chunk_size):
         """(states [B, T, N(, m)] in values.dtype, final state [S, N, m] float32, or [0] without want_final)."""
-        B, T, N = values.shape[:3]
-        m = gates.shape[-1] - 1
-        _warn_large(name, m, 16 if blocked else 8)
-        plan = _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, values.device)
-        h0 = initial_state.float() if initial_state is not None else None
-        states, final = _forward(blocked, gates, values, h0, act, want_final, plan)
+        states, final, _ = scan_forward(blocked, gates, values, initial_state, act, want_final, cu_seqlens, chunk_size)
         if final is None:
             final = values.new_empty((0,), dtype=torch.float32)
         return states, final
@@ -127,13 +122,8 @@ def _define_triton_ops(namespace: str, blocked: bool):
     @torch.library.custom_op(f"{namespace}::{name}_bwd", mutates_args=(), schema=_BWD_SCHEMA)
     def scan_bwd(gates, values, states, initial_state, d_states, d_final, act, cu_seqlens, chunk_size):
         """(d gates in gates.dtype, d values in values.dtype, d initial state float32 [S, N, m] or [0] without one)."""
-        B, T, N = values.shape[:3]
-        m = gates.shape[-1] - 1
-        plan = _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, values.device)
-        h0 = initial_state.float() if initial_state is not None else None
-        dg, dv, dh0 = _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final)
-        if dg.shape != gates.shape:
-            dg = dg.reshape(gates.shape)
+        dg, dv, dh0 = scan_backward(blocked, gates, values, states, initial_state, d_states, d_final, act, cu_seqlens,
+                                    chunk_size)
         if dh0 is None:
             dh0 = values.new_empty((0,), dtype=torch.float32)
         return dg, dv, dh0

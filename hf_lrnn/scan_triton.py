@@ -1243,45 +1243,62 @@ def _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_
     return dg, dv, dh0
 
 
+def scan_forward(blocked, gates, values, initial_state, act, want_final, cu_seqlens, chunk_size, plan=None):
+    """The host side of a forward, shared by the autograd Function below and the custom ops of ops.py: plan the
+    launch (unless given), run it on the inputs' device. Returns (states, final state or None, plan)."""
+    m = gates.shape[-1] - 1
+    _warn_large("bdlru_scan" if blocked else "hlru_scan", m, 16 if blocked else 8)
+    if plan is None:
+        B, T, N = values.shape[:3]
+        plan = _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, values.device)
+    h0 = initial_state.float() if initial_state is not None else None
+    states, final = _forward(blocked, gates, values, h0, act, want_final, plan)
+    return states, final, plan
+
+
+def scan_backward(blocked, gates, values, states, initial_state, d_states, d_final, act, cu_seqlens, chunk_size,
+                  plan=None):
+    """The host side of a backward (see `scan_forward`): (d gates shaped like gates, d values, d initial state in
+    float32 or None)."""
+    if plan is None:
+        B, T, N = values.shape[:3]
+        plan = _make_plan(B, T, N, gates.shape[-1] - 1, blocked, cu_seqlens, chunk_size, values.device)
+    h0 = initial_state.float() if initial_state is not None else None
+    d_gates, d_values, d_h0 = _backward(blocked, gates, values, states, h0, act, plan, d_states, d_final)
+    return d_gates.reshape(gates.shape), d_values, d_h0
+
+
 class _ScanFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gates, values, initial_state, blocked, act, want_final, plan):
-        h0 = initial_state.float() if initial_state is not None else None
-        states, final = _forward(blocked, gates, values, h0, act, want_final, plan)
-        ctx.save_for_backward(gates, values, states, h0)
+        states, final, _ = scan_forward(blocked, gates, values, initial_state, act, want_final, None, None, plan)
+        ctx.save_for_backward(gates, values, states, initial_state)
         ctx.blocked, ctx.act, ctx.plan = blocked, act, plan
-        ctx.h0_dtype = initial_state.dtype if initial_state is not None else None
-        ctx.gates_shape = gates.shape
         ctx.set_materialize_grads(False)
         return states, final
 
     @staticmethod
     def backward(ctx, d_states, d_final):
-        gates, values, states, h0 = ctx.saved_tensors
+        gates, values, states, initial_state = ctx.saved_tensors
         if d_states is None and d_final is None:
             return None, None, None, None, None, None, None
-        dg, dv, dh0 = _backward(ctx.blocked, gates, values, states, h0, ctx.act, ctx.plan, d_states, d_final)
-        if dg.shape != ctx.gates_shape:
-            dg = dg.reshape(ctx.gates_shape)
-        dh0 = dh0.to(ctx.h0_dtype) if dh0 is not None else None
+        dg, dv, dh0 = scan_backward(ctx.blocked, gates, values, states, initial_state, d_states, d_final, ctx.act,
+                                    None, None, ctx.plan)
+        dh0 = dh0.to(initial_state.dtype) if dh0 is not None else None
         return (dg if ctx.needs_input_grad[0] else None, dv if ctx.needs_input_grad[1] else None,
                 dh0 if ctx.needs_input_grad[2] else None, None, None, None, None)
 
 
 def _scan(blocked, gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size):
     B, T, N = values.shape[:3]
-    m = gates.shape[-1] - 1
-    if blocked:
-        _warn_large("bdlru_scan", m, 16)
-    else:
-        _warn_large("hlru_scan", m, 8)
     act = _ACT_ID[gate_activation]
-    plan = _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, values.device)
+    plan = _make_plan(B, T, N, gates.shape[-1] - 1, blocked, cu_seqlens, chunk_size, values.device)
     need_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (gates, values, initial_state))
-    if not need_grad:  # inference / decode: one launch (sequential mode), no autograd bookkeeping
-        h0 = initial_state.float() if initial_state is not None else None
-        return _forward(blocked, gates, values, h0, act, bool(output_final_state), plan)
+    if not need_grad:  # inference / decode: no autograd bookkeeping
+        states, final, _ = scan_forward(blocked, gates, values, initial_state, act, bool(output_final_state), None,
+                                        None, plan)
+        return states, final
     return _ScanFunction.apply(gates, values, initial_state, blocked, act, bool(output_final_state), plan)
 
 
