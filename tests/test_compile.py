@@ -142,11 +142,14 @@ def test_opcheck_triton_ops():
     x0 = torch.randn(2, 2, 2, device=DEVICE, requires_grad=True)
     cu = torch.tensor([0, 2, 5], dtype=torch.int32, device=DEVICE)
     torch.library.opcheck(ops.bdlru_scan_fwd_op, (g, v, x0, 1, True, cu, None))
+    g, v, x0 = inputs("hlru", B=2, T=20, N=3, m=1, dtype=torch.float32, device=DEVICE)  # the look-back kernels
+    torch.library.opcheck(ops.hlru_scan_fwd_op, (g, v, x0, 0, True, None, None))
 
 
 @NEEDS_TRITON
+@pytest.mark.parametrize("m", [1, 2])  # m = 1: the first-order look-back kernels
 @pytest.mark.parametrize("varlen", [False, True])
-def test_triton_backend_compiles_fullgraph_to_one_custom_op(arch, varlen):
+def test_triton_backend_compiles_fullgraph_to_one_custom_op(arch, varlen, m):
     # the compiled graph holds the forward op (opaque), and forward and gradients match eager
     torch._dynamo.reset()
     graphs = []
@@ -156,11 +159,11 @@ def test_triton_backend_compiles_fullgraph_to_one_custom_op(arch, varlen):
         return gm.forward
 
     fn = scan_fn(arch, "triton")
-    g, v, x0 = inputs(arch, B=1 if varlen else 2, T=5, N=2, m=2, dtype=torch.float32, device=DEVICE)
+    g, v, x0 = inputs(arch, B=1 if varlen else 2, T=5, N=2, m=m, dtype=torch.float32, device=DEVICE)
     cu = None
     if varlen:
         cu = torch.tensor([0, 3, 5], device=DEVICE)
-        x0 = torch.randn(2, 2, 2, device=DEVICE, requires_grad=True)
+        x0 = torch.randn(2, 2, m, device=DEVICE, requires_grad=True)
     expected = outputs_and_grads(fn, g, v, x0, cu)
     cfn = torch.compile(fn, fullgraph=True, backend=recording_backend)
     got = outputs_and_grads(cfn, g, v, x0, cu)
