@@ -19,6 +19,8 @@ at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
 Peak memory: torch.cuda.max_memory_allocated during one fwd+bwd, minus the memory held before (inputs + grad_out).
 fla baseline (m = 1 only): fla.ops.hgrn.chunk_hgrn / fused_recurrent_hgrn on x = g_in * v and g = log a with
 (a, g_in) the softmax-normalised gates (precomputed, bf16): the same recurrence.
+Model rows (`run_model_rows`; --no-model skips them): a whole training step of H-LRU m in {1, 2, 4} and BD-LRU m in
+{2, 4, 8} against transformers' Llama of the same shape, tokens/s and the ratio.
 Layer row: one H-LRU mixer layer (hf_lrnn.HLRUModel(...).layers[0].mixer) at B=8, T=2048, d=1024, N*m=1024,
 forward+backward under bf16 autocast, next to the paper's numbers.
 """
@@ -228,6 +230,55 @@ def run_layer(m):
         return dict(m=m, note=f"mixer run failed: {type(err).__name__}: {err}")
 
 
+def run_model_rows(device="cuda", small=False, steps=10):
+    """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
+    forward, backward and an AdamW step): H-LRU m in {1, 2, 4} and BD-LRU m in {2, 4, 8} against transformers' Llama
+    of the same shape (sdpa attention, 12 heads)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from hf_lrnn import BDLRUConfig, HLRUConfig
+
+    d, layers, mlp, vocab, B, T = (64, 2, 128, 256, 2, 64) if small else (768, 12, 2048, 50304, 8, 2048)
+    common = dict(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers, intermediate_size=mlp)
+    configs = {f"hlru m={m}": HLRUConfig(order=m, **common) for m in (1, 2, 4)}
+    configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **common) for m in (2, 4, 8)})
+    configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
+                                   tie_word_embeddings=True, **common)
+    rows = []
+    for name, config in configs.items():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        ids = torch.randint(0, vocab, (B, T), device=device)
+
+        def step():
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+                loss = model(ids, labels=ids, use_cache=False).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        for _ in range(3):
+            step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / steps
+        rows.append(dict(model=name, parameters=sum(p.numel() for p in model.parameters()), B=B, T=T,
+                         step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
+        del model, optimizer
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    llama = next(r for r in rows if r["model"] == "llama")["tokens_per_s"]
+    for r in rows:
+        r["vs_llama"] = r["tokens_per_s"] / llama
+    return rows
+
+
 def sweep_chunks(chunks, out_path):
     rows = []
     print(f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} {'chunk':>6} {'fwd ms':>8} {'f+b ms':>8}")
@@ -332,6 +383,7 @@ def main():
     ap.add_argument("--compare_first_order", action="store_true", help="only the same-run A/B of the m = 1 kernels "
                     "(look-back against the previous chunked kernels)")
     ap.add_argument("--orders", default="", help="comma-separated m: only these orders / block sizes")
+    ap.add_argument("--no-model", action="store_true", help="skip the whole-model training rows (against Llama)")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     args = ap.parse_args()
     if args.sweep:
@@ -361,6 +413,7 @@ def main():
     layers = [run_layer(m) for m in (1, 2, 4)]
     for r in layers:
         print(json.dumps(r), flush=True)
+    models = [] if args.no_model else run_model_rows()
 
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
            f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "
@@ -396,11 +449,17 @@ def main():
                          f"{r['speedup_vs_paper']:.0f}x faster)")
         else:
             lines.append(f"  m={r['m']}: {r['note']}")
+    if models:
+        lines.append(f"Training step of whole models (B={models[0]['B']} T={models[0]['T']}, d=768, 12 blocks, bf16 "
+                     "autocast, AdamW), tokens/s and against Llama (sdpa):")
+        for r in models:
+            lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
+                         f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x")
     table = "\n".join(lines)
     print(table)
     with open(args.out, "w") as f:
         json.dump(dict(device=dev, torch=torch.__version__, triton=triton.__version__, copy_TBps=copy, rows=rows,
-                       layers=layers, table=table), f, indent=1)
+                       layers=layers, models=models, table=table), f, indent=1)
 
 
 if __name__ == "__main__":
