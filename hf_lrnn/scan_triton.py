@@ -37,8 +37,8 @@ Design
   instead (section "first order" below): one program per (row, 32-step chunk, 32 channels), contiguous gate loads,
   an in-tile associative scan and a decoupled look-back over the chunks before it; no host sync, so packed
   batches need no `cu_seqlens.tolist()`. A look-back composes whatever its predecessors have published by then,
-  so results can differ between runs in the last float32 bits (about 1e-7 relative); `chunk_size=0` or an int
-  forces the deterministic kernels below.
+  so results can differ between runs in the last float32 bits (about 1e-7 relative); `chunk_size=0` or an int,
+  or `torch.use_deterministic_algorithms(True)`, selects the deterministic kernels below.
 * Backward reads the saved output states (in values.dtype) for the previous states h_{t-1}.
 * Memory: no [B, T, N, m, m] coefficient tensor and no float32 copy of the inputs is ever made; the largest
   temporaries are the gradients themselves (gate-logit sized) and the small per-chunk aggregates.
@@ -1018,7 +1018,8 @@ class _FirstOrderPlan:
 
 
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
-    if m == 1 and chunk_size is None:
+    # the look-back may round differently between runs: torch.use_deterministic_algorithms(True) keeps the old kernels
+    if m == 1 and chunk_size is None and not torch.are_deterministic_algorithms_enabled():
         return _FirstOrderPlan(B, None if cu_seqlens is None else cu_seqlens.to(device))
     lens = None
     if cu_seqlens is not None:
@@ -1306,8 +1307,9 @@ def hlru_scan_triton(gates, values, initial_state=None, gate_activation="softmax
                      cu_seqlens=None, chunk_size=None):
     """H-LRU scan on gate logits [B, T, N, m+1] and values [B, T, N]; see the module docstring.
 
-    chunk_size: None chooses automatically (time-parallel chunked mode when batch x channel tiles would not fill
-    the GPU), an int > 0 forces chunks of that length, 0 forces the sequential kernel.
+    chunk_size: None chooses automatically (m = 1: the single-pass look-back kernels, unless
+    torch.use_deterministic_algorithms(True) is on; otherwise the time-parallel chunked mode when batch x channel
+    tiles would not fill the GPU), an int > 0 forces chunks of that length, 0 forces the sequential kernel.
     """
     return _scan(False, gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size)
 
