@@ -833,6 +833,12 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         self._decode_graphs_active = False  # True inside generate(decode_graph=True)
         self.post_init()
 
+    def __getstate__(self):
+        # captured graphs are tied to this process's device memory: a copy (copy.deepcopy, pickle) starts without them
+        state = dict(super().__getstate__())
+        state.update(_decode_graphs={}, _decode_graphs_for=None, _decode_graphs_active=False)
+        return state
+
     def _can_use_decode_graphs(self) -> bool:
         """Captured decode steps need a device that captures graphs, the Triton scans there, the whole model on one
         device, and inference (not training)."""

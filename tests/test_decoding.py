@@ -148,3 +148,19 @@ def test_two_caches_decoding_in_turn_stay_apart(graphs_on_cpu):
     for start, continued in ((first, cont_a), (second, cont_b)):
         whole = model.generate(start, decode_graph=False, **{**kw, "max_new_tokens": 8}).sequences
         assert torch.equal(continued, whole)
+
+
+def test_copies_of_a_model_start_without_captured_steps(graphs_on_cpu):
+    """copy.deepcopy and pickle of a model that has captured steps: the copy has none (a CUDA graph cannot be
+    copied) and captures its own, and both decode alike."""
+    import copy
+    import pickle
+
+    model = tiny_model("hlru", m=2).eval()
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    expected = model.generate(prompt(), **kw)
+    assert model._decode_graphs
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert not twin._decode_graphs and twin._decode_graphs_for is None
+        assert torch.equal(twin.generate(prompt(), **kw), expected) and twin._decode_graphs
+    assert model._decode_graphs  # the original keeps its own
