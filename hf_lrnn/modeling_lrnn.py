@@ -1010,7 +1010,7 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
     ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if self._decode_graphs_active and labels is None and inputs_embeds is None and input_ids is not None \
-                and not output_hidden_states and not torch.is_grad_enabled():
+                and not output_hidden_states and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
             given = _pick_cache(cache, past_key_values, dict(kwargs))
             if can_replay(given, input_ids, self.config):  # a decode step inside generate(): replay the captured one
                 output = CausalLMOutputWithPast(logits=self._replay_decode_step(given, input_ids),
