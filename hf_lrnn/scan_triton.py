@@ -780,7 +780,7 @@ def _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_chan
 def _first_order_fwd_kernel(
     gates, values, initial_state, states, final_state, cu_seqlens, seq_index,
     flags, counters, aggregate_a, aggregate_b, prefix,
-    T, N, rows, num_chunks, num_channel_blocks,
+    T, N, rows, num_chunks, num_channel_blocks, stride_gates_b, stride_gates_t,
     ACT: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, PREFIX_EVERY: tl.constexpr,
     HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
@@ -793,7 +793,8 @@ def _first_order_fwd_kernel(
     row = b.to(tl.int64) * T + t  # [BT] flat (row, time) index
     # the gate pairs of BN channels are 2 BN contiguous logits per time step: one wide load, split in registers
     k = channel_block * 2 * BN + tl.arange(0, 2 * BN)
-    z = tl.load(gates + row[:, None] * (2 * N) + k[None, :], mask=mt[:, None] & (k < 2 * N)[None, :], other=0.0)
+    gate_rows = b.to(tl.int64) * stride_gates_b + t.to(tl.int64) * stride_gates_t  # [BT]: stride 0 if expanded
+    z = tl.load(gates + gate_rows[:, None] + k[None, :], mask=mt[:, None] & (k < 2 * N)[None, :], other=0.0)
     z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
     a, c_gate = _normalize_pair(z_coef, z_gate, ACT)
     v = tl.load(values + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -835,7 +836,7 @@ def _first_order_fwd_kernel(
 def _first_order_bwd_kernel(
     gates, values, initial_state, states, d_states, d_final, d_gates, d_values, d_initial_state,
     cu_seqlens, seq_index, flags, counters, aggregate_a, aggregate_b, prefix,
-    T, N, rows, num_chunks, num_channel_blocks,
+    T, N, rows, num_chunks, num_channel_blocks, stride_gates_b, stride_gates_t,
     ACT: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, PREFIX_EVERY: tl.constexpr,
     HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, WRITE_D_H0: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
@@ -851,7 +852,9 @@ def _first_order_bwd_kernel(
     mk = (k < 2 * N)[None, :]
     seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
     # the scan needs a_{t+1}: the logits one row on
-    z_next = tl.load(gates + (row + 1)[:, None] * (2 * N) + k[None, :], mask=(t + 1 < T)[:, None] & mk, other=0.0)
+    gate_rows = b.to(tl.int64) * stride_gates_b + t.to(tl.int64) * stride_gates_t  # [BT]: stride 0 if expanded
+    z_next = tl.load(gates + (gate_rows + stride_gates_t)[:, None] + k[None, :], mask=(t + 1 < T)[:, None] & mk,
+                     other=0.0)
     zn_coef, zn_gate = tl.split(tl.reshape(z_next.to(tl.float32), (BT, BN, 2)))
     a_next, _ = _normalize_pair(zn_coef, zn_gate, ACT)
     d_s = tl.load(d_states + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -874,7 +877,7 @@ def _first_order_bwd_kernel(
         _publish(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
     adjoint = local + decay * carry[None, :]
     # then the step's own logits (the block just read, shifted by a row: from the cache), s_{t-1} and v_t
-    z = tl.load(gates + row[:, None] * (2 * N) + k[None, :], mask=mt[:, None] & mk, other=0.0)
+    z = tl.load(gates + gate_rows[:, None] + k[None, :], mask=mt[:, None] & mk, other=0.0)
     z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
     a, g = _normalize_pair(z_coef, z_gate, ACT)
     # s_{t-1}: the saved states one row back, or the initial state (0 without one) at a sequence's first step
@@ -1138,17 +1141,26 @@ def _first_order_launch(kernel, B, T, N, cu_seqlens, device, **tensors):
     if cu_seqlens is not None:  # the sequence of every packed step, on the device (no host sync)
         steps = torch.arange(T, device=device, dtype=cu_seqlens.dtype)
         seq_index = (torch.searchsorted(cu_seqlens, steps, right=True) - 1).to(torch.int32)
+    gates = tensors["gates"]
     kernel[(programs,)](
-        **tensors, cu_seqlens=cu_seqlens, seq_index=seq_index, flags=flags, counters=flags[programs:],
+        **tensors, stride_gates_b=gates.stride(0), stride_gates_t=gates.stride(1),
+        cu_seqlens=cu_seqlens, seq_index=seq_index, flags=flags, counters=flags[programs:],
         aggregate_a=maps[0], aggregate_b=maps[1], prefix=maps[2], T=T, N=N, rows=B, num_chunks=num_chunks,
         num_channel_blocks=num_channel_blocks, BT=bt, BN=bn, PREFIX_EVERY=_PREFIX_EVERY, num_warps=num_warps)
+
+
+def _gate_pairs(gates, B, T, N):
+    """gates as [B, T, 2N] with contiguous pairs of channels; a view (no copy) also for gates expanded over batch and
+    time (a learned parameter): the kernels take the batch and time strides."""
+    z = gates.reshape(B, T, 2 * N)
+    return z if z.stride(2) == 1 else z.contiguous()
 
 
 def _first_order_forward(gates, values, h0, act, want_final, cu_seqlens):
     """H-LRU / BD-LRU with m = 1: (states in values.dtype, final state [S, N, 1] float32 or None)."""
     B, T, N = values.shape[:3]
     S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    z = gates.reshape(B, T, 2 * N).contiguous()
+    z = _gate_pairs(gates, B, T, N)
     v = values.reshape(B, T, N).contiguous()
     states = torch.empty_like(v)
     h0 = h0.reshape(S, N).contiguous() if h0 is not None else None
@@ -1164,7 +1176,7 @@ def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, 
     """(d gates in gates.dtype, d values in values.dtype, d initial state [S, N, 1] float32 or None)."""
     B, T, N = values.shape[:3]
     S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    z = gates.reshape(B, T, 2 * N).contiguous()
+    z = _gate_pairs(gates, B, T, N)
     v = values.reshape(B, T, N).contiguous()
     d_s = torch.zeros_like(v) if d_states is None else d_states.reshape(B, T, N).contiguous()
     d_fin = d_final.reshape(S, N).float().contiguous() if d_final is not None else None
@@ -1172,7 +1184,7 @@ def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, 
     d_h0 = None
     if h0 is not None:  # an empty packed sequence passes d_final straight to its initial state
         d_h0 = d_fin.clone() if d_fin is not None else torch.zeros(S, N, device=v.device, dtype=torch.float32)
-    d_gates = torch.empty(z.shape, device=v.device, dtype=gates.dtype)
+    d_gates = torch.empty((B, T, 2 * N), device=v.device, dtype=gates.dtype)  # full size even for expanded gates
     d_values = torch.empty_like(v)
     _first_order_launch(_first_order_bwd_kernel, B, T, N, cu_seqlens, v.device, gates=z, values=v,
                         initial_state=h0, states=states.reshape(B, T, N).contiguous(), d_states=d_s, d_final=d_fin,

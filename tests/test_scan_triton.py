@@ -343,6 +343,18 @@ def test_first_order_look_back_composes_aggregates(monkeypatch, blocked, prefix_
     run_case(blocked, 1, 75, 16, 1, cu=[0, 5, 5, 40, 75])
 
 
+@pytest.mark.parametrize("blocked", [False, True])
+def test_first_order_expanded_gates(blocked, monkeypatch):
+    """A learned gate parameter expanded over batch and time (stride 0) is read in place, not copied."""
+    copies = []
+    real_contiguous = torch.Tensor.contiguous
+    monkeypatch.setattr(torch.Tensor, "contiguous", lambda self, *a, **k: copies.append(self.shape) or
+                        real_contiguous(self, *a, **k))
+    run_case(blocked, 2, 40, 18, 1, expanded=True)
+    gate_shape = (2, 40, 18, 1, 2) if blocked else (2, 40, 18, 2)
+    assert all(tuple(shape) not in (gate_shape, (2, 40, 36)) for shape in copies)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
 def test_first_order_dtypes(dtype):
     run_case(False, 2, 40, 18, 1, dtype=dtype, h0=False)
