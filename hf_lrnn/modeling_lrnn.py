@@ -964,7 +964,9 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         new = model_inputs.get("input_ids") if new is None else new
         if isinstance(mask, torch.Tensor) and mask.dim() == 2 and isinstance(new, torch.Tensor) \
                 and mask.shape[1] > new.shape[1] > 0:
-            model_inputs["attention_mask"] = mask[:, -new.shape[1]:].contiguous()  # strides are guarded on too
+            # a fresh contiguous copy, as transformers slices position_ids: strides are guarded on too, and at batch 1
+            # `.contiguous()` would keep the slice's row stride (the full mask's length, one more at every token)
+            model_inputs["attention_mask"] = mask[:, -new.shape[1]:].clone(memory_format=torch.contiguous_format)
         return model_inputs
 
     def create_masks_for_generate(self, config=None, inputs_embeds=None, attention_mask=None, **kwargs):

@@ -49,14 +49,16 @@ def test_cache_keeps_autograd_history_when_training_through_it(arch):
     assert grad[ids[:, :6].unique()].abs().sum() > 0  # tokens seen only in the first window get a gradient
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("m", [1, 2])
-def test_transformers_compiled_decoding_equals_eager(arch, m):
+def test_transformers_compiled_decoding_equals_eager(arch, m, batch):
     """generate() with a compile_config compiles the decode step (transformers' own path: the cache is compileable);
     greedy tokens equal the eager ones, and the step compiles a bounded number of times, not once per token."""
     torch._dynamo.reset()
     model = tiny_model(arch, m=m).eval()
-    ids = prompt()
-    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+    ids = prompt(batch=batch)
+    # with a mask (transformers 5.17 passes it to every step; 5.24 drops an all-ones one)
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(ids))
     eager = model.generate(ids, disable_compile=True, **kw)
     config = CompileConfig(fullgraph=True, dynamic=False)
     config._compile_all_devices = True  # transformers compiles on accelerators only unless told otherwise
