@@ -719,6 +719,14 @@ def _normalize_pair_bwd(z_coef, z_gate, d_a, d_g, ACT: tl.constexpr):
 
 
 @triton.jit
+def _load_gate_pairs(gates, gate_rows, k, row_mask, N, BT: tl.constexpr, BN: tl.constexpr):
+    """(coefficient logits, input-gate logits) [BT, BN] of BN channels at BT time steps: the pairs are 2 BN contiguous
+    logits per step, loaded as one wide [BT, 2 BN] block and split in registers."""
+    z = tl.load(gates + gate_rows[:, None] + k[None, :], mask=row_mask[:, None] & (k < 2 * N)[None, :], other=0.0)
+    return tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
+
+
+@triton.jit
 def _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN: tl.constexpr):
     """Per time step t [BT] of batch row b: (sequence id, is its first step, is its last step)."""
     if IS_VARLEN:
@@ -791,11 +799,9 @@ def _first_order_fwd_kernel(
     mt, mn = t < T, n < N
     mask = mt[:, None] & mn[None, :]
     row = b.to(tl.int64) * T + t  # [BT] flat (row, time) index
-    # the gate pairs of BN channels are 2 BN contiguous logits per time step: one wide load, split in registers
-    k = channel_block * 2 * BN + tl.arange(0, 2 * BN)
+    k = channel_block * 2 * BN + tl.arange(0, 2 * BN)  # this block's logits within a time step
     gate_rows = b.to(tl.int64) * stride_gates_b + t.to(tl.int64) * stride_gates_t  # [BT]: stride 0 if expanded
-    z = tl.load(gates + gate_rows[:, None] + k[None, :], mask=mt[:, None] & (k < 2 * N)[None, :], other=0.0)
-    z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
+    z_coef, z_gate = _load_gate_pairs(gates, gate_rows, k, mt, N, BT, BN)
     a, c_gate = _normalize_pair(z_coef, z_gate, ACT)
     v = tl.load(values + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
     seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
@@ -853,9 +859,7 @@ def _first_order_bwd_kernel(
     seq, is_start, is_end = _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN)
     # the scan needs a_{t+1}: the logits one row on
     gate_rows = b.to(tl.int64) * stride_gates_b + t.to(tl.int64) * stride_gates_t  # [BT]: stride 0 if expanded
-    z_next = tl.load(gates + (gate_rows + stride_gates_t)[:, None] + k[None, :], mask=(t + 1 < T)[:, None] & mk,
-                     other=0.0)
-    zn_coef, zn_gate = tl.split(tl.reshape(z_next.to(tl.float32), (BT, BN, 2)))
+    zn_coef, zn_gate = _load_gate_pairs(gates, gate_rows + stride_gates_t, k, t + 1 < T, N, BT, BN)
     a_next, _ = _normalize_pair(zn_coef, zn_gate, ACT)
     d_s = tl.load(d_states + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_D_FINAL:
@@ -877,8 +881,7 @@ def _first_order_bwd_kernel(
         _publish(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
     adjoint = local + decay * carry[None, :]
     # then the step's own logits (the block just read, shifted by a row: from the cache), s_{t-1} and v_t
-    z = tl.load(gates + gate_rows[:, None] + k[None, :], mask=mt[:, None] & mk, other=0.0)
-    z_coef, z_gate = tl.split(tl.reshape(z.to(tl.float32), (BT, BN, 2)))
+    z_coef, z_gate = _load_gate_pairs(gates, gate_rows, k, mt, N, BT, BN)
     a, g = _normalize_pair(z_coef, z_gate, ACT)
     # s_{t-1}: the saved states one row back, or the initial state (0 without one) at a sequence's first step
     s_prev = tl.load(states + (row - 1)[:, None] * N + n[None, :], mask=(~is_start)[:, None] & mask,
@@ -1012,18 +1015,15 @@ class _FirstOrderPlan:
     """m = 1 with the automatic policy: the single-pass look-back kernels (they need no host sync to plan)."""
 
     first_order = True
-    chunked = False
 
-    def __init__(self, B, cu_seqlens):
-        self.varlen = cu_seqlens is not None
+    def __init__(self, cu_seqlens):
         self.cu = cu_seqlens
-        self.S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
 
 
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
     # the look-back may round differently between runs: torch.use_deterministic_algorithms(True) keeps the old kernels
     if m == 1 and chunk_size is None and not torch.are_deterministic_algorithms_enabled():
-        return _FirstOrderPlan(B, None if cu_seqlens is None else cu_seqlens.to(device))
+        return _FirstOrderPlan(None if cu_seqlens is None else cu_seqlens.to(device))
     lens = None
     if cu_seqlens is not None:
         bounds = cu_seqlens.tolist()
