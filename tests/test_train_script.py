@@ -161,6 +161,19 @@ def test_train_script_trains_saves_and_resumes_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_another_global_batch_warns(tmp_path, capsys):
+    """Resuming with another global batch reads other batches than the original run: the script says so (another
+    process count with the same global batch is fine, tests/test_fsdp_cpu.py)."""
+    run_train(tmp_path, "--max_steps", "2", "--checkpointing_steps", "2", "--eval_steps", "2")
+    capsys.readouterr()
+    run_train(tmp_path, "--max_steps", "3", "--eval_steps", "3", "--resume_from_checkpoint", "latest",
+              "--per_device_train_batch_size", "4")
+    out = capsys.readouterr().out
+    assert "global batch of 8 sequences and this run has 4" in out
+    run_train(tmp_path, "--max_steps", "4", "--eval_steps", "4", "--resume_from_checkpoint", "latest")
+    assert "global batch" not in capsys.readouterr().out  # the same global batch: no warning
+
+
 def test_train_script_rejects_a_bad_checkpoint_and_bad_arguments(tmp_path, capsys):
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         run_train(tmp_path / "x", "--max_steps", "2", "--resume_from_checkpoint", str(tmp_path))

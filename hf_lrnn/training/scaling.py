@@ -2,8 +2,8 @@
 
 Each run is a finished output folder (`lm_compare.summarize_run` reads it). Scaling efficiency is the throughput
 per GPU over the baseline's throughput per GPU: 1.0 when N GPUs train N times as many tokens per second. The
-table also gives the per-device and global batch, since the same global batch on more GPUs (strong scaling) gives
-each GPU less work per step than the same per-device batch (weak scaling).
+table also gives the tokens per step (the global batch), since the same global batch on more GPUs (strong scaling)
+gives each GPU less work per step than the same per-device batch (weak scaling).
 """
 
 from .lm_compare import summarize_run
