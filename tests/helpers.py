@@ -6,6 +6,8 @@ import signal
 import socket
 import sys
 
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Where the GPU tests put their tensors. HF_LRNN_TEST_CUDA_DEVICE=cuda:1 runs them on a second GPU while cuda:0 stays
@@ -117,3 +119,18 @@ def tiny_tokenizer(vocab_size=37):
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", padding_side="left"
     )
+
+
+def assert_same_training_step(fast, ref, **inputs):
+    """One training forward (inputs include labels) and backward of two models with the same weights (e.g. the Triton
+    and the reference backend): logits within 1e-5 and every parameter's gradient within 1e-4. Returns both outputs."""
+    outs = []
+    for model in (fast, ref):
+        model.train()
+        out = model(**inputs)
+        out.loss.backward()
+        outs.append(out)
+    torch.testing.assert_close(outs[0].logits, outs[1].logits, rtol=1e-5, atol=1e-5)
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    return outs

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from helpers import GPU, tiny_model
+from helpers import GPU, assert_same_training_step, tiny_model
 from hf_lrnn import ops
 
 pytestmark = pytest.mark.skipif(
@@ -28,15 +28,7 @@ def test_triton_backend_model_matches_reference(arch, m):
     ids = torch.randint(3, 37, (2, 9), device=DEVICE)
     mask = torch.ones_like(ids)
     mask[0, :2] = 0  # left padding goes through the fused path too
-    outs = []
-    for model in (fast, ref):
-        model.train()
-        out = model(ids, attention_mask=mask, labels=ids)
-        out.loss.backward()
-        outs.append(out)
-    torch.testing.assert_close(outs[0].logits, outs[1].logits, rtol=1e-5, atol=1e-5)
-    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    assert_same_training_step(fast, ref, input_ids=ids, attention_mask=mask, labels=ids)
 
 
 def test_triton_backend_generation_matches_reference(arch):

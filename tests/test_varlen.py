@@ -11,8 +11,7 @@ import torch
 from transformers import DataCollatorWithFlattening
 
 import hf_lrnn.modeling_lrnn as modeling
-from helpers import tiny_model, tiny_tokenizer
-from helpers import run_train
+from helpers import assert_same_training_step, run_train, tiny_model, tiny_tokenizer
 from hf_lrnn import ops
 from hf_lrnn.cache_lrnn import LRNNCache
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
@@ -96,15 +95,7 @@ def test_triton_backend_packed_rows_match_the_reference(arch):
     ref.load_state_dict(fast.state_dict())
     ids, positions, documents = packed_rows([[4, 1, 3], [2, 6]], seed=5)
     labels = torch.where(positions == 0, -100, ids)
-    outs = []
-    for model in (fast, ref):
-        model.train()
-        out = model(ids, position_ids=positions, labels=labels)
-        out.loss.backward()
-        outs.append(out)
-    torch.testing.assert_close(outs[0].logits, outs[1].logits, rtol=1e-5, atol=1e-5)
-    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    outs = assert_same_training_step(fast, ref, input_ids=ids, position_ids=positions, labels=labels)
     with torch.no_grad():
         assert_per_document(outs[0].logits, documents, separate_logits(ref.eval(), documents), rtol=1e-5, atol=1e-5)
 
