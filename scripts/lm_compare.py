@@ -19,7 +19,7 @@ import os
 import shlex
 
 from hf_lrnn.training.lm_compare import LMRun, best_runs, format_table, plot_curves
-from hf_lrnn.training.runner import GPUUtilization, run_jobs
+from hf_lrnn.training.runner import GPUUtilization, add_runner_arguments, check_runner_arguments, run_jobs
 
 
 def main(argv=None):
@@ -30,14 +30,10 @@ def main(argv=None):
     p.add_argument("--learning_rates", type=lambda s: tuple(float(x) for x in s.split(",")), default=(1e-3, 3e-3))
     p.add_argument("--output_dir", required=True)
     p.add_argument("--reference", default="llama", help="the model whose tokens/s the others are divided by")
-    p.add_argument("--parallel", type=int, default=1, help="runs at once (>1 shares the device: times are not alone)")
-    p.add_argument("--time_budget_minutes", type=float, default=None,
-                   help="stop every run with a checkpoint after this long (run the command again to continue)")
-    p.add_argument("--report_only", action="store_true", help="train nothing: report the runs in --output_dir")
-    p.add_argument("--extra_args", default="", help="more scripts/train.py arguments for every run (quoted)")
+    add_runner_arguments(p, parallel_help="runs at once (>1 shares the device: times are not alone)",
+                         report_help="train nothing: report the runs in --output_dir")
     args = p.parse_args(argv)
-    if args.parallel < 1:
-        p.error(f"--parallel must be >= 1, got {args.parallel}")
+    check_runner_arguments(p, args)
 
     try:
         runs = LMRun.plan(args.model, args.learning_rates, args.config_overrides)

@@ -15,7 +15,7 @@ import json
 import os
 
 from hf_lrnn.training.mad import METRICS, ModelSpec, format_table, mad_scores, plan_jobs, plot_scores, read_result
-from hf_lrnn.training.runner import GPUUtilization, run_jobs, train_command
+from hf_lrnn.training.runner import GPUUtilization, add_runner_arguments, check_runner_arguments, run_jobs, train_command
 from hf_lrnn.training.tasks import MAD_TASKS, build_task
 
 
@@ -36,12 +36,10 @@ def main(argv=None):
     p.add_argument("--stop_at_accuracy", type=float, default=0.999,
                    help="end a run early once its test accuracy reaches this (MAD's stopping threshold; 0 = never)")
     p.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
-    p.add_argument("--parallel", type=int, default=1, help="training processes at once (on one GPU: 8-16)")
-    p.add_argument("--time_budget_minutes", type=float, default=None,
-                   help="stop (checkpointing) every run after this long; call again to continue")
-    p.add_argument("--report_only", action="store_true", help="train nothing: score the runs already in --output_dir")
-    p.add_argument("--extra_args", default="", help="more scripts/train.py arguments for every run")
+    add_runner_arguments(p, parallel_help="training processes at once (on one GPU: 8-16)",
+                         report_help="train nothing: score the runs already in --output_dir")
     args = p.parse_args(argv)
+    check_runner_arguments(p, args)
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = sorted(set(tasks) - set(MAD_TASKS))

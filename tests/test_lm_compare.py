@@ -103,3 +103,14 @@ def test_compare_script_trains_reports_the_best_lr_and_skips_finished_runs(tmp_p
     assert "4/4 runs finished" in table and "| llama |" in table and "1.00x" in table
     runs = LMRun.plan(["hlru:order=2", "llama"], (1e-3, 1e-2), TINY_LM)
     assert list(best_runs(runs, str(out))[0]) == ["hlru:order=2", "llama"]
+
+
+@pytest.mark.parametrize("script,required", [("lm_compare.py", ["--model", "llama"]), ("mad.py", ["--model", "hlru"])])
+def test_sweep_scripts_refuse_a_parallel_below_one(tmp_path, script, required):
+    """Both sweep scripts take the runner's flags from one place (hf_lrnn.training.runner.add_runner_arguments),
+    with its check: an argparse error naming --parallel, before any run starts."""
+    command = [sys.executable, os.path.join(ROOT, "scripts", script), *required, "--output_dir", str(tmp_path),
+               "--parallel", "0"]
+    done = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--parallel must be >= 1, got 0" in done.stderr
+    assert not os.listdir(tmp_path)

@@ -19,6 +19,21 @@ TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.p
                             "scripts", "train.py")
 
 
+def add_runner_arguments(parser, parallel_help: str, report_help: str) -> None:
+    """The flags a sweep script hands to `run_jobs`: --parallel, --time_budget_minutes, --report_only, --extra_args."""
+    parser.add_argument("--parallel", type=int, default=1, help=parallel_help)
+    parser.add_argument("--time_budget_minutes", type=float, default=None,
+                        help="stop every run with a checkpoint after this long (run the command again to continue)")
+    parser.add_argument("--report_only", action="store_true", help=report_help)
+    parser.add_argument("--extra_args", default="", help="more scripts/train.py arguments for every run (quoted)")
+
+
+def check_runner_arguments(parser, args) -> None:
+    """argparse errors for the flags of `add_runner_arguments`."""
+    if args.parallel < 1:
+        parser.error(f"--parallel must be >= 1, got {args.parallel}")
+
+
 class GPUUtilization:
     """Samples `nvidia-smi` GPU utilisation every `interval` seconds in a thread (nothing without a GPU)."""
 
