@@ -1035,6 +1035,8 @@ def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
 
 
 def _prep_gates(gates, blocked):
+    """gates with contiguous logits inside each time step (a copy only if they are not), and its batch and time
+    strides: gates expanded over batch and time (a learned parameter, stride 0) are read in place."""
     inner = gates.shape[2:]
     ok = True
     expect = 1
@@ -1149,18 +1151,11 @@ def _first_order_launch(kernel, B, T, N, cu_seqlens, device, **tensors):
         num_channel_blocks=num_channel_blocks, BT=bt, BN=bn, PREFIX_EVERY=_PREFIX_EVERY, num_warps=num_warps)
 
 
-def _gate_pairs(gates, B, T, N):
-    """gates as [B, T, 2N] with contiguous pairs of channels; a view (no copy) also for gates expanded over batch and
-    time (a learned parameter): the kernels take the batch and time strides."""
-    z = gates.reshape(B, T, 2 * N)
-    return z if z.stride(2) == 1 else z.contiguous()
-
-
 def _first_order_forward(gates, values, h0, act, want_final, cu_seqlens):
     """H-LRU / BD-LRU with m = 1: (states in values.dtype, final state [S, N, 1] float32 or None)."""
     B, T, N = values.shape[:3]
     S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    z = _gate_pairs(gates, B, T, N)
+    z, _, _ = _prep_gates(gates, False)  # no copy for gates expanded over batch and time: the kernels take strides
     v = values.reshape(B, T, N).contiguous()
     states = torch.empty_like(v)
     h0 = h0.reshape(S, N).contiguous() if h0 is not None else None
@@ -1176,7 +1171,7 @@ def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, 
     """(d gates in gates.dtype, d values in values.dtype, d initial state [S, N, 1] float32 or None)."""
     B, T, N = values.shape[:3]
     S = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    z = _gate_pairs(gates, B, T, N)
+    z, _, _ = _prep_gates(gates, False)  # no copy for gates expanded over batch and time: the kernels take strides
     v = values.reshape(B, T, N).contiguous()
     d_s = torch.zeros_like(v) if d_states is None else d_states.reshape(B, T, N).contiguous()
     d_fin = d_final.reshape(S, N).float().contiguous() if d_final is not None else None
