@@ -326,7 +326,7 @@ def main(argv=None):
         if stop["requested"]:
             accelerator.print(f"stopped at step {step}: resume with --resume_from_checkpoint latest")
             progress.close()
-            accelerator.end_training()
+            end_processes(accelerator)
             raise SystemExit(143)
     progress.close()
 
@@ -381,7 +381,7 @@ def main(argv=None):
             print_sample(args.output_dir, task, args)
     # every process leaves together: a gloo process group torn down while a peer still works can hang at exit
     accelerator.wait_for_everyone()
-    accelerator.end_training()
+    end_processes(accelerator)
     if args.push_to_hub and accelerator.is_main_process:
         try:
             url = push_to_hub(args.output_dir, args.hub_model_id, private=args.hub_private_repo,
@@ -389,6 +389,14 @@ def main(argv=None):
         except HubPushError as error:  # the local copy is complete; say what failed and how to retry
             raise SystemExit(f"training finished and {args.output_dir} is saved, but the push failed:\n{error}")
         print(f"pushed to {url}")
+
+
+def end_processes(accelerator):
+    """End the trackers and tear the process group down explicitly: left to interpreter exit, a gloo group can hang
+    the last process there (seen on 2 CPU processes)."""
+    accelerator.end_training()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def plain_model(model):
