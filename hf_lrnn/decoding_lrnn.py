@@ -21,27 +21,36 @@ from .cache_lrnn import LRNNCache
 
 
 class CudaGraph:
-    """Capture `step()` once in a CUDA graph (after warm-up runs on a side stream), then replay it."""
+    """Capture `step()` once in a CUDA graph (after warm-up runs on a side stream), then replay it.
+
+    Capture and replay run with `device` as the current device: `torch.cuda.graph` captures on a stream of the
+    current device, which must be the one the tensors (and so the kernels) are on, e.g. cuda:1 while cuda:0 is
+    current. `pool` is a memory pool shared with the other graphs of the same device (None: a new one)."""
 
     def __init__(self, device: torch.device, pool=None):
-        self.device = device
-        self.pool = pool
+        self.device = torch.device(device)
+        with torch.cuda.device(self.device):
+            self.pool = torch.cuda.graph_pool_handle() if pool is None else pool
         self.graph = None
 
     def capture(self, step: Callable[[], torch.Tensor]) -> torch.Tensor:
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # compiles the Triton kernels and settles the allocator outside the capture
-                step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=self.pool):
-            output = step()
+        with torch.cuda.device(self.device):
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # compiles the Triton kernels and settles the allocator outside the capture
+                    step()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            # an explicit stream: torch.cuda.graph's default capture stream is made once per process, on the device
+            # that was current at the first capture, and a capture on another device would record nothing
+            with torch.cuda.graph(self.graph, pool=self.pool, stream=stream):
+                output = step()
         return output
 
     def replay(self) -> None:
-        self.graph.replay()
+        with torch.cuda.device(self.device):
+            self.graph.replay()
 
 
 class CapturedDecodeStep:

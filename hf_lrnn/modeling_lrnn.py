@@ -853,8 +853,8 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         key = (input_ids.shape[0], input_ids.device)
         step = self._decode_graphs.get(key)
         if step is None:
-            pool = self._decode_graphs[next(iter(self._decode_graphs))].graph.pool if self._decode_graphs else (
-                torch.cuda.graph_pool_handle() if input_ids.device.type == "cuda" else None)
+            # graphs of one device share a memory pool (None: the graph class makes one)
+            pool = next((s.graph.pool for (_, d), s in self._decode_graphs.items() if d == input_ids.device), None)
             step = CapturedDecodeStep(self, input_ids.shape[0], input_ids.device, self.decode_graph_class, pool)
             while len(self._decode_graphs) >= max(1, self.max_decode_graphs):  # drop the oldest
                 self._decode_graphs.pop(next(iter(self._decode_graphs)))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What ran on the 2-GPU H200 machine (device tool, kind nvidia-h200-x2) for docs/results.md "Two GPUs", in two parts
+# What ran on the 2-GPU H200 machine (device tool, kind nvidia-h200-x2) for docs/results.md "Several GPUs", in two parts
 # of < 10 min each:
 #   bash scripts/run_h200_x2.sh tests OUTDIR   # the GPU tests with tensors on cuda:1, and tests/test_multi_gpu.py
 #   bash scripts/run_h200_x2.sh train OUTDIR   # scripts/train.py on 1 GPU, DDP and FSDP on 2, resumes on 1

@@ -205,8 +205,9 @@ def test_remote_code_copy_registers_its_own_ops(arch, tmp_path):
     import hf_lrnn.ops  # noqa: F401  (the installed package's ops are registered first)
 
     assert ops.OP_NAMESPACE == "hf_lrnn"
-    model = tiny_model(arch, m=2, num_units=3, scan_backend="triton")
-    ids = torch.randint(3, 37, (2, 5))
+    # on the GPU where there is one: the Triton backend on CPU tensors needs TRITON_INTERPRET=1
+    model = tiny_model(arch, m=2, num_units=3, scan_backend="triton").to(DEVICE)
+    ids = torch.randint(3, 37, (2, 5), device=DEVICE)
     with torch.no_grad():
         expected = model(ids).logits
     remote_modules = []
@@ -219,7 +220,7 @@ def test_remote_code_copy_registers_its_own_ops(arch, tmp_path):
                 f.write("# edited\n")
         # what AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True) does without hf_lrnn registered
         class_ref = loaded_config_auto_map(folder)["AutoModelForCausalLM"]
-        loaded = get_class_from_dynamic_module(class_ref, str(folder)).from_pretrained(folder).eval()
+        loaded = get_class_from_dynamic_module(class_ref, str(folder)).from_pretrained(folder).to(DEVICE).eval()
         assert type(loaded).__module__.startswith("transformers_modules"), type(loaded).__module__
         remote_ops = sys.modules[type(loaded).__module__.rpartition(".")[0] + ".ops"]
         assert remote_ops is not ops and remote_ops.OP_NAMESPACE.startswith("hf_lrnn_transformers_modules_")
@@ -237,7 +238,7 @@ def test_remote_code_copy_registers_its_own_ops(arch, tmp_path):
     old_namespace = edited.OP_NAMESPACE
     importlib.reload(edited)
     assert edited.OP_NAMESPACE == old_namespace + "_2"
-    g, v, x0 = inputs(arch, T=3, N=2, m=2, dtype=torch.float32, h0=True)
+    g, v, x0 = inputs(arch, T=3, N=2, m=2, dtype=torch.float32, h0=True, device=DEVICE)
     scan = edited.bdlru_scan if arch == "bdlru" else edited.hlru_scan
     got = scan(g, v, x0, output_final_state=True, backend="triton")
     ref = scan(g, v, x0, output_final_state=True, backend="torch")

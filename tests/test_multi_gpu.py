@@ -46,6 +46,23 @@ def test_scan_on_the_second_gpu_equals_the_first(blocked, m, varlen):
         assert torch.equal(first.cpu(), second.cpu())  # the same kernels on the same kind of GPU: bit for bit
 
 
+@two_gpus
+@pytest.mark.parametrize("order", [(1, 0), (0, 1)])
+def test_captured_decode_steps_on_either_gpu(order):
+    """generate() captures its decode step on the GPU of the model (not the current one), in either order within one
+    process: torch.cuda.graph's default capture stream lives on the device of the first capture."""
+    torch.cuda.set_device(0)
+    for index in order:
+        device = f"cuda:{index}"
+        model = tiny_model("hlru", m=2, hidden_size=64, num_units=16, scan_backend="triton").to(device).eval()
+        ids = torch.randint(3, 37, (3, 20), device=device)
+        kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
+        eager = model.generate(ids, decode_graph=False, **kw)
+        assert torch.equal(model.generate(ids, **kw), eager), device
+        assert [key for key in model._decode_graphs] == [(3, torch.device(device))]
+        assert torch.cuda.current_device() == 0
+
+
 def split_model(folder, device_map, **kwargs):
     model = AutoModelForCausalLM.from_pretrained(folder, device_map=device_map, **kwargs)
     return model.eval()
