@@ -33,6 +33,15 @@ def _can_write_in_place(old: Optional[torch.Tensor], new: torch.Tensor) -> bool:
     )
 
 
+def _static(state: torch.Tensor) -> torch.Tensor:
+    """Mark a new state tensor as having a fixed address (as transformers' StaticCache does with its key / value
+    tensors): inductor's CUDA graphs then let a compiled decode step write it in place instead of skipping the graph
+    for a mutated input. Not for states with autograd history (training through the cache) or inside compiled code."""
+    if not state.requires_grad and not torch.compiler.is_compiling():
+        torch._dynamo.mark_static_address(state)  # unguarded: a new tensor re-records the graph, no recompile
+    return state
+
+
 class LRNNCacheLayer:
     """The recurrent state of one layer. `state` is None until the first forward writes it; later forwards write into
     the same tensor (see `LRNNCache`)."""
@@ -61,22 +70,22 @@ class LRNNCacheLayer:
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.state is not None:
-            self.state = self.state.index_select(0, beam_idx.to(self.state.device))
+            self.state = _static(self.state.index_select(0, beam_idx.to(self.state.device)))
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.state is not None:
-            self.state = self.state.repeat_interleave(repeats, dim=0)
+            self.state = _static(self.state.repeat_interleave(repeats, dim=0))
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.state is not None:
-            self.state = self.state[indices]
+            self.state = _static(self.state[indices])
 
     def reset(self) -> None:
         if self.state is not None:
             if _can_write_in_place(self.state, self.state.detach()):
                 self.state.zero_()  # in place: a captured decode step keeps reading the same tensor
             else:
-                self.state = torch.zeros_like(self.state)
+                self.state = _static(torch.zeros_like(self.state))
 
     def crop(self, max_length: int) -> None:
         raise ValueError(
@@ -206,7 +215,7 @@ class LRNNCache(Cache):
         if _can_write_in_place(layer.state, state):
             layer.state.copy_(state)
         else:
-            layer.state = state
+            layer.state = _static(state)
 
     def advance(self, num_tokens: int) -> None:
         """Record that one forward consumed `num_tokens` new positions (called once per forward)."""

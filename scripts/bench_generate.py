@@ -4,8 +4,8 @@ torch.compile) and transformers' Mamba, all about 125M parameters (d = 768, 12 b
 
 Rows:
 Modes of ours: "eager" (decode_graph=False, disable_compile=True), "transformers-compile" (decode_graph=False:
-transformers compiles the decode step because the cache is compileable; inductor skips CUDA graphs for it, since
-the step writes the cache's state tensors, which are inputs), "cuda-graph" (the default).
+transformers compiles the decode step because the cache is compileable, and inductor records it in CUDA graphs, the
+cache's states being static addresses), "cuda-graph" (the default: hf_lrnn's own captured step).
 
 * batch 1: milliseconds per new token at each context length. A token's cost is isolated from the prompt's:
   (time of generate(prompt, max_new_tokens = 1 + N) - time of generate(prompt, max_new_tokens = 1)) / N.
@@ -119,6 +119,7 @@ def main():
     parser.add_argument("--small", action="store_true", help="small models (CPU smoke runs)")
     parser.add_argument("--quick", action="store_true", help="fewer contexts, batches and steps")
     parser.add_argument("--models", default=",".join(dict.fromkeys(m for m, _ in MODES)))
+    parser.add_argument("--modes", default=None, help="only these modes, comma-separated (default: all)")
     parser.add_argument("--contexts", default=None, help="batch-1 context lengths, comma-separated")
     parser.add_argument("--batches", default=None, help="batch sizes at context 128, comma-separated")
     parser.add_argument("--steps", type=int, default=64, help="new tokens timed per run")
@@ -142,7 +143,7 @@ def main():
         model = build(name, args.small, 4096 if args.small else 50304).to(device=device, dtype=dtype).eval()
         params = sum(p.numel() for p in model.parameters())
         for (model_name, mode), kwargs in MODES.items():
-            if model_name != name:
+            if model_name != name or (args.modes and mode not in args.modes.split(",")):
                 continue
             for batch, context in [(1, c) for c in contexts] + [(b, 128) for b in batches]:
                 if name == "mamba" and (context > 2048 or batch > 64):

@@ -34,6 +34,9 @@ def test_cache_states_keep_their_addresses(arch, m):
     cache.reset()
     assert [s.data_ptr() for s in cache.states] == addresses and all(not s.any() for s in cache.states)
     assert cache.is_compileable
+    # marked as static addresses (torch._dynamo.mark_static_address), so that inductor's CUDA graphs let a compiled
+    # step write them in place (checked on the GPU: tests/test_models_gpu.py)
+    assert all(getattr(s, "_dynamo_static_input_type", None) == "unguarded" for s in cache.states)
 
 
 def test_cache_keeps_autograd_history_when_training_through_it(arch):

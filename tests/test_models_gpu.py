@@ -87,3 +87,23 @@ def test_captured_decode_steps_equal_eager(arch, m, batch):
     assert torch.equal(model.generate(ids, **kw), eager)
     assert [key[0] for key in model._decode_graphs] == [batch]  # captured once for this batch size
     assert torch.equal(model.generate(ids, **kw), eager)  # and replayed again
+
+
+@pytest.mark.parametrize("arch,m", [("hlru", 2), ("bdlru", 4)])
+def test_transformers_compiled_decoding_records_cuda_graphs(arch, m):
+    """transformers' own compiled decoding (decode_graph=False; the cache is compileable) on inductor: the step
+    writes the cache's states in place, which inductor's CUDA graphs accept only for inputs with a static address
+    (cache_lrnn.py marks them, as transformers' StaticCache does): no graph is skipped, tokens equal eager."""
+    from transformers import CompileConfig
+
+    torch._dynamo.reset()
+    model = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="triton").to(GPU, torch.bfloat16).eval()
+    ids = torch.randint(3, 37, (2, 20), device=GPU)
+    kw = dict(max_new_tokens=24, do_sample=False, pad_token_id=0, decode_graph=False)
+    eager = model.generate(ids, disable_compile=True, **kw)
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = model.generate(ids, compile_config=CompileConfig(fullgraph=True, dynamic=False), **kw)
+    assert counters["stats"]["unique_graphs"] >= 1  # transformers did compile the step
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+    assert torch.equal(compiled, eager)
