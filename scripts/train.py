@@ -38,7 +38,7 @@ import time
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, DynamoBackend, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
@@ -54,6 +54,9 @@ from hf_lrnn.training.tasks import TASKS, build_task, check_no_leakage, parse_ta
 from hf_lrnn.training.text_data import add_text_source_arguments, build_lm_task
 
 DEFAULT_CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "hf_lrnn")
+
+
+COMPILE_BACKENDS = tuple(b.value.lower() for b in DynamoBackend if b != DynamoBackend.NO)
 
 
 def parse_args(argv=None):
@@ -101,6 +104,11 @@ def parse_args(argv=None):
     p.add_argument("--warmup_steps", type=int, default=0)
     p.add_argument("--seed", type=int, default=0, help="seed of the model init and the data order")
     p.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--torch_compile", action="store_true",
+                   help="torch.compile the model (accelerate's dynamo plugin; `accelerate launch --dynamo_backend` "
+                        "does the same): pays where a step is bound by the host, e.g. small batches per GPU")
+    p.add_argument("--torch_compile_backend", default="inductor", choices=COMPILE_BACKENDS,
+                   help="the torch.compile backend (with --torch_compile)")
     p.add_argument("--logging_steps", type=int, default=10)
     p.add_argument("--eval_steps", type=int, default=None, help="evaluate every N steps (default: once per epoch)")
     p.add_argument("--checkpointing_steps", type=int, default=None, help="save a resumable checkpoint every N steps")
@@ -191,6 +199,7 @@ def evaluate(model, task, accelerator, batch_size, max_samples=None):
 def main(argv=None):
     args = parse_args(argv)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu,
+                              dynamo_backend=args.torch_compile_backend if args.torch_compile else None,
                               log_with=None if args.report_to == "none" else args.report_to,
                               project_dir=args.output_dir)
     set_seed(args.seed)
@@ -334,8 +343,10 @@ def main(argv=None):
     elapsed = elapsed_before + time.perf_counter() - start_time
     final = {r["split"]: r for r in read_jsonl(metrics_path) if r["kind"] == "eval" and r["step"] == step} \
         if accelerator.is_main_process else {}
-    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
     state_dict = accelerator.get_state_dict(model)  # the full weights (gathered from the shards under FSDP)
+    # a compiled model's keys start with the wrapper's "_orig_mod.": save the model's own names
+    state_dict = {k.replace("_orig_mod.", ""): v for k, v in state_dict.items()} if state_dict else state_dict
     plain = plain_model(unwrapped)
     if plain is not unwrapped and accelerator.is_main_process:  # gathered copies no longer share storage: untie here
         for target in getattr(plain, "all_tied_weights_keys", None) or {}:

@@ -336,3 +336,40 @@ def test_evaluate_carries_the_recurrent_state_exactly_across_windows(tmp_path):
     assert reset["tokens"] == windows[7]["tokens"] and reset["loss"] != pytest.approx(windows[7]["loss"], rel=1e-5)
     with pytest.raises(SystemExit):
         evaluate.main([str(tmp_path)])  # not a model folder
+
+
+def test_torch_compile_trains_like_eager_saves_plain_weights_and_resumes_eagerly(tmp_path):
+    """--torch_compile (accelerate's dynamo plugin; aot_eager here, inductor needs minutes on CPU): the same losses as
+    eager, a saved model whose weights carry the model's own names (not the compile wrapper's "_orig_mod."), and a
+    checkpoint that an eager run resumes to the same final weights."""
+    eager, compiled, resumed = tmp_path / "eager", tmp_path / "compiled", tmp_path / "resumed"
+    common = ("--max_steps", "6", "--checkpointing_steps", "3", "--logging_steps", "1", "--eval_steps", "3",
+              "--checkpoints_total_limit", "0")
+    run_train(eager, *common)
+    torch._dynamo.utils.counters.clear()
+    run_train(compiled, *common, "--torch_compile", "--torch_compile_backend", "aot_eager")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it was compiled
+    losses = {name: [r["loss"] for r in read_jsonl(folder / "metrics.jsonl") if r["kind"] == "train"]
+              for name, folder in (("eager", eager), ("compiled", compiled))}
+    assert len(losses["compiled"]) == 6
+    torch.testing.assert_close(losses["compiled"], losses["eager"], rtol=1e-5, atol=1e-6)
+    a, b = load_file(eager / "model.safetensors"), load_file(compiled / "model.safetensors")
+    assert a.keys() == b.keys() and not any("_orig_mod" in k for k in b)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
+    model = AutoModelForCausalLM.from_pretrained(compiled)  # loads without missing or unexpected keys
+    assert torch.equal(model.model.embeddings.weight, b["model.embeddings.weight"])
+
+    os.makedirs(resumed / "checkpoints")
+    os.rename(compiled / "checkpoints" / "step_3", resumed / "checkpoints" / "step_3")
+    run_train(resumed, *common[:2], "--logging_steps", "1", "--eval_steps", "3", "--resume_from_checkpoint", "latest")
+    c = load_file(resumed / "model.safetensors")
+    assert c.keys() == b.keys()
+    for k in b:
+        torch.testing.assert_close(c[k], b[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_torch_compile_backend_is_checked(capsys):
+    with pytest.raises(SystemExit):
+        train_script().parse_args(["--output_dir", "x", "--torch_compile", "--torch_compile_backend", "inductr"])
+    assert "--torch_compile_backend: invalid choice: 'inductr'" in capsys.readouterr().err
