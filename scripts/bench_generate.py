@@ -8,7 +8,8 @@ transformers compiles the decode step because the cache is compileable, and indu
 cache's states being static addresses), "cuda-graph" (the default: hf_lrnn's own captured step).
 
 * batch 1: milliseconds per new token at each context length. A token's cost is isolated from the prompt's:
-  (time of generate(prompt, max_new_tokens = 1 + N) - time of generate(prompt, max_new_tokens = 1)) / N.
+  (time of generate(prompt, max_new_tokens = 1 + N) - time of generate(prompt, max_new_tokens = 1)) / N, with
+  N = --steps x max(1, context // 8192) (more tokens after long prompts, whose prefill time varies between runs).
 * batch 64 and 256 (context 128): new tokens per second, (B * N) / the same time difference.
 * time to first token for a 32K-token prompt: generate(prompt, max_new_tokens=1), batch 1.
 Greedy decoding; min_new_tokens = max_new_tokens so that every run decodes the same number of tokens.
@@ -151,9 +152,12 @@ def main():
                 if mode == "static+compile" and (batch, context) not in ((1, 2048), (64, 128)):
                     continue  # every static-cache length compiles anew (about a minute): context 2048, and batch 64
                 try:
-                    seconds = decode_seconds(model, batch, context, args.steps, device, kwargs)
-                    row = dict(model=name, mode=mode, params=params, batch=batch, context=context,
-                               ms_per_token=seconds / args.steps * 1e3, tokens_per_s=batch * args.steps / seconds)
+                    # long prompts: more new tokens, so that the prefill's run-to-run jitter (which the difference
+                    # of two generate() calls keeps) weighs less per token
+                    steps = args.steps * max(1, context // 8192)
+                    seconds = decode_seconds(model, batch, context, steps, device, kwargs)
+                    row = dict(model=name, mode=mode, params=params, batch=batch, context=context, steps=steps,
+                               ms_per_token=seconds / steps * 1e3, tokens_per_s=batch * steps / seconds)
                 except Exception as error:  # noqa: BLE001  (a peer that cannot run a row: say so, go on)
                     row = dict(model=name, mode=mode, params=params, batch=batch, context=context,
                                note=f"{type(error).__name__}: {str(error)[:200]}")
