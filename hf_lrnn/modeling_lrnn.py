@@ -11,6 +11,7 @@ and modeling_bdlru.py bind this backbone to their config classes.
 
 import ctypes
 import errno
+import inspect
 import math
 import os
 import re
@@ -1043,6 +1044,11 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
         return output if return_dict else output.to_tuple()
+
+
+# transformers' prepare_inputs_for_generation (5.17 - 5.24) calls inspect.signature(self.forward) at every new token
+# for a model registered for the Auto classes, which ours are: a precomputed signature makes that a lookup
+LRNNForCausalLM.forward.__signature__ = inspect.signature(LRNNForCausalLM.forward)
 
 
 class LRNNForSequenceClassification(LRNNWithHead):
