@@ -1021,8 +1021,11 @@ class _FirstOrderPlan:
 
 
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
-    # the look-back may round differently between runs: torch.use_deterministic_algorithms(True) keeps the old kernels
-    if m == 1 and chunk_size is None and not torch.are_deterministic_algorithms_enabled():
+    # the look-back may round differently between runs: torch.use_deterministic_algorithms(True) keeps the old kernels.
+    # One step (a decode step) has nothing to look back over: the sequential kernel runs it in one launch, without the
+    # look-back's zeroed workspace and final-state copy (two more kernels per layer and token)
+    if m == 1 and chunk_size is None and not torch.are_deterministic_algorithms_enabled() \
+            and not (T == 1 and cu_seqlens is None):
         return _FirstOrderPlan(None if cu_seqlens is None else cu_seqlens.to(device))
     lens = None
     if cu_seqlens is not None:

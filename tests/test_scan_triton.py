@@ -320,6 +320,10 @@ def test_first_order_uses_the_look_back_kernels(blocked):
     assert scan_triton._make_plan(2, 40, 8, 1, blocked, None, None, "cpu").first_order
     assert not scan_triton._make_plan(2, 40, 8, 1, blocked, None, 0, "cpu").first_order  # forced: the old kernels
     assert not scan_triton._make_plan(2, 40, 8, 2, blocked, None, None, "cpu").first_order
+    # one step (decode) runs in one launch of the sequential kernel; a packed batch of one step still looks back
+    assert not scan_triton._make_plan(2, 1, 8, 1, blocked, None, None, "cpu").first_order
+    assert scan_triton._make_plan(1, 1, 8, 1, blocked, torch.tensor([0, 1]), None, "cpu").first_order
+    run_case(blocked, 3, 1, 37, 1)  # and equals the reference
     torch.use_deterministic_algorithms(True)  # the look-back may round differently between runs: not then
     try:
         assert not scan_triton._make_plan(2, 40, 8, 1, blocked, None, None, "cpu").first_order
