@@ -76,6 +76,24 @@ def test_transformers_compiled_decoding_equals_eager(arch, m, batch):
     assert 1 <= frames <= 3, dict(counters["stats"])  # compiled (not skipped), and not recompiled per token
 
 
+def test_transformers_compiled_decoding_does_not_recompile_for_another_prompt_length(arch):
+    """The compiled decode step sees one token and the state, never the prompt: prompts of other lengths reuse it."""
+    torch._dynamo.reset()
+    model = tiny_model(arch, m=2).eval()
+    config = CompileConfig(fullgraph=True, dynamic=False)
+    config._compile_all_devices = True
+    counters = torch._dynamo.utils.counters
+    graphs = []
+    for length in (6, 9, 13):
+        ids = prompt(length=length, seed=length)
+        kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(ids))
+        counters.clear()
+        compiled = model.generate(ids, compile_config=config, **kw)
+        graphs.append(counters["stats"]["unique_graphs"])
+        assert torch.equal(compiled, model.generate(ids, disable_compile=True, **kw))
+    assert graphs[0] >= 1 and graphs[1:] == [0, 0], graphs
+
+
 # ------------------------------------------------------------------- captured decode steps (decoding_lrnn.py)
 # On CPU the capture is replaced by a graph that re-runs the captured step eagerly: everything but the CUDA graph
 # itself (binding caches to the step's state tensors, counting, batch sizes, re-capture) is exercised. The real graphs
