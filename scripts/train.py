@@ -106,7 +106,7 @@ def parse_args(argv=None):
     p.add_argument("--mixed_precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--torch_compile", action="store_true",
                    help="torch.compile the model (accelerate's dynamo plugin; `accelerate launch --dynamo_backend` "
-                        "does the same): pays where a step is bound by the host, e.g. small batches per GPU")
+                        "does the same), aimed at steps bound by the host, e.g. small batches per GPU")
     p.add_argument("--torch_compile_backend", default="inductor", choices=COMPILE_BACKENDS,
                    help="the torch.compile backend (with --torch_compile)")
     p.add_argument("--logging_steps", type=int, default=10)
