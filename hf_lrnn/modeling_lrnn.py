@@ -844,10 +844,13 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         """Captured decode steps need a device that captures graphs, the Triton scans there, the whole model on one
         device, and inference (not training)."""
         device = self.lm_head.weight.device
-        devices = set(getattr(self, "hf_device_map", {}).values())
-        return (device.type in self.decode_graph_devices and not self.training and len(devices) <= 1
+        return (device.type in self.decode_graph_devices and not self.training and not self._split_over_devices()
                 and resolve_backend(runnable_scan_backend(getattr(self.config, "scan_backend", None), device),
                                     device) == "triton")
+
+    def _split_over_devices(self) -> bool:
+        """Whether accelerate placed the model's modules on several devices (`device_map`)."""
+        return len(set(getattr(self, "hf_device_map", {}).values())) > 1
 
     def _replay_decode_step(self, cache: LRNNCache, input_ids: torch.Tensor) -> torch.Tensor:
         """One token per row through the captured step for this batch size (captured now if it is the first)."""
@@ -927,14 +930,19 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         if not isinstance(decode_graph, bool):
             raise TypeError(f"decode_graph must be True (replay captured decode steps where possible) or False, "
                             f"got {decode_graph!r}")
+        no_compile_config = kwargs.get("compile_config") is None and \
+            getattr(kwargs.get("generation_config"), "compile_config", None) is None
         if not (decode_graph and self._can_use_decode_graphs()):
+            if self._split_over_devices() and no_compile_config:
+                # transformers would compile the decode step (the cache is compileable), but accelerate's hooks on a
+                # split model make dynamo recompile at every block until its limit (seen on 2 H200s): run it eagerly
+                kwargs.setdefault("disable_compile", True)
             return super().generate(inputs, *args, **kwargs)
         captured_for = (getattr(self.config, "scan_backend", None), tuple(p.data_ptr() for p in self.parameters()))
         if captured_for != self._decode_graphs_for:  # new weights (a .to(), a reload) or backend: capture again
             self._decode_graphs.clear()
             self._decode_graphs_for = captured_for
-        config = kwargs.get("generation_config")
-        if kwargs.get("compile_config") is None and getattr(config, "compile_config", None) is None:
+        if no_compile_config:
             kwargs.setdefault("disable_compile", True)  # the captured steps replace transformers' compiled ones
         self._decode_graphs_active = True
         try:

@@ -94,6 +94,31 @@ def test_transformers_compiled_decoding_does_not_recompile_for_another_prompt_le
     assert graphs[0] >= 1 and graphs[1:] == [0, 0], graphs
 
 
+def test_a_model_split_over_devices_is_not_auto_compiled(monkeypatch):
+    """generate() of a model that accelerate split over several devices tells transformers not to compile the decode
+    step (its hooks make dynamo recompile at every block), unless a compile_config asks for it; one device: untouched."""
+    from transformers import GenerationMixin
+
+    seen = []
+    original = GenerationMixin.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("disable_compile"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    model = tiny_model("hlru", m=2).eval()
+    ids = prompt()
+    kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=0)
+    model.generate(ids, **kw)
+    model.hf_device_map = {"model.embeddings": 0, "model.layers": 1}  # as from_pretrained(device_map=...) sets it
+    model.generate(ids, **kw)
+    config = CompileConfig()
+    model.generate(ids, compile_config=config, **kw)
+    model.generate(ids, disable_compile=False, **kw)  # the caller's choice stands
+    assert seen == [None, True, None, False]
+
+
 # ------------------------------------------------------------------- captured decode steps (decoding_lrnn.py)
 # On CPU the capture is replaced by a graph that re-runs the captured step eagerly: everything but the CUDA graph
 # itself (binding caches to the step's state tensors, counting, batch sizes, re-capture) is exercised. The real graphs
