@@ -114,6 +114,11 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+def _zero_padded(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values [B, T, N(, m)] with the steps where mask [B, T] (bool) is False set to zero."""
+    return values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
+
+
 def _is_left_padded(mask: torch.Tensor) -> bool:
     """True when every row is zeros then ones (padding only before the first real token)."""
     return bool((mask[:, 1:] >= mask[:, :-1]).all())
@@ -316,7 +321,7 @@ class LRNNMixer(nn.Module):
             if zero_start and _is_left_padded(mask):
                 # Left padding over a zero state: zero values keep the state exactly zero on padded steps,
                 # which is what the unpadded row starts from. Works on every backend.
-                values = values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
+                values = _zero_padded(values, mask)
             else:
                 # Padding after a non-zero state, or not only on the left: skip padded steps exactly with
                 # the reference scan (rare: e.g. a padded continuation of a cached state).
@@ -339,7 +344,7 @@ class LRNNMixer(nn.Module):
         if initial_state is None:
             # Zero values on padded steps: exact for left padding (the state stays zero) and at every real position
             # before right padding; a hole inside a row lets the state decay instead of holding it.
-            values = values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
+            values = _zero_padded(values, mask)
             return self._scan(gates, values, None, None)
         scan = bdlru_scan_torch if self.blocked else hlru_scan_torch
         if values.shape[1] > 1:  # a padded continuation of a state: the reference loop holds padded steps exactly
@@ -387,7 +392,7 @@ class LRNNMixer(nn.Module):
             if cache is not None:
                 raise ValueError("a packed forward (document boundaries) takes no cache; LRNNModel drops it")
             if mask is not None:  # padding only at the ends of documents (find_documents checks): zero values are exact
-                values = values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
+                values = _zero_padded(values, mask)
             states = self._scan_documents(gates, values, documents)
             if self.blocked or self.unit_size == 1:
                 readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j (or the H-LRU state itself)
