@@ -343,7 +343,8 @@ def main(argv=None):
     elapsed = elapsed_before + time.perf_counter() - start_time
     final = {r["split"]: r for r in read_jsonl(metrics_path) if r["kind"] == "eval" and r["step"] == step} \
         if accelerator.is_main_process else {}
-    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped = getattr(unwrapped, "_orig_mod", unwrapped)  # the compiled model's own module (any accelerate >= 1.1)
     state_dict = accelerator.get_state_dict(model)  # the full weights (gathered from the shards under FSDP)
     # a compiled model's keys start with the wrapper's "_orig_mod.": save the model's own names
     state_dict = {k.replace("_orig_mod.", ""): v for k, v in state_dict.items()} if state_dict else state_dict
