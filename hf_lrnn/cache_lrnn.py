@@ -38,7 +38,7 @@ def _static(state: torch.Tensor) -> torch.Tensor:
     tensors): inductor's CUDA graphs then let a compiled decode step write it in place instead of skipping the graph
     for a mutated input. Not for states with autograd history (training through the cache) or inside compiled code."""
     if not state.requires_grad and not torch.compiler.is_compiling():
-        torch._dynamo.mark_static_address(state)  # unguarded: a new tensor re-records the graph, no recompile
+        torch._dynamo.mark_static_address(state, guard=False)  # a new tensor re-records the graph, no recompile
     return state
 
 
