@@ -1,0 +1,57 @@
+# A/B: L2 prefetch distance in the sequential / chunked walks (m >= 2), same run.
+import os, sys, json, torch
+sys.path.insert(0, ".")
+from triton.testing import do_bench
+import hf_lrnn
+from hf_lrnn import scan_triton as st
+OUT = os.environ.get("OUT", "/tmp")
+x = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda"); y = torch.empty_like(x)
+copy = 2 * x.numel() / (do_bench(lambda: y.copy_(x)) * 1e-3) / 1e12
+del x, y
+print(f"copy {copy:.2f} TB/s", flush=True)
+rows = []
+variants = [("p0", 0, None), ("p8", 8, None), ("p16", 16, None), ("p32", 32, None), ("p16seq", 16, 0),
+            ("p16c128", 16, 128), ("p16c256", 16, 256)]
+for B, T, D in [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]:
+    for op, m in [("hlru", 2), ("hlru", 4), ("hlru", 8), ("bdlru", 2), ("bdlru", 4), ("bdlru", 8), ("bdlru", 16)]:
+        blocked = op == "bdlru"
+        N = D // m
+        gs = (B, T, N, m, m + 1) if blocked else (B, T, N, m + 1)
+        vs = (B, T, N, m) if blocked else (B, T, N)
+        g = torch.randn(gs, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(vs, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        do = torch.randn_like(v)
+        units = B * T * D if blocked else B * T * N
+        fbytes, fbbytes = units * (m + 3) * 2, units * (3 * m + 8) * 2
+        line = f"{op:5} m{m:<2} B{B:<2} T{T:<5} D{D}:"
+        ref = gref = None
+        fn = st.bdlru_scan_triton if blocked else st.hlru_scan_triton
+        for name, pf, chunk in variants:
+            st.PREFETCH_STEPS = pf
+            try:
+                out = fn(g, v, None, "softmax", False, None, chunk)[0]
+                out.backward(do)
+                gg = g.grad.float(); g.grad = None; v.grad = None
+                out = out.float()
+                if ref is None:
+                    ref, gref = out, gg
+                err = max((out - ref).abs().max().item(), (gg - gref).abs().max().item())
+                with torch.no_grad():
+                    f = do_bench(lambda: fn(g, v, None, "softmax", False, None, chunk))
+                def fb():
+                    o, _ = fn(g, v, None, "softmax", False, None, chunk)
+                    o.backward(do)
+                fbt = do_bench(fb, grad_to_none=[g, v])
+            except Exception as e:
+                print(name, "FAILED", type(e).__name__, str(e)[:300], flush=True)
+                continue
+            r = dict(op=op, m=m, B=B, T=T, D=D, variant=name, fwd_ms=f, fwdbwd_ms=fbt, err=err,
+                     fwd_pct=100 * fbytes / (f * 1e-3) / 1e12 / copy, fb_pct=100 * fbbytes / (fbt * 1e-3) / 1e12 / copy)
+            rows.append(r)
+            line += f" {name} {f:.3f}/{fbt:.3f} ({r['fwd_pct']:.0f}/{r['fb_pct']:.0f}%)"
+            if err > 0.1:
+                line += f" ERR{err:.2g}"
+        print(line, flush=True)
+        del g, v, do
+        torch.cuda.empty_cache()
+json.dump(dict(copy=copy, rows=rows), open(os.path.join(OUT, "pf_probe.json"), "w"), indent=1)
