@@ -654,6 +654,13 @@ def _carry_kernel(AGG, X0, CARRY, CUC, N, NC, M: tl.constexpr, MP: tl.constexpr,
 # Chunk ids come from atomic counters, so every chunk a program waits for has already started (no deadlock).
 # Sequence starts (t = 0, or cu_seqlens) enter the scan as maps with a = 0 that inject the initial state, so a
 # packed batch is one row whose chunks may span several sequences.
+# The forward publishes with no flag and no fence: each channel's aggregate is one 64-bit word (a, b) and its prefix
+# one 32-bit word, written by one store into a workspace filled with _EMPTY (all bits set, a NaN that the kernels
+# never write: they write NaN as the canonical 0x7FC00000), so a reader that sees a word other than _EMPTY sees all
+# of it. A program's whole chain is then: counter, loads, look-back loads (each step reads a predecessor's prefix
+# and aggregate at once), stores; its lifetime, not the bandwidth, is what bounds these kernels (NOTES_scan.md).
+# The backward still stores its maps, then raises a per-chunk flag after a fence (_publish_flagged).
+_EMPTY = tl.constexpr(-1)
 _FLAG_AGGREGATE = tl.constexpr(1)
 _FLAG_PREFIX = tl.constexpr(2)
 
@@ -665,12 +672,12 @@ def _affine_combine(a_first, b_first, a_second, b_second):
 
 
 @triton.jit
-def _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE: tl.constexpr):
+def _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE: tl.constexpr, COUNTERS_FROM: tl.constexpr):
     """(row, chunk, channel block) of this program. A stream (row, channel block) hands out its chunks in order
     from its own atomic counter (chunk 0 first; the last first in reverse), so the chunk a program looks back to was
     taken, hence started, before it. One counter per stream: a single counter would serialise every program."""
     stream = tl.program_id(0) % (rows * num_channel_blocks)
-    order = tl.atomic_add(counters + stream, 1)
+    order = tl.atomic_add(counters + stream, 1) - COUNTERS_FROM
     chunk = num_chunks - 1 - order if REVERSE else order
     return stream // num_channel_blocks, chunk, stream % num_channel_blocks
 
@@ -741,8 +748,53 @@ def _sequence_bounds(t, b, T, cu_seqlens, seq_index, IS_VARLEN: tl.constexpr):
 
 
 @triton.jit
-def _publish(flags, flag_index, state_a, state_b, index, mask, value_a, value_b, flag: tl.constexpr):
-    """Store a chunk's per-channel map (a, b) or prefix (b only), then raise its flag for the other programs."""
+def _bits(x):
+    """float32 -> its int32 bits, NaN made canonical so that no value ever has the bits of _EMPTY."""
+    return tl.where(x == x, x, float("nan")).to(tl.int32, bitcast=True)
+
+
+@triton.jit
+def _publish_aggregate(aggregates, index, mask, value_a, value_b):
+    """Store each channel's map (a, b) as one 64-bit word: a in the high half, b in the low half."""
+    high = _bits(value_a).to(tl.int64) << 32
+    low = _bits(value_b).to(tl.int64) & 0xFFFFFFFF
+    tl.store(aggregates + index, high | low, mask=mask)
+
+
+@triton.jit
+def _publish_prefix(prefixes, index, mask, value):
+    tl.store(prefixes + index, _bits(value), mask=mask)
+
+
+@triton.jit
+def _look_back(aggregates, prefixes, b, chunk, rows, n, mn, N, STEP: tl.constexpr, BN: tl.constexpr):
+    """The true carry entering `chunk`, per channel: compose the published maps of chunk - STEP, chunk - 2 STEP, ...
+    until one has published its prefix. Every step reads a predecessor's prefix and aggregate words at once and
+    retries the channels that found neither yet (that chunk is still loading)."""
+    acc_a = tl.full((BN,), 1.0, tl.float32)
+    acc_b = tl.zeros((BN,), tl.float32)
+    carry = tl.zeros((BN,), tl.float32)
+    j = tl.full((BN,), 0, tl.int32) + chunk - STEP  # each channel's predecessor
+    searching = mn & (j >= 0)
+    while tl.max(searching.to(tl.int32), axis=0) > 0:
+        index = (j * rows + b).to(tl.int64) * N + n
+        prefix = tl.load(prefixes + index, mask=searching, other=_EMPTY, volatile=True)
+        word = tl.load(aggregates + index, mask=searching, other=_EMPTY, volatile=True)
+        found_prefix = searching & (prefix != _EMPTY)
+        found_map = searching & (prefix == _EMPTY) & (word != _EMPTY)
+        carry = tl.where(found_prefix, acc_a * prefix.to(tl.float32, bitcast=True) + acc_b, carry)
+        map_a = (word >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+        map_b = word.to(tl.int32).to(tl.float32, bitcast=True)
+        acc_b = tl.where(found_map, acc_a * map_b + acc_b, acc_b)  # acc after the map: nearer maps composed first
+        acc_a = tl.where(found_map, acc_a * map_a, acc_a)
+        j = tl.where(found_map, j - STEP, j)
+        searching = searching & ~found_prefix
+    return carry
+
+
+@triton.jit
+def _publish_flagged(flags, flag_index, state_a, state_b, index, mask, value_a, value_b, flag: tl.constexpr):
+    """Backward: store a chunk's per-channel map (a, b) or prefix (b only), then raise its flag for the other programs."""
     if state_a is not None:
         tl.store(state_a + index, value_a, mask=mask)
     tl.store(state_b + index, value_b, mask=mask)
@@ -751,10 +803,12 @@ def _publish(flags, flag_index, state_a, state_b, index, mask, value_a, value_b,
 
 
 @triton.jit
-def _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks, channel_block, n, mn, N,
-               STEP: tl.constexpr, BN: tl.constexpr):
-    """The true carry entering `chunk`: compose the published maps of chunk - STEP, chunk - 2 STEP, ... until one
-    has published its prefix (spinning while a chunk has published nothing yet)."""
+def _look_back_flagged(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks, channel_block, n,
+                       mn, N, STEP: tl.constexpr, BN: tl.constexpr):
+    """Backward: the true carry entering `chunk`: compose the published maps of chunk - STEP, chunk - 2 STEP, ...
+    until one has published its prefix (spinning while a chunk has published nothing yet). The forward's flag-free
+    `_look_back` was faster forward at every shape measured, but slower in the backward at B8 T4096 D1024
+    (NOTES_scan.md), so the backward keeps this one for now."""
     acc_a = tl.full((BN,), 1.0, tl.float32)
     acc_b = tl.zeros((BN,), tl.float32)
     j = chunk - STEP
@@ -786,14 +840,14 @@ def _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_chan
 })
 @triton.jit
 def _first_order_fwd_kernel(
-    gates, values, initial_state, states, final_state, cu_seqlens, seq_index,
-    flags, counters, aggregate_a, aggregate_b, prefix,
+    gates, values, initial_state, states, final_state, cu_seqlens, seq_index, counters, aggregates, prefixes,
     T, N, rows, num_chunks, num_channel_blocks, stride_gates_b, stride_gates_t,
     ACT: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr, PREFIX_EVERY: tl.constexpr,
     HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     """states[b, t, n] = a s_{t-1} + g v (a, g: the normalised gate pair) for one [BT, BN] chunk; see above."""
-    b, chunk, channel_block = _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE=False)
+    b, chunk, channel_block = _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE=False,
+                                          COUNTERS_FROM=-1)  # the workspace's fill value
     t = chunk * BT + tl.arange(0, BT)
     n = channel_block * BN + tl.arange(0, BN)
     mt, mn = t < T, n < N
@@ -818,14 +872,12 @@ def _first_order_fwd_kernel(
     chunk_a = tl.sum(tl.where(last, decay, 0.0), axis=0)  # the chunk's map: s_end = chunk_a s_in + chunk_b
     chunk_b = tl.sum(tl.where(last, local, 0.0), axis=0)
     index = (chunk * rows + b).to(tl.int64) * N + n
-    flag_index = (chunk * rows + b) * num_channel_blocks + channel_block
     carry = tl.zeros((BN,), tl.float32)
     if chunk > 0:
-        _publish(flags, flag_index, aggregate_a, aggregate_b, index, mn, chunk_a, chunk_b, _FLAG_AGGREGATE)
-        carry = _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks,
-                           channel_block, n, mn, N, STEP=1, BN=BN)
+        _publish_aggregate(aggregates, index, mn, chunk_a, chunk_b)
+        carry = _look_back(aggregates, prefixes, b, chunk, rows, n, mn, N, STEP=1, BN=BN)
     if chunk % PREFIX_EVERY == 0:
-        _publish(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
+        _publish_prefix(prefixes, index, mn, chunk_a * carry + chunk_b)
     s = local + decay * carry[None, :]
     tl.store(states + row[:, None] * N + n[None, :], s.to(states.dtype.element_ty), mask=mask)
     if WRITE_FINAL:
@@ -848,7 +900,7 @@ def _first_order_bwd_kernel(
 ):
     """Reverse-time chunk of the adjoint l_t = dS_t + a_{t+1} l_{t+1} (l at a sequence's last step = dS + d_final),
     then d a_t = l_t s_{t-1}, d g_t = l_t v_t, d v_t = l_t g_t through the normalisation, d h0 = a_start l_start."""
-    b, chunk, channel_block = _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE=True)
+    b, chunk, channel_block = _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE=True, COUNTERS_FROM=0)
     t = chunk * BT + tl.arange(0, BT)
     n = channel_block * BN + tl.arange(0, BN)
     mt, mn = t < T, n < N
@@ -874,11 +926,11 @@ def _first_order_bwd_kernel(
     flag_index = (chunk * rows + b) * num_channel_blocks + channel_block
     carry = tl.zeros((BN,), tl.float32)
     if chunk < num_chunks - 1:
-        _publish(flags, flag_index, aggregate_a, aggregate_b, index, mn, chunk_a, chunk_b, _FLAG_AGGREGATE)
-        carry = _look_back(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks,
-                           channel_block, n, mn, N, STEP=-1, BN=BN)
+        _publish_flagged(flags, flag_index, aggregate_a, aggregate_b, index, mn, chunk_a, chunk_b, _FLAG_AGGREGATE)
+        carry = _look_back_flagged(flags, aggregate_a, aggregate_b, prefix, b, chunk, rows, num_channel_blocks,
+                                   channel_block, n, mn, N, STEP=-1, BN=BN)
     if (num_chunks - 1 - chunk) % PREFIX_EVERY == 0:
-        _publish(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
+        _publish_flagged(flags, flag_index, None, prefix, index, mn, chunk_a, chunk_a * carry + chunk_b, _FLAG_PREFIX)
     adjoint = local + decay * carry[None, :]
     # then the step's own logits (the block just read, shifted by a row: from the cache), s_{t-1} and v_t
     z_coef, z_gate = _load_gate_pairs(gates, gate_rows, k, mt, N, BT, BN)
@@ -1140,8 +1192,18 @@ def _first_order_launch(kernel, B, T, N, cu_seqlens, device, **tensors):
     if programs == 0:
         return
     streams = B * num_channel_blocks
-    flags = torch.zeros(programs + streams, dtype=torch.int32, device=device)  # chunk flags, then stream counters
-    maps = torch.empty(3, num_chunks * B, N, dtype=torch.float32, device=device)  # aggregate a, b; prefix
+    words = num_chunks * B * N
+    if kernel is _first_order_fwd_kernel:
+        # one fill for the whole workspace, every word _EMPTY (-1): aggregates (int64 per channel and chunk), prefixes
+        # (int32), then the stream counters (int32, counting from -1)
+        workspace = torch.full((3 * words + streams,), -1, dtype=torch.int32, device=device)
+        look_back = dict(counters=workspace[3 * words:], aggregates=workspace[:2 * words].view(torch.int64),
+                         prefixes=workspace[2 * words:3 * words])
+    else:
+        flags = torch.zeros(programs + streams, dtype=torch.int32, device=device)  # chunk flags, then stream counters
+        maps = torch.empty(3, words, dtype=torch.float32, device=device)  # aggregate a, b; prefix
+        look_back = dict(flags=flags, counters=flags[programs:], aggregate_a=maps[0], aggregate_b=maps[1],
+                         prefix=maps[2])
     seq_index = None
     if cu_seqlens is not None:  # the sequence of every packed step, on the device (no host sync)
         steps = torch.arange(T, device=device, dtype=cu_seqlens.dtype)
@@ -1149,8 +1211,7 @@ def _first_order_launch(kernel, B, T, N, cu_seqlens, device, **tensors):
     gates = tensors["gates"]
     kernel[(programs,)](
         **tensors, stride_gates_b=gates.stride(0), stride_gates_t=gates.stride(1),
-        cu_seqlens=cu_seqlens, seq_index=seq_index, flags=flags, counters=flags[programs:],
-        aggregate_a=maps[0], aggregate_b=maps[1], prefix=maps[2], T=T, N=N, rows=B, num_chunks=num_chunks,
+        cu_seqlens=cu_seqlens, seq_index=seq_index, **look_back, T=T, N=N, rows=B, num_chunks=num_chunks,
         num_channel_blocks=num_channel_blocks, BT=bt, BN=bn, PREFIX_EVERY=_PREFIX_EVERY, num_warps=num_warps)
 
 

@@ -379,3 +379,39 @@ def test_first_order_short_and_empty(T):
         assert out.shape == (2, 0, 4) and torch.equal(fin, h0)  # no step: the state is the initial state
         return
     run_case(False, 2, T, 5, 1)
+
+
+NAN_CASE = """
+import sys, torch
+from hf_lrnn import scan_triton
+from hf_lrnn.scan_torch import hlru_scan_torch
+scan_triton._PREFIX_EVERY = int(sys.argv[1])
+all_ones_nan = torch.tensor(-1, dtype=torch.int32).view(torch.float32)
+assert torch.isnan(all_ones_nan)
+gates, values = torch.randn(1, 64, 5, 2), torch.randn(1, 64, 5)
+values[0, 3, 1] = all_ones_nan  # chunk 0 of 4 (16 steps each), channel 1
+out, fin = scan_triton.hlru_scan_triton(gates, values, None, "softmax", True)
+ref, _ = hlru_scan_torch(gates.double(), values.double())
+assert torch.isnan(out[0, 3:, 1]).all() and torch.isnan(fin[0, 1]).all()  # through every later chunk
+keep = ~torch.isnan(ref)
+assert torch.equal(torch.isnan(out), ~keep)
+assert ((out[keep].double() - ref[keep]).norm() / ref[keep].norm()).item() < 1e-5
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("prefix_every", [1, 3])
+def test_first_order_look_back_publishes_nan_as_a_value(prefix_every):
+    """The forward's look-back words start as all bits set (a NaN) and mean "not published yet". A NaN input whose
+    bits are exactly that pattern propagates to the chunk maps and prefixes; it must be published as a NaN value
+    (canonical bits), not be taken for "not yet", which would make the next chunk wait forever: run in a child
+    process so that such a hang fails the test instead of stopping the suite."""
+    import subprocess
+
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    try:
+        done = subprocess.run([sys.executable, "-c", NAN_CASE, str(prefix_every)], env=env, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the look-back waited forever on a chunk whose published word was a NaN with all bits set")
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
