@@ -207,21 +207,21 @@ def mask_if(mask, cond):
 
 
 @triton.jit
-def _segment(pid_s, CU, TAB, T, NC, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr):
+def _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr):
     """Map a segment id to (sequence, chunk index, sequence start, sequence end, batch row)."""
     if IS_VARLEN:
         if USE_TAB:
-            seq = tl.load(TAB + 2 * pid_s)
-            c = tl.load(TAB + 2 * pid_s + 1)
+            seq = tl.load(segment_table + 2 * pid_s)
+            c = tl.load(segment_table + 2 * pid_s + 1)
         else:
             seq = pid_s
             c = pid_s * 0
-        seq_bos = tl.load(CU + seq)
-        seq_eos = tl.load(CU + seq + 1)
+        seq_bos = tl.load(cu_seqlens + seq)
+        seq_eos = tl.load(cu_seqlens + seq + 1)
         b = seq * 0
     else:
-        seq = pid_s // NC
-        c = pid_s % NC
+        seq = pid_s // num_chunks
+        c = pid_s % num_chunks
         seq_bos = seq * 0
         seq_eos = seq * 0 + T
         b = seq
@@ -232,32 +232,45 @@ def _segment(pid_s, CU, TAB, T, NC, IS_VARLEN: tl.constexpr, USE_TAB: tl.constex
 # H-LRU
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _hlru_load(gbase, vbase, bos, i, L, u0, sg_t, N, n, mn, p, M: tl.constexpr):
+def _hlru_load(gbase, vbase, bos, i, L, u0, stride_gates_t, N, n, mn, p, M: tl.constexpr):
     ok = i < L
     t = (bos + i).to(tl.int64)
     col = ((u0 + i) % M - p + M) % M  # coefficient index held by each rotating slot
-    rowp = gbase + t * sg_t + n * (M + 1)
+    rowp = gbase + t * stride_gates_t + n * (M + 1)
     zc = tl.load(rowp[:, None] + col[None, :], mask=mask_if(mn[:, None] & (p[None, :] < M), ok), other=0.0).to(tl.float32)
     zg = tl.load(rowp + M, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
     v = tl.load(vbase + t * N + n, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
     return zc, zg, v
 
 
+@triton.heuristics({
+    "HAS_H0": lambda args: args["initial_state"] is not None,
+    "WRITE_FINAL": lambda args: args["final_state"] is not None,
+    "WRITE_OUT": lambda args: args["states"] is not None,
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+    "USE_TAB": lambda args: args["segment_table"] is not None,
+})
 @triton.jit
 def _hlru_fwd_kernel(
-    G, V, O, H0, HF, AGG, CU, TAB,
-    sg_b, sg_t, T, N, CS, NC,
+    gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
+    stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
     M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
-    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr,
-    H0_PER_SEG: tl.constexpr, WRITE_OUT: tl.constexpr, WRITE_FINAL: tl.constexpr,
+    ACT: tl.constexpr, H0_PER_SEG: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
+    WRITE_FINAL: tl.constexpr,
 ):
+    """H-LRU over one segment (a sequence, or a chunk of one) of BLOCK channels, walking time with the window of the
+    last M states in registers. Main phase (NVP = 1): writes `states` (and `final_state`) from `initial_state` (per
+    sequence, or per segment with H0_PER_SEG: the chunked mode's carries). Aggregate phase (NVP = next_pow2(M + 1),
+    `states` None): runs the M basis windows and the zero-start affine window (row AFF) at once and writes them to
+    `aggregates` [segments, N, M + 1, M]: the segment's transition and offset."""
     pid_s = tl.program_id(0)
     pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * CS
-    eos = tl.minimum(bos + CS, seq_eos)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * chunk_size
+    eos = tl.minimum(bos + chunk_size, seq_eos)
     L = eos - bos
-    u0 = c * CS
+    u0 = c * chunk_size
     b64 = b.to(tl.int64)
 
     n = pid_n * BLOCK + tl.arange(0, BLOCK)
@@ -276,27 +289,26 @@ def _hlru_fwd_kernel(
                 hidx = pid_s.to(tl.int64)
             else:
                 hidx = seq.to(tl.int64)
-            w0 = tl.load(H0 + (hidx * N + n[:, None]) * M + kk0[None, :], mask=mn2, other=0.0).to(tl.float32)
+            w0 = tl.load(initial_state + (hidx * N + n[:, None]) * M + kk0[None, :], mask=mn2, other=0.0).to(tl.float32)
             W = w0[:, None, :]
         else:
             W = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
     else:
         W = tl.where((kk0[None, None, :] == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
 
-    gbase = G + b64 * sg_b
-    vbase = V + b64 * T * N
-    obase = O + b64 * T * N
-    zc0, zg0, x0 = _hlru_load(gbase, vbase, bos, 0, L, u0, sg_t, N, n, mn, p, M)
-    zc1, zg1, x1 = _hlru_load(gbase, vbase, bos, 1, L, u0, sg_t, N, n, mn, p, M)
+    gbase = gates + b64 * stride_gates_b
+    vbase = values + b64 * T * N
+    zc0, zg0, x0 = _hlru_load(gbase, vbase, bos, 0, L, u0, stride_gates_t, N, n, mn, p, M)
+    zc1, zg1, x1 = _hlru_load(gbase, vbase, bos, 1, L, u0, stride_gates_t, N, n, mn, p, M)
     for i in range(0, L):
-        zc2, zg2, x2 = _hlru_load(gbase, vbase, bos, i + 2, L, u0, sg_t, N, n, mn, p, M)
+        zc2, zg2, x2 = _hlru_load(gbase, vbase, bos, i + 2, L, u0, stride_gates_t, N, n, mn, p, M)
         cc, cg = _normalize(zc0, zg0, mn2, M, ACT, 1)
         s = tl.sum(cc[:, None, :] * W, axis=2) + tl.where(vv[None, :] == AFF, (cg * x0)[:, None], 0.0)
         q = (u0 + i + 1) % M
         W = tl.where(p3 == q, s[:, :, None], W)
         if WRITE_OUT:
             t = (bos + i).to(tl.int64)
-            tl.store(obase + t * N + n, tl.sum(s, axis=1).to(O.dtype.element_ty), mask=mn)
+            tl.store(states + (b64 * T + t) * N + n, tl.sum(s, axis=1).to(states.dtype.element_ty), mask=mn)
         zc0, zg0, x0 = zc1, zg1, x1
         zc1, zg1, x1 = zc2, zg2, x2
 
@@ -304,20 +316,20 @@ def _hlru_fwd_kernel(
     if NVP == 1:
         if WRITE_FINAL:
             is_last = eos == seq_eos
-            tl.store(HF + (seq.to(tl.int64) * N + n[:, None]) * M + kke[None, :], tl.sum(W, axis=1),
+            tl.store(final_state + (seq.to(tl.int64) * N + n[:, None]) * M + kke[None, :], tl.sum(W, axis=1),
                      mask=mask_if(mn2, is_last))
     else:
-        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + kke[None, None, :]
+        ptr = aggregates + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + kke[None, None, :]
         tl.store(ptr, W, mask=mn3 & (v3 <= M))
 
 
 @triton.jit
-def _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, i, u0, sg_t, N, n, mn, p,
+def _hlru_bwd_load(gbase, vbase, dobase, obase, initial_state, seq, seq_bos, bos, i, u0, stride_gates_t, N, n, mn, p,
                    M: tl.constexpr, GRADS: tl.constexpr, HAS_INIT: tl.constexpr):
     ok = i >= 0
     t = (bos + i).to(tl.int64)
     col = ((u0 + i + M) % M - p + M) % M
-    rowp = gbase + t * sg_t + n * (M + 1)
+    rowp = gbase + t * stride_gates_t + n * (M + 1)
     zc = tl.load(rowp[:, None] + col[None, :], mask=mask_if(mn[:, None] & (p[None, :] < M), ok), other=0.0).to(tl.float32)
     zg = tl.load(rowp + M, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
     do = tl.load(dobase + t * N + n, mask=mask_if(mn, ok), other=0.0).to(tl.float32)
@@ -328,7 +340,7 @@ def _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, i, u0, 
         in_seq = back >= 0
         sold = tl.load(obase + (seq_bos + back).to(tl.int64) * N + n, mask=mask_if(mn, ok & in_seq), other=0.0).to(tl.float32)
         if HAS_INIT:
-            si = tl.load(INIT + (seq.to(tl.int64) * N + n) * M + (M - 1 - u0 - i),
+            si = tl.load(initial_state + (seq.to(tl.int64) * N + n) * M + (M - 1 - u0 - i),
                          mask=mask_if(mn, ok & (back < 0)), other=0.0)
             sold = tl.where(in_seq, sold, si)
     else:
@@ -337,22 +349,34 @@ def _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, i, u0, 
     return zc, zg, do, v, sold
 
 
+@triton.heuristics({
+    "HAS_INIT": lambda args: args["initial_state"] is not None,
+    "HAS_DHT": lambda args: args["d_final"] is not None,
+    "WRITE_DH0": lambda args: args["d_initial_state"] is not None,
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+    "USE_TAB": lambda args: args["segment_table"] is not None,
+})
 @triton.jit
 def _hlru_bwd_kernel(
-    G, V, O, DO, INIT, DHT, DG, DV, DH0, AGG, CU, TAB,
-    sg_b, sg_t, T, N, CS, NC,
+    gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
+    cu_seqlens, segment_table, stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
     M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
-    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr,
-    HAS_DHT: tl.constexpr, DHT_PER_SEG: tl.constexpr, WRITE_DH0: tl.constexpr,
+    ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DHT: tl.constexpr,
+    WRITE_DH0: tl.constexpr,
 ):
+    """Reverse-time walk of the H-LRU adjoint over one segment of BLOCK channels. Main phase (NVP = 1): writes
+    `d_gates` (through the normalisation's Jacobian), `d_values` and `d_initial_state`, starting from `d_final` (per
+    sequence, or per segment with DHT_PER_SEG: the chunked mode's carries). Aggregate phase (NVP > 1, `d_gates` and
+    `d_values` None): the segment's adjoint transition and offset, into `aggregates`."""
     GRADS: tl.constexpr = NVP == 1
     pid_s = tl.program_id(0)
     pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * CS
-    eos = tl.minimum(bos + CS, seq_eos)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * chunk_size
+    eos = tl.minimum(bos + chunk_size, seq_eos)
     L = eos - bos
-    u0 = c * CS
+    u0 = c * chunk_size
     uend = u0 + L
     b64 = b.to(tl.int64)
     seq64 = seq.to(tl.int64)
@@ -373,36 +397,34 @@ def _hlru_bwd_kernel(
                 hidx = pid_s.to(tl.int64)
             else:
                 hidx = seq64
-            l0 = tl.load(DHT + (hidx * N + n[:, None]) * M + kke[None, :], mask=mn2, other=0.0).to(tl.float32)
+            l0 = tl.load(d_final + (hidx * N + n[:, None]) * M + kke[None, :], mask=mn2, other=0.0).to(tl.float32)
             lam = l0[:, None, :]
         else:
             lam = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
         # window of states at the segment end: slot p holds s_{uend - kke[p]}
         tw = uend - kke
         in_seq = tw >= 1
-        Wb = tl.load(O + (b64 * T + seq_bos + tw[None, :] - 1) * N + n[:, None], mask=mn2 & in_seq[None, :],
+        Wb = tl.load(states + (b64 * T + seq_bos + tw[None, :] - 1) * N + n[:, None], mask=mn2 & in_seq[None, :],
                      other=0.0).to(tl.float32)
         if HAS_INIT:
-            wi = tl.load(INIT + (seq64 * N + n[:, None]) * M + (kke - uend)[None, :], mask=mn2 & (tw < 1)[None, :],
+            wi = tl.load(initial_state + (seq64 * N + n[:, None]) * M + (kke - uend)[None, :], mask=mn2 & (tw < 1)[None, :],
                          other=0.0)
             Wb = tl.where(in_seq[None, :], Wb, wi)
     else:
         lam = tl.where((kke[None, None, :] == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
 
-    gbase = G + b64 * sg_b
-    vbase = V + b64 * T * N
-    dobase = DO + b64 * T * N
-    obase = O + b64 * T * N
-    dgbase = DG + b64 * T * N * (M + 1)
-    dvbase = DV + b64 * T * N
-    zc0, zg0, do0, x0, so0 = _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, L - 1, u0, sg_t, N,
-                                            n, mn, p, M, GRADS, HAS_INIT)
-    zc1, zg1, do1, x1, so1 = _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, L - 2, u0, sg_t, N,
-                                            n, mn, p, M, GRADS, HAS_INIT)
+    gbase = gates + b64 * stride_gates_b
+    vbase = values + b64 * T * N
+    dobase = d_states + b64 * T * N
+    obase = states + b64 * T * N
+    zc0, zg0, do0, x0, so0 = _hlru_bwd_load(gbase, vbase, dobase, obase, initial_state, seq, seq_bos, bos, L - 1, u0,
+                                            stride_gates_t, N, n, mn, p, M, GRADS, HAS_INIT)
+    zc1, zg1, do1, x1, so1 = _hlru_bwd_load(gbase, vbase, dobase, obase, initial_state, seq, seq_bos, bos, L - 2, u0,
+                                            stride_gates_t, N, n, mn, p, M, GRADS, HAS_INIT)
     for j in range(0, L):
         i = L - 1 - j
-        zc2, zg2, do2, x2, so2 = _hlru_bwd_load(gbase, vbase, dobase, obase, INIT, seq, seq_bos, bos, i - 2, u0,
-                                                sg_t, N, n, mn, p, M, GRADS, HAS_INIT)
+        zc2, zg2, do2, x2, so2 = _hlru_bwd_load(gbase, vbase, dobase, obase, initial_state, seq, seq_bos, bos, i - 2, u0,
+                                                stride_gates_t, N, n, mn, p, M, GRADS, HAS_INIT)
         q = (u0 + i + 1) % M
         qm = p3 == q
         lam = lam + tl.where(qm & (v3 == AFF), do0[:, None, None], 0.0)
@@ -418,19 +440,20 @@ def _hlru_bwd_kernel(
             dzc, dzg = _normalize_bwd(zc0, zg0, mn2, dcc, dcg, M, ACT, 1)
             t = (bos + i).to(tl.int64)
             col = ((u0 + i) % M - p + M) % M
-            rowp = dgbase + (t * N + n) * (M + 1)
-            tl.store(rowp[:, None] + col[None, :], dzc.to(DG.dtype.element_ty), mask=mn2)
-            tl.store(rowp + M, dzg.to(DG.dtype.element_ty), mask=mn)
-            tl.store(dvbase + t * N + n, (l1 * cg).to(DV.dtype.element_ty), mask=mn)
+            rowp = d_gates + ((b64 * T + t) * N + n) * (M + 1)
+            tl.store(rowp[:, None] + col[None, :], dzc.to(d_gates.dtype.element_ty), mask=mn2)
+            tl.store(rowp + M, dzg.to(d_gates.dtype.element_ty), mask=mn)
+            tl.store(d_values + (b64 * T + t) * N + n, (l1 * cg).to(d_values.dtype.element_ty), mask=mn)
         zc0, zg0, do0, x0, so0 = zc1, zg1, do1, x1, so1
         zc1, zg1, do1, x1, so1 = zc2, zg2, do2, x2, so2
 
     kk0 = (u0 % M - p + M) % M
     if GRADS:
         if WRITE_DH0:
-            tl.store(DH0 + (seq64 * N + n[:, None]) * M + kk0[None, :], tl.sum(lam, axis=1), mask=mask_if(mn2, c == 0))
+            tl.store(d_initial_state + (seq64 * N + n[:, None]) * M + kk0[None, :], tl.sum(lam, axis=1),
+                     mask=mask_if(mn2, c == 0))
     else:
-        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + kk0[None, None, :]
+        ptr = aggregates + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + kk0[None, None, :]
         tl.store(ptr, lam, mask=mn3 & (v3 <= M))
 
 
@@ -438,11 +461,11 @@ def _hlru_bwd_kernel(
 # BD-LRU
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _bdlru_load(gbase, vbase, bos, i, L, sg_t, N, n, mn, jr, kc, M: tl.constexpr):
+def _bdlru_load(gbase, vbase, bos, i, L, stride_gates_t, N, n, mn, jr, kc, M: tl.constexpr):
     ok = i < L
     ok = ok & (i >= 0)
     t = (bos + i).to(tl.int64)
-    rowp = gbase + t * sg_t + n * (M * (M + 1))  # [BLOCK]
+    rowp = gbase + t * stride_gates_t + n * (M * (M + 1))  # [BLOCK]
     mrow = mask_if(mn[:, None] & (jr[None, :] < M), ok)  # [BLOCK, MP]
     rp2 = rowp[:, None] + jr[None, :] * (M + 1)  # [BLOCK, MP]
     zc = tl.load(rp2[:, :, None] + kc[None, None, :], mask=mrow[:, :, None] & (kc[None, None, :] < M),
@@ -452,19 +475,30 @@ def _bdlru_load(gbase, vbase, bos, i, L, sg_t, N, n, mn, jr, kc, M: tl.constexpr
     return zc, zg, v
 
 
+@triton.heuristics({
+    "HAS_H0": lambda args: args["initial_state"] is not None,
+    "WRITE_FINAL": lambda args: args["final_state"] is not None,
+    "WRITE_OUT": lambda args: args["states"] is not None,
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+    "USE_TAB": lambda args: args["segment_table"] is not None,
+})
 @triton.jit
 def _bdlru_fwd_kernel(
-    G, V, O, H0, HF, AGG, CU, TAB,
-    sg_b, sg_t, T, N, CS, NC,
+    gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
+    stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
     M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
-    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr,
-    H0_PER_SEG: tl.constexpr, WRITE_OUT: tl.constexpr, WRITE_FINAL: tl.constexpr,
+    ACT: tl.constexpr, H0_PER_SEG: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
+    WRITE_FINAL: tl.constexpr,
 ):
+    """BD-LRU over one segment (a sequence, or a chunk of one) of BLOCK blocks, walking time with each block's state
+    and [M, M] coefficient tile in registers. Phases as in `_hlru_fwd_kernel` (the basis vectors are the block's M
+    state coordinates)."""
     pid_s = tl.program_id(0)
     pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * CS
-    eos = tl.minimum(bos + CS, seq_eos)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * chunk_size
+    eos = tl.minimum(bos + chunk_size, seq_eos)
     L = eos - bos
     b64 = b.to(tl.int64)
 
@@ -485,27 +519,26 @@ def _bdlru_fwd_kernel(
                 hidx = pid_s.to(tl.int64)
             else:
                 hidx = seq.to(tl.int64)
-            h0 = tl.load(H0 + (hidx * N + n[:, None]) * M + kc[None, :], mask=mn2, other=0.0).to(tl.float32)
+            h0 = tl.load(initial_state + (hidx * N + n[:, None]) * M + kc[None, :], mask=mn2, other=0.0).to(tl.float32)
             H = h0[:, None, :]
         else:
             H = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
     else:
         H = tl.where((k3 == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
 
-    gbase = G + b64 * sg_b
-    vbase = V + b64 * T * N * M
-    obase = O + b64 * T * N * M
-    zc0, zg0, x0 = _bdlru_load(gbase, vbase, bos, 0, L, sg_t, N, n, mn, jr, kc, M)
-    zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, 1, L, sg_t, N, n, mn, jr, kc, M)
+    gbase = gates + b64 * stride_gates_b
+    vbase = values + b64 * T * N * M
+    zc0, zg0, x0 = _bdlru_load(gbase, vbase, bos, 0, L, stride_gates_t, N, n, mn, jr, kc, M)
+    zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, jr, kc, M)
     for i in range(0, L):
-        zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i + 2, L, sg_t, N, n, mn, jr, kc, M)
+        zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, jr, kc, M)
         A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2)  # [BLOCK, MP(j), MP(k)], [BLOCK, MP(j)]
         hn = tl.sum(A[:, None, :, :] * H[:, :, None, :], axis=3)  # [BLOCK, NVP, MP(j)]
         hn = hn + tl.where(v3 == AFF, (cg * x0)[:, None, :], 0.0)
         if WRITE_OUT:
             t = (bos + i).to(tl.int64)
-            tl.store(obase + (t * N + n[:, None]) * M + jr[None, :], tl.sum(hn, axis=1).to(O.dtype.element_ty),
-                     mask=mn2)
+            tl.store(states + ((b64 * T + t) * N + n[:, None]) * M + jr[None, :],
+                     tl.sum(hn, axis=1).to(states.dtype.element_ty), mask=mn2)
         H = hn
         zc0, zg0, x0 = zc1, zg1, x1
         zc1, zg1, x1 = zc2, zg2, x2
@@ -513,26 +546,37 @@ def _bdlru_fwd_kernel(
     if NVP == 1:
         if WRITE_FINAL:
             is_last = eos == seq_eos
-            tl.store(HF + (seq.to(tl.int64) * N + n[:, None]) * M + kc[None, :], tl.sum(H, axis=1), mask=mask_if(mn2, is_last))
+            tl.store(final_state + (seq.to(tl.int64) * N + n[:, None]) * M + kc[None, :], tl.sum(H, axis=1),
+                     mask=mask_if(mn2, is_last))
     else:
-        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + k3
+        ptr = aggregates + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + k3
         tl.store(ptr, H, mask=mn3 & (v3 <= M))
 
 
+@triton.heuristics({
+    "HAS_INIT": lambda args: args["initial_state"] is not None,
+    "HAS_DHT": lambda args: args["d_final"] is not None,
+    "WRITE_DH0": lambda args: args["d_initial_state"] is not None,
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+    "USE_TAB": lambda args: args["segment_table"] is not None,
+})
 @triton.jit
 def _bdlru_bwd_kernel(
-    G, V, O, DO, INIT, DHT, DG, DV, DH0, AGG, CU, TAB,
-    sg_b, sg_t, T, N, CS, NC,
+    gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
+    cu_seqlens, segment_table, stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
     M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
-    ACT: tl.constexpr, IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr,
-    HAS_DHT: tl.constexpr, DHT_PER_SEG: tl.constexpr, WRITE_DH0: tl.constexpr,
+    ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DHT: tl.constexpr,
+    WRITE_DH0: tl.constexpr,
 ):
+    """Reverse-time walk of the BD-LRU adjoint (A_t transposed) over one segment of BLOCK blocks; phases as in
+    `_hlru_bwd_kernel`."""
     GRADS: tl.constexpr = NVP == 1
     pid_s = tl.program_id(0)
     pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, CU, TAB, T, NC, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * CS
-    eos = tl.minimum(bos + CS, seq_eos)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * chunk_size
+    eos = tl.minimum(bos + chunk_size, seq_eos)
     L = eos - bos
     b64 = b.to(tl.int64)
     seq64 = seq.to(tl.int64)
@@ -554,27 +598,25 @@ def _bdlru_bwd_kernel(
                 hidx = pid_s.to(tl.int64)
             else:
                 hidx = seq64
-            l0 = tl.load(DHT + (hidx * N + n[:, None]) * M + kc[None, :], mask=mn2, other=0.0).to(tl.float32)
+            l0 = tl.load(d_final + (hidx * N + n[:, None]) * M + kc[None, :], mask=mn2, other=0.0).to(tl.float32)
             mu = l0[:, None, :]
         else:
             mu = tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
     else:
         mu = tl.where((k3 == v3) & mn3, 1.0, 0.0) + tl.zeros([BLOCK, NVP, MP], dtype=tl.float32)
 
-    gbase = G + b64 * sg_b
-    vbase = V + b64 * T * N * M
-    dobase = DO + b64 * T * N * M
-    obase = O + b64 * T * N * M
-    dgbase = DG + b64 * T * N * (M * (M + 1))
-    dvbase = DV + b64 * T * N * M
-    zc0, zg0, x0 = _bdlru_load(gbase, vbase, bos, L - 1, L, sg_t, N, n, mn, jr, kc, M)
-    zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, L - 2, L, sg_t, N, n, mn, jr, kc, M)
+    gbase = gates + b64 * stride_gates_b
+    vbase = values + b64 * T * N * M
+    dobase = d_states + b64 * T * N * M
+    obase = states + b64 * T * N * M
+    zc0, zg0, x0 = _bdlru_load(gbase, vbase, bos, L - 1, L, stride_gates_t, N, n, mn, jr, kc, M)
+    zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, L - 2, L, stride_gates_t, N, n, mn, jr, kc, M)
     do0 = tl.load(dobase + ((bos + L - 1).to(tl.int64) * N + n[:, None]) * M + jr[None, :], mask=mask_if(mn2, L >= 1),
                   other=0.0).to(tl.float32)
     for j in range(0, L):
         i = L - 1 - j
         t = (bos + i).to(tl.int64)
-        zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i - 2, L, sg_t, N, n, mn, jr, kc, M)
+        zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i - 2, L, stride_gates_t, N, n, mn, jr, kc, M)
         do1 = tl.load(dobase + ((t - 1) * N + n[:, None]) * M + jr[None, :], mask=mask_if(mn2, i >= 1), other=0.0)
         lam = mu + tl.where(v3 == AFF, do0[:, None, :], 0.0)  # [BLOCK, NVP, MP(j)]
         A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2)
@@ -585,49 +627,59 @@ def _bdlru_bwd_kernel(
             hp = tl.load(obase + ((t - 1) * N + n[:, None]) * M + kc[None, :], mask=mask_if(mn2, prev_in),
                          other=0.0).to(tl.float32)
             if HAS_INIT:
-                hi = tl.load(INIT + (seq64 * N + n[:, None]) * M + kc[None, :], mask=mask_if(mn2, prev_in == 0), other=0.0)
+                hi = tl.load(initial_state + (seq64 * N + n[:, None]) * M + kc[None, :], mask=mask_if(mn2, prev_in == 0),
+                             other=0.0)
                 hp = tl.where(prev_in, hp, hi)
             l1 = tl.sum(lam, axis=1)  # [BLOCK, MP(j)]
             dcc = l1[:, :, None] * hp[:, None, :]
             dcg = l1 * x0
             dzc, dzg = _normalize_bwd(zc0, zg0, mc3, dcc, dcg, M, ACT, 2)
-            rp2 = dgbase + (t * N + n[:, None]) * (M * (M + 1)) + jr[None, :] * (M + 1)
-            tl.store(rp2[:, :, None] + kc[None, None, :], dzc.to(DG.dtype.element_ty), mask=mc3)
-            tl.store(rp2 + M, dzg.to(DG.dtype.element_ty), mask=mn2)
-            tl.store(dvbase + (t * N + n[:, None]) * M + jr[None, :], (l1 * cg).to(DV.dtype.element_ty), mask=mn2)
+            rp2 = d_gates + ((b64 * T + t) * N + n[:, None]) * (M * (M + 1)) + jr[None, :] * (M + 1)
+            tl.store(rp2[:, :, None] + kc[None, None, :], dzc.to(d_gates.dtype.element_ty), mask=mc3)
+            tl.store(rp2 + M, dzg.to(d_gates.dtype.element_ty), mask=mn2)
+            tl.store(d_values + ((b64 * T + t) * N + n[:, None]) * M + jr[None, :], (l1 * cg).to(d_values.dtype.element_ty),
+                     mask=mn2)
         zc0, zg0, x0 = zc1, zg1, x1
         zc1, zg1, x1 = zc2, zg2, x2
         do0 = do1.to(tl.float32)
 
     if GRADS:
         if WRITE_DH0:
-            tl.store(DH0 + (seq64 * N + n[:, None]) * M + kc[None, :], tl.sum(mu, axis=1), mask=mask_if(mn2, c == 0))
+            tl.store(d_initial_state + (seq64 * N + n[:, None]) * M + kc[None, :], tl.sum(mu, axis=1),
+                     mask=mask_if(mn2, c == 0))
     else:
-        ptr = AGG + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + k3
+        ptr = aggregates + ((pid_s.to(tl.int64) * N + n[:, None, None]) * (M + 1) + v3) * M + k3
         tl.store(ptr, mu, mask=mn3 & (v3 <= M))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # phase 2 of the chunked mode: carry over chunks, x <- P x + b (canonical coordinates, both ops)
 # ----------------------------------------------------------------------------------------------------------------
+@triton.heuristics({
+    "HAS_X0": lambda args: args["initial_state"] is not None,
+    "IS_VARLEN": lambda args: args["chunk_offsets"] is not None,
+})
 @triton.jit
-def _carry_kernel(AGG, X0, CARRY, CUC, N, NC, M: tl.constexpr, MP: tl.constexpr, BLOCK: tl.constexpr,
-                  IS_VARLEN: tl.constexpr, HAS_X0: tl.constexpr, REVERSE: tl.constexpr):
+def _carry_kernel(aggregates, initial_state, carries, chunk_offsets, N, num_chunks, M: tl.constexpr,
+                  MP: tl.constexpr, BLOCK: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+                  HAS_X0: tl.constexpr):
+    """The state entering every chunk of a sequence (reversed for the backward): x <- P x + b over its chunks'
+    `aggregates` [chunks, N, M + 1, M], from the sequence's `initial_state` (zero if None), into `carries`."""
     seq = tl.program_id(0)
     pid_n = tl.program_id(1)
     if IS_VARLEN:
-        c0 = tl.load(CUC + seq)
-        c1 = tl.load(CUC + seq + 1)
+        c0 = tl.load(chunk_offsets + seq)
+        c1 = tl.load(chunk_offsets + seq + 1)
     else:
-        c0 = seq * NC
-        c1 = c0 + NC
+        c0 = seq * num_chunks
+        c1 = c0 + num_chunks
     n = pid_n * BLOCK + tl.arange(0, BLOCK)
     mn = n < N
     kr = tl.arange(0, MP)
     mn2 = mn[:, None] & (kr[None, :] < M)
     mP = mn2[:, :, None] & (kr[None, None, :] < M)
     if HAS_X0:
-        x = tl.load(X0 + (seq.to(tl.int64) * N + n[:, None]) * M + kr[None, :], mask=mn2, other=0.0).to(tl.float32)
+        x = tl.load(initial_state + (seq.to(tl.int64) * N + n[:, None]) * M + kr[None, :], mask=mn2, other=0.0).to(tl.float32)
     else:
         x = tl.zeros([BLOCK, MP], dtype=tl.float32)
     for ii in range(0, c1 - c0):
@@ -635,8 +687,8 @@ def _carry_kernel(AGG, X0, CARRY, CUC, N, NC, M: tl.constexpr, MP: tl.constexpr,
             cid = (c1 - 1 - ii).to(tl.int64)
         else:
             cid = (c0 + ii).to(tl.int64)
-        tl.store(CARRY + (cid * N + n[:, None]) * M + kr[None, :], x, mask=mn2)
-        base = AGG + (cid * N + n) * ((M + 1) * M)  # [BLOCK]
+        tl.store(carries + (cid * N + n[:, None]) * M + kr[None, :], x, mask=mn2)
+        base = aggregates + (cid * N + n) * ((M + 1) * M)  # [BLOCK]
         Pt = tl.load(base[:, None, None] + kr[None, :, None] * M + kr[None, None, :], mask=mP, other=0.0)
         bb = tl.load(base[:, None] + M * M + kr[None, :], mask=mn2, other=0.0)
         x = tl.sum(Pt * x[:, :, None], axis=1) + bb
@@ -1030,11 +1082,6 @@ class _Plan:
                 self.tab = None
                 self.cuc = None
 
-    def seg_args(self, dummy_i):
-        cu = self.cu if self.cu is not None else dummy_i
-        tab = self.tab if self.tab is not None else dummy_i
-        return cu, tab
-
 
 # Chunked-mode policy, from H200 measurements (bench_results/): the sequential kernels cost about one memory
 # latency per time step (~0.6 us for H-LRU and m = 1, ~1.3 us for BD-LRU m >= 2) until bandwidth-bound
@@ -1106,42 +1153,29 @@ def _prep_gates(gates, blocked):
 
 
 def _launch(kind, blocked, m, N, act, plan, phase):
-    """(kernel, channel block, launch kwargs) for `kind` in fwd/bwd and phase "agg" (chunk aggregates) or "main"."""
-    common = dict(ACT=act, IS_VARLEN=plan.varlen, USE_TAB=plan.tab is not None)
+    """(kernel, grid, launch keywords) of the sequential / chunked kernels for `kind` "fwd" or "bwd" and phase "agg"
+    (chunk aggregates) or "main"."""
     if kind == "fwd":
-        kern = _bdlru_fwd_kernel if blocked else _hlru_fwd_kernel
+        kernel = _bdlru_fwd_kernel if blocked else _hlru_fwd_kernel
     else:
-        kern = _bdlru_bwd_kernel if blocked else _hlru_bwd_kernel
+        kernel = _bdlru_bwd_kernel if blocked else _hlru_bwd_kernel
     nvp = _next_pow2(m + 1) if phase == "agg" else 1
-    blk = _block(blocked, m, nvp, N)
-    extra = dict(NVP=nvp, AFF=m if phase == "agg" else 0, M=m, MP=_next_pow2(m))
-    if kind == "fwd":
-        extra["WRITE_OUT"] = phase != "agg"
-    return kern, blk, dict(BLOCK=blk, num_warps=_num_warps(blk, blocked, m, nvp), **extra, **common)
+    block = _block(blocked, m, nvp, N)
+    grid = (plan.num_segs, _cdiv(N, block))
+    return kernel, grid, dict(cu_seqlens=plan.cu, segment_table=plan.tab, chunk_size=plan.CS, num_chunks=plan.NC,
+                              M=m, MP=_next_pow2(m), NVP=nvp, AFF=m if phase == "agg" else 0, BLOCK=block, ACT=act,
+                              num_warps=_num_warps(block, blocked, m, nvp))
 
 
-def _carry(agg, x0, plan, N, m, reverse, dummy_f, dummy_i):
+def _carry(aggregates, initial_state, plan, N, m, reverse):
     """Phase 2 of the chunked mode: the carried state entering every segment."""
-    S = plan.S
     mp = _next_pow2(m)
-    carry = torch.empty(plan.num_segs, N, m, device=agg.device, dtype=torch.float32)
-    cblk = max(1, min(128, _next_pow2(N), 2048 // (mp * mp)))
-    _carry_kernel[(S, _cdiv(N, cblk))](
-        agg, x0 if x0 is not None else dummy_f, carry, plan.cuc if plan.cuc is not None else dummy_i,
-        N, plan.NC, M=m, MP=mp, BLOCK=cblk, IS_VARLEN=plan.varlen, HAS_X0=x0 is not None, REVERSE=reverse,
-        num_warps=4)
-    return carry
-
-
-_DUMMIES = {}
-
-
-def _dummies(device):
-    """Placeholder pointers for absent optional tensors, made once per device (a decode step launches less)."""
-    if device not in _DUMMIES:
-        _DUMMIES[device] = (torch.empty(1, device=device, dtype=torch.float32),
-                            torch.zeros(2, device=device, dtype=torch.int32))
-    return _DUMMIES[device]
+    carries = torch.empty(plan.num_segs, N, m, device=aggregates.device, dtype=torch.float32)
+    block = max(1, min(128, _next_pow2(N), 2048 // (mp * mp)))
+    _carry_kernel[(plan.S, _cdiv(N, block))](
+        aggregates=aggregates, initial_state=initial_state, carries=carries, chunk_offsets=plan.cuc, N=N,
+        num_chunks=plan.NC, M=m, MP=mp, BLOCK=block, REVERSE=reverse, num_warps=4)
+    return carries
 
 
 def _device_guard(device):
@@ -1255,64 +1289,52 @@ def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, 
 def _forward_launch(blocked, gates, values, h0, act, want_final, plan):
     B, T, N = values.shape[:3]
     m = gates.shape[-1] - 1
-    dev = values.device
-    g, sg_b, sg_t = _prep_gates(gates, blocked)
-    v = values.contiguous()
-    out = torch.empty_like(v)
-    S = plan.S
-    final = torch.empty(S, N, m, device=dev, dtype=torch.float32) if want_final else None
-    dummy_f, dummy_i = _dummies(dev)
-    cu, tab = plan.seg_args(dummy_i)
-    h0c = h0.contiguous() if h0 is not None else None
-    if plan.chunked:
-        kern, blk, kw = _launch("fwd", blocked, m, N, act, plan, "agg")
-        agg = torch.empty(plan.num_segs, N, m + 1, m, device=dev, dtype=torch.float32)
-        kern[(plan.num_segs, _cdiv(N, blk))](
-            g, v, out, dummy_f, dummy_f, agg, cu, tab, sg_b, sg_t, T, N, plan.CS, plan.NC,
-            HAS_H0=False, H0_PER_SEG=False, WRITE_FINAL=False, **kw)
-        h_in, has_h0, per_seg = _carry(agg, h0c, plan, N, m, False, dummy_f, dummy_i), True, True
-        del agg
-    else:
-        h_in, has_h0, per_seg = (h0c if h0c is not None else dummy_f), h0c is not None, False
-    kern, blk, kw = _launch("fwd", blocked, m, N, act, plan, "main")
-    kern[(plan.num_segs, _cdiv(N, blk))](
-        g, v, out, h_in, final if final is not None else dummy_f, dummy_f, cu, tab, sg_b, sg_t, T, N, plan.CS,
-        plan.NC, HAS_H0=has_h0, H0_PER_SEG=per_seg, WRITE_FINAL=want_final, **kw)
-    return out, final
+    gates, stride_gates_b, stride_gates_t = _prep_gates(gates, blocked)
+    values = values.contiguous()
+    states = torch.empty_like(values)
+    final = torch.empty(plan.S, N, m, device=values.device, dtype=torch.float32) if want_final else None
+    h0 = h0.contiguous() if h0 is not None else None
+    inputs = dict(gates=gates, values=values, stride_gates_b=stride_gates_b, stride_gates_t=stride_gates_t, T=T, N=N)
+    h0_per_segment = False
+    if plan.chunked:  # phase 1: each chunk's transition; phase 2: the state entering each chunk
+        kernel, grid, kw = _launch("fwd", blocked, m, N, act, plan, "agg")
+        aggregates = torch.empty(plan.num_segs, N, m + 1, m, device=values.device, dtype=torch.float32)
+        kernel[grid](**inputs, states=None, initial_state=None, final_state=None, aggregates=aggregates,
+                     H0_PER_SEG=False, **kw)
+        h0, h0_per_segment = _carry(aggregates, h0, plan, N, m, reverse=False), True
+        del aggregates
+    kernel, grid, kw = _launch("fwd", blocked, m, N, act, plan, "main")
+    kernel[grid](**inputs, states=states, initial_state=h0, final_state=final, aggregates=None,
+                 H0_PER_SEG=h0_per_segment, **kw)
+    return states, final
 
 
 def _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_final):
     B, T, N = values.shape[:3]
     m = gates.shape[-1] - 1
-    dev = values.device
-    g, sg_b, sg_t = _prep_gates(gates, blocked)
-    v = values.contiguous()
-    S = plan.S
-    do = torch.zeros_like(v) if d_states is None else d_states.contiguous()
-    dfin = d_final.float().contiguous() if d_final is not None else None
-    dummy_f, dummy_i = _dummies(dev)
-    cu, tab = plan.seg_args(dummy_i)
-    h0c = h0.contiguous() if h0 is not None else None
-    init = h0c if h0c is not None else dummy_f
-    dg = torch.empty(g.shape, device=dev, dtype=gates.dtype)
-    dv = torch.empty_like(v)
-    dh0 = torch.empty(S, N, m, device=dev, dtype=torch.float32) if h0 is not None else None
-    if plan.chunked:
-        kern, blk, kw = _launch("bwd", blocked, m, N, act, plan, "agg")
-        agg = torch.empty(plan.num_segs, N, m + 1, m, device=dev, dtype=torch.float32)
-        kern[(plan.num_segs, _cdiv(N, blk))](
-            g, v, states, do, init, dummy_f, dg, dv, dummy_f, agg, cu, tab, sg_b, sg_t, T, N, plan.CS, plan.NC,
-            HAS_INIT=h0c is not None, HAS_DHT=False, DHT_PER_SEG=False, WRITE_DH0=False, **kw)
-        dht, has_dht, per_seg = _carry(agg, dfin, plan, N, m, True, dummy_f, dummy_i), True, True
-        del agg
-    else:
-        dht, has_dht, per_seg = (dfin if dfin is not None else dummy_f), dfin is not None, False
-    kern, blk, kw = _launch("bwd", blocked, m, N, act, plan, "main")
-    kern[(plan.num_segs, _cdiv(N, blk))](
-        g, v, states, do, init, dht, dg, dv, dh0 if dh0 is not None else dummy_f, dummy_f, cu, tab, sg_b, sg_t,
-        T, N, plan.CS, plan.NC, HAS_INIT=h0c is not None, HAS_DHT=has_dht, DHT_PER_SEG=per_seg,
-        WRITE_DH0=dh0 is not None, **kw)
-    return dg, dv, dh0
+    gates_dtype = gates.dtype
+    gates, stride_gates_b, stride_gates_t = _prep_gates(gates, blocked)
+    values = values.contiguous()
+    d_states = torch.zeros_like(values) if d_states is None else d_states.contiguous()
+    d_final = d_final.float().contiguous() if d_final is not None else None
+    h0 = h0.contiguous() if h0 is not None else None
+    d_gates = torch.empty(gates.shape, device=values.device, dtype=gates_dtype)
+    d_values = torch.empty_like(values)
+    d_h0 = torch.empty(plan.S, N, m, device=values.device, dtype=torch.float32) if h0 is not None else None
+    inputs = dict(gates=gates, values=values, states=states, d_states=d_states, initial_state=h0,
+                  stride_gates_b=stride_gates_b, stride_gates_t=stride_gates_t, T=T, N=N)
+    d_final_per_segment = False
+    if plan.chunked:  # phase 1: each chunk's adjoint transition; phase 2: the adjoint entering each chunk
+        kernel, grid, kw = _launch("bwd", blocked, m, N, act, plan, "agg")
+        aggregates = torch.empty(plan.num_segs, N, m + 1, m, device=values.device, dtype=torch.float32)
+        kernel[grid](**inputs, d_final=None, d_gates=None, d_values=None, d_initial_state=None, aggregates=aggregates,
+                     DHT_PER_SEG=False, **kw)
+        d_final, d_final_per_segment = _carry(aggregates, d_final, plan, N, m, reverse=True), True
+        del aggregates
+    kernel, grid, kw = _launch("bwd", blocked, m, N, act, plan, "main")
+    kernel[grid](**inputs, d_final=d_final, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, aggregates=None,
+                 DHT_PER_SEG=d_final_per_segment, **kw)
+    return d_gates, d_values, d_h0
 
 
 def scan_forward(blocked, gates, values, initial_state, act, want_final, cu_seqlens, chunk_size, plan=None):
