@@ -230,10 +230,11 @@ def run_layer(m):
         return dict(m=m, note=f"mixer run failed: {type(err).__name__}: {err}")
 
 
-def run_model_rows(device="cuda", small=False, steps=10):
+def run_model_rows(device="cuda", small=False, steps=10, compile_models=False):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and an AdamW step): H-LRU m in {1, 2, 4} and BD-LRU m in {2, 4, 8} against transformers' Llama
-    of the same shape (sdpa attention, 12 heads)."""
+    of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama too, through torch.compile
+    (inductor; the first steps, which compile, are not timed)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from hf_lrnn import BDLRUConfig, HLRUConfig
@@ -249,11 +250,12 @@ def run_model_rows(device="cuda", small=False, steps=10):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        forward = torch.compile(model) if compile_models else model
         ids = torch.randint(0, vocab, (B, T), device=device)
 
         def step():
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
-                loss = model(ids, labels=ids, use_cache=False).loss
+                loss = forward(ids, labels=ids, use_cache=False).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -268,9 +270,9 @@ def run_model_rows(device="cuda", small=False, steps=10):
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / steps
-        rows.append(dict(model=name, parameters=sum(p.numel() for p in model.parameters()), B=B, T=T,
-                         step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
-        del model, optimizer
+        rows.append(dict(model=name, compiled=compile_models, parameters=sum(p.numel() for p in model.parameters()),
+                         B=B, T=T, step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
+        del model, optimizer, forward
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     llama = next(r for r in rows if r["model"] == "llama")["tokens_per_s"]
@@ -282,8 +284,9 @@ def run_model_rows(device="cuda", small=False, steps=10):
 def model_lines(models):
     if not models:
         return []
+    compiled = ", torch.compile" if models[0].get("compiled") else ", eager"
     lines = [f"Training step of whole models (B={models[0]['B']} T={models[0]['T']}, d=768, 12 blocks, bf16 autocast, "
-             "AdamW), tokens/s and against Llama (sdpa):"]
+             f"AdamW{compiled}), tokens/s and against Llama (sdpa):"]
     for r in models:
         lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
                      f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x")
@@ -405,6 +408,7 @@ def main():
     ap.add_argument("--orders", default="", help="comma-separated m: only these orders / block sizes")
     ap.add_argument("--no-model", action="store_true", help="skip the whole-model training rows (against Llama)")
     ap.add_argument("--only-model", action="store_true", help="only the whole-model training rows (against Llama)")
+    ap.add_argument("--model-compile", action="store_true", help="the model rows through torch.compile (all models)")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     args = ap.parse_args()
     if args.sweep:
@@ -414,7 +418,7 @@ def main():
     if args.compare_first_order:
         return compare_first_order(args.out)
     if args.only_model:
-        return print_model_rows(run_model_rows(), args.out)
+        return print_model_rows(run_model_rows(compile_models=args.model_compile), args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
@@ -436,7 +440,7 @@ def main():
     layers = [run_layer(m) for m in (1, 2, 4)]
     for r in layers:
         print(json.dumps(r), flush=True)
-    models = [] if args.no_model else run_model_rows()
+    models = [] if args.no_model else run_model_rows(compile_models=args.model_compile)
 
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
            f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "
