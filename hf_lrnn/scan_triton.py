@@ -228,6 +228,23 @@ def _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN: tl.cons
     return seq, c, seq_bos, seq_eos, b
 
 
+# The sequential / chunked kernels of both ops take their optional tensors as None: these flags follow from them.
+_WALK_FWD_HEURISTICS = {
+    "HAS_H0": lambda args: args["initial_state"] is not None,
+    "WRITE_FINAL": lambda args: args["final_state"] is not None,
+    "WRITE_OUT": lambda args: args["states"] is not None,  # None in the aggregate phase
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+    "USE_TAB": lambda args: args["segment_table"] is not None,
+}
+_WALK_BWD_HEURISTICS = {
+    "HAS_INIT": lambda args: args["initial_state"] is not None,
+    "HAS_DHT": lambda args: args["d_final"] is not None,
+    "WRITE_DH0": lambda args: args["d_initial_state"] is not None,
+    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
+    "USE_TAB": lambda args: args["segment_table"] is not None,
+}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # H-LRU
 # ----------------------------------------------------------------------------------------------------------------
@@ -243,13 +260,7 @@ def _hlru_load(gbase, vbase, bos, i, L, u0, stride_gates_t, N, n, mn, p, M: tl.c
     return zc, zg, v
 
 
-@triton.heuristics({
-    "HAS_H0": lambda args: args["initial_state"] is not None,
-    "WRITE_FINAL": lambda args: args["final_state"] is not None,
-    "WRITE_OUT": lambda args: args["states"] is not None,
-    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
-    "USE_TAB": lambda args: args["segment_table"] is not None,
-})
+@triton.heuristics(_WALK_FWD_HEURISTICS)
 @triton.jit
 def _hlru_fwd_kernel(
     gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
@@ -349,13 +360,7 @@ def _hlru_bwd_load(gbase, vbase, dobase, obase, initial_state, seq, seq_bos, bos
     return zc, zg, do, v, sold
 
 
-@triton.heuristics({
-    "HAS_INIT": lambda args: args["initial_state"] is not None,
-    "HAS_DHT": lambda args: args["d_final"] is not None,
-    "WRITE_DH0": lambda args: args["d_initial_state"] is not None,
-    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
-    "USE_TAB": lambda args: args["segment_table"] is not None,
-})
+@triton.heuristics(_WALK_BWD_HEURISTICS)
 @triton.jit
 def _hlru_bwd_kernel(
     gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
@@ -475,13 +480,7 @@ def _bdlru_load(gbase, vbase, bos, i, L, stride_gates_t, N, n, mn, jr, kc, M: tl
     return zc, zg, v
 
 
-@triton.heuristics({
-    "HAS_H0": lambda args: args["initial_state"] is not None,
-    "WRITE_FINAL": lambda args: args["final_state"] is not None,
-    "WRITE_OUT": lambda args: args["states"] is not None,
-    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
-    "USE_TAB": lambda args: args["segment_table"] is not None,
-})
+@triton.heuristics(_WALK_FWD_HEURISTICS)
 @triton.jit
 def _bdlru_fwd_kernel(
     gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
@@ -553,13 +552,7 @@ def _bdlru_fwd_kernel(
         tl.store(ptr, H, mask=mn3 & (v3 <= M))
 
 
-@triton.heuristics({
-    "HAS_INIT": lambda args: args["initial_state"] is not None,
-    "HAS_DHT": lambda args: args["d_final"] is not None,
-    "WRITE_DH0": lambda args: args["d_initial_state"] is not None,
-    "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
-    "USE_TAB": lambda args: args["segment_table"] is not None,
-})
+@triton.heuristics(_WALK_BWD_HEURISTICS)
 @triton.jit
 def _bdlru_bwd_kernel(
     gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
