@@ -1040,18 +1040,18 @@ class _Plan:
 
     def __init__(self, B, T, cu_seqlens, lens, chunk_size, device):
         """lens: the packed sequence lengths when cu_seqlens is given (read from the device once), else None."""
-        self.varlen = cu_seqlens is not None
-        if self.varlen:
+        varlen = cu_seqlens is not None
+        if varlen:
             self.S = len(lens)
             self.cu = cu_seqlens.to(device=device, dtype=torch.int32)
         else:
             self.S = B
             self.cu = None
-        max_len = max(lens) if self.varlen else T
+        max_len = max(lens) if varlen else T
         chunk_size = int(chunk_size or 0)
         if chunk_size <= 0 or chunk_size >= max_len:
             self.chunked = False
-            self.CS = max(T, 1) + (1 if self.varlen else 0)
+            self.CS = max(T, 1) + (1 if varlen else 0)
             self.NC = 1
             self.num_segs = self.S
             self.tab = None
@@ -1059,7 +1059,7 @@ class _Plan:
         else:
             self.chunked = True
             self.CS = chunk_size
-            if self.varlen:
+            if varlen:
                 ncs = [max(1, _cdiv(length, chunk_size)) for length in lens]
                 tab = [(s, c) for s, k in enumerate(ncs) for c in range(k)]
                 self.tab = torch.tensor(tab, dtype=torch.int32).to(device)
@@ -1115,7 +1115,7 @@ class _FirstOrderPlan:
 def _make_plan(B, T, N, m, blocked, cu_seqlens, chunk_size, device):
     # the look-back may round differently between runs: torch.use_deterministic_algorithms(True) keeps the old kernels.
     # One step (a decode step) has nothing to look back over: the sequential kernel runs it in one launch, without the
-    # look-back's zeroed workspace and final-state copy (two more kernels per layer and token)
+    # look-back's filled workspace and final-state copy (two more kernels per layer and token)
     if m == 1 and chunk_size is None and not torch.are_deterministic_algorithms_enabled() \
             and not (T == 1 and cu_seqlens is None):
         return _FirstOrderPlan(None if cu_seqlens is None else cu_seqlens.to(device))
@@ -1280,7 +1280,7 @@ def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, 
 
 
 def _forward_launch(blocked, gates, values, h0, act, want_final, plan):
-    B, T, N = values.shape[:3]
+    T, N = values.shape[1:3]
     m = gates.shape[-1] - 1
     gates, stride_gates_b, stride_gates_t = _prep_gates(gates, blocked)
     values = values.contiguous()
@@ -1303,7 +1303,7 @@ def _forward_launch(blocked, gates, values, h0, act, want_final, plan):
 
 
 def _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_final):
-    B, T, N = values.shape[:3]
+    T, N = values.shape[1:3]
     m = gates.shape[-1] - 1
     gates_dtype = gates.dtype
     gates, stride_gates_b, stride_gates_t = _prep_gates(gates, blocked)
