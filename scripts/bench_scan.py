@@ -271,7 +271,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False):
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / steps
         rows.append(dict(model=name, compiled=compile_models, parameters=sum(p.numel() for p in model.parameters()),
-                         B=B, T=T, step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
+                         d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
         del model, optimizer, forward
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -284,9 +284,10 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False):
 def model_lines(models):
     if not models:
         return []
-    compiled = ", torch.compile" if models[0].get("compiled") else ", eager"
-    lines = [f"Training step of whole models (B={models[0]['B']} T={models[0]['T']}, d=768, 12 blocks, bf16 autocast, "
-             f"AdamW{compiled}), tokens/s and against Llama (sdpa):"]
+    compiled = ", torch.compile" if models[0]["compiled"] else ", eager"
+    first = models[0]
+    lines = [f"Training step of whole models (B={first['B']} T={first['T']}, d={first['d']}, {first['layers']} blocks, bf16 "
+             f"autocast, AdamW{compiled}), tokens/s and against Llama (sdpa):"]
     for r in models:
         lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
                      f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x")
