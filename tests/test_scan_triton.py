@@ -151,8 +151,26 @@ def test_expanded_gates(blocked):
 def test_channel_tiles_tail(monkeypatch):
     # several channel tiles per program grid, the last one partial (N=5 with 2-unit tiles)
     monkeypatch.setattr(scan_triton, "_block", lambda blocked, m, nvp, N: 2)
+    monkeypatch.setattr(scan_triton, "BLOCK_PER_THREAD_BLOCKS", 2)
     run_case(False, 2, 9, 5, 3)
     run_case(True, 1, 7, 5, 2, chunk=3)
+    run_case(True, 2, 7, 5, 3)  # block per thread
+    run_case(True, 2, 7, 5, 4, chunk=3)
+    run_case(True, 2, 7, 5, 8, chunk=3)  # [m, m] tiles
+
+
+def test_block_per_thread_chunk_policy():
+    # BD-LRU m <= 4: chunks just long enough that the phase's S x N x (T / chunk) threads give every SM its share
+    sms, share = 132, scan_triton.THREADS_PER_SM
+    assert scan_triton._auto_chunk(1024, 256, 4, True, 2048, sms) == 0  # the rows alone fill the GPU: sequential
+    for S, N, T in [(8, 192, 2048), (1, 256, 16384), (32, 512, 2048), (8, 256, 4096)]:
+        chunk = scan_triton._auto_chunk(S, N, 4, True, T, sms)
+        shortest = scan_triton._chunk_length(T)
+        assert chunk > 0 and chunk & (chunk - 1) == 0 and chunk >= shortest
+        assert S * N * T / chunk >= sms * share or chunk == shortest
+        assert S * N * T / (2 * chunk) < sms * share  # twice as long would leave SMs short
+    assert scan_triton._auto_chunk(8, 192, 4, True, 32, sms) == 0  # too short to split
+    assert scan_triton._auto_chunk(8, 192, 2, True, 2048, sms) == scan_triton._auto_chunk(8, 192, 4, True, 2048, sms)
 
 
 @pytest.mark.parametrize("blocked", [False, True])
@@ -286,6 +304,7 @@ def test_every_launch_is_inside_the_device_guard(monkeypatch, blocked, m, chunk)
 
     monkeypatch.setattr(scan_triton, "_device_guard", RecordingGuard)
     for name in ("_hlru_fwd_kernel", "_hlru_bwd_kernel", "_bdlru_fwd_kernel", "_bdlru_bwd_kernel", "_carry_kernel",
+                 "_bdlru_fwd_block_per_thread_kernel", "_bdlru_bwd_block_per_thread_kernel",
                  "_first_order_fwd_kernel", "_first_order_bwd_kernel"):
         monkeypatch.setattr(scan_triton, name, CheckedKernel(name, getattr(scan_triton, name)))
 
