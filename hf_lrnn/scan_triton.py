@@ -655,6 +655,25 @@ def _bdlru_bwd_kernel(
 # a warp's loads of one component are strided, but together they read every byte of the warp's blocks once.
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
+def _phi_group(z, M: tl.constexpr, ACT: tl.constexpr):
+    """relu / tanh / linear of one group held as a tuple: (phi of each logit, 1 / `_denominator`)."""
+    p = ()
+    den = tl.zeros_like(z[0])
+    for k in tl.static_range(M + 1):
+        pk = _phi(z[k], ACT)
+        p = p + (pk,)
+        if ACT == 2:
+            den += pk
+        else:
+            den += tl.abs(pk)
+    if ACT == 2:
+        den += (M + 1) * _RELU_EPS
+    else:
+        den += _SIGNED_EPS
+    return p, 1.0 / den
+
+
+@triton.jit
 def _normalize_group(z, M: tl.constexpr, ACT: tl.constexpr):
     """`_normalize` of one group of M + 1 logits held as a tuple of tensors (M coefficients, then the input gate):
     the group's sums run elementwise, inside each thread. Returns the tuple of the M + 1 normalised values."""
@@ -681,20 +700,7 @@ def _normalize_group(z, M: tl.constexpr, ACT: tl.constexpr):
     elif ACT == 5:
         c = z
     else:
-        p = ()
-        den = tl.zeros_like(z[0])
-        for k in tl.static_range(M + 1):
-            pk = _phi(z[k], ACT)
-            p = p + (pk,)
-            if ACT == 2:
-                den += pk
-            else:
-                den += tl.abs(pk)
-        if ACT == 2:
-            den += (M + 1) * _RELU_EPS
-        else:
-            den += _SIGNED_EPS
-        inv = 1.0 / den
+        p, inv = _phi_group(z, M, ACT)
         c = ()
         for k in tl.static_range(M + 1):
             c = c + (p[k] * inv,)
@@ -719,20 +725,7 @@ def _normalize_group_bwd(z, dc, M: tl.constexpr, ACT: tl.constexpr):
     elif ACT == 5:
         dz = dc
     else:
-        p = ()
-        den = tl.zeros_like(z[0])
-        for k in tl.static_range(M + 1):
-            pk = _phi(z[k], ACT)
-            p = p + (pk,)
-            if ACT == 2:
-                den += pk
-            else:
-                den += tl.abs(pk)
-        if ACT == 2:
-            den += (M + 1) * _RELU_EPS
-        else:
-            den += _SIGNED_EPS
-        inv = 1.0 / den
+        p, inv = _phi_group(z, M, ACT)
         dot = p[0] * inv * dc[0]
         for k in tl.static_range(1, M + 1):
             dot += p[k] * inv * dc[k]
