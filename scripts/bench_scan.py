@@ -230,11 +230,12 @@ def run_layer(m):
         return dict(m=m, note=f"mixer run failed: {type(err).__name__}: {err}")
 
 
-def run_model_rows(device="cuda", small=False, steps=10, compile_models=False):
+def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and an AdamW step): H-LRU m in {1, 2, 4} and BD-LRU m in {2, 4, 8} against transformers' Llama
     of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama too, through torch.compile
-    (inductor; the first steps, which compile, are not timed)."""
+    (inductor; the first steps, which compile, are not timed). models: only these rows ("hlru2", "bdlru4", ...; Llama
+    always runs, the ratios need it)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from hf_lrnn import BDLRUConfig, HLRUConfig
@@ -245,6 +246,12 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False):
     configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **common) for m in (2, 4, 8)})
     configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
                                    tie_word_embeddings=True, **common)
+    if models:
+        unknown = set(models) - {name.replace(" m=", "") for name in configs}
+        if unknown:
+            raise ValueError(f"--models: unknown rows {sorted(unknown)}; expected some of hlru1, hlru2, hlru4, bdlru2, "
+                             "bdlru4, bdlru8, llama")
+        configs = {name: c for name, c in configs.items() if name == "llama" or name.replace(" m=", "") in models}
     rows = []
     for name, config in configs.items():
         torch.manual_seed(0)
@@ -410,8 +417,11 @@ def main():
     ap.add_argument("--no-model", action="store_true", help="skip the whole-model training rows (against Llama)")
     ap.add_argument("--only-model", action="store_true", help="only the whole-model training rows (against Llama)")
     ap.add_argument("--model-compile", action="store_true", help="the model rows through torch.compile (all models)")
+    ap.add_argument("--models", default="", help="comma-separated model rows to run, e.g. hlru2,bdlru4 (Llama always "
+                    "runs); default all")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     args = ap.parse_args()
+    model_names = [name for name in args.models.split(",") if name]
     if args.sweep:
         return sweep_chunks([int(c) for c in args.sweep.split(",")], args.out)
     if args.first_order_tiles:
@@ -419,7 +429,7 @@ def main():
     if args.compare_first_order:
         return compare_first_order(args.out)
     if args.only_model:
-        return print_model_rows(run_model_rows(compile_models=args.model_compile), args.out)
+        return print_model_rows(run_model_rows(compile_models=args.model_compile, models=model_names), args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
@@ -441,7 +451,7 @@ def main():
     layers = [run_layer(m) for m in (1, 2, 4)]
     for r in layers:
         print(json.dumps(r), flush=True)
-    models = [] if args.no_model else run_model_rows(compile_models=args.model_compile)
+    models = [] if args.no_model else run_model_rows(compile_models=args.model_compile, models=model_names)
 
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
            f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "

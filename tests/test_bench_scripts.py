@@ -1,0 +1,30 @@
+"""The benchmark scripts' options, on CPU with tiny models (their timings mean nothing here; what is checked is which
+rows run and how bad options are refused)."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_bench_scan():
+    spec = importlib.util.spec_from_file_location("bench_scan", os.path.join(ROOT, "scripts", "bench_scan.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_rows_only_the_chosen_models_and_llama():
+    bench_scan = load_bench_scan()
+    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["bdlru4", "hlru2"])
+    assert [r["model"] for r in rows] == ["hlru m=2", "bdlru m=4", "llama"]
+    assert all(r["tokens_per_s"] > 0 for r in rows)
+    assert next(r for r in rows if r["model"] == "llama")["vs_llama"] == 1.0
+
+
+def test_model_rows_refuse_an_unknown_model():
+    bench_scan = load_bench_scan()
+    with pytest.raises(ValueError, match=r"--models: unknown rows \['bdlru3'\]"):
+        bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["bdlru3"])
