@@ -1485,9 +1485,10 @@ def _prep_gates(gates, blocked):
 
 
 # BD-LRU blocks of at most this size run one block per thread (`_bdlru_*_block_per_thread_kernel`: no reductions
-# across lanes; on the H200 3.3-4.5x faster forward than the [m, m] tiles at m = 4). Larger blocks keep the tiles:
-# m (m+1) logits per step and thread, times the 2-step prefetch, would spill. Programs hold BLOCK_PER_THREAD_BLOCKS
-# blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident threads per SM.
+# across lanes; on the H200 the forward is 2.2-4.6x faster than the [m, m] tiles at m = 4). Larger blocks keep the
+# tiles: a thread would hold m (m+1) logits per step, three steps of them with the prefetch (not measured at m = 8).
+# Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
+# threads per SM.
 _BLOCK_PER_THREAD_MAX_M = 4
 BLOCK_PER_THREAD_BLOCKS = 16 if _INTERPRET else 64  # the interpreter: several programs in small tests
 THREADS_PER_SM = 1024
