@@ -12,10 +12,10 @@ old = importlib.util.module_from_spec(spec); sys.modules["hf_lrnn.scan_triton_ma
 OUT = os.environ.get("OUT", "/tmp")
 rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 torch.manual_seed(0)
-print("exactness of the branch (max rel err vs float64; chunk 0 / 64 / auto):", flush=True)
+print("exactness of the branch (max rel err vs float64; chunk 0 / 64):", flush=True)
 for op, ms in (("hlru", (2, 3, 4, 8)), ("bdlru", (2, 4))):
     for m in ms:
-        for act in (("softmax", "sigmoid", "relu", "tanh", "linear") if m == 2 else ("softmax",)):
+        for act in (("softmax", "relu") if m == 2 else ("softmax",)):  # every activation: the GPU tests
             B, T, N = 2, 300, 40
             shape = (B, T, N, m, m + 1) if op == "bdlru" else (B, T, N, m + 1)
             vshape = (B, T, N, m) if op == "bdlru" else (B, T, N)
@@ -28,7 +28,7 @@ for op, ms in (("hlru", (2, 3, 4, 8)), ("bdlru", (2, 4))):
             ref = ref_fn(g, v, h0, act)
             rg = torch.autograd.grad((ref[0] * do).sum() + (ref[1] * df).sum(), [g, v, h0])
             errs = []
-            for chunk in (0, 64, None):
+            for chunk in (0, 64):
                 out = fn(g.float(), v.float(), h0.float(), act, True, None, chunk)
                 og = torch.autograd.grad((out[0] * do.float()).sum() + (out[1] * df.float()).sum(), [g, v, h0])
                 errs.append(max(((a.double() - b).abs().max() / b.abs().max()).item()
