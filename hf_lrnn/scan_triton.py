@@ -777,6 +777,42 @@ def _load_coordinates(ptr, mask, M: tl.constexpr):
     return x
 
 
+@triton.jit
+def _start_vectors(start, pid_s, seq, N, n, mn, M: tl.constexpr, NV: tl.constexpr, BLOCK: tl.constexpr,
+                   HAS_START: tl.constexpr, PER_SEGMENT: tl.constexpr):
+    """The carried vectors a block-per-thread walk starts from, as the tuple V[k NV + v]: with NV = 1 the sequence's
+    (or with PER_SEGMENT the segment's) row of `start` [.., N, M], or zeros without one; with NV = M + 1 (aggregate
+    phase) the M basis vectors, then the zero affine vector."""
+    V = ()
+    if NV == 1:
+        if HAS_START:
+            if PER_SEGMENT:
+                row = pid_s.to(tl.int64)
+            else:
+                row = seq.to(tl.int64)
+            V = _load_coordinates(start + (row * N + n) * M, mn, M)
+        else:
+            for k in tl.static_range(M):
+                V = V + (tl.zeros([BLOCK], dtype=tl.float32),)
+    else:
+        for k in tl.static_range(M):
+            for v in tl.static_range(NV):
+                if k == v:
+                    V = V + (tl.full([BLOCK], 1.0, dtype=tl.float32),)
+                else:
+                    V = V + (tl.zeros([BLOCK], dtype=tl.float32),)
+    return V
+
+
+@triton.jit
+def _store_aggregates(aggregates, pid_s, N, n, mn, V, M: tl.constexpr, NV: tl.constexpr):
+    """A segment's end vectors V[k NV + v] into `aggregates` [segments, N, M + 1, M] (row v, column k)."""
+    base = aggregates + (pid_s.to(tl.int64) * N + n) * ((M + 1) * M)
+    for v in tl.static_range(NV):
+        for k in tl.static_range(M):
+            tl.store(base + v * M + k, V[k * NV + v], mask=mn)
+
+
 @triton.heuristics(_WALK_FWD_HEURISTICS)
 @triton.jit
 def _bdlru_fwd_block_per_thread_kernel(
@@ -799,25 +835,7 @@ def _bdlru_fwd_block_per_thread_kernel(
     n = pid_n * BLOCK + tl.arange(0, BLOCK)
     mn = n < N
 
-    if NV == 1:
-        if HAS_H0:
-            if H0_PER_SEG:
-                hidx = pid_s.to(tl.int64)
-            else:
-                hidx = seq.to(tl.int64)
-            H = _load_coordinates(initial_state + (hidx * N + n) * M, mn, M)
-        else:
-            H = ()
-            for k in tl.static_range(M):
-                H = H + (tl.zeros([BLOCK], dtype=tl.float32),)
-    else:
-        H = ()
-        for k in tl.static_range(M):
-            for v in tl.static_range(NV):
-                if k == v:
-                    H = H + (tl.full([BLOCK], 1.0, dtype=tl.float32),)
-                else:
-                    H = H + (tl.zeros([BLOCK], dtype=tl.float32),)
+    H = _start_vectors(initial_state, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_H0, H0_PER_SEG)
 
     gbase = gates + b64 * stride_gates_b
     vbase = values + b64 * T * N * M
@@ -849,10 +867,7 @@ def _bdlru_fwd_block_per_thread_kernel(
             for k in tl.static_range(M):
                 tl.store(final_state + (seq.to(tl.int64) * N + n) * M + k, H[k], mask=last)
     else:
-        base = aggregates + (pid_s.to(tl.int64) * N + n) * ((M + 1) * M)
-        for v in tl.static_range(NV):
-            for k in tl.static_range(M):
-                tl.store(base + v * M + k, H[k * NV + v], mask=mn)
+        _store_aggregates(aggregates, pid_s, N, n, mn, H, M, NV)
 
 
 @triton.heuristics(_WALK_BWD_HEURISTICS)
@@ -878,25 +893,7 @@ def _bdlru_bwd_block_per_thread_kernel(
     n = pid_n * BLOCK + tl.arange(0, BLOCK)
     mn = n < N
 
-    if GRADS:
-        if HAS_DHT:
-            if DHT_PER_SEG:
-                hidx = pid_s.to(tl.int64)
-            else:
-                hidx = seq64
-            mu = _load_coordinates(d_final + (hidx * N + n) * M, mn, M)
-        else:
-            mu = ()
-            for j in tl.static_range(M):
-                mu = mu + (tl.zeros([BLOCK], dtype=tl.float32),)
-    else:
-        mu = ()
-        for j in tl.static_range(M):
-            for v in tl.static_range(NV):
-                if j == v:
-                    mu = mu + (tl.full([BLOCK], 1.0, dtype=tl.float32),)
-                else:
-                    mu = mu + (tl.zeros([BLOCK], dtype=tl.float32),)
+    mu = _start_vectors(d_final, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_DHT, DHT_PER_SEG)
 
     gbase = gates + b64 * stride_gates_b
     vbase = values + b64 * T * N * M
@@ -957,10 +954,7 @@ def _bdlru_bwd_block_per_thread_kernel(
             for k in tl.static_range(M):
                 tl.store(d_initial_state + (seq64 * N + n) * M + k, mu[k], mask=mask_if(mn, c == 0))
     else:
-        base = aggregates + (pid_s.to(tl.int64) * N + n) * ((M + 1) * M)
-        for v in tl.static_range(NV):
-            for k in tl.static_range(M):
-                tl.store(base + v * M + k, mu[k * NV + v], mask=mn)
+        _store_aggregates(aggregates, pid_s, N, n, mn, mu, M, NV)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1505,20 +1499,18 @@ def _launch(kind, blocked, m, N, act, plan, phase):
     if _block_per_thread(blocked, m):
         kernel = _bdlru_fwd_block_per_thread_kernel if kind == "fwd" else _bdlru_bwd_block_per_thread_kernel
         block = min(BLOCK_PER_THREAD_BLOCKS, _next_pow2(N))
-        grid = (plan.num_segs, _cdiv(N, block))
-        return kernel, grid, dict(cu_seqlens=plan.cu, segment_table=plan.tab, chunk_size=plan.CS, num_chunks=plan.NC,
-                                  M=m, NV=m + 1 if phase == "agg" else 1, AFF=m if phase == "agg" else 0, BLOCK=block,
-                                  ACT=act, num_warps=max(1, block // 32))
-    if kind == "fwd":
-        kernel = _bdlru_fwd_kernel if blocked else _hlru_fwd_kernel
+        shape = dict(NV=m + 1 if phase == "agg" else 1, num_warps=max(1, block // 32))
     else:
-        kernel = _bdlru_bwd_kernel if blocked else _hlru_bwd_kernel
-    nvp = _next_pow2(m + 1) if phase == "agg" else 1
-    block = _block(blocked, m, nvp, N)
+        if kind == "fwd":
+            kernel = _bdlru_fwd_kernel if blocked else _hlru_fwd_kernel
+        else:
+            kernel = _bdlru_bwd_kernel if blocked else _hlru_bwd_kernel
+        nvp = _next_pow2(m + 1) if phase == "agg" else 1
+        block = _block(blocked, m, nvp, N)
+        shape = dict(MP=_next_pow2(m), NVP=nvp, num_warps=_num_warps(block, blocked, m, nvp))
     grid = (plan.num_segs, _cdiv(N, block))
     return kernel, grid, dict(cu_seqlens=plan.cu, segment_table=plan.tab, chunk_size=plan.CS, num_chunks=plan.NC,
-                              M=m, MP=_next_pow2(m), NVP=nvp, AFF=m if phase == "agg" else 0, BLOCK=block, ACT=act,
-                              num_warps=_num_warps(block, blocked, m, nvp))
+                              M=m, AFF=m if phase == "agg" else 0, BLOCK=block, ACT=act, **shape)
 
 
 def _carry(aggregates, initial_state, plan, N, m, reverse):
