@@ -769,6 +769,29 @@ def _bdlru_load_step(gbase, vbase, bos, i, L, stride_gates_t, N, n, mn, M: tl.co
 
 
 @triton.jit
+def _store_contiguous(ptr, parts, mask, BLOCK: tl.constexpr, COUNT: tl.constexpr, WIDTH: tl.constexpr,
+                      LOG2_WIDTH: tl.constexpr):
+    """Store the tuple `parts` of COUNT [BLOCK] tensors at ptr + q (q < COUNT) as one [BLOCK, WIDTH] tile (WIDTH =
+    2^LOG2_WIDTH >= COUNT): each thread's values are contiguous, so a warp writes whole sectors. Storing each part
+    alone is a strided store per part, and such partial-sector writes are what bounds these kernels otherwise."""
+    level = ()
+    for q in tl.static_range(WIDTH):
+        if q < COUNT:
+            level = level + (parts[q],)
+        else:
+            level = level + (tl.zeros_like(parts[0]),)
+    for depth in tl.static_range(LOG2_WIDTH):  # join q with q + half: column index = part index (see the docstring)
+        half: tl.constexpr = WIDTH >> (depth + 1)
+        joined = ()
+        for q in tl.static_range(half):
+            joined = joined + (tl.join(level[q], level[q + half]),)
+        level = joined
+    tile = tl.reshape(level[0], [BLOCK, WIDTH])
+    column = tl.arange(0, WIDTH)
+    tl.store(ptr[:, None] + column[None, :], tile.to(ptr.dtype.element_ty), mask=mask[:, None] & (column[None, :] < COUNT))
+
+
+@triton.jit
 def _load_coordinates(ptr, mask, M: tl.constexpr):
     """The M coordinates at ptr, ptr + 1, ... as a tuple of float32 tensors."""
     x = ()
@@ -818,8 +841,8 @@ def _store_aggregates(aggregates, pid_s, N, n, mn, V, M: tl.constexpr, NV: tl.co
 def _bdlru_fwd_block_per_thread_kernel(
     gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
     stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
-    M: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
-    H0_PER_SEG: tl.constexpr,
+    M: tl.constexpr, MP: tl.constexpr, LOG2_MP: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr,
+    BLOCK: tl.constexpr, ACT: tl.constexpr, H0_PER_SEG: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
     WRITE_FINAL: tl.constexpr,
 ):
@@ -855,9 +878,7 @@ def _bdlru_fwd_block_per_thread_kernel(
                 new = new + (acc,)
         H = new
         if WRITE_OUT:
-            out = states + ((b64 * T + bos + i) * N + n) * M
-            for j in tl.static_range(M):
-                tl.store(out + j, H[j].to(states.dtype.element_ty), mask=mn)
+            _store_contiguous(states + ((b64 * T + bos + i) * N + n) * M, H, mn, BLOCK, M, MP, LOG2_MP)
         z0, x0 = z1, x1
         z1, x1 = z2, x2
 
@@ -875,8 +896,8 @@ def _bdlru_fwd_block_per_thread_kernel(
 def _bdlru_bwd_block_per_thread_kernel(
     gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
     cu_seqlens, segment_table, stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
-    M: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
-    DHT_PER_SEG: tl.constexpr,
+    M: tl.constexpr, MP: tl.constexpr, LOG2_MP: tl.constexpr, GP: tl.constexpr, LOG2_GP: tl.constexpr,
+    NV: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DHT: tl.constexpr,
     WRITE_DH0: tl.constexpr,
 ):
@@ -934,17 +955,18 @@ def _bdlru_bwd_block_per_thread_kernel(
                 for k in tl.static_range(M):
                     held = held + (tl.where(prev_in, h_prev[k], h_init[k]),)
                 h_prev = held
-            d_row = d_gates + ((b64 * T + t) * N + n) * (M * (M + 1))
+            d_logits = ()  # flat like the logits
+            d_vals = ()
             for j in tl.static_range(M):
                 d_coef = ()
                 for k in tl.static_range(M):
                     d_coef = d_coef + (lam[j] * h_prev[k],)
                 d_coef = d_coef + (lam[j] * x0[j],)
-                d_logits = _normalize_group_bwd(_group(z0, j, M), d_coef, M, ACT)
-                for k in tl.static_range(M + 1):
-                    tl.store(d_row + j * (M + 1) + k, d_logits[k].to(d_gates.dtype.element_ty), mask=mn)
-                tl.store(d_values + ((b64 * T + t) * N + n) * M + j,
-                         (lam[j] * coef[j * (M + 1) + M]).to(d_values.dtype.element_ty), mask=mn)
+                d_logits = d_logits + _normalize_group_bwd(_group(z0, j, M), d_coef, M, ACT)
+                d_vals = d_vals + (lam[j] * coef[j * (M + 1) + M],)
+            _store_contiguous(d_gates + ((b64 * T + t) * N + n) * (M * (M + 1)), d_logits, mn, BLOCK, M * (M + 1), GP,
+                              LOG2_GP)
+            _store_contiguous(d_values + ((b64 * T + t) * N + n) * M, d_vals, mn, BLOCK, M, MP, LOG2_MP)
         z0, x0 = z1, x1
         z1, x1 = z2, x2
         do0 = do1
@@ -955,6 +977,178 @@ def _bdlru_bwd_block_per_thread_kernel(
                 tl.store(d_initial_state + (seq64 * N + n) * M + k, mu[k], mask=mask_if(mn, c == 0))
     else:
         _store_aggregates(aggregates, pid_s, N, n, mn, mu, M, NV)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# H-LRU with one channel per thread (m <= _CHANNEL_PER_THREAD_MAX_M): the channel's window of the last m states and
+# its m+1 logits are tuples of [BLOCK] tensors. The window is kept in canonical order (index k holds s_{t-k}):
+# shifting it is a renaming of tuple entries, and the normalisation and the dot product run inside each thread.
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _hlru_load_step(gbase, vbase, bos, i, L, stride_gates_t, N, n, mn, M: tl.constexpr):
+    """Step i of a segment (zeros outside [0, L)): the M + 1 logits of each channel as a tuple (lag k + 1 at k, the
+    input gate at M) and its value, float32 [BLOCK]."""
+    mask = mask_if(mn, (i < L) & (i >= 0))
+    t = (bos + i).to(tl.int64)
+    row = gbase + t * stride_gates_t + n.to(tl.int64) * (M + 1)
+    z = ()
+    for k in tl.static_range(M + 1):
+        z = z + (tl.load(row + k, mask=mask, other=0.0).to(tl.float32),)
+    x = tl.load(vbase + t * N + n, mask=mask, other=0.0).to(tl.float32)
+    return z, x
+
+
+@triton.heuristics(_WALK_FWD_HEURISTICS)
+@triton.jit
+def _hlru_fwd_channel_per_thread_kernel(
+    gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
+    stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
+    M: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
+    H0_PER_SEG: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
+    WRITE_FINAL: tl.constexpr,
+):
+    """`_hlru_fwd_kernel` with one channel per thread: NV carried windows (1 in the main phase, M + 1 in the aggregate
+    phase), held as the tuple W[k NV + v] (window index k of window v, canonical: k holds s_{t-k})."""
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * chunk_size
+    eos = tl.minimum(bos + chunk_size, seq_eos)
+    L = eos - bos
+    b64 = b.to(tl.int64)
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    mn = n < N
+
+    W = _start_vectors(initial_state, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_H0, H0_PER_SEG)
+
+    gbase = gates + b64 * stride_gates_b
+    vbase = values + b64 * T * N
+    z0, x0 = _hlru_load_step(gbase, vbase, bos, 0, L, stride_gates_t, N, n, mn, M)
+    z1, x1 = _hlru_load_step(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, M)
+    for i in range(0, L):
+        z2, x2 = _hlru_load_step(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, M)
+        coef = _normalize_group(z0, M, ACT)  # a_{t,1..M}, then the input gate g_t
+        newest = ()
+        for v in tl.static_range(NV):
+            acc = coef[0] * W[v]
+            for k in tl.static_range(1, M):
+                acc += coef[k] * W[k * NV + v]
+            if v == AFF:
+                acc += coef[M] * x0
+            newest = newest + (acc,)
+        shifted = newest  # the new window: s_t, then the old window's first M - 1 entries
+        for q in tl.static_range(NV * (M - 1)):
+            shifted = shifted + (W[q],)
+        W = shifted
+        if WRITE_OUT:
+            tl.store(states + (b64 * T + bos + i) * N + n, W[0].to(states.dtype.element_ty), mask=mn)
+        z0, x0 = z1, x1
+        z1, x1 = z2, x2
+
+    if NV == 1:
+        if WRITE_FINAL:
+            last = mask_if(mn, eos == seq_eos)
+            for k in tl.static_range(M):
+                tl.store(final_state + (seq.to(tl.int64) * N + n) * M + k, W[k], mask=last)
+    else:
+        _store_aggregates(aggregates, pid_s, N, n, mn, W, M, NV)
+
+
+@triton.jit
+def _hlru_state_before(states, initial_state, seq64, seq_bos, b64, T, N, n, mn, u, M: tl.constexpr,
+                       HAS_INIT: tl.constexpr):
+    """s_u of the sequence (1-based u; u <= 0 reads the initial window: index -u), float32 [BLOCK]."""
+    in_seq = u >= 1
+    s = tl.load(states + (b64 * T + seq_bos + u - 1) * N + n, mask=mask_if(mn, in_seq), other=0.0).to(tl.float32)
+    if HAS_INIT:
+        s0 = tl.load(initial_state + (seq64 * N + n) * M - u, mask=mask_if(mn, (u <= 0) & (u > -M)), other=0.0)
+        s = tl.where(in_seq, s, s0)
+    return s
+
+
+@triton.heuristics(_WALK_BWD_HEURISTICS)
+@triton.jit
+def _hlru_bwd_channel_per_thread_kernel(
+    gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
+    cu_seqlens, segment_table, stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
+    M: tl.constexpr, GP: tl.constexpr, LOG2_GP: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr,
+    BLOCK: tl.constexpr, ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DHT: tl.constexpr,
+    WRITE_DH0: tl.constexpr,
+):
+    """`_hlru_bwd_kernel` with one channel per thread. The adjoint of the window is the tuple lam[k NV + v]
+    (canonical index k); step t maps it to F_t^T (lam + e_0 dy_t), where F_t puts a_t . w into index 0 and shifts
+    the rest down. The main phase keeps the window before each step (w_{t-1}), one state loaded per step."""
+    GRADS: tl.constexpr = NV == 1
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * chunk_size
+    eos = tl.minimum(bos + chunk_size, seq_eos)
+    L = eos - bos
+    u0 = c * chunk_size  # steps of the sequence before this segment
+    b64 = b.to(tl.int64)
+    seq64 = seq.to(tl.int64)
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    mn = n < N
+
+    lam = _start_vectors(d_final, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_DHT, DHT_PER_SEG)
+    if GRADS:
+        window = ()  # w at the segment's end: index k holds s_{u0 + L - k}
+        for k in tl.static_range(M):
+            window = window + (_hlru_state_before(states, initial_state, seq64, seq_bos, b64, T, N, n, mn, u0 + L - k, M,
+                                                        HAS_INIT),)
+
+    gbase = gates + b64 * stride_gates_b
+    vbase = values + b64 * T * N
+    dobase = d_states + b64 * T * N
+    z0, x0 = _hlru_load_step(gbase, vbase, bos, L - 1, L, stride_gates_t, N, n, mn, M)
+    z1, x1 = _hlru_load_step(gbase, vbase, bos, L - 2, L, stride_gates_t, N, n, mn, M)
+    for r in range(0, L):
+        i = L - 1 - r
+        t = (bos + i).to(tl.int64)
+        z2, x2 = _hlru_load_step(gbase, vbase, bos, i - 2, L, stride_gates_t, N, n, mn, M)
+        dy = tl.load(dobase + t * N + n, mask=mn, other=0.0).to(tl.float32)
+        coef = _normalize_group(z0, M, ACT)
+        ell = ()  # the adjoint of s_t (window index 0 after step t), per vector
+        for v in tl.static_range(NV):
+            if v == AFF:
+                ell = ell + (lam[v] + dy,)
+            else:
+                ell = ell + (lam[v],)
+        new = ()  # F_t^T: index j gets a_{t,j+1} ell + the adjoint of index j + 1
+        for j in tl.static_range(M):
+            for v in tl.static_range(NV):
+                if j + 1 < M:
+                    new = new + (coef[j] * ell[v] + lam[(j + 1) * NV + v],)
+                else:
+                    new = new + (coef[j] * ell[v],)
+        lam = new
+        if GRADS:
+            u = u0 + i + 1  # 1-based step of the sequence
+            before = ()  # w_{t-1}: the window after step t shifted up, and s_{t-M}
+            for k in tl.static_range(1, M):
+                before = before + (window[k],)
+            before = before + (_hlru_state_before(states, initial_state, seq64, seq_bos, b64, T, N, n, mn, u - M, M,
+                                                    HAS_INIT),)
+            window = before
+            d_coef = ()
+            for k in tl.static_range(M):
+                d_coef = d_coef + (ell[0] * window[k],)
+            d_coef = d_coef + (ell[0] * x0,)
+            d_logits = _normalize_group_bwd(z0, d_coef, M, ACT)
+            _store_contiguous(d_gates + ((b64 * T + t) * N + n) * (M + 1), d_logits, mn, BLOCK, M + 1, GP, LOG2_GP)
+            tl.store(d_values + (b64 * T + t) * N + n, (ell[0] * coef[M]).to(d_values.dtype.element_ty), mask=mn)
+        z0, x0 = z1, x1
+        z1, x1 = z2, x2
+
+    if GRADS:
+        if WRITE_DH0:
+            for k in tl.static_range(M):
+                tl.store(d_initial_state + (seq64 * N + n) * M + k, lam[k], mask=mask_if(mn, c == 0))
+    else:
+        _store_aggregates(aggregates, pid_s, N, n, mn, lam, M, NV)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1414,7 +1608,7 @@ def _block_per_thread_chunk(S, N, max_len, num_sms):
 
 def _auto_chunk(S, N, m, blocked, max_len, num_sms=132):  # num_sms: `_num_sms` of the inputs' device
     """Chunk length for the time-parallel mode, or 0 (sequential) when that is faster."""
-    if _block_per_thread(blocked, m):
+    if _block_per_thread(blocked, m) or (_channel_per_thread(blocked, m) and m > 1):
         return _block_per_thread_chunk(S, N, max_len, num_sms) if max_len >= 64 else 0
     if max_len < 512:
         return 0
@@ -1484,6 +1678,7 @@ def _prep_gates(gates, blocked):
 # Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
 # threads per SM.
 _BLOCK_PER_THREAD_MAX_M = 4
+_CHANNEL_PER_THREAD_MAX_M = 8  # H-LRU: m + 1 logits and m window entries per thread and step
 BLOCK_PER_THREAD_BLOCKS = 16 if _INTERPRET else 64  # the interpreter: several programs in small tests
 THREADS_PER_SM = 1024
 
@@ -1493,13 +1688,29 @@ def _block_per_thread(blocked, m):
     return blocked and m <= _BLOCK_PER_THREAD_MAX_M
 
 
+def _channel_per_thread(blocked, m):
+    """H-LRU orders this small run one channel per thread (`_hlru_*_channel_per_thread_kernel`)."""
+    return not blocked and m <= _CHANNEL_PER_THREAD_MAX_M
+
+
+def _store_widths(**counts):
+    """Launch keywords of `_store_contiguous` tiles: NAME = the power of two >= max(2, count), LOG2_NAME its log."""
+    widths = {name: max(2, _next_pow2(count)) for name, count in counts.items()}
+    return {**widths, **{f"LOG2_{name}": width.bit_length() - 1 for name, width in widths.items()}}
+
+
 def _launch(kind, blocked, m, N, act, plan, phase):
     """(kernel, grid, launch keywords) of the sequential / chunked kernels for `kind` "fwd" or "bwd" and phase "agg"
     (chunk aggregates) or "main"."""
-    if _block_per_thread(blocked, m):
-        kernel = _bdlru_fwd_block_per_thread_kernel if kind == "fwd" else _bdlru_bwd_block_per_thread_kernel
+    if _channel_per_thread(blocked, m) or _block_per_thread(blocked, m):
+        if blocked:
+            kernel = _bdlru_fwd_block_per_thread_kernel if kind == "fwd" else _bdlru_bwd_block_per_thread_kernel
+            widths = _store_widths(MP=m) if kind == "fwd" else _store_widths(MP=m, GP=m * (m + 1))
+        else:
+            kernel = _hlru_fwd_channel_per_thread_kernel if kind == "fwd" else _hlru_bwd_channel_per_thread_kernel
+            widths = {} if kind == "fwd" else _store_widths(GP=m + 1)
         block = min(BLOCK_PER_THREAD_BLOCKS, _next_pow2(N))
-        shape = dict(NV=m + 1 if phase == "agg" else 1, num_warps=max(1, block // 32))
+        shape = dict(NV=m + 1 if phase == "agg" else 1, num_warps=max(1, block // 32), **widths)
     else:
         if kind == "fwd":
             kernel = _bdlru_fwd_kernel if blocked else _hlru_fwd_kernel

@@ -305,6 +305,7 @@ def test_every_launch_is_inside_the_device_guard(monkeypatch, blocked, m, chunk)
     monkeypatch.setattr(scan_triton, "_device_guard", RecordingGuard)
     for name in ("_hlru_fwd_kernel", "_hlru_bwd_kernel", "_bdlru_fwd_kernel", "_bdlru_bwd_kernel", "_carry_kernel",
                  "_bdlru_fwd_block_per_thread_kernel", "_bdlru_bwd_block_per_thread_kernel",
+                 "_hlru_fwd_channel_per_thread_kernel", "_hlru_bwd_channel_per_thread_kernel",
                  "_first_order_fwd_kernel", "_first_order_bwd_kernel"):
         monkeypatch.setattr(scan_triton, name, CheckedKernel(name, getattr(scan_triton, name)))
 
