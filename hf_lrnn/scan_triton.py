@@ -1154,6 +1154,19 @@ def _hlru_bwd_channel_per_thread_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 # phase 2 of the chunked mode: carry over chunks, x <- P x + b (canonical coordinates, both ops)
 # ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _load_chunk_map(aggregates, c0, c1, ii, count, N, n, kr, mn2, mP, M: tl.constexpr, REVERSE: tl.constexpr):
+    """The map x -> P x + b of the ii-th chunk walked (zeros past the last): P transposed [BLOCK, MP, MP], b."""
+    if REVERSE:
+        cid = (c1 - 1 - ii).to(tl.int64)
+    else:
+        cid = (c0 + ii).to(tl.int64)
+    base = aggregates + (cid * N + n) * ((M + 1) * M)  # [BLOCK]
+    Pt = tl.load(base[:, None, None] + kr[None, :, None] * M + kr[None, None, :], mask=mask_if(mP, ii < count), other=0.0)
+    bb = tl.load(base[:, None] + M * M + kr[None, :], mask=mask_if(mn2, ii < count), other=0.0)
+    return Pt, bb
+
+
 @triton.heuristics({
     "HAS_X0": lambda args: args["initial_state"] is not None,
     "IS_VARLEN": lambda args: args["chunk_offsets"] is not None,
@@ -1181,16 +1194,19 @@ def _carry_kernel(aggregates, initial_state, carries, chunk_offsets, N, num_chun
         x = tl.load(initial_state + (seq.to(tl.int64) * N + n[:, None]) * M + kr[None, :], mask=mn2, other=0.0).to(tl.float32)
     else:
         x = tl.zeros([BLOCK, MP], dtype=tl.float32)
-    for ii in range(0, c1 - c0):
+    count = c1 - c0
+    # the chunks' maps do not depend on the carry: each is loaded one chunk ahead, so the walk waits on its arithmetic
+    # rather than on a memory round trip per chunk
+    Pt, bb = _load_chunk_map(aggregates, c0, c1, 0, count, N, n, kr, mn2, mP, M, REVERSE)
+    for ii in range(0, count):
         if REVERSE:
             cid = (c1 - 1 - ii).to(tl.int64)
         else:
             cid = (c0 + ii).to(tl.int64)
+        Pt_next, bb_next = _load_chunk_map(aggregates, c0, c1, ii + 1, count, N, n, kr, mn2, mP, M, REVERSE)
         tl.store(carries + (cid * N + n[:, None]) * M + kr[None, :], x, mask=mn2)
-        base = aggregates + (cid * N + n) * ((M + 1) * M)  # [BLOCK]
-        Pt = tl.load(base[:, None, None] + kr[None, :, None] * M + kr[None, None, :], mask=mP, other=0.0)
-        bb = tl.load(base[:, None] + M * M + kr[None, :], mask=mn2, other=0.0)
         x = tl.sum(Pt * x[:, :, None], axis=1) + bb
+        Pt, bb = Pt_next, bb_next
 
 
 # ----------------------------------------------------------------------------------------------------------------
