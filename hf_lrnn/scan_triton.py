@@ -780,13 +780,16 @@ def _store_contiguous(ptr, parts, mask, BLOCK: tl.constexpr, COUNT: tl.constexpr
             level = level + (parts[q],)
         else:
             level = level + (tl.zeros_like(parts[0]),)
-    for depth in tl.static_range(LOG2_WIDTH):  # join q with q + half: column index = part index (see the docstring)
+    # Level d joins entry q with entry q + WIDTH / 2^(d+1) along a new last axis and folds it into the columns
+    # ([BLOCK, 2^d, 2] -> [BLOCK, 2^(d+1)], so no tensor has more than three axes): column c of the last entry then
+    # holds part c.
+    for depth in tl.static_range(LOG2_WIDTH):
         half: tl.constexpr = WIDTH >> (depth + 1)
         joined = ()
         for q in tl.static_range(half):
-            joined = joined + (tl.join(level[q], level[q + half]),)
+            joined = joined + (tl.reshape(tl.join(level[q], level[q + half]), [BLOCK, 2 << depth]),)
         level = joined
-    tile = tl.reshape(level[0], [BLOCK, WIDTH])
+    tile = level[0]
     column = tl.arange(0, WIDTH)
     tl.store(ptr[:, None] + column[None, :], tile.to(ptr.dtype.element_ty), mask=mask[:, None] & (column[None, :] < COUNT))
 
