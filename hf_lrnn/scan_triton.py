@@ -783,11 +783,11 @@ def _store_contiguous(ptr, parts, mask, BLOCK: tl.constexpr, COUNT: tl.constexpr
     # Level d joins entry q with entry q + WIDTH / 2^(d+1) along a new last axis and folds it into the columns
     # ([BLOCK, 2^d, 2] -> [BLOCK, 2^(d+1)], so no tensor has more than three axes): column c of the last entry then
     # holds part c.
+    # (The half width stays an inline expression: Triton 3.6 refuses a constexpr name assigned in each iteration.)
     for depth in tl.static_range(LOG2_WIDTH):
-        half: tl.constexpr = WIDTH >> (depth + 1)
         joined = ()
-        for q in tl.static_range(half):
-            joined = joined + (tl.reshape(tl.join(level[q], level[q + half]), [BLOCK, 2 << depth]),)
+        for q in tl.static_range(WIDTH >> (depth + 1)):
+            joined = joined + (tl.reshape(tl.join(level[q], level[q + (WIDTH >> (depth + 1))]), [BLOCK, 2 << depth]),)
         level = joined
     tile = level[0]
     column = tl.arange(0, WIDTH)
