@@ -230,12 +230,13 @@ def run_layer(m):
         return dict(m=m, note=f"mixer run failed: {type(err).__name__}: {err}")
 
 
-def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None):
+def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None, compile_mode=None):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and an AdamW step): H-LRU m in {1, 2, 4} and BD-LRU m in {2, 4, 8} against transformers' Llama
     of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama too, through torch.compile
-    (inductor; the first steps, which compile, are not timed). models: only these rows ("hlru2", "bdlru4", ...; Llama
-    always runs, the ratios need it)."""
+    (inductor; the first steps, which compile, are not timed), with torch.compile's `compile_mode` ("reduce-overhead":
+    the forward and backward replay as CUDA graphs, so no step pays the host's launch costs). models: only these rows
+    ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from hf_lrnn import BDLRUConfig, HLRUConfig
@@ -257,10 +258,12 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        forward = torch.compile(model) if compile_models else model
+        forward = torch.compile(model, mode=compile_mode) if compile_models else model
         ids = torch.randint(0, vocab, (B, T), device=device)
 
         def step():
+            if compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()  # a new training step: the graphs' outputs may be reused
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
                 loss = forward(ids, labels=ids, use_cache=False).loss
             loss.backward()
@@ -277,7 +280,8 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / steps
-        rows.append(dict(model=name, compiled=compile_models, parameters=sum(p.numel() for p in model.parameters()),
+        rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
+                         parameters=sum(p.numel() for p in model.parameters()),
                          d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
         del model, optimizer, forward
         if device.startswith("cuda"):
@@ -292,6 +296,8 @@ def model_lines(models):
     if not models:
         return []
     compiled = ", torch.compile" if models[0]["compiled"] else ", eager"
+    if models[0].get("compile_mode"):
+        compiled += f" mode={models[0]['compile_mode']}"
     first = models[0]
     lines = [f"Training step of whole models (B={first['B']} T={first['T']}, d={first['d']}, {first['layers']} blocks, bf16 "
              f"autocast, AdamW{compiled}), tokens/s and against Llama (sdpa):"]
@@ -417,6 +423,8 @@ def main():
     ap.add_argument("--no-model", action="store_true", help="skip the whole-model training rows (against Llama)")
     ap.add_argument("--only-model", action="store_true", help="only the whole-model training rows (against Llama)")
     ap.add_argument("--model-compile", action="store_true", help="the model rows through torch.compile (all models)")
+    ap.add_argument("--model-compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune",
+                    "max-autotune-no-cudagraphs"], help="torch.compile's mode for --model-compile (default: its default)")
     ap.add_argument("--models", default="", help="comma-separated model rows to run, e.g. hlru2,bdlru4 (Llama always "
                     "runs); default all")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
@@ -429,7 +437,8 @@ def main():
     if args.compare_first_order:
         return compare_first_order(args.out)
     if args.only_model:
-        return print_model_rows(run_model_rows(compile_models=args.model_compile, models=model_names), args.out)
+        return print_model_rows(run_model_rows(compile_models=args.model_compile, models=model_names,
+                                               compile_mode=args.model_compile_mode), args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
@@ -451,7 +460,8 @@ def main():
     layers = [run_layer(m) for m in (1, 2, 4)]
     for r in layers:
         print(json.dumps(r), flush=True)
-    models = [] if args.no_model else run_model_rows(compile_models=args.model_compile, models=model_names)
+    models = [] if args.no_model else run_model_rows(compile_models=args.model_compile, models=model_names,
+                                                     compile_mode=args.model_compile_mode)
 
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
            f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "

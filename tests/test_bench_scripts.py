@@ -28,3 +28,21 @@ def test_model_rows_refuse_an_unknown_model():
     bench_scan = load_bench_scan()
     with pytest.raises(ValueError, match=r"--models: unknown rows \['bdlru3'\]"):
         bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["bdlru3"])
+
+
+def test_model_rows_pass_and_record_the_compile_mode(monkeypatch):
+    import torch
+
+    bench_scan = load_bench_scan()
+    modes = []
+
+    def fake_compile(model, mode=None):  # what reaches torch.compile, without compiling (minutes on CPU)
+        modes.append(mode)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1"], compile_models=True,
+                                     compile_mode="max-autotune")
+    assert modes == ["max-autotune", "max-autotune"]
+    assert [r["compile_mode"] for r in rows] == ["max-autotune", "max-autotune"]
+    assert "torch.compile mode=max-autotune" in bench_scan.model_lines(rows)[0]
