@@ -1,0 +1,130 @@
+"""Compile the scan kernels for an NVIDIA GPU without one: every kernel a forward+backward launches, for the H-LRU /
+BD-LRU orders and modes chosen, through Triton's real front end and back end (ptxas), for `--arch` (90: H100 / H200).
+
+The interpreter (TRITON_INTERPRET=1, what the CPU tests run) executes kernels as Python and accepts code that the
+compiler refuses: Triton 3.6, the H200's, rejects a constexpr name assigned in each iteration of a static loop, which
+3.9's interpreter runs. This script replaces Triton's driver with one that answers for `--arch` and makes each launch
+compile without running (the outputs are garbage), so a run here catches such errors before a GPU is at hand. Run it
+under the Triton of the target machine to check exactly what that machine will compile:
+
+    python scripts/compile_check.py                   # every order and mode, bf16 and float32 (~2 minutes on 2 cores)
+    python scripts/compile_check.py --quick           # m in {1, 2, 4, 8}, bf16 (what the test suite runs)
+
+It loads hf_lrnn's two scan modules by path, so a bare environment with torch and a pinned Triton suffices (no
+transformers). Prints one line per configuration and exits 1 if any failed.
+"""
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+import types
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _CompileOnlyDriver:
+    """Just enough of Triton's active driver for JITFunction.run to compile for `target` (no CUDA, no device)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+    def get_device_capability(self, device=None):
+        return divmod(self.target.arch, 10)
+
+    def get_active_torch_device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    def is_active(self):
+        return True
+
+
+def _load_scan_modules():
+    """hf_lrnn.scan_torch and hf_lrnn.scan_triton by path (hf_lrnn/__init__ imports transformers)."""
+    package = types.ModuleType("hf_lrnn")
+    package.__path__ = [os.path.join(ROOT, "hf_lrnn")]
+    sys.modules.setdefault("hf_lrnn", package)
+    modules = []
+    for name in ("scan_torch", "scan_triton"):
+        spec = importlib.util.spec_from_file_location(f"hf_lrnn.{name}", os.path.join(ROOT, "hf_lrnn", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        modules.append(module)
+    return modules[1]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100 / H200; 80: A100)")
+    ap.add_argument("--quick", action="store_true", help="m in {1, 2, 4, 8} and bf16 only")
+    args = ap.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise SystemExit("compile_check.py: TRITON_INTERPRET=1 is set; the interpreter compiles nothing, unset it")
+
+    import torch
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    driver.set_active(_CompileOnlyDriver(GPUTarget("cuda", args.arch, 32)))
+    compiled = []
+    run = JITFunction.run
+
+    def compile_only(self, *a, grid, warmup, **kw):  # compile (and bind the arguments) but never launch
+        kernel = run(self, *a, grid=grid, warmup=True, **kw)
+        compiled.append(self.__name__)
+        return kernel
+
+    JITFunction.run = compile_only
+    scan = _load_scan_modules()
+    scan._num_sms = lambda device: 132  # the chunk policy asks the device; an H200 has 132 SMs
+
+    orders = (1, 2, 4, 8) if args.quick else (1, 2, 3, 4, 8)
+    dtypes = (torch.bfloat16,) if args.quick else (torch.bfloat16, torch.float32)
+    print(f"Triton {triton.__version__}, target sm_{args.arch}", flush=True)
+    start, failed, total = time.time(), 0, 0
+    for blocked in (False, True):
+        for m in orders:
+            for chunk_size in (0, 64, None):  # sequential, chunked, the automatic choice (m = 1: the look-back)
+                for with_initial_state in (False, True):
+                    total += 1
+                    B, T, N = 2, 300, 64
+                    gates = torch.randn((B, T, N, m, m + 1) if blocked else (B, T, N, m + 1), requires_grad=True)
+                    values = torch.randn((B, T, N, m) if blocked else (B, T, N), requires_grad=True)
+                    h0 = torch.randn(B, N, m, requires_grad=True) if with_initial_state else None
+                    scan_fn = scan.bdlru_scan_triton if blocked else scan.hlru_scan_triton
+                    name = f"{'bdlru' if blocked else 'hlru'} m={m} chunk_size={chunk_size} initial_state={h0 is not None}"
+                    first = len(compiled)
+                    try:
+                        for dtype in dtypes:
+                            states, final = scan_fn(gates.to(dtype), values.to(dtype), h0, "softmax", True, None,
+                                                    chunk_size)
+                            inputs = [gates, values] + ([h0] if h0 is not None else [])
+                            torch.autograd.grad(states.float().sum() + final.float().sum(), inputs)
+                    except Exception as err:  # noqa: BLE001 (report every configuration, then fail)
+                        failed += 1
+                        lines = str(err).strip().splitlines()
+                        print(f"FAIL {name}: {type(err).__name__}:\n    " + "\n    ".join(lines[-14:]), flush=True)
+                        continue
+                    print(f"ok   {name}: {', '.join(sorted(set(compiled[first:])))}", flush=True)
+    JITFunction.run = run
+    print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
