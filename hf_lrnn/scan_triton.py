@@ -248,6 +248,21 @@ def _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN: tl.cons
     return seq, c, seq_bos, seq_eos, b
 
 
+@triton.jit
+def _walk_bounds(cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK: tl.constexpr,
+                 IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr):
+    """The preamble of every sequential / chunked walk: this program's segment (`_segment`: sequence, chunk index,
+    the sequence's bounds), the chunk's first step bos, end eos and length L, the batch row as int64, and the BLOCK
+    channels (or blocks) n of this program with their mask."""
+    pid_s = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
+    bos = seq_bos + c * chunk_size
+    eos = tl.minimum(bos + chunk_size, seq_eos)
+    n = pid_n * BLOCK + tl.arange(0, BLOCK)
+    return pid_s, seq, c, seq_bos, seq_eos, bos, eos, eos - bos, b.to(tl.int64), n, n < N
+
+
 # The sequential / chunked kernels of both ops take their optional tensors as None: these flags follow from them.
 _WALK_FWD_HEURISTICS = {
     "HAS_H0": lambda args: args["initial_state"] is not None,
@@ -295,17 +310,9 @@ def _hlru_fwd_kernel(
     sequence, or per segment with H0_PER_SEG: the chunked mode's carries). Aggregate phase (NVP = next_pow2(M + 1),
     `states` None): runs the M basis windows and the zero-start affine window (row AFF) at once and writes them to
     `aggregates` [segments, N, M + 1, M]: the segment's transition and offset."""
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
     u0 = c * chunk_size
-    b64 = b.to(tl.int64)
-
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
     p = tl.arange(0, MP)
     vv = tl.arange(0, NVP)
     mn2 = mn[:, None] & (p[None, :] < M)
@@ -395,19 +402,11 @@ def _hlru_bwd_kernel(
     sequence, or per segment with DHT_PER_SEG: the chunked mode's carries). Aggregate phase (NVP > 1, `d_gates` and
     `d_values` None): the segment's adjoint transition and offset, into `aggregates`."""
     GRADS: tl.constexpr = NVP == 1
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
     u0 = c * chunk_size
     uend = u0 + L
-    b64 = b.to(tl.int64)
     seq64 = seq.to(tl.int64)
-
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
     p = tl.arange(0, MP)
     vv = tl.arange(0, NVP)
     mn2 = mn[:, None] & (p[None, :] < M)
@@ -513,16 +512,8 @@ def _bdlru_fwd_kernel(
     """BD-LRU over one segment (a sequence, or a chunk of one) of BLOCK blocks, walking time with each block's state
     and [M, M] coefficient tile in registers. Phases as in `_hlru_fwd_kernel` (the basis vectors are the block's M
     state coordinates)."""
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
-    b64 = b.to(tl.int64)
-
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
     jr = tl.arange(0, MP)
     kc = tl.arange(0, MP)
     vv = tl.arange(0, NVP)
@@ -585,17 +576,9 @@ def _bdlru_bwd_kernel(
     """Reverse-time walk of the BD-LRU adjoint (A_t transposed) over one segment of BLOCK blocks; phases as in
     `_hlru_bwd_kernel`."""
     GRADS: tl.constexpr = NVP == 1
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
-    b64 = b.to(tl.int64)
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
     seq64 = seq.to(tl.int64)
-
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
     jr = tl.arange(0, MP)
     kc = tl.arange(0, MP)
     vv = tl.arange(0, NVP)
@@ -869,15 +852,8 @@ def _bdlru_fwd_block_per_thread_kernel(
 ):
     """`_bdlru_fwd_kernel` with one block per thread: NV carried vectors (1 in the main phase, M + 1 in the aggregate
     phase: the basis vectors and the affine part AFF), held as the tuple H[k NV + v] (coordinate k of vector v)."""
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
-    b64 = b.to(tl.int64)
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
 
     H = _start_vectors(initial_state, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_H0, H0_PER_SEG)
 
@@ -924,16 +900,9 @@ def _bdlru_bwd_block_per_thread_kernel(
 ):
     """`_bdlru_bwd_kernel` with one block per thread: the adjoint vectors are the tuple mu[j NV + v]."""
     GRADS: tl.constexpr = NV == 1
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
-    b64 = b.to(tl.int64)
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
     seq64 = seq.to(tl.int64)
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
 
     mu = _start_vectors(d_final, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_DHT, DHT_PER_SEG)
 
@@ -1031,15 +1000,8 @@ def _hlru_fwd_channel_per_thread_kernel(
 ):
     """`_hlru_fwd_kernel` with one channel per thread: NV carried windows (1 in the main phase, M + 1 in the aggregate
     phase), held as the tuple W[k NV + v] (window index k of window v, canonical: k holds s_{t-k})."""
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
-    b64 = b.to(tl.int64)
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
 
     W = _start_vectors(initial_state, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_H0, H0_PER_SEG)
 
@@ -1102,17 +1064,10 @@ def _hlru_bwd_channel_per_thread_kernel(
     (canonical index k); step t maps it to F_t^T (lam + e_0 dy_t), where F_t puts a_t . w into index 0 and shifts
     the rest down. The main phase keeps the window before each step (w_{t-1}), one state loaded per step."""
     GRADS: tl.constexpr = NV == 1
-    pid_s = tl.program_id(0)
-    pid_n = tl.program_id(1)
-    seq, c, seq_bos, seq_eos, b = _segment(pid_s, cu_seqlens, segment_table, T, num_chunks, IS_VARLEN, USE_TAB)
-    bos = seq_bos + c * chunk_size
-    eos = tl.minimum(bos + chunk_size, seq_eos)
-    L = eos - bos
+    pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
+        cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
     u0 = c * chunk_size  # steps of the sequence before this segment
-    b64 = b.to(tl.int64)
     seq64 = seq.to(tl.int64)
-    n = pid_n * BLOCK + tl.arange(0, BLOCK)
-    mn = n < N
 
     lam = _start_vectors(d_final, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_DHT, DHT_PER_SEG)
     if GRADS:
