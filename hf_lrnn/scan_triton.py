@@ -82,6 +82,8 @@ class _Heuristics(triton.runtime.autotuner.Heuristics):
 def _heuristics(values):
     """Decorator like `triton.heuristics(values)`, through `_Heuristics`."""
     return lambda fn: _Heuristics(fn, fn.arg_names, values)
+
+
 _ACT_ID = {name: i for i, name in enumerate(GATE_ACTIVATIONS)}  # softmax 0 sigmoid 1 relu 2 tanh 3 linear 4 none 5
 _RELU_EPS = tl.constexpr(RELU_EPS)
 _SIGNED_EPS = tl.constexpr(SIGNED_EPS)
@@ -840,6 +842,20 @@ def _store_aggregates(aggregates, pid_s, N, n, mn, V, M: tl.constexpr, NV: tl.co
             tl.store(base + v * M + k, V[k * NV + v], mask=mn)
 
 
+@triton.jit
+def _store_end_vectors(end, seq, end_mask, aggregates, pid_s, N, n, mn, V, M: tl.constexpr, NV: tl.constexpr,
+                       WRITE_END: tl.constexpr):
+    """Where a block-per-thread walk's end vectors go (`_start_vectors` is where they come from): with NV = 1 the
+    sequence's row of `end` [.., N, M] (the final state forward, the initial state's gradient backward) under
+    end_mask, if WRITE_END; with NV = M + 1 (aggregate phase) the segment's row of `aggregates`."""
+    if NV == 1:
+        if WRITE_END:
+            for k in tl.static_range(M):
+                tl.store(end + (seq.to(tl.int64) * N + n) * M + k, V[k], mask=end_mask)
+    else:
+        _store_aggregates(aggregates, pid_s, N, n, mn, V, M, NV)
+
+
 @_heuristics(_WALK_FWD_HEURISTICS)
 @triton.jit
 def _bdlru_fwd_block_per_thread_kernel(
@@ -879,13 +895,8 @@ def _bdlru_fwd_block_per_thread_kernel(
         z0, x0 = z1, x1
         z1, x1 = z2, x2
 
-    if NV == 1:
-        if WRITE_FINAL:
-            last = mask_if(mn, eos == seq_eos)
-            for k in tl.static_range(M):
-                tl.store(final_state + (seq.to(tl.int64) * N + n) * M + k, H[k], mask=last)
-    else:
-        _store_aggregates(aggregates, pid_s, N, n, mn, H, M, NV)
+    _store_end_vectors(final_state, seq, mask_if(mn, eos == seq_eos), aggregates, pid_s, N, n, mn, H, M, NV,
+                       WRITE_FINAL)
 
 
 @_heuristics(_WALK_BWD_HEURISTICS)
@@ -961,12 +972,7 @@ def _bdlru_bwd_block_per_thread_kernel(
         z1, x1 = z2, x2
         do0 = do1
 
-    if GRADS:
-        if WRITE_DH0:
-            for k in tl.static_range(M):
-                tl.store(d_initial_state + (seq64 * N + n) * M + k, mu[k], mask=mask_if(mn, c == 0))
-    else:
-        _store_aggregates(aggregates, pid_s, N, n, mn, mu, M, NV)
+    _store_end_vectors(d_initial_state, seq, mask_if(mn, c == 0), aggregates, pid_s, N, n, mn, mu, M, NV, WRITE_DH0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1029,13 +1035,8 @@ def _hlru_fwd_channel_per_thread_kernel(
         z0, x0 = z1, x1
         z1, x1 = z2, x2
 
-    if NV == 1:
-        if WRITE_FINAL:
-            last = mask_if(mn, eos == seq_eos)
-            for k in tl.static_range(M):
-                tl.store(final_state + (seq.to(tl.int64) * N + n) * M + k, W[k], mask=last)
-    else:
-        _store_aggregates(aggregates, pid_s, N, n, mn, W, M, NV)
+    _store_end_vectors(final_state, seq, mask_if(mn, eos == seq_eos), aggregates, pid_s, N, n, mn, W, M, NV,
+                       WRITE_FINAL)
 
 
 @triton.jit
@@ -1119,24 +1120,25 @@ def _hlru_bwd_channel_per_thread_kernel(
         z0, x0 = z1, x1
         z1, x1 = z2, x2
 
-    if GRADS:
-        if WRITE_DH0:
-            for k in tl.static_range(M):
-                tl.store(d_initial_state + (seq64 * N + n) * M + k, lam[k], mask=mask_if(mn, c == 0))
-    else:
-        _store_aggregates(aggregates, pid_s, N, n, mn, lam, M, NV)
+    _store_end_vectors(d_initial_state, seq, mask_if(mn, c == 0), aggregates, pid_s, N, n, mn, lam, M, NV,
+                       WRITE_DH0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # phase 2 of the chunked mode: carry over chunks, x <- P x + b (canonical coordinates, both ops)
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
+def _walked_chunk(c0, c1, ii, REVERSE: tl.constexpr):
+    """The id of the ii-th chunk the carry walks over chunks c0 .. c1 - 1 (from the last one in reverse), int64."""
+    if REVERSE:
+        return (c1 - 1 - ii).to(tl.int64)
+    return (c0 + ii).to(tl.int64)
+
+
+@triton.jit
 def _load_chunk_map(aggregates, c0, c1, ii, count, N, n, kr, mn2, mP, M: tl.constexpr, REVERSE: tl.constexpr):
     """The map x -> P x + b of the ii-th chunk walked (zeros past the last): P transposed [BLOCK, MP, MP], b."""
-    if REVERSE:
-        cid = (c1 - 1 - ii).to(tl.int64)
-    else:
-        cid = (c0 + ii).to(tl.int64)
+    cid = _walked_chunk(c0, c1, ii, REVERSE)
     base = aggregates + (cid * N + n) * ((M + 1) * M)  # [BLOCK]
     Pt = tl.load(base[:, None, None] + kr[None, :, None] * M + kr[None, None, :], mask=mask_if(mP, ii < count), other=0.0)
     bb = tl.load(base[:, None] + M * M + kr[None, :], mask=mask_if(mn2, ii < count), other=0.0)
@@ -1175,10 +1177,7 @@ def _carry_kernel(aggregates, initial_state, carries, chunk_offsets, N, num_chun
     # rather than on a memory round trip per chunk
     Pt, bb = _load_chunk_map(aggregates, c0, c1, 0, count, N, n, kr, mn2, mP, M, REVERSE)
     for ii in range(0, count):
-        if REVERSE:
-            cid = (c1 - 1 - ii).to(tl.int64)
-        else:
-            cid = (c0 + ii).to(tl.int64)
+        cid = _walked_chunk(c0, c1, ii, REVERSE)
         Pt_next, bb_next = _load_chunk_map(aggregates, c0, c1, ii + 1, count, N, n, kr, mn2, mP, M, REVERSE)
         tl.store(carries + (cid * N + n[:, None]) * M + kr[None, :], x, mask=mn2)
         x = tl.sum(Pt * x[:, :, None], axis=1) + bb
