@@ -49,8 +49,11 @@ class CudaGraph:
         return output
 
     def replay(self) -> None:
-        with torch.cuda.device(self.device):
+        if torch.cuda.current_device() == self.device.index:  # the common case, without the context manager's cost
             self.graph.replay()
+        else:
+            with torch.cuda.device(self.device):
+                self.graph.replay()
 
 
 class CapturedDecodeStep:

@@ -955,7 +955,30 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         finally:
             self._decode_graphs_active = False
 
+    def _captured_step_inputs(self, input_ids, kwargs):
+        """The inputs of a decode step that a captured graph will replay (`forward` decides that again), or None.
+
+        Such a step reads only the new token and the cache: transformers' generic preparation (signature inspection,
+        config lookups, slicing and copying the mask) would cost ~0.2 ms of host time per token, and at batch 1 the GPU
+        waits for it, since generate() syncs with the host at every token to check its stopping criteria."""
+        if kwargs.get("is_first_iteration") or kwargs.get("use_cache") is False or kwargs.get("output_hidden_states") \
+                or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            return None
+        cache = next((kwargs[n] for n in ("cache", "past_key_values", "cache_params") if kwargs.get(n) is not None), None)
+        if not isinstance(cache, LRNNCache) or cache.get_seq_length() != input_ids.shape[1] - 1:
+            return None  # not exactly one token past the cache (e.g. a continued cache's first step)
+        new = input_ids[:, -1:]  # [B, 1]
+        if not can_replay(cache, new, self.config):
+            return None
+        mask = kwargs.get("attention_mask")
+        return {"input_ids": new, CACHE_FIELD: cache, "use_cache": True,
+                "attention_mask": mask[:, -1:] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else mask}
+
     def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, **kwargs):
+        if self._decode_graphs_active and inputs_embeds is None and not args:
+            step_inputs = self._captured_step_inputs(input_ids, kwargs)
+            if step_inputs is not None:
+                return step_inputs
         # `inputs_embeds` is a named parameter: generate(inputs_embeds=...) looks for it in this signature
         if inputs_embeds is not None:
             kwargs["inputs_embeds"] = inputs_embeds

@@ -212,3 +212,34 @@ def test_copies_of_a_model_start_without_captured_steps(graphs_on_cpu):
         assert not twin._decode_graphs and twin._decode_graphs_for is None
         assert torch.equal(twin.generate(prompt(), **kw), expected) and twin._decode_graphs
     assert model._decode_graphs  # the original keeps its own
+
+
+def test_captured_steps_skip_the_generic_input_preparation(graphs_on_cpu, monkeypatch):
+    """A replayed decode step takes its inputs straight from the cache and the new token: transformers' generic
+    prepare_inputs_for_generation runs for the prompt only (with a left-padded row, greedy and sampling alike), and
+    the tokens are those of eager decoding, where it runs at every step."""
+    from transformers import GenerationMixin
+
+    calls = []
+    generic = GenerationMixin.prepare_inputs_for_generation
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs.get("is_first_iteration"))
+        return generic(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "prepare_inputs_for_generation", counted)
+    model = tiny_model("hlru", m=2).eval()
+    ids = prompt(batch=2)
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    for kw in (dict(do_sample=False), dict(do_sample=True, top_k=5)):
+        kw.update(max_new_tokens=6, min_new_tokens=6, pad_token_id=0, attention_mask=mask)
+        torch.manual_seed(0)
+        eager = model.generate(ids, decode_graph=False, **kw)
+        assert len(calls) >= 6  # eager decoding prepares every step generically
+        calls.clear()
+        torch.manual_seed(0)
+        replayed = model.generate(ids, **kw)
+        assert torch.equal(replayed, eager), kw
+        assert len(calls) == 1, calls  # the prompt only
+        calls.clear()
