@@ -970,9 +970,8 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         new = input_ids[:, -1:]  # [B, 1]
         if not can_replay(cache, new, self.config):
             return None
-        mask = kwargs.get("attention_mask")
-        return {"input_ids": new, CACHE_FIELD: cache, "use_cache": True,
-                "attention_mask": mask[:, -1:] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else mask}
+        # the whole mask: the model reads its last column only if it runs the step eagerly after all
+        return {"input_ids": new, CACHE_FIELD: cache, "use_cache": True, "attention_mask": kwargs.get("attention_mask")}
 
     def prepare_inputs_for_generation(self, input_ids, *args, inputs_embeds=None, **kwargs):
         if self._decode_graphs_active and inputs_embeds is None and not args:

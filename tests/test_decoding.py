@@ -243,3 +243,25 @@ def test_captured_steps_skip_the_generic_input_preparation(graphs_on_cpu, monkey
         assert torch.equal(replayed, eager), kw
         assert len(calls) == 1, calls  # the prompt only
         calls.clear()
+
+
+def test_can_replay_trusts_only_a_captured_steps_own_states(graphs_on_cpu):
+    """A cache bound to a captured step passes `can_replay` by identity of its states; once a state is replaced (a
+    reorder, another dtype) the full shape / dtype / device check decides again."""
+    from hf_lrnn.decoding_lrnn import can_replay
+
+    model = tiny_model("bdlru", m=2).eval()
+    out = model.generate(prompt(batch=2), max_new_tokens=3, do_sample=False, pad_token_id=0,
+                         return_dict_in_generate=True)
+    cache = getattr(out, CACHE_FIELD)
+    step = next(iter(model._decode_graphs.values()))
+    assert cache._captured_states is step.states
+    assert all(layer.state is state for layer, state in zip(cache.layers, step.states))
+    token = torch.zeros(2, 1, dtype=torch.long)
+    assert can_replay(cache, token, model.config)
+    assert not can_replay(cache, torch.zeros(3, 1, dtype=torch.long), model.config)  # another batch size
+    assert not can_replay(cache, torch.zeros(2, 2, dtype=torch.long), model.config)  # two tokens
+    cache.layers[0].state = cache.layers[0].state.double()  # no longer the step's tensor, and the wrong dtype
+    assert not can_replay(cache, token, model.config)
+    cache.layers[0].state = cache.layers[0].state.float()  # a copy of the right kind: replayable (copied in)
+    assert can_replay(cache, token, model.config)
