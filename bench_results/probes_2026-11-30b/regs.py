@@ -26,7 +26,13 @@ for name, p in (("scan_torch", "hf_lrnn/scan_torch.py"), ("scan_triton", path)):
 mod._num_sms = lambda device: 132
 B, T, D = 1, 4096, 1024
 N = D // m if blocked else D
-g = torch.randn((B, T, N, m, m + 1) if blocked else (B, T, N, m + 1), dtype=torch.bfloat16)
-v = torch.randn((B, T, N, m) if blocked else (B, T, N), dtype=torch.bfloat16)
+backward = len(sys.argv) > 5 and sys.argv[5] == "1"
+g = torch.randn((B, T, N, m, m + 1) if blocked else (B, T, N, m + 1), dtype=torch.bfloat16, requires_grad=backward)
+v = torch.randn((B, T, N, m) if blocked else (B, T, N), dtype=torch.bfloat16, requires_grad=backward)
 fn = mod.bdlru_scan_triton if blocked else mod.hlru_scan_triton
-fn(g, v, None, "softmax", False, None, None if chunk < 0 else chunk)
+import time as _t
+_t0 = _t.time()
+out, _ = fn(g, v, None, "softmax", False, None, None if chunk < 0 else chunk)
+if backward:
+    out.float().sum().backward()
+print(f"compiled in {_t.time() - _t0:.0f} s", flush=True)
