@@ -155,7 +155,7 @@ class LRNNCache(Cache):
         self._seen_tokens = 0
         # (model_type, num_hidden_layers, N, m) of the model that uses this cache: from the config, or set on first use
         self._owner = _owner_of(config) if config is not None else None
-        # the state tensors of the captured decode step this cache was last bound to (decoding_lrnn.py), or None
+        # (model config, state tensors) of the captured decode step this cache was last bound to (decoding_lrnn.py)
         self._captured_states = None
 
     # -- checks -----------------------------------------------------------------------------------------

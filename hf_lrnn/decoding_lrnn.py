@@ -60,7 +60,7 @@ class CapturedDecodeStep:
     """One decode step of `model` (an `LRNNForCausalLM`) for batches of `batch_size`, captured once."""
 
     def __init__(self, model, batch_size: int, device: torch.device, graph_class=CudaGraph, pool=None):
-        config = model.config
+        self.config = config = model.config
         self.batch_size = batch_size
         self.input_ids = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
         shape = (batch_size, config.num_units, config.unit_size)
@@ -95,7 +95,7 @@ class CapturedDecodeStep:
                 state.copy_(layer.state)
                 layer.state = state
         self._bound = weakref.ref(cache)
-        cache._captured_states = self.states
+        cache._captured_states = (self.config, self.states)
 
     def __call__(self, cache: LRNNCache, input_ids: torch.Tensor) -> torch.Tensor:
         """Advance `cache` by one token per row (`input_ids` [B, 1]); returns the logits [B, 1, vocab] (a copy)."""
@@ -111,10 +111,11 @@ def can_replay(cache, input_ids: torch.Tensor, config) -> bool:
     and a float32 state [B, N, m] on the inputs' device in every layer."""
     if not isinstance(cache, LRNNCache) or input_ids.dim() != 2 or input_ids.shape[1] != 1:
         return False
-    captured = getattr(cache, "_captured_states", None)
-    if captured is not None and captured[0].shape[0] == input_ids.shape[0] and captured[0].device == input_ids.device \
+    captured_config, captured = getattr(cache, "_captured_states", None) or (None, None)
+    if captured_config is config and captured[0].shape[0] == input_ids.shape[0] \
+            and captured[0].device == input_ids.device \
             and all(layer.state is state for layer, state in zip(cache.layers, captured)):
-        return True  # the states are still a captured step's own tensors (the usual decode step: checked in ~1 us)
+        return True  # still the own tensors of a step captured for this model (the usual decode step: ~2 us)
     shape = (input_ids.shape[0], config.num_units, config.unit_size)
     return all(
         layer.state is not None and layer.state.dtype == torch.float32 and tuple(layer.state.shape) == shape

@@ -255,12 +255,13 @@ def test_can_replay_trusts_only_a_captured_steps_own_states(graphs_on_cpu):
                          return_dict_in_generate=True)
     cache = getattr(out, CACHE_FIELD)
     step = next(iter(model._decode_graphs.values()))
-    assert cache._captured_states is step.states
+    assert cache._captured_states == (model.config, step.states)
     assert all(layer.state is state for layer, state in zip(cache.layers, step.states))
     token = torch.zeros(2, 1, dtype=torch.long)
     assert can_replay(cache, token, model.config)
     assert not can_replay(cache, torch.zeros(3, 1, dtype=torch.long), model.config)  # another batch size
     assert not can_replay(cache, torch.zeros(2, 2, dtype=torch.long), model.config)  # two tokens
+    assert not can_replay(cache, token, tiny_model("bdlru", m=3).config)  # another model's state shape
     cache.layers[0].state = cache.layers[0].state.double()  # no longer the step's tensor, and the wrong dtype
     assert not can_replay(cache, token, model.config)
     cache.layers[0].state = cache.layers[0].state.float()  # a copy of the right kind: replayable (copied in)
