@@ -1,5 +1,5 @@
 import os, sys, re, torch, triton, triton.language as tl
-sys.path.insert(0, "/work/main/scripts")
+sys.path.insert(0, "scripts")  # run from the repository root
 import compile_check as cc
 from triton.backends.compiler import GPUTarget
 from triton.runtime import driver
