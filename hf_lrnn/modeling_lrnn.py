@@ -74,6 +74,15 @@ def runnable_scan_backend(backend: Optional[str], device: torch.device) -> Optio
     return "torch"
 
 
+# every name transformers 5.17 - 5.x passes the cache under
+_CACHE_NAMES = ("cache", "past_key_values", "cache_params")
+
+
+def _cache_in(kwargs):
+    """The cache in generate()'s model kwargs, under whichever of `_CACHE_NAMES` holds one, or None."""
+    return next((kwargs[name] for name in _CACHE_NAMES if kwargs.get(name) is not None), None)
+
+
 def _pick_cache(cache, past_key_values, kwargs):
     """Accept the cache under every name transformers 5.17 - 5.x passes it."""
     for candidate in (cache, past_key_values, kwargs.pop("cache_params", None)):
@@ -879,13 +888,13 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         # Put an empty LRNNCache in place before prefill so that prefill_chunk_size (which needs a cache) works;
         # the model fills it lazily with the right (beam-expanded) batch size.
-        for name in ("cache", "past_key_values", "cache_params"):
+        for name in _CACHE_NAMES:
             given = model_kwargs.get(name)
             if given is not None and not isinstance(given, LRNNCache):
                 raise ValueError(f"{name} must be an LRNNCache (as returned by this model), got {type(given).__name__}")
             if given is not None:
                 given.check_model(self.config)  # before prefill: another architecture, layer count or state shape
-        if not any(model_kwargs.get(name) is not None for name in ("cache", "past_key_values", "cache_params")):
+        if _cache_in(model_kwargs) is None:
             if generation_config.use_cache is not False:
                 model_kwargs[CACHE_FIELD] = LRNNCache(self.config)
                 return None
@@ -901,8 +910,7 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         as long as the attention mask (new tokens only come with the whole sequence's mask). Idempotent: a decode step
         (one new token) or inputs that are already trimmed are returned as they are.
         """
-        cache = next((model_kwargs[n] for n in ("cache", "past_key_values", "cache_params")
-                      if model_kwargs.get(n) is not None), None)
+        cache = _cache_in(model_kwargs)
         seen = cache.get_seq_length() if isinstance(cache, LRNNCache) else 0
         if inputs is None or seen <= 0 or inputs.shape[1] <= seen:
             return inputs
@@ -964,7 +972,7 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         if kwargs.get("is_first_iteration") or kwargs.get("use_cache") is False or kwargs.get("output_hidden_states") \
                 or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             return None
-        cache = next((kwargs[n] for n in ("cache", "past_key_values", "cache_params") if kwargs.get(n) is not None), None)
+        cache = _cache_in(kwargs)
         if not isinstance(cache, LRNNCache) or cache.get_seq_length() != input_ids.shape[1] - 1:
             return None  # not exactly one token past the cache (e.g. a continued cache's first step)
         new = input_ids[:, -1:]  # [B, 1]

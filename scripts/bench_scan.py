@@ -241,6 +241,9 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
 
     from hf_lrnn import BDLRUConfig, HLRUConfig
 
+    if compile_mode is not None and not compile_models:
+        raise ValueError(f"--model-compile-mode {compile_mode!r} is torch.compile's mode: it needs --model-compile "
+                         "(compile_models=True), which was not given")
     d, layers, mlp, vocab, B, T = (64, 2, 128, 256, 2, 64) if small else (768, 12, 2048, 50304, 8, 2048)
     common = dict(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers, intermediate_size=mlp)
     configs = {f"hlru m={m}": HLRUConfig(order=m, **common) for m in (1, 2, 4)}

@@ -46,3 +46,9 @@ def test_model_rows_pass_and_record_the_compile_mode(monkeypatch):
     assert modes == ["max-autotune", "max-autotune"]
     assert [r["compile_mode"] for r in rows] == ["max-autotune", "max-autotune"]
     assert "torch.compile mode=max-autotune" in bench_scan.model_lines(rows)[0]
+
+
+def test_model_rows_refuse_a_compile_mode_without_compiling():
+    bench_scan = load_bench_scan()
+    with pytest.raises(ValueError, match=r"--model-compile-mode 'reduce-overhead' .* needs --model-compile"):
+        bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1"], compile_mode="reduce-overhead")
