@@ -214,6 +214,8 @@ class LRNNCache(Cache):
             if isinstance(state, torch.Tensor):
                 got = f"{state.dtype} tensor of shape {tuple(state.shape)}"
             raise ValueError(f"LRNNCache.set_state: state must be a floating tensor [batch, N, m], got {got}")
+        if state is layer.state:
+            return  # already written in place (a decode step's scan, `ops.scan_step_into`)
         if _can_write_in_place(layer.state, state):
             layer.state.copy_(state)
         else:

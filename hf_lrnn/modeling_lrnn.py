@@ -33,7 +33,7 @@ from transformers.modeling_outputs import (
 
 from .cache_lrnn import LRNNCache
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
-from .ops import bdlru_scan, hlru_scan, resolve_backend, triton_available
+from .ops import bdlru_scan, hlru_scan, resolve_backend, scan_step_into, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 
 try:
@@ -321,8 +321,10 @@ class LRNNMixer(nn.Module):
         """The scan backend for this forward: `config.scan_backend`, read now (not at construction)."""
         return runnable_scan_backend(getattr(self.config, "scan_backend", None), device)
 
-    def _scan(self, gates, values, initial_state, mask):
-        """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real)."""
+    def _scan(self, gates, values, initial_state, mask, state_into=None):
+        """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real). `state_into`: the cache's
+        state tensor (the initial state itself), which a decode step may update in place instead of returning a new
+        final state (`scan_step_into`: no copy per layer and token)."""
         if mask is not None and torch.compiler.is_compiling():
             return self._scan_masked_compiled(gates, values, initial_state, mask)
         if mask is not None and not bool(mask.all()):
@@ -337,6 +339,11 @@ class LRNNMixer(nn.Module):
                 scan = bdlru_scan_torch if self.blocked else hlru_scan_torch
                 states, final = scan(gates, values, initial_state, self.gate_activation, mask=mask)
                 return states, final, True
+        if state_into is not None and state_into is initial_state:
+            states = scan_step_into(self.blocked, gates, values, state_into, self.gate_activation,
+                                    self.scan_backend(values.device))
+            if states is not None:
+                return states, state_into, False
         scan = bdlru_scan if self.blocked else hlru_scan
         states, final = scan(
             gates,
@@ -411,7 +418,8 @@ class LRNNMixer(nn.Module):
             return self.out_proj(readout.to(hidden_states.dtype))
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None
 
-        states, final_state, masked = self._scan(gates, values, initial_state, mask)
+        states, final_state, masked = self._scan(gates, values, initial_state, mask,
+                                                 state_into=initial_state if T == 1 else None)
 
         if self.blocked:
             readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j

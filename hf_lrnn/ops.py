@@ -21,7 +21,7 @@ from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
 
 try:
     from .scan_triton import bdlru_scan_triton, hlru_scan_triton
-    from .scan_triton import _ACT_ID, scan_backward, scan_forward
+    from .scan_triton import _ACT_ID, scan_backward, scan_forward, scan_step_in_place
 
     TRITON_IMPORT_ERROR = None
 except ImportError as err:  # no Triton installed: the reference path still works everywhere
@@ -250,6 +250,20 @@ def _run(op, blocked, gates, values, initial_state, gate_activation, output_fina
     scan = bdlru_scan_torch if blocked else hlru_scan_torch
     states, final = scan(gates, values, initial_state, gate_activation, cu_seqlens)
     return states, (final if output_final_state else None)
+
+
+def scan_step_into(blocked, gates, values, state, gate_activation, backend=None) -> Optional[torch.Tensor]:
+    """A decode step of `hlru_scan` (blocked=False) or `bdlru_scan` that writes its final state into `state` [B, N, m]
+    (a cache's float32 state tensor) instead of returning it: the states [B, 1, N(, m)], or None where that is not
+    available (then run the scan and store its final state). Triton's per-thread kernels, eagerly, without autograd."""
+    if values.shape[1] != 1 or torch.compiler.is_compiling() or resolve_backend(backend, values.device) != "triton":
+        return None
+    if state.requires_grad or (torch.is_grad_enabled() and (gates.requires_grad or values.requires_grad)):
+        return None
+    if state.is_inference() and not torch.is_inference_mode_enabled():  # as torch refuses an in-place write there
+        return None
+    _check("bdlru_scan" if blocked else "hlru_scan", gates, values, state, gate_activation, None, blocked, True)
+    return scan_step_in_place(blocked, gates, values, state, gate_activation)
 
 
 def hlru_scan(

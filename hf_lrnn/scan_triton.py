@@ -1842,13 +1842,15 @@ def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, 
             None if d_h0 is None else d_h0.view(S, N, 1))
 
 
-def _forward_launch(blocked, gates, values, h0, act, want_final, plan):
+def _forward_launch(blocked, gates, values, h0, act, want_final, plan, final=None):
+    """final: where the final state goes (`scan_step_in_place`: h0 itself), or None for a new tensor."""
     T, N = values.shape[1:3]
     m = gates.shape[-1] - 1
     gates, stride_gates_b, stride_gates_t = _prep_gates(gates, blocked)
     values = values.contiguous()
     states = torch.empty_like(values)
-    final = torch.empty(plan.S, N, m, device=values.device, dtype=torch.float32) if want_final else None
+    if final is None and want_final:
+        final = torch.empty(plan.S, N, m, device=values.device, dtype=torch.float32)
     h0 = h0.contiguous() if h0 is not None else None
     inputs = dict(gates=gates, values=values, stride_gates_b=stride_gates_b, stride_gates_t=stride_gates_t, T=T, N=N)
     h0_per_segment = False
@@ -1950,6 +1952,24 @@ def _scan(blocked, gates, values, initial_state, gate_activation, output_final_s
                                         None, plan)
         return states, final
     return _ScanFunction.apply(gates, values, initial_state, blocked, act, bool(output_final_state), plan)
+
+
+def scan_step_in_place(blocked, gates, values, state, gate_activation):
+    """One step (T = 1) from `state` [B, N, m] (float32, contiguous) that writes the new state back into `state`
+    instead of a new final-state tensor; returns the states [B, 1, N(, m)], or None where the kernel cannot do that.
+
+    For a cache's state tensor in a decode step: the step then copies nothing per layer. Only the per-thread kernels
+    qualify (H-LRU m <= 8, BD-LRU m <= 4), where each thread loads its entries of the state before the step and stores
+    the same entries after it; the tile kernels spread a state over threads that are not ordered. No autograd."""
+    B, T, N = values.shape[:3]
+    m = gates.shape[-1] - 1
+    if T != 1 or not (_channel_per_thread(blocked, m) or _block_per_thread(blocked, m)) \
+            or state.dtype != torch.float32 or not state.is_contiguous() or tuple(state.shape) != (B, N, m):
+        return None
+    plan = _make_plan(B, T, N, m, blocked, None, 0, values.device)  # chunk 0: the sequential kernel
+    with _device_guard(values.device):
+        states, _ = _forward_launch(blocked, gates, values, state, _ACT_ID[gate_activation], True, plan, final=state)
+    return states
 
 
 def hlru_scan_triton(gates, values, initial_state=None, gate_activation="softmax", output_final_state=False,

@@ -43,3 +43,31 @@ def test_environment_switch_forces_a_backend(monkeypatch):
     assert ops.resolve_backend(None, torch.device(DEVICE)) == "triton"
     monkeypatch.setenv("HF_LRNN_BACKEND", "torch")
     assert ops.resolve_backend(None, torch.device(DEVICE)) == "torch"
+
+
+def test_decode_steps_write_the_cache_state_in_place(arch, monkeypatch):
+    """Eager decoding on the Triton backend updates each layer's state tensor in place (`ops.scan_step_into`, once
+    per layer and new token), keeps its address, and gives the reference backend's tokens."""
+    from hf_lrnn import modeling_lrnn
+
+    calls = []
+    step_into = modeling_lrnn.scan_step_into
+
+    def counted(*args, **kwargs):
+        states = step_into(*args, **kwargs)
+        calls.append(states is not None)
+        return states
+
+    monkeypatch.setattr(modeling_lrnn, "scan_step_into", counted)
+    fast, ref = pair(arch, 2)
+    ids = torch.randint(3, 37, (2, 6), device=DEVICE)
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0, return_dict_in_generate=True, decode_graph=False,
+              disable_compile=True)
+    out = fast.generate(ids, **kw)
+    assert calls == [True] * (3 * fast.config.num_hidden_layers)  # 3 decode steps after the prompt, every layer
+    assert torch.equal(out.sequences, ref.generate(ids, **kw).sequences)
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    addresses = [layer.state.data_ptr() for layer in cache.layers]
+    with torch.no_grad():  # (with autograd the new state has history and is stored as a new tensor, by design)
+        fast(input_ids=out.sequences[:, -1:], **{modeling_lrnn.CACHE_FIELD: cache}, use_cache=True)
+    assert [layer.state.data_ptr() for layer in cache.layers] == addresses

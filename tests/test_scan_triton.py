@@ -435,3 +435,51 @@ def test_first_order_look_back_publishes_nan_as_a_value(prefix_every):
     except subprocess.TimeoutExpired:
         pytest.fail("the look-back waited forever on a chunk whose published word was a NaN with all bits set")
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("blocked,m", [(False, 1), (False, 2), (False, 8), (True, 1), (True, 2), (True, 4)])
+def test_scan_step_into_writes_the_state_in_place(blocked, m):
+    """A decode step that updates the cache's state tensor itself: the same states and final state as the scan (the
+    same kernel), the state's address kept, and the float64 reference met."""
+    from hf_lrnn.ops import scan_step_into
+
+    gen = torch.Generator().manual_seed(m)
+    B, N = 3, 5
+    gates = torch.randn((B, 1, N, m, m + 1) if blocked else (B, 1, N, m + 1), generator=gen)
+    values = torch.randn((B, 1, N, m) if blocked else (B, 1, N), generator=gen)
+    state = torch.randn(B, N, m, generator=gen)
+    before = state.clone()
+    fn = bdlru_scan_triton if blocked else hlru_scan_triton
+    expected_states, expected_final = fn(gates, values, before, "softmax", True)
+    address = state.data_ptr()
+    states = scan_step_into(blocked, gates, values, state, "softmax", "triton")
+    assert states is not None and state.data_ptr() == address
+    assert torch.equal(states, expected_states) and torch.equal(state, expected_final)
+    ref_states, ref_final = (bdlru_scan_torch if blocked else hlru_scan_torch)(
+        gates.double(), values.double(), before.double(), "softmax")
+    assert rel(states, ref_states) < TOL[torch.float32] and rel(state, ref_final) < TOL[torch.float32]
+
+
+def test_scan_step_into_declines_what_it_cannot_do_in_place():
+    """None, with the state untouched, wherever the step cannot write the state in place: a tile kernel (BD-LRU m = 8),
+    more than one step, autograd, a state that is not a contiguous float32 [B, N, m], the reference backend."""
+    from hf_lrnn.ops import scan_step_into
+
+    def case(blocked=False, m=2, T=1, grad=False, state=None, backend="triton"):
+        gates = torch.randn((2, T, 3, m, m + 1) if blocked else (2, T, 3, m + 1), requires_grad=grad)
+        values = torch.randn((2, T, 3, m) if blocked else (2, T, 3))
+        state = torch.randn(2, 3, m) if state is None else state
+        kept = state.detach().clone()
+        assert scan_step_into(blocked, gates, values, state, "softmax", backend) is None
+        assert torch.equal(state.detach(), kept)
+
+    case(blocked=True, m=8)
+    case(T=2)
+    case(grad=True)
+    case(state=torch.randn(2, 3, 2, requires_grad=True))
+    case(state=torch.randn(2, 2, 3).transpose(1, 2))  # not contiguous
+    case(state=torch.randn(2, 3, 2, dtype=torch.float64))
+    case(backend="torch")
+    with torch.no_grad():  # inputs that require grad are fine without autograd
+        gates = torch.randn(2, 1, 3, 3, requires_grad=True)
+        assert scan_step_into(False, gates, torch.randn(2, 1, 3), torch.randn(2, 3, 2), "softmax", "triton") is not None
