@@ -1673,10 +1673,14 @@ def _prep_gates(gates, blocked):
 
 # BD-LRU blocks of at most this size run one block per thread (`_bdlru_*_block_per_thread_kernel`: no reductions
 # across lanes; on the H200 the forward is 2.2-4.6x faster than the [m, m] tiles at m = 4). Larger blocks keep the
-# tiles: a thread would hold m (m+1) logits per step, three steps of them with the prefetch (not measured at m = 8).
+# tiles: a thread would hold m (m+1) logits per step, three steps of them with the prefetch.
+# Branch experiment (not measured on a GPU): at m = 8 the per-thread kernels are exact (interpreter, 1.4e-7 against
+# float64) and compile for sm_90 under Triton 3.6 to 233 / 255 registers (sequential forward / backward, 0 / 32 bytes
+# spilled) and 255 registers with 216-284 bytes spilled in the chunked aggregate phases; the chunked set (forward and
+# backward, 4 kernels) takes 209 s to compile on a 2-core CPU.
 # Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
 # threads per SM.
-_BLOCK_PER_THREAD_MAX_M = 4
+_BLOCK_PER_THREAD_MAX_M = 8
 _CHANNEL_PER_THREAD_MAX_M = 8  # H-LRU: m + 1 logits and m window entries per thread and step
 BLOCK_PER_THREAD_BLOCKS = 16 if _INTERPRET else 64  # the interpreter: several programs in small tests
 THREADS_PER_SM = 1024
