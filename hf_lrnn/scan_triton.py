@@ -872,7 +872,7 @@ def _bdlru_fwd_block_per_thread_kernel(
     M: tl.constexpr, MP: tl.constexpr, LOG2_MP: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr,
     BLOCK: tl.constexpr, ACT: tl.constexpr, H0_PER_SEG: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
-    WRITE_FINAL: tl.constexpr,
+    WRITE_FINAL: tl.constexpr, AHEAD: tl.constexpr,
 ):
     """`_bdlru_fwd_kernel` with one block per thread: NV carried vectors (1 in the main phase, M + 1 in the aggregate
     phase: the basis vectors and the affine part AFF), held as the tuple H[k NV + v] (coordinate k of vector v)."""
@@ -884,9 +884,13 @@ def _bdlru_fwd_block_per_thread_kernel(
     gbase = gates + b64 * stride_gates_b
     vbase = values + b64 * T * N * M
     z0, x0 = _bdlru_load_step(gbase, vbase, bos, 0, L, stride_gates_t, N, n, mn, M, True)
-    z1, x1 = _bdlru_load_step(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, M, True)
+    if AHEAD == 2:
+        z1, x1 = _bdlru_load_step(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, M, True)
     for i in range(0, L):
-        z2, x2 = _bdlru_load_step(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, M, True)
+        if AHEAD == 2:
+            z2, x2 = _bdlru_load_step(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, M, True)
+        else:
+            z1, x1 = _bdlru_load_step(gbase, vbase, bos, i + 1, L, stride_gates_t, N, n, mn, M, True)
         new = ()
         for j in tl.static_range(M):
             coef = _normalize_group(_group(z0, j, M), M, ACT)  # A_t[j, 0..M-1], then the input gate g_t[j]
@@ -901,7 +905,8 @@ def _bdlru_fwd_block_per_thread_kernel(
         if WRITE_OUT:
             _store_contiguous(states + ((b64 * T + bos + i) * N + n) * M, H, mn, BLOCK, M, MP, LOG2_MP)
         z0, x0 = z1, x1
-        z1, x1 = z2, x2
+        if AHEAD == 2:
+            z1, x1 = z2, x2
 
     _store_end_vectors(final_state, seq, mask_if(mn, eos == seq_eos), aggregates, pid_s, N, n, mn, H, M, NV,
                        WRITE_FINAL)
@@ -915,7 +920,7 @@ def _bdlru_bwd_block_per_thread_kernel(
     M: tl.constexpr, MP: tl.constexpr, LOG2_MP: tl.constexpr, GP: tl.constexpr, LOG2_GP: tl.constexpr,
     NV: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DHT: tl.constexpr,
-    WRITE_DH0: tl.constexpr,
+    WRITE_DH0: tl.constexpr, AHEAD: tl.constexpr,
 ):
     """`_bdlru_bwd_kernel` with one block per thread: the adjoint vectors are the tuple mu[j NV + v]."""
     GRADS: tl.constexpr = NV == 1
@@ -930,12 +935,16 @@ def _bdlru_bwd_block_per_thread_kernel(
     dobase = d_states + b64 * T * N * M
     obase = states + b64 * T * N * M
     z0, x0 = _bdlru_load_step(gbase, vbase, bos, L - 1, L, stride_gates_t, N, n, mn, M, GRADS)
-    z1, x1 = _bdlru_load_step(gbase, vbase, bos, L - 2, L, stride_gates_t, N, n, mn, M, GRADS)
+    if AHEAD == 2:
+        z1, x1 = _bdlru_load_step(gbase, vbase, bos, L - 2, L, stride_gates_t, N, n, mn, M, GRADS)
     do0 = _load_coordinates(dobase + ((bos + L - 1).to(tl.int64) * N + n) * M, mask_if(mn, L >= 1), M)
     for r in range(0, L):
         i = L - 1 - r
         t = (bos + i).to(tl.int64)
-        z2, x2 = _bdlru_load_step(gbase, vbase, bos, i - 2, L, stride_gates_t, N, n, mn, M, GRADS)
+        if AHEAD == 2:
+            z2, x2 = _bdlru_load_step(gbase, vbase, bos, i - 2, L, stride_gates_t, N, n, mn, M, GRADS)
+        else:
+            z1, x1 = _bdlru_load_step(gbase, vbase, bos, i - 1, L, stride_gates_t, N, n, mn, M, GRADS)
         do1 = _load_coordinates(dobase + ((t - 1) * N + n) * M, mask_if(mn, i >= 1), M)
         lam = ()  # lam[j NV + v] = mu + the output's gradient (on the affine vector only)
         for j in tl.static_range(M):
@@ -977,7 +986,8 @@ def _bdlru_bwd_block_per_thread_kernel(
                               LOG2_GP)
             _store_contiguous(d_values + ((b64 * T + t) * N + n) * M, d_vals, mn, BLOCK, M, MP, LOG2_MP)
         z0, x0 = z1, x1
-        z1, x1 = z2, x2
+        if AHEAD == 2:
+            z1, x1 = z2, x2
         do0 = do1
 
     _store_end_vectors(d_initial_state, seq, mask_if(mn, c == 0), aggregates, pid_s, N, n, mn, mu, M, NV, WRITE_DH0)
@@ -1675,9 +1685,10 @@ def _prep_gates(gates, blocked):
 # across lanes; on the H200 the forward is 2.2-4.6x faster than the [m, m] tiles at m = 4). Larger blocks keep the
 # tiles: a thread would hold m (m+1) logits per step, three steps of them with the prefetch.
 # Branch experiment (not measured on a GPU): at m = 8 the per-thread kernels are exact (interpreter, 1.4e-7 against
-# float64) and compile for sm_90 under Triton 3.6 to 233 / 255 registers (sequential forward / backward, 0 / 32 bytes
-# spilled) and 255 registers with 216-284 bytes spilled in the chunked aggregate phases; the chunked set (forward and
-# backward, 4 kernels) takes 209 s to compile on a 2-core CPU.
+# float64). With the loads one step ahead (AHEAD = 1) they compile for sm_90 under Triton 3.6 to 194 / 255 registers
+# (sequential forward / backward, no spills), 127 / 255 in the chunked main phases and 255 in the aggregate phases
+# (100 bytes spilled forward, none backward); two steps ahead they spilled up to 284 bytes. The chunked set (forward
+# and backward, 4 kernels) takes 103 s to compile on a 2-core CPU (209 s two steps ahead).
 # Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
 # threads per SM.
 _BLOCK_PER_THREAD_MAX_M = 8
@@ -1709,6 +1720,8 @@ def _launch(kind, blocked, m, N, act, plan, phase):
         if blocked:
             kernel = _bdlru_fwd_block_per_thread_kernel if kind == "fwd" else _bdlru_bwd_block_per_thread_kernel
             widths = _store_widths(MP=m) if kind == "fwd" else _store_widths(MP=m, GP=m * (m + 1))
+            # loads issued two steps ahead, or one from m = 8 on: m (m + 1) logits per step and thread
+            widths["AHEAD"] = 1 if m >= 8 else 2
         else:
             kernel = _hlru_fwd_channel_per_thread_kernel if kind == "fwd" else _hlru_bwd_channel_per_thread_kernel
             widths = {} if kind == "fwd" else _store_widths(GP=m + 1)
