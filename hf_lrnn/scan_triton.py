@@ -25,7 +25,7 @@ Design
   in registers and a 2-step-ahead register prefetch of the next steps' logits/values.
   H-LRU keeps its window of the last m states in a ROTATING register buffer: s_u lives in slot u mod m, and the
   logits are gathered in permuted order (column (u-1-slot) mod m) so that no register shift is needed.
-  BD-LRU holds an [m, m] coefficient tile per block and does the mat-vec in registers; for m <= 4 it runs one
+  BD-LRU holds an [m, m] coefficient tile per block and does the mat-vec in registers; for m <= 8 it runs one
   block per thread instead (`_bdlru_*_block_per_thread_kernel`): the block's logits, state and carried vectors are
   tuples of [BLOCK] tensors, so the normalisation and the mat-vec need no reduction across lanes.
 * Chunked (time-parallel) mode, used when batch x channel tiles cannot fill the GPU (or forced by chunk_size):
@@ -543,7 +543,8 @@ def _bdlru_fwd_kernel(
     if WRITE_OUT:
         # Where the row's offset is added changes how ptxas schedules the loop (the PTX is otherwise the same): added
         # once here, m = 16 runs 1.5x faster (5.3 against 8.1 ms) but m = 8 1.13x slower (6.3 against 5.5 ms), at
-        # B8 T4096 D1024 on the H200 with Triton 3.6 (bench_results/probes_2026-11-30b/ab_m16_3.txt)
+        # B8 T4096 D1024 on the H200 with Triton 3.6 (bench_results/probes_2026-11-30b/ab_m16_3.txt; m = 8 has run
+        # one block per thread since)
         if M >= 16:
             sbase, row = states + b64 * T * N * M, 0
         else:
@@ -1682,13 +1683,12 @@ def _prep_gates(gates, blocked):
 
 
 # BD-LRU blocks of at most this size run one block per thread (`_bdlru_*_block_per_thread_kernel`: no reductions
-# across lanes; on the H200 the forward is 2.2-4.6x faster than the [m, m] tiles at m = 4). Larger blocks keep the
-# tiles: a thread would hold m (m+1) logits per step, three steps of them with the prefetch.
-# Branch experiment (not measured on a GPU): at m = 8 the per-thread kernels are exact (interpreter, 1.4e-7 against
-# float64). With the loads one step ahead (AHEAD = 1) they compile for sm_90 under Triton 3.6 to 194 / 255 registers
-# (sequential forward / backward, no spills), 127 / 255 in the chunked main phases and 255 in the aggregate phases
-# (100 bytes spilled forward, none backward); two steps ahead they spilled up to 284 bytes. The chunked set (forward
-# and backward, 4 kernels) takes 103 s to compile on a 2-core CPU (209 s two steps ahead).
+# across lanes). On the H200 (CUDA kernel time, bf16) against the [m, m] tiles: at m = 4 the forward is 2.2-4.6x
+# faster; at m = 8 the forward 4.9x / 6.5x / 5.0x and the backward 8.0x / 9.0x / 8.7x at B8 T4096 / B1 T16384 /
+# B8 T2048 D768, and at B32 T2048 D2048 the backward 1.7x with the forward 3 % slower (4.25 against 4.14 ms)
+# (bench_results/probes_2026-11-30c/m8_probe.txt). From m = 8 on the loads are issued one step ahead (`AHEAD`):
+# a thread holds m (m + 1) logits per step, and two steps ahead spilled up to 284 bytes under ptxas. Larger blocks
+# keep the tiles.
 # Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
 # threads per SM.
 _BLOCK_PER_THREAD_MAX_M = 8
@@ -1976,7 +1976,7 @@ def scan_step_in_place(blocked, gates, values, state, gate_activation):
     instead of a new final-state tensor; returns the states [B, 1, N(, m)], or None where the kernel cannot do that.
 
     For a cache's state tensor in a decode step: the step then copies nothing per layer. Only the per-thread kernels
-    qualify (H-LRU m <= 8, BD-LRU m <= 4), where each thread loads its entries of the state before the step and stores
+    qualify (H-LRU m <= 8, BD-LRU m <= 8), where each thread loads its entries of the state before the step and stores
     the same entries after it; the tile kernels spread a state over threads that are not ordered. No autograd."""
     B, T, N = values.shape[:3]
     m = gates.shape[-1] - 1

@@ -8,7 +8,7 @@ compile without running (the outputs are garbage), so a run here catches such er
 under the Triton of the target machine to check exactly what that machine will compile:
 
     python scripts/compile_check.py                   # every order and mode, bf16 and float32 (~2 minutes on 2 cores)
-    python scripts/compile_check.py --quick           # m in {1, 2, 4, 8}, bf16 (what the test suite runs)
+    python scripts/compile_check.py --quick           # m in {1, 2, 4, 8} (BD-LRU also 16), bf16 (what the tests run)
 
 It loads hf_lrnn's two scan modules by path, so a bare environment with torch and a pinned Triton suffices (no
 transformers). Prints one line per configuration and exits 1 if any failed.
@@ -69,7 +69,7 @@ def _load_scan_modules():
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100 / H200; 80: A100)")
-    ap.add_argument("--quick", action="store_true", help="m in {1, 2, 4, 8} and bf16 only")
+    ap.add_argument("--quick", action="store_true", help="m in {1, 2, 4, 8} (BD-LRU also 16: its tile kernels) and bf16 only")
     args = ap.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("compile_check.py: TRITON_INTERPRET=1 is set; the interpreter compiles nothing, unset it")
@@ -93,12 +93,14 @@ def main(argv=None):
     scan = _load_scan_modules()
     scan._num_sms = lambda device: 132  # the chunk policy asks the device; an H200 has 132 SMs
 
-    orders = (1, 2, 4, 8) if args.quick else (1, 2, 3, 4, 8)
+    # BD-LRU m = 16 runs the [m, m] tile kernels (m <= 8 runs one block per thread)
+    orders = {False: (1, 2, 4, 8) if args.quick else (1, 2, 3, 4, 8)}
+    orders[True] = orders[False] + (16,)
     dtypes = (torch.bfloat16,) if args.quick else (torch.bfloat16, torch.float32)
     print(f"Triton {triton.__version__}, target sm_{args.arch}", flush=True)
     start, failed, total = time.time(), 0, 0
     for blocked in (False, True):
-        for m in orders:
+        for m in orders[blocked]:
             for chunk_size in (0, 64, None):  # sequential, chunked, the automatic choice (m = 1: the look-back)
                 for with_initial_state in (False, True):
                     total += 1

@@ -124,8 +124,9 @@ def test_bdlru_chunked(m):
     run_case(True, 2, 11, 2, m, chunk=3)
 
 
-def test_bdlru_chunked_large_block():
-    run_case(True, 1, 9, 2, 8, chunk=4)
+@pytest.mark.parametrize("m", [8, 16])  # one block per thread (loads one step ahead), [m, m] tiles
+def test_bdlru_chunked_large_block(m):
+    run_case(True, 1, 9, 2, m, chunk=4)
 
 
 def test_chunked_without_initial_state_bf16():
@@ -156,7 +157,8 @@ def test_channel_tiles_tail(monkeypatch):
     run_case(True, 1, 7, 5, 2, chunk=3)
     run_case(True, 2, 7, 5, 3)  # block per thread
     run_case(True, 2, 7, 5, 4, chunk=3)
-    run_case(True, 2, 7, 5, 8, chunk=3)  # [m, m] tiles
+    run_case(True, 2, 7, 5, 8, chunk=3)  # block per thread, loads one step ahead
+    run_case(True, 2, 7, 5, 16, chunk=3)  # [m, m] tiles
 
 
 def test_block_per_thread_chunk_policy():
@@ -437,7 +439,8 @@ def test_first_order_look_back_publishes_nan_as_a_value(prefix_every):
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("blocked,m", [(False, 1), (False, 2), (False, 8), (True, 1), (True, 2), (True, 4)])
+@pytest.mark.parametrize("blocked,m", [(False, 1), (False, 2), (False, 8), (True, 1), (True, 2), (True, 4),
+                                     (True, 8)])
 def test_scan_step_into_writes_the_state_in_place(blocked, m):
     """A decode step that updates the cache's state tensor itself: the same states and final state as the scan (the
     same kernel), the state's address kept, and the float64 reference met."""
@@ -461,7 +464,7 @@ def test_scan_step_into_writes_the_state_in_place(blocked, m):
 
 
 def test_scan_step_into_declines_what_it_cannot_do_in_place():
-    """None, with the state untouched, wherever the step cannot write the state in place: a tile kernel (BD-LRU m = 8),
+    """None, with the state untouched, wherever the step cannot write the state in place: a tile kernel (BD-LRU m = 16),
     more than one step, autograd, a state that is not a contiguous float32 [B, N, m], the reference backend."""
     from hf_lrnn.ops import scan_step_into
 
@@ -473,7 +476,7 @@ def test_scan_step_into_declines_what_it_cannot_do_in_place():
         assert scan_step_into(blocked, gates, values, state, "softmax", backend) is None
         assert torch.equal(state.detach(), kept)
 
-    case(blocked=True, m=8)
+    case(blocked=True, m=16)
     case(T=2)
     case(grad=True)
     case(state=torch.randn(2, 3, 2, requires_grad=True))
