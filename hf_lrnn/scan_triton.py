@@ -1592,10 +1592,11 @@ class _Plan:
                 self.cuc = None
 
 
-# Chunked-mode policy, from H200 measurements (bench_results/): the sequential kernels cost about one memory
-# latency per time step (~0.6 us for H-LRU and m = 1, ~1.3 us for BD-LRU m >= 2) until bandwidth-bound
-# (~0.7 TB/s); the chunked mode costs about K ns per token-channel, growing with m (it carries m+1 vectors).
-_CHUNK_NS_BDLRU = {2: 0.02, 3: 0.035, 4: 0.05, 8: 0.26, 16: 0.59}
+# Chunked-mode policy of the [m, m] tile kernels (BD-LRU m > _BLOCK_PER_THREAD_MAX_M), from H200 measurements
+# (bench_results/): the sequential kernel costs about one memory latency per time step (~1.3 us) until
+# bandwidth-bound (~0.7 TB/s); the chunked mode costs about K ns per token-channel, growing with m (it carries m+1
+# vectors): 0.59 measured at m = 16, 2.0 assumed beyond.
+_CHUNK_NS_TILES = {16: 0.59}
 
 
 def _chunk_length(max_len):
@@ -1622,12 +1623,12 @@ def _auto_chunk(S, N, m, blocked, max_len, num_sms=132):  # num_sms: `_num_sms` 
         return _block_per_thread_chunk(S, N, max_len, num_sms) if max_len >= 64 else 0
     if max_len < 512:
         return 0
-    if not blocked or m == 1:
+    if not blocked:  # H-LRU tiles: m = 1 under deterministic algorithms, or m > 8
         # measured: chunking wins for m <= 2 at every shape, and for larger orders below ~4K channel chains
         return _chunk_length(max_len) if (m <= 2 or S * N < 4096) else 0
     channels = N * m
     seq_ms = max(max_len * 1.3e-3, S * max_len * channels * (m + 3) * 2 / 0.7e9)
-    k = 2.0 if m > 16 else _CHUNK_NS_BDLRU[min(key for key in _CHUNK_NS_BDLRU if key >= m)]
+    k = _CHUNK_NS_TILES[16] if m <= 16 else 2.0
     chunk_ms = S * max_len * channels * k * 1e-6
     return _chunk_length(max_len) if chunk_ms < 0.8 * seq_ms else 0
 
