@@ -321,10 +321,10 @@ class LRNNMixer(nn.Module):
         """The scan backend for this forward: `config.scan_backend`, read now (not at construction)."""
         return runnable_scan_backend(getattr(self.config, "scan_backend", None), device)
 
-    def _scan(self, gates, values, initial_state, mask, state_into=None):
-        """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real). `state_into`: the cache's
-        state tensor (the initial state itself), which a decode step may update in place instead of returning a new
-        final state (`scan_step_into`: no copy per layer and token)."""
+    def _scan(self, gates, values, initial_state, mask, in_place=False):
+        """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real). `in_place`: a decode
+        step may write the new state into `initial_state` (the cache's state tensor) and return that as the final
+        state (`scan_step_into`: no copy per layer and token)."""
         if mask is not None and torch.compiler.is_compiling():
             return self._scan_masked_compiled(gates, values, initial_state, mask)
         if mask is not None and not bool(mask.all()):
@@ -339,11 +339,11 @@ class LRNNMixer(nn.Module):
                 scan = bdlru_scan_torch if self.blocked else hlru_scan_torch
                 states, final = scan(gates, values, initial_state, self.gate_activation, mask=mask)
                 return states, final, True
-        if state_into is not None and state_into is initial_state:
-            states = scan_step_into(self.blocked, gates, values, state_into, self.gate_activation,
+        if in_place and initial_state is not None:
+            states = scan_step_into(self.blocked, gates, values, initial_state, self.gate_activation,
                                     self.scan_backend(values.device))
             if states is not None:
-                return states, state_into, False
+                return states, initial_state, False
         scan = bdlru_scan if self.blocked else hlru_scan
         states, final = scan(
             gates,
@@ -418,8 +418,7 @@ class LRNNMixer(nn.Module):
             return self.out_proj(readout.to(hidden_states.dtype))
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None
 
-        states, final_state, masked = self._scan(gates, values, initial_state, mask,
-                                                 state_into=initial_state if T == 1 else None)
+        states, final_state, masked = self._scan(gates, values, initial_state, mask, in_place=T == 1)
 
         if self.blocked:
             readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j

@@ -540,15 +540,12 @@ def _bdlru_fwd_kernel(
 
     gbase = gates + b64 * stride_gates_b
     vbase = values + b64 * T * N * M
+    # The row's offset is added once here, not in the store: the PTX is otherwise the same, but ptxas schedules the
+    # loop 1.5x faster at m = 16 (5.3 against 8.1 ms at B8 T4096 D1024 on the H200 with Triton 3.6,
+    # bench_results/probes_2026-11-30b/ab_m16_3.txt). It made m = 8 slower (6.3 against 5.5 ms), but m <= 8 runs one
+    # block per thread now; m = 9..15 were not measured either way.
     if WRITE_OUT:
-        # Where the row's offset is added changes how ptxas schedules the loop (the PTX is otherwise the same): added
-        # once here, m = 16 runs 1.5x faster (5.3 against 8.1 ms) but m = 8 1.13x slower (6.3 against 5.5 ms), at
-        # B8 T4096 D1024 on the H200 with Triton 3.6 (bench_results/probes_2026-11-30b/ab_m16_3.txt; m = 8 has run
-        # one block per thread since)
-        if M >= 16:
-            sbase, row = states + b64 * T * N * M, 0
-        else:
-            sbase, row = states, b64 * T
+        sbase = states + b64 * T * N * M
     zc0, zg0, x0 = _bdlru_load(gbase, vbase, bos, 0, L, stride_gates_t, N, n, mn, jr, kc, M)
     zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, jr, kc, M)
     for i in range(0, L):
@@ -558,7 +555,7 @@ def _bdlru_fwd_kernel(
         hn = hn + tl.where(v3 == AFF, (cg * x0)[:, None, :], 0.0)
         if WRITE_OUT:
             t = (bos + i).to(tl.int64)
-            tl.store(sbase + ((row + t) * N + n[:, None]) * M + jr[None, :],
+            tl.store(sbase + (t * N + n[:, None]) * M + jr[None, :],
                      tl.sum(hn, axis=1).to(states.dtype.element_ty), mask=mn2)
         H = hn
         zc0, zg0, x0 = zc1, zg1, x1
@@ -1595,8 +1592,8 @@ class _Plan:
 # Chunked-mode policy of the [m, m] tile kernels (BD-LRU m > _BLOCK_PER_THREAD_MAX_M), from H200 measurements
 # (bench_results/): the sequential kernel costs about one memory latency per time step (~1.3 us) until
 # bandwidth-bound (~0.7 TB/s); the chunked mode costs about K ns per token-channel, growing with m (it carries m+1
-# vectors): 0.59 measured at m = 16, 2.0 assumed beyond.
-_CHUNK_NS_TILES = {16: 0.59}
+# vectors): this constant, measured at m = 16, and 2.0 assumed beyond.
+_CHUNK_NS_TILES = 0.59
 
 
 def _chunk_length(max_len):
@@ -1628,7 +1625,7 @@ def _auto_chunk(S, N, m, blocked, max_len, num_sms=132):  # num_sms: `_num_sms` 
         return _chunk_length(max_len) if (m <= 2 or S * N < 4096) else 0
     channels = N * m
     seq_ms = max(max_len * 1.3e-3, S * max_len * channels * (m + 3) * 2 / 0.7e9)
-    k = _CHUNK_NS_TILES[16] if m <= 16 else 2.0
+    k = _CHUNK_NS_TILES if m <= 16 else 2.0
     chunk_ms = S * max_len * channels * k * 1e-6
     return _chunk_length(max_len) if chunk_ms < 0.8 * seq_ms else 0
 

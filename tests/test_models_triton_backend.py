@@ -66,7 +66,7 @@ def test_decode_steps_write_the_cache_state_in_place(arch, monkeypatch):
     out = fast.generate(ids, **kw)
     assert calls == [True] * (3 * fast.config.num_hidden_layers)  # 3 decode steps after the prompt, every layer
     assert torch.equal(out.sequences, ref.generate(ids, **kw).sequences)
-    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    cache = getattr(out, modeling_lrnn.CACHE_FIELD)
     addresses = [layer.state.data_ptr() for layer in cache.layers]
     with torch.no_grad():  # (with autograd the new state has history and is stored as a new tensor, by design)
         fast(input_ids=out.sequences[:, -1:], **{modeling_lrnn.CACHE_FIELD: cache}, use_cache=True)
