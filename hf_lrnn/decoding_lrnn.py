@@ -57,11 +57,17 @@ class CudaGraph:
 
 
 class CapturedDecodeStep:
-    """One decode step of `model` (an `LRNNForCausalLM`) for batches of `batch_size`, captured once."""
+    """One decode step of `model` (an `LRNNForCausalLM`) for batches of `batch_size`, captured once.
 
-    def __init__(self, model, batch_size: int, device: torch.device, graph_class=CudaGraph, pool=None):
+    compile: capture the forward as torch.compile (fullgraph, static shapes) generates it, instead of the eager one:
+    inductor fuses the norms, activations, residual adds and casts into fewer kernels per token, at the price of a
+    compilation at the first capture (per batch size). The logits then differ from the eager step's in rounding."""
+
+    def __init__(self, model, batch_size: int, device: torch.device, graph_class=CudaGraph, pool=None,
+                 compile: bool = False):
         self.config = config = model.config
         self.batch_size = batch_size
+        self.compiled = compile
         self.input_ids = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
         shape = (batch_size, config.num_units, config.unit_size)
         self.states = [torch.zeros(shape, dtype=torch.float32, device=device) for _ in range(config.num_hidden_layers)]
@@ -71,11 +77,17 @@ class CapturedDecodeStep:
         self.cache.advance(1)  # a state exists: the forward takes the decode path
         self._bound: Optional[weakref.ref] = None
 
-        def step():  # the model's eager decode step (its captured steps switched off meanwhile)
+        def forward(input_ids, cache):
+            return model(input_ids=input_ids, cache=cache, use_cache=True, return_dict=True,
+                         logits_to_keep=1).logits  # [B, 1, vocab]
+
+        if compile:
+            forward = torch.compile(forward, fullgraph=True, dynamic=False)
+
+        def step():  # the model's decode step, eager or compiled (its captured steps switched off meanwhile)
             active, model._decode_graphs_active = model._decode_graphs_active, False
             try:
-                return model(input_ids=self.input_ids, cache=self.cache, use_cache=True, return_dict=True,
-                             logits_to_keep=1).logits  # [B, 1, vocab]
+                return forward(self.input_ids, self.cache)
             finally:
                 model._decode_graphs_active = active
 

@@ -850,15 +850,17 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
     def __init__(self, config):
         super().__init__(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self._decode_graphs = {}  # (batch size, device) -> CapturedDecodeStep, oldest first
+        self._decode_graphs = {}  # (batch size, device, compiled) -> CapturedDecodeStep, oldest first
         self._decode_graphs_for = None  # the weights and scan backend they were captured with
-        self._decode_graphs_active = False  # True inside generate(decode_graph=True)
+        self._decode_graphs_active = False  # True inside generate(decode_graph=True / "compile")
+        self._decode_graphs_compiled = False  # True inside generate(decode_graph="compile")
         self.post_init()
 
     def __getstate__(self):
         # captured graphs are tied to this process's device memory: a copy (copy.deepcopy, pickle) starts without them
         state = dict(super().__getstate__())
-        state.update(_decode_graphs={}, _decode_graphs_for=None, _decode_graphs_active=False)
+        state.update(_decode_graphs={}, _decode_graphs_for=None, _decode_graphs_active=False,
+                     _decode_graphs_compiled=False)
         return state
 
     def _can_use_decode_graphs(self) -> bool:
@@ -875,12 +877,13 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
 
     def _replay_decode_step(self, cache: LRNNCache, input_ids: torch.Tensor) -> torch.Tensor:
         """One token per row through the captured step for this batch size (captured now if it is the first)."""
-        key = (input_ids.shape[0], input_ids.device)
+        key = (input_ids.shape[0], input_ids.device, self._decode_graphs_compiled)
         step = self._decode_graphs.get(key)
         if step is None:
             # graphs of one device share a memory pool (None: the graph class makes one)
-            pool = next((s.graph.pool for (_, d), s in self._decode_graphs.items() if d == input_ids.device), None)
-            step = CapturedDecodeStep(self, input_ids.shape[0], input_ids.device, self.decode_graph_class, pool)
+            pool = next((s.graph.pool for (_, d, _), s in self._decode_graphs.items() if d == input_ids.device), None)
+            step = CapturedDecodeStep(self, input_ids.shape[0], input_ids.device, self.decode_graph_class, pool,
+                                      compile=self._decode_graphs_compiled)
             while len(self._decode_graphs) >= max(1, self.max_decode_graphs):  # drop the oldest
                 self._decode_graphs.pop(next(iter(self._decode_graphs)))
             self._decode_graphs[key] = step
@@ -947,9 +950,11 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         decode_graph = kwargs.pop("decode_graph", True)
-        if not isinstance(decode_graph, bool):
-            raise TypeError(f"decode_graph must be True (replay captured decode steps where possible) or False, "
-                            f"got {decode_graph!r}")
+        if not isinstance(decode_graph, (bool, str)):
+            raise TypeError(f"decode_graph must be True (replay captured decode steps where possible), \"compile\" "
+                            f"(capture them as torch.compile generates them) or False, got {decode_graph!r}")
+        if isinstance(decode_graph, str) and decode_graph != "compile":
+            raise ValueError(f"decode_graph must be True, \"compile\" or False, got {decode_graph!r}")
         no_compile_config = kwargs.get("compile_config") is None and \
             getattr(kwargs.get("generation_config"), "compile_config", None) is None
         if not (decode_graph and self._can_use_decode_graphs()):
@@ -964,11 +969,11 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
             self._decode_graphs_for = captured_for
         if no_compile_config:
             kwargs.setdefault("disable_compile", True)  # the captured steps replace transformers' compiled ones
-        self._decode_graphs_active = True
+        self._decode_graphs_active, self._decode_graphs_compiled = True, decode_graph == "compile"
         try:
             return super().generate(inputs, *args, **kwargs)
         finally:
-            self._decode_graphs_active = False
+            self._decode_graphs_active = self._decode_graphs_compiled = False
 
     def _captured_step_inputs(self, input_ids, kwargs):
         """The inputs of a decode step that a captured graph will replay (`forward` decides that again), or None.

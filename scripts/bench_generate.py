@@ -5,7 +5,9 @@ torch.compile) and transformers' Mamba, all about 125M parameters (d = 768, 12 b
 Rows:
 Modes of ours: "eager" (decode_graph=False, disable_compile=True), "transformers-compile" (decode_graph=False:
 transformers compiles the decode step because the cache is compileable, and inductor records it in CUDA graphs, the
-cache's states being static addresses), "cuda-graph" (the default: hf_lrnn's own captured step).
+cache's states being static addresses), "cuda-graph" (the default: hf_lrnn's own captured step), "cuda-graph+compile"
+(decode_graph="compile": the same captured step as torch.compile generates it; batch 1 and 64 only, one compilation
+per batch size).
 
 * batch 1: milliseconds per new token at each context length. A token's cost is isolated from the prompt's:
   (time of generate(prompt, max_new_tokens = 1 + N) - time of generate(prompt, max_new_tokens = 1)) / N, with
@@ -52,9 +54,11 @@ MODES = {
     ("hlru-m2", "eager"): dict(decode_graph=False, disable_compile=True),
     ("hlru-m2", "transformers-compile"): dict(decode_graph=False),  # transformers compiles the step (cache compileable)
     ("hlru-m2", "cuda-graph"): {},
+    ("hlru-m2", "cuda-graph+compile"): dict(decode_graph="compile"),  # the captured step as inductor compiled it
     ("bdlru-m4", "eager"): dict(decode_graph=False, disable_compile=True),
     ("bdlru-m4", "transformers-compile"): dict(decode_graph=False),
     ("bdlru-m4", "cuda-graph"): {},
+    ("bdlru-m4", "cuda-graph+compile"): dict(decode_graph="compile"),
     ("llama", "dynamic"): {},
     ("llama", "static+compile"): dict(cache_implementation="static"),
     ("mamba", "eager"): {},
@@ -151,6 +155,8 @@ def main():
                     continue  # transformers' Mamba without its CUDA kernels: minutes per run
                 if mode == "static+compile" and (batch, context) not in ((1, 2048), (64, 128)):
                     continue  # every static-cache length compiles anew (about a minute): context 2048, and batch 64
+                if mode == "cuda-graph+compile" and batch > 64:
+                    continue  # a compilation per batch size
                 try:
                     # long prompts: more new tokens, so that the prefill's run-to-run jitter (which the difference
                     # of two generate() calls keeps) weighs less per token

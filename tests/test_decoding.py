@@ -181,8 +181,10 @@ def test_captured_steps_per_batch_size_and_weights(graphs_on_cpu):
     model.to(torch.bfloat16)  # new weight tensors: the steps are captured again
     eager = model.generate(prompt(batch=1), decode_graph=False, **kw)
     assert torch.equal(model.generate(prompt(batch=1), **kw), eager) and graphs_on_cpu.captures == 5
-    with pytest.raises(TypeError, match="decode_graph"):
+    with pytest.raises(ValueError, match="decode_graph must be True, \"compile\" or False, got 'yes'"):
         model.generate(prompt(), decode_graph="yes", **kw)
+    with pytest.raises(TypeError, match="decode_graph must be True"):
+        model.generate(prompt(), decode_graph=1, **kw)
 
 
 def test_two_caches_decoding_in_turn_stay_apart(graphs_on_cpu):
@@ -266,3 +268,24 @@ def test_can_replay_trusts_only_a_captured_steps_own_states(graphs_on_cpu):
     assert not can_replay(cache, token, model.config)
     cache.layers[0].state = cache.layers[0].state.float()  # a copy of the right kind: replayable (copied in)
     assert can_replay(cache, token, model.config)
+
+
+@pytest.mark.parametrize("arch", ["hlru", "bdlru"])
+def test_compiled_captured_steps_equal_eager_decoding(arch, graphs_on_cpu):
+    """generate(decode_graph="compile") captures the step as torch.compile (fullgraph) generates it: compiled once per
+    batch size (not per token, not again for a new prompt), kept apart from the eager captured steps, and greedy tokens
+    equal eager decoding's."""
+    torch._dynamo.reset()
+    model = tiny_model(arch, m=2).eval()
+    kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    for seed in (0, 1):
+        ids = prompt(batch=2, seed=seed)
+        compiled = model.generate(ids, decode_graph="compile", **kw)
+        assert torch.equal(compiled, model.generate(ids, decode_graph=False, **kw)), seed
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert graphs_on_cpu.captures == 1 and [key[2] for key in model._decode_graphs] == [True]
+    model.generate(prompt(batch=2), **kw)  # the eager captured step: a step of its own
+    assert graphs_on_cpu.captures == 2 and sorted(key[2] for key in model._decode_graphs) == [False, True]
+    assert counters["stats"]["unique_graphs"] == 1

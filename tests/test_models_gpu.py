@@ -89,6 +89,33 @@ def test_captured_decode_steps_equal_eager(arch, m, batch):
     assert torch.equal(model.generate(ids, **kw), eager)  # and replayed again
 
 
+def graph_kernels(step):
+    """CUDA kernels that one replay of a captured step runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step.graph.replay()
+        torch.cuda.synchronize()
+    return sum(e.count for e in prof.key_averages() if e.device_time_total > 0)
+
+
+@pytest.mark.parametrize("arch,m", [("hlru", 2), ("bdlru", 4)])
+def test_compiled_captured_decode_steps_equal_eager_with_fewer_kernels(arch, m):
+    """generate(decode_graph="compile") replays the step as inductor compiled it: token for token the eager decoding
+    (float32, where rounding differences cannot flip a greedy choice), with fewer kernels per token than the eager
+    captured step."""
+    torch._dynamo.reset()
+    model = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="triton").to(GPU).eval()
+    ids = torch.randint(3, 37, (2, 20), device=GPU)
+    kw = dict(max_new_tokens=30, do_sample=False, pad_token_id=0)
+    eager = model.generate(ids, decode_graph=False, **kw)
+    assert torch.equal(model.generate(ids, decode_graph="compile", **kw), eager)
+    assert torch.equal(model.generate(ids, **kw), eager)
+    steps = {key[2]: step for key, step in model._decode_graphs.items()}
+    assert sorted(steps) == [False, True]
+    assert graph_kernels(steps[True]) < graph_kernels(steps[False])
+
+
 @pytest.mark.parametrize("arch,m", [("hlru", 2), ("bdlru", 4)])
 def test_transformers_compiled_decoding_records_cuda_graphs(arch, m):
     """transformers' own compiled decoding (decode_graph=False; the cache is compileable) on inductor: the step

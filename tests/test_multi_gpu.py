@@ -59,7 +59,7 @@ def test_captured_decode_steps_on_either_gpu(order):
         kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=0)
         eager = model.generate(ids, decode_graph=False, **kw)
         assert torch.equal(model.generate(ids, **kw), eager), device
-        assert [key for key in model._decode_graphs] == [(3, torch.device(device))]
+        assert [key for key in model._decode_graphs] == [(3, torch.device(device), False)]
         assert torch.cuda.current_device() == 0
 
 
