@@ -21,7 +21,7 @@ from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
 
 try:
     from .scan_triton import bdlru_scan_triton, hlru_scan_triton
-    from .scan_triton import _ACT_ID, scan_backward, scan_forward, scan_step_in_place
+    from .scan_triton import _ACT_ID, can_step_in_place, scan_backward, scan_forward, scan_step_in_place
 
     TRITON_IMPORT_ERROR = None
 except ImportError as err:  # no Triton installed: the reference path still works everywhere
@@ -76,6 +76,7 @@ _BWD_SCHEMA = (
     "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, int act, "
     "Tensor? cu_seqlens, int? chunk_size) -> (Tensor, Tensor, Tensor)"
 )
+_STEP_INTO_SCHEMA = "(Tensor gates, Tensor values, Tensor(a!) state, int act) -> Tensor"
 
 
 def _op_exists(namespace: str, name: str) -> bool:
@@ -102,7 +103,7 @@ def _num_states(values: torch.Tensor, cu_seqlens: Optional[torch.Tensor]) -> int
 
 
 def _define_triton_ops(namespace: str, blocked: bool):
-    """Define `<namespace>::{h,bd}lru_scan_{fwd,bwd}`; returns (forward op, backward op)."""
+    """Define `<namespace>::{h,bd}lru_scan_{fwd,bwd,step_into}`; returns (forward op, backward op, step op)."""
     name = "bdlru_scan" if blocked else "hlru_scan"
 
     @torch.library.custom_op(f"{namespace}::{name}_fwd", mutates_args=(), schema=_FWD_SCHEMA)
@@ -150,16 +151,29 @@ def _define_triton_ops(namespace: str, blocked: bool):
         return dg, dv, dh0, None, None, None, None
 
     scan_fwd.register_autograd(backward, setup_context=setup_context)
-    return scan_fwd, scan_bwd
+
+    # A decode step that writes the new state into `state` (declared mutated: inductor then updates the cache's
+    # tensor itself, with no copy back). Callers check `can_step_in_place` first; no autograd.
+    @torch.library.custom_op(f"{namespace}::{name}_step_into", mutates_args=("state",), schema=_STEP_INTO_SCHEMA)
+    def scan_step(gates, values, state, act):
+        """The states [B, 1, N(, m)] in values.dtype; the new state is written into `state`."""
+        return scan_step_in_place(blocked, gates, values, state, act)
+
+    @scan_step.register_fake
+    def _(gates, values, state, act):
+        return values.new_empty(values.shape)
+
+    return scan_fwd, scan_bwd, scan_step
 
 
 if TRITON_IMPORT_ERROR is None:
     OP_NAMESPACE = _op_namespace(__name__)
-    hlru_scan_fwd_op, hlru_scan_bwd_op = _define_triton_ops(OP_NAMESPACE, blocked=False)
-    bdlru_scan_fwd_op, bdlru_scan_bwd_op = _define_triton_ops(OP_NAMESPACE, blocked=True)
+    hlru_scan_fwd_op, hlru_scan_bwd_op, hlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=False)
+    bdlru_scan_fwd_op, bdlru_scan_bwd_op, bdlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=True)
 else:
     OP_NAMESPACE = None
     hlru_scan_fwd_op = hlru_scan_bwd_op = bdlru_scan_fwd_op = bdlru_scan_bwd_op = None
+    hlru_scan_step_into_op = bdlru_scan_step_into_op = None
 
 
 def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state=False):
@@ -255,14 +269,21 @@ def _run(op, blocked, gates, values, initial_state, gate_activation, output_fina
 def scan_step_into(blocked, gates, values, state, gate_activation, backend=None) -> Optional[torch.Tensor]:
     """A decode step of `hlru_scan` (blocked=False) or `bdlru_scan` that writes its final state into `state` [B, N, m]
     (a cache's float32 state tensor) instead of returning it: the states [B, 1, N(, m)], or None where that is not
-    available (then run the scan and store its final state). Triton's per-thread kernels, eagerly, without autograd."""
-    if values.shape[1] != 1 or torch.compiler.is_compiling() or resolve_backend(backend, values.device) != "triton":
+    available (then run the scan and store its final state). Triton's per-thread kernels, without autograd; traced by
+    torch.compile as one custom op that mutates `state`."""
+    if values.shape[1] != 1 or resolve_backend(backend, values.device) != "triton":
         return None
     if state.requires_grad or (torch.is_grad_enabled() and (gates.requires_grad or values.requires_grad)):
         return None
-    if state.is_inference() and not torch.is_inference_mode_enabled():  # as torch refuses an in-place write there
-        return None
+    compiling = torch.compiler.is_compiling()
+    if not compiling and state.is_inference() and not torch.is_inference_mode_enabled():
+        return None  # as torch refuses an in-place write there
     _check("bdlru_scan" if blocked else "hlru_scan", gates, values, state, gate_activation, None, blocked, True)
+    if compiling:
+        if not can_step_in_place(blocked, gates, values, state):
+            return None
+        step = bdlru_scan_step_into_op if blocked else hlru_scan_step_into_op
+        return step(gates, values, state, _ACT_ID[gate_activation])
     return scan_step_in_place(blocked, gates, values, state, gate_activation)
 
 

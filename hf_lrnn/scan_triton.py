@@ -1969,21 +1969,29 @@ def _scan(blocked, gates, values, initial_state, gate_activation, output_final_s
     return _ScanFunction.apply(gates, values, initial_state, blocked, act, bool(output_final_state), plan)
 
 
+def can_step_in_place(blocked, gates, values, state):
+    """Whether `scan_step_in_place` can run this step (shapes, dtype and layout only: no values read)."""
+    B, T, N = values.shape[:3]
+    m = gates.shape[-1] - 1
+    return T == 1 and (_channel_per_thread(blocked, m) or _block_per_thread(blocked, m)) \
+        and state.dtype == torch.float32 and state.is_contiguous() and tuple(state.shape) == (B, N, m)
+
+
 def scan_step_in_place(blocked, gates, values, state, gate_activation):
     """One step (T = 1) from `state` [B, N, m] (float32, contiguous) that writes the new state back into `state`
-    instead of a new final-state tensor; returns the states [B, 1, N(, m)], or None where the kernel cannot do that.
+    instead of a new final-state tensor; returns the states [B, 1, N(, m)], or None where the kernel cannot do that
+    (`can_step_in_place`).
 
     For a cache's state tensor in a decode step: the step then copies nothing per layer. Only the per-thread kernels
     qualify (H-LRU m <= 8, BD-LRU m <= 8), where each thread loads its entries of the state before the step and stores
     the same entries after it; the tile kernels spread a state over threads that are not ordered. No autograd."""
-    B, T, N = values.shape[:3]
-    m = gates.shape[-1] - 1
-    if T != 1 or not (_channel_per_thread(blocked, m) or _block_per_thread(blocked, m)) \
-            or state.dtype != torch.float32 or not state.is_contiguous() or tuple(state.shape) != (B, N, m):
+    if not can_step_in_place(blocked, gates, values, state):
         return None
-    plan = _make_plan(B, T, N, m, blocked, None, 0, values.device)  # chunk 0: the sequential kernel
+    B, T, N = values.shape[:3]
+    plan = _make_plan(B, T, N, gates.shape[-1] - 1, blocked, None, 0, values.device)  # chunk 0: the sequential kernel
+    act = gate_activation if isinstance(gate_activation, int) else _ACT_ID[gate_activation]
     with _device_guard(values.device):
-        states, _ = _forward_launch(blocked, gates, values, state, _ACT_ID[gate_activation], True, plan, final=state)
+        states, _ = _forward_launch(blocked, gates, values, state, act, True, plan, final=state)
     return states
 
 

@@ -71,3 +71,34 @@ def test_decode_steps_write_the_cache_state_in_place(arch, monkeypatch):
     with torch.no_grad():  # (with autograd the new state has history and is stored as a new tensor, by design)
         fast(input_ids=out.sequences[:, -1:], **{modeling_lrnn.CACHE_FIELD: cache}, use_cache=True)
     assert [layer.state.data_ptr() for layer in cache.layers] == addresses
+
+
+def test_compiled_decode_step_writes_the_cache_state_in_place(arch):
+    """A decode step of the model under torch.compile (fullgraph) on the Triton backend traces each layer's step as
+    the custom op that mutates the cache's state (`ops.scan_step_into`): the states keep their addresses and end as
+    eager decoding leaves them, and the logits match."""
+    from hf_lrnn.modeling_lrnn import CACHE_FIELD
+
+    torch._dynamo.reset()
+    graphs = []
+
+    def recording_backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    fast, _ = pair(arch, 2)
+    fast.eval()
+    ids = torch.randint(3, 37, (2, 6), device=DEVICE)
+    with torch.no_grad():
+        caches = [getattr(fast(ids, use_cache=True), CACHE_FIELD) for _ in range(2)]
+        token = ids[:, -1:]
+        eager = fast(input_ids=token, use_cache=True, **{CACHE_FIELD: caches[0]}).logits
+        addresses = [layer.state.data_ptr() for layer in caches[1].layers]
+        step = torch.compile(lambda t, c: fast(input_ids=t, use_cache=True, **{CACHE_FIELD: c}).logits,
+                             fullgraph=True, backend=recording_backend)
+        compiled = step(token, caches[1])
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+    assert [layer.state.data_ptr() for layer in caches[1].layers] == addresses
+    for mine, theirs in zip(caches[1].layers, caches[0].layers):
+        torch.testing.assert_close(mine.state, theirs.state, rtol=1e-6, atol=1e-6)
+    assert len(graphs) == 1 and graphs[0].count(f"{arch}_scan_step_into") == fast.config.num_hidden_layers
