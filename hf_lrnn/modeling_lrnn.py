@@ -321,10 +321,11 @@ class LRNNMixer(nn.Module):
         """The scan backend for this forward: `config.scan_backend`, read now (not at construction)."""
         return runnable_scan_backend(getattr(self.config, "scan_backend", None), device)
 
-    def _scan(self, gates, values, initial_state, mask, in_place=False):
-        """Run the scan; returns (states, final_state). `mask` [B, T] bool or None (all real). `in_place`: a decode
-        step may write the new state into `initial_state` (the cache's state tensor) and return that as the final
-        state (`scan_step_into`: no copy per layer and token)."""
+    def _scan(self, gates, values, initial_state, mask, in_place=False, readout_into=None):
+        """Run the scan; returns (states, final_state, masked, readout). `mask` [B, T] bool or None (all real).
+        `in_place`: a decode step may write the new state into `initial_state` (the cache's state tensor) and return
+        that as the final state (`scan_step_into`: no copy per layer and token); `readout_into`: where such an H-LRU
+        step also writes its window in the model's dtype (readout: that tensor if written, else None)."""
         if mask is not None and torch.compiler.is_compiling():
             return self._scan_masked_compiled(gates, values, initial_state, mask)
         if mask is not None and not bool(mask.all()):
@@ -338,12 +339,12 @@ class LRNNMixer(nn.Module):
                 # the reference scan (rare: e.g. a padded continuation of a cached state).
                 scan = bdlru_scan_torch if self.blocked else hlru_scan_torch
                 states, final = scan(gates, values, initial_state, self.gate_activation, mask=mask)
-                return states, final, True
+                return states, final, True, None
         if in_place and initial_state is not None:
             states = scan_step_into(self.blocked, gates, values, initial_state, self.gate_activation,
-                                    self.scan_backend(values.device))
+                                    self.scan_backend(values.device), readout=readout_into)
             if states is not None:
-                return states, initial_state, False
+                return states, initial_state, False, readout_into
         scan = bdlru_scan if self.blocked else hlru_scan
         states, final = scan(
             gates,
@@ -353,7 +354,7 @@ class LRNNMixer(nn.Module):
             output_final_state=True,
             backend=self.scan_backend(values.device),
         )
-        return states, final, False
+        return states, final, False, None
 
     def _scan_masked_compiled(self, gates, values, initial_state, mask):
         """`_scan` under torch.compile / torch.export: the same results without branching on the mask's values."""
@@ -365,14 +366,14 @@ class LRNNMixer(nn.Module):
         scan = bdlru_scan_torch if self.blocked else hlru_scan_torch
         if values.shape[1] > 1:  # a padded continuation of a state: the reference loop holds padded steps exactly
             states, final = scan(gates, values, initial_state, self.gate_activation, mask=mask)
-            return states, final, True
+            return states, final, True, None
         # one step (a decode step): computed as if real, then a padded row keeps its state and outputs it
-        states, final, _ = self._scan(gates, values, initial_state, None)
+        states, final, _, _ = self._scan(gates, values, initial_state, None)
         keep = mask[:, 0]  # [B]
         final = torch.where(keep.view(-1, 1, 1), final, initial_state.to(final.dtype))
         held = initial_state if self.blocked else initial_state[..., 0]  # [B, N(, m)]: the state the step holds
         states = torch.where(keep.view(-1, *([1] * (states.dim() - 1))), states, held.unsqueeze(1).to(states.dtype))
-        return states, final, False
+        return states, final, False, None
 
     def _scan_documents(self, gates, values, documents: PackedDocuments):
         """Scan every document of a packed batch from a zero state; returns states [B, T, N(, m)] (no final state)."""
@@ -418,12 +419,19 @@ class LRNNMixer(nn.Module):
             return self.out_proj(readout.to(hidden_states.dtype))
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None
 
-        states, final_state, masked = self._scan(gates, values, initial_state, mask, in_place=T == 1)
+        decode_readout = None  # [B, 1, N*m]: an H-LRU decode step on Triton writes its window here (`_scan`)
+        if T == 1 and not self.blocked and self.unit_size > 1 and initial_state is not None \
+                and resolve_backend(self.scan_backend(values.device), values.device) == "triton":
+            decode_readout = values.new_empty(B, 1, self.num_units * self.unit_size)
+        states, final_state, masked, decode_readout = self._scan(
+            gates, values, initial_state, mask, in_place=T == 1, readout_into=decode_readout)
 
         if self.blocked:
             readout = states.reshape(B, T, -1)  # [B, T, N*m], index n*m + j
         elif self.unit_size == 1:
             readout = states
+        elif decode_readout is not None:  # the in-place step wrote the window (below) in the values' dtype
+            readout = decode_readout  # [B, 1, N*m]
         elif T == 1 and not masked:
             # one step (decode): the window (s_t, ..., s_{t-m+1}) is exactly the new state
             readout = final_state.reshape(B, 1, -1)  # index n*m + k holds s_{t-k}

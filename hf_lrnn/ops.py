@@ -76,7 +76,7 @@ _BWD_SCHEMA = (
     "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, int act, "
     "Tensor? cu_seqlens, int? chunk_size) -> (Tensor, Tensor, Tensor)"
 )
-_STEP_INTO_SCHEMA = "(Tensor gates, Tensor values, Tensor(a!) state, int act) -> Tensor"
+_STEP_INTO_SCHEMA = "(Tensor gates, Tensor values, Tensor(a!) state, Tensor(b!)? readout, int act) -> Tensor"
 
 
 def _op_exists(namespace: str, name: str) -> bool:
@@ -153,14 +153,16 @@ def _define_triton_ops(namespace: str, blocked: bool):
     scan_fwd.register_autograd(backward, setup_context=setup_context)
 
     # A decode step that writes the new state into `state` (declared mutated: inductor then updates the cache's
-    # tensor itself, with no copy back). Callers check `can_step_in_place` first; no autograd.
-    @torch.library.custom_op(f"{namespace}::{name}_step_into", mutates_args=("state",), schema=_STEP_INTO_SCHEMA)
-    def scan_step(gates, values, state, act):
+    # tensor itself, with no copy back), and for H-LRU the new window into `readout` if given. Callers check
+    # `can_step_in_place` first; no autograd.
+    @torch.library.custom_op(f"{namespace}::{name}_step_into", mutates_args=("state", "readout"),
+                             schema=_STEP_INTO_SCHEMA)
+    def scan_step(gates, values, state, readout, act):
         """The states [B, 1, N(, m)] in values.dtype; the new state is written into `state`."""
-        return scan_step_in_place(blocked, gates, values, state, act)
+        return scan_step_in_place(blocked, gates, values, state, act, readout)
 
     @scan_step.register_fake
-    def _(gates, values, state, act):
+    def _(gates, values, state, readout, act):
         return values.new_empty(values.shape)
 
     return scan_fwd, scan_bwd, scan_step
@@ -266,11 +268,16 @@ def _run(op, blocked, gates, values, initial_state, gate_activation, output_fina
     return states, (final if output_final_state else None)
 
 
-def scan_step_into(blocked, gates, values, state, gate_activation, backend=None) -> Optional[torch.Tensor]:
+def scan_step_into(blocked, gates, values, state, gate_activation, backend=None,
+                   readout: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
     """A decode step of `hlru_scan` (blocked=False) or `bdlru_scan` that writes its final state into `state` [B, N, m]
     (a cache's float32 state tensor) instead of returning it: the states [B, 1, N(, m)], or None where that is not
-    available (then run the scan and store its final state). Triton's per-thread kernels, without autograd; traced by
-    torch.compile as one custom op that mutates `state`."""
+    available (then run the scan and store its final state; `readout` is then untouched). Triton's per-thread
+    kernels, without autograd; traced by torch.compile as one custom op that mutates `state` (and `readout`).
+
+    readout: H-LRU only, a contiguous tensor of B x N x m elements (e.g. [B, 1, N*m] in the model's dtype) that
+    receives the new window (s_t, ..., s_{t-m+1}) as `state.to(readout.dtype)` would give it: a model's read-out
+    without a cast kernel of its own."""
     if values.shape[1] != 1 or resolve_backend(backend, values.device) != "triton":
         return None
     if state.requires_grad or (torch.is_grad_enabled() and (gates.requires_grad or values.requires_grad)):
@@ -278,13 +285,21 @@ def scan_step_into(blocked, gates, values, state, gate_activation, backend=None)
     compiling = torch.compiler.is_compiling()
     if not compiling and state.is_inference() and not torch.is_inference_mode_enabled():
         return None  # as torch refuses an in-place write there
-    _check("bdlru_scan" if blocked else "hlru_scan", gates, values, state, gate_activation, None, blocked, True)
+    op = "bdlru_scan" if blocked else "hlru_scan"
+    B, _, N, m = _check(op, gates, values, state, gate_activation, None, blocked, True)
+    if readout is not None and (blocked or not isinstance(readout, torch.Tensor) or not readout.is_floating_point()
+                                or readout.numel() != B * N * m or not readout.is_contiguous()
+                                or readout.device != values.device):
+        got = type(readout).__name__ if not isinstance(readout, torch.Tensor) else \
+            f"{readout.dtype} {tuple(readout.shape)} on {readout.device}"
+        raise ValueError(f"scan_step_into: readout must be None for BD-LRU, or for H-LRU a contiguous floating tensor "
+                         f"of B*N*m = {B * N * m} elements on {values.device}, got {got}" + (" (BD-LRU)" if blocked else ""))
     if compiling:
         if not can_step_in_place(blocked, gates, values, state):
             return None
         step = bdlru_scan_step_into_op if blocked else hlru_scan_step_into_op
-        return step(gates, values, state, _ACT_ID[gate_activation])
-    return scan_step_in_place(blocked, gates, values, state, gate_activation)
+        return step(gates, values, state, readout, _ACT_ID[gate_activation])
+    return scan_step_in_place(blocked, gates, values, state, gate_activation, readout)
 
 
 def hlru_scan(

@@ -1010,18 +1010,19 @@ def _hlru_load_step(gbase, vbase, bos, i, L, stride_gates_t, N, n, mn, M: tl.con
     return z, x
 
 
-@_heuristics(_WALK_FWD_HEURISTICS)
+@_heuristics({**_WALK_FWD_HEURISTICS, "WRITE_READOUT": lambda args: args["readout"] is not None})
 @triton.jit
 def _hlru_fwd_channel_per_thread_kernel(
-    gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
+    gates, values, states, initial_state, final_state, readout, aggregates, cu_seqlens, segment_table,
     stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
     M: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr,
     H0_PER_SEG: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
-    WRITE_FINAL: tl.constexpr,
+    WRITE_FINAL: tl.constexpr, WRITE_READOUT: tl.constexpr,
 ):
     """`_hlru_fwd_kernel` with one channel per thread: NV carried windows (1 in the main phase, M + 1 in the aggregate
-    phase), held as the tuple W[k NV + v] (window index k of window v, canonical: k holds s_{t-k})."""
+    phase), held as the tuple W[k NV + v] (window index k of window v, canonical: k holds s_{t-k}). `readout`
+    [S, N, M] (main phase, optional): the final window once more, in readout's dtype (a decode step's read-out)."""
     pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
         cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
 
@@ -1053,6 +1054,10 @@ def _hlru_fwd_channel_per_thread_kernel(
 
     _store_end_vectors(final_state, seq, mask_if(mn, eos == seq_eos), aggregates, pid_s, N, n, mn, W, M, NV,
                        WRITE_FINAL)
+    if WRITE_READOUT:
+        for k in tl.static_range(M):
+            tl.store(readout + (seq.to(tl.int64) * N + n) * M + k, W[k].to(readout.dtype.element_ty),
+                     mask=mask_if(mn, eos == seq_eos))
 
 
 @triton.jit
@@ -1722,7 +1727,8 @@ def _launch(kind, blocked, m, N, act, plan, phase):
             widths["AHEAD"] = 1 if m >= 8 else 2
         else:
             kernel = _hlru_fwd_channel_per_thread_kernel if kind == "fwd" else _hlru_bwd_channel_per_thread_kernel
-            widths = {} if kind == "fwd" else _store_widths(GP=m + 1)
+            # readout: the decode step's window in the values' dtype, which `_forward_launch` may ask for
+            widths = dict(readout=None) if kind == "fwd" else _store_widths(GP=m + 1)
         block = min(BLOCK_PER_THREAD_BLOCKS, _next_pow2(N))
         shape = dict(NV=m + 1 if phase == "agg" else 1, num_warps=max(1, block // 32), **widths)
     else:
@@ -1857,8 +1863,9 @@ def _first_order_backward(gates, values, states, h0, act, cu_seqlens, d_states, 
             None if d_h0 is None else d_h0.view(S, N, 1))
 
 
-def _forward_launch(blocked, gates, values, h0, act, want_final, plan, final=None):
-    """final: where the final state goes (`scan_step_in_place`: h0 itself), or None for a new tensor."""
+def _forward_launch(blocked, gates, values, h0, act, want_final, plan, final=None, readout=None):
+    """final: where the final state goes (`scan_step_in_place`: h0 itself), or None for a new tensor. readout: where the
+    H-LRU per-thread kernel writes the final window in readout's dtype, or None."""
     T, N = values.shape[1:3]
     m = gates.shape[-1] - 1
     gates, stride_gates_b, stride_gates_t = _prep_gates(gates, blocked)
@@ -1877,6 +1884,10 @@ def _forward_launch(blocked, gates, values, h0, act, want_final, plan, final=Non
         h0, h0_per_segment = _carry(aggregates, h0, plan, N, m, reverse=False), True
         del aggregates
     kernel, grid, kw = _launch("fwd", blocked, m, N, act, plan, "main")
+    if readout is not None:
+        if "readout" not in kw:
+            raise ValueError(f"a read-out is written by the H-LRU per-thread kernel only, not {kernel.fn.__name__}")
+        kw["readout"] = readout
     kernel[grid](**inputs, states=states, initial_state=h0, final_state=final, aggregates=None,
                  H0_PER_SEG=h0_per_segment, **kw)
     return states, final
@@ -1977,10 +1988,11 @@ def can_step_in_place(blocked, gates, values, state):
         and state.dtype == torch.float32 and state.is_contiguous() and tuple(state.shape) == (B, N, m)
 
 
-def scan_step_in_place(blocked, gates, values, state, gate_activation):
+def scan_step_in_place(blocked, gates, values, state, gate_activation, readout=None):
     """One step (T = 1) from `state` [B, N, m] (float32, contiguous) that writes the new state back into `state`
     instead of a new final-state tensor; returns the states [B, 1, N(, m)], or None where the kernel cannot do that
-    (`can_step_in_place`).
+    (`can_step_in_place`). H-LRU also writes the new window into `readout` (contiguous, B x N x m elements, any
+    float dtype) if given: the read-out of the step, rounded once from float32 as `state.to(readout.dtype)` would.
 
     For a cache's state tensor in a decode step: the step then copies nothing per layer. Only the per-thread kernels
     qualify (H-LRU m <= 8, BD-LRU m <= 8), where each thread loads its entries of the state before the step and stores
@@ -1988,10 +2000,14 @@ def scan_step_in_place(blocked, gates, values, state, gate_activation):
     if not can_step_in_place(blocked, gates, values, state):
         return None
     B, T, N = values.shape[:3]
-    plan = _make_plan(B, T, N, gates.shape[-1] - 1, blocked, None, 0, values.device)  # chunk 0: the sequential kernel
+    m = gates.shape[-1] - 1
+    if readout is not None and (blocked or not readout.is_contiguous() or readout.numel() != B * N * m):
+        raise ValueError(f"scan_step_in_place: readout must be a contiguous H-LRU window of {B * N * m} elements, got "
+                         f"{'a BD-LRU step' if blocked else tuple(readout.shape)}")
+    plan = _make_plan(B, T, N, m, blocked, None, 0, values.device)  # chunk 0: the sequential kernel
     act = gate_activation if isinstance(gate_activation, int) else _ACT_ID[gate_activation]
     with _device_guard(values.device):
-        states, _ = _forward_launch(blocked, gates, values, state, act, True, plan, final=state)
+        states, _ = _forward_launch(blocked, gates, values, state, act, True, plan, final=state, readout=readout)
     return states
 
 

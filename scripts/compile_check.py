@@ -7,8 +7,8 @@ compiler refuses: Triton 3.6, the H200's, rejects a constexpr name assigned in e
 compile without running (the outputs are garbage), so a run here catches such errors before a GPU is at hand. Run it
 under the Triton of the target machine to check exactly what that machine will compile:
 
-    python scripts/compile_check.py                   # every order and mode, bf16 and float32 (--quick: 268 s on 2 cores)
-    python scripts/compile_check.py --quick           # m in {1, 2, 4, 8} (BD-LRU also 16), bf16 (what the tests run)
+    python scripts/compile_check.py                   # every order and mode, bf16 and float32 (~2 minutes on 2 cores)
+    python scripts/compile_check.py --quick           # m in {1, 2, 4, 8} (BD-LRU also 16), bf16, decode steps (tests)
 
 It loads hf_lrnn's two scan modules by path, so a bare environment with torch and a pinned Triton suffices (no
 transformers). Prints one line per configuration and exits 1 if any failed.
@@ -123,6 +123,28 @@ def main(argv=None):
                         print(f"FAIL {name}: {type(err).__name__}:\n    " + "\n    ".join(lines[-14:]), flush=True)
                         continue
                     print(f"ok   {name}: {', '.join(sorted(set(compiled[first:])))}", flush=True)
+    # decode steps written into the state (`scan_step_in_place`, what generate() runs per layer and token), H-LRU with
+    # its read-out in bf16; the tile kernels (BD-LRU m = 16) have no such step
+    for blocked in (False, True):
+        for m in orders[blocked]:
+            B, N = 2, 64
+            gates = torch.randn((B, 1, N, m, m + 1) if blocked else (B, 1, N, m + 1), dtype=torch.bfloat16)
+            values = torch.randn((B, 1, N, m) if blocked else (B, 1, N), dtype=torch.bfloat16)
+            state = torch.randn(B, N, m)
+            if not scan.can_step_in_place(blocked, gates, values, state):
+                continue
+            total += 1
+            readout = None if blocked else torch.empty(B, 1, N * m, dtype=torch.bfloat16)
+            name = f"{'bdlru' if blocked else 'hlru'} m={m} decode step in place"
+            first = len(compiled)
+            try:
+                scan.scan_step_in_place(blocked, gates, values, state, "softmax", readout)
+            except Exception as err:  # noqa: BLE001
+                failed += 1
+                lines = str(err).strip().splitlines()
+                print(f"FAIL {name}: {type(err).__name__}:\n    " + "\n    ".join(lines[-14:]), flush=True)
+                continue
+            print(f"ok   {name}: {', '.join(sorted(set(compiled[first:])))}", flush=True)
     JITFunction.run = run
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
     return 1 if failed else 0

@@ -150,28 +150,36 @@ def test_opcheck_triton_ops():
 @pytest.mark.parametrize("arch", ["hlru", "bdlru"])
 def test_compiled_decode_step_updates_the_state_in_place(arch):
     """Under torch.compile (inductor, fullgraph) a decode step through `scan_step_into` is one custom op that mutates
-    the state: the op's schema, fake tensor and dispatch pass opcheck, the state ends as in eager (its address kept),
-    and inductor runs the op on the state itself, with no copy back into it."""
+    the state (and H-LRU's read-out buffer): the op's schema, fake tensor and dispatch pass opcheck, the state and the
+    read-out end as in eager (the state's address kept), and inductor runs the op on the state itself, with no copy
+    back into it."""
     from torch._inductor.utils import run_and_get_code
 
     blocked = arch == "bdlru"
     op = ops.bdlru_scan_step_into_op if blocked else ops.hlru_scan_step_into_op
     g, v, x0 = inputs(arch, B=2, T=1, N=3, m=2, dtype=torch.float32, device=DEVICE)
     g, v, x0 = g.detach(), v.detach(), x0.detach()
-    torch.library.opcheck(op, (g, v, x0.clone(), 0), test_utils=("test_schema", "test_faketensor"))
+    window = None if blocked else torch.empty(2, 1, 6, device=DEVICE)  # [B, 1, N*m]
+    torch.library.opcheck(op, (g, v, x0.clone(), window, 0), test_utils=("test_schema", "test_faketensor"))
     eager_state = x0.clone()
-    eager_states = ops.scan_step_into(blocked, g, v, eager_state, "softmax", "triton")
+    eager_window = None if blocked else torch.empty(2, 1, 6, device=DEVICE)
+    eager_states = ops.scan_step_into(blocked, g, v, eager_state, "softmax", "triton", readout=eager_window)
 
     def step(g, v, state):
-        return ops.scan_step_into(blocked, g, v, state, "softmax", "triton") * 2
+        readout = None if blocked else v.new_empty(2, 1, 6)
+        states = ops.scan_step_into(blocked, g, v, state, "softmax", "triton", readout=readout)
+        return states * 2, (states if blocked else readout) + 1
 
     state = x0.clone()
     address = state.data_ptr()
     torch._dynamo.reset()
     with torch.no_grad():
-        doubled, code = run_and_get_code(torch.compile(step, fullgraph=True), g, v, state)
+        (doubled, shifted), code = run_and_get_code(torch.compile(step, fullgraph=True), g, v, state)
     assert torch.equal(doubled, eager_states * 2)
     assert torch.equal(state, eager_state) and state.data_ptr() == address and not torch.equal(state, x0)
+    if not blocked:
+        assert torch.equal(eager_window.view(2, 3, 2), eager_state)  # the window is the new state, rounded (float32)
+        assert torch.equal(shifted, eager_window + 1)
     source = "\n".join(code)
     assert f"{arch}_scan_step_into" in source and "copy_" not in source, source
 

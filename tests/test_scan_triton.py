@@ -461,6 +461,13 @@ def test_scan_step_into_writes_the_state_in_place(blocked, m):
     ref_states, ref_final = (bdlru_scan_torch if blocked else hlru_scan_torch)(
         gates.double(), values.double(), before.double(), "softmax")
     assert rel(states, ref_states) < TOL[torch.float32] and rel(state, ref_final) < TOL[torch.float32]
+    if not blocked:  # H-LRU: the window, once more, in the read-out (float32 here: the interpreter rounds bfloat16
+        # its own way; the GPU tests check bfloat16)
+        state.copy_(before)
+        readout = torch.full((B, 1, N * m), float("nan"))
+        again = scan_step_into(blocked, gates, values, state, "softmax", "triton", readout=readout)
+        assert torch.equal(again, states) and torch.equal(state, expected_final)
+        assert torch.equal(readout, expected_final.reshape(B, 1, N * m))
 
 
 def test_scan_step_into_declines_what_it_cannot_do_in_place():
@@ -477,6 +484,12 @@ def test_scan_step_into_declines_what_it_cannot_do_in_place():
         assert torch.equal(state.detach(), kept)
 
     case(blocked=True, m=16)
+    for readout, blocked in ((torch.empty(2, 1, 5), False), (torch.empty(6, 2).t(), False), ([0.0] * 6, False),
+                             (torch.empty(2, 3, 2), True)):
+        gates = torch.randn((2, 1, 3, 2, 3) if blocked else (2, 1, 3, 3))
+        values, state = torch.randn((2, 1, 3, 2) if blocked else (2, 1, 3)), torch.randn(2, 3, 2)
+        with pytest.raises(ValueError, match="scan_step_into: readout must be None for BD-LRU, or for H-LRU"):
+            scan_step_into(blocked, gates, values, state, "softmax", "triton", readout=readout)
     case(T=2)
     case(grad=True)
     case(state=torch.randn(2, 3, 2, requires_grad=True))

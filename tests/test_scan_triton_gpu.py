@@ -153,3 +153,21 @@ def test_first_order_look_back_matches_sequential(blocked, B, T, N, packed):
     for _ in range(5):
         for name, a, b in zip(("states", "final", "gates", "values", "h0"), run(None), expected):
             assert rel(a, b) < (1e-5 if name in ("states", "final") else 1e-4), (name, rel(a, b))
+
+
+@pytest.mark.parametrize("blocked,m", [(False, 2), (False, 8), (True, 4), (True, 8)])
+def test_decode_step_in_place_on_gpu(blocked, m):
+    """A decode step written into the state (`ops.scan_step_into`, batch 64, bfloat16 inputs): the states and new state
+    of the scan itself, and H-LRU's bfloat16 read-out the new state rounded as torch rounds it."""
+    from hf_lrnn.ops import scan_step_into
+
+    g, v, h0 = _inputs(blocked, 64, 1, 768, m, torch.bfloat16)
+    g, v, h0 = g.detach(), v.detach(), h0.detach()
+    scan = bdlru_scan_triton if blocked else hlru_scan_triton
+    expected_states, expected_final = scan(g, v, h0, "softmax", True)
+    state = h0.clone()
+    readout = None if blocked else torch.empty(64, 1, h0[0].numel(), device=GPU, dtype=torch.bfloat16)
+    states = scan_step_into(blocked, g, v, state, "softmax", "triton", readout=readout)
+    assert torch.equal(states, expected_states) and torch.equal(state, expected_final)
+    if not blocked:
+        assert torch.equal(readout, expected_final.reshape(64, 1, -1).to(torch.bfloat16))
