@@ -7,7 +7,7 @@ compiler refuses: Triton 3.6, the H200's, rejects a constexpr name assigned in e
 compile without running (the outputs are garbage), so a run here catches such errors before a GPU is at hand. Run it
 under the Triton of the target machine to check exactly what that machine will compile:
 
-    python scripts/compile_check.py                   # every order and mode, bf16 and float32 (~2 minutes on 2 cores)
+    python scripts/compile_check.py                   # every order and mode, bf16 and float32 (--quick: 330 s on 2 cores)
     python scripts/compile_check.py --quick           # m in {1, 2, 4, 8} (BD-LRU also 16), bf16, decode steps (tests)
 
 It loads hf_lrnn's two scan modules by path, so a bare environment with torch and a pinned Triton suffices (no
