@@ -33,6 +33,7 @@ from transformers.modeling_outputs import (
 
 from .cache_lrnn import LRNNCache
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
+from .lm_loss import causal_lm_loss
 from .ops import bdlru_scan, hlru_scan, resolve_backend, scan_step_into, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 
@@ -860,6 +861,18 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         state = dict(super().__getstate__())
         state.update(_decode_graphs={}, _decode_graphs_for=None, _decode_graphs_active=False)
         return state
+
+    @property
+    def loss_function(self):
+        """`config.loss_backend="triton"`: the one-kernel causal-LM loss (lm_loss.py); otherwise transformers' choice.
+        A loss function assigned to the model (`model.loss_function = fn`) takes precedence over both."""
+        if not hasattr(self, "_loss_function") and getattr(self.config, "loss_backend", None) == "triton":
+            return causal_lm_loss
+        return super().loss_function
+
+    @loss_function.setter
+    def loss_function(self, value):
+        self._loss_function = value
 
     def _can_use_decode_graphs(self) -> bool:
         """Captured decode steps need a device that captures graphs, the Triton scans there, the whole model on one
