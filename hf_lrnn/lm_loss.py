@@ -6,9 +6,10 @@ is, at batch 8 x 2048 tokens and a 50K vocabulary, 1.6 GB in bfloat16 and 3.3 GB
 H200 training step of a 125M-parameter model, see bench_results/probes_2026-11-29c/model_prof_after.txt). Here one
 kernel reads each row twice (an online log-sum-exp, then the gradient) and writes the gradient of the loss with
 respect to the logits in their own dtype during the forward; the backward only scales it by the incoming gradient.
-The logits themselves are left as they are (the model still returns them). The backward scales the saved gradient in
-place, so a second backward through the same loss (retain_graph=True) raises torch's in-place modification error
-instead of giving a wrong gradient.
+The logits themselves are left as they are (the model still returns them). A label outside [0, vocab_size) other than
+`ignore_index` makes the loss and its row's gradient NaN (torch's loss raises instead, which needs a host sync). The
+backward scales the saved gradient in place, so a second backward through the same loss (retain_graph=True) raises
+torch's in-place modification error instead of giving a wrong gradient.
 
 Same loss as `ForCausalLMLoss`: labels shifted left by one (or `shift_labels` as given), `ignore_index` skipped,
 mean over the counted tokens, or the sum divided by `num_items_in_batch` when given (gradient accumulation). The
@@ -56,12 +57,15 @@ if triton is not None:
             row_sum = row_sum * tl.exp(row_max - new_max) + tl.sum(tl.exp(x - new_max), axis=0)
             row_max = new_max
         lse = row_max + tl.log(row_sum)
-        safe_target = tl.where(counted, target, 0)
+        in_vocab = (target >= 0) & (target < V)  # an id outside the vocabulary: NaN loss and gradient, not a fault
+        safe_target = tl.where(counted & in_vocab, target, 0)
         x_target = tl.load(base + safe_target).to(tl.float32)
+        x_target = tl.where(in_vocab, x_target, float("nan"))
         tl.store(losses + row, tl.where(counted, lse - x_target, 0.0))
         if WRITE_GRAD:
             # pass 2: the gradient of scale * loss with respect to this row
             row_scale = tl.where(counted, tl.load(scale), 0.0)
+            row_scale = tl.where(counted & ~in_vocab, float("nan"), row_scale)
             gbase = grads + row * V
             for start in range(0, V, BLOCK_V):
                 mask = start + cols < V

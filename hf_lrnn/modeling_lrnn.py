@@ -862,17 +862,12 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         state.update(_decode_graphs={}, _decode_graphs_for=None, _decode_graphs_active=False)
         return state
 
-    @property
-    def loss_function(self):
-        """`config.loss_backend="triton"`: the one-kernel causal-LM loss (lm_loss.py); otherwise transformers' choice.
-        A loss function assigned to the model (`model.loss_function = fn`) takes precedence over both."""
-        if not hasattr(self, "_loss_function") and getattr(self.config, "loss_backend", None) == "triton":
+    def _lm_loss_function(self):
+        """The loss for `labels`: a function assigned to the model (`model.loss_function = fn`) first, then the
+        one-kernel causal-LM loss of lm_loss.py for `config.loss_backend="triton"`, else transformers' choice."""
+        if getattr(self.config, "loss_backend", None) == "triton" and not hasattr(self, "_loss_function"):
             return causal_lm_loss
-        return super().loss_function
-
-    @loss_function.setter
-    def loss_function(self, value):
-        self._loss_function = value
+        return self.loss_function
 
     def _can_use_decode_graphs(self) -> bool:
         """Captured decode steps need a device that captures graphs, the Triton scans there, the whole model on one
@@ -1099,7 +1094,7 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
                 targets = kwargs.get("shift_labels")
                 targets = labels[..., 1:] if targets is None else targets
                 kwargs["num_items_in_batch"] = (targets != -100).sum().clamp(min=1)
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss = self._lm_loss_function()(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,

@@ -131,3 +131,12 @@ def test_a_second_backward_raises_instead_of_scaling_twice():
     torch.autograd.grad(loss, logits, retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         torch.autograd.grad(loss, logits)
+
+
+def test_a_label_outside_the_vocabulary_gives_nan_not_a_fault():
+    logits = torch.randn(1, 4, 11, device=DEVICE, requires_grad=True)
+    labels = torch.tensor([[0, 3, 11 + 5, 2]], device=DEVICE)  # position 1 predicts the id 16
+    loss = causal_lm_loss(logits, labels, 11)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.isnan(loss)
+    assert torch.isnan(grad[0, 1]).all() and not torch.isnan(grad[0, [0, 2]]).any()
