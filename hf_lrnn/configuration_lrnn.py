@@ -23,6 +23,7 @@ from .scan_torch import GATE_ACTIVATIONS
 logger = logging.get_logger(__name__)
 NORM_TYPES = ("layernorm", "rmsnorm")
 SCAN_BACKENDS = (None, "torch", "triton")
+LOSS_BACKENDS = (None, "torch", "triton")
 
 
 def default_intermediate_size(hidden_size: int) -> int:
@@ -142,6 +143,7 @@ class LRNNConfig(PretrainedConfig):
         norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         scan_backend: Optional[str] = None,
+        loss_backend: Optional[str] = None,
         tie_word_embeddings: bool = True,
         use_cache: bool = True,
         pad_token_id: Optional[int] = None,
@@ -172,6 +174,7 @@ class LRNNConfig(PretrainedConfig):
         _require_number("norm_eps", norm_eps, positive=True)
         _require_number("initializer_range", initializer_range, positive=False)
         _require_choice("scan_backend", scan_backend, SCAN_BACKENDS)
+        _require_choice("loss_backend", loss_backend, LOSS_BACKENDS)
         _require_bool("tie_word_embeddings", tie_word_embeddings)
         _require_bool("use_cache", use_cache)
 
@@ -201,6 +204,7 @@ class LRNNConfig(PretrainedConfig):
         self.norm_eps = float(norm_eps)
         self.initializer_range = float(initializer_range)
         self.scan_backend = scan_backend
+        self.loss_backend = loss_backend
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,
@@ -253,6 +257,11 @@ class HLRUConfig(LRNNConfig):
             saved with the checkpoint, but a saved "triton" never stops a checkpoint from running: where
             Triton cannot run (CPU tensors without TRITON_INTERPRET=1, or no Triton installed) the models fall
             back to "torch" (same results) with a one-time warning. Prefer None for checkpoints you share.
+        loss_backend: the causal-LM loss when `labels` are given. None or "torch": transformers'
+            `ForCausalLMLoss` (float32 copy of the logits, log_softmax). "triton": one Triton kernel that computes
+            the loss and its gradient in a single pass over the logits in their own dtype (hf_lrnn/lm_loss.py; the
+            same loss up to float32 rounding, far less memory traffic); falls back to "torch" with a one-time
+            warning where Triton cannot run, and under torch.compile. Read at every forward.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

@@ -230,13 +230,15 @@ def run_layer(m):
         return dict(m=m, note=f"mixer run failed: {type(err).__name__}: {err}")
 
 
-def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None, compile_mode=None):
+def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None, compile_mode=None,
+                   loss_backend=None):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and an AdamW step): H-LRU m in {1, 2, 4} and BD-LRU m in {2, 4, 8} against transformers' Llama
     of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama too, through torch.compile
     (inductor; the first steps, which compile, are not timed), with torch.compile's `compile_mode` ("reduce-overhead":
     the forward and backward replay as CUDA graphs, so no step pays the host's launch costs). models: only these rows
-    ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it)."""
+    ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). loss_backend: our models' `config.loss_backend`
+    ("triton": the one-kernel loss of hf_lrnn/lm_loss.py; Llama keeps transformers' loss)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from hf_lrnn import BDLRUConfig, HLRUConfig
@@ -246,8 +248,9 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                          "(compile_models=True), which was not given")
     d, layers, mlp, vocab, B, T = (64, 2, 128, 256, 2, 64) if small else (768, 12, 2048, 50304, 8, 2048)
     common = dict(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers, intermediate_size=mlp)
-    configs = {f"hlru m={m}": HLRUConfig(order=m, **common) for m in (1, 2, 4)}
-    configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **common) for m in (2, 4, 8)})
+    ours = dict(common, loss_backend=loss_backend)
+    configs = {f"hlru m={m}": HLRUConfig(order=m, **ours) for m in (1, 2, 4)}
+    configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **ours) for m in (2, 4, 8)})
     configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
                                    tie_word_embeddings=True, **common)
     if models:
@@ -284,6 +287,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / steps
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
+                         loss_backend=getattr(config, "loss_backend", None),
                          parameters=sum(p.numel() for p in model.parameters()),
                          d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
         del model, optimizer, forward
@@ -301,6 +305,8 @@ def model_lines(models):
     compiled = ", torch.compile" if models[0]["compiled"] else ", eager"
     if models[0].get("compile_mode"):
         compiled += f" mode={models[0]['compile_mode']}"
+    if models[0].get("loss_backend") == "triton":
+        compiled += "; our models with loss_backend=triton"
     first = models[0]
     lines = [f"Training step of whole models (B={first['B']} T={first['T']}, d={first['d']}, {first['layers']} blocks, bf16 "
              f"autocast, AdamW{compiled}), tokens/s and against Llama (sdpa):"]
@@ -431,6 +437,8 @@ def main():
     ap.add_argument("--models", default="", help="comma-separated model rows to run, e.g. hlru2,bdlru4 (Llama always "
                     "runs); default all")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
+    ap.add_argument("--model-loss-backend", default=None, choices=["torch", "triton"], help="our models' "
+                    "config.loss_backend in the model rows (triton: the one-kernel loss; Llama keeps transformers')")
     args = ap.parse_args()
     model_names = [name for name in args.models.split(",") if name]
     if args.sweep:
@@ -441,7 +449,8 @@ def main():
         return compare_first_order(args.out)
     if args.only_model:
         return print_model_rows(run_model_rows(compile_models=args.model_compile, models=model_names,
-                                               compile_mode=args.model_compile_mode), args.out)
+                                               compile_mode=args.model_compile_mode,
+                                               loss_backend=args.model_loss_backend), args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
@@ -464,7 +473,8 @@ def main():
     for r in layers:
         print(json.dumps(r), flush=True)
     models = [] if args.no_model else run_model_rows(compile_models=args.model_compile, models=model_names,
-                                                     compile_mode=args.model_compile_mode)
+                                                     compile_mode=args.model_compile_mode,
+                                                     loss_backend=args.model_loss_backend)
 
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
            f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "

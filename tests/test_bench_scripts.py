@@ -52,3 +52,10 @@ def test_model_rows_refuse_a_compile_mode_without_compiling():
     bench_scan = load_bench_scan()
     with pytest.raises(ValueError, match=r"--model-compile-mode 'reduce-overhead' .* needs --model-compile"):
         bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1"], compile_mode="reduce-overhead")
+
+
+def test_model_rows_pass_the_loss_backend_to_our_models_only():
+    bench_scan = load_bench_scan()
+    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru2"], loss_backend="triton")
+    assert [(r["model"], r["loss_backend"]) for r in rows] == [("hlru m=2", "triton"), ("llama", None)]
+    assert "our models with loss_backend=triton" in bench_scan.model_lines(rows)[0]

@@ -142,7 +142,7 @@ def test_save_load_round_trip(arch, tie, tmp_path):
     model.save_pretrained(tmp_path)
     files = set(os.listdir(tmp_path))
     assert {"config.json", "model.safetensors", "configuration_lrnn.py", f"modeling_{arch}.py", "modeling_lrnn.py",
-            "ops.py", "scan_torch.py", "scan_triton.py", "cache_lrnn.py"} <= files
+            "ops.py", "scan_torch.py", "scan_triton.py", "cache_lrnn.py", "lm_loss.py"} <= files
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForSequenceClassification"}
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
