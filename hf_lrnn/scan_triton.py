@@ -1608,11 +1608,21 @@ def _chunk_length(max_len):
     return 0 if cs >= max_len else cs
 
 
-def _block_per_thread_chunk(S, N, max_len, num_sms):
-    """Chunk length of the block-per-thread kernels: the S x N x (T / CS) threads of a phase should give each SM
-    THREADS_PER_SM (fewer leave it waiting on memory; more only lengthen the carry over chunks), so CS is the power of
-    two just below S N T / (SMs x THREADS_PER_SM), and never shorter than `_chunk_length`'s latency optimum."""
-    fill = S * N * max_len / (num_sms * THREADS_PER_SM)
+def _resident_threads_per_sm(blocked, m):
+    """Threads an SM keeps resident in the per-thread kernels: THREADS_PER_SM, except where registers cap it. A
+    BD-LRU thread holds m (m + 1) gate logits per step, so its registers grow as m^2 (ptxas, sm_90: 40 / ~110 / all
+    255 at m = 2 / 4 / 8), and the 64K registers of an SM fit THREADS_PER_SM x 16 / m^2 threads from m = 4 on."""
+    if blocked and m > 4:
+        return THREADS_PER_SM * 16 // (m * m)
+    return THREADS_PER_SM
+
+
+def _block_per_thread_chunk(S, N, max_len, num_sms, threads_per_sm):
+    """Chunk length of the per-thread kernels: the S x N x (T / CS) threads of a phase should give each SM the
+    threads it keeps resident (`_resident_threads_per_sm`; fewer leave it waiting on memory, more only lengthen the
+    carry over chunks), so CS is the power of two just below S N T / (SMs x threads), and never shorter than
+    `_chunk_length`'s latency optimum."""
+    fill = S * N * max_len / (num_sms * threads_per_sm)
     if fill >= max_len:
         return 0
     cs = max(1 << max(0, int(math.log2(max(fill, 1.0)))), _chunk_length(max_len))
@@ -1622,7 +1632,8 @@ def _block_per_thread_chunk(S, N, max_len, num_sms):
 def _auto_chunk(S, N, m, blocked, max_len, num_sms=132):  # num_sms: `_num_sms` of the inputs' device
     """Chunk length for the time-parallel mode, or 0 (sequential) when that is faster."""
     if _block_per_thread(blocked, m) or (_channel_per_thread(blocked, m) and m > 1):
-        return _block_per_thread_chunk(S, N, max_len, num_sms) if max_len >= 64 else 0
+        threads_per_sm = _resident_threads_per_sm(blocked, m)
+        return _block_per_thread_chunk(S, N, max_len, num_sms, threads_per_sm) if max_len >= 64 else 0
     if max_len < 512:
         return 0
     if not blocked:  # H-LRU tiles: m = 1 under deterministic algorithms, or m > 8
@@ -1688,12 +1699,12 @@ def _prep_gates(gates, blocked):
 # BD-LRU blocks of at most this size run one block per thread (`_bdlru_*_block_per_thread_kernel`: no reductions
 # across lanes). On the H200 (CUDA kernel time, bf16) against the [m, m] tiles: at m = 4 the forward is 2.2-4.6x
 # faster; at m = 8 the forward 4.9x / 6.5x / 5.0x and the backward 8.0x / 9.0x / 8.7x at B8 T4096 / B1 T16384 /
-# B8 T2048 D768, and at B32 T2048 D2048 the backward 1.7x with the forward 3 % slower (4.25 against 4.14 ms)
-# (bench_results/probes_2026-11-30c/m8_probe.txt). From m = 8 on the loads are issued one step ahead (`AHEAD`):
-# a thread holds m (m + 1) logits per step, and two steps ahead spilled up to 284 bytes under ptxas. Larger blocks
-# keep the tiles.
+# B8 T2048 D768, and at B32 T2048 D2048 the backward 1.7x with the forward 3 % slower (4.25 against 4.14 ms;
+# bench_results/probes_2026-11-30c/m8_probe.txt; the same 4.15 since chunks follow `_resident_threads_per_sm`).
+# From m = 8 on the loads are issued one step ahead (`AHEAD`): a thread holds m (m + 1) logits per step, and two
+# steps ahead spilled up to 284 bytes under ptxas. Larger blocks keep the tiles.
 # Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
-# threads per SM.
+# threads per SM, fewer where registers cap them (`_resident_threads_per_sm`).
 _BLOCK_PER_THREAD_MAX_M = 8
 _CHANNEL_PER_THREAD_MAX_M = 8  # H-LRU: m + 1 logits and m window entries per thread and step
 BLOCK_PER_THREAD_BLOCKS = 16 if _INTERPRET else 64  # the interpreter: several programs in small tests

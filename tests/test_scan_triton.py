@@ -173,6 +173,15 @@ def test_block_per_thread_chunk_policy():
         assert S * N * T / (2 * chunk) < sms * share  # twice as long would leave SMs short
     assert scan_triton._auto_chunk(8, 192, 4, True, 32, sms) == 0  # too short to split
     assert scan_triton._auto_chunk(8, 192, 2, True, 2048, sms) == scan_triton._auto_chunk(8, 192, 4, True, 2048, sms)
+    # BD-LRU m = 8: registers leave a quarter of the threads resident, so the chunks are up to 4x longer
+    for S, N, T in [(16, 256, 2048), (32, 256, 2048), (8, 128, 4096), (1, 128, 16384), (8, 96, 2048)]:
+        chunk = scan_triton._auto_chunk(S, N, 8, True, T, sms)
+        share = scan_triton._resident_threads_per_sm(True, 8)
+        assert share == scan_triton.THREADS_PER_SM // 4 == scan_triton._resident_threads_per_sm(True, 4) // 4
+        assert chunk >= scan_triton._auto_chunk(S, N, 4, True, T, sms)
+        assert S * N * T / chunk >= sms * share or chunk == scan_triton._chunk_length(T)
+        assert S * N * T / (2 * chunk) < sms * share
+    assert scan_triton._resident_threads_per_sm(False, 8) == scan_triton.THREADS_PER_SM  # H-LRU: m + 1 logits
 
 
 @pytest.mark.parametrize("blocked", [False, True])
