@@ -257,11 +257,13 @@ class HLRUConfig(LRNNConfig):
             saved with the checkpoint, but a saved "triton" never stops a checkpoint from running: where
             Triton cannot run (CPU tensors without TRITON_INTERPRET=1, or no Triton installed) the models fall
             back to "torch" (same results) with a one-time warning. Prefer None for checkpoints you share.
-        loss_backend: the causal-LM loss when `labels` are given. None or "torch": transformers'
-            `ForCausalLMLoss` (float32 copy of the logits, log_softmax). "triton": one Triton kernel that computes
-            the loss and its gradient in a single pass over the logits in their own dtype (hf_lrnn/lm_loss.py; the
-            same loss up to float32 rounding, far less memory traffic); falls back to "torch" with a one-time
-            warning where Triton cannot run, and under torch.compile. Read at every forward.
+        loss_backend: the causal-LM loss when `labels` are given. "triton": one Triton kernel that computes the
+            loss and its gradient in a single pass over the logits in their own dtype (hf_lrnn/lm_loss.py; the same
+            loss up to float32 rounding, far less memory traffic: a training step of a 125M model 12-14 % faster
+            on an H200); falls back to "torch" with a one-time warning where Triton cannot run, and under
+            torch.compile (inductor fuses transformers' loss itself). "torch": transformers' `ForCausalLMLoss`
+            (float32 copy of the logits, log_softmax). None (default): "triton" for logits on a CUDA device with
+            Triton installed, else "torch", silently. Read at every forward.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

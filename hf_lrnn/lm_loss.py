@@ -1,4 +1,4 @@
-"""The causal language-modelling loss in one Triton kernel (`config.loss_backend="triton"`).
+"""The causal language-modelling loss in one Triton kernel (`config.loss_backend="triton"`, and the default on CUDA).
 
 transformers' `ForCausalLMLoss` copies the logits [tokens, vocab] to float32, runs log_softmax and the NLL, and its
 backward runs the softmax backward and copies the gradient back to the logits' dtype: four passes over a tensor that
@@ -106,6 +106,14 @@ def can_run(logits: torch.Tensor) -> bool:
     return triton is not None and (logits.is_cuda or os.environ.get("TRITON_INTERPRET") == "1")
 
 
+def resolve_loss_backend(loss_backend: Optional[str], device) -> str:
+    """The loss `config.loss_backend` runs for logits on `device`: "torch" or "triton" as given; None: "triton" on a
+    CUDA device with Triton installed, else "torch"."""
+    if loss_backend is not None:
+        return loss_backend
+    return "triton" if triton is not None and torch.device(device).type == "cuda" else "torch"
+
+
 def causal_lm_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -141,4 +149,4 @@ def causal_lm_loss(
     return _CrossEntropyFunction.apply(logits, targets, scale.reshape(()).contiguous(), ignore_index)
 
 
-__all__ = ["causal_lm_loss", "can_run"]
+__all__ = ["causal_lm_loss", "can_run", "resolve_loss_backend"]

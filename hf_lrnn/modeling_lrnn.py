@@ -33,7 +33,7 @@ from transformers.modeling_outputs import (
 
 from .cache_lrnn import LRNNCache
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
-from .lm_loss import causal_lm_loss
+from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .ops import bdlru_scan, hlru_scan, resolve_backend, scan_step_into, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 
@@ -872,10 +872,12 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
                      _decode_graphs_compiled=False)
         return state
 
-    def _lm_loss_function(self):
-        """The loss for `labels`: a function assigned to the model (`model.loss_function = fn`) first, then the
-        one-kernel causal-LM loss of lm_loss.py for `config.loss_backend="triton"`, else transformers' choice."""
-        if getattr(self.config, "loss_backend", None) == "triton" and not hasattr(self, "_loss_function"):
+    def _lm_loss_function(self, device):
+        """The loss for `labels` on `device`: a function assigned to the model (`model.loss_function = fn`) first,
+        then the one-kernel causal-LM loss of lm_loss.py where `config.loss_backend` resolves to "triton" (given, or
+        None on CUDA), else transformers' choice."""
+        if (resolve_loss_backend(getattr(self.config, "loss_backend", None), device) == "triton"
+                and not hasattr(self, "_loss_function")):
             return causal_lm_loss
         return self.loss_function
 
@@ -1107,7 +1109,8 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
                 targets = kwargs.get("shift_labels")
                 targets = labels[..., 1:] if targets is None else targets
                 kwargs["num_items_in_batch"] = (targets != -100).sum().clamp(min=1)
-            loss = self._lm_loss_function()(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            loss_function = self._lm_loss_function(logits.device)
+            loss = loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,

@@ -238,7 +238,10 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     (inductor; the first steps, which compile, are not timed), with torch.compile's `compile_mode` ("reduce-overhead":
     the forward and backward replay as CUDA graphs, so no step pays the host's launch costs). models: only these rows
     ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). loss_backend: our models' `config.loss_backend`
-    ("triton": the one-kernel loss of hf_lrnn/lm_loss.py; Llama keeps transformers' loss)."""
+    (None: the one-kernel loss of hf_lrnn/lm_loss.py on CUDA; "torch": transformers' loss, as Llama's always is).
+    Each row records the loss that ran (`loss_backend`: "torch" or "triton", "torch" under torch.compile, where the
+    kernel steps aside for inductor; None for Llama)."""
+    from hf_lrnn.lm_loss import resolve_loss_backend
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from hf_lrnn import BDLRUConfig, HLRUConfig
@@ -287,7 +290,8 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
             torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / steps
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
-                         loss_backend=getattr(config, "loss_backend", None),
+                         loss_backend=(None if not hasattr(config, "loss_backend") else "torch" if compile_models
+                                       else resolve_loss_backend(config.loss_backend, device)),
                          parameters=sum(p.numel() for p in model.parameters()),
                          d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
         del model, optimizer, forward
@@ -305,8 +309,8 @@ def model_lines(models):
     compiled = ", torch.compile" if models[0]["compiled"] else ", eager"
     if models[0].get("compile_mode"):
         compiled += f" mode={models[0]['compile_mode']}"
-    if models[0].get("loss_backend") == "triton":
-        compiled += "; our models with loss_backend=triton"
+    if models[0].get("loss_backend"):
+        compiled += f"; our models' loss: {models[0]['loss_backend']}, Llama's: transformers'"
     first = models[0]
     lines = [f"Training step of whole models (B={first['B']} T={first['T']}, d={first['d']}, {first['layers']} blocks, bf16 "
              f"autocast, AdamW{compiled}), tokens/s and against Llama (sdpa):"]
@@ -438,7 +442,8 @@ def main():
                     "runs); default all")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     ap.add_argument("--model-loss-backend", default=None, choices=["torch", "triton"], help="our models' "
-                    "config.loss_backend in the model rows (triton: the one-kernel loss; Llama keeps transformers')")
+                    "config.loss_backend in the model rows (default: the one-kernel loss on CUDA; torch: transformers' "
+                    "loss, which Llama always uses)")
     args = ap.parse_args()
     model_names = [name for name in args.models.split(",") if name]
     if args.sweep:

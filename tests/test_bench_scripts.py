@@ -58,4 +58,6 @@ def test_model_rows_pass_the_loss_backend_to_our_models_only():
     bench_scan = load_bench_scan()
     rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru2"], loss_backend="triton")
     assert [(r["model"], r["loss_backend"]) for r in rows] == [("hlru m=2", "triton"), ("llama", None)]
-    assert "our models with loss_backend=triton" in bench_scan.model_lines(rows)[0]
+    assert "our models' loss: triton, Llama's: transformers'" in bench_scan.model_lines(rows)[0]
+    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru2"])  # None: torch on CPU
+    assert [(r["model"], r["loss_backend"]) for r in rows] == [("hlru m=2", "torch"), ("llama", None)]

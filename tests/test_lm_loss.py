@@ -82,7 +82,7 @@ def test_edge_cases_as_torch():
 def test_model_with_the_triton_loss_trains_like_the_default(arch):
     """loss_backend="triton": the model's loss and every parameter's gradient match the default loss, the returned
     logits are the same, and a loss function assigned to the model still wins."""
-    default = tiny_model(arch, m=2).to(DEVICE).train()
+    default = tiny_model(arch, m=2, loss_backend="torch").to(DEVICE).train()
     fused = tiny_model(arch, m=2, loss_backend="triton").to(DEVICE).train()
     fused.load_state_dict(default.state_dict())
     ids = torch.randint(3, 37, (2, 9), device=DEVICE)
@@ -140,3 +140,29 @@ def test_a_label_outside_the_vocabulary_gives_nan_not_a_fault():
     (grad,) = torch.autograd.grad(loss, logits)
     assert torch.isnan(loss)
     assert torch.isnan(grad[0, 1]).all() and not torch.isnan(grad[0, [0, 2]]).any()
+
+
+def test_the_default_loss_is_the_kernel_on_cuda_and_transformers_elsewhere(monkeypatch):
+    """loss_backend None: the kernel for CUDA logits (with Triton installed), transformers' loss on CPU; "torch" and
+    "triton" as given; a loss function assigned to the model still wins."""
+    assert lm_loss.resolve_loss_backend(None, "cuda:0") == "triton"
+    assert lm_loss.resolve_loss_backend(None, torch.device("cpu")) == "torch"
+    assert lm_loss.resolve_loss_backend("torch", "cuda") == "torch"
+    assert lm_loss.resolve_loss_backend("triton", "cpu") == "triton"
+    monkeypatch.setattr(lm_loss, "triton", None)
+    assert lm_loss.resolve_loss_backend(None, "cuda") == "torch"
+    monkeypatch.undo()
+    model = tiny_model("hlru", m=2)
+    assert model._lm_loss_function(torch.device("cuda", 0)) is causal_lm_loss
+    assert model._lm_loss_function(torch.device("cpu")) == model.loss_function
+    model.config.loss_backend = "torch"
+    assert model._lm_loss_function(torch.device("cuda", 0)) == model.loss_function
+    model.config.loss_backend = None
+    model.loss_function = lambda *args, **kwargs: torch.tensor(123.0)
+    assert model._lm_loss_function(torch.device("cuda", 0)) is model.loss_function
+    if torch.cuda.is_available():  # the real dispatch: the same loss as transformers' through the model
+        model = tiny_model("bdlru", m=2).to(DEVICE)
+        reference = tiny_model("bdlru", m=2, loss_backend="torch").to(DEVICE)
+        reference.load_state_dict(model.state_dict())
+        ids = torch.randint(3, 37, (2, 9), device=DEVICE)
+        torch.testing.assert_close(model(ids, labels=ids).loss, reference(ids, labels=ids).loss, rtol=1e-5, atol=1e-6)
