@@ -28,6 +28,7 @@ forward+backward under bf16 autocast, next to the paper's numbers.
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -231,13 +232,16 @@ def run_layer(m):
 
 
 def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None, compile_mode=None,
-                   loss_backend=None):
+                   loss_backend=None, windows=3):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and an AdamW step): H-LRU m in {1, 2, 4} and BD-LRU m in {2, 4, 8} against transformers' Llama
     of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama too, through torch.compile
     (inductor; the first steps, which compile, are not timed), with torch.compile's `compile_mode` ("reduce-overhead":
     the forward and backward replay as CUDA graphs, so no step pays the host's launch costs). models: only these rows
-    ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). loss_backend: our models' `config.loss_backend`
+    ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). Each row times `windows` windows of `steps`
+    steps and reports the median window (`step_ms`) and all of them (`step_ms_windows`): a row moved by up to
+    15 % between runs minutes apart (H-LRU m = 2: 45.4-52.3 ms), and the spread inside a run shows whether it is steady.
+    loss_backend: our models' `config.loss_backend`
     (None: the one-kernel loss of hf_lrnn/lm_loss.py on CUDA; "torch": transformers' loss, as Llama's always is).
     Each row records the loss that ran (`loss_backend`: "torch" or "triton", "torch" under torch.compile, where the
     kernel steps aside for inductor; None for Llama)."""
@@ -281,19 +285,23 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
 
         for _ in range(3):
             step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = (time.perf_counter() - start) / steps
+        window_ms = []
+        for _ in range(windows):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            window_ms.append((time.perf_counter() - start) / steps * 1e3)
+        seconds = statistics.median(window_ms) / 1e3
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
                          loss_backend=(None if not hasattr(config, "loss_backend") else "torch" if compile_models
                                        else resolve_loss_backend(config.loss_backend, device)),
                          parameters=sum(p.numel() for p in model.parameters()),
-                         d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, tokens_per_s=B * T / seconds))
+                         d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, step_ms_windows=window_ms,
+                         tokens_per_s=B * T / seconds))
         del model, optimizer, forward
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -313,10 +321,13 @@ def model_lines(models):
         compiled += f"; our models' loss: {models[0]['loss_backend']}, Llama's: transformers'"
     first = models[0]
     lines = [f"Training step of whole models (B={first['B']} T={first['T']}, d={first['d']}, {first['layers']} blocks, bf16 "
-             f"autocast, AdamW{compiled}), tokens/s and against Llama (sdpa):"]
+             f"autocast, AdamW{compiled}), tokens/s and against Llama (sdpa), the median of "
+             f"{len(first.get('step_ms_windows') or [0])} timed windows:"]
     for r in models:
+        spread = r.get("step_ms_windows") or [r["step_ms"]]
         lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
-                     f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x")
+                     f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x   "
+                     f"(windows {min(spread):.1f}-{max(spread):.1f} ms)")
     return lines
 
 

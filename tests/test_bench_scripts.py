@@ -61,3 +61,7 @@ def test_model_rows_pass_the_loss_backend_to_our_models_only():
     assert "our models' loss: triton, Llama's: transformers'" in bench_scan.model_lines(rows)[0]
     rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru2"])  # None: torch on CPU
     assert [(r["model"], r["loss_backend"]) for r in rows] == [("hlru m=2", "torch"), ("llama", None)]
+    for r in rows:  # the median of three timed windows, each of them kept
+        assert len(r["step_ms_windows"]) == 3 and r["step_ms"] == sorted(r["step_ms_windows"])[1]
+    assert "the median of 3 timed windows" in bench_scan.model_lines(rows)[0]
+    assert "(windows " in bench_scan.model_lines(rows)[1]
