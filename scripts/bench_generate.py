@@ -14,7 +14,12 @@ per batch size).
   N = --steps x max(1, context // 8192) (more tokens after long prompts, whose prefill time varies between runs).
 * batch 64 and 256 (context 128): new tokens per second, (B * N) / the same time difference.
 * time to first token for a 32K-token prompt: generate(prompt, max_new_tokens=1), batch 1.
-Greedy decoding; min_new_tokens = max_new_tokens so that every run decodes the same number of tokens.
+Greedy decoding with max_new_tokens alone, every model's end-of-sequence id unset so that every run decodes exactly
+that many tokens (checked). --min_new_tokens keeps the ids and passes min_new_tokens = max_new_tokens instead, the
+protocol of the runs up to 2026-11-30: it adds transformers' MinNewTokensLengthLogitsProcessor, whose host work
+(an inspect.signature call and a few small tensor ops per token) took ~0.1-0.4 ms per token on a 2-core CPU without a
+GPU; a captured decode step waits for that host work at batch 1, which a user who passes only max_new_tokens does
+not pay.
 
     python scripts/bench_generate.py --out bench_generate.json            # the H200 run (bf16)
     python scripts/bench_generate.py --device cpu --small --quick         # a smoke run on CPU
@@ -70,14 +75,27 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def without_end_of_sequence(model):
+    """Unset the end-of-sequence id, so that generate() always decodes max_new_tokens (random weights emit any id)."""
+    model.generation_config.eos_token_id = None
+    return model
+
+
 @torch.no_grad()
-def timed_generate(model, ids, new_tokens, device, **kwargs):
+def timed_generate(model, ids, new_tokens, device, min_new_tokens=False, **kwargs):
+    """Seconds of one greedy generate() of `new_tokens` tokens after `ids` (min_new_tokens: the old protocol)."""
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = new_tokens
     sync(device)
     start = time.perf_counter()
-    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                   do_sample=False, pad_token_id=0, **kwargs)
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
+                         pad_token_id=0, **kwargs)
     sync(device)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if out.shape[1] != ids.shape[1] + new_tokens:
+        raise RuntimeError(f"generate() decoded {out.shape[1] - ids.shape[1]} tokens, not {new_tokens}: the timing "
+                           "per token would be wrong")
+    return seconds
 
 
 def decode_seconds(model, batch, context, steps, device, kwargs):
@@ -118,7 +136,7 @@ def plot(rows, path):
     plt.close(fig)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--small", action="store_true", help="small models (CPU smoke runs)")
@@ -129,8 +147,10 @@ def main():
     parser.add_argument("--batches", default=None, help="batch sizes at context 128, comma-separated")
     parser.add_argument("--steps", type=int, default=64, help="new tokens timed per run")
     parser.add_argument("--ttft_context", type=int, default=32768, help="prompt length for time to first token (0: off)")
+    parser.add_argument("--min_new_tokens", action="store_true", help="keep the end-of-sequence ids and pass "
+                        "min_new_tokens = max_new_tokens (the protocol of the runs up to 2026-11-30)")
     parser.add_argument("--out", default="bench_generate.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -139,13 +159,17 @@ def main():
     wanted = args.models.split(",")
     rows = []
     info = dict(device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu", dtype=str(dtype),
-                torch=torch.__version__, steps=args.steps)
+                torch=torch.__version__, steps=args.steps,
+                protocol="min_new_tokens = max_new_tokens" if args.min_new_tokens
+                else "max_new_tokens alone, no end-of-sequence id")
     print(f"{'model':<10} {'mode':<15} {'batch':>5} {'context':>7} {'ms/token':>9} {'tokens/s':>10}")
     for name in dict.fromkeys(m for m, _ in MODES):
         if name not in wanted:
             continue
         torch.manual_seed(0)
         model = build(name, args.small, 4096 if args.small else 50304).to(device=device, dtype=dtype).eval()
+        if not args.min_new_tokens:
+            without_end_of_sequence(model)
         params = sum(p.numel() for p in model.parameters())
         for (model_name, mode), kwargs in MODES.items():
             if model_name != name or (args.modes and mode not in args.modes.split(",")):
@@ -161,7 +185,8 @@ def main():
                     # long prompts: more new tokens, so that the prefill's run-to-run jitter (which the difference
                     # of two generate() calls keeps) weighs less per token
                     steps = args.steps * max(1, context // 8192)
-                    seconds = decode_seconds(model, batch, context, steps, device, kwargs)
+                    seconds = decode_seconds(model, batch, context, steps, device,
+                                             dict(kwargs, min_new_tokens=args.min_new_tokens))
                     row = dict(model=name, mode=mode, params=params, batch=batch, context=context, steps=steps,
                                ms_per_token=seconds / steps * 1e3, tokens_per_s=batch * steps / seconds)
                 except Exception as error:  # noqa: BLE001  (a peer that cannot run a row: say so, go on)
@@ -175,8 +200,9 @@ def main():
                           f"{row['tokens_per_s']:10.0f}", flush=True)
             if args.ttft_context and name != "mamba" and mode in ("cuda-graph", "dynamic"):
                 ids = torch.randint(3, model.config.vocab_size, (1, args.ttft_context), device=device)
-                timed_generate(model, ids[:, :1024], 1, device, **kwargs)
-                seconds = min(timed_generate(model, ids, 1, device, **kwargs) for _ in range(2))
+                timed_generate(model, ids[:, :1024], 1, device, min_new_tokens=args.min_new_tokens, **kwargs)
+                seconds = min(timed_generate(model, ids, 1, device, min_new_tokens=args.min_new_tokens, **kwargs)
+                              for _ in range(2))
                 rows.append(dict(model=name, mode=mode, params=params, batch=1, context=args.ttft_context,
                                  ttft_ms=seconds * 1e3))
                 print(f"{name:<10} {mode:<15} {1:>5} {args.ttft_context:>7}  time to first token {seconds * 1e3:.1f} ms",

@@ -65,3 +65,49 @@ def test_model_rows_pass_the_loss_backend_to_our_models_only():
         assert len(r["step_ms_windows"]) == 3 and r["step_ms"] == sorted(r["step_ms_windows"])[1]
     assert "the median of 3 timed windows" in bench_scan.model_lines(rows)[0]
     assert "(windows " in bench_scan.model_lines(rows)[1]
+
+
+def load_bench_generate():
+    spec = importlib.util.spec_from_file_location("bench_generate", os.path.join(ROOT, "scripts", "bench_generate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("min_new_tokens", [False, True])
+def test_generate_bench_decodes_exactly_the_timed_tokens(tmp_path, min_new_tokens):
+    """Both protocols decode exactly max_new_tokens (checked in timed_generate): by default without an end-of-sequence
+    id and without min_new_tokens (no logits processor), or with min_new_tokens = max_new_tokens; the JSON says which."""
+    import json
+
+    import torch
+
+    bench_generate = load_bench_generate()
+    model = bench_generate.without_end_of_sequence(bench_generate.build("hlru-m2", True, 4096).eval())
+    assert model.generation_config.eos_token_id is None
+    ids = torch.randint(3, 4096, (2, 5))
+    seen = []
+    generate = model.generate
+    model.generate = lambda *args, **kwargs: seen.append(kwargs) or generate(*args, **kwargs)
+    bench_generate.timed_generate(model, ids, 3, torch.device("cpu"), min_new_tokens=min_new_tokens)  # raises if short
+    assert seen[0]["max_new_tokens"] == 3 and seen[0].get("min_new_tokens") == (3 if min_new_tokens else None)
+    out = tmp_path / "generate.json"
+    argv = ["--device", "cpu", "--small", "--models", "hlru-m2", "--modes", "cuda-graph", "--contexts", "8",
+            "--batches", "2", "--steps", "2", "--ttft_context", "0", "--out", str(out)]
+    bench_generate.main(argv + (["--min_new_tokens"] if min_new_tokens else []))
+    result = json.loads(out.read_text())
+    assert result["protocol"] == ("min_new_tokens = max_new_tokens" if min_new_tokens
+                                  else "max_new_tokens alone, no end-of-sequence id")
+    assert [(r["batch"], r["context"]) for r in result["rows"]] == [(1, 8), (2, 128)]
+    assert all("ms_per_token" in r for r in result["rows"])  # timings on a loaded CPU mean nothing
+
+
+def test_generate_bench_refuses_a_short_generation(monkeypatch):
+    """A run that stops before max_new_tokens (an end-of-sequence id emitted) is an error, not a wrong timing."""
+    import torch
+
+    bench_generate = load_bench_generate()
+    model = bench_generate.build("hlru-m2", True, 4096).eval()
+    monkeypatch.setattr(model, "generate", lambda ids, **kwargs: ids[:, :-1])
+    with pytest.raises(RuntimeError, match="decoded -1 tokens, not 3"):
+        bench_generate.timed_generate(model, torch.randint(3, 4096, (1, 5)), 3, torch.device("cpu"))
