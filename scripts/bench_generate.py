@@ -16,10 +16,11 @@ per batch size).
 * time to first token for a 32K-token prompt: generate(prompt, max_new_tokens=1), batch 1.
 Greedy decoding with max_new_tokens alone, every model's end-of-sequence id unset so that every run decodes exactly
 that many tokens (checked). --min_new_tokens keeps the ids and passes min_new_tokens = max_new_tokens instead, the
-protocol of the runs up to 2026-11-30: it adds transformers' MinNewTokensLengthLogitsProcessor, whose host work
-(an inspect.signature call and a few small tensor ops per token) took ~0.1-0.4 ms per token on a 2-core CPU without a
-GPU; a captured decode step waits for that host work at batch 1, which a user who passes only max_new_tokens does
-not pay.
+protocol of the runs up to 2026-11-30: it adds transformers' MinNewTokensLengthLogitsProcessor (an inspect.signature
+call and a few small tensor ops per token), which a user who passes only max_new_tokens does not pay. On a 2-core
+CPU with the graph's replay a no-op, generate()'s host work per token after the replay went from ~345 to ~150 us
+without it (transformers 5.17 and 5.24); on a GPU that work overlaps the replay (0.45-0.55 ms at batch 1) except for
+its small kernels, queued behind the replay, and wherever the host is slower than the replay.
 
     python scripts/bench_generate.py --out bench_generate.json            # the H200 run (bf16)
     python scripts/bench_generate.py --device cpu --small --quick         # a smoke run on CPU
