@@ -125,11 +125,10 @@ def causal_lm_loss(
 ) -> torch.Tensor:
     """`transformers.loss.loss_utils.ForCausalLMLoss` (same arguments, same loss) in one Triton kernel; where the
     kernel cannot run (CPU tensors without TRITON_INTERPRET=1, or no Triton), ForCausalLMLoss itself."""
-    if torch.compiler.is_compiling():  # inductor fuses ForCausalLMLoss itself
-        return ForCausalLMLoss(logits, labels, vocab_size, num_items_in_batch, ignore_index, shift_labels, **kwargs)
-    if not can_run(logits):
+    compiling = torch.compiler.is_compiling()  # inductor fuses ForCausalLMLoss itself
+    if compiling or not can_run(logits):
         global _warned_fallback
-        if not _warned_fallback:
+        if not compiling and not _warned_fallback:
             _warned_fallback = True
             reason = "Triton is not installed" if triton is None else "CPU tensors without TRITON_INTERPRET=1"
             logger.warning(f"config.loss_backend='triton' cannot run here ({reason}): using transformers' "

@@ -166,3 +166,22 @@ def test_the_default_loss_is_the_kernel_on_cuda_and_transformers_elsewhere(monke
         reference.load_state_dict(model.state_dict())
         ids = torch.randint(3, 37, (2, 9), device=DEVICE)
         torch.testing.assert_close(model(ids, labels=ids).loss, reference(ids, labels=ids).loss, rtol=1e-5, atol=1e-6)
+
+
+def test_where_the_kernel_cannot_run_or_under_compile_it_is_transformers_loss(monkeypatch):
+    """No kernel (e.g. CPU tensors without the interpreter): ForCausalLMLoss, with one warning for the whole process;
+    under torch.compile: ForCausalLMLoss (inductor fuses it), without a warning."""
+    warnings = []
+    monkeypatch.setattr(lm_loss.logger, "warning", warnings.append)
+    monkeypatch.setattr(lm_loss, "_warned_fallback", False)
+    monkeypatch.setattr(lm_loss, "_CrossEntropyFunction", None)  # the kernel path would fail on None.apply
+    logits = torch.randn(2, 5, 13)
+    labels = torch.randint(0, 13, (2, 5))
+    reference = ForCausalLMLoss(logits, labels, 13)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert torch.equal(causal_lm_loss(logits, labels, 13), reference) and warnings == []
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+    monkeypatch.setattr(lm_loss, "can_run", lambda logits: False)
+    for _ in range(2):
+        assert torch.equal(causal_lm_loss(logits, labels, 13), reference)
+    assert len(warnings) == 1 and "cannot run here" in warnings[0]
