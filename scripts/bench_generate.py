@@ -175,6 +175,7 @@ def main(argv=None):
         for (model_name, mode), kwargs in MODES.items():
             if model_name != name or (args.modes and mode not in args.modes.split(",")):
                 continue
+            kwargs = dict(kwargs, min_new_tokens=args.min_new_tokens)
             for batch, context in [(1, c) for c in contexts] + [(b, 128) for b in batches]:
                 if name == "mamba" and (context > 2048 or batch > 64):
                     continue  # transformers' Mamba without its CUDA kernels: minutes per run
@@ -186,8 +187,7 @@ def main(argv=None):
                     # long prompts: more new tokens, so that the prefill's run-to-run jitter (which the difference
                     # of two generate() calls keeps) weighs less per token
                     steps = args.steps * max(1, context // 8192)
-                    seconds = decode_seconds(model, batch, context, steps, device,
-                                             dict(kwargs, min_new_tokens=args.min_new_tokens))
+                    seconds = decode_seconds(model, batch, context, steps, device, kwargs)
                     row = dict(model=name, mode=mode, params=params, batch=batch, context=context, steps=steps,
                                ms_per_token=seconds / steps * 1e3, tokens_per_s=batch * steps / seconds)
                 except Exception as error:  # noqa: BLE001  (a peer that cannot run a row: say so, go on)
@@ -201,9 +201,8 @@ def main(argv=None):
                           f"{row['tokens_per_s']:10.0f}", flush=True)
             if args.ttft_context and name != "mamba" and mode in ("cuda-graph", "dynamic"):
                 ids = torch.randint(3, model.config.vocab_size, (1, args.ttft_context), device=device)
-                timed_generate(model, ids[:, :1024], 1, device, min_new_tokens=args.min_new_tokens, **kwargs)
-                seconds = min(timed_generate(model, ids, 1, device, min_new_tokens=args.min_new_tokens, **kwargs)
-                              for _ in range(2))
+                timed_generate(model, ids[:, :1024], 1, device, **kwargs)
+                seconds = min(timed_generate(model, ids, 1, device, **kwargs) for _ in range(2))
                 rows.append(dict(model=name, mode=mode, params=params, batch=1, context=args.ttft_context,
                                  ttft_ms=seconds * 1e3))
                 print(f"{name:<10} {mode:<15} {1:>5} {args.ttft_context:>7}  time to first token {seconds * 1e3:.1f} ms",
