@@ -129,25 +129,38 @@ def _zero_padded(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
 
 
+def _projection_input(readout: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The read-out in the model's dtype for the output projection. Under autocast the projection casts its input
+    itself, so it is passed as is: a cast to the (float32) residual stream's dtype first would add two copies of
+    [B, T, N*m] forward and two backward, with the same result."""
+    if torch.is_autocast_enabled(readout.device.type):
+        return readout
+    return readout.to(dtype)
+
+
 def _is_left_padded(mask: torch.Tensor) -> bool:
     """True when every row is zeros then ones (padding only before the first real token)."""
     return bool((mask[:, 1:] >= mask[:, :-1]).all())
 
 
-def hlru_readout_window(states, initial_state, mask=None):
+def hlru_readout_window(states, initial_state, mask=None, order=None):
     """Gather the read-out window [B, T, N, m]: index k holds s_{t-k} (the k-th previous kept state).
 
-    states [B, T, N]; initial_state [B, N, m] = (s_0, ..., s_{-m+1}) (zeros for a fresh sequence). With a mask [B, T] (bool),
-    padded steps are skipped: the window at a real token reaches back over real tokens only.
+    states [B, T, N]; initial_state [B, N, m] = (s_0, ..., s_{-m+1}), or None for a fresh sequence (zeros; then
+    `order` gives m). With a mask [B, T] (bool), padded steps are skipped: the window at a real token reaches back
+    over real tokens only.
     """
     B, T, N = states.shape
-    m = initial_state.shape[-1]
+    m = initial_state.shape[-1] if initial_state is not None else order
+    if m == 1 and mask is None:
+        return states.unsqueeze(-1)
     # E = (s_{-m+2}, ..., s_0, s_1, ..., s_T): the m-1 newest initial states, oldest first, then the new ones
-    prefix = initial_state[..., : m - 1].flip(-1).transpose(1, 2).to(states.dtype)  # [B, m-1, N]
-    full = torch.cat([prefix, states], dim=1)  # [B, m-1+T, N]
+    if initial_state is None:
+        full = F.pad(states, (0, 0, m - 1, 0))  # [B, m-1+T, N]: a fresh sequence starts from zeros
+    else:
+        prefix = initial_state[..., : m - 1].flip(-1).transpose(1, 2).to(states.dtype)  # [B, m-1, N]
+        full = torch.cat([prefix, states], dim=1)  # [B, m-1+T, N]
     if mask is None:
-        if m == 1:
-            return states.unsqueeze(-1)
         return torch.stack([full[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)
     count = mask.long().cumsum(1)  # real tokens up to and including t
     real_positions = torch.sort((~mask).int(), dim=1, stable=True).indices  # real positions first, in order
@@ -417,7 +430,7 @@ class LRNNMixer(nn.Module):
             else:
                 window = hlru_document_window(states, documents.offsets, self.unit_size)  # [B, T, N, m]
                 readout = window.reshape(B, T, -1)  # index n*m + k holds s_{t-k}
-            return self.out_proj(readout.to(hidden_states.dtype))
+            return self.out_proj(_projection_input(readout, hidden_states.dtype))
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None
 
         decode_readout = None  # [B, 1, N*m]: an H-LRU decode step on Triton writes its window here (`_scan`)
@@ -437,13 +450,12 @@ class LRNNMixer(nn.Module):
             # one step (decode): the window (s_t, ..., s_{t-m+1}) is exactly the new state
             readout = final_state.reshape(B, 1, -1)  # index n*m + k holds s_{t-k}
         else:
-            if initial_state is None:
-                initial_state = states.new_zeros(B, self.num_units, self.unit_size)
-            window = hlru_readout_window(states, initial_state, mask if masked else None)  # [B, T, N, m]
+            window = hlru_readout_window(  # [B, T, N, m]
+                states, initial_state, mask if masked else None, order=self.unit_size)
             readout = window.reshape(B, T, -1)  # index n*m + k holds s_{t-k}
         if cache is not None:  # after the read-out, which may still read the old state: the cache writes in place
             cache.set_state(self.layer_idx, final_state)  # float32 [B, N, m]
-        return self.out_proj(readout.to(hidden_states.dtype))
+        return self.out_proj(_projection_input(readout, hidden_states.dtype))
 
 
 class LRNNBlock(GradientCheckpointingLayer):

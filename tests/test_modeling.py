@@ -40,6 +40,41 @@ def test_output_shapes_and_loss(arch):
     torch.testing.assert_close(as_tuple[0], out.logits)
 
 
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_hlru_mixer_reads_out_the_window_of_previous_states(m):
+    """docs/spec.md: H-LRU's output projection sees [s_t, s_{t-1}, ..., s_{t-m+1}] per channel (zeros before the
+    start), checked in float64 against the direct loop of the reference tests."""
+    from test_ops_reference import direct_hlru
+
+    model = tiny_model("hlru", m=m).double()
+    mixer = model.model.layers[0].mixer
+    x = torch.randn(2, 6, 16, dtype=torch.float64)
+    N = mixer.num_units
+    with torch.no_grad():
+        out = mixer(x)
+        gates = mixer.coefficient_proj(x).view(2, 6, N, m + 1)
+        states, _ = direct_hlru(gates, mixer.value_proj(x), None, mixer.gate_activation)  # [B, T, N]
+        window = torch.zeros(2, 6, N, m, dtype=torch.float64)
+        for t in range(6):
+            for k in range(min(m, t + 1)):
+                window[:, t, :, k] = states[:, t - k]
+        expected = mixer.out_proj(window.reshape(2, 6, N * m))
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_autocast_output_projection_takes_the_readout_in_low_precision(arch):
+    """Under autocast the residual stream is float32 but the output projection runs in bfloat16: the read-out goes in
+    as the scan wrote it (bfloat16), not through a float32 copy that autocast would only cast back."""
+    model = tiny_model(arch, m=2)
+    seen = []
+    model.model.layers[0].mixer.out_proj.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    ids = torch.randint(3, 37, (2, 7))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids, use_cache=False).logits
+    assert seen == [torch.bfloat16]
+    torch.testing.assert_close(logits.float(), model(ids, use_cache=False).logits, rtol=0.05, atol=0.05)
+
+
 def test_logits_to_keep_and_inputs_embeds(arch):
     model = tiny_model(arch)
     ids = torch.randint(3, 37, (2, 8))
