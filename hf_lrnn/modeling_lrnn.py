@@ -661,6 +661,8 @@ class LRNNModel(LRNNPreTrainedModel):
         )
         self.norm_f = build_norm(config)
         self.gradient_checkpointing = False
+        # Training forwards check the token ids only until one has passed (see forward): the check is a host sync
+        self.token_ids_checked_in_training = False
         self.post_init()
 
     def get_input_embeddings(self):
@@ -702,7 +704,8 @@ class LRNNModel(LRNNPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids [B, T] or inputs_embeds [B, T, d]")
         # Input checks (README "What is checked"). Types, ranks, sizes and devices cost nothing; the values of input_ids
-        # and attention_mask are read below with one host sync per call, skipped on decode steps.
+        # and attention_mask are read below with one host sync per call, skipped on decode steps (and for the ids, in
+        # training once one forward has passed).
         name, inputs = ("input_ids", input_ids) if input_ids is not None else ("inputs_embeds", inputs_embeds)
         for arg, value in ((name, inputs), ("attention_mask", attention_mask)):
             if value is not None and not isinstance(value, torch.Tensor):
@@ -754,7 +757,13 @@ class LRNNModel(LRNNPreTrainedModel):
         flags = {}
         # Under torch.compile the values are not read (a graph break): the checks are skipped and a mask is kept as is
         checking = not torch.compiler.is_compiling()
-        if checking and input_ids is not None and not decoding and input_ids.device.type != "meta":
+        # A training forward (train mode, gradients on) checks the ids only until one has passed: reading the flag
+        # waits for the GPU to finish the previous step, and the launch queue then starts empty at every step (2.5 ms
+        # of a 50 ms BD-LRU m=4 step on the H200; docs/kernels.md). Vocabulary mismatches show in the first batch; a
+        # later out-of-range id fails as in any transformers model (CUDA's index assert, or IndexError on CPU).
+        training_step = self.training and torch.is_grad_enabled()
+        if checking and input_ids is not None and not decoding and input_ids.device.type != "meta" \
+                and not (training_step and self.token_ids_checked_in_training):
             flags["input_ids"] = ((input_ids < 0) | (input_ids >= vocab)).any()
         if checking and attention_mask is not None and T > 0 and attention_mask.device.type != "meta":
             if not decoding:
@@ -767,6 +776,8 @@ class LRNNModel(LRNNPreTrainedModel):
                 f"input_ids must be token ids in [0, vocab_size={vocab}), got {bad.numel()} outside it (smallest "
                 f"{bad.min().item()}, largest {bad.max().item()})"
             )
+        if "input_ids" in flags and training_step:
+            self.token_ids_checked_in_training = True
         if flags.get("attention_mask"):
             odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)].unique()[:5].tolist()
             raise ValueError(f"attention_mask must hold only 1 (token) and 0 (padding), got values such as {odd}")

@@ -350,6 +350,26 @@ def test_every_head_checks_its_input(head):
         model(inputs_embeds=embeds(2, 5, 8))
 
 
+def test_training_forwards_check_token_ids_until_one_passes(monkeypatch):
+    """The ids check reads a flag back from the device (a host sync, which empties the GPU's launch queue at every
+    training step): a training forward checks until one has passed, eval and no-grad forwards always check."""
+    model = tiny_model("hlru").train()
+    reads = []
+    tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(self.shape) or tolist(self))
+    with pytest.raises(ValueError, match=r"input_ids must be token ids in \[0, vocab_size=37\)"):
+        model(IDS + VOCAB)  # the first training forward: checked
+    assert len(reads) == 1 and not model.model.token_ids_checked_in_training
+    model(IDS, labels=IDS).loss.backward()  # passes: later training forwards skip the check
+    assert model.model.token_ids_checked_in_training and len(reads) == 2
+    model(IDS, labels=IDS)
+    assert len(reads) == 2  # no host read
+    with torch.no_grad(), pytest.raises(ValueError, match="input_ids must be token ids"):
+        model(IDS + VOCAB)  # no gradients (e.g. evaluation inside a training run): checked
+    with pytest.raises(ValueError, match="input_ids must be token ids"):
+        model.eval()(IDS - 40)  # eval mode: checked
+
+
 def test_compression_head_checks_its_input():
     model = hf_lrnn.AutoModelForCompression.from_config(tiny_config("hlru")).eval()
     with pytest.raises(TypeError, match="input_ids must be a torch.Tensor"):
