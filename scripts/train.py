@@ -207,6 +207,7 @@ def main(argv=None):
         task = load_task(args)
     check_no_leakage(task)
     model = build_model(task, args)
+    loss_backend = getattr(model.config, "loss_backend", None)  # None: the one-kernel loss on CUDA (lm_loss.py)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "norm" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -289,7 +290,7 @@ def main(argv=None):
             sync = micro == args.gradient_accumulation_steps - 1
             with accelerator.no_sync(model) if not sync else torch.enable_grad(), accelerator.autocast():
                 inputs = {k: batch[k] for k in ("input_ids", "position_ids") if k in batch}  # position_ids: varlen
-                loss = masked_cross_entropy(model(**inputs).logits, batch["labels"])
+                loss = masked_cross_entropy(model(**inputs).logits, batch["labels"], loss_backend)
                 accelerator.backward(loss / args.gradient_accumulation_steps)
             loss_sum += loss.detach() / args.gradient_accumulation_steps
         if args.max_grad_norm > 0:

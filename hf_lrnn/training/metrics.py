@@ -7,17 +7,26 @@ that from counts accumulated over the whole test set, beside the plain (micro) t
 sequence accuracy (every scored position of a sequence right).
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
+from ..lm_loss import causal_lm_loss, resolve_loss_backend
 
-def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, loss_backend: Optional[str] = None) -> torch.Tensor:
     """Mean cross-entropy over positions with labels != -100; 0 (with a gradient) when none is scored.
 
-    logits [B, T, V], labels [B, T] aligned: labels[b, t] is the target of output t (no shift).
+    logits [B, T, V], labels [B, T] aligned: labels[b, t] is the target of output t (no shift). loss_backend as the
+    models' `config.loss_backend`: None runs the one-kernel loss of hf_lrnn/lm_loss.py on CUDA (no float32 copy of
+    the logits) and F.cross_entropy in float32 elsewhere; "torch" or "triton" force one of them.
     """
+    count = (labels != -100).sum().clamp(min=1)
+    if resolve_loss_backend(loss_backend, logits.device) == "triton":
+        return causal_lm_loss(logits, None, logits.shape[-1], num_items_in_batch=count, shift_labels=labels)
     total = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    return total / (labels != -100).sum().clamp(min=1)
+    return total / count
 
 
 class TokenAccuracy:
