@@ -759,8 +759,9 @@ class LRNNModel(LRNNPreTrainedModel):
         checking = not torch.compiler.is_compiling()
         # A training forward (train mode, gradients on) checks the ids only until one has passed: reading the flag
         # waits for the GPU to finish the previous step, and the launch queue then starts empty at every step (2.5 ms
-        # of a 50 ms BD-LRU m=4 step on the H200; docs/kernels.md). Vocabulary mismatches show in the first batch; a
-        # later out-of-range id fails as in any transformers model (CUDA's index assert, or IndexError on CPU).
+        # of a 50 ms BD-LRU m=4 step on the H200; hf_lrnn's README, "What is checked"). Vocabulary mismatches show in
+        # the first batch; a later out-of-range id fails as in any transformers model (CUDA's index assert, or
+        # IndexError on CPU).
         training_step = self.training and torch.is_grad_enabled()
         if checking and input_ids is not None and not decoding and input_ids.device.type != "meta" \
                 and not (training_step and self.token_ids_checked_in_training):
