@@ -241,6 +241,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). Each row times `windows` windows of `steps`
     steps and reports the median window (`step_ms`) and all of them (`step_ms_windows`): a row moved by up to
     15 % between runs minutes apart (H-LRU m = 2: 45.4-52.3 ms), and the spread inside a run shows whether it is steady.
+    On CUDA each row also records the GPU's kernel time per step (`gpu_kernel_ms`, 3 profiled steps after the windows).
     loss_backend: our models' `config.loss_backend`
     (None: the one-kernel loss of hf_lrnn/lm_loss.py on CUDA; "torch": transformers' loss, as Llama's always is).
     Each row records the loss that ran (`loss_backend`: "torch" or "triton", "torch" under torch.compile, where the
@@ -296,12 +297,13 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                 torch.cuda.synchronize()
             window_ms.append((time.perf_counter() - start) / steps * 1e3)
         seconds = statistics.median(window_ms) / 1e3
+        gpu_kernel_ms = gpu_kernel_ms_per_step(step, 3) if device.startswith("cuda") else None
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
                          loss_backend=(None if not hasattr(config, "loss_backend") else "torch" if compile_models
                                        else resolve_loss_backend(config.loss_backend, device)),
                          parameters=sum(p.numel() for p in model.parameters()),
                          d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, step_ms_windows=window_ms,
-                         tokens_per_s=B * T / seconds))
+                         gpu_kernel_ms=gpu_kernel_ms, tokens_per_s=B * T / seconds))
         del model, optimizer, forward
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -309,6 +311,18 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     for r in rows:
         r["vs_llama"] = r["tokens_per_s"] / llama
     return rows
+
+
+def gpu_kernel_ms_per_step(step, steps):
+    """The GPU's kernel time per call of `step` (torch.profiler, CUDA activity, summed over kernels). Next to the wall
+    time it says what bounds a step: kernels close to the wall, the GPU; far below it, the host or its syncs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    return sum(event.self_device_time_total for event in prof.key_averages()) / steps / 1e3
 
 
 def model_lines(models):
@@ -325,9 +339,10 @@ def model_lines(models):
              f"{len(first.get('step_ms_windows') or [0])} timed windows:"]
     for r in models:
         spread = r.get("step_ms_windows") or [r["step_ms"]]
+        kernels = f", GPU kernels {r['gpu_kernel_ms']:.1f} ms" if r.get("gpu_kernel_ms") is not None else ""
         lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
                      f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x   "
-                     f"(windows {min(spread):.1f}-{max(spread):.1f} ms)")
+                     f"(windows {min(spread):.1f}-{max(spread):.1f} ms{kernels})")
     return lines
 
 

@@ -65,6 +65,9 @@ def test_model_rows_pass_the_loss_backend_to_our_models_only():
         assert len(r["step_ms_windows"]) == 3 and r["step_ms"] == sorted(r["step_ms_windows"])[1]
     assert "the median of 3 timed windows" in bench_scan.model_lines(rows)[0]
     assert "(windows " in bench_scan.model_lines(rows)[1]
+    assert all(r["gpu_kernel_ms"] is None for r in rows)  # CPU: no GPU kernels to profile
+    rows[0]["gpu_kernel_ms"] = 12.34
+    assert "GPU kernels 12.3 ms" in bench_scan.model_lines(rows)[1]
 
 
 def load_bench_generate():
