@@ -1,5 +1,6 @@
 """Helpers shared by several test modules (imported explicitly, not through conftest)."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -25,6 +26,16 @@ try:
 except ImportError:
     pass
 """
+
+
+def load_script(name):
+    """scripts/<name>.py as a module (by path: an installed package may own the name `evaluate`), loaded once."""
+    module_name = f"hf_lrnn_script_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, os.path.join(ROOT, "scripts", f"{name}.py"))
+        sys.modules[module_name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
 
 
 def train_script():

@@ -8,7 +8,6 @@ was expected (or, for empty batches and sequences, the empty result), grouped by
 Another device is stood in for by "meta". Kills in the middle of a save are in tests/test_atomic_save.py.
 """
 
-import importlib.util
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 import hf_lrnn
-from helpers import archs, tiny_config, tiny_model, tiny_tokenizer
+from helpers import archs, load_script, tiny_config, tiny_model, tiny_tokenizer
 from hf_lrnn import LRNNCache
 from hf_lrnn.modeling_lrnn import CACHE_FIELD
 from hf_lrnn.ops import bdlru_scan, hlru_scan
@@ -658,16 +657,6 @@ FOLDER_PROBLEMS = [
     ("json_list", "is not a JSON config"),
     ("no_weights", "has a config.json but no weights"),
 ]
-
-
-def load_script(name):
-    """scripts/<name>.py as a module (by path: an installed package may own the name `evaluate`)."""
-    module_name = f"hf_lrnn_script_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, os.path.join(SCRIPTS, f"{name}.py"))
-        sys.modules[module_name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
 
 
 @pytest.mark.parametrize("folder, message", FOLDER_PROBLEMS + [("no_tokenizer", "has no tokenizer"),

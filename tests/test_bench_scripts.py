@@ -1,23 +1,13 @@
 """The benchmark scripts' options, on CPU with tiny models (their timings mean nothing here; what is checked is which
 rows run and how bad options are refused)."""
 
-import importlib.util
-import os
-
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_bench_scan():
-    spec = importlib.util.spec_from_file_location("bench_scan", os.path.join(ROOT, "scripts", "bench_scan.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_model_rows_only_the_chosen_models_and_llama():
-    bench_scan = load_bench_scan()
+    bench_scan = load_script("bench_scan")
     rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["bdlru4", "hlru2"])
     assert [r["model"] for r in rows] == ["hlru m=2", "bdlru m=4", "llama"]
     assert all(r["tokens_per_s"] > 0 for r in rows)
@@ -25,7 +15,7 @@ def test_model_rows_only_the_chosen_models_and_llama():
 
 
 def test_model_rows_refuse_an_unknown_model():
-    bench_scan = load_bench_scan()
+    bench_scan = load_script("bench_scan")
     with pytest.raises(ValueError, match=r"--models: unknown rows \['bdlru3'\]"):
         bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["bdlru3"])
 
@@ -33,7 +23,7 @@ def test_model_rows_refuse_an_unknown_model():
 def test_model_rows_pass_and_record_the_compile_mode(monkeypatch):
     import torch
 
-    bench_scan = load_bench_scan()
+    bench_scan = load_script("bench_scan")
     modes = []
 
     def fake_compile(model, mode=None):  # what reaches torch.compile, without compiling (minutes on CPU)
@@ -49,13 +39,13 @@ def test_model_rows_pass_and_record_the_compile_mode(monkeypatch):
 
 
 def test_model_rows_refuse_a_compile_mode_without_compiling():
-    bench_scan = load_bench_scan()
+    bench_scan = load_script("bench_scan")
     with pytest.raises(ValueError, match=r"--model-compile-mode 'reduce-overhead' .* needs --model-compile"):
         bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1"], compile_mode="reduce-overhead")
 
 
 def test_model_rows_pass_the_loss_backend_to_our_models_only():
-    bench_scan = load_bench_scan()
+    bench_scan = load_script("bench_scan")
     rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru2"], loss_backend="triton")
     assert [(r["model"], r["loss_backend"]) for r in rows] == [("hlru m=2", "triton"), ("llama", None)]
     assert "our models' loss: triton, Llama's: transformers'" in bench_scan.model_lines(rows)[0]
@@ -70,13 +60,6 @@ def test_model_rows_pass_the_loss_backend_to_our_models_only():
     assert "GPU kernels 12.3 ms" in bench_scan.model_lines(rows)[1]
 
 
-def load_bench_generate():
-    spec = importlib.util.spec_from_file_location("bench_generate", os.path.join(ROOT, "scripts", "bench_generate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("min_new_tokens", [False, True])
 def test_generate_bench_decodes_exactly_the_timed_tokens(tmp_path, min_new_tokens):
     """Both protocols decode exactly max_new_tokens (checked in timed_generate): by default without an end-of-sequence
@@ -85,7 +68,7 @@ def test_generate_bench_decodes_exactly_the_timed_tokens(tmp_path, min_new_token
 
     import torch
 
-    bench_generate = load_bench_generate()
+    bench_generate = load_script("bench_generate")
     model = bench_generate.without_end_of_sequence(bench_generate.build("hlru-m2", True, 4096).eval())
     assert model.generation_config.eos_token_id is None
     ids = torch.randint(3, 4096, (2, 5))
@@ -109,7 +92,7 @@ def test_generate_bench_refuses_a_short_generation(monkeypatch):
     """A run that stops before max_new_tokens (an end-of-sequence id emitted) is an error, not a wrong timing."""
     import torch
 
-    bench_generate = load_bench_generate()
+    bench_generate = load_script("bench_generate")
     model = bench_generate.build("hlru-m2", True, 4096).eval()
     monkeypatch.setattr(model, "generate", lambda ids, **kwargs: ids[:, :-1])
     with pytest.raises(RuntimeError, match="decoded -1 tokens, not 3"):

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from helpers import ROOT, cli_env, free_port
+from helpers import ROOT, cli_env, free_port, load_script
 
 FSDP_SHIM = os.path.join(ROOT, "tests", "fsdp_on_cpu")  # sitecustomize: accelerate's FSDP on CPU processes
 
@@ -105,12 +105,8 @@ def test_checkpoint_saved_on_two_processes_resumes_on_one(runs, name):
 def test_scaling_report_of_the_runs(runs, tmp_path):
     """scripts/scaling_report.py over the 2-process runs and the 1-process resume: throughput per GPU from each run's
     own log, and the curves plotted."""
-    import importlib.util
-
     root, results = runs
-    spec = importlib.util.spec_from_file_location("scaling_report", os.path.join(ROOT, "scripts", "scaling_report.py"))
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("scaling_report")
     out = tmp_path / "report"
     report.main(["--run", f"one={root / 'ddp_on_one'}", "--run", f"ddp={root / 'ddp'}", "--run",
                  f"fsdp={root / 'fsdp'}", "--output_dir", str(out)])
