@@ -34,6 +34,8 @@ from transformers.modeling_outputs import (
 from .cache_lrnn import LRNNCache
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
 from .lm_loss import causal_lm_loss, resolve_loss_backend
+from .norm_triton import can_run as norm_triton_can_run
+from .norm_triton import norm_triton
 from .ops import bdlru_scan, hlru_scan, resolve_backend, scan_step_into, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 
@@ -138,9 +140,61 @@ def _projection_input(readout: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     return readout.to(dtype)
 
 
+def _in_autocast_dtype(normed: torch.Tensor) -> torch.Tensor:
+    """A norm's output in autocast's dtype, cast once for the two projections that read it (value and coefficients,
+    or the SwiGLU's two inputs). Autocast runs the norm in float32 and would cast its output once per projection,
+    forward and backward; the projections compute the same values either way, and their two input gradients are
+    summed in autocast's dtype instead of float32. Without autocast: unchanged."""
+    if torch.is_autocast_enabled(normed.device.type):
+        return normed.to(torch.get_autocast_dtype(normed.device.type))
+    return normed
+
+
+def apply_norm(norm: nn.Module, hidden_states: torch.Tensor, triton_backend: bool, for_projections: bool):
+    """norm(hidden_states). On the Triton backend (CUDA, or the interpreter) the Triton kernels of norm_triton.py
+    compute it (same function; faster weight gradients). for_projections: the output only feeds projections, so
+    under autocast it is returned in autocast's dtype (`_in_autocast_dtype`); otherwise in the norm's own dtype."""
+    if triton_backend and norm_triton_can_run(hidden_states) and norm.weight is not None:
+        device_type = hidden_states.device.type
+        if for_projections and torch.is_autocast_enabled(device_type):
+            out_dtype = torch.get_autocast_dtype(device_type)
+        else:
+            out_dtype = torch.promote_types(hidden_states.dtype, norm.weight.dtype)
+        return norm_triton(hidden_states, norm.weight, getattr(norm, "bias", None), norm.eps,
+                           isinstance(norm, RMSNorm), out_dtype)
+    normed = norm(hidden_states)
+    return _in_autocast_dtype(normed) if for_projections else normed
+
+
 def _is_left_padded(mask: torch.Tensor) -> bool:
     """True when every row is zeros then ones (padding only before the first real token)."""
     return bool((mask[:, 1:] >= mask[:, :-1]).all())
+
+
+class _FreshWindow(torch.autograd.Function):
+    """window[b, t, n, k] = states[b, t - k, n] (0 for t < k): the H-LRU read-out window of a sequence that starts
+    from zeros. Autograd's backward of the pad and the stack would fill and copy a zero gradient per window entry and
+    add them; this one copies the k = 0 gradient and adds each shifted k > 0 gradient onto it in place (same sums)."""
+
+    @staticmethod
+    def forward(ctx, states, m: int):
+        T = states.shape[1]
+        earlier = F.pad(states, (0, 0, m - 1, 0))  # [B, m-1+T, N]: m-1 zero steps, then s_1..s_T
+        ctx.m = m
+        return torch.stack([earlier[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)  # [B, T, N, m]
+
+    @staticmethod
+    def backward(ctx, grad_window):
+        grad_states = grad_window[..., 0].contiguous()  # [B, T, N]
+        T = grad_states.shape[1]
+        for k in range(1, min(ctx.m, T)):
+            grad_states[:, : T - k] += grad_window[:, k:, :, k]  # s_t appears as entry k of the window at t + k
+        return grad_states, None
+
+
+def fresh_hlru_window(states: torch.Tensor, m: int) -> torch.Tensor:
+    """states [B, T, N] -> the window [B, T, N, m] (index k holds s_{t-k}, zeros before the start)."""
+    return _FreshWindow.apply(states, m)
 
 
 def hlru_readout_window(states, initial_state, mask=None, order=None):
@@ -155,6 +209,8 @@ def hlru_readout_window(states, initial_state, mask=None, order=None):
     if m == 1 and mask is None:
         return states.unsqueeze(-1)
     # E = (s_{-m+2}, ..., s_0, s_1, ..., s_T): the m-1 newest initial states, oldest first, then the new ones
+    if initial_state is None and mask is None:
+        return fresh_hlru_window(states, m)
     if initial_state is None:
         full = F.pad(states, (0, 0, m - 1, 0))  # [B, m-1+T, N]: a fresh sequence starts from zeros
     else:
@@ -292,8 +348,7 @@ def hlru_document_window(states: torch.Tensor, offsets: torch.Tensor, m: int) ->
     """The H-LRU read-out window [B, T, N, m] of packed documents: index k holds s_{t-k} while t-k lies in the document
     of token t (offsets [B, T]: t minus its document's start), else 0 (a fresh document's initial window)."""
     B, T, N = states.shape
-    earlier = F.pad(states, (0, 0, m - 1, 0))  # [B, m-1+T, N]: m-1 zero steps, then s_1..s_T
-    window = torch.stack([earlier[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)  # [B, T, N, m]
+    window = fresh_hlru_window(states, m)  # [B, T, N, m]
     inside = offsets.unsqueeze(-1) >= torch.arange(m, device=states.device)  # [B, T, m]
     return torch.where(inside.unsqueeze(2), window, 0.0)
 
@@ -467,8 +522,11 @@ class LRNNBlock(GradientCheckpointingLayer):
         self.mlp = SwiGLU(config)
 
     def forward(self, hidden_states, attention_mask=None, cache=None, documents=None, **kwargs):
-        hidden_states = hidden_states + self.mixer(self.mixer_norm(hidden_states), attention_mask, cache, documents)
-        return hidden_states + self.mlp(self.mlp_norm(hidden_states))
+        triton_backend = resolve_backend(self.mixer.scan_backend(hidden_states.device), hidden_states.device) == "triton"
+        normed = apply_norm(self.mixer_norm, hidden_states, triton_backend, for_projections=True)
+        hidden_states = hidden_states + self.mixer(normed, attention_mask, cache, documents)
+        normed = apply_norm(self.mlp_norm, hidden_states, triton_backend, for_projections=True)
+        return hidden_states + self.mlp(normed)
 
 
 # hub arguments of save_pretrained(push_to_hub=True, ...), handed to push_to_hub() after the atomic save
@@ -814,7 +872,9 @@ class LRNNModel(LRNNPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache, documents=documents)
-        hidden_states = self.norm_f(hidden_states)
+        triton_backend = resolve_backend(runnable_scan_backend(getattr(self.config, "scan_backend", None),
+                                                           hidden_states.device), hidden_states.device) == "triton"
+        hidden_states = apply_norm(self.norm_f, hidden_states, triton_backend, for_projections=False)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         if cache is not None and not torch.compiler.is_compiling():

@@ -52,18 +52,19 @@ class _CompileOnlyDriver:
 
 
 def _load_scan_modules():
-    """hf_lrnn.scan_torch and hf_lrnn.scan_triton by path (hf_lrnn/__init__ imports transformers)."""
+    """hf_lrnn.scan_torch, hf_lrnn.scan_triton and hf_lrnn.norm_triton by path (hf_lrnn/__init__ imports
+    transformers); returns the last two."""
     package = types.ModuleType("hf_lrnn")
     package.__path__ = [os.path.join(ROOT, "hf_lrnn")]
     sys.modules.setdefault("hf_lrnn", package)
     modules = []
-    for name in ("scan_torch", "scan_triton"):
+    for name in ("scan_torch", "scan_triton", "norm_triton"):
         spec = importlib.util.spec_from_file_location(f"hf_lrnn.{name}", os.path.join(ROOT, "hf_lrnn", f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         modules.append(module)
-    return modules[1]
+    return modules[1], modules[2]
 
 
 def main(argv=None):
@@ -90,7 +91,7 @@ def main(argv=None):
         return kernel
 
     JITFunction.run = compile_only
-    scan = _load_scan_modules()
+    scan, norm = _load_scan_modules()
     scan._num_sms = lambda device: 132  # the chunk policy asks the device; an H200 has 132 SMs
 
     # BD-LRU m = 16 runs the [m, m] tile kernels (m <= 8 runs one block per thread)
@@ -98,31 +99,40 @@ def main(argv=None):
     orders[True] = orders[False] + (16,)
     dtypes = (torch.bfloat16,) if args.quick else (torch.bfloat16, torch.float32)
     print(f"Triton {triton.__version__}, target sm_{args.arch}", flush=True)
-    start, failed, total = time.time(), 0, 0
+    start, outcomes = time.time(), []
+
+    def check(name, run_configuration):
+        """Compile what run_configuration() launches; print the kernels, or the error (and go on)."""
+        first = len(compiled)
+        try:
+            run_configuration()
+        except Exception as err:  # noqa: BLE001 (report every configuration, then fail)
+            lines = str(err).strip().splitlines()
+            print(f"FAIL {name}: {type(err).__name__}:\n    " + "\n    ".join(lines[-14:]), flush=True)
+            outcomes.append(False)
+            return
+        print(f"ok   {name}: {', '.join(sorted(set(compiled[first:])))}", flush=True)
+        outcomes.append(True)
+
     for blocked in (False, True):
         for m in orders[blocked]:
             for chunk_size in (0, 64, None):  # sequential, chunked, the automatic choice (m = 1: the look-back)
                 for with_initial_state in (False, True):
-                    total += 1
                     B, T, N = 2, 300, 64
                     gates = torch.randn((B, T, N, m, m + 1) if blocked else (B, T, N, m + 1), requires_grad=True)
                     values = torch.randn((B, T, N, m) if blocked else (B, T, N), requires_grad=True)
                     h0 = torch.randn(B, N, m, requires_grad=True) if with_initial_state else None
                     scan_fn = scan.bdlru_scan_triton if blocked else scan.hlru_scan_triton
-                    name = f"{'bdlru' if blocked else 'hlru'} m={m} chunk_size={chunk_size} initial_state={h0 is not None}"
-                    first = len(compiled)
-                    try:
+
+                    def scan_forward_backward():
                         for dtype in dtypes:
                             states, final = scan_fn(gates.to(dtype), values.to(dtype), h0, "softmax", True, None,
                                                     chunk_size)
                             inputs = [gates, values] + ([h0] if h0 is not None else [])
                             torch.autograd.grad(states.float().sum() + final.float().sum(), inputs)
-                    except Exception as err:  # noqa: BLE001 (report every configuration, then fail)
-                        failed += 1
-                        lines = str(err).strip().splitlines()
-                        print(f"FAIL {name}: {type(err).__name__}:\n    " + "\n    ".join(lines[-14:]), flush=True)
-                        continue
-                    print(f"ok   {name}: {', '.join(sorted(set(compiled[first:])))}", flush=True)
+
+                    check(f"{'bdlru' if blocked else 'hlru'} m={m} chunk_size={chunk_size} initial_state={h0 is not None}",
+                          scan_forward_backward)
     # decode steps written into the state (`scan_step_in_place`, what generate() runs per layer and token), H-LRU with
     # its read-out in bf16; the tile kernels (BD-LRU m = 16) have no such step
     for blocked in (False, True):
@@ -133,19 +143,22 @@ def main(argv=None):
             state = torch.randn(B, N, m)
             if not scan.can_step_in_place(blocked, gates, values, state):
                 continue
-            total += 1
             readout = None if blocked else torch.empty(B, 1, N * m, dtype=torch.bfloat16)
-            name = f"{'bdlru' if blocked else 'hlru'} m={m} decode step in place"
-            first = len(compiled)
-            try:
-                scan.scan_step_in_place(blocked, gates, values, state, "softmax", readout)
-            except Exception as err:  # noqa: BLE001
-                failed += 1
-                lines = str(err).strip().splitlines()
-                print(f"FAIL {name}: {type(err).__name__}:\n    " + "\n    ".join(lines[-14:]), flush=True)
-                continue
-            print(f"ok   {name}: {', '.join(sorted(set(compiled[first:])))}", flush=True)
+            check(f"{'bdlru' if blocked else 'hlru'} m={m} decode step in place",
+                  lambda: scan.scan_step_in_place(blocked, gates, values, state, "softmax", readout))
+    # the models' norms on the Triton backend: float32 residual stream in, autocast's bfloat16 out, d = 768
+    for is_rms in (False, True):
+        x = torch.randn(2, 5, 768, requires_grad=True)
+        weight = torch.ones(768, requires_grad=True)
+        bias = None if is_rms else torch.zeros(768, requires_grad=True)
+
+        def norm_forward_backward():
+            y = norm.norm_triton(x, weight, bias, 1e-5, is_rms, torch.bfloat16)
+            torch.autograd.grad(y.float().sum(), [x, weight] + ([bias] if bias is not None else []))
+
+        check(f"{'rms' if is_rms else 'layer'} norm", norm_forward_backward)
     JITFunction.run = run
+    total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
     return 1 if failed else 0
 

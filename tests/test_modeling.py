@@ -62,6 +62,29 @@ def test_hlru_mixer_reads_out_the_window_of_previous_states(m):
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("T", [1, 2, 5])
+def test_fresh_hlru_window_gradients(m, T):
+    """The window's own backward: gradcheck in float64, and in bfloat16 what autograd gives for the same window built
+    from differentiable ops (pad, stack), including sequences shorter than the window: bitwise where each gradient is
+    a sum of at most two terms (m <= 2), else up to the order of the bfloat16 sums."""
+    from hf_lrnn.modeling_lrnn import fresh_hlru_window
+
+    states = torch.randn(2, T, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s: fresh_hlru_window(s, m), (states,))
+    states = torch.randn(2, T, 3, dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn(2, T, 3, m, dtype=torch.bfloat16)
+    earlier = F.pad(states, (0, 0, m - 1, 0))
+    expected = torch.stack([earlier[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)
+    (expected_grad,) = torch.autograd.grad(expected, states, grad)
+    window = fresh_hlru_window(states, m)
+    (window_grad,) = torch.autograd.grad(window, states, grad)
+    assert torch.equal(window, expected)
+    if m <= 2:
+        assert torch.equal(window_grad, expected_grad)
+    torch.testing.assert_close(window_grad, expected_grad, rtol=2e-2, atol=2e-2)
+
+
 def test_autocast_output_projection_takes_the_readout_in_low_precision(arch):
     """Under autocast the residual stream is float32 but the output projection runs in bfloat16: the read-out goes in
     as the scan wrote it (bfloat16), not through a float32 copy that autocast would only cast back."""
@@ -73,6 +96,35 @@ def test_autocast_output_projection_takes_the_readout_in_low_precision(arch):
         logits = model(ids, use_cache=False).logits
     assert seen == [torch.bfloat16]
     torch.testing.assert_close(logits.float(), model(ids, use_cache=False).logits, rtol=0.05, atol=0.05)
+
+
+def test_autocast_casts_each_norm_output_once(arch, monkeypatch):
+    """Under autocast both projections after a norm read one tensor in autocast's dtype (autocast alone would cast the
+    float32 norm output once per projection): the same logits bitwise, gradients up to bfloat16 sums."""
+    model = tiny_model(arch, m=2).train()
+    layer = model.model.layers[0]
+    seen = {}
+    for name, module in (("value", layer.mixer.value_proj), ("coefficients", layer.mixer.coefficient_proj),
+                         ("gate", layer.mlp.gate_proj), ("up", layer.mlp.up_proj)):
+        module.register_forward_pre_hook(lambda module, args, name=name: seen.__setitem__(name, args[0]))
+    ids = torch.randint(3, 37, (2, 7))
+
+    def logits_and_grads():
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(ids, use_cache=False).logits
+        logits.float().square().mean().backward()
+        return logits, [p.grad.clone() for p in model.parameters()]
+
+    logits, grads = logits_and_grads()
+    assert seen["value"] is seen["coefficients"] and seen["value"].dtype == torch.bfloat16
+    assert seen["gate"] is seen["up"] and seen["gate"].dtype == torch.bfloat16
+    monkeypatch.setattr(hf_lrnn.modeling_lrnn, "_in_autocast_dtype", lambda normed: normed)  # autocast's own casts
+    expected_logits, expected_grads = logits_and_grads()
+    assert seen["value"].dtype == torch.float32  # each projection casts it again
+    assert torch.equal(logits, expected_logits)
+    for grad, expected in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected, rtol=2e-2, atol=1e-3)
 
 
 def test_logits_to_keep_and_inputs_embeds(arch):
