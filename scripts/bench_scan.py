@@ -234,18 +234,18 @@ def run_layer(m):
 def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None, compile_mode=None,
                    loss_backend=None, windows=3):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
-    forward, backward and an AdamW step): H-LRU m in {1, 2, 4} and BD-LRU m in {2, 4, 8} against transformers' Llama
-    of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama too, through torch.compile
-    (inductor; the first steps, which compile, are not timed), with torch.compile's `compile_mode` ("reduce-overhead":
-    the forward and backward replay as CUDA graphs, so no step pays the host's launch costs). models: only these rows
-    ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). Each row times `windows` windows of `steps`
-    steps and reports the median window (`step_ms`) and all of them (`step_ms_windows`): a row moved by up to
-    15 % between runs minutes apart (H-LRU m = 2: 45.4-52.3 ms), and the spread inside a run shows whether it is steady.
-    On CUDA each row also records the GPU's kernel time per step (`gpu_kernel_ms`, 3 profiled steps after the windows).
-    loss_backend: our models' `config.loss_backend`
-    (None: the one-kernel loss of hf_lrnn/lm_loss.py on CUDA; "torch": transformers' loss, as Llama's always is).
-    Each row records the loss that ran (`loss_backend`: "torch" or "triton", "torch" under torch.compile, where the
-    kernel steps aside for inductor; None for Llama)."""
+    forward, backward and a fused AdamW step on CUDA, the Trainer's default): H-LRU m in {1, 2, 4} and BD-LRU m in {2,
+    4, 8} against transformers' Llama of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama
+    too, through torch.compile (inductor; the first steps, which compile, are not timed), with torch.compile's
+    `compile_mode` ("reduce-overhead": the forward and backward replay as CUDA graphs, so no step pays the host's
+    launch costs). models: only these rows ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). Each row
+    times `windows` windows of `steps` steps and reports the median window (`step_ms`) and all of them
+    (`step_ms_windows`): a row moved by up to 15 % between runs minutes apart (H-LRU m = 2: 45.4-52.3 ms), and the
+    spread inside a run shows whether it is steady. On CUDA each row also records the GPU's kernel time per step
+    (`gpu_kernel_ms`, 3 profiled steps after the windows).
+    loss_backend: our models' `config.loss_backend` (None: the one-kernel loss of hf_lrnn/lm_loss.py on CUDA; "torch":
+    transformers' loss, as Llama's always is). Each row records the loss that ran (`loss_backend`: "torch" or "triton",
+    "torch" under torch.compile, where the kernel steps aside for inductor; None for Llama)."""
     from hf_lrnn.lm_loss import resolve_loss_backend
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -271,7 +271,8 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     for name, config in configs.items():
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).to(device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        # fused on CUDA, the Trainer's default (adamw_torch_fused), for every row
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
         forward = torch.compile(model, mode=compile_mode) if compile_models else model
         ids = torch.randint(0, vocab, (B, T), device=device)
 
@@ -301,6 +302,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
                          loss_backend=(None if not hasattr(config, "loss_backend") else "torch" if compile_models
                                        else resolve_loss_backend(config.loss_backend, device)),
+                         optimizer="AdamW fused" if device.startswith("cuda") else "AdamW",
                          parameters=sum(p.numel() for p in model.parameters()),
                          d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, step_ms_windows=window_ms,
                          gpu_kernel_ms=gpu_kernel_ms, tokens_per_s=B * T / seconds))
@@ -335,7 +337,7 @@ def model_lines(models):
         compiled += f"; our models' loss: {models[0]['loss_backend']}, Llama's: transformers'"
     first = models[0]
     lines = [f"Training step of whole models (B={first['B']} T={first['T']}, d={first['d']}, {first['layers']} blocks, bf16 "
-             f"autocast, AdamW{compiled}), tokens/s and against Llama (sdpa), the median of "
+             f"autocast, {first.get('optimizer', 'AdamW')}{compiled}), tokens/s and against Llama (sdpa), the median of "
              f"{len(first.get('step_ms_windows') or [0])} timed windows:"]
     for r in models:
         spread = r.get("step_ms_windows") or [r["step_ms"]]
