@@ -9,7 +9,7 @@
 #   training-step probe (wall, host, GPU kernel time; fused AdamW), the four variants alternating, twice.
 # decode: bench_generate.py (captured steps, context 2048 at batch 1, batch 64) for main and residual, then
 #   bench_scan.py --compare_first_order (m = 1: the look-back kernels against the chunked per-thread kernels, which
-#   were not there when it last ran).
+#   were not there when it last ran), then the time-last m = 1 probe (time_last/: GPU test, then timings).
 set -u
 part=$1; out=$2; here=bench_results/probes_2026-11-30g
 export PYTHONUNBUFFERED=1
@@ -41,6 +41,12 @@ case "$part" in
         --out $out/gen_$v.json 2>&1 | grep -v "Warn\|warn" | tail -n 8) | tee -a $out/next_gen.txt
     done
     PYTHONPATH=.:/tmp/site timeout 200 python3 scripts/bench_scan.py --compare_first_order \
-      --out $out/compare_first_order.json 2>&1 | grep -v "Warn\|warn" | tee $out/compare_first_order.txt ;;
+      --out $out/compare_first_order.json 2>&1 | grep -v "Warn\|warn" | tee $out/compare_first_order.txt
+    # the time-last m = 1 probe kernels (time_last/): exactness on the GPU, then against the landed kernels and
+    # accelerated-scan
+    PYTHONPATH=.:/tmp/site timeout 120 python3 -m pytest -q -p no:cacheprovider $here/time_last/test_time_last.py 2>&1 \
+      | tail -n 3 | tee $out/time_last_tests.txt
+    PYTHONPATH=.:/tmp/site timeout 200 python3 $here/time_last/bench_time_last.py $out/time_last.json 2>&1 \
+      | grep -v "Warn\|warn" | tee $out/time_last.txt ;;
   *) echo "part must be train or decode, got $part"; exit 2 ;;
 esac

@@ -1,0 +1,135 @@
+"""Probe (not part of hf_lrnn): an m = 1 H-LRU scan in a time-last layout, the layout accelerated-scan uses.
+
+Why: the landed m = 1 kernels read [B, T, N] tensors, so Triton spreads a tile's time axis over lanes and warps and
+the scan crosses them (docs/kernels.md, bench_results/NOTES_scan.md). With time contiguous in memory, a thread holds
+consecutive time steps and `tl.associative_scan` runs mostly inside threads. The model could produce and consume this
+layout without copies: the coefficient and value projections as `torch.bmm(W, x^T)` write [B, rows, T], and the
+output projection reads states [B, N, T] as a transposed operand.
+
+Layout: gate logits [B, N, 2, T] (channel n's lag logit row, then its input-gate logit row), values and states
+[B, N, T], initial / final state [B, N] float32. Softmax gates only: a_t = sigmoid(z0 - z1), g_t = 1 - a_t;
+s_t = a_t s_{t-1} + g_t x_t. One program per (sequence, channel), walking time in tiles of BT steps with the state
+carried in a register; the backward walks the tiles from the end with the adjoint carried.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _affine_combine(a_left, b_left, a_right, b_right):
+    """(a_left, b_left) then (a_right, b_right): s -> a_right (a_left s + b_left) + b_right."""
+    return a_left * a_right, b_left * a_right + b_right
+
+
+@triton.jit
+def _time_last_fwd_kernel(gates, values, initial_state, states, final_state, T, BT: tl.constexpr,
+                          HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)  # b * N + n
+    z0_row = gates + row * 2 * T
+    z1_row = z0_row + T
+    x_row = values + row * T
+    s_row = states + row * T
+    h = tl.zeros([], dtype=tl.float32)
+    if HAS_H0:
+        h = tl.load(initial_state + row)
+    for t0 in range(0, T, BT):
+        offs = t0 + tl.arange(0, BT)
+        mask = offs < T
+        z0 = tl.load(z0_row + offs, mask=mask, other=0.0).to(tl.float32)
+        z1 = tl.load(z1_row + offs, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+        a = tl.sigmoid(z0 - z1)
+        a = tl.where(mask, a, 1.0)
+        b = tl.where(mask, (1.0 - a) * x, 0.0)
+        a_cum, b_cum = tl.associative_scan((a, b), axis=0, combine_fn=_affine_combine)
+        s = a_cum * h + b_cum
+        tl.store(s_row + offs, s.to(states.dtype.element_ty), mask=mask)
+        h = tl.sum(tl.where(offs == tl.minimum(t0 + BT, T) - 1, s, 0.0), axis=0)
+    if WRITE_FINAL:
+        tl.store(final_state + row, h)
+
+
+@triton.jit
+def _time_last_bwd_kernel(gates, values, states, initial_state, d_states, d_final, d_gates, d_values, d_initial_state,
+                          T, BT: tl.constexpr, HAS_H0: tl.constexpr, HAS_DFINAL: tl.constexpr):
+    """lam_t = dy_t + a_{t+1} lam_{t+1} (lam_{T-1} = dy_{T-1} + d_final), scanned from the end; then
+    d x_t = lam_t g_t, d a_t = lam_t s_{t-1}, d g_t = lam_t x_t, d z0 = a g (d a - d g) = -d z1."""
+    row = tl.program_id(0).to(tl.int64)
+    z0_row = gates + row * 2 * T
+    z1_row = z0_row + T
+    x_row = values + row * T
+    s_row = states + row * T
+    dy_row = d_states + row * T
+    dz0_row = d_gates + row * 2 * T
+    dz1_row = dz0_row + T
+    dx_row = d_values + row * T
+    carry = tl.zeros([], dtype=tl.float32)  # lam of the step after the tile
+    if HAS_DFINAL:
+        carry = tl.load(d_final + row)
+    h0 = tl.zeros([], dtype=tl.float32)
+    if HAS_H0:
+        h0 = tl.load(initial_state + row)
+    num_tiles = tl.cdiv(T, BT)
+    for r in range(0, num_tiles):
+        t0 = (num_tiles - 1 - r) * BT
+        offs = t0 + tl.arange(0, BT)
+        mask = offs < T
+        nxt = offs + 1
+        nmask = nxt < T
+        # the coefficient of the next step (1 past the end: d_final enters as lam_T with a_T = 1)
+        a_next = tl.sigmoid(tl.load(z0_row + nxt, mask=nmask, other=0.0).to(tl.float32)
+                            - tl.load(z1_row + nxt, mask=nmask, other=0.0).to(tl.float32))
+        a_next = tl.where(nmask, a_next, 1.0)
+        dy = tl.load(dy_row + offs, mask=mask, other=0.0).to(tl.float32)
+        c = tl.where(mask, a_next, 1.0)
+        d = tl.where(mask, dy, 0.0)
+        c_cum, d_cum = tl.associative_scan((c, d), axis=0, combine_fn=_affine_combine, reverse=True)
+        lam = c_cum * carry + d_cum
+        z0 = tl.load(z0_row + offs, mask=mask, other=0.0).to(tl.float32)
+        z1 = tl.load(z1_row + offs, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+        prev = offs - 1
+        s_prev = tl.load(s_row + prev, mask=mask & (prev >= 0), other=0.0).to(tl.float32)
+        s_prev = tl.where(prev >= 0, s_prev, h0)
+        a = tl.sigmoid(z0 - z1)
+        g = 1.0 - a
+        d_a = lam * s_prev
+        d_g = lam * x
+        d_z0 = a * g * (d_a - d_g)
+        tl.store(dz0_row + offs, d_z0.to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(dz1_row + offs, (-d_z0).to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(dx_row + offs, (lam * g).to(d_values.dtype.element_ty), mask=mask)
+        carry = tl.sum(tl.where(offs == t0, lam, 0.0), axis=0)
+        if HAS_H0:
+            a_first = tl.sum(tl.where(offs == t0, a, 0.0), axis=0)
+            if t0 == 0:
+                tl.store(d_initial_state + row, a_first * carry)
+
+
+def time_last_forward(gates, values, initial_state=None, want_final=False, block_t=2048, num_warps=4):
+    """gates [B, N, 2, T], values [B, N, T] -> (states [B, N, T] in values' dtype, final [B, N] float32 or None)."""
+    B, N, two, T = gates.shape
+    assert two == 2 and values.shape == (B, N, T) and gates.is_contiguous() and values.is_contiguous()
+    states = torch.empty_like(values)
+    final = torch.empty(B, N, device=values.device, dtype=torch.float32) if want_final else None
+    block_t = min(block_t, triton.next_power_of_2(T))
+    _time_last_fwd_kernel[(B * N,)](
+        gates=gates, values=values, initial_state=initial_state, states=states, final_state=final, T=T, BT=block_t,
+        HAS_H0=initial_state is not None, WRITE_FINAL=want_final, num_warps=num_warps)
+    return states, final
+
+
+def time_last_backward(gates, values, states, d_states, initial_state=None, d_final=None, block_t=2048,
+                       num_warps=4):
+    """(d gates [B, N, 2, T], d values [B, N, T], d initial state [B, N] float32 or None)."""
+    B, N, _, T = gates.shape
+    d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
+    d_h0 = torch.empty(B, N, device=values.device, dtype=torch.float32) if initial_state is not None else None
+    block_t = min(block_t, triton.next_power_of_2(T))
+    _time_last_bwd_kernel[(B * N,)](
+        gates=gates, values=values, states=states, initial_state=initial_state, d_states=d_states.contiguous(),
+        d_final=d_final, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, BT=block_t,
+        HAS_H0=initial_state is not None, HAS_DFINAL=d_final is not None, num_warps=num_warps)
+    return d_gates, d_values, d_h0
