@@ -1,8 +1,9 @@
-"""H200 probe: the time-last m = 1 kernels (time_last_scan.py) against the landed m = 1 kernels (time-major) and
-accelerated-scan's Triton scan (time-last, no normalisation), bf16, CUDA kernel time (triton.testing.do_bench).
+"""H200 probe: the time-last m = 1 kernels (time_last_scan.py; and H-LRU m = 2's forward) against the landed
+kernels (time-major) and accelerated-scan's Triton scan (time-last, no normalisation), bf16, CUDA kernel time
+(triton.testing.do_bench).
     PYTHONPATH=.:/tmp/site python3 bench_results/probes_2026-11-30g/time_last/bench_time_last.py OUT.json
 % of copy: bytes (forward: 2 logits + value + state per channel and step; forward+backward: forward + 2 logits, value,
-state, d state read, d logits 2, d value written = 12) over a same-run torch copy's bandwidth (read + write)."""
+state, d state read, d logits 2, d value written = 12; m = 2 forward: 5) over a same-run torch copy's bandwidth."""
 
 import json
 import os
@@ -12,7 +13,7 @@ import torch
 from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from time_last_scan import time_last_backward, time_last_forward  # noqa: E402
+from time_last_scan import time_last_backward, time_last_forward, time_last_forward_m2  # noqa: E402
 
 from hf_lrnn.scan_triton import hlru_scan_triton  # noqa: E402
 
@@ -72,6 +73,14 @@ for B, T, D in [(8, 4096, 1024), (32, 2048, 2048), (1, 16384, 1024), (1, 65536, 
         def acc_fb():
             accelerated_scan(ga, xa).backward(dy)
         row["accelerated_scan_fwdbwd_ms"] = do_bench(acc_fb, grad_to_none=[ga, xa])
+    # H-LRU m = 2, forward only: the time-last companion scan against the landed kernels (m + 3 = 5 elements)
+    g3 = torch.randn(B, D, 3, T, device="cuda", dtype=torch.bfloat16)
+    m2 = {bt: do_bench(lambda: time_last_forward_m2(g3, v, block_t=bt)) for bt in (512, 1024, 2048)}
+    row["time_last_m2_fwd_ms"] = min(m2.values())
+    row["time_last_m2_fwd_block_t"] = min(m2, key=m2.get)
+    row["time_last_m2_fwd_pct_copy"] = 100 * 5 * 2 * elems / (row["time_last_m2_fwd_ms"] * 1e-3) / copy_bw
+    g3m = torch.randn(B, T, D, 3, device="cuda", dtype=torch.bfloat16)
+    row["landed_m2_fwd_ms"] = do_bench(lambda: hlru_scan_triton(g3m, vm.detach(), None, "softmax", False, None, None))
     rows.append(row)
     b = best[1]
     print(f"B{B} T{T} D{D}: time-last {best[0]} fwd {b['fwd_ms'] * 1e3:.0f} us ({row['time_last_fwd_pct_copy']:.0f} % "
@@ -79,4 +88,7 @@ for B, T, D in [(8, 4096, 1024), (32, 2048, 2048), (1, 16384, 1024), (1, 65536, 
           f"{row['landed_fwd_ms'] * 1e3:.0f} us, f+b {row['landed_fwdbwd_ms'] * 1e3:.0f} us; accelerated-scan fwd "
           f"{row.get('accelerated_scan_fwd_ms', float('nan')) * 1e3:.0f} us, f+b "
           f"{row.get('accelerated_scan_fwdbwd_ms', float('nan')) * 1e3:.0f} us", flush=True)
+    print(f"  m = 2 forward: time-last {row['time_last_m2_fwd_ms'] * 1e3:.0f} us "
+          f"({row['time_last_m2_fwd_pct_copy']:.0f} % copy, tiles {row['time_last_m2_fwd_block_t']}), landed "
+          f"{row['landed_m2_fwd_ms'] * 1e3:.0f} us", flush=True)
 json.dump(dict(copy_tb_s=copy_bw / 1e12, rows=rows), open(out_path, "w"), indent=1)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from time_last_scan import time_last_backward, time_last_forward  # noqa: E402
+from time_last_scan import time_last_backward, time_last_forward, time_last_forward_m2  # noqa: E402
 
 from hf_lrnn.scan_torch import hlru_scan_torch  # noqa: E402
 
@@ -46,3 +46,18 @@ def test_time_last_matches_the_reference(T, block_t, with_h0):
     torch.testing.assert_close(d_values, ref_grads[1], **tol)
     if with_h0:
         torch.testing.assert_close(d_h0.to(dtype), ref_grads[2], **tol)
+
+
+@pytest.mark.parametrize("T,block_t", [(1, 16), (13, 4), (50, 16)])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_time_last_m2_forward_matches_the_reference(T, block_t, with_h0):
+    dtype = torch.float64 if DEVICE == "cpu" else torch.float32
+    generator = torch.Generator().manual_seed(T)
+    B, N = 2, 3
+    gates = (torch.randn(B, N, 3, T, generator=generator, dtype=dtype) * 2).to(DEVICE)
+    values = torch.randn(B, N, T, generator=generator, dtype=dtype).to(DEVICE)
+    h0 = torch.randn(B, N, 2, generator=generator, dtype=dtype).to(DEVICE) if with_h0 else None
+    # the reference's window: index k holds s_{-k}, the same order as (s_0, s_-1)
+    ref_states, _ = hlru_scan_torch(gates.permute(0, 3, 1, 2), values.permute(0, 2, 1), h0)
+    states = time_last_forward_m2(gates, values, h0.float() if with_h0 else None, block_t=block_t)
+    torch.testing.assert_close(states, ref_states.permute(0, 2, 1), rtol=1e-5, atol=1e-6)

@@ -133,3 +133,62 @@ def time_last_backward(gates, values, states, d_states, initial_state=None, d_fi
         d_final=d_final, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, BT=block_t,
         HAS_H0=initial_state is not None, HAS_DFINAL=d_final is not None, num_warps=num_warps)
     return d_gates, d_values, d_h0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# H-LRU m = 2, forward only: s_t = a1 s_{t-1} + a2 s_{t-2} + g x_t, i.e. u_t = (s_t, s_{t-1}) = M_t u_{t-1} + (g x_t, 0)
+# with the companion matrix M_t = [[a1, a2], [1, 0]]; the scan composes (M, b) pairs.
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _companion_combine(p_l, q_l, r_l, s_l, b1_l, b2_l, p_r, q_r, r_r, s_r, b1_r, b2_r):
+    """(M_l, b_l) then (M_r, b_r): u -> M_r (M_l u + b_l) + b_r, M = [[p, q], [r, s]]."""
+    return (p_r * p_l + q_r * r_l, p_r * q_l + q_r * s_l, r_r * p_l + s_r * r_l, r_r * q_l + s_r * s_l,
+            p_r * b1_l + q_r * b2_l + b1_r, r_r * b1_l + s_r * b2_l + b2_r)
+
+
+@triton.jit
+def _time_last_m2_fwd_kernel(gates, values, initial_state, states, T, BT: tl.constexpr, HAS_H0: tl.constexpr):
+    """gates [B, N, 3, T] (lag 1, lag 2, input gate), softmax-normalised; initial_state [B, N, 2] float32 (s_0, s_-1)."""
+    row = tl.program_id(0).to(tl.int64)
+    z_row = gates + row * 3 * T
+    x_row = values + row * T
+    out_row = states + row * T
+    h1 = tl.zeros([], dtype=tl.float32)  # s_{t-1}
+    h2 = tl.zeros([], dtype=tl.float32)  # s_{t-2}
+    if HAS_H0:
+        h1 = tl.load(initial_state + row * 2)
+        h2 = tl.load(initial_state + row * 2 + 1)
+    for t0 in range(0, T, BT):
+        offs = t0 + tl.arange(0, BT)
+        mask = offs < T
+        z1 = tl.load(z_row + offs, mask=mask, other=0.0).to(tl.float32)
+        z2 = tl.load(z_row + T + offs, mask=mask, other=0.0).to(tl.float32)
+        zg = tl.load(z_row + 2 * T + offs, mask=mask, other=0.0).to(tl.float32)
+        x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+        top = tl.maximum(tl.maximum(z1, z2), zg)
+        e1, e2, eg = tl.exp(z1 - top), tl.exp(z2 - top), tl.exp(zg - top)
+        inv = 1.0 / (e1 + e2 + eg)
+        one = tl.full([BT], 1.0, tl.float32)
+        zero = tl.zeros([BT], dtype=tl.float32)
+        p = tl.where(mask, e1 * inv, one)
+        q = tl.where(mask, e2 * inv, zero)
+        r = tl.where(mask, one, zero)
+        s = tl.where(mask, zero, one)
+        b1 = tl.where(mask, eg * inv * x, zero)
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, zero), axis=0, combine_fn=_companion_combine)
+        new1 = p * h1 + q * h2 + b1
+        new2 = r * h1 + s * h2 + b2
+        tl.store(out_row + offs, new1.to(states.dtype.element_ty), mask=mask)
+        last = offs == tl.minimum(t0 + BT, T) - 1
+        h1, h2 = tl.sum(tl.where(last, new1, 0.0), axis=0), tl.sum(tl.where(last, new2, 0.0), axis=0)
+
+
+def time_last_forward_m2(gates, values, initial_state=None, block_t=2048, num_warps=4):
+    """gates [B, N, 3, T], values [B, N, T], initial_state [B, N, 2] float32 (s_0, s_-1) -> states [B, N, T]."""
+    B, N, three, T = gates.shape
+    assert three == 3 and values.shape == (B, N, T) and gates.is_contiguous() and values.is_contiguous()
+    states = torch.empty_like(values)
+    block_t = min(block_t, triton.next_power_of_2(T))
+    _time_last_m2_fwd_kernel[(B * N,)](gates=gates, values=values, initial_state=initial_state, states=states, T=T,
+                                        BT=block_t, HAS_H0=initial_state is not None, num_warps=num_warps)
+    return states
