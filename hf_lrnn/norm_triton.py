@@ -159,9 +159,10 @@ class _NormFunction(torch.autograd.Function):
         programs = _backward_programs(M, x_rows.device)
         rows_per_program = triton.cdiv(M, programs)
         programs = triton.cdiv(M, rows_per_program) if M > 0 else 1
-        dweight_partial = torch.empty(programs, N, device=x_rows.device, dtype=torch.float32)  # every row written
-        dbias_partial = torch.empty(programs, N, device=x_rows.device, dtype=torch.float32) if bias is not None \
-            else None
+        # every row is written by its program; with no rows no program runs, and the gradients are zeros
+        alloc = torch.empty if M > 0 else torch.zeros
+        dweight_partial = alloc(programs, N, device=x_rows.device, dtype=torch.float32)
+        dbias_partial = alloc(programs, N, device=x_rows.device, dtype=torch.float32) if bias is not None else None
         if M > 0:
             with _device_guard(x_rows):
                 _norm_bwd_kernel[(programs,)](

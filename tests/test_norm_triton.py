@@ -52,6 +52,22 @@ def test_norm_matches_float64_formula_with_gradients(is_rms, shape):
         torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
 
+def test_norm_of_no_rows_gives_zero_weight_gradients():
+    """An empty input (e.g. a batch of zero-length sequences): empty output, and zero weight and bias gradients, not
+    the contents of an unwritten buffer."""
+    for _ in range(3):  # reuse freed memory, which an unwritten buffer would show
+        junk = torch.full((4096,), 1e6, device=DEVICE)
+        del junk
+        x = torch.randn(2, 0, 8, device=DEVICE, requires_grad=True)
+        weight = torch.ones(8, device=DEVICE, requires_grad=True)
+        bias = torch.zeros(8, device=DEVICE, requires_grad=True)
+        y = norm_triton(x, weight, bias, 1e-5, False, torch.float32)
+        y.sum().backward()
+        assert y.shape == (2, 0, 8)
+        assert torch.equal(weight.grad, torch.zeros(8, device=DEVICE))
+        assert torch.equal(bias.grad, torch.zeros(8, device=DEVICE))
+
+
 def test_norm_writes_the_requested_dtype_and_keeps_input_gradient_dtype():
     """Under autocast the models ask for bfloat16 outputs of a float32 residual stream: the output is the float32
     result in bfloat16 (to one bfloat16 step: the interpreter's conversion is not the GPU's rounding), and the input
