@@ -131,6 +131,12 @@ def _zero_padded(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return values * mask.view(*mask.shape, *([1] * (values.dim() - 2))).to(values.dtype)
 
 
+def runs_triton(config, device: torch.device) -> bool:
+    """Whether a forward of a model with `config` runs the Triton backend on `device` (its scans, and the norms of
+    norm_triton.py): `config.scan_backend` as `runnable_scan_backend` and `resolve_backend` settle it."""
+    return resolve_backend(runnable_scan_backend(getattr(config, "scan_backend", None), device), device) == "triton"
+
+
 def _projection_input(readout: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The read-out in the model's dtype for the output projection. Under autocast the projection casts its input
     itself, so it is passed as is: a cast to the (float32) residual stream's dtype first would add two copies of
@@ -171,6 +177,12 @@ def _is_left_padded(mask: torch.Tensor) -> bool:
     return bool((mask[:, 1:] >= mask[:, :-1]).all())
 
 
+def _stacked_window(full: torch.Tensor, m: int) -> torch.Tensor:
+    """full [B, m-1+T, N] (m-1 earlier states, then s_1..s_T) -> the window [B, T, N, m], index k holding s_{t-k}."""
+    T = full.shape[1] - (m - 1)
+    return torch.stack([full[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)
+
+
 class _FreshWindow(torch.autograd.Function):
     """window[b, t, n, k] = states[b, t - k, n] (0 for t < k): the H-LRU read-out window of a sequence that starts
     from zeros. Autograd's backward of the pad and the stack would fill and copy a zero gradient per window entry and
@@ -178,10 +190,8 @@ class _FreshWindow(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, states, m: int):
-        T = states.shape[1]
-        earlier = F.pad(states, (0, 0, m - 1, 0))  # [B, m-1+T, N]: m-1 zero steps, then s_1..s_T
         ctx.m = m
-        return torch.stack([earlier[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)  # [B, T, N, m]
+        return _stacked_window(F.pad(states, (0, 0, m - 1, 0)), m)  # m-1 zero steps, then s_1..s_T -> [B, T, N, m]
 
     @staticmethod
     def backward(ctx, grad_window):
@@ -217,7 +227,7 @@ def hlru_readout_window(states, initial_state, mask=None, order=None):
         prefix = initial_state[..., : m - 1].flip(-1).transpose(1, 2).to(states.dtype)  # [B, m-1, N]
         full = torch.cat([prefix, states], dim=1)  # [B, m-1+T, N]
     if mask is None:
-        return torch.stack([full[:, m - 1 - k : m - 1 - k + T] for k in range(m)], dim=-1)
+        return _stacked_window(full, m)
     count = mask.long().cumsum(1)  # real tokens up to and including t
     real_positions = torch.sort((~mask).int(), dim=1, stable=True).indices  # real positions first, in order
     e_index = (m - 2 + count).unsqueeze(-1) - torch.arange(m, device=states.device)  # [B, T, m] index into E
@@ -490,7 +500,7 @@ class LRNNMixer(nn.Module):
 
         decode_readout = None  # [B, 1, N*m]: an H-LRU decode step on Triton writes its window here (`_scan`)
         if T == 1 and not self.blocked and self.unit_size > 1 and initial_state is not None \
-                and resolve_backend(self.scan_backend(values.device), values.device) == "triton":
+                and runs_triton(self.config, values.device):
             decode_readout = values.new_empty(B, 1, self.num_units * self.unit_size)
         states, final_state, masked, decode_readout = self._scan(
             gates, values, initial_state, mask, in_place=T == 1, readout_into=decode_readout)
@@ -522,7 +532,7 @@ class LRNNBlock(GradientCheckpointingLayer):
         self.mlp = SwiGLU(config)
 
     def forward(self, hidden_states, attention_mask=None, cache=None, documents=None, **kwargs):
-        triton_backend = resolve_backend(self.mixer.scan_backend(hidden_states.device), hidden_states.device) == "triton"
+        triton_backend = runs_triton(self.mixer.config, hidden_states.device)
         normed = apply_norm(self.mixer_norm, hidden_states, triton_backend, for_projections=True)
         hidden_states = hidden_states + self.mixer(normed, attention_mask, cache, documents)
         normed = apply_norm(self.mlp_norm, hidden_states, triton_backend, for_projections=True)
@@ -872,8 +882,7 @@ class LRNNModel(LRNNPreTrainedModel):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache, documents=documents)
-        triton_backend = resolve_backend(runnable_scan_backend(getattr(self.config, "scan_backend", None),
-                                                           hidden_states.device), hidden_states.device) == "triton"
+        triton_backend = runs_triton(self.config, hidden_states.device)
         hidden_states = apply_norm(self.norm_f, hidden_states, triton_backend, for_projections=False)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
@@ -970,8 +979,7 @@ class LRNNForCausalLM(LRNNWithHead, GenerationMixin):
         device, and inference (not training)."""
         device = self.lm_head.weight.device
         return (device.type in self.decode_graph_devices and not self.training and not self._split_over_devices()
-                and resolve_backend(runnable_scan_backend(getattr(self.config, "scan_backend", None), device),
-                                    device) == "triton")
+                and runs_triton(self.config, device))
 
     def _split_over_devices(self) -> bool:
         """Whether accelerate placed the model's modules on several devices (`device_map`)."""

@@ -16,7 +16,6 @@ by float32 rounding.
 """
 
 import contextlib
-import functools
 import os
 from typing import Optional
 
@@ -25,6 +24,8 @@ import torch
 try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
+
+    from .scan_triton import _num_sms
 except ImportError:  # the models use their torch norms
     triton = None
 
@@ -111,17 +112,12 @@ def _device_guard(tensor):
     return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
-@functools.lru_cache(maxsize=None)
-def _multiprocessors(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _backward_programs(M: int, device: torch.device) -> int:
     """Programs of the backward: a few per SM (each keeps one partial weight-gradient row); fewer rows each means
     more partial rows for the host to sum."""
     if device.type != "cuda":
         return max(1, min(M, 4))
-    return max(1, min(M, 4 * _multiprocessors(device.index if device.index is not None else 0)))
+    return max(1, min(M, 4 * _num_sms(device)))
 
 
 class _NormFunction(torch.autograd.Function):

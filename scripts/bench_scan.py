@@ -267,12 +267,13 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
             raise ValueError(f"--models: unknown rows {sorted(unknown)}; expected some of hlru1, hlru2, hlru4, bdlru2, "
                              "bdlru4, bdlru8, llama")
         configs = {name: c for name, c in configs.items() if name == "llama" or name.replace(" m=", "") in models}
+    on_cuda = device.startswith("cuda")
     rows = []
     for name, config in configs.items():
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).to(device)
         # fused on CUDA, the Trainer's default (adamw_torch_fused), for every row
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.startswith("cuda"))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=on_cuda)
         forward = torch.compile(model, mode=compile_mode) if compile_models else model
         ids = torch.randint(0, vocab, (B, T), device=device)
 
@@ -289,25 +290,25 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
             step()
         window_ms = []
         for _ in range(windows):
-            if device.startswith("cuda"):
+            if on_cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             for _ in range(steps):
                 step()
-            if device.startswith("cuda"):
+            if on_cuda:
                 torch.cuda.synchronize()
             window_ms.append((time.perf_counter() - start) / steps * 1e3)
         seconds = statistics.median(window_ms) / 1e3
-        gpu_kernel_ms = gpu_kernel_ms_per_step(step, 3) if device.startswith("cuda") else None
+        gpu_kernel_ms = gpu_kernel_ms_per_step(step, 3) if on_cuda else None
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
                          loss_backend=(None if not hasattr(config, "loss_backend") else "torch" if compile_models
                                        else resolve_loss_backend(config.loss_backend, device)),
-                         optimizer="AdamW fused" if device.startswith("cuda") else "AdamW",
+                         optimizer="AdamW fused" if on_cuda else "AdamW",
                          parameters=sum(p.numel() for p in model.parameters()),
                          d=d, layers=layers, B=B, T=T, step_ms=seconds * 1e3, step_ms_windows=window_ms,
                          gpu_kernel_ms=gpu_kernel_ms, tokens_per_s=B * T / seconds))
         del model, optimizer, forward
-        if device.startswith("cuda"):
+        if on_cuda:
             torch.cuda.empty_cache()
     llama = next(r for r in rows if r["model"] == "llama")["tokens_per_s"]
     for r in rows:

@@ -210,8 +210,8 @@ def main(argv=None):
     loss_backend = getattr(model.config, "loss_backend", None)  # None: the one-kernel loss on CUDA (lm_loss.py)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "norm" not in n)]
-    # fused on CUDA, as the Trainer's default optimizer (adamw_torch_fused): one kernel per step instead of a few per
-    # parameter group, which matters where the host, not the GPU, bounds the step
+    # fused on CUDA, as the Trainer's default optimizer (adamw_torch_fused): far fewer kernel launches per step than
+    # torch's default (foreach), which matters where the host, not the GPU, bounds the step
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}],
                                   lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
