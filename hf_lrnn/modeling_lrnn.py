@@ -34,8 +34,8 @@ from transformers.modeling_outputs import (
 from .cache_lrnn import LRNNCache
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
 from .lm_loss import causal_lm_loss, resolve_loss_backend
+from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
-from .norm_triton import norm_triton
 from .ops import bdlru_scan, hlru_scan, resolve_backend, scan_step_into, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 
@@ -170,6 +170,23 @@ def apply_norm(norm: nn.Module, hidden_states: torch.Tensor, triton_backend: boo
                            isinstance(norm, RMSNorm), out_dtype)
     normed = norm(hidden_states)
     return _in_autocast_dtype(normed) if for_projections else normed
+
+
+def apply_add_norm(norm: nn.Module, hidden_states: torch.Tensor, delta: torch.Tensor, triton_backend: bool):
+    """(hidden_states + delta, norm of that sum for the projections), as `apply_norm(..., for_projections=True)`
+    would give after the add. On the Triton backend one kernel does both (and, backward, adds the residual's gradient
+    to the norm's): one kernel fewer per block each way."""
+    if triton_backend and norm_triton_can_run(hidden_states) and norm.weight is not None \
+            and hidden_states.shape == delta.shape:
+        device_type = hidden_states.device.type
+        if torch.is_autocast_enabled(device_type):
+            out_dtype = torch.get_autocast_dtype(device_type)
+        else:
+            out_dtype = torch.promote_types(torch.promote_types(hidden_states.dtype, delta.dtype), norm.weight.dtype)
+        return add_norm_triton(hidden_states, delta, norm.weight, getattr(norm, "bias", None), norm.eps,
+                               isinstance(norm, RMSNorm), out_dtype)
+    hidden_states = hidden_states + delta
+    return hidden_states, apply_norm(norm, hidden_states, triton_backend, for_projections=True)
 
 
 def _is_left_padded(mask: torch.Tensor) -> bool:
@@ -534,8 +551,8 @@ class LRNNBlock(GradientCheckpointingLayer):
     def forward(self, hidden_states, attention_mask=None, cache=None, documents=None, **kwargs):
         triton_backend = runs_triton(self.mixer.config, hidden_states.device)
         normed = apply_norm(self.mixer_norm, hidden_states, triton_backend, for_projections=True)
-        hidden_states = hidden_states + self.mixer(normed, attention_mask, cache, documents)
-        normed = apply_norm(self.mlp_norm, hidden_states, triton_backend, for_projections=True)
+        mixer_out = self.mixer(normed, attention_mask, cache, documents)
+        hidden_states, normed = apply_add_norm(self.mlp_norm, hidden_states, mixer_out, triton_backend)
         return hidden_states + self.mlp(normed)
 
 

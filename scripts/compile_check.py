@@ -157,6 +157,14 @@ def main(argv=None):
             torch.autograd.grad(y.float().sum(), [x, weight] + ([bias] if bias is not None else []))
 
         check(f"{'rms' if is_rms else 'layer'} norm", norm_forward_backward)
+
+        def add_norm_forward_backward():  # the residual add before a block's second norm: bfloat16 delta
+            delta = torch.randn(2, 5, 768, dtype=torch.bfloat16, requires_grad=True)
+            total, y = norm.add_norm_triton(x, delta, weight, bias, 1e-5, is_rms, torch.bfloat16)
+            torch.autograd.grad(total.sum() + y.float().sum(),
+                                [x, delta, weight] + ([bias] if bias is not None else []))
+
+        check(f"{'rms' if is_rms else 'layer'} add + norm", add_norm_forward_backward)
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
