@@ -219,6 +219,7 @@ class _AddNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, delta, weight, bias, eps, is_rms, out_dtype):
         _, total, y, means, rstds = _norm_forward(x, delta, weight, bias, eps, is_rms, out_dtype)
+        ctx.set_materialize_grads(False)  # an unread sum's gradient stays None: no zero tensor filled and read
         ctx.save_for_backward(total, weight, bias, means, rstds)
         ctx.is_rms, ctx.delta_dtype = is_rms, delta.dtype
         return total.view(x.shape), y.view(x.shape)

@@ -97,6 +97,25 @@ def test_add_norm_matches_float64_formula_with_gradients(is_rms, used):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_add_norm_backward_fills_no_zero_gradient_for_an_unread_sum():
+    """The final norm's sum is read by nothing: its gradient stays None (no zero tensor filled and read)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class RecordOps(TorchDispatchMode):
+        names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            RecordOps.names.append(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    x, delta = (torch.randn(2, 3, 8, device=DEVICE, requires_grad=True) for _ in range(2))
+    weight = torch.ones(8, device=DEVICE, requires_grad=True)
+    _, y = add_norm_triton(x, delta, weight, None, 1e-5, True, torch.float32)
+    with RecordOps():
+        y.sum().backward()
+    assert not [name for name in RecordOps.names if "zero" in name or "fill" in name], RecordOps.names
+
+
 def test_add_norm_of_a_float32_stream_and_a_bfloat16_delta():
     """Under autocast the residual stream is float32 and the mixer's output bfloat16: the sum is float32 (as
     `x + delta` promotes), the norm comes out in bfloat16, and delta's gradient comes back in bfloat16, x's in
