@@ -38,6 +38,8 @@ from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
 from .ops import bdlru_scan, hlru_scan, resolve_backend, scan_step_into, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
+from .swiglu_triton import can_run as swiglu_triton_can_run
+from .swiglu_triton import silu_mul_triton
 
 try:
     from transformers import initialization as init
@@ -122,8 +124,11 @@ class SwiGLU(nn.Module):
         self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)  # W2
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)  # W3
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: torch.Tensor, triton_backend: bool = False) -> torch.Tensor:
+        gate, up = self.gate_proj(x), self.up_proj(x)  # [B, T, intermediate_size] each
+        if triton_backend and swiglu_triton_can_run(gate) and gate.dtype == up.dtype:
+            return self.down_proj(silu_mul_triton(gate, up))  # one kernel each way (swiglu_triton.py)
+        return self.down_proj(F.silu(gate) * up)
 
 
 def _zero_padded(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -553,7 +558,7 @@ class LRNNBlock(GradientCheckpointingLayer):
         normed = apply_norm(self.mixer_norm, hidden_states, triton_backend, for_projections=True)
         mixer_out = self.mixer(normed, attention_mask, cache, documents)
         hidden_states, normed = apply_add_norm(self.mlp_norm, hidden_states, mixer_out, triton_backend)
-        return hidden_states + self.mlp(normed)
+        return hidden_states + self.mlp(normed, triton_backend)
 
 
 # hub arguments of save_pretrained(push_to_hub=True, ...), handed to push_to_hub() after the atomic save

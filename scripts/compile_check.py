@@ -52,19 +52,19 @@ class _CompileOnlyDriver:
 
 
 def _load_scan_modules():
-    """hf_lrnn.scan_torch, hf_lrnn.scan_triton and hf_lrnn.norm_triton by path (hf_lrnn/__init__ imports
-    transformers); returns the last two."""
+    """hf_lrnn.scan_torch, hf_lrnn.scan_triton, hf_lrnn.norm_triton and hf_lrnn.swiglu_triton by path
+    (hf_lrnn/__init__ imports transformers); returns the last three."""
     package = types.ModuleType("hf_lrnn")
     package.__path__ = [os.path.join(ROOT, "hf_lrnn")]
     sys.modules.setdefault("hf_lrnn", package)
     modules = []
-    for name in ("scan_torch", "scan_triton", "norm_triton"):
+    for name in ("scan_torch", "scan_triton", "norm_triton", "swiglu_triton"):
         spec = importlib.util.spec_from_file_location(f"hf_lrnn.{name}", os.path.join(ROOT, "hf_lrnn", f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         modules.append(module)
-    return modules[1], modules[2]
+    return modules[1], modules[2], modules[3]
 
 
 def main(argv=None):
@@ -91,7 +91,7 @@ def main(argv=None):
         return kernel
 
     JITFunction.run = compile_only
-    scan, norm = _load_scan_modules()
+    scan, norm, swiglu = _load_scan_modules()
     scan._num_sms = lambda device: 132  # the chunk policy asks the device; an H200 has 132 SMs
 
     # BD-LRU m = 16 runs the [m, m] tile kernels (m <= 8 runs one block per thread)
@@ -165,6 +165,10 @@ def main(argv=None):
                                 [x, delta, weight] + ([bias] if bias is not None else []))
 
         check(f"{'rms' if is_rms else 'layer'} add + norm", add_norm_forward_backward)
+    # the SwiGLU's activation on the Triton backend: autocast's bfloat16 projections
+    gate = torch.randn(2, 5, 2048, dtype=torch.bfloat16, requires_grad=True)
+    up = torch.randn(2, 5, 2048, dtype=torch.bfloat16, requires_grad=True)
+    check("silu * up", lambda: torch.autograd.grad(swiglu.silu_mul_triton(gate, up).float().sum(), [gate, up]))
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
