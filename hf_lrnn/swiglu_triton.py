@@ -11,10 +11,11 @@ Same function as `F.silu(gate) * up`, float32 inside, results in the inputs' dty
     d_up   = d_out * gate * sigmoid(gate)
 """
 
-import contextlib
 import os
 
 import torch
+
+from .norm_triton import _device_guard
 
 try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
@@ -49,10 +50,6 @@ if triton is not None:
         tl.store(d_gate + offsets, (d * u * sigmoid * (1.0 + g * (1.0 - sigmoid))).to(d_gate.dtype.element_ty),
                  mask=mask)
         tl.store(d_up + offsets, (d * g * sigmoid).to(d_up.dtype.element_ty), mask=mask)
-
-
-def _device_guard(tensor):
-    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 class _SiluMulFunction(torch.autograd.Function):
