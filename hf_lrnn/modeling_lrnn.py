@@ -177,21 +177,24 @@ def apply_norm(norm: nn.Module, hidden_states: torch.Tensor, triton_backend: boo
     return _in_autocast_dtype(normed) if for_projections else normed
 
 
-def apply_add_norm(norm: nn.Module, hidden_states: torch.Tensor, delta: torch.Tensor, triton_backend: bool):
-    """(hidden_states + delta, norm of that sum for the projections), as `apply_norm(..., for_projections=True)`
-    would give after the add. On the Triton backend one kernel does both (and, backward, adds the residual's gradient
-    to the norm's): one kernel fewer per block each way."""
+def apply_add_norm(norm: nn.Module, hidden_states: torch.Tensor, delta: Optional[torch.Tensor], triton_backend: bool,
+                   for_projections: bool):
+    """(hidden_states + delta, the norm of that sum), the norm's output as `apply_norm` gives it; delta None: no add.
+    On the Triton backend one kernel does both (and, backward, adds the residual's gradient to the norm's): the
+    residual stream's adds cost no kernel of their own, either way."""
+    if delta is None:
+        return hidden_states, apply_norm(norm, hidden_states, triton_backend, for_projections)
     if triton_backend and norm_triton_can_run(hidden_states) and norm.weight is not None \
             and hidden_states.shape == delta.shape:
         device_type = hidden_states.device.type
-        if torch.is_autocast_enabled(device_type):
+        if for_projections and torch.is_autocast_enabled(device_type):
             out_dtype = torch.get_autocast_dtype(device_type)
         else:
             out_dtype = torch.promote_types(torch.promote_types(hidden_states.dtype, delta.dtype), norm.weight.dtype)
         return add_norm_triton(hidden_states, delta, norm.weight, getattr(norm, "bias", None), norm.eps,
                                isinstance(norm, RMSNorm), out_dtype)
     hidden_states = hidden_states + delta
-    return hidden_states, apply_norm(norm, hidden_states, triton_backend, for_projections=True)
+    return hidden_states, apply_norm(norm, hidden_states, triton_backend, for_projections)
 
 
 def _is_left_padded(mask: torch.Tensor) -> bool:
@@ -553,12 +556,22 @@ class LRNNBlock(GradientCheckpointingLayer):
         self.mlp_norm = build_norm(config)
         self.mlp = SwiGLU(config)
 
-    def forward(self, hidden_states, attention_mask=None, cache=None, documents=None, **kwargs):
+    def forward(self, hidden_states, residual_delta=None, attention_mask=None, cache=None, documents=None,
+                defer_residual=False, **kwargs):
+        """hidden_states [B, T, d]: the residual stream. residual_delta [B, T, d] or None: the previous block's MLP
+        output, not yet added to the stream (its `defer_residual`); it is added here, inside the first norm's kernel
+        on the Triton backend. Positional, so that reentrant gradient checkpointing sees it. Returns the new stream,
+        or with defer_residual (stream, this block's MLP output) for the next block (or the final norm) to add."""
         triton_backend = runs_triton(self.mixer.config, hidden_states.device)
-        normed = apply_norm(self.mixer_norm, hidden_states, triton_backend, for_projections=True)
+        hidden_states, normed = apply_add_norm(self.mixer_norm, hidden_states, residual_delta, triton_backend,
+                                               for_projections=True)
         mixer_out = self.mixer(normed, attention_mask, cache, documents)
-        hidden_states, normed = apply_add_norm(self.mlp_norm, hidden_states, mixer_out, triton_backend)
-        return hidden_states + self.mlp(normed, triton_backend)
+        hidden_states, normed = apply_add_norm(self.mlp_norm, hidden_states, mixer_out, triton_backend,
+                                               for_projections=True)
+        mlp_out = self.mlp(normed, triton_backend)
+        if defer_residual:
+            return hidden_states, mlp_out
+        return hidden_states + mlp_out
 
 
 # hub arguments of save_pretrained(push_to_hub=True, ...), handed to push_to_hub() after the atomic save
@@ -899,13 +912,16 @@ class LRNNModel(LRNNPreTrainedModel):
             cache = None  # use_cache asked for one: a packed forward returns none
 
         hidden_states = inputs_embeds
+        residual_delta = None  # the last block's MLP output: the next norm adds it to the stream (in its kernel)
         all_hidden_states = () if output_hidden_states else None
         for layer in self.layers:
             if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            hidden_states = layer(hidden_states, attention_mask=attention_mask, cache=cache, documents=documents)
+                all_hidden_states += (hidden_states if residual_delta is None else hidden_states + residual_delta,)
+            hidden_states, residual_delta = layer(hidden_states, residual_delta, attention_mask=attention_mask,
+                                                  cache=cache, documents=documents, defer_residual=True)
         triton_backend = runs_triton(self.config, hidden_states.device)
-        hidden_states = apply_norm(self.norm_f, hidden_states, triton_backend, for_projections=False)
+        _, hidden_states = apply_add_norm(self.norm_f, hidden_states, residual_delta, triton_backend,
+                                          for_projections=False)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         if cache is not None and not torch.compiler.is_compiling():

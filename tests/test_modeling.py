@@ -184,14 +184,19 @@ def test_padded_continuation_of_a_cached_state_skips_padding(arch, m):
     torch.testing.assert_close(out.logits[0, [2, 3, 5, 6]], want, rtol=1e-5, atol=1e-5)
 
 
-def test_gradient_checkpointing_gives_same_gradients(arch):
+@pytest.mark.parametrize("use_reentrant", [None, True, False])
+def test_gradient_checkpointing_gives_same_gradients(arch, use_reentrant):
+    """Reentrant checkpointing passes gradients only through positional tensors: the blocks take the previous block's
+    deferred MLP output positionally (LRNNBlock.forward's residual_delta), or the earlier blocks would get none."""
     ids = torch.randint(3, 37, (2, 9))
     grads = []
     for checkpointing in (False, True):
         model = tiny_model(arch, m=2).train()
         if checkpointing:  # renamed activation_checkpointing_enable in transformers 5.2x; both must work
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-            enable()
+            renamed = hasattr(model, "activation_checkpointing_enable")
+            enable = model.activation_checkpointing_enable if renamed else model.gradient_checkpointing_enable
+            keyword = "activation_checkpointing_kwargs" if renamed else "gradient_checkpointing_kwargs"
+            enable(**({} if use_reentrant is None else {keyword: {"use_reentrant": use_reentrant}}))
             assert all(layer.gradient_checkpointing for layer in model.model.layers)
         loss = model(ids, labels=ids).loss
         loss.backward()

@@ -196,6 +196,41 @@ def test_a_block_on_the_triton_backend_adds_the_mixer_output_inside_the_norm_ker
     torch.testing.assert_close(outputs["triton"], outputs["torch"], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ["hlru", "bdlru"])
+def test_a_model_on_the_triton_backend_adds_every_residual_inside_the_norm_kernels(arch):
+    """Each block hands its MLP output to the next block's first norm (and the last to the final norm), whose kernel
+    adds it to the stream: a forward dispatches no aten add at all; the hidden states it reports (the stream before
+    each block, then the final norm's output) and the logits equal the torch backend's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from helpers import tiny_model
+
+    class CountAdds(TorchDispatchMode):
+        adds = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.add, torch.ops.aten.add_):
+                CountAdds.adds += 1
+            return func(*args, **(kwargs or {}))
+
+    ids = torch.randint(3, 37, (2, 6), device=DEVICE)
+    outputs = {}
+    for backend in ("triton", "torch"):
+        torch.manual_seed(0)
+        model = tiny_model(arch, scan_backend=backend).to(DEVICE).eval()
+        CountAdds.adds = 0
+        with torch.no_grad(), CountAdds():
+            model(ids)
+        if backend == "triton":
+            assert CountAdds.adds == 0
+        with torch.no_grad():
+            outputs[backend] = model(ids, output_hidden_states=True)
+    assert len(outputs["triton"].hidden_states) == model.config.num_hidden_layers + 1
+    for got, want in zip(outputs["triton"].hidden_states + (outputs["triton"].logits,),
+                         outputs["torch"].hidden_states + (outputs["torch"].logits,)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("is_rms", [False, True])
 def test_norm_at_training_size_matches_torch_on_the_gpu(is_rms):
