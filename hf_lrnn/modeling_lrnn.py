@@ -32,6 +32,8 @@ from transformers.modeling_outputs import (
 )
 
 from .cache_lrnn import LRNNCache
+from .decode_triton import can_fuse as decode_can_fuse
+from .decode_triton import norm_project
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
 from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .norm_triton import add_norm_triton, norm_triton
@@ -501,11 +503,19 @@ class LRNNMixer(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,  # [B, >=T], 1 = real token
         cache: Optional[LRNNCache] = None,
         documents: Optional[PackedDocuments] = None,  # a packed batch: document starts inside the rows
+        projected: Optional[tuple] = None,  # (values, gate logits or None), as value_proj / coefficient_proj give them
     ) -> torch.Tensor:
+        """hidden_states: the normed input, or with `projected` (a decode step whose block computed the norm and
+        both projections in one kernel, decode_triton.py) a tensor of its shape and dtype."""
         B, T, _ = hidden_states.shape
-        values = self.value_proj(hidden_states).view(B, T, *self.value_shape)  # [B, T, N(, m)]
+        projected_values, projected_gates = projected if projected is not None else (None, None)
+        if projected_values is None:
+            projected_values = self.value_proj(hidden_states)
+        values = projected_values.view(B, T, *self.value_shape)  # [B, T, N(, m)]
         if self.selective:
-            gates = self.coefficient_proj(hidden_states).view(B, T, *self.gate_shape)  # [B, T, N, (m,) m+1]
+            if projected_gates is None:
+                projected_gates = self.coefficient_proj(hidden_states)
+            gates = projected_gates.view(B, T, *self.gate_shape)  # [B, T, N, (m,) m+1]
         else:
             gates = self.gate_logits.expand(B, T, *self.gate_shape)
         mask = None if attention_mask is None else attention_mask[:, -T:].bool()
@@ -563,12 +573,30 @@ class LRNNBlock(GradientCheckpointingLayer):
         on the Triton backend. Positional, so that reentrant gradient checkpointing sees it. Returns the new stream,
         or with defer_residual (stream, this block's MLP output) for the next block (or the final norm) to add."""
         triton_backend = runs_triton(self.mixer.config, hidden_states.device)
-        hidden_states, normed = apply_add_norm(self.mixer_norm, hidden_states, residual_delta, triton_backend,
-                                               for_projections=True)
-        mixer_out = self.mixer(normed, attention_mask, cache, documents)
-        hidden_states, normed = apply_add_norm(self.mlp_norm, hidden_states, mixer_out, triton_backend,
-                                               for_projections=True)
-        mlp_out = self.mlp(normed, triton_backend)
+        mixer = self.mixer
+        coefficient_proj = mixer.coefficient_proj if mixer.selective else None
+        mixer_is_rms, mlp_is_rms = isinstance(self.mixer_norm, RMSNorm), isinstance(self.mlp_norm, RMSNorm)
+        if triton_backend and documents is None and decode_can_fuse(
+                hidden_states, residual_delta, self.mixer_norm, mixer.value_proj, coefficient_proj, mixer_is_rms):
+            # a decode step: add, norm and both projections in one kernel (decode_triton.py)
+            hidden_states, values, gates = norm_project(hidden_states, residual_delta, self.mixer_norm, mixer_is_rms,
+                                                        mixer.value_proj, coefficient_proj, swiglu=False)
+            mixer_out = mixer(hidden_states, attention_mask, cache, documents, projected=(values, gates))
+        else:
+            hidden_states, normed = apply_add_norm(self.mixer_norm, hidden_states, residual_delta, triton_backend,
+                                                   for_projections=True)
+            mixer_out = mixer(normed, attention_mask, cache, documents)
+        mlp = self.mlp
+        if triton_backend and documents is None and decode_can_fuse(
+                hidden_states, mixer_out, self.mlp_norm, mlp.gate_proj, mlp.up_proj, mlp_is_rms):
+            # add, norm, gate and up projections and silu(gate) * up in one kernel (decode_triton.py)
+            hidden_states, activation, _ = norm_project(hidden_states, mixer_out, self.mlp_norm, mlp_is_rms,
+                                                        mlp.gate_proj, mlp.up_proj, swiglu=True)
+            mlp_out = mlp.down_proj(activation)
+        else:
+            hidden_states, normed = apply_add_norm(self.mlp_norm, hidden_states, mixer_out, triton_backend,
+                                                   for_projections=True)
+            mlp_out = mlp(normed, triton_backend)
         if defer_residual:
             return hidden_states, mlp_out
         return hidden_states + mlp_out

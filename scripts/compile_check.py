@@ -52,19 +52,19 @@ class _CompileOnlyDriver:
 
 
 def _load_scan_modules():
-    """hf_lrnn.scan_torch, hf_lrnn.scan_triton, hf_lrnn.norm_triton and hf_lrnn.swiglu_triton by path
-    (hf_lrnn/__init__ imports transformers); returns the last three."""
+    """hf_lrnn.scan_torch, hf_lrnn.scan_triton, hf_lrnn.norm_triton, hf_lrnn.swiglu_triton and
+    hf_lrnn.decode_triton by path (hf_lrnn/__init__ imports transformers); returns the last four."""
     package = types.ModuleType("hf_lrnn")
     package.__path__ = [os.path.join(ROOT, "hf_lrnn")]
     sys.modules.setdefault("hf_lrnn", package)
     modules = []
-    for name in ("scan_torch", "scan_triton", "norm_triton", "swiglu_triton"):
+    for name in ("scan_torch", "scan_triton", "norm_triton", "swiglu_triton", "decode_triton"):
         spec = importlib.util.spec_from_file_location(f"hf_lrnn.{name}", os.path.join(ROOT, "hf_lrnn", f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         modules.append(module)
-    return modules[1], modules[2], modules[3]
+    return modules[1], modules[2], modules[3], modules[4]
 
 
 def main(argv=None):
@@ -91,7 +91,7 @@ def main(argv=None):
         return kernel
 
     JITFunction.run = compile_only
-    scan, norm, swiglu = _load_scan_modules()
+    scan, norm, swiglu, decode = _load_scan_modules()
     scan._num_sms = lambda device: 132  # the chunk policy asks the device; an H200 has 132 SMs
 
     # BD-LRU m = 16 runs the [m, m] tile kernels (m <= 8 runs one block per thread)
@@ -169,6 +169,31 @@ def main(argv=None):
     gate = torch.randn(2, 5, 2048, dtype=torch.bfloat16, requires_grad=True)
     up = torch.randn(2, 5, 2048, dtype=torch.bfloat16, requires_grad=True)
     check("silu * up", lambda: torch.autograd.grad(swiglu.silu_mul_triton(gate, up).float().sum(), [gate, up]))
+    # a bfloat16 model's decode step: add + norm + the mixer's projections, add + norm + the SwiGLU's first half
+
+    class _RMSNormStandIn(torch.nn.Module):  # what decode_triton reads of the models' RMSNorm: weight and eps
+        def __init__(self, hidden_size):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(hidden_size))
+            self.eps = 1e-5
+
+    with torch.no_grad():
+        for is_rms in (False, True):
+            norm_module = _RMSNormStandIn(768) if is_rms else torch.nn.LayerNorm(768)
+            norm_module = norm_module.to(torch.bfloat16)
+            x, delta = (torch.randn(1, 1, 768, dtype=torch.bfloat16) for _ in range(2))
+            value_proj = torch.nn.Linear(768, 768, bias=False).to(torch.bfloat16)
+            coefficient_proj = torch.nn.Linear(768, 768 * 3, bias=True).to(torch.bfloat16)
+            gate_proj, up_proj = (torch.nn.Linear(768, 2048, bias=False).to(torch.bfloat16) for _ in range(2))
+            for with_delta in (False, True):
+                check(f"{'rms' if is_rms else 'layer'} norm + projections{' after an add' if with_delta else ''}",
+                      lambda: decode.norm_project(x, delta if with_delta else None, norm_module, is_rms, value_proj,
+                                                  coefficient_proj, swiglu=False))
+            check(f"{'rms' if is_rms else 'layer'} add + norm + SwiGLU projections",
+                  lambda: decode.norm_project(x, delta, norm_module, is_rms, gate_proj, up_proj, swiglu=True))
+        layer_norm = torch.nn.LayerNorm(768).to(torch.bfloat16)
+        check("layer norm + one projection (non-selective mixer)",
+              lambda: decode.norm_project(x, delta, layer_norm, False, value_proj, None, swiglu=False))
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
