@@ -148,10 +148,12 @@ def _plain_linear(module) -> bool:
 def can_fuse(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], norm: nn.Module,
              proj_a: nn.Module, proj_b: Optional[nn.Module], is_rms: bool) -> bool:
     """Whether `norm_project` computes exactly what the unfused path would for these inputs, and is likely to pay:
-    Triton can run (CUDA tensors, or the interpreter on CPU; not under torch.compile, where inductor fuses), no
+    Triton can run (CUDA tensors, or the interpreter on CPU; under torch.compile through the custom op), no
     autograd, no autocast, at most MAX_ROWS rows of one token, one dtype throughout, plain nn.Linear projections
     (proj_a without a bias), an affine norm."""
-    if triton is None or not (hidden_states.is_cuda or _INTERPRET) or torch.compiler.is_compiling():
+    if triton is None or not (hidden_states.is_cuda or _INTERPRET):
+        return False
+    if torch.compiler.is_compiling() and norm_project_op is None:
         return False
     if hidden_states.dim() != 3 or hidden_states.shape[1] != 1 or not 0 < hidden_states.shape[0] <= MAX_ROWS:
         return False
@@ -172,20 +174,19 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def norm_project(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], norm: nn.Module, is_rms: bool,
-                 proj_a: nn.Linear, proj_b: Optional[nn.Linear], swiglu: bool
-                 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-    """(total, a, b) for hidden_states [B, 1, d] (and delta of the same shape, or None): total = hidden_states +
-    delta (hidden_states itself without delta), then normed = norm(total) and a = proj_a(normed), b = proj_b(normed)
-    ([B, 1, out features]). swiglu: a = silu(proj_a(normed)) * proj_b(normed) and b None. Inference only (no
-    autograd); callers check `can_fuse` first."""
-    B, T, K = hidden_states.shape
-    x = _row_major(hidden_states.reshape(B, K))
-    delta_rows = _row_major(delta.reshape(B, K)) if delta is not None else None
+def norm_project_tensors(x: torch.Tensor, delta: Optional[torch.Tensor], norm_weight: torch.Tensor,
+                         norm_bias: Optional[torch.Tensor], eps: float, is_rms: bool, w_a: torch.Tensor,
+                         w_b: Optional[torch.Tensor], bias_b: Optional[torch.Tensor], swiglu: bool
+                         ) -> Tuple[Optional[torch.Tensor], torch.Tensor, Optional[torch.Tensor]]:
+    """`norm_project` on tensors: x and delta [B, K] (delta None: no add), the norm's weight and bias [K], w_a [N_A, K],
+    w_b [N_B, K] and bias_b [N_B] (or None). Returns (total [B, K] or None without delta, a [B, N_A], b [B, N_B] or
+    None)."""
+    B, K = x.shape
+    x = _row_major(x)
+    delta = _row_major(delta) if delta is not None else None
     total = torch.empty_like(x) if delta is not None else None
-    w_a = _row_major(proj_a.weight)
-    w_b = _row_major(proj_b.weight) if proj_b is not None else None
-    bias_b = proj_b.bias if proj_b is not None else None
+    w_a = _row_major(w_a)
+    w_b = _row_major(w_b) if w_b is not None else None
     N_A = w_a.shape[0]
     N_B = w_b.shape[0] if w_b is not None else 0
     if swiglu and (w_b is None or N_B != N_A):
@@ -194,16 +195,43 @@ def norm_project(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], nor
     out_a = torch.empty(B, N_A, device=x.device, dtype=x.dtype)
     out_b = torch.empty(B, N_B, device=x.device, dtype=x.dtype) if w_b is not None and not swiglu else None
     programs = triton.cdiv(N_A, BLOCK_N) + (0 if swiglu else triton.cdiv(N_B, BLOCK_N))
-    with _device_guard(x):
-        _norm_project_kernel[(programs, B)](
-            x=x, delta=delta_rows, total=total, norm_weight=norm.weight, norm_bias=getattr(norm, "bias", None),
-            w_a=w_a, w_b=w_b, bias_b=bias_b, out_a=out_a, out_b=out_b, K=K, N_A=N_A, N_B=N_B,
-            stride_x=x.stride(0), stride_delta=delta_rows.stride(0) if delta_rows is not None else 0,
-            eps=float(norm.eps), IS_RMS=bool(is_rms), HAS_NORM_BIAS=getattr(norm, "bias", None) is not None,
-            HAS_DELTA=delta is not None, HAS_B=w_b is not None, HAS_BIAS_B=bias_b is not None, SWIGLU=bool(swiglu),
-            BLOCK_K=triton.next_power_of_2(K), BLOCK_N=BLOCK_N, CHUNK_K=CHUNK_K, num_warps=4)
+    if B > 0:
+        with _device_guard(x):
+            _norm_project_kernel[(programs, B)](
+                x=x, delta=delta, total=total, norm_weight=norm_weight, norm_bias=norm_bias, w_a=w_a, w_b=w_b,
+                bias_b=bias_b, out_a=out_a, out_b=out_b, K=K, N_A=N_A, N_B=N_B, stride_x=x.stride(0),
+                stride_delta=delta.stride(0) if delta is not None else 0, eps=float(eps), IS_RMS=bool(is_rms),
+                HAS_NORM_BIAS=norm_bias is not None, HAS_DELTA=delta is not None, HAS_B=w_b is not None,
+                HAS_BIAS_B=bias_b is not None, SWIGLU=bool(swiglu), BLOCK_K=triton.next_power_of_2(K),
+                BLOCK_N=BLOCK_N, CHUNK_K=CHUNK_K, num_warps=4)
+    return total, out_a, out_b
+
+
+# Set by ops.py: the custom op `<namespace>::norm_project` over `norm_project_tensors`, which torch.compile (and
+# torch.export) trace as one opaque op. Eager calls go to the function itself (no dispatch cost).
+norm_project_op = None
+
+
+def norm_project(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], norm: nn.Module, is_rms: bool,
+                 proj_a: nn.Linear, proj_b: Optional[nn.Linear], swiglu: bool
+                 ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """(total, a, b) for hidden_states [B, 1, d] (and delta of the same shape, or None): total = hidden_states +
+    delta (hidden_states itself without delta), then normed = norm(total) and a = proj_a(normed), b = proj_b(normed)
+    ([B, 1, out features]). swiglu: a = silu(proj_a(normed)) * proj_b(normed) and b None. Inference only (no
+    autograd); callers check `can_fuse` first."""
+    B, T, K = hidden_states.shape
+    arguments = (hidden_states.reshape(B * T, K), delta.reshape(B * T, K) if delta is not None else None, norm.weight,
+                 getattr(norm, "bias", None), float(norm.eps), bool(is_rms), proj_a.weight,
+                 proj_b.weight if proj_b is not None else None, proj_b.bias if proj_b is not None else None,
+                 bool(swiglu))
+    if torch.compiler.is_compiling():
+        total, a, b = norm_project_op(*arguments)
+        total = total if delta is not None else None  # the op returns [0] placeholders for what is not there
+        b = b if proj_b is not None and not swiglu else None
+    else:
+        total, a, b = norm_project_tensors(*arguments)
     total = total.view(B, T, K) if total is not None else hidden_states
-    return total, out_a.view(B, T, N_A), out_b.view(B, T, N_B) if out_b is not None else None
+    return total, a.view(B, T, -1), b.view(B, T, -1) if b is not None else None
 
 
-__all__ = ["MAX_ROWS", "can_fuse", "norm_project"]
+__all__ = ["MAX_ROWS", "can_fuse", "norm_project", "norm_project_tensors"]

@@ -60,8 +60,9 @@ class CapturedDecodeStep:
     """One decode step of `model` (an `LRNNForCausalLM`) for batches of `batch_size`, captured once.
 
     compile: capture the forward as torch.compile (fullgraph, static shapes) generates it, instead of the eager one:
-    inductor fuses the norms, activations, residual adds and casts into fewer kernels per token, at the price of a
-    compilation at the first capture (per batch size). The logits then differ from the eager step's in rounding."""
+    inductor fuses the norms, activations, residual adds and casts, at the price of a compilation at the first capture
+    (per batch size). At batch <= 8 the eager step already runs them fused (decode_triton.py, which the compiled step
+    calls as a custom op). The logits then differ from the eager step's in rounding."""
 
     def __init__(self, model, batch_size: int, device: torch.device, graph_class=CudaGraph, pool=None,
                  compile: bool = False):

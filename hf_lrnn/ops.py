@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from . import decode_triton
 from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
 
 try:
@@ -168,10 +169,40 @@ def _define_triton_ops(namespace: str, blocked: bool):
     return scan_fwd, scan_bwd, scan_step
 
 
+_NORM_PROJECT_SCHEMA = (
+    "(Tensor x, Tensor? delta, Tensor norm_weight, Tensor? norm_bias, float eps, bool is_rms, Tensor w_a, "
+    "Tensor? w_b, Tensor? bias_b, bool swiglu) -> (Tensor, Tensor, Tensor)"
+)
+
+
+def _define_norm_project_op(namespace: str):
+    """`<namespace>::norm_project`: decode_triton's fused (add +) norm + projections of a decode step, for
+    torch.compile; what is not there (no delta: the total; swiglu or no w_b: b) comes back as a [0] placeholder (an
+    op's outputs may not alias its inputs). Inference only: no autograd formula."""
+
+    @torch.library.custom_op(f"{namespace}::norm_project", mutates_args=(), schema=_NORM_PROJECT_SCHEMA)
+    def norm_project_op(x, delta, norm_weight, norm_bias, eps, is_rms, w_a, w_b, bias_b, swiglu):
+        total, a, b = decode_triton.norm_project_tensors(x, delta, norm_weight, norm_bias, eps, is_rms, w_a, w_b,
+                                                         bias_b, swiglu)
+        placeholder = x.new_empty((0,))
+        return total if total is not None else placeholder, a, b if b is not None else placeholder
+
+    @norm_project_op.register_fake
+    def _(x, delta, norm_weight, norm_bias, eps, is_rms, w_a, w_b, bias_b, swiglu):
+        B = x.shape[0]
+        total = x.new_empty(x.shape) if delta is not None else x.new_empty((0,))
+        b = x.new_empty((B, w_b.shape[0])) if w_b is not None and not swiglu else x.new_empty((0,))
+        return total, x.new_empty((B, w_a.shape[0])), b
+
+    return norm_project_op
+
+
 if TRITON_IMPORT_ERROR is None:
     OP_NAMESPACE = _op_namespace(__name__)
     hlru_scan_fwd_op, hlru_scan_bwd_op, hlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=False)
     bdlru_scan_fwd_op, bdlru_scan_bwd_op, bdlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=True)
+    if decode_triton.triton is not None:
+        decode_triton.norm_project_op = _define_norm_project_op(OP_NAMESPACE)
 else:
     OP_NAMESPACE = None
     hlru_scan_fwd_op = hlru_scan_bwd_op = bdlru_scan_fwd_op = bdlru_scan_bwd_op = None

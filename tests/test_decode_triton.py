@@ -189,3 +189,28 @@ def test_a_training_forward_and_a_prefill_do_not_fuse(monkeypatch):
     model(ids, labels=ids).loss.backward()  # one token, gradients on
     with torch.no_grad():
         model(torch.randint(3, 60, (2, 4), device=DEVICE))  # a prefill
+
+
+@pytest.mark.parametrize("arch", ["hlru", "bdlru"])
+def test_compiled_decode_step_runs_the_fused_kernel_through_its_custom_op(arch, monkeypatch):
+    """torch.compile(fullgraph=True) of a decode step traces norm_project as the custom op (ops.py) and runs the
+    kernel: logits equal the eager (fused) step's, and the kernel's host function runs twice per layer."""
+    torch._dynamo.reset()
+    make = hf_lrnn.HLRUConfig if arch == "hlru" else hf_lrnn.BDLRUConfig
+    config = make(vocab_size=64, hidden_size=40, num_hidden_layers=2, intermediate_size=48, scan_backend="triton",
+                  **({"order": 2} if arch == "hlru" else {"block_size": 2}))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).to(DEVICE).eval()
+    ids = torch.randint(3, 60, (2, 5), device=DEVICE)
+    calls = []
+    tensors_function = decode_triton.norm_project_tensors
+    monkeypatch.setattr(decode_triton, "norm_project_tensors", lambda *a: calls.append(1) or tensors_function(*a))
+    with torch.no_grad():
+        cache = model(ids[:, :4], use_cache=True).past_key_values
+        eager = model(ids[:, 4:], cache=cache, use_cache=True).logits
+        cache = model(ids[:, :4], use_cache=True).past_key_values
+        step = torch.compile(lambda new, c: model(new, cache=c, use_cache=True).logits, fullgraph=True)
+        calls.clear()
+        compiled = step(ids[:, 4:], cache)
+    assert len(calls) == 2 * config.num_hidden_layers
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)

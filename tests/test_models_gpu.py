@@ -100,10 +100,11 @@ def graph_kernels(step):
 
 
 @pytest.mark.parametrize("arch,m", [("hlru", 2), ("bdlru", 4)])
-def test_compiled_captured_decode_steps_equal_eager_with_fewer_kernels(arch, m):
+def test_compiled_captured_decode_steps_equal_eager_with_no_more_kernels(arch, m):
     """generate(decode_graph="compile") replays the step as inductor compiled it: token for token the eager decoding
-    (float32, where rounding differences cannot flip a greedy choice), with fewer kernels per token than the eager
-    captured step."""
+    (float32, where rounding differences cannot flip a greedy choice), with no more kernels per token than the eager
+    captured step (which since decode_triton.py has the norms and projections fused itself; the compiled step runs
+    the same kernel through its custom op)."""
     torch._dynamo.reset()
     model = tiny_model(arch, m=m, hidden_size=64, num_units=16, scan_backend="triton").to(GPU).eval()
     ids = torch.randint(3, 37, (2, 20), device=GPU)
@@ -113,7 +114,7 @@ def test_compiled_captured_decode_steps_equal_eager_with_fewer_kernels(arch, m):
     assert torch.equal(model.generate(ids, **kw), eager)
     steps = {key[2]: step for key, step in model._decode_graphs.items()}
     assert sorted(steps) == [False, True]
-    assert graph_kernels(steps[True]) < graph_kernels(steps[False])
+    assert graph_kernels(steps[True]) <= graph_kernels(steps[False])
 
 
 @pytest.mark.parametrize("arch,m", [("hlru", 2), ("bdlru", 4)])
