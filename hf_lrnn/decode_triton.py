@@ -184,7 +184,7 @@ def norm_project_tensors(x: torch.Tensor, delta: Optional[torch.Tensor], norm_we
     B, K = x.shape
     x = _row_major(x)
     delta = _row_major(delta) if delta is not None else None
-    total = torch.empty_like(x) if delta is not None else None
+    total = torch.empty((B, K), device=x.device, dtype=x.dtype) if delta is not None else None  # rows of K
     w_a = _row_major(w_a)
     w_b = _row_major(w_b) if w_b is not None else None
     N_A = w_a.shape[0]

@@ -214,3 +214,21 @@ def test_compiled_decode_step_runs_the_fused_kernel_through_its_custom_op(arch, 
         compiled = step(ids[:, 4:], cache)
     assert len(calls) == 2 * config.num_hidden_layers
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
+
+
+def test_norm_project_reads_strided_rows():
+    """Rows that are a slice of a longer sequence (row stride 2K) and a delta of other strides: the same results as
+    from contiguous copies, and a contiguous total."""
+    generator = torch.Generator().manual_seed(5)
+    K = 72
+    norm, proj_a, proj_b = _modules(K, 24, 24, False, bias_b=True, dtype=torch.float64, generator=generator)
+    long = torch.randn(3, 2, K, generator=generator, dtype=torch.float64).to(DEVICE)
+    x = long[:, 1:]  # [3, 1, K], strides (2K, K, 1)
+    delta = torch.randn(K, 3, generator=generator, dtype=torch.float64).to(DEVICE).T.unsqueeze(1)  # column-major
+    with torch.no_grad():
+        got = decode_triton.norm_project(x, delta, norm, False, proj_a, proj_b, swiglu=False)
+        want = decode_triton.norm_project(x.contiguous(), delta.contiguous(), norm, False, proj_a, proj_b,
+                                          swiglu=False)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    assert got[0].is_contiguous()
