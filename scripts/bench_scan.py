@@ -232,7 +232,7 @@ def run_layer(m):
 
 
 def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, models=None, compile_mode=None,
-                   loss_backend=None, windows=3):
+                   loss_backend=None, windows=3, cuda_graph=False):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and a fused AdamW step on CUDA, the Trainer's default): H-LRU m in {1, 2, 4} and BD-LRU m in {2,
     4, 8} against transformers' Llama of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama
@@ -245,12 +245,19 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     (`gpu_kernel_ms`, 3 profiled steps after the windows).
     loss_backend: our models' `config.loss_backend` (None: the one-kernel loss of hf_lrnn/lm_loss.py on CUDA; "torch":
     transformers' loss, as Llama's always is). Each row records the loss that ran (`loss_backend`: "torch" or "triton",
-    "torch" under torch.compile, where the kernel steps aside for inductor; None for Llama)."""
+    "torch" under torch.compile, where the kernel steps aside for inductor; None for Llama).
+    cuda_graph: every model, Llama too, eager but with its whole training step (forward, backward, the fused AdamW
+    step, made `capturable`) captured once in a CUDA graph after the warm-up steps and replayed: no step pays the
+    host's launch costs, so the rows compare the GPU work of eager kernels where the host cannot keep up (as
+    PyTorch's whole-network capture does; autocast without its cast cache, which capture does not allow)."""
     from hf_lrnn.lm_loss import resolve_loss_backend
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     from hf_lrnn import BDLRUConfig, HLRUConfig
 
+    if cuda_graph and (compile_models or not device.startswith("cuda")):
+        raise ValueError(f"--model-cuda-graph captures eager steps on CUDA: it cannot be combined with --model-compile "
+                         f"(compile_models={compile_models}) and needs a CUDA device, got {device!r}")
     if compile_mode is not None and not compile_models:
         raise ValueError(f"--model-compile-mode {compile_mode!r} is torch.compile's mode: it needs --model-compile "
                          "(compile_models=True), which was not given")
@@ -273,21 +280,25 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config).to(device)
         # fused on CUDA, the Trainer's default (adamw_torch_fused), for every row
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=on_cuda)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=on_cuda, capturable=cuda_graph)
         forward = torch.compile(model, mode=compile_mode) if compile_models else model
         ids = torch.randint(0, vocab, (B, T), device=device)
 
         def step():
             if compile_mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()  # a new training step: the graphs' outputs may be reused
-            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, cache_enabled=not cuda_graph):
                 loss = forward(ids, labels=ids, use_cache=False).loss
             loss.backward()
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if not cuda_graph:  # a captured step keeps its gradients' addresses: backward overwrites them
+                optimizer.zero_grad(set_to_none=True)
 
-        for _ in range(3):
-            step()
+        if cuda_graph:
+            step = _captured(step, optimizer)
+        else:
+            for _ in range(3):
+                step()
         window_ms = []
         for _ in range(windows):
             if on_cuda:
@@ -301,6 +312,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         seconds = statistics.median(window_ms) / 1e3
         gpu_kernel_ms = gpu_kernel_ms_per_step(step, 3) if on_cuda else None
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
+                         cuda_graph=cuda_graph,
                          loss_backend=(None if not hasattr(config, "loss_backend") else "torch" if compile_models
                                        else resolve_loss_backend(config.loss_backend, device)),
                          optimizer="AdamW fused" if on_cuda else "AdamW",
@@ -314,6 +326,24 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     for r in rows:
         r["vs_llama"] = r["tokens_per_s"] / llama
     return rows
+
+
+def _captured(step, optimizer):
+    """`step` (a whole training step) run 3 times on a side stream (compiling the Triton kernels, creating the
+    optimizer's state), then captured in a CUDA graph, which records the step without running it; returns the graph's
+    replay. The gradients are set to None before the capture, so the captured backward writes them (in the graph's
+    memory) instead of adding to them."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            step()
+            optimizer.zero_grad(set_to_none=True)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
 def gpu_kernel_ms_per_step(step, steps):
@@ -332,6 +362,8 @@ def model_lines(models):
     if not models:
         return []
     compiled = ", torch.compile" if models[0]["compiled"] else ", eager"
+    if models[0].get("cuda_graph"):
+        compiled += ", each step one captured CUDA graph"
     if models[0].get("compile_mode"):
         compiled += f" mode={models[0]['compile_mode']}"
     if models[0].get("loss_backend"):
@@ -467,6 +499,8 @@ def main():
     ap.add_argument("--model-compile", action="store_true", help="the model rows through torch.compile (all models)")
     ap.add_argument("--model-compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune",
                     "max-autotune-no-cudagraphs"], help="torch.compile's mode for --model-compile (default: its default)")
+    ap.add_argument("--model-cuda-graph", action="store_true", help="the model rows eager, each training step one "
+                    "captured CUDA graph (all models): GPU work without the host's launch costs")
     ap.add_argument("--models", default="", help="comma-separated model rows to run, e.g. hlru2,bdlru4 (Llama always "
                     "runs); default all")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
@@ -484,7 +518,8 @@ def main():
     if args.only_model:
         return print_model_rows(run_model_rows(compile_models=args.model_compile, models=model_names,
                                                compile_mode=args.model_compile_mode,
-                                               loss_backend=args.model_loss_backend), args.out)
+                                               loss_backend=args.model_loss_backend,
+                                               cuda_graph=args.model_cuda_graph), args.out)
     shapes = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
     ms_h = [1, 2, 4, 8]
     ms_b = [1, 2, 4, 8, 16]
@@ -508,7 +543,8 @@ def main():
         print(json.dumps(r), flush=True)
     models = [] if args.no_model else run_model_rows(compile_models=args.model_compile, models=model_names,
                                                      compile_mode=args.model_compile_mode,
-                                                     loss_backend=args.model_loss_backend)
+                                                     loss_backend=args.model_loss_backend,
+                                                     cuda_graph=args.model_cuda_graph)
 
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
            f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "

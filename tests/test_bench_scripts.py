@@ -97,3 +97,59 @@ def test_generate_bench_refuses_a_short_generation(monkeypatch):
     monkeypatch.setattr(model, "generate", lambda ids, **kwargs: ids[:, :-1])
     with pytest.raises(RuntimeError, match="decoded -1 tokens, not 3"):
         bench_generate.timed_generate(model, torch.randint(3, 4096, (1, 5)), 3, torch.device("cpu"))
+
+
+def test_model_rows_refuse_a_cuda_graph_without_cuda_or_with_compile():
+    bench_scan = load_script("bench_scan")
+    with pytest.raises(ValueError, match=r"--model-cuda-graph .* needs a CUDA device, got 'cpu'"):
+        bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1"], cuda_graph=True)
+    with pytest.raises(ValueError, match=r"cannot be combined with --model-compile \(compile_models=True\)"):
+        bench_scan.run_model_rows(device="cuda", small=True, steps=1, models=["hlru1"], cuda_graph=True,
+                                  compile_models=True)
+    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1"])
+    assert [r["cuda_graph"] for r in rows] == [False, False]
+    rows[0]["cuda_graph"] = True
+    assert "each step one captured CUDA graph" in bench_scan.model_lines(rows)[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["hlru", "llama"])
+def test_a_captured_training_step_updates_the_parameters_as_eager_steps_do(name):
+    """The benchmark's --model-cuda-graph recipe (`_captured`): 3 warm-up steps, the capture (which records the step
+    without running it), 2 replays train the model as 5 eager steps do."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from hf_lrnn import HLRUConfig
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    bench_scan = load_script("bench_scan")
+    common = dict(vocab_size=256, hidden_size=64, num_hidden_layers=2, intermediate_size=128)
+    config = HLRUConfig(order=2, **common) if name == "hlru" else LlamaConfig(
+        num_attention_heads=4, attn_implementation="sdpa", **common)
+    ids = torch.randint(0, 256, (2, 64), device="cuda")
+    trained = []
+    for captured in (False, True):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config).cuda()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True, capturable=captured)
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not captured):
+                model(ids, labels=ids, use_cache=False).loss.backward()
+            optimizer.step()
+            if not captured:
+                optimizer.zero_grad(set_to_none=True)
+
+        if captured:
+            replay = bench_scan._captured(step, optimizer)  # 3 warm-up steps, then the capture
+            replay()
+            replay()
+        else:
+            for _ in range(5):
+                step()
+        torch.cuda.synchronize()
+        trained.append([p.detach().float().clone() for p in model.parameters()])
+    for eager, graphed in zip(*trained):
+        torch.testing.assert_close(graphed, eager, rtol=1e-2, atol=1e-3)

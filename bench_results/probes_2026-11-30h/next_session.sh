@@ -6,6 +6,9 @@
 #                                                                       # (dynamic; static + compile) in the same run
 #   bash bench_results/probes_2026-11-30h/next_session.sh kernels OUT   # m = 1: look-back against per-thread chunked
 #                                                                       # kernels, then the time-last probe
+#   bash bench_results/probes_2026-11-30h/next_session.sh graphs OUT    # the model rows with every training step one
+#                                                                       # captured CUDA graph (Llama's too), then the
+#                                                                       # GPU test of that recipe
 # The last two parts are what ../probes_2026-11-30g/next_probe.sh decode ran besides decoding; that call did not fit
 # in this session's budget.
 set -u
@@ -26,5 +29,9 @@ case "$part" in
       | tail -n 3 | tee "$out/time_last_tests.txt"
     PYTHONPATH=.:/tmp/site timeout 200 python3 $old/time_last/bench_time_last.py "$out/time_last.json" 2>&1 \
       | grep -v "Warn\|warn" | tee "$out/time_last.txt" ;;
-  *) echo "part must be tests, generate or kernels, got $part"; exit 2 ;;
+  graphs)
+    MODEL_CUDA_GRAPH=1 bash scripts/run_h200.sh models "$out"
+    PYTHONPATH=.:/tmp/site timeout 60 python3 -m pytest -q -p no:cacheprovider tests/test_bench_scripts.py -k captured \
+      2>&1 | tail -n 3 | tee "$out/captured_step_test.txt" ;;
+  *) echo "part must be tests, generate, kernels or graphs, got $part"; exit 2 ;;
 esac
