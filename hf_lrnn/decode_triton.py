@@ -26,13 +26,12 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .norm_triton import _device_guard
-
 try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
 
     from .norm_triton import _row_statistics
+    from .scan_triton import _device_guard
 except ImportError:  # the models use the unfused path
     triton = None
 
@@ -196,7 +195,7 @@ def norm_project_tensors(x: torch.Tensor, delta: Optional[torch.Tensor], norm_we
     out_b = torch.empty(B, N_B, device=x.device, dtype=x.dtype) if w_b is not None and not swiglu else None
     programs = triton.cdiv(N_A, BLOCK_N) + (0 if swiglu else triton.cdiv(N_B, BLOCK_N))
     if B > 0:
-        with _device_guard(x):
+        with _device_guard(x.device):
             _norm_project_kernel[(programs, B)](
                 x=x, delta=delta, total=total, norm_weight=norm_weight, norm_bias=norm_bias, w_a=w_a, w_b=w_b,
                 bias_b=bias_b, out_a=out_a, out_b=out_b, K=K, N_A=N_A, N_B=N_B, stride_x=x.stride(0),

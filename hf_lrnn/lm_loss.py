@@ -17,7 +17,6 @@ log-sum-exp is accumulated in float32 in another order than torch's, so the loss
 float32 rounding (relative ~1e-6) before the gradient is rounded to the logits' dtype.
 """
 
-import contextlib
 import os
 from typing import Optional
 
@@ -31,6 +30,8 @@ _warned_fallback = False
 try:
     import triton
     import triton.language as tl
+
+    from .scan_triton import _device_guard
 except ImportError:  # no Triton: `causal_lm_loss` falls back to ForCausalLMLoss
     triton = None
 
@@ -88,7 +89,7 @@ class _CrossEntropyFunction(torch.autograd.Function):
         losses = torch.empty(M, device=logits.device, dtype=torch.float32)
         grads = torch.empty((M, V), device=logits.device, dtype=logits.dtype) if ctx.needs_input_grad[0] else None
         if M > 0:
-            with torch.cuda.device(logits.device) if logits.is_cuda else contextlib.nullcontext():
+            with _device_guard(logits.device):
                 _cross_entropy_kernel[(M,)](
                     logits=logits, targets=targets, losses=losses, grads=grads, scale=scale, V=V,
                     stride_row=logits.stride(0), IGNORE_INDEX=ignore_index, BLOCK_V=_block_v(V), num_warps=8)

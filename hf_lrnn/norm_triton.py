@@ -17,7 +17,6 @@ The statistics are computed in two passes over a row held in registers, so resul
 by float32 rounding.
 """
 
-import contextlib
 import os
 from typing import Optional, Tuple
 
@@ -27,7 +26,7 @@ try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
 
-    from .scan_triton import _num_sms
+    from .scan_triton import _device_guard, _num_sms
 except ImportError:  # the models use their torch norms
     triton = None
 
@@ -125,10 +124,6 @@ if triton is not None:
             tl.store(dbias_partial + pid * N + cols, dbias, mask=col_mask)
 
 
-def _device_guard(tensor):
-    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
-
-
 def _backward_programs(M: int, device: torch.device) -> int:
     """Programs of the backward: a few per SM (each keeps one partial weight-gradient row); fewer rows each means
     more partial rows for the host to sum."""
@@ -157,7 +152,7 @@ def _norm_forward(x, delta, weight, bias, eps, is_rms, out_dtype):
     rstds = torch.empty(M, device=x.device, dtype=torch.float32)
     rows = 4
     if M > 0:
-        with _device_guard(x):
+        with _device_guard(x.device):
             _norm_fwd_kernel[(triton.cdiv(M, rows),)](
                 x=x_rows, delta=delta_rows, total=total, weight=weight, bias=bias, y=y, means=means, rstds=rstds,
                 M=M, N=N, stride_x=x_rows.stride(0), stride_delta=delta_rows.stride(0) if delta is not None else 0,
@@ -184,7 +179,7 @@ def _norm_backward(x_rows, weight, bias, means, rstds, is_rms, dy, d_total, delt
     dweight_partial = alloc(programs, N, device=x_rows.device, dtype=torch.float32)
     dbias_partial = alloc(programs, N, device=x_rows.device, dtype=torch.float32) if bias is not None else None
     if M > 0:
-        with _device_guard(x_rows):
+        with _device_guard(x_rows.device):
             _norm_bwd_kernel[(programs,)](
                 x=x_rows, weight=weight, dy=dy_rows, d_total=d_total_rows, dx=dx, d_delta=d_delta,
                 dweight_partial=dweight_partial, dbias_partial=dbias_partial, means=means, rstds=rstds, M=M, N=N,

@@ -15,11 +15,11 @@ import os
 
 import torch
 
-from .norm_triton import _device_guard
-
 try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
+
+    from .scan_triton import _device_guard
 except ImportError:  # the models use torch's ops
     triton = None
 
@@ -59,7 +59,7 @@ class _SiluMulFunction(torch.autograd.Function):
         out = torch.empty_like(gate)
         numel = gate.numel()
         if numel > 0:
-            with _device_guard(gate):
+            with _device_guard(gate.device):
                 _silu_mul_fwd_kernel[(triton.cdiv(numel, BLOCK),)](gate=gate, up=up, out=out, numel=numel,
                                                                    BLOCK=BLOCK, num_warps=4)
         ctx.save_for_backward(gate, up)
@@ -72,7 +72,7 @@ class _SiluMulFunction(torch.autograd.Function):
         d_gate, d_up = torch.empty_like(gate), torch.empty_like(up)
         numel = gate.numel()
         if numel > 0:
-            with _device_guard(gate):
+            with _device_guard(gate.device):
                 _silu_mul_bwd_kernel[(triton.cdiv(numel, BLOCK),)](gate=gate, up=up, d_out=d_out, d_gate=d_gate,
                                                                    d_up=d_up, numel=numel, BLOCK=BLOCK, num_warps=4)
         return d_gate, d_up
