@@ -232,3 +232,30 @@ def test_norm_project_reads_strided_rows():
     for g, w in zip(got, want):
         assert torch.equal(g, w)
     assert got[0].is_contiguous()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("rows", [1, 8])
+def test_norm_project_at_model_size_matches_the_unfused_path_on_the_gpu(rows):
+    """d = 768, SwiGLU 2048, BD-LRU m = 4's coefficient rows (3840), bfloat16, as in the benchmarks' models: against
+    add_norm_triton + cuBLAS + silu_mul_triton, within bfloat16 rounding."""
+    generator = torch.Generator().manual_seed(rows)
+    K, N_mlp, N_value, N_coefficient = 768, 2048, 768, 3840
+    norm, gate_proj, up_proj = _modules(K, N_mlp, N_mlp, False, bias_b=False, dtype=torch.bfloat16,
+                                        generator=generator)
+    _, value_proj, coefficient_proj = _modules(K, N_value, N_coefficient, False, bias_b=True, dtype=torch.bfloat16,
+                                               generator=generator)
+    for module in (gate_proj, up_proj, value_proj, coefficient_proj):  # the models' initialisation scale
+        module.weight.data.mul_(0.04)
+    x, delta = (torch.randn(rows, 1, K, generator=generator).to(DEVICE, torch.bfloat16) for _ in range(2))
+    with torch.no_grad():
+        total, normed = modeling_lrnn.apply_add_norm(norm, x, delta, True, for_projections=True)
+        got_total, values, gates = decode_triton.norm_project(x, delta, norm, False, value_proj, coefficient_proj,
+                                                              swiglu=False)
+        assert torch.equal(got_total, total)
+        torch.testing.assert_close(values, value_proj(normed), rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(gates, coefficient_proj(normed), rtol=2e-2, atol=2e-2)
+        _, activation, _ = decode_triton.norm_project(x, delta, norm, False, gate_proj, up_proj, swiglu=True)
+        want = modeling_lrnn.silu_mul_triton(gate_proj(normed), up_proj(normed))
+        torch.testing.assert_close(activation, want, rtol=2e-2, atol=2e-2)
