@@ -259,3 +259,25 @@ def test_norm_project_at_model_size_matches_the_unfused_path_on_the_gpu(rows):
         _, activation, _ = decode_triton.norm_project(x, delta, norm, False, gate_proj, up_proj, swiglu=True)
         want = modeling_lrnn.silu_mul_triton(gate_proj(normed), up_proj(normed))
         torch.testing.assert_close(activation, want, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("kw", [dict(num_beams=3, do_sample=False), dict(do_sample=False)])
+def test_generate_with_fused_steps_equals_unfused_generate(kw, monkeypatch):
+    """generate() on the Triton backend, float64: beams (2 rows x 3 beams = 6 rows, reordered caches) and a
+    left-padded greedy batch, fused decode steps against the same model with the fusion off: the same tokens."""
+    config = hf_lrnn.BDLRUConfig(vocab_size=64, hidden_size=40, num_hidden_layers=2, intermediate_size=48,
+                                 block_size=2, scan_backend="triton")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).to(DEVICE, torch.float64).eval()
+    ids = torch.randint(3, 60, (2, 6), device=DEVICE)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0  # a left-padded row
+    args = dict(attention_mask=mask, max_new_tokens=6, pad_token_id=0, decode_graph=False, **kw)
+    calls = []
+    norm_project = modeling_lrnn.norm_project
+    monkeypatch.setattr(modeling_lrnn, "norm_project", lambda *a, **k: calls.append(1) or norm_project(*a, **k))
+    fused = model.generate(ids, **args)
+    assert calls  # the decode steps did fuse
+    monkeypatch.setattr(modeling_lrnn, "decode_can_fuse", lambda *a, **k: False)
+    unfused = model.generate(ids, **args)
+    assert torch.equal(fused, unfused)
