@@ -10,7 +10,7 @@ hidden vector (a few KB, read from L2), and the weights dominate the bytes.
 Same function as the unfused path of the Triton backend (`apply_add_norm`, then `nn.Linear`, then `silu_mul_triton`):
     total  = x + delta                        (HAS_DELTA; rounded to x's dtype, as add_norm_triton writes it)
     normed = norm(total)                      (LayerNorm or RMSNorm, float32 inside, rounded to the weights' dtype)
-    a      = normed @ w_a^T                   (float32 accumulation, rounded to the weights' dtype)
+    a      = normed @ w_a^T                   (float32 sums, float64 for float64 weights; rounded to the weights' dtype)
     b      = normed @ w_b^T + bias_b          (HAS_B; bias_b optional)
     SWIGLU: out = silu(a) * b (a, b rounded first, as the unfused path stores them), else out_a = a, out_b = b
 The dot products sum in another order than cuBLAS's, so results differ from the unfused path by float rounding.
