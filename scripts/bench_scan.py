@@ -295,7 +295,15 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                 optimizer.zero_grad(set_to_none=True)
 
         if cuda_graph:
-            step = _captured(step, optimizer)
+            try:
+                step = _captured(step, optimizer)
+            except RuntimeError as err:  # e.g. a host sync inside the step: report the row, run the others
+                rows.append(dict(model=name, compiled=False, compile_mode=None, cuda_graph=True,
+                                 parameters=sum(p.numel() for p in model.parameters()), d=d, layers=layers, B=B, T=T,
+                                 error=f"capture failed: {str(err).splitlines()[0][:300]}"))
+                del model, optimizer, forward
+                torch.cuda.empty_cache()
+                continue
         else:
             for _ in range(3):
                 step()
@@ -322,9 +330,9 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         del model, optimizer, forward
         if on_cuda:
             torch.cuda.empty_cache()
-    llama = next(r for r in rows if r["model"] == "llama")["tokens_per_s"]
+    llama = next(r for r in rows if r["model"] == "llama").get("tokens_per_s")
     for r in rows:
-        r["vs_llama"] = r["tokens_per_s"] / llama
+        r["vs_llama"] = r["tokens_per_s"] / llama if llama and r.get("tokens_per_s") else None
     return rows
 
 
@@ -368,15 +376,19 @@ def model_lines(models):
         compiled += f" mode={models[0]['compile_mode']}"
     if models[0].get("loss_backend"):
         compiled += f"; our models' loss: {models[0]['loss_backend']}, Llama's: transformers'"
-    first = models[0]
+    first = next((r for r in models if not r.get("error")), models[0])
     lines = [f"Training step of whole models (B={first['B']} T={first['T']}, d={first['d']}, {first['layers']} blocks, bf16 "
              f"autocast, {first.get('optimizer', 'AdamW')}{compiled}), tokens/s and against Llama (sdpa), the median of "
              f"{len(first.get('step_ms_windows') or [0])} timed windows:"]
     for r in models:
+        if r.get("error"):
+            lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['error']}")
+            continue
         spread = r.get("step_ms_windows") or [r["step_ms"]]
         kernels = f", GPU kernels {r['gpu_kernel_ms']:.1f} ms" if r.get("gpu_kernel_ms") is not None else ""
         lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
-                     f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  {r['vs_llama']:.2f}x   "
+                     f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  "
+                     f"{'%.2fx' % r['vs_llama'] if r['vs_llama'] is not None else 'n/a  '}   "
                      f"(windows {min(spread):.1f}-{max(spread):.1f} ms{kernels})")
     return lines
 

@@ -110,6 +110,14 @@ def test_model_rows_refuse_a_cuda_graph_without_cuda_or_with_compile():
     assert [r["cuda_graph"] for r in rows] == [False, False]
     rows[0]["cuda_graph"] = True
     assert "each step one captured CUDA graph" in bench_scan.model_lines(rows)[0]
+    # a row whose capture failed is reported, and the rows against a failed Llama have no ratio
+    failed = dict(rows[1], error="capture failed: operation not permitted when stream is capturing")
+    for key in ("step_ms", "step_ms_windows", "tokens_per_s", "gpu_kernel_ms"):
+        failed.pop(key)
+    rows[0]["vs_llama"] = None
+    lines = bench_scan.model_lines([rows[0], failed])
+    assert "n/a" in lines[1] and "capture failed: operation not permitted" in lines[2]
+    assert "the median of 3 timed windows" in lines[0]
 
 
 @pytest.mark.gpu
