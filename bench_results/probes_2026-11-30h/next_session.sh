@@ -23,11 +23,11 @@ case "$part" in
       --modes cuda-graph,dynamic,static+compile --steps 32 --out "$out/bench_generate.json" 2>&1 \
       | grep -v "Warn\|warn\|__cudagraphs\|falling back" | tail -n 40 | tee "$out/bench_generate.txt" ;;
   kernels)
-    PYTHONPATH=.:/tmp/site timeout 240 python3 scripts/bench_scan.py --compare_first_order \
+    PYTHONPATH=.:/tmp/site timeout 200 python3 scripts/bench_scan.py --compare_first_order \
       --out "$out/compare_first_order.json" 2>&1 | grep -v "Warn\|warn" | tee "$out/compare_first_order.txt"
-    PYTHONPATH=.:/tmp/site timeout 120 python3 -m pytest -q -p no:cacheprovider $old/time_last/test_time_last.py 2>&1 \
+    PYTHONPATH=.:/tmp/site timeout 80 python3 -m pytest -q -p no:cacheprovider -n 8 $old/time_last/test_time_last.py 2>&1 \
       | tail -n 3 | tee "$out/time_last_tests.txt"
-    PYTHONPATH=.:/tmp/site timeout 200 python3 $old/time_last/bench_time_last.py "$out/time_last.json" 2>&1 \
+    PYTHONPATH=.:/tmp/site timeout 280 python3 $old/time_last/bench_time_last.py "$out/time_last.json" 2>&1 \
       | grep -v "Warn\|warn" | tee "$out/time_last.txt" ;;
   graphs)
     MODEL_CUDA_GRAPH=1 bash scripts/run_h200.sh models "$out"

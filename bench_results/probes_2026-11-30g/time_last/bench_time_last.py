@@ -1,9 +1,10 @@
-"""H200 probe: the time-last m = 1 kernels (time_last_scan.py; and H-LRU m = 2's forward) against the landed
-kernels (time-major) and accelerated-scan's Triton scan (time-last, no normalisation), bf16, CUDA kernel time
+"""H200 probe: the time-last m = 1 kernels (time_last_scan.py; and H-LRU m = 2's forward and backward) against the
+landed kernels (time-major) and accelerated-scan's Triton scan (time-last, no normalisation), bf16, CUDA kernel time
 (triton.testing.do_bench).
     PYTHONPATH=.:/tmp/site python3 bench_results/probes_2026-11-30g/time_last/bench_time_last.py OUT.json
 % of copy: bytes (forward: 2 logits + value + state per channel and step; forward+backward: forward + 2 logits, value,
-state, d state read, d logits 2, d value written = 12; m = 2 forward: 5) over a same-run torch copy's bandwidth."""
+state, d state read, d logits 2, d value written = 12; m = 2 forward: 5, forward+backward: 15) over a same-run torch
+copy's bandwidth."""
 
 import json
 import os
@@ -13,7 +14,8 @@ import torch
 from triton.testing import do_bench
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from time_last_scan import time_last_backward, time_last_forward, time_last_forward_m2  # noqa: E402
+from time_last_scan import (time_last_backward, time_last_backward_m2, time_last_forward,  # noqa: E402
+                            time_last_forward_m2)
 
 from hf_lrnn.scan_triton import hlru_scan_triton  # noqa: E402
 
@@ -81,6 +83,21 @@ for B, T, D in [(8, 4096, 1024), (32, 2048, 2048), (1, 16384, 1024), (1, 65536, 
     row["time_last_m2_fwd_pct_copy"] = 100 * 5 * 2 * elems / (row["time_last_m2_fwd_ms"] * 1e-3) / copy_bw
     g3m = torch.randn(B, T, D, 3, device="cuda", dtype=torch.bfloat16)
     row["landed_m2_fwd_ms"] = do_bench(lambda: hlru_scan_triton(g3m, vm.detach(), None, "softmax", False, None, None))
+    # m = 2 forward + backward (15 elements: forward 5; backward reads 3 logits, the value, the states and d states,
+    # writes 3 logit gradients and the value gradient)
+    bt2 = row["time_last_m2_fwd_block_t"]
+
+    def m2_fb():
+        s2 = time_last_forward_m2(g3, v, block_t=bt2)
+        time_last_backward_m2(g3, v, s2, dy, block_t=bt2)
+    row["time_last_m2_fwdbwd_ms"] = do_bench(m2_fb)
+    row["time_last_m2_fwdbwd_pct_copy"] = 100 * 15 * 2 * elems / (row["time_last_m2_fwdbwd_ms"] * 1e-3) / copy_bw
+    g3m.requires_grad_()
+
+    def landed_m2_fb():
+        out, _ = hlru_scan_triton(g3m, vm, None, "softmax", False, None, None)
+        out.backward(dym)
+    row["landed_m2_fwdbwd_ms"] = do_bench(landed_m2_fb, grad_to_none=[g3m, vm])
     rows.append(row)
     b = best[1]
     print(f"B{B} T{T} D{D}: time-last {best[0]} fwd {b['fwd_ms'] * 1e3:.0f} us ({row['time_last_fwd_pct_copy']:.0f} % "
@@ -90,5 +107,7 @@ for B, T, D in [(8, 4096, 1024), (32, 2048, 2048), (1, 16384, 1024), (1, 65536, 
           f"{row.get('accelerated_scan_fwdbwd_ms', float('nan')) * 1e3:.0f} us", flush=True)
     print(f"  m = 2 forward: time-last {row['time_last_m2_fwd_ms'] * 1e3:.0f} us "
           f"({row['time_last_m2_fwd_pct_copy']:.0f} % copy, tiles {row['time_last_m2_fwd_block_t']}), landed "
-          f"{row['landed_m2_fwd_ms'] * 1e3:.0f} us", flush=True)
+          f"{row['landed_m2_fwd_ms'] * 1e3:.0f} us; f+b time-last {row['time_last_m2_fwdbwd_ms'] * 1e3:.0f} us "
+          f"({row['time_last_m2_fwdbwd_pct_copy']:.0f} % copy), landed {row['landed_m2_fwdbwd_ms'] * 1e3:.0f} us",
+          flush=True)
 json.dump(dict(copy_tb_s=copy_bw / 1e12, rows=rows), open(out_path, "w"), indent=1)

@@ -61,3 +61,32 @@ def test_time_last_m2_forward_matches_the_reference(T, block_t, with_h0):
     ref_states, _ = hlru_scan_torch(gates.permute(0, 3, 1, 2), values.permute(0, 2, 1), h0)
     states = time_last_forward_m2(gates, values, h0.float() if with_h0 else None, block_t=block_t)
     torch.testing.assert_close(states, ref_states.permute(0, 2, 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("T,block_t", [(1, 16), (2, 16), (13, 4), (50, 16), (64, 16)])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_time_last_m2_backward_matches_the_reference(T, block_t, with_h0):
+    """Every gradient of the m = 2 forward (logits, values, initial state) against autograd through the float64
+    reference, with tiles shorter than T so that the carries cross tiles."""
+    from time_last_scan import time_last_backward_m2
+
+    dtype = torch.float64 if DEVICE == "cpu" else torch.float32
+    generator = torch.Generator().manual_seed(100 + T)
+    B, N = 2, 3
+    gates = (torch.randn(B, N, 3, T, generator=generator, dtype=dtype) * 2).to(DEVICE).requires_grad_()
+    values = torch.randn(B, N, T, generator=generator, dtype=dtype).to(DEVICE).requires_grad_()
+    h0 = torch.randn(B, N, 2, generator=generator, dtype=dtype).to(DEVICE).requires_grad_() if with_h0 else None
+    d_states = torch.randn(B, N, T, generator=generator, dtype=dtype).to(DEVICE)
+    ref_states, _ = hlru_scan_torch(gates.permute(0, 3, 1, 2), values.permute(0, 2, 1), h0)
+    inputs = [gates, values] + ([h0] if with_h0 else [])
+    ref_grads = torch.autograd.grad((ref_states.permute(0, 2, 1) * d_states).sum(), inputs)
+    with torch.no_grad():
+        h0_32 = h0.detach().float() if with_h0 else None
+        states = time_last_forward_m2(gates.detach(), values.detach(), h0_32, block_t=block_t)
+        d_gates, d_values, d_h0 = time_last_backward_m2(gates.detach(), values.detach(), states, d_states, h0_32,
+                                                        block_t=block_t)
+    tol = dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(d_gates, ref_grads[0], **tol)
+    torch.testing.assert_close(d_values, ref_grads[1], **tol)
+    if with_h0:
+        torch.testing.assert_close(d_h0.to(dtype), ref_grads[2], **tol)

@@ -192,3 +192,102 @@ def time_last_forward_m2(gates, values, initial_state=None, block_t=2048, num_wa
     _time_last_m2_fwd_kernel[(B * N,)](gates=gates, values=values, initial_state=initial_state, states=states, T=T,
                                         BT=block_t, HAS_H0=initial_state is not None, num_warps=num_warps)
     return states
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# H-LRU m = 2, backward (added in the sixth session of 2026-11-30). The adjoint lam_t = dL/ds_t obeys
+#     lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2},
+# i.e. v_t = (lam_t, lam_{t+1}) = N_t v_{t+1} + (dy_t, 0) with N_t = [[a1_{t+1}, a2_{t+2}], [1, 0]]: the forward's
+# companion scan, in reverse time. Then, with (a1, a2, g) = softmax(z1, z2, zg):
+#     d x_t = lam_t g_t;  d(a1, a2, g)_t = lam_t (s_{t-1}, s_{t-2}, x_t);  d z = p (dp - <p, dp>)
+#     d s_{-1} = a1_0 lam_0 + a2_1 lam_1;  d s_{-2} = a2_0 lam_0   (the initial state (s_0, s_-1) of the forward)
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _softmax3(z_row, T, offs, mask):
+    z1 = tl.load(z_row + offs, mask=mask, other=0.0).to(tl.float32)
+    z2 = tl.load(z_row + T + offs, mask=mask, other=0.0).to(tl.float32)
+    zg = tl.load(z_row + 2 * T + offs, mask=mask, other=0.0).to(tl.float32)
+    top = tl.maximum(tl.maximum(z1, z2), zg)
+    e1, e2, eg = tl.exp(z1 - top), tl.exp(z2 - top), tl.exp(zg - top)
+    inv = 1.0 / (e1 + e2 + eg)
+    return e1 * inv, e2 * inv, eg * inv
+
+
+@triton.jit
+def _time_last_m2_bwd_kernel(gates, values, states, initial_state, d_states, d_gates, d_values, d_initial_state, T,
+                             BT: tl.constexpr, HAS_H0: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    z_row = gates + row * 3 * T
+    dz_row = d_gates + row * 3 * T
+    x_row = values + row * T
+    s_row = states + row * T
+    dy_row = d_states + row * T
+    dx_row = d_values + row * T
+    c1 = tl.zeros([], dtype=tl.float32)  # lam at the step after the tile
+    c2 = tl.zeros([], dtype=tl.float32)  # lam two steps after the tile's end
+    h1 = tl.zeros([], dtype=tl.float32)  # s_{-1}
+    h2 = tl.zeros([], dtype=tl.float32)  # s_{-2}
+    if HAS_H0:
+        h1 = tl.load(initial_state + row * 2)
+        h2 = tl.load(initial_state + row * 2 + 1)
+    num_tiles = tl.cdiv(T, BT)
+    for r in range(0, num_tiles):
+        t0 = (num_tiles - 1 - r) * BT
+        offs = t0 + tl.arange(0, BT)
+        mask = offs < T
+        n1 = offs + 1
+        n2 = offs + 2
+        a1_next, _, _ = _softmax3(z_row, T, n1, n1 < T)  # a1_{t+1}
+        _, a2_next2, _ = _softmax3(z_row, T, n2, n2 < T)  # a2_{t+2}
+        one = tl.full([BT], 1.0, tl.float32)
+        zero = tl.zeros([BT], dtype=tl.float32)
+        # steps past T: the identity, so the carry passes through; lam of steps >= T is 0, so a_{>= T} is unused
+        p = tl.where(mask, tl.where(n1 < T, a1_next, 0.0), one)
+        q = tl.where(mask, tl.where(n2 < T, a2_next2, 0.0), zero)
+        rr = tl.where(mask, one, zero)
+        ss = tl.where(mask, zero, one)
+        b1 = tl.where(mask, tl.load(dy_row + offs, mask=mask, other=0.0).to(tl.float32), zero)
+        p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), axis=0, combine_fn=_companion_combine,
+                                                   reverse=True)
+        lam = p * c1 + q * c2 + b1  # lam_t
+        lam_next = rr * c1 + ss * c2 + b2  # lam_{t+1}
+        a1, a2, g = _softmax3(z_row, T, offs, mask)
+        x = tl.load(x_row + offs, mask=mask, other=0.0).to(tl.float32)
+        p1 = offs - 1
+        p2 = offs - 2
+        s1 = tl.load(s_row + p1, mask=mask & (p1 >= 0), other=0.0).to(tl.float32)
+        s1 = tl.where(p1 >= 0, s1, tl.where(p1 == -1, h1, h2))
+        s2 = tl.load(s_row + p2, mask=mask & (p2 >= 0), other=0.0).to(tl.float32)
+        s2 = tl.where(p2 >= 0, s2, tl.where(p2 == -1, h1, h2))
+        d_a1 = lam * s1
+        d_a2 = lam * s2
+        d_g = lam * x
+        dot = a1 * d_a1 + a2 * d_a2 + g * d_g
+        tl.store(dz_row + offs, (a1 * (d_a1 - dot)).to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(dz_row + T + offs, (a2 * (d_a2 - dot)).to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(dz_row + 2 * T + offs, (g * (d_g - dot)).to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(dx_row + offs, (lam * g).to(d_values.dtype.element_ty), mask=mask)
+        first = offs == t0
+        c1 = tl.sum(tl.where(first, lam, 0.0), axis=0)
+        c2 = tl.sum(tl.where(first, lam_next, 0.0), axis=0)
+        if HAS_H0:
+            if t0 == 0:
+                a1_0 = tl.sum(tl.where(first, a1, 0.0), axis=0)
+                a2_0 = tl.sum(tl.where(first, a2, 0.0), axis=0)
+                a2_1 = tl.sum(tl.where(offs == 1, a2, 0.0), axis=0)
+                tl.store(d_initial_state + row * 2, a1_0 * c1 + a2_1 * c2)
+                tl.store(d_initial_state + row * 2 + 1, a2_0 * c1)
+
+
+def time_last_backward_m2(gates, values, states, d_states, initial_state=None, block_t=2048, num_warps=4):
+    """(d gates [B, N, 3, T], d values [B, N, T], d initial state [B, N, 2] float32 or None) for the forward of
+    `time_last_forward_m2`, given d states [B, N, T]."""
+    B, N, _, T = gates.shape
+    d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
+    d_h0 = torch.empty(B, N, 2, device=values.device, dtype=torch.float32) if initial_state is not None else None
+    block_t = min(block_t, triton.next_power_of_2(T))
+    _time_last_m2_bwd_kernel[(B * N,)](
+        gates=gates, values=values, states=states, initial_state=initial_state, d_states=d_states.contiguous(),
+        d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, BT=block_t,
+        HAS_H0=initial_state is not None, num_warps=num_warps)
+    return d_gates, d_values, d_h0
