@@ -163,16 +163,24 @@ def _in_autocast_dtype(normed: torch.Tensor) -> torch.Tensor:
     return normed
 
 
+def _triton_norm_out_dtype(norm: nn.Module, inputs, for_projections: bool) -> torch.dtype:
+    """The dtype a Triton norm writes: autocast's for an output that only feeds projections under autocast, else what
+    torch's norm of `inputs` (the tensors summed before it) would return."""
+    device_type = inputs[0].device.type
+    if for_projections and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    out_dtype = norm.weight.dtype
+    for t in inputs:
+        out_dtype = torch.promote_types(out_dtype, t.dtype)
+    return out_dtype
+
+
 def apply_norm(norm: nn.Module, hidden_states: torch.Tensor, triton_backend: bool, for_projections: bool):
     """norm(hidden_states). On the Triton backend (CUDA, or the interpreter) the Triton kernels of norm_triton.py
     compute it (same function; faster weight gradients). for_projections: the output only feeds projections, so
     under autocast it is returned in autocast's dtype (`_in_autocast_dtype`); otherwise in the norm's own dtype."""
     if triton_backend and norm_triton_can_run(hidden_states) and norm.weight is not None:
-        device_type = hidden_states.device.type
-        if for_projections and torch.is_autocast_enabled(device_type):
-            out_dtype = torch.get_autocast_dtype(device_type)
-        else:
-            out_dtype = torch.promote_types(hidden_states.dtype, norm.weight.dtype)
+        out_dtype = _triton_norm_out_dtype(norm, (hidden_states,), for_projections)
         return norm_triton(hidden_states, norm.weight, getattr(norm, "bias", None), norm.eps,
                            isinstance(norm, RMSNorm), out_dtype)
     normed = norm(hidden_states)
@@ -188,11 +196,7 @@ def apply_add_norm(norm: nn.Module, hidden_states: torch.Tensor, delta: Optional
         return hidden_states, apply_norm(norm, hidden_states, triton_backend, for_projections)
     if triton_backend and norm_triton_can_run(hidden_states) and norm.weight is not None \
             and hidden_states.shape == delta.shape:
-        device_type = hidden_states.device.type
-        if for_projections and torch.is_autocast_enabled(device_type):
-            out_dtype = torch.get_autocast_dtype(device_type)
-        else:
-            out_dtype = torch.promote_types(torch.promote_types(hidden_states.dtype, delta.dtype), norm.weight.dtype)
+        out_dtype = _triton_norm_out_dtype(norm, (hidden_states, delta), for_projections)
         return add_norm_triton(hidden_states, delta, norm.weight, getattr(norm, "bias", None), norm.eps,
                                isinstance(norm, RMSNorm), out_dtype)
     hidden_states = hidden_states + delta
