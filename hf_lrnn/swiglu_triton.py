@@ -11,9 +11,11 @@ Same function as `F.silu(gate) * up`, float32 inside, results in the inputs' dty
     d_up   = d_out * gate * sigmoid(gate)
 """
 
-import os
-
 import torch
+
+# Whether the kernels run for a tensor: the norms' rule (Triton installed, CUDA tensors or the interpreter on CPU, not
+# under torch.compile, where inductor fuses the two ops itself)
+from .norm_triton import can_run
 
 try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
@@ -23,7 +25,6 @@ try:  # transformers' remote-code import checker skips imports inside try blocks
 except ImportError:  # the models use torch's ops
     triton = None
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 BLOCK = 1024  # elements per program: 8 bfloat16 per thread with 4 warps
 
 if triton is not None:
@@ -76,12 +77,6 @@ class _SiluMulFunction(torch.autograd.Function):
                 _silu_mul_bwd_kernel[(triton.cdiv(numel, BLOCK),)](gate=gate, up=up, d_out=d_out, d_gate=d_gate,
                                                                    d_up=d_up, numel=numel, BLOCK=BLOCK, num_warps=4)
         return d_gate, d_up
-
-
-def can_run(gate: torch.Tensor) -> bool:
-    """Whether the kernels run for `gate`: Triton installed, CUDA tensors (or the interpreter on CPU), not under
-    torch.compile (inductor fuses the two ops itself)."""
-    return triton is not None and (gate.is_cuda or _INTERPRET) and not torch.compiler.is_compiling()
 
 
 def silu_mul_triton(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
