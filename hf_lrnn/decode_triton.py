@@ -150,11 +150,12 @@ def can_fuse(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], norm: n
     Triton can run (CUDA tensors, or the interpreter on CPU; under torch.compile through the custom op), no
     autograd, no autocast, at most MAX_ROWS rows of one token, one dtype throughout, plain nn.Linear projections
     (proj_a without a bias), an affine norm."""
+    # the shape first: every training forward asks, twice per block, and this answers it
+    if hidden_states.dim() != 3 or hidden_states.shape[1] != 1 or not 0 < hidden_states.shape[0] <= MAX_ROWS:
+        return False
     if triton is None or not (hidden_states.is_cuda or _INTERPRET):
         return False
     if torch.compiler.is_compiling() and norm_project_op is None:
-        return False
-    if hidden_states.dim() != 3 or hidden_states.shape[1] != 1 or not 0 < hidden_states.shape[0] <= MAX_ROWS:
         return False
     if torch.is_grad_enabled() or torch.is_autocast_enabled(hidden_states.device.type):
         return False
