@@ -287,16 +287,17 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         def step():
             if compile_mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()  # a new training step: the graphs' outputs may be reused
+            # first, not last: a captured step then records a backward that writes the gradients (in the graph's
+            # memory) instead of adding to them
+            optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, cache_enabled=not cuda_graph):
                 loss = forward(ids, labels=ids, use_cache=False).loss
             loss.backward()
             optimizer.step()
-            if not cuda_graph:  # a captured step keeps its gradients' addresses: backward overwrites them
-                optimizer.zero_grad(set_to_none=True)
 
         if cuda_graph:
             try:
-                step = _captured(step, optimizer)
+                step = _captured(step, device)
             except RuntimeError as err:  # e.g. a host sync inside the step: report the row, run the others
                 rows.append(dict(model=name, compiled=False, compile_mode=None, cuda_graph=True,
                                  parameters=sum(p.numel() for p in model.parameters()), d=d, layers=layers, B=B, T=T,
@@ -336,21 +337,15 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     return rows
 
 
-def _captured(step, optimizer):
-    """`step` (a whole training step) run 3 times on a side stream (compiling the Triton kernels, creating the
-    optimizer's state), then captured in a CUDA graph, which records the step without running it; returns the graph's
-    replay. The gradients are set to None before the capture, so the captured backward writes them (in the graph's
-    memory) instead of adding to them."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            step()
-            optimizer.zero_grad(set_to_none=True)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
+def _captured(step, device):
+    """`step` (a whole training step that sets the gradients to None first) captured in a CUDA graph the way
+    generate()'s decode steps are (hf_lrnn's `CudaGraph`: 2 warm-up runs on a side stream, which compile the Triton
+    kernels and create the optimizer's state, then the capture, which records the step without running it); returns
+    the graph's replay."""
+    from hf_lrnn.decoding_lrnn import CudaGraph
+
+    graph = CudaGraph(torch.device(device))
+    graph.capture(step)
     return graph.replay
 
 

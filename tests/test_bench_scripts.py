@@ -123,8 +123,8 @@ def test_model_rows_refuse_a_cuda_graph_without_cuda_or_with_compile():
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["hlru", "llama"])
 def test_a_captured_training_step_updates_the_parameters_as_eager_steps_do(name):
-    """The benchmark's --model-cuda-graph recipe (`_captured`): 3 warm-up steps, the capture (which records the step
-    without running it), 2 replays train the model as 5 eager steps do."""
+    """The benchmark's --model-cuda-graph recipe (`_captured`): 2 warm-up steps, the capture (which records the step
+    without running it), 2 replays train the model as 4 eager steps do."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -144,18 +144,17 @@ def test_a_captured_training_step_updates_the_parameters_as_eager_steps_do(name)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True, capturable=captured)
 
         def step():
+            optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not captured):
                 model(ids, labels=ids, use_cache=False).loss.backward()
             optimizer.step()
-            if not captured:
-                optimizer.zero_grad(set_to_none=True)
 
         if captured:
-            replay = bench_scan._captured(step, optimizer)  # 3 warm-up steps, then the capture
+            replay = bench_scan._captured(step, "cuda")  # 2 warm-up steps, then the capture
             replay()
             replay()
         else:
-            for _ in range(5):
+            for _ in range(4):
                 step()
         torch.cuda.synchronize()
         trained.append([p.detach().float().clone() for p in model.parameters()])
