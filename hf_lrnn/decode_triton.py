@@ -26,6 +26,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from .norm_triton import _rows
+
 try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
@@ -170,10 +172,6 @@ def can_fuse(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], norm: n
     return all(t is None or (t.dtype == dtype and t.device == hidden_states.device) for t in tensors)
 
 
-def _row_major(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def norm_project_tensors(x: torch.Tensor, delta: Optional[torch.Tensor], norm_weight: torch.Tensor,
                          norm_bias: Optional[torch.Tensor], eps: float, is_rms: bool, w_a: torch.Tensor,
                          w_b: Optional[torch.Tensor], bias_b: Optional[torch.Tensor], swiglu: bool
@@ -182,11 +180,11 @@ def norm_project_tensors(x: torch.Tensor, delta: Optional[torch.Tensor], norm_we
     w_b [N_B, K] and bias_b [N_B] (or None). Returns (total [B, K] or None without delta, a [B, N_A], b [B, N_B] or
     None)."""
     B, K = x.shape
-    x = _row_major(x)
-    delta = _row_major(delta) if delta is not None else None
+    x = _rows(x, K)
+    delta = _rows(delta, K) if delta is not None else None
     total = torch.empty((B, K), device=x.device, dtype=x.dtype) if delta is not None else None  # rows of K
-    w_a = _row_major(w_a)
-    w_b = _row_major(w_b) if w_b is not None else None
+    w_a = _rows(w_a, K)
+    w_b = _rows(w_b, K) if w_b is not None else None
     N_A = w_a.shape[0]
     N_B = w_b.shape[0] if w_b is not None else 0
     if swiglu and (w_b is None or N_B != N_A):
