@@ -1,4 +1,5 @@
-"""A decode step's norm and the projections that read it, in one Triton kernel (a few rows, one token each).
+"""A decode step's norm and the projections that read it, in one Triton kernel (a few rows, one token each); and its
+output projections as one kernel over all SMs (`project_rows`).
 
 Why: at batch 1 a decode step is ~120 small kernels, each bound by its launch and its latency rather than by the bytes
 it moves, so a step's time is about its number of kernels. Each block reads its residual stream twice through a norm
@@ -15,9 +16,12 @@ Same function as the unfused path of the Triton backend (`apply_add_norm`, then 
     SWIGLU: out = silu(a) * b (a, b rounded first, as the unfused path stores them), else out_a = a, out_b = b
 The dot products sum in another order than cuBLAS's, so results differ from the unfused path by float rounding.
 
-Used only where it pays and where it computes exactly that function (`can_fuse`): inference (no autograd), one token
-per row, at most `MAX_ROWS` rows, one dtype for activations and weights, no autocast, plain `nn.Linear` projections
-(an adapter or a quantised layer keeps the unfused path).
+The output projections (the mixer's and the MLP's, after the scan step and after silu(gate) * up) read a few MB of
+weights for one row: cuBLAS runs them on a dozen SMs at a tenth of the bandwidth, `project_rows` on all of them.
+
+Used only where it pays and where it computes exactly that function (`can_fuse`, `can_project`): inference (no
+autograd), one token per row, at most `MAX_ROWS` rows, one dtype for activations and weights, no autocast, plain
+`nn.Linear` projections (an adapter or a quantised layer keeps the unfused path).
 """
 
 import os
@@ -39,8 +43,25 @@ except ImportError:  # the models use the unfused path
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 MAX_ROWS = 8  # beyond a few rows the weights are re-read per row: cuBLAS's GEMMs are faster there
-BLOCK_N = 16  # output features per program (two tiles of BLOCK_N x CHUNK_K weights in flight with SWIGLU)
-CHUNK_K = 128  # input features per step of a program's loop over the weights
+# A decode step's projections are bound by the latency of their weight loads, not by their bytes (a few MB: ~1 us at
+# the H200's bandwidth): each program loads its whole tile of weights at once, and the tiles are small enough that
+# every SM holds several programs, so that all of a projection's weights are in flight together. Tiles of weight
+# elements per program and projection (BLOCK_N output features x CHUNK_K input features), as measured on the H200
+# (bench_results/probes_2026-11-30i): norm_project of one row 3.1-4.2 us with 8192 (4.3-6.3 us with the 16 x 128
+# steps it had before); with several rows each program also recomputes its row's norm, and 16 x 128 steps stay faster
+# there. project_rows: 1.9-2.1 us with 4096 for one row (cuBLAS 4.0-7.2 us), 3.4-5.1 us for eight (cuBLAS 3.9-6.4).
+NORM_PROJECT_TILE = 8192
+PROJECT_TILE = 4096
+MAX_CHUNK_K = 2048  # input features per step of a program's loop (wider inputs take several steps)
+SEVERAL_ROWS_BLOCKS = (16, 128)  # norm_project's (BLOCK_N, CHUNK_K) for more than one row
+NUM_WARPS = 4
+
+
+def _blocks(K: int, tile: int) -> Tuple[int, int]:
+    """(BLOCK_N, CHUNK_K) for K input features: the whole input in one step where it fits in MAX_CHUNK_K, and as many
+    output features as fill `tile` (1 to 16)."""
+    chunk_k = min(triton.next_power_of_2(K), MAX_CHUNK_K)
+    return max(1, min(16, tile // chunk_k)), chunk_k
 
 if triton is not None:
 
@@ -72,16 +93,16 @@ if triton is not None:
         ACC_DTYPE = tl.float64 if OUT_DTYPE == tl.float64 else tl.float32
         ns = n_start + tl.arange(0, BLOCK_N)
         n_mask = ns < N
-        acc = tl.zeros([BLOCK_N, CHUNK_K], dtype=ACC_DTYPE)
+        acc = tl.zeros([BLOCK_N], dtype=ACC_DTYPE)
         for k_start in range(0, K, CHUNK_K):
             ks = k_start + tl.arange(0, CHUNK_K)
             k_mask = ks < K
-            normed = _normed_chunk(x_row_ptr, delta_row_ptr, norm_weight, norm_bias, ks, k_mask, mean, rstd,
-                                   IS_RMS, HAS_NORM_BIAS, HAS_DELTA, TOTAL_DTYPE, OUT_DTYPE)
             w_mask = n_mask[:, None] & k_mask[None, :]
             w_tile = tl.load(w + ns.to(tl.int64)[:, None] * K + ks[None, :], mask=w_mask, other=0.0)
-            acc += w_tile.to(ACC_DTYPE) * normed.to(ACC_DTYPE)[None, :]
-        return tl.sum(acc, axis=1)
+            normed = _normed_chunk(x_row_ptr, delta_row_ptr, norm_weight, norm_bias, ks, k_mask, mean, rstd,
+                                   IS_RMS, HAS_NORM_BIAS, HAS_DELTA, TOTAL_DTYPE, OUT_DTYPE)
+            acc += tl.sum(w_tile.to(ACC_DTYPE) * normed.to(ACC_DTYPE)[None, :], axis=1)
+        return acc
 
     # flags passed by the launches, not by `triton.heuristics` (a heuristic costs Python per launch)
     @triton.jit
@@ -141,6 +162,26 @@ if triton is not None:
                     b += tl.load(bias_b + ns, mask=ns < N_B, other=0.0).to(b.dtype)
                 tl.store(out_b + row * N_B + ns, b.to(OUT_DTYPE), mask=ns < N_B)
 
+    @triton.jit
+    def _project_rows_kernel(x, w, out, K, N, stride_x, BLOCK_N: tl.constexpr, CHUNK_K: tl.constexpr):
+        """Program (p, row): out[row, p * BLOCK_N + [0, BLOCK_N)] = x[row] @ w[those features]^T, w [N, K] with unit
+        column stride, summed in float32 (float64 for float64 weights), written in the weights' dtype."""
+        p = tl.program_id(0)
+        row = tl.program_id(1).to(tl.int64)
+        OUT_DTYPE = w.dtype.element_ty
+        ACC_DTYPE = tl.float64 if OUT_DTYPE == tl.float64 else tl.float32
+        ns = p * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = ns < N
+        acc = tl.zeros([BLOCK_N], dtype=ACC_DTYPE)
+        for k_start in range(0, K, CHUNK_K):
+            ks = k_start + tl.arange(0, CHUNK_K)
+            k_mask = ks < K
+            w_tile = tl.load(w + ns.to(tl.int64)[:, None] * K + ks[None, :], mask=n_mask[:, None] & k_mask[None, :],
+                             other=0.0)
+            x_chunk = tl.load(x + row * stride_x + ks, mask=k_mask, other=0.0)
+            acc += tl.sum(w_tile.to(ACC_DTYPE) * x_chunk.to(ACC_DTYPE)[None, :], axis=1)
+        tl.store(out + row * N + ns, acc.to(OUT_DTYPE), mask=n_mask)
+
 
 def _plain_linear(module) -> bool:
     return type(module) is nn.Linear  # not a subclass: an adapter or a quantised layer computes something else
@@ -192,7 +233,8 @@ def norm_project_tensors(x: torch.Tensor, delta: Optional[torch.Tensor], norm_we
                          f"{None if w_b is None else N_B}")
     out_a = torch.empty(B, N_A, device=x.device, dtype=x.dtype)
     out_b = torch.empty(B, N_B, device=x.device, dtype=x.dtype) if w_b is not None and not swiglu else None
-    programs = triton.cdiv(N_A, BLOCK_N) + (0 if swiglu else triton.cdiv(N_B, BLOCK_N))
+    block_n, chunk_k = _blocks(K, NORM_PROJECT_TILE) if B == 1 else SEVERAL_ROWS_BLOCKS
+    programs = triton.cdiv(N_A, block_n) + (0 if swiglu else triton.cdiv(N_B, block_n))
     if B > 0:
         with _device_guard(x.device):
             _norm_project_kernel[(programs, B)](
@@ -201,8 +243,46 @@ def norm_project_tensors(x: torch.Tensor, delta: Optional[torch.Tensor], norm_we
                 stride_delta=delta.stride(0) if delta is not None else 0, eps=float(eps), IS_RMS=bool(is_rms),
                 HAS_NORM_BIAS=norm_bias is not None, HAS_DELTA=delta is not None, HAS_B=w_b is not None,
                 HAS_BIAS_B=bias_b is not None, SWIGLU=bool(swiglu), BLOCK_K=triton.next_power_of_2(K),
-                BLOCK_N=BLOCK_N, CHUNK_K=CHUNK_K, num_warps=4)
+                BLOCK_N=block_n, CHUNK_K=chunk_k, num_warps=NUM_WARPS)
     return total, out_a, out_b
+
+
+def can_project(x: torch.Tensor, linear: nn.Module) -> bool:
+    """Whether `project_rows` computes linear(x) for this input and is likely to pay: a decode step's input [B, 1, K]
+    of at most MAX_ROWS rows, a plain nn.Linear without bias of x's dtype and device, Triton able to run, no autograd,
+    no autocast, not inside torch.compile (which keeps its own GEMM there)."""
+    if x.dim() != 3 or x.shape[1] != 1 or not 0 < x.shape[0] <= MAX_ROWS:
+        return False
+    if triton is None or not (x.is_cuda or _INTERPRET) or torch.compiler.is_compiling():
+        return False
+    if torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+        return False
+    return _plain_linear(linear) and linear.bias is None and linear.weight.dtype == x.dtype \
+        and linear.weight.device == x.device
+
+
+def project_rows_tensors(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [B, K] @ weight [N, K]^T -> [B, N] in weight's dtype, one Triton kernel for a few rows (`project_rows`)."""
+    B, K = x.shape
+    x = _rows(x, K)
+    weight = _rows(weight, K)
+    N = weight.shape[0]
+    out = torch.empty(B, N, device=x.device, dtype=weight.dtype)
+    block_n, chunk_k = _blocks(K, PROJECT_TILE)
+    if B > 0:
+        with _device_guard(x.device):
+            _project_rows_kernel[(triton.cdiv(N, block_n), B)](
+                x=x, w=weight, out=out, K=K, N=N, stride_x=x.stride(0), BLOCK_N=block_n, CHUNK_K=chunk_k,
+                num_warps=NUM_WARPS)
+    return out
+
+
+def project_rows(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """linear(x) for a decode step's input x [B, 1, K] (callers check `can_project` first): cuBLAS's GEMM for one row
+    runs on a dozen SMs at about a tenth of the bandwidth, this kernel on all of them. The sums run in another order
+    than cuBLAS's, so results differ from linear(x) by float rounding."""
+    B, T, K = x.shape
+    return project_rows_tensors(x.reshape(B * T, K), linear.weight).view(B, T, -1)
 
 
 # Set by ops.py: the custom op `<namespace>::norm_project` over `norm_project_tensors`, which torch.compile (and
@@ -232,4 +312,5 @@ def norm_project(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], nor
     return total, a.view(B, T, -1), b.view(B, T, -1) if b is not None else None
 
 
-__all__ = ["MAX_ROWS", "can_fuse", "norm_project", "norm_project_tensors"]
+__all__ = ["MAX_ROWS", "can_fuse", "can_project", "norm_project", "norm_project_tensors", "project_rows",
+           "project_rows_tensors"]

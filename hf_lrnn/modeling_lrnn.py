@@ -33,7 +33,8 @@ from transformers.modeling_outputs import (
 
 from .cache_lrnn import LRNNCache
 from .decode_triton import can_fuse as decode_can_fuse
-from .decode_triton import norm_project
+from .decode_triton import can_project as decode_can_project
+from .decode_triton import norm_project, project_rows
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
 from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .norm_triton import add_norm_triton, norm_triton
@@ -151,6 +152,13 @@ def _projection_input(readout: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     if torch.is_autocast_enabled(readout.device.type):
         return readout
     return readout.to(dtype)
+
+
+def _output_projection(linear: nn.Linear, x: torch.Tensor, triton_backend: bool) -> torch.Tensor:
+    """linear(x); in a decode step of a few rows on the Triton backend as one kernel over all SMs (decode_triton.py)."""
+    if triton_backend and decode_can_project(x, linear):
+        return project_rows(x, linear)
+    return linear(x)
 
 
 def _in_autocast_dtype(normed: torch.Tensor) -> torch.Tensor:
@@ -559,7 +567,8 @@ class LRNNMixer(nn.Module):
             readout = window.reshape(B, T, -1)  # index n*m + k holds s_{t-k}
         if cache is not None:  # after the read-out, which may still read the old state: the cache writes in place
             cache.set_state(self.layer_idx, final_state)  # float32 [B, N, m]
-        return self.out_proj(_projection_input(readout, hidden_states.dtype))
+        return _output_projection(self.out_proj, _projection_input(readout, hidden_states.dtype),
+                                  T == 1 and runs_triton(self.config, values.device))
 
 
 class LRNNBlock(GradientCheckpointingLayer):
@@ -596,7 +605,7 @@ class LRNNBlock(GradientCheckpointingLayer):
             # add, norm, gate and up projections and silu(gate) * up in one kernel (decode_triton.py)
             hidden_states, activation, _ = norm_project(hidden_states, mixer_out, self.mlp_norm, mlp_is_rms,
                                                         mlp.gate_proj, mlp.up_proj, swiglu=True)
-            mlp_out = mlp.down_proj(activation)
+            mlp_out = _output_projection(mlp.down_proj, activation, triton_backend)
         else:
             hidden_states, normed = apply_add_norm(self.mlp_norm, hidden_states, mixer_out, triton_backend,
                                                    for_projections=True)

@@ -194,6 +194,17 @@ def main(argv=None):
         layer_norm = torch.nn.LayerNorm(768).to(torch.bfloat16)
         check("layer norm + one projection (non-selective mixer)",
               lambda: decode.norm_project(x, delta, layer_norm, False, value_proj, None, swiglu=False))
+        rows, rows_delta = (torch.randn(3, 1, 768, dtype=torch.bfloat16) for _ in range(2))  # several rows' blocking
+        check("3 rows: add + norm + projections",
+              lambda: decode.norm_project(rows, rows_delta, layer_norm, False, value_proj, coefficient_proj,
+                                          swiglu=False))
+        check("3 rows: add + norm + SwiGLU projections",
+              lambda: decode.norm_project(rows, rows_delta, layer_norm, False, gate_proj, up_proj, swiglu=True))
+        # the decode step's output projections: the mixer's (768 -> 768) and the MLP's (2048 -> 768)
+        down_proj = torch.nn.Linear(2048, 768, bias=False).to(torch.bfloat16)
+        check("output projection 768 -> 768", lambda: decode.project_rows(x, value_proj))
+        check("output projection 2048 -> 768",
+              lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

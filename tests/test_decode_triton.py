@@ -1,5 +1,6 @@
-"""decode_triton.norm_project: a decode step's (add +) norm + projections in one kernel, against a float64 formula
-(interpreter on CPU, or the GPU), against the unfused Triton path in the models, and where it must not run."""
+"""decode_triton: a decode step's (add +) norm + projections in one kernel (norm_project) and its output projections
+over all SMs (project_rows), against float64 formulas (interpreter on CPU, or the GPU), against the unfused Triton path
+in the models, and where they must not run."""
 
 import os
 
@@ -44,9 +45,14 @@ def _modules(K, N_A, N_B, is_rms, bias_b, dtype, generator):
 @pytest.mark.parametrize("with_delta", [False, True])
 @pytest.mark.parametrize("mode", ["two", "swiglu", "one"])
 @pytest.mark.parametrize("rows", [1, 3])
-def test_norm_project_matches_float64_formula(is_rms, with_delta, mode, rows):
-    """K = 200 (more than one CHUNK_K, not a power of two), output features not multiples of BLOCK_N; float64 in and
-    out: the kernel's float64 accumulation against the formula, to float32 statistics' precision."""
+@pytest.mark.parametrize("max_chunk_k", [64, None])
+def test_norm_project_matches_float64_formula(is_rms, with_delta, mode, rows, max_chunk_k, monkeypatch):
+    """K = 200 (not a power of two; one row in one step, or with MAX_CHUNK_K = 64 in four; three rows in 128-wide
+    steps), output features not multiples
+    of BLOCK_N; float64 in and out: the kernel's float64 accumulation against the formula, to float32 statistics'
+    precision."""
+    if max_chunk_k is not None:
+        monkeypatch.setattr(decode_triton, "MAX_CHUNK_K", max_chunk_k)
     generator = torch.Generator().manual_seed(rows * 8 + with_delta * 2 + is_rms)
     K, N_A = 200, 37
     N_B = {"two": 53, "swiglu": 37, "one": 0}[mode]
@@ -135,8 +141,8 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_decode_steps_with_the_fused_kernel_equal_the_unfused_path(name, monkeypatch):
-    """float64 models on the Triton backend: three decode steps after a prefill, fused (2 norm_project calls per
-    layer per step) against the same model with the fusion switched off, logits and states to 1e-5 (float32
+    """float64 models on the Triton backend: three decode steps after a prefill, fused (2 norm_project and 2
+    project_rows calls per layer per step) against the same model with both switched off, logits and states to 1e-5 (float32
     statistics) and greedy tokens equal."""
     config = CONFIGS[name](vocab_size=64, hidden_size=40, num_hidden_layers=2, intermediate_size=48,
                            scan_backend="triton")
@@ -146,8 +152,8 @@ def test_decode_steps_with_the_fused_kernel_equal_the_unfused_path(name, monkeyp
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     ids = torch.randint(3, 60, (3, 5), device=DEVICE)
-    calls = []
-    norm_project = modeling_lrnn.norm_project
+    calls, projections = [], []
+    norm_project, project_rows = modeling_lrnn.norm_project, modeling_lrnn.project_rows
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("swiglu"))
@@ -156,8 +162,10 @@ def test_decode_steps_with_the_fused_kernel_equal_the_unfused_path(name, monkeyp
     def decode(fused):
         if fused:
             monkeypatch.setattr(modeling_lrnn, "norm_project", counting)
+            monkeypatch.setattr(modeling_lrnn, "project_rows", lambda *a: projections.append(1) or project_rows(*a))
         else:
             monkeypatch.setattr(modeling_lrnn, "decode_can_fuse", lambda *args, **kwargs: False)
+            monkeypatch.setattr(modeling_lrnn, "decode_can_project", lambda *args, **kwargs: False)
         with torch.no_grad():
             out = model(ids, use_cache=True)
             cache, logits, tokens = out.past_key_values, [], []
@@ -172,6 +180,7 @@ def test_decode_steps_with_the_fused_kernel_equal_the_unfused_path(name, monkeyp
 
     fused_logits, fused_tokens, fused_states = decode(True)
     assert calls.count(False) == calls.count(True) == 3 * config.num_hidden_layers
+    assert len(projections) == 2 * 3 * config.num_hidden_layers  # the mixer's and the MLP's output projections
     plain_logits, plain_tokens, plain_states = decode(False)
     torch.testing.assert_close(fused_logits, plain_logits, rtol=1e-5, atol=1e-5)
     assert torch.equal(fused_tokens, plain_tokens)
@@ -180,11 +189,12 @@ def test_decode_steps_with_the_fused_kernel_equal_the_unfused_path(name, monkeyp
 
 
 def test_a_training_forward_and_a_prefill_do_not_fuse(monkeypatch):
-    """The fused kernel has no backward and pays only for single tokens: not under autograd, not for T > 1."""
+    """The fused kernels have no backward and pay only for single tokens: not under autograd, not for T > 1."""
     config = hf_lrnn.HLRUConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, intermediate_size=32,
                                 scan_backend="triton")
     model = AutoModelForCausalLM.from_config(config).to(DEVICE)
     monkeypatch.setattr(modeling_lrnn, "norm_project", lambda *a, **k: pytest.fail("fused under autograd"))
+    monkeypatch.setattr(modeling_lrnn, "project_rows", lambda *a, **k: pytest.fail("project_rows under autograd"))
     ids = torch.randint(3, 60, (2, 1), device=DEVICE)
     model(ids, labels=ids).loss.backward()  # one token, gradients on
     with torch.no_grad():
@@ -279,5 +289,73 @@ def test_generate_with_fused_steps_equals_unfused_generate(kw, monkeypatch):
     fused = model.generate(ids, **args)
     assert calls  # the decode steps did fuse
     monkeypatch.setattr(modeling_lrnn, "decode_can_fuse", lambda *a, **k: False)
+    monkeypatch.setattr(modeling_lrnn, "decode_can_project", lambda *a, **k: False)
     unfused = model.generate(ids, **args)
     assert torch.equal(fused, unfused)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("max_chunk_k", [64, None])
+def test_project_rows_matches_float64_formula(rows, max_chunk_k, monkeypatch):
+    """K = 200 in one step and in four (MAX_CHUNK_K = 64), N = 37 (not a multiple of BLOCK_N), float64 throughout:
+    the kernel's float64 sums against x @ w^T."""
+    if max_chunk_k is not None:
+        monkeypatch.setattr(decode_triton, "MAX_CHUNK_K", max_chunk_k)
+    generator = torch.Generator().manual_seed(rows)
+    linear = nn.Linear(200, 37, bias=False).to(DEVICE, torch.float64)
+    x = torch.randn(rows, 1, 200, generator=generator, dtype=torch.float64).to(DEVICE)
+    with torch.no_grad():
+        got = decode_triton.project_rows(x, linear)
+    assert got.shape == (rows, 1, 37) and got.dtype == torch.float64
+    torch.testing.assert_close(got, x @ linear.weight.T, rtol=1e-12, atol=1e-12)
+
+
+def test_project_rows_reads_strided_rows_and_matches_linear_in_bfloat16():
+    """Rows that are a slice of a longer sequence: the same results as from a contiguous copy; bfloat16 against
+    nn.Linear (cuBLAS on the GPU) within bfloat16 rounding."""
+    generator = torch.Generator().manual_seed(7)
+    linear = nn.Linear(96, 40, bias=False).to(DEVICE, torch.float64)
+    long = torch.randn(3, 2, 96, generator=generator, dtype=torch.float64).to(DEVICE)
+    with torch.no_grad():
+        assert torch.equal(decode_triton.project_rows(long[:, 1:], linear),
+                           decode_triton.project_rows(long[:, 1:].contiguous(), linear))
+        linear = linear.to(torch.bfloat16)
+        x = long[:, 1:].to(torch.bfloat16)
+        got = decode_triton.project_rows(x, linear)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), linear(x).float(), rtol=2e-2, atol=2e-2)
+
+
+def test_can_project_only_where_it_computes_the_same():
+    linear = nn.Linear(16, 8, bias=False).to(DEVICE)
+    x = torch.randn(2, 1, 16, device=DEVICE)
+    with torch.no_grad():
+        assert decode_triton.can_project(x, linear)
+        assert not decode_triton.can_project(torch.randn(2, 2, 16, device=DEVICE), linear)  # a prefill
+        rows = decode_triton.MAX_ROWS + 1
+        assert not decode_triton.can_project(torch.randn(rows, 1, 16, device=DEVICE), linear)
+        assert not decode_triton.can_project(x.double(), linear)  # dtypes differ
+        assert not decode_triton.can_project(x, nn.Linear(16, 8, bias=True).to(DEVICE))
+        assert not decode_triton.can_project(x, _Adapter(16, 8, bias=False).to(DEVICE))
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            assert not decode_triton.can_project(x, linear)
+    assert not decode_triton.can_project(x, linear)  # autograd on
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("rows", [1, 8])
+def test_project_rows_at_model_size_matches_cublas_on_the_gpu(rows):
+    """The benchmarks' output projections (768 -> 768, and the MLP's 2048 -> 768), bfloat16: against cuBLAS within
+    bfloat16 rounding, and against a float64 product to float32 sums' precision."""
+    generator = torch.Generator().manual_seed(rows)
+    for K, N in ((768, 768), (2048, 768)):
+        weight = (torch.randn(N, K, generator=generator) * 0.04).to(DEVICE, torch.bfloat16)
+        linear = nn.Linear(K, N, bias=False, device=DEVICE, dtype=torch.bfloat16)
+        linear.weight.data.copy_(weight)
+        x = torch.randn(rows, 1, K, generator=generator).to(DEVICE, torch.bfloat16)
+        with torch.no_grad():
+            got = decode_triton.project_rows(x, linear)
+            torch.testing.assert_close(got, linear(x), rtol=2e-2, atol=2e-2)
+            exact = (x.double() @ weight.double().T).to(torch.bfloat16)
+            torch.testing.assert_close(got, exact, rtol=1e-2, atol=1e-3)
