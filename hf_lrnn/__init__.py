@@ -30,7 +30,7 @@ from .modeling_hlru import (
     HLRUModel,
     HLRUPreTrainedModel,
 )
-from .ops import bdlru_scan, hlru_scan
+from .ops import bdlru_scan, hlru_scan, hlru_scan_time_last
 
 __version__ = "0.1.0"
 
@@ -48,6 +48,7 @@ __all__ = [
     "ops",
     "hlru_scan",
     "bdlru_scan",
+    "hlru_scan_time_last",
     "LRNNCache",
     "LRNNConfig",
     "HLRUConfig",

@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import decode_triton
+from . import decode_triton, scan_time_last
 from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
 
 try:
@@ -197,16 +197,69 @@ def _define_norm_project_op(namespace: str):
     return norm_project_op
 
 
+_TIME_LAST_FWD_SCHEMA = "(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final) -> (Tensor, Tensor)"
+_TIME_LAST_BWD_SCHEMA = (
+    "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, str act) "
+    "-> (Tensor, Tensor, Tensor)"
+)
+
+
+def _define_time_last_ops(namespace: str):
+    """`<namespace>::hlru_scan_time_last_{fwd,bwd}` (scan_time_last.py), the forward with its autograd formula; eager
+    calls go through them too (one op per scan: its dispatch is small next to a whole-sequence kernel)."""
+
+    @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
+    def time_last_fwd(gates, values, initial_state, act, want_final):
+        """(states [B, N, T] in values.dtype, final state [B, N, 1] float32, or [0] without want_final)."""
+        states, final = scan_time_last.time_last_forward(gates, values, initial_state, act, want_final)
+        return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
+
+    @time_last_fwd.register_fake
+    def _(gates, values, initial_state, act, want_final):
+        B, N = values.shape[:2]
+        return values.new_empty(values.shape), values.new_empty((B, N, 1) if want_final else (0,), dtype=torch.float32)
+
+    @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_bwd", mutates_args=(), schema=_TIME_LAST_BWD_SCHEMA)
+    def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act):
+        dg, dv, dh0 = scan_time_last.time_last_backward(gates, values, states, initial_state, d_states, d_final, act)
+        return dg, dv, dh0 if dh0 is not None else values.new_empty((0,), dtype=torch.float32)
+
+    @time_last_bwd.register_fake
+    def _(gates, values, states, initial_state, d_states, d_final, act):
+        B, N = values.shape[:2]
+        dh0_shape = (B, N, 1) if initial_state is not None else (0,)
+        return gates.new_empty(gates.shape), values.new_empty(values.shape), \
+            values.new_empty(dh0_shape, dtype=torch.float32)
+
+    def setup_context(ctx, inputs, output):
+        gates, values, initial_state, act, want_final = inputs
+        ctx.save_for_backward(gates, values, output[0], initial_state)
+        ctx.act, ctx.want_final = act, want_final
+
+    def backward(ctx, d_states, d_final):
+        gates, values, states, initial_state = ctx.saved_tensors
+        if d_states is None:
+            d_states = torch.zeros_like(states)
+        d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
+        dg, dv, dh0 = time_last_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act)
+        dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
+        return dg, dv, dh0, None, None
+
+    time_last_fwd.register_autograd(backward, setup_context=setup_context)
+    return time_last_fwd
+
+
 if TRITON_IMPORT_ERROR is None:
     OP_NAMESPACE = _op_namespace(__name__)
     hlru_scan_fwd_op, hlru_scan_bwd_op, hlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=False)
     bdlru_scan_fwd_op, bdlru_scan_bwd_op, bdlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=True)
     if decode_triton.triton is not None:
         decode_triton.norm_project_op = _define_norm_project_op(OP_NAMESPACE)
+    hlru_scan_time_last_op = _define_time_last_ops(OP_NAMESPACE)
 else:
     OP_NAMESPACE = None
     hlru_scan_fwd_op = hlru_scan_bwd_op = bdlru_scan_fwd_op = bdlru_scan_bwd_op = None
-    hlru_scan_step_into_op = bdlru_scan_step_into_op = None
+    hlru_scan_step_into_op = bdlru_scan_step_into_op = hlru_scan_time_last_op = None
 
 
 def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state=False):
@@ -385,4 +438,59 @@ def bdlru_scan(
     return _run("bdlru_scan", True, *args)
 
 
-__all__ = ["hlru_scan", "bdlru_scan", "resolve_backend", "triton_available", "GATE_ACTIVATIONS", "BACKENDS"]
+def hlru_scan_time_last(
+    gates: torch.Tensor,
+    values: torch.Tensor,
+    initial_state: Optional[torch.Tensor] = None,
+    gate_activation: str = "softmax",
+    output_final_state: bool = False,
+    backend: Optional[str] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`hlru_scan` of order m = 1 (which BD-LRU m = 1 equals), s_t = a_t s_{t-1} + g_t v_t, on time-last tensors:
+    the layout in which the Triton scan streams at close to the memory bandwidth (scan_time_last.py).
+
+    Args:
+        gates: [B, N, 2, T] logits: channel n's coefficient logits over time, then its input-gate logits (what
+            `torch.matmul(W, x.transpose(1, 2))` gives for a projection W whose rows are ordered (n, j)).
+        values: [B, N, T].
+        initial_state: [B, N, 1] = s_0; zeros if None.
+        gate_activation, output_final_state, backend: as for `hlru_scan` (no packed sequences).
+    Returns:
+        (states [B, N, T] in values.dtype, final state [B, N, 1] in float32 or None)
+    """
+    op = "hlru_scan_time_last"
+    if gate_activation not in GATE_ACTIVATIONS:
+        raise ValueError(f"{op}: gate_activation must be one of {GATE_ACTIVATIONS}, got {gate_activation!r}")
+    for name, t in (("gates", gates), ("values", values)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{op}: {name} must be float32, bfloat16, float16 or float64, got {t.dtype}")
+    if gates.dim() != 4 or gates.shape[2] != 2:
+        raise ValueError(f"{op}: gates must have shape [B, N, 2, T] (order m = 1; use hlru_scan for m > 1), got "
+                         f"{tuple(gates.shape)}")
+    B, N, _, T = gates.shape
+    if tuple(values.shape) != (B, N, T):
+        raise ValueError(f"{op}: values must have shape [B, N, T] = {(B, N, T)} to match gates {tuple(gates.shape)}, "
+                         f"got {tuple(values.shape)}")
+    if gates.device != values.device:
+        raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
+    if not isinstance(output_final_state, bool):
+        raise ValueError(f"{op}: output_final_state must be True or False, got {output_final_state!r}")
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, 1) \
+                or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:
+            got = type(initial_state).__name__ if not isinstance(initial_state, torch.Tensor) else \
+                f"{initial_state.dtype} {tuple(initial_state.shape)} on {initial_state.device}"
+            raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, 1] = {(B, N, 1)} on "
+                             f"{values.device}, got {got}")
+    if resolve_backend(backend, values.device) == "triton":
+        states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state)
+        return states, (final if output_final_state else None)
+    # the reference on the [B, T, N] layout; transposed copies, exact
+    states, final = hlru_scan_torch(gates.permute(0, 3, 1, 2), values.transpose(1, 2), initial_state, gate_activation)
+    return states.transpose(1, 2).contiguous(), (final if output_final_state else None)
+
+
+__all__ = ["hlru_scan", "bdlru_scan", "hlru_scan_time_last", "resolve_backend", "triton_available", "GATE_ACTIVATIONS",
+           "BACKENDS"]

@@ -17,6 +17,8 @@ Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one f
 T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
 at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
 Peak memory: torch.cuda.max_memory_allocated during one fwd+bwd, minus the memory held before (inputs + grad_out).
+Time-last rows (m = 1 only): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on [B, D, 2, T] / [B, D, T]
+tensors, under the same byte model, with its speed-ups over fla and accelerated-scan of the same run.
 fla baseline (m = 1 only): fla.ops.hgrn.chunk_hgrn / fused_recurrent_hgrn on x = g_in * v and g = log a with
 (a, g_in) the softmax-normalised gates (precomputed, bf16): the same recurrence.
 Model rows (`run_model_rows`; --no-model skips them): a whole training step of H-LRU m in {1, 2, 4} and BD-LRU m in
@@ -49,6 +51,7 @@ except Exception as _err:  # noqa: BLE001  (the model code may not import here: 
     _pkg.__path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hf_lrnn")]
     sys.modules["hf_lrnn"] = _pkg
 
+from hf_lrnn.ops import hlru_scan_time_last  # noqa: E402
 from hf_lrnn.scan_torch import bdlru_scan_torch, hlru_scan_torch  # noqa: E402
 from hf_lrnn.scan_triton import bdlru_scan_triton, hlru_scan_triton  # noqa: E402
 
@@ -166,6 +169,30 @@ def run_accelerated_scan(B, T, D, ours_fwd, ours_fb, warp=True):
     return res
 
 
+def run_time_last(B, T, D, fwd_bytes, fb_bytes, copy_tbps):
+    """hlru_scan_time_last (m = 1, time-last tensors [B, D, 2, T] / [B, D, T], bf16): its own columns, under the same
+    byte model as the [B, T, D] op's row."""
+    g = torch.randn(B, D, 2, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(B, D, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    do = torch.randn_like(v)
+    with torch.no_grad():
+        fwd = bench(lambda: hlru_scan_time_last(g, v, backend="triton"))
+
+    def fb():
+        hlru_scan_time_last(g, v, backend="triton")[0].backward(do)
+
+    fbt = bench(fb, grad_to_none=[g, v])
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fb()
+    torch.cuda.synchronize()
+    mem = (torch.cuda.max_memory_allocated() - base) / 2**20
+    return dict(time_last_fwd_ms=fwd, time_last_fwdbwd_ms=fbt, time_last_mem_MB=mem,
+                time_last_fwd_pct_copy=100 * fwd_bytes / (fwd * 1e-3) / 1e12 / copy_tbps,
+                time_last_fwdbwd_pct_copy=100 * fb_bytes / (fbt * 1e-3) / 1e12 / copy_tbps)
+
+
 def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     fn = hlru_scan_triton if op == "hlru" else bdlru_scan_triton
     g, v, channels = make_inputs(op, B, T, D, m, True)
@@ -202,6 +229,11 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     if m == 1 and op == "hlru":
         row.update(run_fla(B, T, D, m, fwd, fbt))
         row.update(run_accelerated_scan(B, T, D, fwd, fbt, warp))
+        row.update(run_time_last(B, T, D, fwd_bytes, fb_bytes, copy_tbps))
+        for peer in ("chunk_hgrn", "accelerated_scan"):  # the time-last scan against the same peers
+            if f"{peer}_fwd_ms" in row:
+                row[f"time_last_speedup_vs_{peer}_fwd"] = row[f"{peer}_fwd_ms"] / row["time_last_fwd_ms"]
+                row[f"time_last_speedup_vs_{peer}_fwdbwd"] = row[f"{peer}_fwdbwd_ms"] / row["time_last_fwdbwd_ms"]
     torch.cuda.empty_cache()
     return row
 
@@ -577,7 +609,17 @@ def main():
             f"{r['fwd_TBps']:5.2f} {r['fwd_pct_copy']:5.1f} | {r['fwdbwd_ms']:8.3f} {r['fwdbwd_TBps']:5.2f} "
             f"{r['fwdbwd_pct_copy']:5.1f} | {r.get('speedup_vs_ref_fwdbwd', float('nan')):7.0f} {r['mem_MB']:7.0f} "
             f"{r.get('ref_mem_MB_est', float('nan')):8.0f} | {fla}")
-    lines.append("(fwd = auto mode; seq = forced sequential kernel; x ref = speed-up of fwd+bwd over the torch reference "
+        if "time_last_fwd_ms" in r:
+            lines.append(
+                f"{'  time-last':>31} | {r['time_last_fwd_ms']:8.3f} {'':8} {'':5} {r['time_last_fwd_pct_copy']:5.1f} | "
+                f"{r['time_last_fwdbwd_ms']:8.3f} {'':5} {r['time_last_fwdbwd_pct_copy']:5.1f} | {'':7} "
+                f"{r['time_last_mem_MB']:7.0f} {'':8} | fla chunk f/fb "
+                f"{r.get('time_last_speedup_vs_chunk_hgrn_fwd', float('nan')):.1f}x/"
+                f"{r.get('time_last_speedup_vs_chunk_hgrn_fwdbwd', float('nan')):.1f}x; acc-scan f/fb "
+                f"{r.get('time_last_speedup_vs_accelerated_scan_fwd', float('nan')):.2f}x/"
+                f"{r.get('time_last_speedup_vs_accelerated_scan_fwdbwd', float('nan')):.2f}x")
+    lines.append("(time-last = hlru_scan_time_last on [B, D, 2, T] / [B, D, T] tensors, the same recurrence at m = 1; "
+                 "fwd = auto mode; seq = forced sequential kernel; x ref = speed-up of fwd+bwd over the torch reference "
                  "timed at T=256 and scaled linearly; mem = peak extra memory of one fwd+bwd; ref MB* = reference peak "
                  "at T=256 scaled linearly)")
     lines.append("H-LRU mixer layer, B=8 T=2048 d=1024 N*m=1024, fwd+bwd, bf16 autocast:")

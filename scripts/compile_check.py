@@ -52,19 +52,19 @@ class _CompileOnlyDriver:
 
 
 def _load_scan_modules():
-    """hf_lrnn.scan_torch, hf_lrnn.scan_triton, hf_lrnn.norm_triton, hf_lrnn.swiglu_triton and
-    hf_lrnn.decode_triton by path (hf_lrnn/__init__ imports transformers); returns the last four."""
+    """hf_lrnn.scan_torch, hf_lrnn.scan_triton, hf_lrnn.norm_triton, hf_lrnn.swiglu_triton, hf_lrnn.decode_triton and
+    hf_lrnn.scan_time_last by path (hf_lrnn/__init__ imports transformers); returns the last five."""
     package = types.ModuleType("hf_lrnn")
     package.__path__ = [os.path.join(ROOT, "hf_lrnn")]
     sys.modules.setdefault("hf_lrnn", package)
     modules = []
-    for name in ("scan_torch", "scan_triton", "norm_triton", "swiglu_triton", "decode_triton"):
+    for name in ("scan_torch", "scan_triton", "norm_triton", "swiglu_triton", "decode_triton", "scan_time_last"):
         spec = importlib.util.spec_from_file_location(f"hf_lrnn.{name}", os.path.join(ROOT, "hf_lrnn", f"{name}.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         modules.append(module)
-    return modules[1], modules[2], modules[3], modules[4]
+    return modules[1], modules[2], modules[3], modules[4], modules[5]
 
 
 def main(argv=None):
@@ -91,7 +91,7 @@ def main(argv=None):
         return kernel
 
     JITFunction.run = compile_only
-    scan, norm, swiglu, decode = _load_scan_modules()
+    scan, norm, swiglu, decode, time_last = _load_scan_modules()
     scan._num_sms = lambda device: 132  # the chunk policy asks the device; an H200 has 132 SMs
 
     # BD-LRU m = 16 runs the [m, m] tile kernels (m <= 8 runs one block per thread)
@@ -205,6 +205,19 @@ def main(argv=None):
         check("output projection 768 -> 768", lambda: decode.project_rows(x, value_proj))
         check("output projection 2048 -> 768",
               lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
+    # the first-order scan on time-last tensors: forward and backward, bfloat16, every activation family's branch
+    # (softmax and sigmoid: the one-exp pair; tanh: the generic normalisation), with and without initial state
+    for activation, with_initial_state in (("softmax", True), ("sigmoid", False), ("tanh", True)):
+        gates = torch.randn(2, 3, 2, 300, dtype=torch.bfloat16)
+        values = torch.randn(2, 3, 300, dtype=torch.bfloat16)
+        h0 = torch.randn(2, 3, 1) if with_initial_state else None
+
+        def time_last_forward_backward():
+            states, final = time_last.time_last_forward(gates, values, h0, activation, True)
+            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation)
+
+        check(f"time-last first order, {activation}{', initial state' if with_initial_state else ''}",
+              time_last_forward_backward)
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

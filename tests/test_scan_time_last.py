@@ -1,0 +1,136 @@
+"""hlru_scan_time_last: the first-order scan on time-last tensors (scan_time_last.py). The Triton kernels (the
+interpreter on CPU, the GPU where there is one) against the reference in float64, the reference's layout against a
+direct loop, gradients, every gate activation, several tiles and channel blocks, and bad inputs."""
+
+import os
+
+import pytest
+import torch
+
+from hf_lrnn import hlru_scan_time_last, scan_time_last
+from hf_lrnn.scan_torch import GATE_ACTIVATIONS
+
+GPU = torch.cuda.is_available()
+DEVICE = "cuda" if GPU else "cpu"
+TRITON_OK = scan_time_last.triton is not None and (GPU or os.environ.get("TRITON_INTERPRET") == "1")
+needs_triton = pytest.mark.skipif(not TRITON_OK, reason="needs CUDA or TRITON_INTERPRET=1")
+
+
+def _inputs(B, N, T, dtype=torch.float64, with_h0=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    gates = (torch.randn(B, N, 2, T, generator=generator, dtype=torch.float64) * 2).to(DEVICE, dtype)
+    values = torch.randn(B, N, T, generator=generator, dtype=torch.float64).to(DEVICE, dtype)
+    h0 = torch.randn(B, N, 1, generator=generator, dtype=torch.float64).to(DEVICE, dtype) if with_h0 else None
+    return [t.requires_grad_() if t is not None else None for t in (gates, values, h0)]
+
+
+def _run(backend, gates, values, h0, activation, want_final):
+    """States, final state and the gradients of a loss that weighs every step differently (and the final state)."""
+    states, final = hlru_scan_time_last(gates, values, h0, activation, want_final, backend=backend)
+    T = values.shape[-1]
+    weights = torch.linspace(-1.0, 1.0, T, dtype=torch.float64, device=values.device)
+    loss = (states.double() * weights).sum() + (0.7 * final.double().sum() if want_final else 0.0)
+    wrt = [t for t in (gates, values, h0) if t is not None]
+    return (states, final) + torch.autograd.grad(loss, wrt)
+
+
+def test_the_reference_in_time_last_layout_is_the_direct_loop():
+    """The layout contract on the torch backend: gates[b, n, 0, t] is the coefficient logit and gates[b, n, 1, t] the
+    input gate's, s_t = a_t s_{t-1} + g_t v_t with (a, g) = softmax(pair), s_0 = initial_state."""
+    gates, values, h0 = (t.detach() for t in _inputs(2, 3, 9))
+    states, final = hlru_scan_time_last(gates, values, h0, output_final_state=True, backend="torch")
+    want = torch.empty_like(values)
+    s = h0[..., 0]
+    for t in range(values.shape[-1]):
+        a, g = torch.softmax(gates[:, :, :, t], dim=-1).unbind(-1)
+        s = a * s + g * values[:, :, t]
+        want[:, :, t] = s
+    torch.testing.assert_close(states, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, want[:, :, -1:], rtol=1e-12, atol=1e-12)
+
+
+@needs_triton
+@pytest.mark.parametrize("activation", GATE_ACTIVATIONS)
+@pytest.mark.parametrize("B,N,T,with_h0,want_final", [(2, 3, 37, True, True), (1, 4, 16, False, False),
+                                                       (3, 1, 50, True, False), (2, 5, 5, False, True)])
+def test_triton_matches_the_float64_reference(activation, B, N, T, with_h0, want_final):
+    """float64 inputs (computed in float32 by the kernels): states, final state and the gradients of gates, values
+    and initial state. In the interpreter tiles are 2 channels x 16 steps: T = 37 and 50 take several tiles, N = 3
+    and 5 a partial channel block."""
+    inputs = _inputs(B, N, T, with_h0=with_h0, seed=B * 100 + T)
+    reference = _run("torch", *inputs, activation, want_final)
+    triton_out = _run("triton", *inputs, activation, want_final)
+    assert triton_out[0].dtype == torch.float64 and triton_out[0].shape == (B, N, T)
+    for got, want in zip(triton_out, reference):
+        if want is None:
+            assert got is None
+            continue
+        scale = want.abs().max().clamp(min=1.0)  # "none" grows the state without bound
+        # the final state is float32 from the kernels (float64 from the reference on float64 inputs)
+        torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0, atol=2e-6)
+
+
+@needs_triton
+def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
+    gates, values, h0 = _inputs(2, 6, 40, dtype=torch.bfloat16)
+    states, final, d_gates, d_values, d_h0 = _run("triton", gates, values, h0, "softmax", True)
+    assert states.dtype == d_values.dtype == d_gates.dtype == torch.bfloat16
+    assert final.dtype == torch.float32 and d_h0.dtype == torch.bfloat16
+    reference = _run("torch", *[t.detach().float().requires_grad_() for t in (gates, values, h0)], "softmax", True)
+    for got, want in zip((states, final, d_gates, d_values, d_h0), reference):
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("T", [0, 1])
+def test_empty_and_single_step_sequences(T):
+    """T = 0: no states, the final state is the initial one (its gradient passes through); T = 1: one step."""
+    gates, values, h0 = _inputs(2, 3, T)
+    got = _run("triton", gates, values, h0, "softmax", True)
+    want = _run("torch", gates, values, h0, "softmax", True)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.to(w.dtype), w, rtol=1e-6, atol=1e-6)
+
+
+def test_bad_inputs_name_the_argument():
+    gates, values, h0 = (t.detach() for t in _inputs(2, 3, 8))
+    with pytest.raises(ValueError, match=r"gates must have shape \[B, N, 2, T\] \(order m = 1"):
+        hlru_scan_time_last(torch.zeros(2, 3, 3, 8, dtype=torch.float64, device=DEVICE), values)
+    with pytest.raises(ValueError, match=r"values must have shape \[B, N, T\] = \(2, 3, 8\)"):
+        hlru_scan_time_last(gates, values[..., :7])
+    with pytest.raises(ValueError, match=r"initial_state must be None or a floating tensor \[B, N, 1\]"):
+        hlru_scan_time_last(gates, values, h0[:, :2])
+    with pytest.raises(ValueError, match="gate_activation must be one of"):
+        hlru_scan_time_last(gates, values, gate_activation="gelu")
+    with pytest.raises(ValueError, match="output_final_state must be True or False"):
+        hlru_scan_time_last(gates, values, output_final_state=1)
+    with pytest.raises(ValueError, match="values must be float32, bfloat16, float16 or float64"):
+        hlru_scan_time_last(gates, values.long())
+
+
+@needs_triton
+def test_fullgraph_compile_traces_the_custom_op():
+    """torch.compile(fullgraph=True) sees one opaque op forward and backward (no graph break), same results."""
+    torch._dynamo.reset()
+    gates, values, h0 = _inputs(2, 3, 20, dtype=torch.float32)
+
+    def loss(g, v, h):
+        states, final = hlru_scan_time_last(g, v, h, "sigmoid", True, backend="triton")
+        return states.square().sum() + final.sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    eager_grads = torch.autograd.grad(loss(gates, values, h0), [gates, values, h0])
+    compiled_grads = torch.autograd.grad(compiled(gates, values, h0), [gates, values, h0])
+    for got, want in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
+def test_gpu_default_tiles_match_the_float64_reference(B, N, T):
+    """The GPU's 1024-step tiles over several tiles (and a partial one), float64 inputs, forward and gradients."""
+    inputs = _inputs(B, N, T, seed=T)
+    reference = _run("torch", *inputs, "softmax", True)
+    for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=1e-5)
