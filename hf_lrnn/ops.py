@@ -262,13 +262,8 @@ else:
     hlru_scan_step_into_op = bdlru_scan_step_into_op = hlru_scan_time_last_op = None
 
 
-def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state=False):
-    """Validate the inputs of `op` (blocked: BD-LRU shapes); returns (B, T, N, m). Every problem is a ValueError
-    that names the argument, what it got and what was expected. Empty inputs (B = 0 or T = 0) are valid and give
-    the empty result. Host syncs: none, except reading `cu_seqlens` (once per call; skipped while torch.compile
-    traces, which then checks its shape, dtype and device only)."""
-    gate_dims = "[B, T, N, m, m+1]" if blocked else "[B, T, N, m+1]"
-    value_dims = "[B, T, N, m]" if blocked else "[B, T, N]"
+def _check_arguments(op, gates, values, gate_activation, output_final_state):
+    """What every scan checks first: the activation's name, floating tensors, a bool output_final_state."""
     if gate_activation not in GATE_ACTIVATIONS:
         raise ValueError(f"{op}: gate_activation must be one of {GATE_ACTIVATIONS}, got {gate_activation!r}")
     for name, t in (("gates", gates), ("values", values)):
@@ -276,6 +271,18 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
             raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{op}: {name} must be float32, bfloat16, float16 or float64, got {t.dtype}")
+    if not isinstance(output_final_state, bool):
+        raise ValueError(f"{op}: output_final_state must be True or False, got {output_final_state!r}")
+
+
+def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocked, output_final_state=False):
+    """Validate the inputs of `op` (blocked: BD-LRU shapes); returns (B, T, N, m). Every problem is a ValueError
+    that names the argument, what it got and what was expected. Empty inputs (B = 0 or T = 0) are valid and give
+    the empty result. Host syncs: none, except reading `cu_seqlens` (once per call; skipped while torch.compile
+    traces, which then checks its shape, dtype and device only)."""
+    gate_dims = "[B, T, N, m, m+1]" if blocked else "[B, T, N, m+1]"
+    value_dims = "[B, T, N, m]" if blocked else "[B, T, N]"
+    _check_arguments(op, gates, values, gate_activation, output_final_state)
     if gates.dim() != (5 if blocked else 4):
         raise ValueError(f"{op}: gates must have shape {gate_dims}, got {tuple(gates.shape)}")
     if values.dim() != (4 if blocked else 3):
@@ -295,8 +302,6 @@ def _check(op, gates, values, initial_state, gate_activation, cu_seqlens, blocke
         )
     if gates.device != values.device:
         raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
-    if not isinstance(output_final_state, bool):
-        raise ValueError(f"{op}: output_final_state must be True or False, got {output_final_state!r}")
     num_states = B
     if cu_seqlens is not None:
         if not isinstance(cu_seqlens, torch.Tensor):
@@ -459,13 +464,7 @@ def hlru_scan_time_last(
         (states [B, N, T] in values.dtype, final state [B, N, 1] in float32 or None)
     """
     op = "hlru_scan_time_last"
-    if gate_activation not in GATE_ACTIVATIONS:
-        raise ValueError(f"{op}: gate_activation must be one of {GATE_ACTIVATIONS}, got {gate_activation!r}")
-    for name, t in (("gates", gates), ("values", values)):
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _FLOAT_DTYPES:
-            raise ValueError(f"{op}: {name} must be float32, bfloat16, float16 or float64, got {t.dtype}")
+    _check_arguments(op, gates, values, gate_activation, output_final_state)
     if gates.dim() != 4 or gates.shape[2] != 2:
         raise ValueError(f"{op}: gates must have shape [B, N, 2, T] (order m = 1; use hlru_scan for m > 1), got "
                          f"{tuple(gates.shape)}")
@@ -475,8 +474,6 @@ def hlru_scan_time_last(
                          f"got {tuple(values.shape)}")
     if gates.device != values.device:
         raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
-    if not isinstance(output_final_state, bool):
-        raise ValueError(f"{op}: output_final_state must be True or False, got {output_final_state!r}")
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, 1) \
                 or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:

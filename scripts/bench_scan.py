@@ -65,6 +65,16 @@ def bench(fn, grad_to_none=None):
     return do_bench(fn, warmup=10, rep=50, grad_to_none=grad_to_none, quantiles=[0.5, 0.2, 0.8])[0]
 
 
+def peak_extra_mb(fn):
+    """Peak memory of one call of fn beyond what was allocated before it, MB."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
 def copy_bandwidth():
     x = torch.empty(512 * 1024 * 1024, dtype=torch.uint8, device="cuda").random_()
     y = torch.empty_like(x)
@@ -182,12 +192,7 @@ def run_time_last(B, T, D, fwd_bytes, fb_bytes, copy_tbps):
         hlru_scan_time_last(g, v, backend="triton")[0].backward(do)
 
     fbt = bench(fb, grad_to_none=[g, v])
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fb()
-    torch.cuda.synchronize()
-    mem = (torch.cuda.max_memory_allocated() - base) / 2**20
+    mem = peak_extra_mb(fb)
     return dict(time_last_fwd_ms=fwd, time_last_fwdbwd_ms=fbt, time_last_mem_MB=mem,
                 time_last_fwd_pct_copy=100 * fwd_bytes / (fwd * 1e-3) / 1e12 / copy_tbps,
                 time_last_fwdbwd_pct_copy=100 * fb_bytes / (fbt * 1e-3) / 1e12 / copy_tbps)
@@ -206,12 +211,7 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
         out.backward(do)
 
     fbt = bench(fb, grad_to_none=[g, v])
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fb()
-    torch.cuda.synchronize()
-    mem = (torch.cuda.max_memory_allocated() - base) / 2**20
+    mem = peak_extra_mb(fb)
     g.grad = v.grad = None
     logits_mb = g.numel() * g.element_size() / 2**20
     tok = B * T * channels
