@@ -24,6 +24,7 @@ logger = logging.get_logger(__name__)
 NORM_TYPES = ("layernorm", "rmsnorm")
 SCAN_BACKENDS = (None, "torch", "triton")
 LOSS_BACKENDS = (None, "torch", "triton")
+SCAN_LAYOUTS = ("time_first", "time_last")
 
 
 def default_intermediate_size(hidden_size: int) -> int:
@@ -144,6 +145,7 @@ class LRNNConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         scan_backend: Optional[str] = None,
         loss_backend: Optional[str] = None,
+        scan_layout: str = "time_first",
         tie_word_embeddings: bool = True,
         use_cache: bool = True,
         pad_token_id: Optional[int] = None,
@@ -175,6 +177,7 @@ class LRNNConfig(PretrainedConfig):
         _require_number("initializer_range", initializer_range, positive=False)
         _require_choice("scan_backend", scan_backend, SCAN_BACKENDS)
         _require_choice("loss_backend", loss_backend, LOSS_BACKENDS)
+        _require_choice("scan_layout", scan_layout, SCAN_LAYOUTS)
         _require_bool("tie_word_embeddings", tie_word_embeddings)
         _require_bool("use_cache", use_cache)
 
@@ -205,6 +208,7 @@ class LRNNConfig(PretrainedConfig):
         self.initializer_range = float(initializer_range)
         self.scan_backend = scan_backend
         self.loss_backend = loss_backend
+        self.scan_layout = scan_layout
         self.use_cache = use_cache
         super().__init__(
             pad_token_id=pad_token_id,
@@ -264,6 +268,12 @@ class HLRUConfig(LRNNConfig):
             torch.compile (inductor fuses transformers' loss itself). "torch": transformers' `ForCausalLMLoss`
             (float32 copy of the logits, log_softmax). None (default): "triton" for logits on a CUDA device with
             Triton installed, else "torch", silently. Read at every forward.
+        scan_layout: the memory layout of the order-1 scan on the Triton backend (order / block_size 1, selective
+            gates). "time_first" (default): the projections write [B, T, N] tensors, as for every other order.
+            "time_last": they write [B, N, T] tensors (`hlru_scan_time_last`), in which the scan streams at close
+            to the memory bandwidth; the output projection reads the states in that layout. Same function (the
+            products sum in another order). Steps with padding, packed documents, a decode step, adapters on the
+            projections, and the torch backend keep "time_first". Read at every forward.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

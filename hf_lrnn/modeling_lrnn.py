@@ -34,12 +34,12 @@ from transformers.modeling_outputs import (
 from .cache_lrnn import LRNNCache
 from .decode_triton import can_fuse as decode_can_fuse
 from .decode_triton import can_project as decode_can_project
-from .decode_triton import norm_project, project_rows
+from .decode_triton import _plain_linear, norm_project, project_rows
 from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
 from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
-from .ops import bdlru_scan, hlru_scan, resolve_backend, scan_step_into, triton_available
+from .ops import bdlru_scan, hlru_scan, hlru_scan_time_last, resolve_backend, scan_step_into, triton_available
 from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
 from .swiglu_triton import can_run as swiglu_triton_can_run
 from .swiglu_triton import silu_mul_triton
@@ -509,6 +509,44 @@ class LRNNMixer(nn.Module):
             return states.view(values.shape)
         return reference_scan_with_restarts(self.blocked, gates, values, documents.starts, self.gate_activation)
 
+    def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
+        """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1, selective
+        gates, several steps, the Triton backend, plain nn.Linear projections (an adapter keeps the [B, T, N] path),
+        and no padding (a mask with padding takes the time-first path, which handles it; checking costs the host
+        sync that path's own check costs, and under torch.compile a mask always takes it)."""
+        if getattr(self.config, "scan_layout", "time_first") != "time_last" or self.unit_size != 1 \
+                or not self.selective or hidden_states.shape[1] < 2:
+            return False
+        if not runs_triton(self.config, hidden_states.device):
+            return False
+        if not all(_plain_linear(p) for p in (self.value_proj, self.coefficient_proj, self.out_proj)) \
+                or self.value_proj.bias is not None:
+            return False
+        if attention_mask is not None:
+            if torch.compiler.is_compiling():
+                return False
+            return bool(attention_mask[:, -hidden_states.shape[1]:].all())
+        return True
+
+    def _forward_time_last(self, hidden_states: torch.Tensor, cache: Optional[LRNNCache]) -> torch.Tensor:
+        """The order-1 mixer on time-last tensors: the projections write [B, N, T] and [B, 2N, T] (batched GEMMs with
+        the weight broadcast over the batch, so nothing is transposed in memory), `hlru_scan_time_last` scans them,
+        and the output projection reads the states [B, N, T] as a transposed operand. Same function as the
+        [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same row order of its projections)."""
+        B, T, _ = hidden_states.shape
+        N = self.num_units
+        x = hidden_states.transpose(1, 2)  # [B, d, T], a view
+        values = torch.bmm(self.value_proj.weight.expand(B, -1, -1), x)  # [B, N, T]
+        gates = torch.bmm(self.coefficient_proj.weight.expand(B, -1, -1), x)  # [B, 2N, T], rows (n, j)
+        gates = gates + self.coefficient_proj.bias.to(gates.dtype)[:, None]  # autocast's dtype, as nn.Linear adds it
+        initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, 1] float32 or None
+        states, final_state = hlru_scan_time_last(gates.view(B, N, 2, T), values, initial_state, self.gate_activation,
+                                                  output_final_state=cache is not None, backend="triton")
+        if cache is not None:
+            cache.set_state(self.layer_idx, final_state)
+        readout = _projection_input(states, hidden_states.dtype)  # [B, N, T]
+        return torch.bmm(readout.transpose(1, 2), self.out_proj.weight.t().expand(B, -1, -1))  # [B, T, d]
+
     def forward(
         self,
         hidden_states: torch.Tensor,  # [B, T, d]
@@ -520,6 +558,8 @@ class LRNNMixer(nn.Module):
         """hidden_states: the normed input, or with `projected` (a decode step whose block computed the norm and
         both projections in one kernel, decode_triton.py) a tensor of its shape and dtype."""
         B, T, _ = hidden_states.shape
+        if projected is None and documents is None and self._scans_time_last(hidden_states, attention_mask):
+            return self._forward_time_last(hidden_states, cache)
         projected_values, projected_gates = projected if projected is not None else (None, None)
         if projected_values is None:
             projected_values = self.value_proj(hidden_states)

@@ -267,7 +267,8 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                    loss_backend=None, windows=3, cuda_graph=False):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and a fused AdamW step on CUDA, the Trainer's default): H-LRU m in {1, 2, 4} and BD-LRU m in {2,
-    4, 8} against transformers' Llama of the same shape (sdpa attention, 12 heads). compile_models: every model, Llama
+    4, 8}, and H-LRU m = 1 with config.scan_layout = "time_last", against transformers' Llama of the same shape (sdpa
+    attention, 12 heads). compile_models: every model, Llama
     too, through torch.compile (inductor; the first steps, which compile, are not timed), with torch.compile's
     `compile_mode` ("reduce-overhead": the forward and backward replay as CUDA graphs, so no step pays the host's
     launch costs). models: only these rows ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). Each row
@@ -297,15 +298,20 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     common = dict(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers, intermediate_size=mlp)
     ours = dict(common, loss_backend=loss_backend)
     configs = {f"hlru m={m}": HLRUConfig(order=m, **ours) for m in (1, 2, 4)}
+    # H-LRU m = 1 with its scan on time-last tensors (config.scan_layout; hlru_scan_time_last)
+    configs["hlru m=1 time-last"] = HLRUConfig(order=1, scan_layout="time_last", **ours)
     configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **ours) for m in (2, 4, 8)})
     configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
                                    tie_word_embeddings=True, **common)
     if models:
-        unknown = set(models) - {name.replace(" m=", "") for name in configs}
+        def short(name):  # "hlru m=1 time-last" -> "hlru1-time-last"
+            return name.replace(" m=", "").replace(" ", "-")
+
+        unknown = set(models) - {short(name) for name in configs}
         if unknown:
-            raise ValueError(f"--models: unknown rows {sorted(unknown)}; expected some of hlru1, hlru2, hlru4, bdlru2, "
-                             "bdlru4, bdlru8, llama")
-        configs = {name: c for name, c in configs.items() if name == "llama" or name.replace(" m=", "") in models}
+            raise ValueError(f"--models: unknown rows {sorted(unknown)}; expected some of "
+                             f"{', '.join(short(name) for name in configs)}")
+        configs = {name: c for name, c in configs.items() if name == "llama" or short(name) in models}
     on_cuda = device.startswith("cuda")
     rows = []
     for name, config in configs.items():
@@ -409,11 +415,11 @@ def model_lines(models):
              f"{len(first.get('step_ms_windows') or [0])} timed windows:"]
     for r in models:
         if r.get("error"):
-            lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['error']}")
+            lines.append(f"  {r['model']:<18} {r['parameters'] / 1e6:6.1f}M  {r['error']}")
             continue
         spread = r.get("step_ms_windows") or [r["step_ms"]]
         kernels = f", GPU kernels {r['gpu_kernel_ms']:.1f} ms" if r.get("gpu_kernel_ms") is not None else ""
-        lines.append(f"  {r['model']:<11} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
+        lines.append(f"  {r['model']:<18} {r['parameters'] / 1e6:6.1f}M  {r['step_ms']:8.1f} ms  "
                      f"{r['tokens_per_s'] / 1e3:7.1f}K tokens/s  "
                      f"{'%.2fx' % r['vs_llama'] if r['vs_llama'] is not None else 'n/a  '}   "
                      f"(windows {min(spread):.1f}-{max(spread):.1f} ms{kernels})")

@@ -14,6 +14,12 @@ def test_model_rows_only_the_chosen_models_and_llama():
     assert next(r for r in rows if r["model"] == "llama")["vs_llama"] == 1.0
 
 
+def test_model_rows_include_the_time_last_layout_by_its_short_name():
+    bench_scan = load_script("bench_scan")
+    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1-time-last"])
+    assert [r["model"] for r in rows] == ["hlru m=1 time-last", "llama"]
+
+
 def test_model_rows_refuse_an_unknown_model():
     bench_scan = load_script("bench_scan")
     with pytest.raises(ValueError, match=r"--models: unknown rows \['bdlru3'\]"):

@@ -134,3 +134,94 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T):
     reference = _run("torch", *inputs, "softmax", True)
     for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
         torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=1e-5)
+
+
+MODEL_CONFIGS = {
+    "hlru-1": lambda **k: __import__("hf_lrnn").HLRUConfig(order=1, **k),
+    "bdlru-1-sigmoid": lambda **k: __import__("hf_lrnn").BDLRUConfig(block_size=1, gate_activation="sigmoid", **k),
+}
+
+
+def _model_pair(name):
+    """The same float64 model twice on the Triton backend, scan_layout "time_first" and "time_last"."""
+    from transformers import AutoModelForCausalLM
+
+    models = []
+    for layout in ("time_first", "time_last"):
+        config = MODEL_CONFIGS[name](vocab_size=64, hidden_size=24, num_hidden_layers=2, intermediate_size=32,
+                                     scan_backend="triton", scan_layout=layout)
+        torch.manual_seed(0)
+        models.append(AutoModelForCausalLM.from_config(config).to(DEVICE, torch.float64))
+    return models
+
+
+def _counting(monkeypatch):
+    from hf_lrnn import modeling_lrnn
+
+    calls = []
+    scan = modeling_lrnn.hlru_scan_time_last
+    monkeypatch.setattr(modeling_lrnn, "hlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
+    return calls
+
+
+@needs_triton
+@pytest.mark.parametrize("name", list(MODEL_CONFIGS))
+def test_models_with_time_last_scans_equal_time_first(name, monkeypatch):
+    """A training forward and backward: loss, logits and every parameter's gradient as with the [B, T, N] path, to
+    float64 rounding; the time-last scan ran once per layer."""
+    first, last = _model_pair(name)
+    calls = _counting(monkeypatch)
+    ids = torch.randint(3, 60, (2, 21), device=DEVICE)
+    out_first = first(ids, labels=ids, attention_mask=torch.ones_like(ids))
+    out_last = last(ids, labels=ids, attention_mask=torch.ones_like(ids))
+    assert len(calls) == first.config.num_hidden_layers
+    torch.testing.assert_close(out_last.logits, out_first.logits, rtol=1e-6, atol=1e-6)
+    out_first.loss.backward()
+    out_last.loss.backward()
+    for (key, p_first), p_last in zip(first.named_parameters(), last.parameters()):
+        torch.testing.assert_close(p_last.grad, p_first.grad, rtol=1e-5, atol=1e-6, msg=key)
+
+
+@needs_triton
+def test_time_last_prefill_continues_a_cache_and_padding_keeps_time_first(monkeypatch):
+    """A prefill in two pieces through the cache (the second starts from the first's state) and greedy generation
+    give what the time-first model gives; a left-padded batch takes the time-first path."""
+    first, last = _model_pair("hlru-1")
+    calls = _counting(monkeypatch)
+    ids = torch.randint(3, 60, (2, 12), device=DEVICE)
+    with torch.no_grad():
+        cache_first = first(ids[:, :7], use_cache=True).past_key_values
+        cache_last = last(ids[:, :7], use_cache=True).past_key_values
+        logits_first = first(ids[:, 7:], cache=cache_first, use_cache=True).logits
+        logits_last = last(ids[:, 7:], cache=cache_last, use_cache=True).logits
+    assert len(calls) == 2 * last.config.num_hidden_layers
+    torch.testing.assert_close(logits_last, logits_first, rtol=1e-6, atol=1e-6)
+    kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, decode_graph=False)
+    assert torch.equal(last.generate(ids, **kw), first.generate(ids, **kw))
+    calls.clear()
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    with torch.no_grad():
+        padded_last = last(ids, attention_mask=mask).logits
+        padded_first = first(ids, attention_mask=mask).logits
+    assert not calls
+    torch.testing.assert_close(padded_last, padded_first, rtol=1e-6, atol=1e-6)
+
+
+@needs_triton
+def test_time_last_under_bfloat16_autocast_matches_time_first(monkeypatch):
+    """float32 weights under bfloat16 autocast (how the training script runs): the projections and the scan in
+    bfloat16 as in the time-first path; losses and gradients within bfloat16 rounding."""
+    first, last = (model.float() for model in _model_pair("hlru-1"))
+    calls = _counting(monkeypatch)
+    ids = torch.randint(3, 60, (2, 33), device=DEVICE)
+    losses = []
+    for model in (first, last):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            loss = model(ids, labels=ids).loss
+        loss.backward()
+        losses.append(loss)
+    assert len(calls) == last.config.num_hidden_layers
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-2, atol=1e-2)
+    for p_first, p_last in zip(first.parameters(), last.parameters()):
+        torch.testing.assert_close(p_last.grad, p_first.grad, rtol=5e-2, atol=5e-3)

@@ -7,6 +7,9 @@
 #   bash bench_results/probes_2026-11-30i/next_session.sh scan OUT   # bench_scan.py's full table on the final kernels
 #                                                                    # (m = 1 rows with the time-last columns, fla and
 #                                                                    # accelerated-scan), for bench_scan_h200.json
+#   bash bench_results/probes_2026-11-30i/next_session.sh models OUT # H-LRU m = 1, time-first against time-last
+#                                                                    # (config.scan_layout), eager and captured steps:
+#                                                                    # decides the default of scan_layout
 set -u
 part=$1; out=$2
 mkdir -p "$out"
@@ -21,5 +24,8 @@ case "$part" in
   scan)
     timeout 560 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --out "$out/bench_scan.json" 2>&1 \
       | grep -v Warn | tee "$out/bench_scan.txt" ;;
-  *) echo "part must be tests or scan, got $part"; exit 2 ;;
+  models)
+    MODELS=hlru1,hlru1-time-last bash scripts/run_h200.sh models "$out/eager"
+    MODELS=hlru1,hlru1-time-last MODEL_CUDA_GRAPH=1 bash scripts/run_h200.sh models "$out/captured" ;;
+  *) echo "part must be tests, scan or models, got $part"; exit 2 ;;
 esac
