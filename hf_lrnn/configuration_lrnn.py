@@ -268,12 +268,12 @@ class HLRUConfig(LRNNConfig):
             torch.compile (inductor fuses transformers' loss itself). "torch": transformers' `ForCausalLMLoss`
             (float32 copy of the logits, log_softmax). None (default): "triton" for logits on a CUDA device with
             Triton installed, else "torch", silently. Read at every forward.
-        scan_layout: the memory layout of the order-1 scan on the Triton backend (order / block_size 1, selective
-            gates). "time_first" (default): the projections write [B, T, N] tensors, as for every other order.
-            "time_last": they write [B, N, T] tensors (`hlru_scan_time_last`), in which the scan streams at close
-            to the memory bandwidth; the output projection reads the states in that layout. Same function (the
-            products sum in another order). Steps with padding, packed documents, a decode step, adapters on the
-            projections, and the torch backend keep "time_first". Read at every forward.
+        scan_layout: the memory layout of the scan on the Triton backend, for order / block_size 1 and H-LRU order
+            2 with selective gates. "time_first" (default): the projections write [B, T, N] tensors, as for every
+            other order. "time_last": they write [B, N, T] tensors (`hlru_scan_time_last`), in which the scan
+            streams at close to the memory bandwidth; the output projection reads the read-out in that layout.
+            Same function (the products sum in another order). Steps with padding, packed documents, a decode step,
+            adapters on the projections, and the torch backend keep "time_first". Read at every forward.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

@@ -510,12 +510,15 @@ class LRNNMixer(nn.Module):
         return reference_scan_with_restarts(self.blocked, gates, values, documents.starts, self.gate_activation)
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
-        """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1, selective
-        gates, several steps, the Triton backend, plain nn.Linear projections (an adapter keeps the [B, T, N] path),
-        and no padding (a mask with padding takes the time-first path, which handles it; checking costs the host
-        sync that path's own check costs, and under torch.compile a mask always takes it)."""
-        if getattr(self.config, "scan_layout", "time_first") != "time_last" or self.unit_size != 1 \
-                or not self.selective or hidden_states.shape[1] < 2:
+        """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
+        BD-LRU) or H-LRU order 2, selective gates, several steps, the Triton backend, plain nn.Linear projections (an
+        adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
+        handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
+        takes it)."""
+        if getattr(self.config, "scan_layout", "time_first") != "time_last" or not self.selective \
+                or hidden_states.shape[1] < 2:
+            return False
+        if not (self.unit_size == 1 or (self.unit_size == 2 and not self.blocked)):
             return False
         if not runs_triton(self.config, hidden_states.device):
             return False
@@ -529,22 +532,27 @@ class LRNNMixer(nn.Module):
         return True
 
     def _forward_time_last(self, hidden_states: torch.Tensor, cache: Optional[LRNNCache]) -> torch.Tensor:
-        """The order-1 mixer on time-last tensors: the projections write [B, N, T] and [B, 2N, T] (batched GEMMs with
-        the weight broadcast over the batch, so nothing is transposed in memory), `hlru_scan_time_last` scans them,
-        and the output projection reads the states [B, N, T] as a transposed operand. Same function as the
-        [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same row order of its projections)."""
+        """The mixer on time-last tensors (order m = 1, or H-LRU m = 2): the projections write [B, N, T] and
+        [B, N*(m+1), T] (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
+        `hlru_scan_time_last` scans them, and the output projection reads the read-out [B, N*m, T] as a transposed
+        operand. Same function as the [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same
+        row order of its projections; H-LRU m = 2's read-out is the window (s_t, s_{t-1}), index n*m + k)."""
         B, T, _ = hidden_states.shape
-        N = self.num_units
+        N, m = self.num_units, self.unit_size
         x = hidden_states.transpose(1, 2)  # [B, d, T], a view
         values = torch.bmm(self.value_proj.weight.expand(B, -1, -1), x)  # [B, N, T]
-        gates = torch.bmm(self.coefficient_proj.weight.expand(B, -1, -1), x)  # [B, 2N, T], rows (n, j)
+        gates = torch.bmm(self.coefficient_proj.weight.expand(B, -1, -1), x)  # [B, N*(m+1), T], rows (n, j)
         gates = gates + self.coefficient_proj.bias.to(gates.dtype)[:, None]  # autocast's dtype, as nn.Linear adds it
-        initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, 1] float32 or None
-        states, final_state = hlru_scan_time_last(gates.view(B, N, 2, T), values, initial_state, self.gate_activation,
-                                                  output_final_state=cache is not None, backend="triton")
-        if cache is not None:
+        initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
+        states, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
+                                                  self.gate_activation, output_final_state=cache is not None,
+                                                  backend="triton")
+        if m == 2:  # the window (s_t, s_{t-1}): s_{t-1} is the states shifted by one step, s_0 from the initial window
+            before = initial_state[..., :1].to(states.dtype) if initial_state is not None else states.new_zeros(B, N, 1)
+            states = torch.stack([states, torch.cat([before, states[..., :-1]], dim=-1)], dim=2).view(B, N * m, T)
+        if cache is not None:  # after the read-out, which read the old state
             cache.set_state(self.layer_idx, final_state)
-        readout = _projection_input(states, hidden_states.dtype)  # [B, N, T]
+        readout = _projection_input(states, hidden_states.dtype)  # [B, N*m, T]
         return torch.bmm(readout.transpose(1, 2), self.out_proj.weight.t().expand(B, -1, -1))  # [B, T, d]
 
     def forward(

@@ -210,14 +210,14 @@ def _define_time_last_ops(namespace: str):
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
     def time_last_fwd(gates, values, initial_state, act, want_final):
-        """(states [B, N, T] in values.dtype, final state [B, N, 1] float32, or [0] without want_final)."""
+        """(states [B, N, T] in values.dtype, final window [B, N, m] float32, or [0] without want_final)."""
         states, final = scan_time_last.time_last_forward(gates, values, initial_state, act, want_final)
         return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
 
     @time_last_fwd.register_fake
     def _(gates, values, initial_state, act, want_final):
-        B, N = values.shape[:2]
-        return values.new_empty(values.shape), values.new_empty((B, N, 1) if want_final else (0,), dtype=torch.float32)
+        B, N, m = values.shape[0], values.shape[1], gates.shape[2] - 1
+        return values.new_empty(values.shape), values.new_empty((B, N, m) if want_final else (0,), dtype=torch.float32)
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_bwd", mutates_args=(), schema=_TIME_LAST_BWD_SCHEMA)
     def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act):
@@ -226,8 +226,7 @@ def _define_time_last_ops(namespace: str):
 
     @time_last_bwd.register_fake
     def _(gates, values, states, initial_state, d_states, d_final, act):
-        B, N = values.shape[:2]
-        dh0_shape = (B, N, 1) if initial_state is not None else (0,)
+        dh0_shape = tuple(initial_state.shape) if initial_state is not None else (0,)
         return gates.new_empty(gates.shape), values.new_empty(values.shape), \
             values.new_empty(dh0_shape, dtype=torch.float32)
 
@@ -451,35 +450,37 @@ def hlru_scan_time_last(
     output_final_state: bool = False,
     backend: Optional[str] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """`hlru_scan` of order m = 1 (which BD-LRU m = 1 equals), s_t = a_t s_{t-1} + g_t v_t, on time-last tensors:
-    the layout in which the Triton scan streams at close to the memory bandwidth (scan_time_last.py).
+    """`hlru_scan` of order m = 1 or 2 on time-last tensors, the layout in which the Triton scan streams at close to
+    the memory bandwidth (scan_time_last.py): s_t = a_t s_{t-1} + g_t v_t, or a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t.
+    At m = 1 it is also BD-LRU of block size 1.
 
     Args:
-        gates: [B, N, 2, T] logits: channel n's coefficient logits over time, then its input-gate logits (what
-            `torch.matmul(W, x.transpose(1, 2))` gives for a projection W whose rows are ordered (n, j)).
+        gates: [B, N, m+1, T] logits: channel n's row of lag-1 logits over time, (lag-2 logits,) then its input-gate
+            logits (what `torch.bmm(W.expand(B, -1, -1), x.transpose(1, 2))` gives for a projection W whose rows
+            are ordered (n, j), as the models' coefficient projections are).
         values: [B, N, T].
-        initial_state: [B, N, 1] = s_0; zeros if None.
+        initial_state: [B, N, m] = (s_0, ..., s_{-m+1}); zeros if None.
         gate_activation, output_final_state, backend: as for `hlru_scan` (no packed sequences).
     Returns:
-        (states [B, N, T] in values.dtype, final state [B, N, 1] in float32 or None)
+        (states [B, N, T] in values.dtype, final window [B, N, m] = (s_T, ..., s_{T-m+1}) in float32 or None)
     """
     op = "hlru_scan_time_last"
     _check_arguments(op, gates, values, gate_activation, output_final_state)
-    if gates.dim() != 4 or gates.shape[2] != 2:
-        raise ValueError(f"{op}: gates must have shape [B, N, 2, T] (order m = 1; use hlru_scan for m > 1), got "
-                         f"{tuple(gates.shape)}")
-    B, N, _, T = gates.shape
+    if gates.dim() != 4 or gates.shape[2] not in (2, 3):
+        raise ValueError(f"{op}: gates must have shape [B, N, m+1, T] with m = 1 or 2 (use hlru_scan for m > 2), "
+                         f"got {tuple(gates.shape)}")
+    B, N, m1, T = gates.shape
     if tuple(values.shape) != (B, N, T):
         raise ValueError(f"{op}: values must have shape [B, N, T] = {(B, N, T)} to match gates {tuple(gates.shape)}, "
                          f"got {tuple(values.shape)}")
     if gates.device != values.device:
         raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
     if initial_state is not None:
-        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, 1) \
+        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, m1 - 1) \
                 or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:
             got = type(initial_state).__name__ if not isinstance(initial_state, torch.Tensor) else \
                 f"{initial_state.dtype} {tuple(initial_state.shape)} on {initial_state.device}"
-            raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, 1] = {(B, N, 1)} on "
+            raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, m] = {(B, N, m1 - 1)} on "
                              f"{values.device}, got {got}")
     if resolve_backend(backend, values.device) == "triton":
         states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state)

@@ -205,18 +205,20 @@ def main(argv=None):
         check("output projection 768 -> 768", lambda: decode.project_rows(x, value_proj))
         check("output projection 2048 -> 768",
               lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
-    # the first-order scan on time-last tensors: forward and backward, bfloat16, every activation family's branch
-    # (softmax and sigmoid: the one-exp pair; tanh: the generic normalisation), with and without initial state
-    for activation, with_initial_state in (("softmax", True), ("sigmoid", False), ("tanh", True)):
-        gates = torch.randn(2, 3, 2, 300, dtype=torch.bfloat16)
+    # the order-1 and order-2 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
+    # (softmax and sigmoid: the one-exp pair at m = 1; relu / tanh: the generic normalisation), with and without
+    # initial state
+    for m, activation, with_initial_state in ((1, "softmax", True), (1, "sigmoid", False), (1, "tanh", True),
+                                              (2, "softmax", True), (2, "relu", False)):
+        gates = torch.randn(2, 3, m + 1, 300, dtype=torch.bfloat16)
         values = torch.randn(2, 3, 300, dtype=torch.bfloat16)
-        h0 = torch.randn(2, 3, 1) if with_initial_state else None
+        h0 = torch.randn(2, 3, m) if with_initial_state else None
 
         def time_last_forward_backward():
             states, final = time_last.time_last_forward(gates, values, h0, activation, True)
             time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation)
 
-        check(f"time-last first order, {activation}{', initial state' if with_initial_state else ''}",
+        check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}",
               time_last_forward_backward)
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)

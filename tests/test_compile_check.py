@@ -19,14 +19,15 @@ def test_every_scan_kernel_compiles_for_sm90():
     summary = result.stdout.strip().splitlines()[-1]
     done, total = summary.split(" configurations")[0].split(" of ")
     # 62 scans, two norms, two add + norms, the SwiGLU's product, nine decode-step norm + projections (seven of one
-    # row, two of three rows), two decode-step output projections, three time-last first-order scans
-    assert done == total and int(total) == 81, summary
+    # row, two of three rows), two decode-step output projections, five time-last scans (m = 1 and 2)
+    assert done == total and int(total) == 83, summary
     assert "FAIL" not in result.stdout
     # every kernel family was compiled, not only some
     for kernel in ("_hlru_fwd_channel_per_thread_kernel", "_bdlru_bwd_block_per_thread_kernel", "_bdlru_fwd_kernel",
                    "_first_order_bwd_kernel", "_carry_kernel", "_norm_fwd_kernel", "_norm_bwd_kernel", "_silu_mul_fwd_kernel",
                    "_silu_mul_bwd_kernel", "_norm_project_kernel", "_project_rows_kernel",
-                   "_time_last_fwd_kernel", "_time_last_bwd_kernel"):
+                   "_time_last_fwd_kernel", "_time_last_bwd_kernel", "_time_last_m2_fwd_kernel",
+                   "_time_last_m2_bwd_kernel"):
         assert kernel in result.stdout, kernel
 
 

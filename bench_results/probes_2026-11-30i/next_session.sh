@@ -7,7 +7,7 @@
 #   bash bench_results/probes_2026-11-30i/next_session.sh scan OUT   # bench_scan.py's full table on the final kernels
 #                                                                    # (m = 1 rows with the time-last columns, fla and
 #                                                                    # accelerated-scan), for bench_scan_h200.json
-#   bash bench_results/probes_2026-11-30i/next_session.sh models OUT # H-LRU m = 1, time-first against time-last
+#   bash bench_results/probes_2026-11-30i/next_session.sh models OUT # H-LRU m = 1 and 2, time-first against time-last
 #                                                                    # (config.scan_layout), eager and captured steps:
 #                                                                    # decides the default of scan_layout
 set -u
@@ -25,7 +25,7 @@ case "$part" in
     timeout 560 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --out "$out/bench_scan.json" 2>&1 \
       | grep -v Warn | tee "$out/bench_scan.txt" ;;
   models)
-    MODELS=hlru1,hlru1-time-last bash scripts/run_h200.sh models "$out/eager"
-    MODELS=hlru1,hlru1-time-last MODEL_CUDA_GRAPH=1 bash scripts/run_h200.sh models "$out/captured" ;;
+    MODELS=hlru1,hlru1-time-last,hlru2,hlru2-time-last bash scripts/run_h200.sh models "$out/eager"
+    MODELS=hlru1,hlru1-time-last,hlru2,hlru2-time-last MODEL_CUDA_GRAPH=1 bash scripts/run_h200.sh models "$out/captured" ;;
   *) echo "part must be tests, scan or models, got $part"; exit 2 ;;
 esac
