@@ -17,7 +17,9 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import decode_triton, scan_time_last
+from . import decode_triton
+# `from .x import`, not `from . import x`: transformers copies a checkpoint's remote code by the first form only
+from .scan_time_last import time_last_backward, time_last_forward
 from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
 
 try:
@@ -211,7 +213,7 @@ def _define_time_last_ops(namespace: str):
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
     def time_last_fwd(gates, values, initial_state, act, want_final):
         """(states [B, N, T] in values.dtype, final window [B, N, m] float32, or [0] without want_final)."""
-        states, final = scan_time_last.time_last_forward(gates, values, initial_state, act, want_final)
+        states, final = time_last_forward(gates, values, initial_state, act, want_final)
         return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
 
     @time_last_fwd.register_fake
@@ -221,7 +223,7 @@ def _define_time_last_ops(namespace: str):
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_bwd", mutates_args=(), schema=_TIME_LAST_BWD_SCHEMA)
     def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act):
-        dg, dv, dh0 = scan_time_last.time_last_backward(gates, values, states, initial_state, d_states, d_final, act)
+        dg, dv, dh0 = time_last_backward(gates, values, states, initial_state, d_states, d_final, act)
         return dg, dv, dh0 if dh0 is not None else values.new_empty((0,), dtype=torch.float32)
 
     @time_last_bwd.register_fake
