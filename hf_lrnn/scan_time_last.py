@@ -150,17 +150,30 @@ if triton is not None:
 
     @triton.jit
     def _normalize_triple(z1, z2, zg, ACT: tl.constexpr):
-        """(a1, a2, g): the group's normalisation (scan_triton's `_normalize` on the lags joined along a new axis)."""
-        zc = tl.join(z1, z2)  # [BC, BT, 2]
-        c, g = _normalize(zc, zg, tl.full(zc.shape, 1, tl.int1), 2, ACT, 2)
-        a1, a2 = tl.split(c)
+        """(a1, a2, g): the group's normalisation. Softmax written out on the three tiles (as the measured probe
+        computes it); the other activations through scan_triton's `_normalize` on the lags joined along a new axis."""
+        if ACT == 0:
+            top = tl.maximum(tl.maximum(z1, z2), zg)
+            e1, e2, eg = tl.exp(z1 - top), tl.exp(z2 - top), tl.exp(zg - top)
+            inv = 1.0 / (e1 + e2 + eg)  # >= 1 term is exp(0): finite
+            a1, a2, g = e1 * inv, e2 * inv, eg * inv
+        else:
+            zc = tl.join(z1, z2)  # [BC, BT, 2]
+            c, g = _normalize(zc, zg, tl.full(zc.shape, 1, tl.int1), 2, ACT, 2)
+            a1, a2 = tl.split(c)
         return a1, a2, g
 
     @triton.jit
     def _normalize_triple_bwd(z1, z2, zg, d_a1, d_a2, d_g, ACT: tl.constexpr):
-        zc = tl.join(z1, z2)
-        dzc, dzg = _normalize_bwd(zc, zg, tl.full(zc.shape, 1, tl.int1), tl.join(d_a1, d_a2), d_g, 2, ACT, 2)
-        dz1, dz2 = tl.split(dzc)
+        """Gradient of the three logits from (d a1, d a2, d g); softmax: dz = c (dc - <c, dc>)."""
+        if ACT == 0:
+            a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
+            dot = a1 * d_a1 + a2 * d_a2 + g * d_g
+            dz1, dz2, dzg = a1 * (d_a1 - dot), a2 * (d_a2 - dot), g * (d_g - dot)
+        else:
+            zc = tl.join(z1, z2)
+            dzc, dzg = _normalize_bwd(zc, zg, tl.full(zc.shape, 1, tl.int1), tl.join(d_a1, d_a2), d_g, 2, ACT, 2)
+            dz1, dz2 = tl.split(dzc)
         return dz1, dz2, dzg
 
     @triton.jit
