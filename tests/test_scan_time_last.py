@@ -236,3 +236,23 @@ def test_time_last_under_bfloat16_autocast_matches_time_first(monkeypatch):
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-2, atol=1e-2)
     for p_first, p_last in zip(first.parameters(), last.parameters()):
         torch.testing.assert_close(p_last.grad, p_first.grad, rtol=5e-2, atol=5e-3)
+
+
+@needs_triton
+def test_a_time_last_model_traces_in_one_graph(monkeypatch):
+    """torch.compile(fullgraph=True) of a training step of a time-last model (as train.py --torch_compile runs it):
+    no graph break, the time-last op in the graph, the same loss and gradients as eager."""
+    torch._dynamo.reset()
+    _, model = _model_pair("hlru-2-tanh")
+    calls = _counting(monkeypatch)
+    ids = torch.randint(3, 60, (2, 19), device=DEVICE)
+    eager_loss = model(ids, labels=ids).loss
+    eager_grads = torch.autograd.grad(eager_loss, list(model.parameters()))
+    assert len(calls) == model.config.num_hidden_layers
+    compiled = torch.compile(lambda i: model(i, labels=i).loss, fullgraph=True, backend="aot_eager")
+    loss = compiled(ids)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-9, atol=1e-9)
+    # under torch.compile the norms are torch's (float64 here), eagerly Triton's (float32 statistics)
+    for got, want in zip(grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
