@@ -272,8 +272,8 @@ class HLRUConfig(LRNNConfig):
             2 with selective gates. "time_first" (default): the projections write [B, T, N] tensors, as for every
             other order. "time_last": they write [B, N, T] tensors (`hlru_scan_time_last`), in which the scan
             streams at close to the memory bandwidth; the output projection reads the read-out in that layout.
-            Same function (the products sum in another order). Steps with padding, packed documents, a decode step,
-            adapters on the projections, and the torch backend keep "time_first". Read at every forward.
+            Same function (the products sum in another order); packed documents too. Steps with padding, a decode
+            step, adapters on the projections, and the torch backend keep "time_first". Read at every forward.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

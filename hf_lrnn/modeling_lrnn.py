@@ -40,7 +40,7 @@ from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
 from .ops import bdlru_scan, hlru_scan, hlru_scan_time_last, resolve_backend, scan_step_into, triton_available
-from .scan_torch import bdlru_scan_torch, bdlru_step, compute_dtype, hlru_scan_torch, hlru_step, normalize_gates
+from .scan_torch import (bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch)
 from .swiglu_triton import can_run as swiglu_triton_can_run
 from .swiglu_triton import silu_mul_triton
 
@@ -373,26 +373,6 @@ def find_documents(position_ids, cu_seq_lens_q, mask, B: int, T: int, device) ->
     return PackedDocuments(starts=starts, offsets=steps - document_start, cu_seqlens=cu_seqlens)
 
 
-def reference_scan_with_restarts(blocked: bool, gates, values, starts, gate_activation: str) -> torch.Tensor:
-    """The reference scan (scan_torch.py, the same steps) over [B, T] rows whose state restarts from zero before every
-    step where `starts` [B, T] is True: each document of a row is scanned as if it were alone, exactly as the ops'
-    `cu_seqlens` does, but all rows at once (T steps, not the B*T of one flattened row). No initial or final state.
-
-    gates [B, T, N, (m,) m+1] logits, values [B, T, N(, m)] -> states [B, T, N(, m)] in values.dtype.
-    """
-    B, T, N = values.shape[:3]
-    dtype = compute_dtype(gates, values)
-    step = bdlru_step if blocked else hlru_step
-    state = torch.zeros(B, N, gates.shape[-1] - 1, device=values.device, dtype=dtype)  # [B, N, m]
-    coefficients = normalize_gates(gates, gate_activation)  # all at once, as scan_torch does
-    outputs = []
-    for coefficients_t, values_t, start_t in zip(coefficients.unbind(1), values.unbind(1), starts.unbind(1)):
-        state = torch.where(start_t.view(B, 1, 1), 0.0, state)  # a document starts: a zero state
-        out, state = step(coefficients_t, values_t, state, "none")  # "none": already normalised
-        outputs.append(out)
-    return torch.stack(outputs, dim=1).to(values.dtype)
-
-
 def hlru_document_window(states: torch.Tensor, offsets: torch.Tensor, m: int) -> torch.Tensor:
     """The H-LRU read-out window [B, T, N, m] of packed documents: index k holds s_{t-k} while t-k lies in the document
     of token t (offsets [B, T]: t minus its document's start), else 0 (a fresh document's initial window)."""
@@ -507,14 +487,14 @@ class LRNNMixer(nn.Module):
                 cu_seqlens=documents.cu_seqlens,  # [S+1]: every row start and every document start inside a row
             )
             return states.view(values.shape)
-        return reference_scan_with_restarts(self.blocked, gates, values, documents.starts, self.gate_activation)
+        return scan_with_restarts_torch(self.blocked, gates, values, documents.starts, self.gate_activation)[0]
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
         BD-LRU) or H-LRU order 2, selective gates, several steps, the Triton backend, plain nn.Linear projections (an
         adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
         handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
-        takes it)."""
+        takes it). Packed documents take it too."""
         if getattr(self.config, "scan_layout", "time_first") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
@@ -531,12 +511,14 @@ class LRNNMixer(nn.Module):
             return bool(attention_mask[:, -hidden_states.shape[1]:].all())
         return True
 
-    def _forward_time_last(self, hidden_states: torch.Tensor, cache: Optional[LRNNCache]) -> torch.Tensor:
+    def _forward_time_last(self, hidden_states: torch.Tensor, cache: Optional[LRNNCache],
+                           document_starts: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The mixer on time-last tensors (order m = 1, or H-LRU m = 2): the projections write [B, N, T] and
         [B, N*(m+1), T] (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
         `hlru_scan_time_last` scans them, and the output projection reads the read-out [B, N*m, T] as a transposed
         operand. Same function as the [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same
-        row order of its projections; H-LRU m = 2's read-out is the window (s_t, s_{t-1}), index n*m + k)."""
+        row order of its projections; H-LRU m = 2's read-out is the window (s_t, s_{t-1}), index n*m + k). With
+        packed documents (`document_starts` [B, T]) every document starts from a zero window."""
         B, T, _ = hidden_states.shape
         N, m = self.num_units, self.unit_size
         x = hidden_states.transpose(1, 2)  # [B, d, T], a view
@@ -546,10 +528,13 @@ class LRNNMixer(nn.Module):
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
         states, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
                                                   self.gate_activation, output_final_state=cache is not None,
-                                                  backend="triton")
+                                                  backend="triton", document_starts=document_starts)
         if m == 2:  # the window (s_t, s_{t-1}): s_{t-1} is the states shifted by one step, s_0 from the initial window
             before = initial_state[..., :1].to(states.dtype) if initial_state is not None else states.new_zeros(B, N, 1)
-            states = torch.stack([states, torch.cat([before, states[..., :-1]], dim=-1)], dim=2).view(B, N * m, T)
+            previous = torch.cat([before, states[..., :-1]], dim=-1)  # [B, N, T]
+            if document_starts is not None:  # a document's window starts at zero
+                previous = previous.masked_fill(document_starts[:, None, :], 0.0)
+            states = torch.stack([states, previous], dim=2).view(B, N * m, T)
         if cache is not None:  # after the read-out, which read the old state
             cache.set_state(self.layer_idx, final_state)
         readout = _projection_input(states, hidden_states.dtype)  # [B, N*m, T]
@@ -566,8 +551,8 @@ class LRNNMixer(nn.Module):
         """hidden_states: the normed input, or with `projected` (a decode step whose block computed the norm and
         both projections in one kernel, decode_triton.py) a tensor of its shape and dtype."""
         B, T, _ = hidden_states.shape
-        if projected is None and documents is None and self._scans_time_last(hidden_states, attention_mask):
-            return self._forward_time_last(hidden_states, cache)
+        if projected is None and self._scans_time_last(hidden_states, attention_mask):
+            return self._forward_time_last(hidden_states, cache, documents.starts if documents is not None else None)
         projected_values, projected_gates = projected if projected is not None else (None, None)
         if projected_values is None:
             projected_values = self.value_proj(hidden_states)

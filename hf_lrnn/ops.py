@@ -20,7 +20,7 @@ import torch
 from . import decode_triton
 # `from .x import`, not `from . import x`: transformers copies a checkpoint's remote code by the first form only
 from .scan_time_last import time_last_backward, time_last_forward
-from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch
+from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch
 
 try:
     from .scan_triton import bdlru_scan_triton, hlru_scan_triton
@@ -199,10 +199,12 @@ def _define_norm_project_op(namespace: str):
     return norm_project_op
 
 
-_TIME_LAST_FWD_SCHEMA = "(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final) -> (Tensor, Tensor)"
+_TIME_LAST_FWD_SCHEMA = (
+    "(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final, Tensor? starts) -> (Tensor, Tensor)"
+)
 _TIME_LAST_BWD_SCHEMA = (
-    "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, str act) "
-    "-> (Tensor, Tensor, Tensor)"
+    "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, str act, "
+    "Tensor? starts) -> (Tensor, Tensor, Tensor)"
 )
 
 
@@ -211,40 +213,40 @@ def _define_time_last_ops(namespace: str):
     calls go through them too (one op per scan: its dispatch is small next to a whole-sequence kernel)."""
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
-    def time_last_fwd(gates, values, initial_state, act, want_final):
+    def time_last_fwd(gates, values, initial_state, act, want_final, starts):
         """(states [B, N, T] in values.dtype, final window [B, N, m] float32, or [0] without want_final)."""
-        states, final = time_last_forward(gates, values, initial_state, act, want_final)
+        states, final = time_last_forward(gates, values, initial_state, act, want_final, starts)
         return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
 
     @time_last_fwd.register_fake
-    def _(gates, values, initial_state, act, want_final):
+    def _(gates, values, initial_state, act, want_final, starts):
         B, N, m = values.shape[0], values.shape[1], gates.shape[2] - 1
         return values.new_empty(values.shape), values.new_empty((B, N, m) if want_final else (0,), dtype=torch.float32)
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_bwd", mutates_args=(), schema=_TIME_LAST_BWD_SCHEMA)
-    def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act):
-        dg, dv, dh0 = time_last_backward(gates, values, states, initial_state, d_states, d_final, act)
+    def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act, starts):
+        dg, dv, dh0 = time_last_backward(gates, values, states, initial_state, d_states, d_final, act, starts)
         return dg, dv, dh0 if dh0 is not None else values.new_empty((0,), dtype=torch.float32)
 
     @time_last_bwd.register_fake
-    def _(gates, values, states, initial_state, d_states, d_final, act):
+    def _(gates, values, states, initial_state, d_states, d_final, act, starts):
         dh0_shape = tuple(initial_state.shape) if initial_state is not None else (0,)
         return gates.new_empty(gates.shape), values.new_empty(values.shape), \
             values.new_empty(dh0_shape, dtype=torch.float32)
 
     def setup_context(ctx, inputs, output):
-        gates, values, initial_state, act, want_final = inputs
-        ctx.save_for_backward(gates, values, output[0], initial_state)
+        gates, values, initial_state, act, want_final, starts = inputs
+        ctx.save_for_backward(gates, values, output[0], initial_state, starts)
         ctx.act, ctx.want_final = act, want_final
 
     def backward(ctx, d_states, d_final):
-        gates, values, states, initial_state = ctx.saved_tensors
+        gates, values, states, initial_state, starts = ctx.saved_tensors
         if d_states is None:
             d_states = torch.zeros_like(states)
         d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
-        dg, dv, dh0 = time_last_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act)
+        dg, dv, dh0 = time_last_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act, starts)
         dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
-        return dg, dv, dh0, None, None
+        return dg, dv, dh0, None, None, None
 
     time_last_fwd.register_autograd(backward, setup_context=setup_context)
     return time_last_fwd
@@ -451,6 +453,7 @@ def hlru_scan_time_last(
     gate_activation: str = "softmax",
     output_final_state: bool = False,
     backend: Optional[str] = None,
+    document_starts: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`hlru_scan` of order m = 1 or 2 on time-last tensors, the layout in which the Triton scan streams at close to
     the memory bandwidth (scan_time_last.py): s_t = a_t s_{t-1} + g_t v_t, or a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t.
@@ -462,7 +465,10 @@ def hlru_scan_time_last(
             are ordered (n, j), as the models' coefficient projections are).
         values: [B, N, T].
         initial_state: [B, N, m] = (s_0, ..., s_{-m+1}); zeros if None.
-        gate_activation, output_final_state, backend: as for `hlru_scan` (no packed sequences).
+        gate_activation, output_final_state, backend: as for `hlru_scan`.
+        document_starts: [B, T] bool or None: documents packed in the rows; the window restarts from zero before
+            every step where it is True (each document scanned as if alone, as `hlru_scan`'s cu_seqlens does; a
+            start at step 0 discards the initial window).
     Returns:
         (states [B, N, T] in values.dtype, final window [B, N, m] = (s_T, ..., s_{T-m+1}) in float32 or None)
     """
@@ -484,11 +490,23 @@ def hlru_scan_time_last(
                 f"{initial_state.dtype} {tuple(initial_state.shape)} on {initial_state.device}"
             raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, m] = {(B, N, m1 - 1)} on "
                              f"{values.device}, got {got}")
+    if document_starts is not None and (not isinstance(document_starts, torch.Tensor) or document_starts.dtype != torch.bool
+                                        or tuple(document_starts.shape) != (B, T)
+                                        or document_starts.device != values.device):
+        got = type(document_starts).__name__ if not isinstance(document_starts, torch.Tensor) else \
+            f"{document_starts.dtype} {tuple(document_starts.shape)} on {document_starts.device}"
+        raise ValueError(f"{op}: document_starts must be None or a bool tensor [B, T] = {(B, T)} on {values.device}, "
+                         f"got {got}")
     if resolve_backend(backend, values.device) == "triton":
-        states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state)
+        states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
+                                               document_starts)
         return states, (final if output_final_state else None)
     # the reference on the [B, T, N] layout; transposed copies, exact
-    states, final = hlru_scan_torch(gates.permute(0, 3, 1, 2), values.transpose(1, 2), initial_state, gate_activation)
+    gates, values = gates.permute(0, 3, 1, 2), values.transpose(1, 2)
+    if document_starts is None:
+        states, final = hlru_scan_torch(gates, values, initial_state, gate_activation)
+    else:
+        states, final = scan_with_restarts_torch(False, gates, values, document_starts, gate_activation, initial_state)
     return states.transpose(1, 2).contiguous(), (final if output_final_state else None)
 
 

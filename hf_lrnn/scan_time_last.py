@@ -49,11 +49,20 @@ if triton is not None:
 
     @triton.jit
     def _tile_offsets(T, N, BC: tl.constexpr):
-        """(row offsets [BC] into [B*N] rows, channel mask [BC]) of this program's channel block."""
+        """(batch row b, row offsets [BC] into [B*N] rows, channel mask [BC]) of this program's channel block."""
         blocks = tl.cdiv(N, BC)
         b = tl.program_id(0) // blocks
         n = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
-        return (b * N + n).to(tl.int64), n < N
+        return b.to(tl.int64), (b * N + n).to(tl.int64), n < N
+
+    @triton.jit
+    def _starts_at(starts, b, t, T, HAS_STARTS: tl.constexpr):
+        """[1, BT] bool: a document starts at step t [BT] of batch row b (False outside [0, T), or without starts)."""
+        if HAS_STARTS:
+            start = tl.load(starts + b * T + t, mask=(t >= 0) & (t < T), other=0) != 0
+        else:
+            start = t != t
+        return start[None, :]
 
     @triton.jit
     def _load_pair(gates, rows, t, mask, T):
@@ -64,11 +73,11 @@ if triton is not None:
         return z_coef, z_gate
 
     @triton.jit
-    def _time_last_fwd_kernel(gates, values, initial_state, states, final_state, T, N,
+    def _time_last_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
                               ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                              HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr):
+                              HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers."""
-        rows, mc = _tile_offsets(T, N, BC)
+        b, rows, mc = _tile_offsets(T, N, BC)
         h = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
             h = tl.load(initial_state + rows, mask=mc, other=0.0)
@@ -78,6 +87,7 @@ if triton is not None:
             z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
             x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
             a, g = _normalize_pair(z_coef, z_gate, ACT)
+            a = tl.where(_starts_at(starts, b, t, T, HAS_STARTS), 0.0, a)  # a document starts from a zero state
             a = tl.where(mask, a, 1.0)  # steps past T: the identity
             u = tl.where(mask, g * x, 0.0)
             decay, local = tl.associative_scan((a, u), 1, _affine_combine)
@@ -88,11 +98,11 @@ if triton is not None:
             tl.store(final_state + rows, h, mask=mc)
 
     @triton.jit
-    def _time_last_bwd_kernel(gates, values, states, initial_state, d_states, d_final, d_gates, d_values,
+    def _time_last_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
                               d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                              HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr):
+                              HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam scanned from the end in tiles of BT steps; gate, value and initial-state gradients."""
-        rows, mc = _tile_offsets(T, N, BC)
+        b, rows, mc = _tile_offsets(T, N, BC)
         carry = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile (d_final after the last step)
         if HAS_D_FINAL:
             carry = tl.load(d_final + rows, mask=mc, other=0.0)
@@ -108,6 +118,7 @@ if triton is not None:
             z_coef_next, z_gate_next = _load_pair(gates, rows, t + 1, next_mask, T)
             a_next, _ = _normalize_pair(z_coef_next, z_gate_next, ACT)
             a_next = tl.where(next_mask, a_next, 1.0)  # past the last step: d_final enters with a_T = 1
+            a_next = tl.where(_starts_at(starts, b, t + 1, T, HAS_STARTS), 0.0, a_next)  # no flow across a start
             dy = tl.load(d_states + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
             c = tl.where(mask, a_next, 1.0)
             d = tl.where(mask, dy, 0.0)
@@ -119,6 +130,8 @@ if triton is not None:
             previous = rows[:, None] * T + (t - 1)[None, :]
             s_previous = tl.load(states + previous, mask=mask & (t >= 1)[None, :], other=0.0).to(tl.float32)
             s_previous = tl.where((t >= 1)[None, :], s_previous, h0[:, None])
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
+            s_previous = tl.where(start, 0.0, s_previous)
             dz_coef, dz_gate = _normalize_pair_bwd(z_coef, z_gate, lam * s_previous, lam * x, ACT)
             gate_rows = (2 * rows)[:, None] * T + t[None, :]
             tl.store(d_gates + gate_rows, dz_coef.to(d_gates.dtype.element_ty), mask=mask)
@@ -128,7 +141,8 @@ if triton is not None:
             carry = tl.sum(tl.where(first, lam, 0.0), axis=1)
             if HAS_H0:
                 if t0 == 0:
-                    tl.store(d_initial_state + rows, tl.sum(tl.where(first, a, 0.0), axis=1) * carry, mask=mc)
+                    decay = tl.sum(tl.where(first & ~start, a, 0.0), axis=1)  # 0 if a document starts at step 0
+                    tl.store(d_initial_state + rows, decay * carry, mask=mc)
 
     # ---- order 2: s_t = a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t, i.e. the window u_t = (s_t, s_{t-1}) follows
     # u_t = M_t u_{t-1} + (g_t v_t, 0) with the companion matrix M_t = [[a1, a2], [1, 0]]; the scan composes (M, b).
@@ -177,11 +191,11 @@ if triton is not None:
         return dz1, dz2, dzg
 
     @triton.jit
-    def _time_last_m2_fwd_kernel(gates, values, initial_state, states, final_state, T, N,
+    def _time_last_m2_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr):
+                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous)."""
-        rows, mc = _tile_offsets(T, N, BC)
+        b, rows, mc = _tile_offsets(T, N, BC)
         h1 = tl.zeros([BC], dtype=tl.float32)  # s_{t-1}
         h2 = tl.zeros([BC], dtype=tl.float32)  # s_{t-2}
         if HAS_H0:
@@ -194,9 +208,10 @@ if triton is not None:
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
             x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
             zero = tl.zeros([BC, BT], dtype=tl.float32)
-            p = tl.where(mask, a1, 1.0)  # steps past T: the identity
-            q = tl.where(mask, a2, 0.0)
-            r = tl.where(mask, 1.0, 0.0)
+            inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
+            p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
+            q = tl.where(inside, a2, 0.0)
+            r = tl.where(inside, 1.0, 0.0)
             s_ = tl.where(mask, 0.0, 1.0)
             b1 = tl.where(mask, g * x, 0.0)
             p, q, r, s_, b1, b2 = tl.associative_scan((p, q, r, s_, b1, zero), 1, _companion_combine)
@@ -211,13 +226,13 @@ if triton is not None:
             tl.store(final_state + 2 * rows + 1, h2, mask=mc)
 
     @triton.jit
-    def _time_last_m2_bwd_kernel(gates, values, states, initial_state, d_states, d_final, d_gates, d_values,
+    def _time_last_m2_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
                                  d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr):
+                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}: the companion scan in reverse time
         on v_t = (lam_t, lam_{t+1}) = N_t v_{t+1} + (dy_t, 0), N_t = [[a1_{t+1}, a2_{t+2}], [1, 0]]. The final
         window's gradient enters as extra dy at steps T-1 and T-2 (at T = 1 the second goes to the initial state)."""
-        rows, mc = _tile_offsets(T, N, BC)
+        b, rows, mc = _tile_offsets(T, N, BC)
         c1 = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile
         c2 = tl.zeros([BC], dtype=tl.float32)  # lam two steps after the tile's first
         h1 = tl.zeros([BC], dtype=tl.float32)
@@ -241,8 +256,13 @@ if triton is not None:
             a1_next, _, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}
             w1, w2, wg = _load_triple(gates, rows, t + 2, mask2, T)
             _, a2_next2, _ = _normalize_triple(w1, w2, wg, ACT)  # a2_{t+2}
+            start_next = _starts_at(starts, b, t + 1, T, HAS_STARTS)  # no flow back across a document start
+            a1_next = tl.where(start_next, 0.0, a1_next)
+            a2_next2 = tl.where(start_next | _starts_at(starts, b, t + 2, T, HAS_STARTS), 0.0, a2_next2)
             dy = tl.load(d_states + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
-            dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0) + tl.where((t == T - 2)[None, :], df2[:, None], 0.0)
+            # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
+            dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
+            dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
             zero = tl.zeros([BC, BT], dtype=tl.float32)
             p = tl.where(mask, tl.where(mask1, a1_next, 0.0), 1.0)  # steps past T: the identity
             q = tl.where(mask2, a2_next2, 0.0)
@@ -261,6 +281,10 @@ if triton is not None:
             s1 = tl.where((t >= 1)[None, :], s1, h1[:, None])  # s_{t-1}; s_{-1} is the window's first entry
             s2 = tl.load(states + at - 2, mask=mask & (t >= 2)[None, :], other=0.0).to(tl.float32)
             s2 = tl.where((t >= 2)[None, :], s2, tl.where((t == 1)[None, :], h1[:, None], h2[:, None]))
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
+            start_before = start | _starts_at(starts, b, t - 1, T, HAS_STARTS)
+            s1 = tl.where(start, 0.0, s1)  # a document's window starts at zero
+            s2 = tl.where(start_before, 0.0, s2)
             dz1, dz2, dzg = _normalize_triple_bwd(z1, z2, zg, lam * s1, lam * s2, lam * x, ACT)
             gate_rows = (3 * rows)[:, None] * T + t[None, :]
             tl.store(d_gates + gate_rows, dz1.to(d_gates.dtype.element_ty), mask=mask)
@@ -272,14 +296,18 @@ if triton is not None:
             c2 = tl.sum(tl.where(first, lam_next, 0.0), axis=1)
             if HAS_H0:
                 if t0 == 0:
-                    a1_0 = tl.sum(tl.where(first, a1, 0.0), axis=1)
-                    a2_0 = tl.sum(tl.where(first, a2, 0.0), axis=1)
-                    a2_1 = tl.sum(tl.where((t == 1)[None, :] & mask, a2, 0.0), axis=1)
+                    a1_0 = tl.sum(tl.where(first & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
+                    a2_0 = tl.sum(tl.where(first & ~start, a2, 0.0), axis=1)
+                    a2_1 = tl.sum(tl.where((t == 1)[None, :] & mask & ~start_before, a2, 0.0), axis=1)
                     d_first = a1_0 * c1 + a2_1 * c2
-                    if T == 1:
-                        d_first += df2
+                    if T == 1:  # the final window's second entry is the initial window's first (unless reset)
+                        d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, df2)
                     tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
                     tl.store(d_initial_state + 2 * rows + 1, a2_0 * c1, mask=mc)
+
+
+def _contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return t.contiguous() if t is not None else None
 
 
 def _tile():
@@ -293,9 +321,11 @@ def _grid(B: int, N: int, T: int):
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
-                      gate_activation: str, want_final: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """gates [B, N, m+1, T] (m = 1 or 2), values [B, N, T], initial_state [B, N, m] or None -> (states [B, N, T] in
-    values' dtype, final window [B, N, m] float32 or None)."""
+                      gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """gates [B, N, m+1, T] (m = 1 or 2), values [B, N, T], initial_state [B, N, m] or None, starts [B, T] bool or
+    None (the window restarts from zero before every step where it is True) -> (states [B, N, T] in values' dtype,
+    final window [B, N, m] float32 or None)."""
     B, N, m1, T = gates.shape
     gates, values = gates.contiguous(), values.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
@@ -309,14 +339,16 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
     kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
     with _device_guard(values.device):
         kernel[grid](
-            gates=gates, values=values, initial_state=h0, states=states, final_state=final, T=T, N=N,
-            ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, WRITE_FINAL=want_final, **blocks)
+            gates=gates, values=values, initial_state=h0, starts=_contiguous(starts), states=states, final_state=final,
+            T=T, N=N, ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, WRITE_FINAL=want_final,
+            HAS_STARTS=starts is not None, **blocks)
     return states, final
 
 
 def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.Tensor,
                        initial_state: Optional[torch.Tensor], d_states: torch.Tensor, d_final: Optional[torch.Tensor],
-                       gate_activation: str) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+                       gate_activation: str, starts: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(d gates [B, N, m+1, T] in gates' dtype, d values [B, N, T] in values' dtype, d initial state [B, N, m] float32
     or None without an initial state) for the forward of `time_last_forward`."""
     B, N, m1, T = gates.shape
@@ -335,9 +367,10 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
     kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
     with _device_guard(values.device):
         kernel[grid](
-            gates=gates, values=values, states=states, initial_state=h0, d_states=d_states, d_final=d_final,
-            d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, N=N, ACT=_ACT_ID[gate_activation],
-            HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None, **blocks)
+            gates=gates, values=values, states=states, initial_state=h0, starts=_contiguous(starts), d_states=d_states,
+            d_final=d_final, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, N=N,
+            ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
+            HAS_STARTS=starts is not None, **blocks)
     return d_gates, d_values, d_h0
 
 

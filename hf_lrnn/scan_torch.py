@@ -134,3 +134,28 @@ def bdlru_scan_torch(gates, values, initial_state=None, gate_activation="softmax
         return _packed(bdlru_scan_torch, gates, values, initial_state, cu_seqlens, gate_activation=gate_activation)
     B, _, N, m, _ = gates.shape
     return _scan(bdlru_step, gates, values, initial_state, gate_activation, mask, (B, N, m))
+
+
+def scan_with_restarts_torch(blocked: bool, gates, values, starts, gate_activation: str, initial_state=None):
+    """The reference scan over [B, T] rows whose state restarts from zero before every step where `starts` [B, T] is
+    True: each document of a row is scanned as if it were alone, exactly as the ops' `cu_seqlens` does, but all rows
+    at once (T steps, not the B*T of one flattened row). initial_state [B, N, m] (or None: zeros) is the state before
+    step 0, which a start there discards.
+
+    gates [B, T, N, (m,) m+1] logits, values [B, T, N(, m)] -> (states [B, T, N(, m)] in values.dtype, final state
+    [B, N, m] in the compute dtype).
+    """
+    B, T, N = values.shape[:3]
+    dtype = compute_dtype(gates, values)
+    step = bdlru_step if blocked else hlru_step
+    state = torch.zeros(B, N, gates.shape[-1] - 1, device=values.device, dtype=dtype)  # [B, N, m]
+    if initial_state is not None:
+        state = initial_state.to(dtype).clone()
+    coefficients = normalize_gates(gates, gate_activation)  # all at once, as _scan does
+    outputs = []
+    for coefficients_t, values_t, start_t in zip(coefficients.unbind(1), values.unbind(1), starts.unbind(1)):
+        state = torch.where(start_t.view(B, 1, 1), 0.0, state)  # a document starts: a zero state
+        out, state = step(coefficients_t, values_t, state, "none")  # "none": already normalised
+        outputs.append(out)
+    states = torch.stack(outputs, dim=1) if outputs else values.new_empty(values.shape, dtype=dtype)
+    return states.to(values.dtype), state

@@ -207,19 +207,22 @@ def main(argv=None):
               lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
     # the order-1 and order-2 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
     # (softmax and sigmoid: the one-exp pair at m = 1; relu / tanh: the generic normalisation), with and without
-    # initial state
-    for m, activation, with_initial_state in ((1, "softmax", True), (1, "sigmoid", False), (1, "tanh", True),
-                                              (2, "softmax", True), (2, "relu", False)):
+    # initial state, with and without document starts
+    for m, activation, with_initial_state, with_starts in (
+            (1, "softmax", True, False), (1, "sigmoid", False, False), (1, "tanh", True, False),
+            (2, "softmax", True, False), (2, "relu", False, False), (1, "softmax", False, True),
+            (2, "softmax", True, True)):
         gates = torch.randn(2, 3, m + 1, 300, dtype=torch.bfloat16)
         values = torch.randn(2, 3, 300, dtype=torch.bfloat16)
         h0 = torch.randn(2, 3, m) if with_initial_state else None
+        starts = torch.rand(2, 300) < 0.1 if with_starts else None
 
         def time_last_forward_backward():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True)
-            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation)
+            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts)
+            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts)
 
-        check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}",
-              time_last_forward_backward)
+        check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
+              f"{', document starts' if with_starts else ''}", time_last_forward_backward)
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

@@ -24,9 +24,10 @@ def _inputs(B, N, T, dtype=torch.float64, with_h0=True, seed=0, m=1):
     return [t.requires_grad_() if t is not None else None for t in (gates, values, h0)]
 
 
-def _run(backend, gates, values, h0, activation, want_final):
+def _run(backend, gates, values, h0, activation, want_final, document_starts=None):
     """States, final state and the gradients of a loss that weighs every step differently (and the final state)."""
-    states, final = hlru_scan_time_last(gates, values, h0, activation, want_final, backend=backend)
+    states, final = hlru_scan_time_last(gates, values, h0, activation, want_final, backend=backend,
+                                        document_starts=document_starts)
     T = values.shape[-1]
     weights = torch.linspace(-1.0, 1.0, T, dtype=torch.float64, device=values.device)
     loss = (states.double() * weights).sum() + (0.7 * final.double().sum() if want_final else 0.0)
@@ -256,3 +257,84 @@ def test_a_time_last_model_traces_in_one_graph(monkeypatch):
     # under torch.compile the norms are torch's (float64 here), eagerly Triton's (float32 statistics)
     for got, want in zip(grads, eager_grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def _document_starts(B, T, seed):
+    """[B, T] bool starts: row 0 starts documents at 0, 5, 6 (a one-step document) and T-1; row 1 has no start at 0
+    (it continues the initial window) and starts at 9; further rows random."""
+    generator = torch.Generator().manual_seed(seed)
+    starts = torch.rand(B, T, generator=generator) < 0.15
+    starts[0] = False
+    starts[0, [0, 5, 6, T - 1]] = True
+    if B > 1:
+        starts[1] = False
+        starts[1, 9] = True
+    return starts.to(DEVICE)
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_the_reference_with_document_starts_scans_each_document_alone(m):
+    """Restarts on the torch backend: every document of a row (cut where document_starts is True) gives the states
+    that hlru_scan gives it alone from a zero window; the part before a row's first start continues the initial
+    window."""
+    B, N, T = 2, 3, 20
+    gates, values, h0 = (t.detach() for t in _inputs(B, N, T, m=m))
+    starts = _document_starts(B, T, seed=m)
+    states, final = hlru_scan_time_last(gates, values, h0, output_final_state=True, backend="torch",
+                                        document_starts=starts)
+    for b in range(B):
+        cuts = [0] + [t for t in range(1, T) if starts[b, t]] + [T]
+        for begin, end in zip(cuts[:-1], cuts[1:]):
+            alone, alone_final = hlru_scan_time_last(
+                gates[b:b + 1, :, :, begin:end], values[b:b + 1, :, begin:end],
+                h0[b:b + 1] if begin == 0 and not starts[b, 0] else None, output_final_state=True, backend="torch")
+            torch.testing.assert_close(states[b:b + 1, :, begin:end], alone, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(final[b:b + 1], alone_final, rtol=1e-12, atol=1e-12)
+
+
+@needs_triton
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("activation", ["softmax", "tanh"])
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_triton_with_document_starts_matches_the_reference(m, activation, with_h0):
+    """Restarts in the kernels, forward and every gradient, over several tiles (T = 37: starts inside tiles, at a
+    tile's first step, a one-step document, a start at the last step)."""
+    B, N, T = 3, 3, 37
+    inputs = _inputs(B, N, T, with_h0=with_h0, seed=7 * m, m=m)
+    starts = _document_starts(B, T, seed=m)
+    starts[2, 16] = starts[2, 32] = True  # the first step of the second and third interpreter tiles
+    reference = _run("torch", *inputs, activation, True, document_starts=starts)
+    for got, want in zip(_run("triton", *inputs, activation, True, document_starts=starts), reference):
+        if want is None:
+            assert got is None
+            continue
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=5e-6)
+
+
+def test_document_starts_must_be_a_bool_mask_of_the_steps():
+    gates, values, _ = (t.detach() if t is not None else None for t in _inputs(2, 3, 8))
+    with pytest.raises(ValueError, match=r"document_starts must be None or a bool tensor \[B, T\] = \(2, 8\)"):
+        hlru_scan_time_last(gates, values, document_starts=torch.zeros(2, 7, dtype=torch.bool, device=DEVICE))
+    with pytest.raises(ValueError, match="document_starts must be None or a bool tensor"):
+        hlru_scan_time_last(gates, values, document_starts=torch.zeros(2, 8, device=DEVICE))
+
+
+@needs_triton
+@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh"])
+def test_time_last_models_with_packed_documents_equal_time_first(name, monkeypatch):
+    """Documents packed in rows (position_ids restarting at 0; the varlen packing of train.py): the time-last path
+    runs with the document starts, and loss, logits and every gradient equal the time-first path's (which scans
+    every document from a zero window too)."""
+    first, last = _model_pair(name)
+    calls = _counting(monkeypatch)
+    ids = torch.randint(3, 60, (2, 23), device=DEVICE)
+    positions = torch.cat([torch.arange(9), torch.arange(1), torch.arange(13)]).repeat(2, 1).to(DEVICE)
+    positions[1] = torch.cat([torch.arange(16), torch.arange(7)])
+    out_first = first(ids, labels=ids, position_ids=positions)
+    out_last = last(ids, labels=ids, position_ids=positions)
+    assert len(calls) == last.config.num_hidden_layers
+    torch.testing.assert_close(out_last.logits, out_first.logits, rtol=1e-6, atol=1e-6)
+    out_first.loss.backward()
+    out_last.loss.backward()
+    for (key, p_first), p_last in zip(first.named_parameters(), last.parameters()):
+        torch.testing.assert_close(p_last.grad, p_first.grad, rtol=1e-5, atol=1e-6, msg=key)
