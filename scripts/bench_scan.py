@@ -17,8 +17,8 @@ Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one f
 T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
 at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
 Peak memory: torch.cuda.max_memory_allocated during one fwd+bwd, minus the memory held before (inputs + grad_out).
-Time-last rows (m = 1 only): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on [B, D, 2, T] / [B, D, T]
-tensors, under the same byte model, with its speed-ups over fla and accelerated-scan of the same run.
+Time-last rows (H-LRU m = 1 and 2): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on [B, N, m+1, T] /
+[B, N, T] tensors, under the same byte model; at m = 1 with its speed-ups over fla and accelerated-scan of the run.
 fla baseline (m = 1 only): fla.ops.hgrn.chunk_hgrn / fused_recurrent_hgrn on x = g_in * v and g = log a with
 (a, g_in) the softmax-normalised gates (precomputed, bf16): the same recurrence.
 Model rows (`run_model_rows`; --no-model skips them): a whole training step of H-LRU m in {1, 2, 4} and BD-LRU m in
@@ -179,11 +179,11 @@ def run_accelerated_scan(B, T, D, ours_fwd, ours_fb, warp=True):
     return res
 
 
-def run_time_last(B, T, D, fwd_bytes, fb_bytes, copy_tbps):
-    """hlru_scan_time_last (m = 1, time-last tensors [B, D, 2, T] / [B, D, T], bf16): its own columns, under the same
-    byte model as the [B, T, D] op's row."""
-    g = torch.randn(B, D, 2, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    v = torch.randn(B, D, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+def run_time_last(B, T, N, m, fwd_bytes, fb_bytes, copy_tbps):
+    """hlru_scan_time_last (m = 1 or 2, time-last tensors [B, N, m+1, T] / [B, N, T], bf16): its own columns, under
+    the same byte model as the [B, T, N] op's row."""
+    g = torch.randn(B, N, m + 1, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(B, N, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     do = torch.randn_like(v)
     with torch.no_grad():
         fwd = bench(lambda: hlru_scan_time_last(g, v, backend="triton"))
@@ -226,10 +226,12 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     if with_ref:
         ref_ms, ref_mem = run_ref(op, B, T, D, m)
         row.update(ref_fwdbwd_ms_est=ref_ms, speedup_vs_ref_fwdbwd=ref_ms / fbt, ref_mem_MB_est=ref_mem)
+    if m == 2 and op == "hlru":
+        row.update(run_time_last(B, T, channels, m, fwd_bytes, fb_bytes, copy_tbps))
     if m == 1 and op == "hlru":
         row.update(run_fla(B, T, D, m, fwd, fbt))
         row.update(run_accelerated_scan(B, T, D, fwd, fbt, warp))
-        row.update(run_time_last(B, T, D, fwd_bytes, fb_bytes, copy_tbps))
+        row.update(run_time_last(B, T, channels, m, fwd_bytes, fb_bytes, copy_tbps))
         for peer in ("chunk_hgrn", "accelerated_scan"):  # the time-last scan against the same peers
             if f"{peer}_fwd_ms" in row:
                 row[f"time_last_speedup_vs_{peer}_fwd"] = row[f"{peer}_fwd_ms"] / row["time_last_fwd_ms"]
@@ -619,12 +621,14 @@ def main():
             lines.append(
                 f"{'  time-last':>31} | {r['time_last_fwd_ms']:8.3f} {'':8} {'':5} {r['time_last_fwd_pct_copy']:5.1f} | "
                 f"{r['time_last_fwdbwd_ms']:8.3f} {'':5} {r['time_last_fwdbwd_pct_copy']:5.1f} | {'':7} "
-                f"{r['time_last_mem_MB']:7.0f} {'':8} | fla chunk f/fb "
-                f"{r.get('time_last_speedup_vs_chunk_hgrn_fwd', float('nan')):.1f}x/"
-                f"{r.get('time_last_speedup_vs_chunk_hgrn_fwdbwd', float('nan')):.1f}x; acc-scan f/fb "
-                f"{r.get('time_last_speedup_vs_accelerated_scan_fwd', float('nan')):.2f}x/"
-                f"{r.get('time_last_speedup_vs_accelerated_scan_fwdbwd', float('nan')):.2f}x")
-    lines.append("(time-last = hlru_scan_time_last on [B, D, 2, T] / [B, D, T] tensors, the same recurrence at m = 1; "
+                f"{r['time_last_mem_MB']:7.0f} {'':8} | " + (
+                    f"fla chunk f/fb {r.get('time_last_speedup_vs_chunk_hgrn_fwd', float('nan')):.1f}x/"
+                    f"{r.get('time_last_speedup_vs_chunk_hgrn_fwdbwd', float('nan')):.1f}x; acc-scan f/fb "
+                    f"{r.get('time_last_speedup_vs_accelerated_scan_fwd', float('nan')):.2f}x/"
+                    f"{r.get('time_last_speedup_vs_accelerated_scan_fwdbwd', float('nan')):.2f}x" if r["m"] == 1 else
+                    f"{r['fwd_ms'] / r['time_last_fwd_ms']:.2f}x / {r['fwdbwd_ms'] / r['time_last_fwdbwd_ms']:.2f}x "
+                    "the [B, T, N] kernels' fwd / fwd+bwd"))
+    lines.append("(time-last = hlru_scan_time_last on [B, N, m+1, T] / [B, N, T] tensors, the same recurrence; "
                  "fwd = auto mode; seq = forced sequential kernel; x ref = speed-up of fwd+bwd over the torch reference "
                  "timed at T=256 and scaled linearly; mem = peak extra memory of one fwd+bwd; ref MB* = reference peak "
                  "at T=256 scaled linearly)")

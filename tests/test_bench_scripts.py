@@ -166,3 +166,31 @@ def test_a_captured_training_step_updates_the_parameters_as_eager_steps_do(name)
         trained.append([p.detach().float().clone() for p in model.parameters()])
     for eager, graphed in zip(*trained):
         torch.testing.assert_close(graphed, eager, rtol=1e-2, atol=1e-3)
+
+
+def test_scan_table_prints_the_time_last_columns(monkeypatch, tmp_path, capsys):
+    """The kernel table's time-last lines, from rows as run_case returns them (faked: the timings need CUDA): m = 1
+    with its speed-ups over fla and accelerated-scan, m = 2 against the [B, T, N] kernels."""
+    import sys
+
+    bench_scan = load_script("bench_scan")
+    base = dict(op="hlru", B=8, T=4096, D=1024, fwd_ms=0.2, fwd_seq_ms=0.3, fwdbwd_ms=0.8, fwd_TBps=1.0,
+                fwdbwd_TBps=1.0, fwd_pct_copy=25.0, fwdbwd_pct_copy=25.0, mem_MB=10.0, time_last_fwd_ms=0.1,
+                time_last_fwdbwd_ms=0.2, time_last_mem_MB=5.0, time_last_fwd_pct_copy=80.0,
+                time_last_fwdbwd_pct_copy=70.0)
+    rows = {1: dict(base, m=1, time_last_speedup_vs_chunk_hgrn_fwd=3.0, time_last_speedup_vs_chunk_hgrn_fwdbwd=2.5,
+                    time_last_speedup_vs_accelerated_scan_fwd=0.8, time_last_speedup_vs_accelerated_scan_fwdbwd=0.9),
+            2: dict(base, m=2)}
+    monkeypatch.setattr(bench_scan, "copy_bandwidth", lambda: 4.0)
+    plain = {key: value for key, value in base.items() if not key.startswith("time_last")}
+    monkeypatch.setattr(bench_scan, "run_case",
+                        lambda op, B, T, D, m, *a, **k: rows[m] if op == "hlru" else dict(plain, op=op, m=m))
+    monkeypatch.setattr(bench_scan, "run_layer", lambda m: dict(m=m, note="skipped"))
+    monkeypatch.setattr(bench_scan.torch.cuda, "get_device_name", lambda: "fake")
+    monkeypatch.setattr(sys, "argv", ["bench_scan.py", "--orders", "1,2", "--no-model",
+                                      "--out", str(tmp_path / "scan.json")])
+    bench_scan.main()
+    table = [line for line in capsys.readouterr().out.splitlines() if "time-last" in line and "|" in line]
+    assert len(table) == 3 * 2  # three shapes, H-LRU m = 1 and 2 (BD-LRU rows have none)
+    assert "fla chunk f/fb 3.0x/2.5x; acc-scan f/fb 0.80x/0.90x" in table[0]
+    assert "2.00x / 4.00x the [B, T, N] kernels' fwd / fwd+bwd" in table[1]
