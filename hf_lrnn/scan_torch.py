@@ -79,7 +79,9 @@ def bdlru_step(gates, values, state, gate_activation="softmax"):
     return h, h
 
 
-def _scan(step, gates, values, initial_state, gate_activation, mask, state_shape):
+def _scan(step, gates, values, initial_state, gate_activation, mask, state_shape, starts=None):
+    """The loop over time behind every reference scan. mask [B, T] bool: padded steps (False) leave the state as it
+    is; starts [B, T] bool: the state restarts from zero before every step where it is True."""
     dtype = compute_dtype(gates, values, initial_state)
     B, T = values.shape[:2]
     if initial_state is None:
@@ -90,8 +92,11 @@ def _scan(step, gates, values, initial_state, gate_activation, mask, state_shape
     # make autograd allocate and fill a full-size gradient buffer for every step (quadratic in T).
     coefficients = normalize_gates(gates, gate_activation)
     keeps = [None] * T if mask is None else mask.unbind(1)
+    restarts = [None] * T if starts is None else starts.unbind(1)
     outputs = []
-    for coefficients_t, values_t, keep in zip(coefficients.unbind(1), values.unbind(1), keeps):
+    for coefficients_t, values_t, keep, start in zip(coefficients.unbind(1), values.unbind(1), keeps, restarts):
+        if start is not None:  # a document starts: a zero state
+            state = torch.where(start.view(B, *([1] * (state.dim() - 1))), 0.0, state)
         out, new_state = step(coefficients_t, values_t, state, "none")  # "none": already normalised
         if keep is not None:
             # a padded step leaves the state unchanged (and outputs the held state)
@@ -145,17 +150,7 @@ def scan_with_restarts_torch(blocked: bool, gates, values, starts, gate_activati
     gates [B, T, N, (m,) m+1] logits, values [B, T, N(, m)] -> (states [B, T, N(, m)] in values.dtype, final state
     [B, N, m] in the compute dtype).
     """
-    B, T, N = values.shape[:3]
-    dtype = compute_dtype(gates, values)
+    B, _, N = values.shape[:3]
     step = bdlru_step if blocked else hlru_step
-    state = torch.zeros(B, N, gates.shape[-1] - 1, device=values.device, dtype=dtype)  # [B, N, m]
-    if initial_state is not None:
-        state = initial_state.to(dtype).clone()
-    coefficients = normalize_gates(gates, gate_activation)  # all at once, as _scan does
-    outputs = []
-    for coefficients_t, values_t, start_t in zip(coefficients.unbind(1), values.unbind(1), starts.unbind(1)):
-        state = torch.where(start_t.view(B, 1, 1), 0.0, state)  # a document starts: a zero state
-        out, state = step(coefficients_t, values_t, state, "none")  # "none": already normalised
-        outputs.append(out)
-    states = torch.stack(outputs, dim=1) if outputs else values.new_empty(values.shape, dtype=dtype)
-    return states.to(values.dtype), state
+    m = gates.shape[-1] - 1
+    return _scan(step, gates, values, initial_state, gate_activation, None, (B, N, m), starts=starts)
