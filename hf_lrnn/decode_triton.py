@@ -183,6 +183,19 @@ if triton is not None:
         tl.store(out + row * N + ns, acc.to(OUT_DTYPE), mask=n_mask)
 
 
+def _inference_decode_rows(x: torch.Tensor, in_compile: bool) -> bool:
+    """What both fusions ask of their input first: one token per row ([B, 1, K]), 1 to MAX_ROWS rows, Triton able to
+    run on x's device, no autograd, no autocast; in_compile: whether they may run inside torch.compile."""
+    # the shape first: every training forward asks, twice per block, and this answers it
+    if x.dim() != 3 or x.shape[1] != 1 or not 0 < x.shape[0] <= MAX_ROWS:
+        return False
+    if triton is None or not (x.is_cuda or _INTERPRET):
+        return False
+    if torch.compiler.is_compiling() and not in_compile:
+        return False
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+
+
 def _plain_linear(module) -> bool:
     return type(module) is nn.Linear  # not a subclass: an adapter or a quantised layer computes something else
 
@@ -193,14 +206,7 @@ def can_fuse(hidden_states: torch.Tensor, delta: Optional[torch.Tensor], norm: n
     Triton can run (CUDA tensors, or the interpreter on CPU; under torch.compile through the custom op), no
     autograd, no autocast, at most MAX_ROWS rows of one token, one dtype throughout, plain nn.Linear projections
     (proj_a without a bias), an affine norm."""
-    # the shape first: every training forward asks, twice per block, and this answers it
-    if hidden_states.dim() != 3 or hidden_states.shape[1] != 1 or not 0 < hidden_states.shape[0] <= MAX_ROWS:
-        return False
-    if triton is None or not (hidden_states.is_cuda or _INTERPRET):
-        return False
-    if torch.compiler.is_compiling() and norm_project_op is None:
-        return False
-    if torch.is_grad_enabled() or torch.is_autocast_enabled(hidden_states.device.type):
+    if not _inference_decode_rows(hidden_states, in_compile=norm_project_op is not None):
         return False
     if not _plain_linear(proj_a) or proj_a.bias is not None or (proj_b is not None and not _plain_linear(proj_b)):
         return False
@@ -251,11 +257,7 @@ def can_project(x: torch.Tensor, linear: nn.Module) -> bool:
     """Whether `project_rows` computes linear(x) for this input and is likely to pay: a decode step's input [B, 1, K]
     of at most MAX_ROWS rows, a plain nn.Linear without bias of x's dtype and device, Triton able to run, no autograd,
     no autocast, not inside torch.compile (which keeps its own GEMM there)."""
-    if x.dim() != 3 or x.shape[1] != 1 or not 0 < x.shape[0] <= MAX_ROWS:
-        return False
-    if triton is None or not (x.is_cuda or _INTERPRET) or torch.compiler.is_compiling():
-        return False
-    if torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+    if not _inference_decode_rows(x, in_compile=False):
         return False
     return _plain_linear(linear) and linear.bias is None and linear.weight.dtype == x.dtype \
         and linear.weight.device == x.device
