@@ -265,6 +265,13 @@ else:
     hlru_scan_step_into_op = bdlru_scan_step_into_op = hlru_scan_time_last_op = None
 
 
+def _described(value) -> str:
+    """A tensor's dtype, shape and device (or the type of what is not a tensor), for error messages."""
+    if not isinstance(value, torch.Tensor):
+        return type(value).__name__
+    return f"{value.dtype} {tuple(value.shape)} on {value.device}"
+
+
 def _check_arguments(op, gates, values, gate_activation, output_final_state):
     """What every scan checks first: the activation's name, floating tensors, a bool output_final_state."""
     if gate_activation not in GATE_ACTIVATIONS:
@@ -382,8 +389,7 @@ def scan_step_into(blocked, gates, values, state, gate_activation, backend=None,
     if readout is not None and (blocked or not isinstance(readout, torch.Tensor) or not readout.is_floating_point()
                                 or readout.numel() != B * N * m or not readout.is_contiguous()
                                 or readout.device != values.device):
-        got = type(readout).__name__ if not isinstance(readout, torch.Tensor) else \
-            f"{readout.dtype} {tuple(readout.shape)} on {readout.device}"
+        got = _described(readout)
         raise ValueError(f"scan_step_into: readout must be None for BD-LRU, or for H-LRU a contiguous floating tensor "
                          f"of B*N*m = {B * N * m} elements on {values.device}, got {got}" + (" (BD-LRU)" if blocked else ""))
     if compiling:
@@ -486,17 +492,13 @@ def hlru_scan_time_last(
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, m1 - 1) \
                 or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:
-            got = type(initial_state).__name__ if not isinstance(initial_state, torch.Tensor) else \
-                f"{initial_state.dtype} {tuple(initial_state.shape)} on {initial_state.device}"
             raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, m] = {(B, N, m1 - 1)} on "
-                             f"{values.device}, got {got}")
+                             f"{values.device}, got {_described(initial_state)}")
     if document_starts is not None and (not isinstance(document_starts, torch.Tensor) or document_starts.dtype != torch.bool
                                         or tuple(document_starts.shape) != (B, T)
                                         or document_starts.device != values.device):
-        got = type(document_starts).__name__ if not isinstance(document_starts, torch.Tensor) else \
-            f"{document_starts.dtype} {tuple(document_starts.shape)} on {document_starts.device}"
         raise ValueError(f"{op}: document_starts must be None or a bool tensor [B, T] = {(B, T)} on {values.device}, "
-                         f"got {got}")
+                         f"got {_described(document_starts)}")
     if resolve_backend(backend, values.device) == "triton":
         states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
                                                document_starts)
