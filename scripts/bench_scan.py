@@ -226,13 +226,12 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     if with_ref:
         ref_ms, ref_mem = run_ref(op, B, T, D, m)
         row.update(ref_fwdbwd_ms_est=ref_ms, speedup_vs_ref_fwdbwd=ref_ms / fbt, ref_mem_MB_est=ref_mem)
-    if m == 2 and op == "hlru":
-        row.update(run_time_last(B, T, channels, m, fwd_bytes, fb_bytes, copy_tbps))
     if m == 1 and op == "hlru":
         row.update(run_fla(B, T, D, m, fwd, fbt))
         row.update(run_accelerated_scan(B, T, D, fwd, fbt, warp))
+    if m <= 2 and op == "hlru":
         row.update(run_time_last(B, T, channels, m, fwd_bytes, fb_bytes, copy_tbps))
-        for peer in ("chunk_hgrn", "accelerated_scan"):  # the time-last scan against the same peers
+        for peer in ("chunk_hgrn", "accelerated_scan"):  # the time-last scan against the same peers (m = 1)
             if f"{peer}_fwd_ms" in row:
                 row[f"time_last_speedup_vs_{peer}_fwd"] = row[f"{peer}_fwd_ms"] / row["time_last_fwd_ms"]
                 row[f"time_last_speedup_vs_{peer}_fwdbwd"] = row[f"{peer}_fwdbwd_ms"] / row["time_last_fwdbwd_ms"]
