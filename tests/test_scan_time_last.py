@@ -9,6 +9,7 @@ import torch
 
 from hf_lrnn import hlru_scan_time_last, scan_time_last
 from hf_lrnn.scan_torch import GATE_ACTIVATIONS
+from helpers import assert_same_training_step
 
 GPU = torch.cuda.is_available()
 DEVICE = "cuda" if GPU else "cpu"
@@ -182,14 +183,9 @@ def test_models_with_time_last_scans_equal_time_first(name, monkeypatch):
     first, last = _model_pair(name)
     calls = _counting(monkeypatch)
     ids = torch.randint(3, 60, (2, 21), device=DEVICE)
-    out_first = first(ids, labels=ids, attention_mask=torch.ones_like(ids))
-    out_last = last(ids, labels=ids, attention_mask=torch.ones_like(ids))
+    assert_same_training_step(last, first, logits_tol=(1e-6, 1e-6), grad_tol=(1e-5, 1e-6), input_ids=ids,
+                              labels=ids, attention_mask=torch.ones_like(ids))
     assert len(calls) == first.config.num_hidden_layers
-    torch.testing.assert_close(out_last.logits, out_first.logits, rtol=1e-6, atol=1e-6)
-    out_first.loss.backward()
-    out_last.loss.backward()
-    for (key, p_first), p_last in zip(first.named_parameters(), last.parameters()):
-        torch.testing.assert_close(p_last.grad, p_first.grad, rtol=1e-5, atol=1e-6, msg=key)
 
 
 @needs_triton
@@ -330,11 +326,6 @@ def test_time_last_models_with_packed_documents_equal_time_first(name, monkeypat
     ids = torch.randint(3, 60, (2, 23), device=DEVICE)
     positions = torch.cat([torch.arange(9), torch.arange(1), torch.arange(13)]).repeat(2, 1).to(DEVICE)
     positions[1] = torch.cat([torch.arange(16), torch.arange(7)])
-    out_first = first(ids, labels=ids, position_ids=positions)
-    out_last = last(ids, labels=ids, position_ids=positions)
+    assert_same_training_step(last, first, logits_tol=(1e-6, 1e-6), grad_tol=(1e-5, 1e-6), input_ids=ids,
+                              labels=ids, position_ids=positions)
     assert len(calls) == last.config.num_hidden_layers
-    torch.testing.assert_close(out_last.logits, out_first.logits, rtol=1e-6, atol=1e-6)
-    out_first.loss.backward()
-    out_last.loss.backward()
-    for (key, p_first), p_last in zip(first.named_parameters(), last.parameters()):
-        torch.testing.assert_close(p_last.grad, p_first.grad, rtol=1e-5, atol=1e-6, msg=key)
