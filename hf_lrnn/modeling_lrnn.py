@@ -40,7 +40,7 @@ from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
 from .ops import bdlru_scan, hlru_scan, hlru_scan_time_last, resolve_backend, scan_step_into, triton_available
-from .scan_torch import (bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch)
+from .scan_torch import bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch
 from .swiglu_triton import can_run as swiglu_triton_can_run
 from .swiglu_triton import silu_mul_triton
 
