@@ -374,4 +374,41 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
     return d_gates, d_values, d_h0
 
 
-__all__ = ["TILE", "time_last_backward", "time_last_forward"]
+class _TimeLastFunction(torch.autograd.Function):
+    """The eager autograd path (ops.py traces the custom op under torch.compile instead): the same kernels without the
+    op dispatch, whose Python layers cost ~0.4 ms of host time per forward+backward on the H200's host, more than the
+    kernels themselves at B8 T4096 (bench_results/probes_2026-11-30j/README.md)."""
+
+    @staticmethod
+    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts):
+        states, final = time_last_forward(gates, values, initial_state, gate_activation, want_final, starts)
+        ctx.save_for_backward(gates, values, states, initial_state, starts)
+        ctx.gate_activation = gate_activation
+        ctx.set_materialize_grads(False)
+        return states, final
+
+    @staticmethod
+    def backward(ctx, d_states, d_final):
+        gates, values, states, initial_state, starts = ctx.saved_tensors
+        if d_states is None and d_final is None:
+            return None, None, None, None, None, None
+        if d_states is None:
+            d_states = torch.zeros_like(states)
+        d_gates, d_values, d_h0 = time_last_backward(gates, values, states, initial_state, d_states, d_final,
+                                                     ctx.gate_activation, starts)
+        needs = ctx.needs_input_grad
+        return (d_gates if needs[0] else None, d_values if needs[1] else None,
+                d_h0.to(initial_state.dtype) if needs[2] else None, None, None, None)
+
+
+def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
+                   gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`time_last_forward` with its gradient in eager mode (arguments unchecked: ops.hlru_scan_time_last checks
+    them); without gradients to track, the forward kernel alone."""
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (gates, values, initial_state))):
+        return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts)
+    return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts)
+
+
+__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_scan"]

@@ -134,6 +134,54 @@ def test_fullgraph_compile_traces_the_custom_op():
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
+@needs_triton
+@pytest.mark.parametrize("m", [1, 2])
+def test_eager_calls_take_the_autograd_function_and_equal_the_custom_op(m, monkeypatch):
+    """Eagerly the scan runs through scan_time_last's autograd Function, not the custom op (whose dispatch costs more
+    host time than the kernels at small shapes); both give the same states, final window and gradients."""
+    from hf_lrnn import ops
+
+    gates, values, h0 = _inputs(2, 3, 21, dtype=torch.float32, m=m)
+    op = ops.hlru_scan_time_last_op
+    states, final = op(gates, values, h0, "softmax", True, None)
+    loss = states.square().sum() + final.sum()
+    want = (states, final) + torch.autograd.grad(loss, [gates, values, h0])
+
+    def refuse(*args):
+        raise AssertionError("the eager path dispatched the custom op")
+
+    monkeypatch.setattr(ops, "hlru_scan_time_last_op", refuse)
+    states, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton")
+    loss = states.square().sum() + final.sum()
+    got = (states, final) + torch.autograd.grad(loss, [gates, values, h0])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@needs_triton
+@pytest.mark.parametrize("m", [1, 2])
+def test_gradients_of_only_some_inputs_and_of_the_final_window_alone(m):
+    """A loss on the final window alone (no gradient reaches the states), inputs of which only some require
+    gradients, and no gradient tracking at all: the Function's paths against the reference."""
+    gates, values, h0 = _inputs(2, 3, 19, m=m)
+    for backend in ("torch", "triton"):
+        _, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend)
+        grads = torch.autograd.grad(final.double().sum(), [gates, values, h0])
+        if backend == "torch":
+            want = grads
+    for g, w in zip(grads, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=5e-6)
+    frozen_gates = gates.detach()
+    states, _ = hlru_scan_time_last(frozen_gates, values, None, "softmax", False, backend="triton")
+    (d_values,) = torch.autograd.grad(states.sum(), [values])
+    states_ref, _ = hlru_scan_time_last(frozen_gates, values, None, "softmax", False, backend="torch")
+    (d_values_ref,) = torch.autograd.grad(states_ref.sum(), [values])
+    torch.testing.assert_close(d_values, d_values_ref, rtol=0, atol=5e-6)
+    with torch.no_grad():
+        states, _ = hlru_scan_time_last(gates, values, h0, "softmax", False, backend="triton")
+    assert states.grad_fn is None and not states.requires_grad
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("m", [1, 2])
