@@ -35,7 +35,7 @@ try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton.language as tl
 
     from .scan_triton import (_ACT_ID, _affine_combine, _device_guard, _normalize, _normalize_bwd, _normalize_pair,
-                              _normalize_pair_bwd)
+                              _normalize_pair_bwd, _num_sms)
 except ImportError:  # ops.py then offers the torch backend only
     triton = None
 
@@ -44,6 +44,7 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # channel per program); the interpreter takes small tiles so that tests cover several of each.
 TILE = {"BC": 1, "BT": 1024, "num_warps": 4}
 INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
+PREFETCH_BELOW = 16  # programs per SM under which the forward kernels prefetch the next tile (`_grid`)
 
 if triton is not None:
 
@@ -73,19 +74,36 @@ if triton is not None:
         return z_coef, z_gate
 
     @triton.jit
+    def _load_values(values, rows, t, mask, T):
+        """values (or states, or their gradients) at steps t [BT] of rows [BC], float32."""
+        return tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+
+    @triton.jit
     def _time_last_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
-                              ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                              ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
                               HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
-        """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers."""
+        """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers. PREFETCH: each
+        tile's loads go out before the tile before it is scanned, so that they are in flight while it computes (for
+        grids with few programs per SM, which cannot hide the loads' latency by switching programs; `_grid`)."""
         b, rows, mc = _tile_offsets(T, N, BC)
         h = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
             h = tl.load(initial_state + rows, mask=mc, other=0.0)
+        if PREFETCH:
+            t = tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
+            x = _load_values(values, rows, t, mask, T)
         for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
-            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            if PREFETCH:
+                mask_next = mc[:, None] & (t + BT < T)[None, :]  # all False past the last tile: no memory traffic
+                z_coef_next, z_gate_next = _load_pair(gates, rows, t + BT, mask_next, T)
+                x_next = _load_values(values, rows, t + BT, mask_next, T)
+            else:
+                z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
+                x = _load_values(values, rows, t, mask, T)
             a, g = _normalize_pair(z_coef, z_gate, ACT)
             a = tl.where(_starts_at(starts, b, t, T, HAS_STARTS), 0.0, a)  # a document starts from a zero state
             a = tl.where(mask, a, 1.0)  # steps past T: the identity
@@ -94,6 +112,8 @@ if triton is not None:
             s = local + decay * h[:, None]
             tl.store(states + rows[:, None] * T + t[None, :], s.to(states.dtype.element_ty), mask=mask)
             h = tl.sum(tl.where((t == BT - 1 + t0)[None, :], s, 0.0), axis=1)  # identity past T: s at BT-1 = s_last
+            if PREFETCH:
+                z_coef, z_gate, x = z_coef_next, z_gate_next, x_next
         if WRITE_FINAL:
             tl.store(final_state + rows, h, mask=mc)
 
@@ -101,7 +121,9 @@ if triton is not None:
     def _time_last_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
                               d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                               HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
-        """The adjoint lam scanned from the end in tiles of BT steps; gate, value and initial-state gradients."""
+        """The adjoint lam scanned from the end in tiles of BT steps; gate, value and initial-state gradients. The
+        step's own inputs are loaded after the scan, not with its coefficients: on the H200, loading all seven before
+        it was 2-7 % slower, and prefetching the tile before, 10-20 % (bench_results/probes_2026-11-30j)."""
         b, rows, mc = _tile_offsets(T, N, BC)
         carry = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile (d_final after the last step)
         if HAS_D_FINAL:
@@ -119,16 +141,15 @@ if triton is not None:
             a_next, _ = _normalize_pair(z_coef_next, z_gate_next, ACT)
             a_next = tl.where(next_mask, a_next, 1.0)  # past the last step: d_final enters with a_T = 1
             a_next = tl.where(_starts_at(starts, b, t + 1, T, HAS_STARTS), 0.0, a_next)  # no flow across a start
-            dy = tl.load(d_states + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            dy = _load_values(d_states, rows, t, mask, T)
             c = tl.where(mask, a_next, 1.0)
             d = tl.where(mask, dy, 0.0)
             c_cum, d_cum = tl.associative_scan((c, d), 1, _affine_combine, reverse=True)
             lam = d_cum + c_cum * carry[:, None]
             z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
             a, g = _normalize_pair(z_coef, z_gate, ACT)
-            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
-            previous = rows[:, None] * T + (t - 1)[None, :]
-            s_previous = tl.load(states + previous, mask=mask & (t >= 1)[None, :], other=0.0).to(tl.float32)
+            x = _load_values(values, rows, t, mask, T)
+            s_previous = _load_values(states, rows, t - 1, mask & (t >= 1)[None, :], T)
             s_previous = tl.where((t >= 1)[None, :], s_previous, h0[:, None])
             start = _starts_at(starts, b, t, T, HAS_STARTS)
             s_previous = tl.where(start, 0.0, s_previous)
@@ -192,21 +213,32 @@ if triton is not None:
 
     @triton.jit
     def _time_last_m2_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
-                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
                                  HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
-        """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous)."""
+        """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
+        PREFETCH as at m = 1."""
         b, rows, mc = _tile_offsets(T, N, BC)
         h1 = tl.zeros([BC], dtype=tl.float32)  # s_{t-1}
         h2 = tl.zeros([BC], dtype=tl.float32)  # s_{t-2}
         if HAS_H0:
             h1 = tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
             h2 = tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
+        if PREFETCH:
+            t = tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+            x = _load_values(values, rows, t, mask, T)
         for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+            if PREFETCH:
+                mask_next = mc[:, None] & (t + BT < T)[None, :]
+                z1_next, z2_next, zg_next = _load_triple(gates, rows, t + BT, mask_next, T)
+                x_next = _load_values(values, rows, t + BT, mask_next, T)
+            else:
+                z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+                x = _load_values(values, rows, t, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
-            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
             zero = tl.zeros([BC, BT], dtype=tl.float32)
             inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
             p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
@@ -221,6 +253,8 @@ if triton is not None:
             last = (t == BT - 1 + t0)[None, :]
             h1 = tl.sum(tl.where(last, new1, 0.0), axis=1)
             h2 = tl.sum(tl.where(last, new2, 0.0), axis=1)
+            if PREFETCH:
+                z1, z2, zg, x = z1_next, z2_next, zg_next, x_next
         if WRITE_FINAL:
             tl.store(final_state + 2 * rows, h1, mask=mc)
             tl.store(final_state + 2 * rows + 1, h2, mask=mc)
@@ -229,12 +263,14 @@ if triton is not None:
     def _time_last_m2_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
                                  d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                                  HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
-        """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}: the companion scan in reverse time
-        on v_t = (lam_t, lam_{t+1}) = N_t v_{t+1} + (dy_t, 0), N_t = [[a1_{t+1}, a2_{t+2}], [1, 0]]. The final
-        window's gradient enters as extra dy at steps T-1 and T-2 (at T = 1 the second goes to the initial state)."""
+        """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
+        (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
+        0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
+        (lam_t, lam_{t+1}) needs those of t + 2 as well). The final window's gradient enters as extra dy at steps
+        T-1 and T-2 (at T = 1 the second goes to the initial window)."""
         b, rows, mc = _tile_offsets(T, N, BC)
-        c1 = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile
-        c2 = tl.zeros([BC], dtype=tl.float32)  # lam two steps after the tile's first
+        c1 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
+        c2 = tl.zeros([BC], dtype=tl.float32)  # mu there
         h1 = tl.zeros([BC], dtype=tl.float32)
         h2 = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
@@ -251,37 +287,33 @@ if triton is not None:
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             mask1 = mc[:, None] & (t + 1 < T)[None, :]
-            mask2 = mc[:, None] & (t + 2 < T)[None, :]
             y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T)
-            a1_next, _, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}
-            w1, w2, wg = _load_triple(gates, rows, t + 2, mask2, T)
-            _, a2_next2, _ = _normalize_triple(w1, w2, wg, ACT)  # a2_{t+2}
+            a1_next, a2_next, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}, a2_{t+1}
+            dy = _load_values(d_states, rows, t, mask, T)
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
             start_next = _starts_at(starts, b, t + 1, T, HAS_STARTS)  # no flow back across a document start
-            a1_next = tl.where(start_next, 0.0, a1_next)
-            a2_next2 = tl.where(start_next | _starts_at(starts, b, t + 2, T, HAS_STARTS), 0.0, a2_next2)
-            dy = tl.load(d_states + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
             # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
             dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
             dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
             zero = tl.zeros([BC, BT], dtype=tl.float32)
-            p = tl.where(mask, tl.where(mask1, a1_next, 0.0), 1.0)  # steps past T: the identity
-            q = tl.where(mask2, a2_next2, 0.0)
-            rr = tl.where(mask, 1.0, 0.0)
+            # step t+1 reads s_t (lag 1) unless a document starts at t+1, s_{t-1} (lag 2) unless one starts at t+1 or t
+            p = tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0)  # steps past T: the identity
+            q = tl.where(mask, 1.0, 0.0)
+            rr = tl.where(mask1 & ~start_next & ~start, a2_next, 0.0)
             ss = tl.where(mask, 0.0, 1.0)
             b1 = tl.where(mask, dy, 0.0)
             p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), 1, _companion_combine,
                                                        reverse=True)
             lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
-            lam_next = rr * c1[:, None] + ss * c2[:, None] + b2  # lam_{t+1}
+            mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
+            # the step's own inputs after the scan (fewer registers live across it, as at m = 1)
             z1, z2, zg = _load_triple(gates, rows, t, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
-            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
-            at = rows[:, None] * T + t[None, :]
-            s1 = tl.load(states + at - 1, mask=mask & (t >= 1)[None, :], other=0.0).to(tl.float32)
+            x = _load_values(values, rows, t, mask, T)
+            s1 = _load_values(states, rows, t - 1, mask & (t >= 1)[None, :], T)
+            s2 = _load_values(states, rows, t - 2, mask & (t >= 2)[None, :], T)
             s1 = tl.where((t >= 1)[None, :], s1, h1[:, None])  # s_{t-1}; s_{-1} is the window's first entry
-            s2 = tl.load(states + at - 2, mask=mask & (t >= 2)[None, :], other=0.0).to(tl.float32)
             s2 = tl.where((t >= 2)[None, :], s2, tl.where((t == 1)[None, :], h1[:, None], h2[:, None]))
-            start = _starts_at(starts, b, t, T, HAS_STARTS)
             start_before = start | _starts_at(starts, b, t - 1, T, HAS_STARTS)
             s1 = tl.where(start, 0.0, s1)  # a document's window starts at zero
             s2 = tl.where(start_before, 0.0, s2)
@@ -290,16 +322,16 @@ if triton is not None:
             tl.store(d_gates + gate_rows, dz1.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + T, dz2.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + 2 * T, dzg.to(d_gates.dtype.element_ty), mask=mask)
-            tl.store(d_values + at, (lam * g).to(d_values.dtype.element_ty), mask=mask)
+            tl.store(d_values + rows[:, None] * T + t[None, :], (lam * g).to(d_values.dtype.element_ty), mask=mask)
             first = (t == t0)[None, :]
             c1 = tl.sum(tl.where(first, lam, 0.0), axis=1)
-            c2 = tl.sum(tl.where(first, lam_next, 0.0), axis=1)
+            c2 = tl.sum(tl.where(first, mu, 0.0), axis=1)
             if HAS_H0:
                 if t0 == 0:
+                    # s_0 = a1_0 h1 + a2_0 h2 + ..., s_1 = ... + a2_1 h1: d h1 = a1_0 lam_0 + mu_0, d h2 = a2_0 lam_0
                     a1_0 = tl.sum(tl.where(first & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
                     a2_0 = tl.sum(tl.where(first & ~start, a2, 0.0), axis=1)
-                    a2_1 = tl.sum(tl.where((t == 1)[None, :] & mask & ~start_before, a2, 0.0), axis=1)
-                    d_first = a1_0 * c1 + a2_1 * c2
+                    d_first = a1_0 * c1 + c2
                     if T == 1:  # the final window's second entry is the initial window's first (unless reset)
                         d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, df2)
                     tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
@@ -314,10 +346,17 @@ def _tile():
     return INTERPRETER_TILE if _INTERPRET else TILE
 
 
-def _grid(B: int, N: int, T: int):
+def _grid(B: int, N: int, T: int, device=None, backward: bool = False):
+    """(grid, launch options): one program per (row, block of BC channels). The forward prefetches (PREFETCH) where
+    the grid has fewer than PREFETCH_BELOW programs per SM: on the H200 that took B1 T16384 D1024 from 69 to 82 % of
+    copy at m = 1 (1024 programs, 8 per SM) and cost 1-2 points at B8-B32 (bench_results/probes_2026-11-30j)."""
     tile = _tile()
     bt = min(tile["BT"], max(16, triton.next_power_of_2(max(T, 1))))
-    return (B * triton.cdiv(N, tile["BC"]),), dict(BC=tile["BC"], BT=bt, num_warps=tile["num_warps"])
+    programs = B * triton.cdiv(N, tile["BC"])
+    options = dict(BC=tile["BC"], BT=bt, num_warps=tile["num_warps"])
+    if not backward:
+        options["PREFETCH"] = programs < PREFETCH_BELOW * _num_sms(device if device is not None else "cpu")
+    return (programs,), options
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
@@ -335,7 +374,7 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
         return states, (final.zero_() if final is not None else None)
     if T == 0:  # no step: the final state is the initial one
         return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
-    grid, blocks = _grid(B, N, T)
+    grid, blocks = _grid(B, N, T, values.device)
     kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
     with _device_guard(values.device):
         kernel[grid](
@@ -363,7 +402,7 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
         if d_h0 is not None:
             d_h0.copy_(d_final if d_final is not None else torch.zeros_like(d_h0))
         return d_gates, d_values, d_h0
-    grid, blocks = _grid(B, N, T)
+    grid, blocks = _grid(B, N, T, values.device, backward=True)
     kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
     with _device_guard(values.device):
         kernel[grid](

@@ -12,7 +12,13 @@ them, each with m+1 logits) or one BD-LRU block row (D = N*m of them, each with 
     forward+backward: (m+3) + (2m+5)                                                      = 3m+8
 Effective TB/s = model bytes / median time; "% copy" compares it with a device-to-device copy measured in the
 same run (bytes read + bytes written over the copy time).
-Times: triton.testing.do_bench median (warm-up 10 ms, 50 ms of repeats) after explicit warm-up calls.
+Times (--timing graph, the default): the kernels' GPU time, triton.testing.do_bench_cudagraph (the calls captured in
+one CUDA graph of ~20 ms and replayed: no host time; the median of 10 replays) after explicit warm-up calls, for our scans and
+the peers alike. The host's share is not the kernels': on the H200's host one `backward()` costs ~0.3 ms of
+autograd-engine time whatever the op (bench_results/probes_2026-11-30j/host_overhead.txt), more than the kernels of a
+B8 T4096 forward+backward, so eager times of small shapes measure the host. --timing eager: triton.testing.do_bench
+median (warm-up 10 ms, 50 ms of repeats, L2 flushed before each call), as the tables before 2026-11-30 were timed.
+A row whose capture fails falls back to eager timing and says so (`timing_fallbacks` in the JSON).
 Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one fwd+bwd after a warm-up) at
 T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
 at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
@@ -39,7 +45,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import triton  # noqa: E402
-from triton.testing import do_bench  # noqa: E402
+from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
 
 try:
     import hf_lrnn  # noqa: E402,F401
@@ -58,10 +64,20 @@ from hf_lrnn.scan_triton import bdlru_scan_triton, hlru_scan_triton  # noqa: E40
 PAPER_LAYER_MS = {1: "15.9", 2: "77-81", 4: "46-47"}
 
 
+TIMING = "graph"  # --timing: "graph" (GPU time of CUDA-graph replays) or "eager" (do_bench, host time included)
+TIMING_FALLBACKS = []  # the calls whose capture failed, timed eagerly instead
+
+
 def bench(fn, grad_to_none=None):
     fn()
     fn()
     torch.cuda.synchronize()
+    if TIMING == "graph":
+        try:
+            return do_bench_cudagraph(fn, rep=20, grad_to_none=grad_to_none, quantiles=[0.5, 0.2, 0.8])[0]
+        except Exception as err:  # noqa: BLE001  (a peer that cannot be captured: time it eagerly, and say so)
+            TIMING_FALLBACKS.append(f"{getattr(fn, '__qualname__', fn)}: {type(err).__name__}: {str(err)[:200]}")
+            torch.cuda.synchronize()
     return do_bench(fn, warmup=10, rep=50, grad_to_none=grad_to_none, quantiles=[0.5, 0.2, 0.8])[0]
 
 
@@ -549,11 +565,15 @@ def main():
                     "captured CUDA graph (all models): GPU work without the host's launch costs")
     ap.add_argument("--models", default="", help="comma-separated model rows to run, e.g. hlru2,bdlru4 (Llama always "
                     "runs); default all")
+    ap.add_argument("--timing", default="graph", choices=["graph", "eager"], help="graph: the kernels' GPU time "
+                    "(CUDA-graph replays; default); eager: do_bench wall per call, the host's time included")
     ap.add_argument("--no-warp", action="store_true", help="skip accelerated-scan's CUDA warp scan (builds with nvcc)")
     ap.add_argument("--model-loss-backend", default=None, choices=["torch", "triton"], help="our models' "
                     "config.loss_backend in the model rows (default: the one-kernel loss on CUDA; torch: transformers' "
                     "loss, which Llama always uses)")
     args = ap.parse_args()
+    global TIMING
+    TIMING = args.timing
     model_names = [name for name in args.models.split(",") if name]
     if args.sweep:
         return sweep_chunks([int(c) for c in args.sweep.split(",")], args.out)
@@ -595,7 +615,8 @@ def main():
     hdr = (f"{'op':6} {'B':>3} {'T':>6} {'D':>5} {'m':>3} | {'fwd ms':>8} {'seq ms':>8} {'TB/s':>5} {'%copy':>5} | "
            f"{'f+b ms':>8} {'TB/s':>5} {'%copy':>5} | {'x ref':>7} {'mem MB':>7} {'ref MB*':>8} | "
            "speed-up over fla chunk f/fb, fused f/fb; over accelerated-scan scalar f/fb, warp f/fb")
-    lines = [f"copy bandwidth {copy:.2f} TB/s ({dev})", hdr, "-" * len(hdr)]
+    timing = ("GPU time of CUDA-graph replays" if TIMING == "graph" else "do_bench wall per call, host included")
+    lines = [f"copy bandwidth {copy:.2f} TB/s ({dev}); kernel times: {timing}", hdr, "-" * len(hdr)]
     for r in rows:
         fla = ""
         if "speedup_vs_chunk_hgrn_fwd" in r:
@@ -639,11 +660,14 @@ def main():
         else:
             lines.append(f"  m={r['m']}: {r['note']}")
     lines += model_lines(models)
+    if TIMING_FALLBACKS:
+        lines.append(f"timed eagerly (capture failed): {len(TIMING_FALLBACKS)} calls; see timing_fallbacks in the JSON")
     table = "\n".join(lines)
     print(table)
     with open(args.out, "w") as f:
-        json.dump(dict(device=dev, torch=torch.__version__, triton=triton.__version__, copy_TBps=copy, rows=rows,
-                       layers=layers, models=models, table=table), f, indent=1)
+        json.dump(dict(device=dev, torch=torch.__version__, triton=triton.__version__, copy_TBps=copy,
+                       timing=TIMING, timing_fallbacks=TIMING_FALLBACKS, rows=rows, layers=layers, models=models,
+                       table=table), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -223,6 +223,13 @@ def main(argv=None):
 
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
               f"{', document starts' if with_starts else ''}", time_last_forward_backward)
+    # the forwards without the next tile's prefetch (grids of many programs per SM; the CPU counts as 132 SMs)
+    prefetch_below, time_last.PREFETCH_BELOW = time_last.PREFETCH_BELOW, 0
+    for m in (1, 2):
+        gates, values = torch.randn(2, 3, m + 1, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
+        check(f"time-last order {m}, softmax, no prefetch",
+              lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, m), "softmax", True, None))
+    time_last.PREFETCH_BELOW = prefetch_below
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

@@ -194,3 +194,31 @@ def test_scan_table_prints_the_time_last_columns(monkeypatch, tmp_path, capsys):
     assert len(table) == 3 * 2  # three shapes, H-LRU m = 1 and 2 (BD-LRU rows have none)
     assert "fla chunk f/fb 3.0x/2.5x; acc-scan f/fb 0.80x/0.90x" in table[0]
     assert "2.00x / 4.00x the [B, T, N] kernels' fwd / fwd+bwd" in table[1]
+    import json
+
+    saved = json.loads((tmp_path / "scan.json").read_text())
+    assert saved["timing"] == "graph" and saved["timing_fallbacks"] == []  # the default: the kernels' GPU time
+    assert "kernel times: GPU time of CUDA-graph replays" in saved["table"].splitlines()[0]
+
+
+def test_kernel_timing_uses_graph_replays_and_falls_back_to_eager_where_capture_fails(monkeypatch):
+    """bench(): --timing graph times the CUDA-graph replays (the kernels' GPU time); a call whose capture fails is
+    timed eagerly with do_bench and recorded in TIMING_FALLBACKS; --timing eager never captures."""
+    bench_scan = load_script("bench_scan")
+    monkeypatch.setattr(bench_scan.torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(bench_scan, "do_bench", lambda fn, **kw: [3.0, 2.0, 4.0])
+    monkeypatch.setattr(bench_scan, "TIMING_FALLBACKS", [])
+    calls = []
+    monkeypatch.setattr(bench_scan, "do_bench_cudagraph", lambda fn, **kw: calls.append(fn) or [1.0, 0.5, 1.5])
+    monkeypatch.setattr(bench_scan, "TIMING", "graph")
+    assert bench_scan.bench(lambda: None) == 1.0 and len(calls) == 1
+
+    def refuse(fn, **kw):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(bench_scan, "do_bench_cudagraph", refuse)
+    assert bench_scan.bench(lambda: None) == 3.0
+    assert len(bench_scan.TIMING_FALLBACKS) == 1 and "not permitted" in bench_scan.TIMING_FALLBACKS[0]
+    monkeypatch.setattr(bench_scan, "do_bench_cudagraph", lambda fn, **kw: calls.append(fn) or [1.0, 0.5, 1.5])
+    monkeypatch.setattr(bench_scan, "TIMING", "eager")
+    assert bench_scan.bench(lambda: None) == 3.0 and len(calls) == 1

@@ -79,6 +79,25 @@ def test_triton_matches_the_float64_reference(m, activation, B, N, T, with_h0, w
 
 
 @needs_triton
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, monkeypatch):
+    """The forward kernels' two ways of walking the tiles (PREFETCH: the next tile loaded before this one is
+    scanned; `_grid` chooses by programs per SM): both against the float64 reference, over several tiles, with an
+    initial window, document starts and a partial last tile."""
+    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 10**9 if prefetch else 0)
+    assert scan_time_last._grid(2, 3, 50, DEVICE)[1]["PREFETCH"] is prefetch
+    gates, values, h0 = _inputs(2, 3, 50, seed=7, m=m)
+    starts = torch.zeros(2, 50, dtype=torch.bool, device=DEVICE)
+    starts[0, 20] = starts[1, 33] = True
+    for document_starts in (None, starts):
+        reference = _run("torch", gates, values, h0, "softmax", True, document_starts)
+        got = _run("triton", gates, values, h0, "softmax", True, document_starts)
+        for g, w in zip(got, reference):
+            torch.testing.assert_close(g.to(w.dtype), w, rtol=0, atol=5e-6)
+
+
+@needs_triton
 def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
     gates, values, h0 = _inputs(2, 6, 40, dtype=torch.bfloat16)
     states, final, d_gates, d_values, d_h0 = _run("triton", gates, values, h0, "softmax", True)

@@ -1,0 +1,414 @@
+"""H-LRU scans of order 1 and 2 in a time-last layout: Triton kernels, host functions (m = 1 is also BD-LRU m = 1).
+
+Why a second layout: the [B, T, N] kernels of scan_triton.py hold a tile's channels across lanes, so their in-tile
+scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach ~40 % of
+the H200's copy bandwidth at m = 1 (bench_results/NOTES_scan.md). With time contiguous in memory ([B, N, T]), each
+thread holds consecutive steps of one channel and `tl.associative_scan` runs mostly inside threads, as in
+accelerated-scan: the probe of these kernels ran at 63-93 % of copy forward and 61-76 % forward+backward at m = 1,
+35-46 % at m = 2 (bench_results/probes_2026-11-30i/README.md, section 8). A model can produce and consume this layout
+without copies: a batched GEMM with the weight broadcast over the batch writes [B, rows, T], and an output
+projection reads [B, N, T] states as a transposed operand.
+
+Layout: gate logits [B, N, m+1, T] (channel n's row of lag-1 logits, then lag 2's, then its input-gate logits: what
+a coefficient projection with rows ordered (n, j) writes time-last), values and states [B, N, T], initial and final
+window [B, N, m] float32 (as `hlru_scan`'s). Every gate activation of `hlru_scan`. No packed sequences.
+
+    m = 1: s_t = a_t s_{t-1} + g_t v_t, an affine scan;
+           lam_t = dy_t + a_{t+1} lam_{t+1} backward, d v_t = lam_t g_t, d (a, g)_t = lam_t (s_{t-1}, v_t).
+    m = 2: u_t = (s_t, s_{t-1}) = [[a1, a2], [1, 0]]_t u_{t-1} + (g_t v_t, 0), a scan of 2 x 2 companion maps;
+           backward the same on (lam_t, lam_{t+1}) in reverse time with [[a1_{t+1}, a2_{t+2}], [1, 0]].
+
+One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or adjoint)
+in registers, so a row needs no look-back; shapes with few rows and channels get fewer programs than SMs x occupancy
+(B1 T16384 D1024: 1024 programs, 63 % of copy at m = 1 in the probe). The backward reads the saved states (in
+values' dtype) for s_{t-1} and s_{t-2}, as the [B, T, N] kernels do. All arithmetic is float32; float64 inputs are
+computed in float32.
+"""
+
+import os
+from typing import Optional, Tuple
+
+import torch
+
+try:  # transformers' remote-code import checker skips imports inside try blocks
+    import triton
+    import triton.language as tl
+
+    from .scan_triton import (_ACT_ID, _affine_combine, _device_guard, _normalize, _normalize_bwd, _normalize_pair,
+                              _normalize_pair_bwd)
+except ImportError:  # ops.py then offers the torch backend only
+    triton = None
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# (BC channels, BT steps) per program tile, and warps: the probe's best on the H200 (1024-step tiles, 4 warps, one
+# channel per program); the interpreter takes small tiles so that tests cover several of each.
+TILE = {"BC": 1, "BT": 1024, "num_warps": 4}
+INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
+
+if triton is not None:
+
+    @triton.jit
+    def _tile_offsets(T, N, BC: tl.constexpr):
+        """(batch row b, row offsets [BC] into [B*N] rows, channel mask [BC]) of this program's channel block."""
+        blocks = tl.cdiv(N, BC)
+        b = tl.program_id(0) // blocks
+        n = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
+        return b.to(tl.int64), (b * N + n).to(tl.int64), n < N
+
+    @triton.jit
+    def _starts_at(starts, b, t, T, HAS_STARTS: tl.constexpr):
+        """[1, BT] bool: a document starts at step t [BT] of batch row b (False outside [0, T), or without starts)."""
+        if HAS_STARTS:
+            start = tl.load(starts + b * T + t, mask=(t >= 0) & (t < T), other=0) != 0
+        else:
+            start = t != t
+        return start[None, :]
+
+    @triton.jit
+    def _load_pair(gates, rows, t, mask, T):
+        """The normalisation's inputs at steps t [BT] of rows [BC]: coefficient and input-gate logits, float32."""
+        coefficient_rows = (2 * rows)[:, None] * T + t[None, :]
+        z_coef = tl.load(gates + coefficient_rows, mask=mask, other=0.0).to(tl.float32)
+        z_gate = tl.load(gates + coefficient_rows + T, mask=mask, other=0.0).to(tl.float32)
+        return z_coef, z_gate
+
+    @triton.jit
+    def _time_last_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
+                              ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                              HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers."""
+        b, rows, mc = _tile_offsets(T, N, BC)
+        h = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h = tl.load(initial_state + rows, mask=mc, other=0.0)
+        for t0 in range(0, T, BT):
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
+            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            a, g = _normalize_pair(z_coef, z_gate, ACT)
+            a = tl.where(_starts_at(starts, b, t, T, HAS_STARTS), 0.0, a)  # a document starts from a zero state
+            a = tl.where(mask, a, 1.0)  # steps past T: the identity
+            u = tl.where(mask, g * x, 0.0)
+            decay, local = tl.associative_scan((a, u), 1, _affine_combine)
+            s = local + decay * h[:, None]
+            tl.store(states + rows[:, None] * T + t[None, :], s.to(states.dtype.element_ty), mask=mask)
+            h = tl.sum(tl.where((t == BT - 1 + t0)[None, :], s, 0.0), axis=1)  # identity past T: s at BT-1 = s_last
+        if WRITE_FINAL:
+            tl.store(final_state + rows, h, mask=mc)
+
+    @triton.jit
+    def _time_last_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
+                              d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                              HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """The adjoint lam scanned from the end in tiles of BT steps; gate, value and initial-state gradients."""
+        b, rows, mc = _tile_offsets(T, N, BC)
+        carry = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile (d_final after the last step)
+        if HAS_D_FINAL:
+            carry = tl.load(d_final + rows, mask=mc, other=0.0)
+        h0 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h0 = tl.load(initial_state + rows, mask=mc, other=0.0)
+        num_tiles = tl.cdiv(T, BT)
+        for r in range(0, num_tiles):
+            t0 = (num_tiles - 1 - r) * BT
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            next_mask = mc[:, None] & (t + 1 < T)[None, :]
+            z_coef_next, z_gate_next = _load_pair(gates, rows, t + 1, next_mask, T)
+            a_next, _ = _normalize_pair(z_coef_next, z_gate_next, ACT)
+            a_next = tl.where(next_mask, a_next, 1.0)  # past the last step: d_final enters with a_T = 1
+            a_next = tl.where(_starts_at(starts, b, t + 1, T, HAS_STARTS), 0.0, a_next)  # no flow across a start
+            dy = tl.load(d_states + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            c = tl.where(mask, a_next, 1.0)
+            d = tl.where(mask, dy, 0.0)
+            c_cum, d_cum = tl.associative_scan((c, d), 1, _affine_combine, reverse=True)
+            lam = d_cum + c_cum * carry[:, None]
+            z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
+            a, g = _normalize_pair(z_coef, z_gate, ACT)
+            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            previous = rows[:, None] * T + (t - 1)[None, :]
+            s_previous = tl.load(states + previous, mask=mask & (t >= 1)[None, :], other=0.0).to(tl.float32)
+            s_previous = tl.where((t >= 1)[None, :], s_previous, h0[:, None])
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
+            s_previous = tl.where(start, 0.0, s_previous)
+            dz_coef, dz_gate = _normalize_pair_bwd(z_coef, z_gate, lam * s_previous, lam * x, ACT)
+            gate_rows = (2 * rows)[:, None] * T + t[None, :]
+            tl.store(d_gates + gate_rows, dz_coef.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + T, dz_gate.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_values + rows[:, None] * T + t[None, :], (lam * g).to(d_values.dtype.element_ty), mask=mask)
+            first = (t == t0)[None, :]
+            carry = tl.sum(tl.where(first, lam, 0.0), axis=1)
+            if HAS_H0:
+                if t0 == 0:
+                    decay = tl.sum(tl.where(first & ~start, a, 0.0), axis=1)  # 0 if a document starts at step 0
+                    tl.store(d_initial_state + rows, decay * carry, mask=mc)
+
+    # ---- order 2: s_t = a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t, i.e. the window u_t = (s_t, s_{t-1}) follows
+    # u_t = M_t u_{t-1} + (g_t v_t, 0) with the companion matrix M_t = [[a1, a2], [1, 0]]; the scan composes (M, b).
+
+    @triton.jit
+    def _companion_combine(p_l, q_l, r_l, s_l, b1_l, b2_l, p_r, q_r, r_r, s_r, b1_r, b2_r):
+        """(M_l, b_l) then (M_r, b_r): u -> M_r (M_l u + b_l) + b_r, M = [[p, q], [r, s]]."""
+        return (p_r * p_l + q_r * r_l, p_r * q_l + q_r * s_l, r_r * p_l + s_r * r_l, r_r * q_l + s_r * s_l,
+                p_r * b1_l + q_r * b2_l + b1_r, r_r * b1_l + s_r * b2_l + b2_r)
+
+    @triton.jit
+    def _load_triple(gates, rows, t, mask, T):
+        """The logits at steps t [BT] of rows [BC]: lag 1, lag 2, input gate, float32."""
+        base = (3 * rows)[:, None] * T + t[None, :]
+        z1 = tl.load(gates + base, mask=mask, other=0.0).to(tl.float32)
+        z2 = tl.load(gates + base + T, mask=mask, other=0.0).to(tl.float32)
+        zg = tl.load(gates + base + 2 * T, mask=mask, other=0.0).to(tl.float32)
+        return z1, z2, zg
+
+    @triton.jit
+    def _normalize_triple(z1, z2, zg, ACT: tl.constexpr):
+        """(a1, a2, g): the group's normalisation. Softmax written out on the three tiles (as the measured probe
+        computes it); the other activations through scan_triton's `_normalize` on the lags joined along a new axis."""
+        if ACT == 0:
+            top = tl.maximum(tl.maximum(z1, z2), zg)
+            e1, e2, eg = tl.exp(z1 - top), tl.exp(z2 - top), tl.exp(zg - top)
+            inv = 1.0 / (e1 + e2 + eg)  # >= 1 term is exp(0): finite
+            a1, a2, g = e1 * inv, e2 * inv, eg * inv
+        else:
+            zc = tl.join(z1, z2)  # [BC, BT, 2]
+            c, g = _normalize(zc, zg, tl.full(zc.shape, 1, tl.int1), 2, ACT, 2)
+            a1, a2 = tl.split(c)
+        return a1, a2, g
+
+    @triton.jit
+    def _normalize_triple_bwd(z1, z2, zg, d_a1, d_a2, d_g, ACT: tl.constexpr):
+        """Gradient of the three logits from (d a1, d a2, d g); softmax: dz = c (dc - <c, dc>)."""
+        if ACT == 0:
+            a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
+            dot = a1 * d_a1 + a2 * d_a2 + g * d_g
+            dz1, dz2, dzg = a1 * (d_a1 - dot), a2 * (d_a2 - dot), g * (d_g - dot)
+        else:
+            zc = tl.join(z1, z2)
+            dzc, dzg = _normalize_bwd(zc, zg, tl.full(zc.shape, 1, tl.int1), tl.join(d_a1, d_a2), d_g, 2, ACT, 2)
+            dz1, dz2 = tl.split(dzc)
+        return dz1, dz2, dzg
+
+    @triton.jit
+    def _time_last_m2_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
+                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous)."""
+        b, rows, mc = _tile_offsets(T, N, BC)
+        h1 = tl.zeros([BC], dtype=tl.float32)  # s_{t-1}
+        h2 = tl.zeros([BC], dtype=tl.float32)  # s_{t-2}
+        if HAS_H0:
+            h1 = tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
+            h2 = tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
+        for t0 in range(0, T, BT):
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+            a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
+            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            zero = tl.zeros([BC, BT], dtype=tl.float32)
+            inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
+            p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
+            q = tl.where(inside, a2, 0.0)
+            r = tl.where(inside, 1.0, 0.0)
+            s_ = tl.where(mask, 0.0, 1.0)
+            b1 = tl.where(mask, g * x, 0.0)
+            p, q, r, s_, b1, b2 = tl.associative_scan((p, q, r, s_, b1, zero), 1, _companion_combine)
+            new1 = p * h1[:, None] + q * h2[:, None] + b1  # s_t
+            new2 = r * h1[:, None] + s_ * h2[:, None] + b2  # s_{t-1}
+            tl.store(states + rows[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
+            last = (t == BT - 1 + t0)[None, :]
+            h1 = tl.sum(tl.where(last, new1, 0.0), axis=1)
+            h2 = tl.sum(tl.where(last, new2, 0.0), axis=1)
+        if WRITE_FINAL:
+            tl.store(final_state + 2 * rows, h1, mask=mc)
+            tl.store(final_state + 2 * rows + 1, h2, mask=mc)
+
+    @triton.jit
+    def _time_last_m2_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
+                                 d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}: the companion scan in reverse time
+        on v_t = (lam_t, lam_{t+1}) = N_t v_{t+1} + (dy_t, 0), N_t = [[a1_{t+1}, a2_{t+2}], [1, 0]]. The final
+        window's gradient enters as extra dy at steps T-1 and T-2 (at T = 1 the second goes to the initial state)."""
+        b, rows, mc = _tile_offsets(T, N, BC)
+        c1 = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile
+        c2 = tl.zeros([BC], dtype=tl.float32)  # lam two steps after the tile's first
+        h1 = tl.zeros([BC], dtype=tl.float32)
+        h2 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h1 = tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
+            h2 = tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
+        df1 = tl.zeros([BC], dtype=tl.float32)
+        df2 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_D_FINAL:
+            df1 = tl.load(d_final + 2 * rows, mask=mc, other=0.0)
+            df2 = tl.load(d_final + 2 * rows + 1, mask=mc, other=0.0)
+        num_tiles = tl.cdiv(T, BT)
+        for r in range(0, num_tiles):
+            t0 = (num_tiles - 1 - r) * BT
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            mask1 = mc[:, None] & (t + 1 < T)[None, :]
+            mask2 = mc[:, None] & (t + 2 < T)[None, :]
+            y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T)
+            a1_next, _, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}
+            w1, w2, wg = _load_triple(gates, rows, t + 2, mask2, T)
+            _, a2_next2, _ = _normalize_triple(w1, w2, wg, ACT)  # a2_{t+2}
+            start_next = _starts_at(starts, b, t + 1, T, HAS_STARTS)  # no flow back across a document start
+            a1_next = tl.where(start_next, 0.0, a1_next)
+            a2_next2 = tl.where(start_next | _starts_at(starts, b, t + 2, T, HAS_STARTS), 0.0, a2_next2)
+            dy = tl.load(d_states + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
+            dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
+            dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
+            zero = tl.zeros([BC, BT], dtype=tl.float32)
+            p = tl.where(mask, tl.where(mask1, a1_next, 0.0), 1.0)  # steps past T: the identity
+            q = tl.where(mask2, a2_next2, 0.0)
+            rr = tl.where(mask, 1.0, 0.0)
+            ss = tl.where(mask, 0.0, 1.0)
+            b1 = tl.where(mask, dy, 0.0)
+            p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), 1, _companion_combine,
+                                                       reverse=True)
+            lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
+            lam_next = rr * c1[:, None] + ss * c2[:, None] + b2  # lam_{t+1}
+            z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+            a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
+            x = tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+            at = rows[:, None] * T + t[None, :]
+            s1 = tl.load(states + at - 1, mask=mask & (t >= 1)[None, :], other=0.0).to(tl.float32)
+            s1 = tl.where((t >= 1)[None, :], s1, h1[:, None])  # s_{t-1}; s_{-1} is the window's first entry
+            s2 = tl.load(states + at - 2, mask=mask & (t >= 2)[None, :], other=0.0).to(tl.float32)
+            s2 = tl.where((t >= 2)[None, :], s2, tl.where((t == 1)[None, :], h1[:, None], h2[:, None]))
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
+            start_before = start | _starts_at(starts, b, t - 1, T, HAS_STARTS)
+            s1 = tl.where(start, 0.0, s1)  # a document's window starts at zero
+            s2 = tl.where(start_before, 0.0, s2)
+            dz1, dz2, dzg = _normalize_triple_bwd(z1, z2, zg, lam * s1, lam * s2, lam * x, ACT)
+            gate_rows = (3 * rows)[:, None] * T + t[None, :]
+            tl.store(d_gates + gate_rows, dz1.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + T, dz2.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 2 * T, dzg.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_values + at, (lam * g).to(d_values.dtype.element_ty), mask=mask)
+            first = (t == t0)[None, :]
+            c1 = tl.sum(tl.where(first, lam, 0.0), axis=1)
+            c2 = tl.sum(tl.where(first, lam_next, 0.0), axis=1)
+            if HAS_H0:
+                if t0 == 0:
+                    a1_0 = tl.sum(tl.where(first & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
+                    a2_0 = tl.sum(tl.where(first & ~start, a2, 0.0), axis=1)
+                    a2_1 = tl.sum(tl.where((t == 1)[None, :] & mask & ~start_before, a2, 0.0), axis=1)
+                    d_first = a1_0 * c1 + a2_1 * c2
+                    if T == 1:  # the final window's second entry is the initial window's first (unless reset)
+                        d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, df2)
+                    tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
+                    tl.store(d_initial_state + 2 * rows + 1, a2_0 * c1, mask=mc)
+
+
+def _contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return t.contiguous() if t is not None else None
+
+
+def _tile():
+    return INTERPRETER_TILE if _INTERPRET else TILE
+
+
+def _grid(B: int, N: int, T: int):
+    tile = _tile()
+    bt = min(tile["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+    return (B * triton.cdiv(N, tile["BC"]),), dict(BC=tile["BC"], BT=bt, num_warps=tile["num_warps"])
+
+
+def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
+                      gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """gates [B, N, m+1, T] (m = 1 or 2), values [B, N, T], initial_state [B, N, m] or None, starts [B, T] bool or
+    None (the window restarts from zero before every step where it is True) -> (states [B, N, T] in values' dtype,
+    final window [B, N, m] float32 or None)."""
+    B, N, m1, T = gates.shape
+    gates, values = gates.contiguous(), values.contiguous()
+    h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
+    states = torch.empty_like(values)
+    final = torch.empty(B, N, m1 - 1, device=values.device, dtype=torch.float32) if want_final else None
+    if B * N == 0:
+        return states, (final.zero_() if final is not None else None)
+    if T == 0:  # no step: the final state is the initial one
+        return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
+    grid, blocks = _grid(B, N, T)
+    kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
+    with _device_guard(values.device):
+        kernel[grid](
+            gates=gates, values=values, initial_state=h0, starts=_contiguous(starts), states=states, final_state=final,
+            T=T, N=N, ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, WRITE_FINAL=want_final,
+            HAS_STARTS=starts is not None, **blocks)
+    return states, final
+
+
+def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.Tensor,
+                       initial_state: Optional[torch.Tensor], d_states: torch.Tensor, d_final: Optional[torch.Tensor],
+                       gate_activation: str, starts: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """(d gates [B, N, m+1, T] in gates' dtype, d values [B, N, T] in values' dtype, d initial state [B, N, m] float32
+    or None without an initial state) for the forward of `time_last_forward`."""
+    B, N, m1, T = gates.shape
+    gates, values, states, d_states = gates.contiguous(), values.contiguous(), states.contiguous(), d_states.contiguous()
+    h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
+    d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
+    d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
+    d_h0 = torch.empty(B, N, m1 - 1, device=values.device, dtype=torch.float32) if h0 is not None else None
+    if B * N == 0:
+        return d_gates, d_values, d_h0
+    if T == 0:  # the final state was the initial one
+        if d_h0 is not None:
+            d_h0.copy_(d_final if d_final is not None else torch.zeros_like(d_h0))
+        return d_gates, d_values, d_h0
+    grid, blocks = _grid(B, N, T)
+    kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
+    with _device_guard(values.device):
+        kernel[grid](
+            gates=gates, values=values, states=states, initial_state=h0, starts=_contiguous(starts), d_states=d_states,
+            d_final=d_final, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, N=N,
+            ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
+            HAS_STARTS=starts is not None, **blocks)
+    return d_gates, d_values, d_h0
+
+
+class _TimeLastFunction(torch.autograd.Function):
+    """The eager autograd path (ops.py traces the custom op under torch.compile instead): the same kernels without the
+    op dispatch, whose Python layers cost ~0.4 ms of host time per forward+backward on the H200's host, more than the
+    kernels themselves at B8 T4096 (bench_results/probes_2026-11-30j/README.md)."""
+
+    @staticmethod
+    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts):
+        states, final = time_last_forward(gates, values, initial_state, gate_activation, want_final, starts)
+        ctx.save_for_backward(gates, values, states, initial_state, starts)
+        ctx.gate_activation = gate_activation
+        ctx.set_materialize_grads(False)
+        return states, final
+
+    @staticmethod
+    def backward(ctx, d_states, d_final):
+        gates, values, states, initial_state, starts = ctx.saved_tensors
+        if d_states is None and d_final is None:
+            return None, None, None, None, None, None
+        if d_states is None:
+            d_states = torch.zeros_like(states)
+        d_gates, d_values, d_h0 = time_last_backward(gates, values, states, initial_state, d_states, d_final,
+                                                     ctx.gate_activation, starts)
+        needs = ctx.needs_input_grad
+        return (d_gates if needs[0] else None, d_values if needs[1] else None,
+                d_h0.to(initial_state.dtype) if needs[2] else None, None, None, None)
+
+
+def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
+                   gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`time_last_forward` with its gradient in eager mode (arguments unchecked: ops.hlru_scan_time_last checks
+    them); without gradients to track, the forward kernel alone."""
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (gates, values, initial_state))):
+        return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts)
+    return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts)
+
+
+__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_scan"]
