@@ -1,28 +1,30 @@
 """H-LRU scans of order 1 and 2 in a time-last layout: Triton kernels, host functions (m = 1 is also BD-LRU m = 1).
 
 Why a second layout: the [B, T, N] kernels of scan_triton.py hold a tile's channels across lanes, so their in-tile
-scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach ~40 % of
-the H200's copy bandwidth at m = 1 (bench_results/NOTES_scan.md). With time contiguous in memory ([B, N, T]), each
-thread holds consecutive steps of one channel and `tl.associative_scan` runs mostly inside threads, as in
-accelerated-scan: the probe of these kernels ran at 63-93 % of copy forward and 61-76 % forward+backward at m = 1,
-35-46 % at m = 2 (bench_results/probes_2026-11-30i/README.md, section 8). A model can produce and consume this layout
-without copies: a batched GEMM with the weight broadcast over the batch writes [B, rows, T], and an output
-projection reads [B, N, T] states as a transposed operand.
+scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach 35-43 % of
+the H200's copy bandwidth at m = 1. With time contiguous in memory ([B, N, T]), each thread holds consecutive steps
+of one channel and `tl.associative_scan` runs mostly inside threads, as in accelerated-scan: these kernels run at
+82-90 % of copy forward and 62-69 % forward+backward at m = 1, 47-58 % / 38-48 % at m = 2
+(bench_results/bench_scan_h200.txt). A model can produce and consume this layout without copies: a batched GEMM with
+the weight broadcast over the batch writes [B, rows, T], and an output projection reads [B, N, T] states as a
+transposed operand.
 
 Layout: gate logits [B, N, m+1, T] (channel n's row of lag-1 logits, then lag 2's, then its input-gate logits: what
 a coefficient projection with rows ordered (n, j) writes time-last), values and states [B, N, T], initial and final
-window [B, N, m] float32 (as `hlru_scan`'s). Every gate activation of `hlru_scan`. No packed sequences.
+window [B, N, m] float32 (as `hlru_scan`'s). Every gate activation of `hlru_scan`; packed documents as a [B, T] mask
+of their starts.
 
     m = 1: s_t = a_t s_{t-1} + g_t v_t, an affine scan;
            lam_t = dy_t + a_{t+1} lam_{t+1} backward, d v_t = lam_t g_t, d (a, g)_t = lam_t (s_{t-1}, v_t).
     m = 2: u_t = (s_t, s_{t-1}) = [[a1, a2], [1, 0]]_t u_{t-1} + (g_t v_t, 0), a scan of 2 x 2 companion maps;
-           backward the same on (lam_t, lam_{t+1}) in reverse time with [[a1_{t+1}, a2_{t+2}], [1, 0]].
+           backward on (lam_t, mu_t = a2_{t+1} lam_{t+1}) = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t, 0)
+           in reverse time, whose maps need the logits of step t + 1 only.
 
 One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or adjoint)
-in registers, so a row needs no look-back; shapes with few rows and channels get fewer programs than SMs x occupancy
-(B1 T16384 D1024: 1024 programs, 63 % of copy at m = 1 in the probe). The backward reads the saved states (in
-values' dtype) for s_{t-1} and s_{t-2}, as the [B, T, N] kernels do. All arithmetic is float32; float64 inputs are
-computed in float32.
+in registers, so a row needs no look-back. Grids with few programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM)
+cannot hide the loads' latency by switching programs; there the forwards load the next tile before scanning this one
+(PREFETCH; `_grid`). The backward reads the saved states (in values' dtype) for s_{t-1} and s_{t-2}, as the
+[B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in float32.
 """
 
 import os
@@ -414,9 +416,11 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
 
 
 class _TimeLastFunction(torch.autograd.Function):
-    """The eager autograd path (ops.py traces the custom op under torch.compile instead): the same kernels without the
-    op dispatch, whose Python layers cost ~0.4 ms of host time per forward+backward on the H200's host, more than the
-    kernels themselves at B8 T4096 (bench_results/probes_2026-11-30j/README.md)."""
+    """The eager autograd path (ops.py traces the custom op under torch.compile instead), as `hlru_scan`'s: the same
+    kernels without the op's dispatch layers. Those are a small part of an eager call's host time: a forward+backward
+    at B8 T2048 D768 took 405 us of wall this way and 417 us through the op on the H200's host, against 133 us for
+    the kernels called directly; the rest is the autograd engine's ~0.3 ms per backward()
+    (bench_results/probes_2026-11-30j/host_overhead.txt)."""
 
     @staticmethod
     def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts):

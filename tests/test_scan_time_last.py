@@ -156,8 +156,8 @@ def test_fullgraph_compile_traces_the_custom_op():
 @needs_triton
 @pytest.mark.parametrize("m", [1, 2])
 def test_eager_calls_take_the_autograd_function_and_equal_the_custom_op(m, monkeypatch):
-    """Eagerly the scan runs through scan_time_last's autograd Function, not the custom op (whose dispatch costs more
-    host time than the kernels at small shapes); both give the same states, final window and gradients."""
+    """Eagerly the scan runs through scan_time_last's autograd Function, not the custom op (which torch.compile
+    traces), as hlru_scan does; both give the same states, final window and gradients."""
     from hf_lrnn import ops
 
     gates, values, h0 = _inputs(2, 3, 21, dtype=torch.float32, m=m)
