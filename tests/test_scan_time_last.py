@@ -205,8 +205,11 @@ def test_gradients_of_only_some_inputs_and_of_the_final_window_alone(m):
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("m", [1, 2])
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m):
-    """The GPU's 1024-step tiles over several tiles (and a partial one), float64 inputs, forward and gradients."""
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, monkeypatch):
+    """The GPU's 1024-step tiles over several tiles (and a partial one), float64 inputs, forward and gradients; the
+    forwards with and without the next tile's prefetch (`_grid` picks one by programs per SM)."""
+    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 10**9 if prefetch else 0)
     inputs = _inputs(B, N, T, seed=T, m=m)
     reference = _run("torch", *inputs, "softmax", True)
     for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
