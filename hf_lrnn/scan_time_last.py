@@ -47,6 +47,11 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 TILE = {"BC": 1, "BT": 1024, "num_warps": 4}
 INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
 PREFETCH_BELOW = 16  # programs per SM under which the forward kernels prefetch the next tile (`_grid`)
+# m = 2's forward with the recurrence composed 8 steps at a time in each thread (IN_THREADS), where it does not
+# prefetch. Off: its probe ran at 63-70 % of copy at B8 / B32 against this kernel's 54-58 % (512-step tiles, 2
+# warps; bench_results/probes_2026-11-30j, section 8), but this kernel has not been timed on a GPU yet.
+M2_IN_THREADS = False
+IN_THREADS_TILE = {"BT": 512, "num_warps": 2}
 
 if triton is not None:
 
@@ -214,17 +219,98 @@ if triton is not None:
         return dz1, dz2, dzg
 
     @triton.jit
+    def _split_steps(x, BC: tl.constexpr, G: tl.constexpr):
+        """[BC, 8 G] -> its 8 columns [BC, G], column k holding steps 8 g + k: each thread's 8 consecutive steps
+        (with 8 or more elements per thread, the split moves no data)."""
+        x = tl.reshape(x, [BC, G, 2, 2, 2])
+        x0, x1 = tl.split(x)  # k = 4 i + 2 j + l: l first
+        x00, x01 = tl.split(x0)
+        x10, x11 = tl.split(x1)
+        c0, c4 = tl.split(x00)
+        c2, c6 = tl.split(x01)
+        c1, c5 = tl.split(x10)
+        c3, c7 = tl.split(x11)
+        return c0, c1, c2, c3, c4, c5, c6, c7
+
+    @triton.jit
+    def _join_steps(c0, c1, c2, c3, c4, c5, c6, c7, BC: tl.constexpr, G: tl.constexpr):
+        """The inverse of `_split_steps`."""
+        x0 = tl.join(tl.join(c0, c4), tl.join(c2, c6))
+        x1 = tl.join(tl.join(c1, c5), tl.join(c3, c7))
+        return tl.reshape(tl.join(x0, x1), [BC, G * 8])
+
+    @triton.jit
+    def _companion_step(p, q, r, s, b1, b2, a1, a2, u, keep, HAS_STARTS: tl.constexpr):
+        """(M, b) followed by one step u_t = [[a1, a2], [keep, 0]] u_{t-1} + (u, 0): 6 multiply-adds, the map's
+        second row being the first row before (keep = 0 at a document's start, whose window restarts at zero)."""
+        if HAS_STARTS:
+            return a1 * p + a2 * r, a1 * q + a2 * s, keep * p, keep * q, a1 * b1 + a2 * b2 + u, keep * b1
+        return a1 * p + a2 * r, a1 * q + a2 * s, p, q, a1 * b1 + a2 * b2 + u, b1
+
+    @triton.jit
+    def _m2_tile_in_threads(a1, a2, u, start, start_before, h1, h2, BC: tl.constexpr, BT: tl.constexpr,
+                            HAS_STARTS: tl.constexpr):
+        """The states [BC, BT] of a tile from its incoming window (h1, h2) [BC], and the window after its last
+        step: each thread composes its 8 consecutive steps' companion maps one after another, only the BT / 8 group
+        maps go through tl.associative_scan, each group's start window is the end window of the group before
+        (tl.gather), and its 8 states follow from it at 2 multiply-adds each. a1 and a2 are zero at a start, a2
+        also after one (`start_before`), for the states; steps past T must have a1 = 1, a2 = 0 (the window after
+        them is then (s, s): the caller takes the final window from the states)."""
+        G: tl.constexpr = BT // 8
+        a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
+        u_0, u_1, u_2, u_3, u_4, u_5, u_6, u_7 = _split_steps(u, BC, G)
+        # the maps use a2 at a start's next step: the window's second entry is already 0 there (keep = 0)
+        a2_map = tl.where(start, 0.0, a2)
+        m_0, m_1, m_2, m_3, m_4, m_5, m_6, m_7 = _split_steps(a2_map, BC, G)
+        k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _split_steps(tl.where(start, 0.0, 1.0), BC, G)
+        one = tl.full([BC, G], 1.0, tl.float32)
+        zero = tl.zeros([BC, G], tl.float32)
+        p, q, r, s, b1, b2 = _companion_step(one, zero, zero, one, zero, zero, a1_0, m_0, u_0, k_0, HAS_STARTS)
+        p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_1, m_1, u_1, k_1, HAS_STARTS)
+        p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_2, m_2, u_2, k_2, HAS_STARTS)
+        p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_3, m_3, u_3, k_3, HAS_STARTS)
+        p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_4, m_4, u_4, k_4, HAS_STARTS)
+        p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_5, m_5, u_5, k_5, HAS_STARTS)
+        p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_6, m_6, u_6, k_6, HAS_STARTS)
+        p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_7, m_7, u_7, k_7, HAS_STARTS)
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine)
+        end1 = p * h1[:, None] + q * h2[:, None] + b1  # the window after each group
+        end2 = r * h1[:, None] + s * h2[:, None] + b2
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        before = tl.maximum(group - 1, 0)
+        w1 = tl.where(group == 0, h1[:, None], tl.gather(end1, before, 1))  # the window before each group
+        w2 = tl.where(group == 0, h2[:, None], tl.gather(end2, before, 1))
+        # the states: a2 is 0 at a start and at the step after one (that step's lag 2 is before the start)
+        a2_states = tl.where(start | start_before, 0.0, a2)
+        c_0, c_1, c_2, c_3, c_4, c_5, c_6, c_7 = _split_steps(a2_states, BC, G)
+        s_0 = a1_0 * w1 + c_0 * w2 + u_0
+        s_1 = a1_1 * s_0 + c_1 * w1 + u_1
+        s_2 = a1_2 * s_1 + c_2 * s_0 + u_2
+        s_3 = a1_3 * s_2 + c_3 * s_1 + u_3
+        s_4 = a1_4 * s_3 + c_4 * s_2 + u_4
+        s_5 = a1_5 * s_4 + c_5 * s_3 + u_5
+        s_6 = a1_6 * s_5 + c_6 * s_4 + u_6
+        s_7 = a1_7 * s_6 + c_7 * s_5 + u_7
+        states = _join_steps(s_0, s_1, s_2, s_3, s_4, s_5, s_6, s_7, BC, G)
+        last = group == G - 1
+        return states, tl.sum(tl.where(last, end1, 0.0), axis=1), tl.sum(tl.where(last, end2, 0.0), axis=1)
+
+    @triton.jit
     def _time_last_m2_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                 IN_THREADS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
+                                 HAS_STARTS: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
-        PREFETCH as at m = 1."""
+        PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
+        (`_m2_tile_in_threads`) instead of tl.associative_scan over all its steps."""
         b, rows, mc = _tile_offsets(T, N, BC)
         h1 = tl.zeros([BC], dtype=tl.float32)  # s_{t-1}
         h2 = tl.zeros([BC], dtype=tl.float32)  # s_{t-2}
         if HAS_H0:
             h1 = tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
             h2 = tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
+        final1 = tl.zeros([BC], dtype=tl.float32)  # IN_THREADS: the final window, from the last tile's states
+        final2 = tl.zeros([BC], dtype=tl.float32)
         if PREFETCH:
             t = tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
@@ -241,23 +327,42 @@ if triton is not None:
                 z1, z2, zg = _load_triple(gates, rows, t, mask, T)
                 x = _load_values(values, rows, t, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
-            zero = tl.zeros([BC, BT], dtype=tl.float32)
-            inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
-            p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
-            q = tl.where(inside, a2, 0.0)
-            r = tl.where(inside, 1.0, 0.0)
-            s_ = tl.where(mask, 0.0, 1.0)
-            b1 = tl.where(mask, g * x, 0.0)
-            p, q, r, s_, b1, b2 = tl.associative_scan((p, q, r, s_, b1, zero), 1, _companion_combine)
-            new1 = p * h1[:, None] + q * h2[:, None] + b1  # s_t
-            new2 = r * h1[:, None] + s_ * h2[:, None] + b2  # s_{t-1}
+            if IN_THREADS:
+                start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
+                start_before = tl.broadcast_to(_starts_at(starts, b, t - 1, T, HAS_STARTS), [BC, BT])
+                a1 = tl.where(mask, tl.where(start, 0.0, a1), 1.0)  # steps past T: a1 = 1, a2 = 0
+                a2 = tl.where(mask, a2, 0.0)
+                new1, h1_next, h2_next = _m2_tile_in_threads(a1, a2, tl.where(mask, g * x, 0.0), start, start_before,
+                                                             h1, h2, BC, BT, HAS_STARTS)
+                if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}), whose second entry is the
+                    # window's first before this tile if T - 1 is its first step, and 0 if a document starts at T - 1
+                    final1 = tl.sum(tl.where((t == T - 1)[None, :], new1, 0.0), axis=1)
+                    final2 = tl.sum(tl.where((t == T - 2)[None, :], new1, 0.0), axis=1)
+                    if t0 == T - 1:
+                        final2 = h1
+                    starts_last = tl.sum(tl.where((t == T - 1)[None, :] & start, 1.0, 0.0), axis=1) > 0
+                    final2 = tl.where(starts_last, 0.0, final2)
+                h1, h2 = h1_next, h2_next
+            else:
+                zero = tl.zeros([BC, BT], dtype=tl.float32)
+                inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
+                p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
+                q = tl.where(inside, a2, 0.0)
+                r = tl.where(inside, 1.0, 0.0)
+                s_ = tl.where(mask, 0.0, 1.0)
+                b1 = tl.where(mask, g * x, 0.0)
+                p, q, r, s_, b1, b2 = tl.associative_scan((p, q, r, s_, b1, zero), 1, _companion_combine)
+                new1 = p * h1[:, None] + q * h2[:, None] + b1  # s_t
+                new2 = r * h1[:, None] + s_ * h2[:, None] + b2  # s_{t-1}
+                last = (t == BT - 1 + t0)[None, :]
+                h1 = tl.sum(tl.where(last, new1, 0.0), axis=1)
+                h2 = tl.sum(tl.where(last, new2, 0.0), axis=1)
             tl.store(states + rows[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
-            last = (t == BT - 1 + t0)[None, :]
-            h1 = tl.sum(tl.where(last, new1, 0.0), axis=1)
-            h2 = tl.sum(tl.where(last, new2, 0.0), axis=1)
             if PREFETCH:
                 z1, z2, zg, x = z1_next, z2_next, zg_next, x_next
         if WRITE_FINAL:
+            if IN_THREADS:
+                h1, h2 = final1, final2
             tl.store(final_state + 2 * rows, h1, mask=mc)
             tl.store(final_state + 2 * rows + 1, h2, mask=mc)
 
@@ -348,16 +453,21 @@ def _tile():
     return INTERPRETER_TILE if _INTERPRET else TILE
 
 
-def _grid(B: int, N: int, T: int, device=None, backward: bool = False):
+def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1):
     """(grid, launch options): one program per (row, block of BC channels). The forward prefetches (PREFETCH) where
     the grid has fewer than PREFETCH_BELOW programs per SM: on the H200 that took B1 T16384 D1024 from 69 to 82 % of
-    copy at m = 1 (1024 programs, 8 per SM) and cost 1-2 points at B8-B32 (bench_results/probes_2026-11-30j)."""
+    copy at m = 1 (1024 programs, 8 per SM) and cost 1-2 points at B8-B32 (bench_results/probes_2026-11-30j). m = 2's
+    forward elsewhere composes its steps in threads if M2_IN_THREADS (IN_THREADS_TILE on a GPU)."""
     tile = _tile()
-    bt = min(tile["BT"], max(16, triton.next_power_of_2(max(T, 1))))
     programs = B * triton.cdiv(N, tile["BC"])
-    options = dict(BC=tile["BC"], BT=bt, num_warps=tile["num_warps"])
+    options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
     if not backward:
         options["PREFETCH"] = programs < PREFETCH_BELOW * _num_sms(device if device is not None else "cpu")
+        if order == 2:
+            options["IN_THREADS"] = M2_IN_THREADS and not options["PREFETCH"]
+            if options["IN_THREADS"] and not _INTERPRET:
+                options.update(IN_THREADS_TILE)
+    options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
     return (programs,), options
 
 
@@ -376,7 +486,7 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
         return states, (final.zero_() if final is not None else None)
     if T == 0:  # no step: the final state is the initial one
         return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
-    grid, blocks = _grid(B, N, T, values.device)
+    grid, blocks = _grid(B, N, T, values.device, order=m1 - 1)
     kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
     with _device_guard(values.device):
         kernel[grid](

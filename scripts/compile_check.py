@@ -229,6 +229,14 @@ def main(argv=None):
         gates, values = torch.randn(2, 3, m + 1, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
         check(f"time-last order {m}, softmax, no prefetch",
               lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, m), "softmax", True, None))
+    # m = 2's forward with its steps composed in threads (M2_IN_THREADS; 512-step tiles, 2 warps)
+    in_threads, time_last.M2_IN_THREADS = time_last.M2_IN_THREADS, True
+    for activation, with_starts in (("softmax", False), ("softmax", True), ("tanh", False)):
+        gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
+        starts = torch.rand(2, 3000) < 0.01 if with_starts else None
+        check(f"time-last order 2, {activation}, in threads{', document starts' if with_starts else ''}",
+              lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), activation, True, starts))
+    time_last.M2_IN_THREADS = in_threads
     time_last.PREFETCH_BELOW = prefetch_below
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)

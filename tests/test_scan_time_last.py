@@ -98,6 +98,29 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
 
 
 @needs_triton
+@pytest.mark.parametrize("activation", ["softmax", "relu"])
+@pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, False), (33, True, False),
+                                                   (16, True, True), (1, True, False), (17, False, True)])
+def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, monkeypatch):
+    """m = 2's forward with its steps composed 8 at a time inside threads (M2_IN_THREADS, not yet the default)
+    against the float64 reference: states and final window over several 16-step tiles (2 groups of 8 each), a
+    partial last tile, a last tile of one step (T = 17, 33: the final window's second entry is the tile before's),
+    document starts (one at the last step), an initial window."""
+    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", True)
+    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 0)
+    assert scan_time_last._grid(2, 3, T, DEVICE, order=2)[1]["IN_THREADS"]
+    gates, values, h0 = (t.detach() if t is not None else None for t in _inputs(2, 3, T, with_h0=with_h0, seed=T, m=2))
+    starts = None
+    if with_starts:
+        starts = torch.zeros(2, T, dtype=torch.bool, device=DEVICE)
+        starts[0, T // 3] = starts[1, T - 1] = starts[1, 0] = True
+    want = hlru_scan_time_last(gates, values, h0, activation, True, backend="torch", document_starts=starts)
+    got = hlru_scan_time_last(gates, values, h0, activation, True, backend="triton", document_starts=starts)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.to(w.dtype), w, rtol=0, atol=5e-6)
+
+
+@needs_triton
 def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
     gates, values, h0 = _inputs(2, 6, 40, dtype=torch.bfloat16)
     states, final, d_gates, d_values, d_h0 = _run("triton", gates, values, h0, "softmax", True)
