@@ -239,6 +239,25 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, mon
         torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
+def test_gpu_order_2_forward_in_threads_matches_the_float64_reference(B, N, T, monkeypatch):
+    """m = 2's forward composed in threads (M2_IN_THREADS; 512-step tiles, 2 warps on a GPU) over many tiles, with an
+    initial window and document starts: states and final window against the float64 reference."""
+    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", True)
+    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 0)
+    gates, values, h0 = (t.detach() for t in _inputs(B, N, T, seed=T, m=2))
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(1)).lt(0.002).to(DEVICE)
+    for document_starts in (None, starts):
+        want = hlru_scan_time_last(gates, values, h0, "softmax", True, backend="torch",
+                                   document_starts=document_starts)
+        got = hlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton",
+                                  document_starts=document_starts)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g.to(w.dtype), w, rtol=1e-5, atol=1e-5)
+
+
 MODEL_CONFIGS = {
     "hlru-1": lambda **k: __import__("hf_lrnn").HLRUConfig(order=1, **k),
     "hlru-2-tanh": lambda **k: __import__("hf_lrnn").HLRUConfig(order=2, gate_activation="tanh", **k),
