@@ -51,6 +51,8 @@ PREFETCH_BELOW = 16  # programs per SM under which the forward kernels prefetch 
 # prefetch. Off: its probe ran at 63-70 % of copy at B8 / B32 against this kernel's 54-58 % (512-step tiles, 2
 # warps; bench_results/probes_2026-11-30j, section 8), but this kernel has not been timed on a GPU yet.
 M2_IN_THREADS = False
+# m = 2's backward with the adjoints composed the same way (`_m2_adjoint_tile_in_threads`). Off: never timed.
+M2_BACKWARD_IN_THREADS = False
 IN_THREADS_TILE = {"BT": 512, "num_warps": 2}
 
 if triton is not None:
@@ -296,6 +298,53 @@ if triton is not None:
         return states, tl.sum(tl.where(last, end1, 0.0), axis=1), tl.sum(tl.where(last, end2, 0.0), axis=1)
 
     @triton.jit
+    def _adjoint_step(p, q, r, s, b1, b2, a1, a2, dy):
+        """One step back in time after (M, b): (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t, 0)
+        applied after the map from the carry to (lam, mu)_{t+1}."""
+        return a1 * p + r, a1 * q + s, a2 * p, a2 * q, a1 * b1 + b2 + dy, a2 * b1
+
+    @triton.jit
+    def _m2_adjoint_tile_in_threads(a1, a2, dy, c1, c2, BC: tl.constexpr, BT: tl.constexpr):
+        """The backward's `_m2_tile_in_threads`: lam [BC, BT] of a tile from the pair (lam, mu) after its last step
+        (c1, c2) [BC], and the pair at its first step. a1 = a1_{t+1}, a2 = a2_{t+1} and dy as the maps use them (0
+        past T, where the carry into the last tile is 0 and stays 0). Each thread composes its 8 steps from the last
+        one back, the group maps go through tl.associative_scan in reverse, each group's carry is the pair at the
+        first step of the group after it (tl.gather), and the 8 adjoints follow from it at 3 operations each."""
+        G: tl.constexpr = BT // 8
+        a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
+        a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = _split_steps(a2, BC, G)
+        d_0, d_1, d_2, d_3, d_4, d_5, d_6, d_7 = _split_steps(dy, BC, G)
+        one = tl.full([BC, G], 1.0, tl.float32)
+        zero = tl.zeros([BC, G], tl.float32)
+        p, q, r, s, b1, b2 = _adjoint_step(one, zero, zero, one, zero, zero, a1_7, a2_7, d_7)
+        p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_6, a2_6, d_6)
+        p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_5, a2_5, d_5)
+        p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_4, a2_4, d_4)
+        p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_3, a2_3, d_3)
+        p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_2, a2_2, d_2)
+        p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_1, a2_1, d_1)
+        p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_0, a2_0, d_0)
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=True)
+        first1 = p * c1[:, None] + q * c2[:, None] + b1  # (lam, mu) at each group's first step
+        first2 = r * c1[:, None] + s * c2[:, None] + b2
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        after = tl.minimum(group + 1, G - 1)
+        lam_after = tl.where(group == G - 1, c1[:, None], tl.gather(first1, after, 1))  # the pair after each group
+        mu_after = tl.where(group == G - 1, c2[:, None], tl.gather(first2, after, 1))
+        l_7 = a1_7 * lam_after + mu_after + d_7
+        l_6 = a1_6 * l_7 + a2_7 * lam_after + d_6
+        l_5 = a1_5 * l_6 + a2_6 * l_7 + d_5
+        l_4 = a1_4 * l_5 + a2_5 * l_6 + d_4
+        l_3 = a1_3 * l_4 + a2_4 * l_5 + d_3
+        l_2 = a1_2 * l_3 + a2_3 * l_4 + d_2
+        l_1 = a1_1 * l_2 + a2_2 * l_3 + d_1
+        l_0 = a1_0 * l_1 + a2_1 * l_2 + d_0
+        lam = _join_steps(l_0, l_1, l_2, l_3, l_4, l_5, l_6, l_7, BC, G)
+        head = group == 0
+        mu_0 = a2_0 * l_1
+        return lam, tl.sum(tl.where(head, l_0, 0.0), axis=1), tl.sum(tl.where(head, mu_0, 0.0), axis=1)
+
+    @triton.jit
     def _time_last_m2_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
                                  IN_THREADS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
@@ -369,8 +418,11 @@ if triton is not None:
     @triton.jit
     def _time_last_m2_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
                                  d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
-        """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
+                                 IN_THREADS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
+                                 HAS_STARTS: tl.constexpr):
+        """IN_THREADS: the tile's adjoints composed 8 steps at a time inside each thread
+        (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all its steps.
+        The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
         (lam_t, lam_{t+1}) needs those of t + 2 as well). The final window's gradient enters as extra dy at steps
@@ -402,17 +454,21 @@ if triton is not None:
             # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
             dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
             dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
-            zero = tl.zeros([BC, BT], dtype=tl.float32)
             # step t+1 reads s_t (lag 1) unless a document starts at t+1, s_{t-1} (lag 2) unless one starts at t+1 or t
-            p = tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0)  # steps past T: the identity
-            q = tl.where(mask, 1.0, 0.0)
             rr = tl.where(mask1 & ~start_next & ~start, a2_next, 0.0)
-            ss = tl.where(mask, 0.0, 1.0)
-            b1 = tl.where(mask, dy, 0.0)
-            p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), 1, _companion_combine,
-                                                       reverse=True)
-            lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
-            mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
+            if IN_THREADS:
+                lam, c1_next, c2_next = _m2_adjoint_tile_in_threads(
+                    tl.where(mask1 & ~start_next, a1_next, 0.0), rr, tl.where(mask, dy, 0.0), c1, c2, BC, BT)
+            else:
+                zero = tl.zeros([BC, BT], dtype=tl.float32)
+                p = tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0)  # steps past T: the identity
+                q = tl.where(mask, 1.0, 0.0)
+                ss = tl.where(mask, 0.0, 1.0)
+                b1 = tl.where(mask, dy, 0.0)
+                p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), 1, _companion_combine,
+                                                           reverse=True)
+                lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
+                mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
             # the step's own inputs after the scan (fewer registers live across it, as at m = 1)
             z1, z2, zg = _load_triple(gates, rows, t, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
@@ -431,8 +487,11 @@ if triton is not None:
             tl.store(d_gates + gate_rows + 2 * T, dzg.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_values + rows[:, None] * T + t[None, :], (lam * g).to(d_values.dtype.element_ty), mask=mask)
             first = (t == t0)[None, :]
-            c1 = tl.sum(tl.where(first, lam, 0.0), axis=1)
-            c2 = tl.sum(tl.where(first, mu, 0.0), axis=1)
+            if IN_THREADS:
+                c1, c2 = c1_next, c2_next
+            else:
+                c1 = tl.sum(tl.where(first, lam, 0.0), axis=1)
+                c2 = tl.sum(tl.where(first, mu, 0.0), axis=1)
             if HAS_H0:
                 if t0 == 0:
                     # s_0 = a1_0 h1 + a2_0 h2 + ..., s_1 = ... + a2_1 h1: d h1 = a1_0 lam_0 + mu_0, d h2 = a2_0 lam_0
@@ -457,7 +516,8 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     """(grid, launch options): one program per (row, block of BC channels). The forward prefetches (PREFETCH) where
     the grid has fewer than PREFETCH_BELOW programs per SM: on the H200 that took B1 T16384 D1024 from 69 to 82 % of
     copy at m = 1 (1024 programs, 8 per SM) and cost 1-2 points at B8-B32 (bench_results/probes_2026-11-30j). m = 2's
-    forward elsewhere composes its steps in threads if M2_IN_THREADS (IN_THREADS_TILE on a GPU)."""
+    forward elsewhere composes its steps in threads if M2_IN_THREADS, its backward if M2_BACKWARD_IN_THREADS
+    (IN_THREADS_TILE on a GPU)."""
     tile = _tile()
     programs = B * triton.cdiv(N, tile["BC"])
     options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
@@ -465,8 +525,10 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options["PREFETCH"] = programs < PREFETCH_BELOW * _num_sms(device if device is not None else "cpu")
         if order == 2:
             options["IN_THREADS"] = M2_IN_THREADS and not options["PREFETCH"]
-            if options["IN_THREADS"] and not _INTERPRET:
-                options.update(IN_THREADS_TILE)
+    elif order == 2:
+        options["IN_THREADS"] = M2_BACKWARD_IN_THREADS
+    if options.get("IN_THREADS") and not _INTERPRET:
+        options.update(IN_THREADS_TILE)
     options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
     return (programs,), options
 
@@ -514,7 +576,7 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
         if d_h0 is not None:
             d_h0.copy_(d_final if d_final is not None else torch.zeros_like(d_h0))
         return d_gates, d_values, d_h0
-    grid, blocks = _grid(B, N, T, values.device, backward=True)
+    grid, blocks = _grid(B, N, T, values.device, backward=True, order=m1 - 1)
     kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
     with _device_guard(values.device):
         kernel[grid](

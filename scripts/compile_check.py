@@ -236,6 +236,19 @@ def main(argv=None):
         starts = torch.rand(2, 3000) < 0.01 if with_starts else None
         check(f"time-last order 2, {activation}, in threads{', document starts' if with_starts else ''}",
               lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), activation, True, starts))
+    # and its backward likewise (M2_BACKWARD_IN_THREADS)
+    backward_in_threads, time_last.M2_BACKWARD_IN_THREADS = time_last.M2_BACKWARD_IN_THREADS, True
+    for activation, with_starts in (("softmax", False), ("softmax", True), ("relu", False)):
+        gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
+        h0, starts = torch.randn(2, 3, 2), (torch.rand(2, 3000) < 0.01 if with_starts else None)
+
+        def backward_in_threads_check():
+            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts)
+            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts)
+
+        check(f"time-last order 2, {activation}, backward in threads{', document starts' if with_starts else ''}",
+              backward_in_threads_check)
+    time_last.M2_BACKWARD_IN_THREADS = backward_in_threads
     time_last.M2_IN_THREADS = in_threads
     time_last.PREFETCH_BELOW = prefetch_below
     JITFunction.run = run

@@ -1,6 +1,7 @@
-"""m = 2's time-last forward: the default tile scan against the IN_THREADS path (scan_time_last.M2_IN_THREADS), as
-library code, in one process; GPU time of CUDA-graph replays, % of copy under bench_scan.py's byte model; the
-in-thread path over tiles too. Usage: python3 compare_in_threads.py OUT_DIR"""
+"""m = 2's time-last scans: the default tile scan against the IN_THREADS paths (scan_time_last.M2_IN_THREADS,
+M2_BACKWARD_IN_THREADS), as library code, in one process; GPU time of CUDA-graph replays, % of copy under
+bench_scan.py's byte model (3m+8 = 14 elements forward+backward); the in-thread forward over tiles too.
+Usage: python3 compare_in_threads.py OUT_DIR"""
 import json
 import sys
 
@@ -39,6 +40,31 @@ for B, T, D in ((8, 4096, 1024), (32, 2048, 2048), (1, 16384, 1024), (1, 65536, 
     line = (f"B{B} T{T} D{D}: default {row['default_pct']:.1f} %, in threads "
             + ", ".join(f"{bt}/{w} {row[f'in_threads_{bt}_{w}_pct']:.1f} %" for bt, w in tiles)
             + f" (prefetching shapes run the default either way); max |diff| {row['max_abs_diff']:.2g}")
+    lines.append(line)
+    print(line, flush=True)
+# forward+backward: the default against the in-thread backward (with the in-thread forward where it applies)
+lines.append("m = 2 time-last forward+backward % of copy: default / in-thread forward and backward (512/2 tiles)")
+for B, T, D in ((8, 4096, 1024), (32, 2048, 2048), (1, 16384, 1024), (8, 2048, 768)):
+    N = D // 2
+    g = torch.randn(B, N, 3, T, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, N, T, device="cuda", dtype=torch.bfloat16)
+    do = torch.randn_like(v)
+    nbytes = 2 * B * T * N * 14
+
+    def fb():
+        s, _ = lib.time_last_forward(g, v, None, "softmax", False)
+        return lib.time_last_backward(g, v, s, None, do, None, "softmax", None)
+
+    want = fb()
+    default = do_bench_cudagraph(fb, rep=60)
+    lib.M2_IN_THREADS = lib.M2_BACKWARD_IN_THREADS = True
+    got = fb()
+    diff = max((a.float() - b.float()).abs().max().item() for a, b in zip(got[:2], want[:2]))
+    threads = do_bench_cudagraph(fb, rep=60)
+    lib.M2_IN_THREADS = lib.M2_BACKWARD_IN_THREADS = False
+    pct = [100 * nbytes / (ms * 1e-3) / 1e12 / copy_tbps for ms in (default, threads)]
+    rows.append(dict(B=B, T=T, D=D, fwdbwd_default_pct=pct[0], fwdbwd_in_threads_pct=pct[1], max_abs_diff=diff))
+    line = f"B{B} T{T} D{D}: {pct[0]:.1f} / {pct[1]:.1f} %; max |diff| of the gradients {diff:.2g}"
     lines.append(line)
     print(line, flush=True)
 open(f"{out}/compare_in_threads.txt", "w").write("\n".join(lines) + "\n")
