@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What the next GPU session runs first (carry .whl), in device calls of < 10 minutes:
 #   bash bench_results/probes_2026-11-30j/next_session.sh in_threads OUT  # the GPU tests of the time-last scans (with
-#                                                                         # m = 2's in-thread forward, never run on a
-#                                                                         # GPU) and its A/B against the default (~3 min)
+#                                                                         # m = 2's in-thread forward and backward, never
+#                                                                         # run on a GPU) and their A/B against the
+#                                                                         # default (~3 min)
 #   bash bench_results/probes_2026-11-30j/next_session.sh scan OUT        # bench_scan.py's table (after switching
 #                                                                         # M2_IN_THREADS on, if the A/B says so)
 set -u
