@@ -420,13 +420,13 @@ if triton is not None:
                                  d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                                  IN_THREADS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
                                  HAS_STARTS: tl.constexpr):
-        """IN_THREADS: the tile's adjoints composed 8 steps at a time inside each thread
-        (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all its steps.
-        The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
+        """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
         (lam_t, lam_{t+1}) needs those of t + 2 as well). The final window's gradient enters as extra dy at steps
-        T-1 and T-2 (at T = 1 the second goes to the initial window)."""
+        T-1 and T-2 (at T = 1 the second goes to the initial window). IN_THREADS: the tile's adjoints composed 8
+        steps at a time inside each thread (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all
+        its steps."""
         b, rows, mc = _tile_offsets(T, N, BC)
         c1 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
         c2 = tl.zeros([BC], dtype=tl.float32)  # mu there
