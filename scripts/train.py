@@ -412,6 +412,13 @@ def end_processes(accelerator):
     the last process there (seen on 2 CPU processes)."""
     accelerator.end_training()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # gloo's worker threads release a finished collective's work after its caller has stopped waiting, and take
+        # the GIL to drop the Python tensors it holds (a barrier holds the collectives before it); the group's
+        # destructor joins those threads with the GIL held. A pause without the GIL lets them finish first: in CI
+        # (2026-11-30) the last barrier's work, released late on a loaded machine, deadlocked a process at main()'s
+        # return, where the DDP reducer drops the group (py-spy: ~ProcessGroupGloo joining a thread in
+        # ~AsyncBarrierWork -> ~AsyncAllgatherWork waiting for the GIL).
+        time.sleep(0.2)
         torch.distributed.destroy_process_group()
 
 
