@@ -37,7 +37,7 @@ try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton.language as tl
 
     from .scan_triton import (_ACT_ID, _affine_combine, _device_guard, _normalize, _normalize_bwd, _normalize_pair,
-                              _normalize_pair_bwd, _num_sms)
+                              _normalize_pair_bwd, _num_sms, _tracks_gradients)
 except ImportError:  # ops.py then offers the torch backend only
     triton = None
 
@@ -515,7 +515,8 @@ def _tile():
 def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1):
     """(grid, launch options): one program per (row, block of BC channels). The forward prefetches (PREFETCH) where
     the grid has fewer than PREFETCH_BELOW programs per SM: on the H200 that took B1 T16384 D1024 from 69 to 82 % of
-    copy at m = 1 (1024 programs, 8 per SM) and cost 1-2 points at B8-B32 (bench_results/probes_2026-11-30j). m = 2's
+    copy at m = 1 (1024 programs, 8 per SM); at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2
+    (bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2's
     forward elsewhere composes its steps in threads if M2_IN_THREADS, its backward if M2_BACKWARD_IN_THREADS
     (IN_THREADS_TILE on a GPU)."""
     tile = _tile()
@@ -621,7 +622,7 @@ def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Opt
                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`time_last_forward` with its gradient in eager mode (arguments unchecked: ops.hlru_scan_time_last checks
     them); without gradients to track, the forward kernel alone."""
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (gates, values, initial_state))):
+    if not _tracks_gradients(gates, values, initial_state):
         return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts)
     return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts)
 

@@ -1978,13 +1978,17 @@ class _ScanFunction(torch.autograd.Function):
                 dh0 if ctx.needs_input_grad[2] else None, None, None, None, None)
 
 
+def _tracks_gradients(*tensors) -> bool:
+    """Whether autograd would record an op on these inputs (None skipped): grad mode on and one requires a gradient.
+    The scans' host functions call their kernels directly otherwise, without an autograd Function."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _scan(blocked, gates, values, initial_state, gate_activation, output_final_state, cu_seqlens, chunk_size):
     B, T, N = values.shape[:3]
     act = _ACT_ID[gate_activation]
     plan = _make_plan(B, T, N, gates.shape[-1] - 1, blocked, cu_seqlens, chunk_size, values.device)
-    need_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (gates, values, initial_state))
-    if not need_grad:  # inference / decode: no autograd bookkeeping
+    if not _tracks_gradients(gates, values, initial_state):  # inference / decode: no autograd bookkeeping
         states, final, _ = scan_forward(blocked, gates, values, initial_state, act, bool(output_final_state), None,
                                         None, plan)
         return states, final
