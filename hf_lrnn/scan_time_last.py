@@ -4,7 +4,7 @@ Why a second layout: the [B, T, N] kernels of scan_triton.py hold a tile's chann
 scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach 35-43 % of
 the H200's copy bandwidth at m = 1. With time contiguous in memory ([B, N, T]), each thread holds consecutive steps
 of one channel and `tl.associative_scan` runs mostly inside threads, as in accelerated-scan: these kernels run at
-82-90 % of copy forward and 62-69 % forward+backward at m = 1, 47-58 % / 38-48 % at m = 2
+82-92 % of copy forward and 62-70 % forward+backward at m = 1, 48-83 % / 38-69 % at m = 2
 (bench_results/bench_scan_h200.txt). A model can produce and consume this layout without copies: a batched GEMM with
 the weight broadcast over the batch writes [B, rows, T], and an output projection reads [B, N, T] states as a
 transposed operand.
@@ -23,8 +23,10 @@ of their starts.
 One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or adjoint)
 in registers, so a row needs no look-back. Grids with few programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM)
 cannot hide the loads' latency by switching programs; there the forwards load the next tile before scanning this one
-(PREFETCH; `_grid`). The backward reads the saved states (in values' dtype) for s_{t-1} and s_{t-2}, as the
-[B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in float32.
+(PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8 consecutive steps sequentially and scans only
+the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles). The backward reads the saved
+states (in values' dtype) for s_{t-1} and s_{t-2}, as the [B, T, N] kernels do. All arithmetic is float32; float64
+inputs are computed in float32.
 """
 
 import os
@@ -46,14 +48,18 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # channel per program); the interpreter takes small tiles so that tests cover several of each.
 TILE = {"BC": 1, "BT": 1024, "num_warps": 4}
 INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
-PREFETCH_BELOW = 16  # programs per SM under which the forward kernels prefetch the next tile (`_grid`)
-# m = 2's forward with the recurrence composed 8 steps at a time in each thread (IN_THREADS), where it does not
-# prefetch. Off: its probe ran at 63-70 % of copy at B8 / B32 against this kernel's 54-58 % (512-step tiles, 2
-# warps; bench_results/probes_2026-11-30j, section 8), but this kernel has not been timed on a GPU yet.
-M2_IN_THREADS = False
-# m = 2's backward with the adjoints composed the same way (`_m2_adjoint_tile_in_threads`). Off: never timed.
-M2_BACKWARD_IN_THREADS = False
-IN_THREADS_TILE = {"BT": 512, "num_warps": 2}
+# Programs (of one channel each) per SM under which a grid is small (`_grid`): its forwards prefetch, and m = 2 keeps
+# the tile scan of TILE, whose 4 warps per program hide more latency than the in-thread path's one (B1 T16384 D1024:
+# 25 % of copy forward in threads with prefetch, 48 % with TILE's scan).
+SMALL_GRID_BELOW = 16
+# m = 2's forward and backward with the recurrence composed 8 steps at a time in each thread (`_m2_tile_in_threads`,
+# `_m2_adjoint_tile_in_threads`) on grids that are not small, in tiles of one warp per channel: 32 lanes x 8 steps,
+# so that the scan over the 32 groups and the gather of each group's start stay inside the warp. On the H200 at
+# B8-B64 that took the forward from 50-59 to 59-78 % of copy and the backward from 44-49 to 51-68 %; 512 or 1024
+# steps per warp ran 20-50 % slower; 2 or 4 channels per program (a warp each) were within 2 points forward and
+# 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
+M2_IN_THREADS = True
+IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
 
 if triton is not None:
 
@@ -513,25 +519,25 @@ def _tile():
 
 
 def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1):
-    """(grid, launch options): one program per (row, block of BC channels). The forward prefetches (PREFETCH) where
-    the grid has fewer than PREFETCH_BELOW programs per SM: on the H200 that took B1 T16384 D1024 from 69 to 82 % of
-    copy at m = 1 (1024 programs, 8 per SM); at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2
-    (bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2's
-    forward elsewhere composes its steps in threads if M2_IN_THREADS, its backward if M2_BACKWARD_IN_THREADS
-    (IN_THREADS_TILE on a GPU)."""
+    """(grid, launch options): one program per (row, block of BC channels). A grid of fewer than SMALL_GRID_BELOW
+    programs per SM (B1 T16384 D1024: 1024 programs at m = 1, 8 per SM) cannot hide the loads' latency by switching
+    programs; there the forwards load the next tile before scanning this one (PREFETCH: 69 -> 82 % of copy at m = 1
+    on the H200, while at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2's tile scan;
+    bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2 elsewhere composes its steps in threads if
+    M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768,
+    no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt)."""
     tile = _tile()
-    programs = B * triton.cdiv(N, tile["BC"])
+    small = B * triton.cdiv(N, tile["BC"]) < SMALL_GRID_BELOW * _num_sms(device if device is not None else "cpu")
+    in_threads = order == 2 and M2_IN_THREADS and not small
     options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
-    if not backward:
-        options["PREFETCH"] = programs < PREFETCH_BELOW * _num_sms(device if device is not None else "cpu")
-        if order == 2:
-            options["IN_THREADS"] = M2_IN_THREADS and not options["PREFETCH"]
-    elif order == 2:
-        options["IN_THREADS"] = M2_BACKWARD_IN_THREADS
-    if options.get("IN_THREADS") and not _INTERPRET:
+    if in_threads and not _INTERPRET:
         options.update(IN_THREADS_TILE)
+    if order == 2:
+        options["IN_THREADS"] = in_threads
+    if not backward:
+        options["PREFETCH"] = small or in_threads
     options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
-    return (programs,), options
+    return (B * triton.cdiv(N, options["BC"]),), options
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],

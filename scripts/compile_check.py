@@ -223,34 +223,29 @@ def main(argv=None):
 
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
               f"{', document starts' if with_starts else ''}", time_last_forward_backward)
-    # the forwards without the next tile's prefetch (grids of many programs per SM; the CPU counts as 132 SMs)
-    prefetch_below, time_last.PREFETCH_BELOW = time_last.PREFETCH_BELOW, 0
-    for m in (1, 2):
-        gates, values = torch.randn(2, 3, m + 1, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
-        check(f"time-last order {m}, softmax, no prefetch",
-              lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, m), "softmax", True, None))
-    # m = 2's forward with its steps composed in threads (M2_IN_THREADS; 512-step tiles, 2 warps)
-    in_threads, time_last.M2_IN_THREADS = time_last.M2_IN_THREADS, True
-    for activation, with_starts in (("softmax", False), ("softmax", True), ("tanh", False)):
-        gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
-        starts = torch.rand(2, 3000) < 0.01 if with_starts else None
-        check(f"time-last order 2, {activation}, in threads{', document starts' if with_starts else ''}",
-              lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), activation, True, starts))
-    # and its backward likewise (M2_BACKWARD_IN_THREADS)
-    backward_in_threads, time_last.M2_BACKWARD_IN_THREADS = time_last.M2_BACKWARD_IN_THREADS, True
-    for activation, with_starts in (("softmax", False), ("softmax", True), ("relu", False)):
+    # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without prefetch, m = 2 in threads
+    # (IN_THREADS_TILE, the forward prefetching), then m = 2's tile scan without prefetch (M2_IN_THREADS off)
+    small_grid_below, time_last.SMALL_GRID_BELOW = time_last.SMALL_GRID_BELOW, 0
+    in_threads = time_last.M2_IN_THREADS
+    gates, values = torch.randn(2, 3, 2, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
+    check("time-last order 1, softmax, no prefetch",
+          lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 1), "softmax", True, None))
+    for activation, with_starts in (("softmax", False), ("softmax", True), ("tanh", False), ("relu", False)):
         gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
         h0, starts = torch.randn(2, 3, 2), (torch.rand(2, 3000) < 0.01 if with_starts else None)
 
-        def backward_in_threads_check():
+        def in_threads_check():
             states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts)
             time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts)
 
-        check(f"time-last order 2, {activation}, backward in threads{', document starts' if with_starts else ''}",
-              backward_in_threads_check)
-    time_last.M2_BACKWARD_IN_THREADS = backward_in_threads
+        check(f"time-last order 2, {activation}, in threads{', document starts' if with_starts else ''}",
+              in_threads_check)
+    time_last.M2_IN_THREADS = False
+    gates, values = torch.randn(2, 3, 3, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
+    check("time-last order 2, softmax, tile scan without prefetch",
+          lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), "softmax", True, None))
     time_last.M2_IN_THREADS = in_threads
-    time_last.PREFETCH_BELOW = prefetch_below
+    time_last.SMALL_GRID_BELOW = small_grid_below
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

@@ -82,11 +82,14 @@ def test_triton_matches_the_float64_reference(m, activation, B, N, T, with_h0, w
 @pytest.mark.parametrize("m", [1, 2])
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, monkeypatch):
-    """The forward kernels' two ways of walking the tiles (PREFETCH: the next tile loaded before this one is
-    scanned; `_grid` chooses by programs per SM): both against the float64 reference, over several tiles, with an
-    initial window, document starts and a partial last tile."""
-    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 10**9 if prefetch else 0)
-    assert scan_time_last._grid(2, 3, 50, DEVICE)[1]["PREFETCH"] is prefetch
+    """The tile-scan forwards' two ways of walking the tiles (PREFETCH: the next tile loaded before this one is
+    scanned; `_grid` chooses by programs per SM; m = 2 with M2_IN_THREADS off, which runs this scan on every grid):
+    both against the float64 reference, over several tiles, with an initial window, document starts and a partial
+    last tile."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9 if prefetch else 0)
+    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
+    options = scan_time_last._grid(2, 3, 50, DEVICE, order=m)[1]
+    assert options["PREFETCH"] is prefetch and not options.get("IN_THREADS")
     gates, values, h0 = _inputs(2, 3, 50, seed=7, m=m)
     starts = torch.zeros(2, 50, dtype=torch.bool, device=DEVICE)
     starts[0, 20] = starts[1, 33] = True
@@ -98,16 +101,35 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
 
 
 @needs_triton
+def test_the_launch_rule_by_programs_per_sm():
+    """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
+    per SM prefetches and keeps m = 2 on the tile scan; one of exactly that many runs m = 2 in threads, prefetching
+    forward, and m = 1 without prefetch; one program per block of BC channels either way."""
+    programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
+    bc = scan_time_last._tile()["BC"]
+    for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):
+        grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2)
+        _, backward = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2)
+        _, first_order = scan_time_last._grid(B, N, 4096, DEVICE, order=1)
+        assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
+        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
+        assert first_order["PREFETCH"] is not in_threads and "IN_THREADS" not in first_order
+        assert grid == (B * -(-N // forward["BC"]),)
+        if GPU:
+            tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
+            assert {k: forward[k] for k in tile} == tile
+
+
+@needs_triton
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, False), (33, True, False),
                                                    (16, True, True), (1, True, False), (17, False, True)])
 def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, monkeypatch):
-    """m = 2's forward with its steps composed 8 at a time inside threads (M2_IN_THREADS, not yet the default)
-    against the float64 reference: states and final window over several 16-step tiles (2 groups of 8 each), a
+    """m = 2's forward with its steps composed 8 at a time inside threads (M2_IN_THREADS, on grids that are not
+    small) against the float64 reference: states and final window over several 16-step tiles (2 groups of 8 each), a
     partial last tile, a last tile of one step (T = 17, 33: the final window's second entry is the tile before's),
     document starts (one at the last step), an initial window."""
-    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", True)
-    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 0)
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
     assert scan_time_last._grid(2, 3, T, DEVICE, order=2)[1]["IN_THREADS"]
     gates, values, h0 = (t.detach() if t is not None else None for t in _inputs(2, 3, T, with_h0=with_h0, seed=T, m=2))
     starts = None
@@ -126,13 +148,11 @@ def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0
                                                    (16, True, True), (1, True, False), (17, False, True),
                                                    (2, True, True)])
 def test_order_2_backward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, monkeypatch):
-    """m = 2's backward with its adjoints composed 8 steps at a time inside threads (M2_BACKWARD_IN_THREADS, not
-    yet the default), and the forward likewise: the gradients of gates, values and initial window (a loss on every
+    """m = 2's backward with its adjoints composed 8 steps at a time inside threads (M2_IN_THREADS, on grids that
+    are not small), and the forward likewise: the gradients of gates, values and initial window (a loss on every
     step and on the final window) against the float64 reference, over several tiles, a partial last tile, a last
     tile of one step, document starts (one at the last step), T = 1 and 2."""
-    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", True)
-    monkeypatch.setattr(scan_time_last, "M2_BACKWARD_IN_THREADS", True)
-    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 0)
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
     assert scan_time_last._grid(2, 3, T, DEVICE, backward=True, order=2)[1]["IN_THREADS"]
     inputs = _inputs(2, 3, T, with_h0=with_h0, seed=T + 1, m=2)
     starts = None
@@ -260,8 +280,10 @@ def test_gradients_of_only_some_inputs_and_of_the_final_window_alone(m):
 @pytest.mark.parametrize("prefetch", [False, True])
 def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, monkeypatch):
     """The GPU's 1024-step tiles over several tiles (and a partial one), float64 inputs, forward and gradients; the
-    forwards with and without the next tile's prefetch (`_grid` picks one by programs per SM)."""
-    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 10**9 if prefetch else 0)
+    forwards with and without the next tile's prefetch (`_grid` picks one by programs per SM; m = 2 with
+    M2_IN_THREADS off, which runs this scan on every grid)."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9 if prefetch else 0)
+    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
     inputs = _inputs(B, N, T, seed=T, m=m)
     reference = _run("torch", *inputs, "softmax", True)
     for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
@@ -272,12 +294,11 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, mon
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypatch):
-    """m = 2's forward and backward composed in threads (M2_IN_THREADS, M2_BACKWARD_IN_THREADS; 512-step tiles, 2
-    warps on a GPU) over many tiles, with an initial window and document starts: states, final window and every
+    """m = 2's forward and backward composed in threads (M2_IN_THREADS; IN_THREADS_TILE on a GPU, the forward
+    prefetching) over many tiles, with an initial window and document starts: states, final window and every
     gradient against the float64 reference."""
-    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", True)
-    monkeypatch.setattr(scan_time_last, "M2_BACKWARD_IN_THREADS", True)
-    monkeypatch.setattr(scan_time_last, "PREFETCH_BELOW", 0)
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    assert scan_time_last._grid(B, N, T, DEVICE, order=2)[1]["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T, m=2)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(1)).lt(0.002).to(DEVICE)
     for document_starts in (None, starts):
