@@ -154,6 +154,65 @@ def _projection_input(readout: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     return readout.to(dtype)
 
 
+def _autocast_operands(*tensors: torch.Tensor):
+    """The tensors in autocast's dtype where autocast is on (as nn.Linear's GEMM would take them), else unchanged: the
+    time-last projections below are autograd Functions, which autocast does not cast."""
+    device_type = tensors[0].device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        return tuple(t.to(dtype) for t in tensors)
+    return tensors
+
+
+def _accumulation_dtype(t: torch.Tensor) -> torch.dtype:
+    """float32 for half-precision tensors, their own dtype from float32 up."""
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+class _TimeLastInputProjection(torch.autograd.Function):
+    """x [B, T, d], weight [R, d] -> [B, R, T] = weight @ x_b^T for every row b: a projection written time-last by a
+    batched GEMM with the weight broadcast over the batch. Its backward writes the input's gradient as [B, T, d], the
+    layout of the norm that consumes it; through torch.bmm's own backward that gradient came out transposed, and the
+    next kernels copied it element by element (~1 ms of a training step on the H200)."""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return torch.bmm(weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):  # grad [B, R, T]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad.transpose(1, 2), weight.expand(x.shape[0], -1, -1))  # [B, T, d]
+        if ctx.needs_input_grad[1]:  # [R, d]: per row, summed in float32 (or float64)
+            grad_weight = torch.bmm(grad, x).sum(0, dtype=_accumulation_dtype(weight)).to(weight.dtype)
+        return grad_x, grad_weight
+
+
+class _TimeLastOutputProjection(torch.autograd.Function):
+    """readout [B, K, T], weight [d, K] -> [B, T, d] = readout_b^T @ weight^T. Its backward writes the read-out's
+    gradient as [B, K, T], the layout the time-last scan's backward reads (through torch.bmm's backward it came out
+    transposed and the scan's host function copied it)."""
+
+    @staticmethod
+    def forward(ctx, readout, weight):
+        ctx.save_for_backward(readout, weight)
+        return torch.bmm(readout.transpose(1, 2), weight.t().expand(readout.shape[0], -1, -1))
+
+    @staticmethod
+    def backward(ctx, grad):  # grad [B, T, d]
+        readout, weight = ctx.saved_tensors
+        grad_readout = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_readout = torch.bmm(weight.t().expand(grad.shape[0], -1, -1), grad.transpose(1, 2))  # [B, K, T]
+        if ctx.needs_input_grad[1]:  # [d, K]: per row, summed in float32 (or float64)
+            grad_weight = torch.bmm(grad.transpose(1, 2), readout.transpose(1, 2))
+            grad_weight = grad_weight.sum(0, dtype=_accumulation_dtype(weight)).to(weight.dtype)
+        return grad_readout, grad_weight
+
+
 def _output_projection(linear: nn.Linear, x: torch.Tensor, triton_backend: bool) -> torch.Tensor:
     """linear(x); in a decode step of a few rows on the Triton backend as one kernel over all SMs (decode_triton.py)."""
     if triton_backend and decode_can_project(x, linear):
@@ -516,14 +575,17 @@ class LRNNMixer(nn.Module):
         """The mixer on time-last tensors (order m = 1, or H-LRU m = 2): the projections write [B, N, T] and
         [B, N*(m+1), T] (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
         `hlru_scan_time_last` scans them, and the output projection reads the read-out [B, N*m, T] as a transposed
-        operand. Same function as the [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same
-        row order of its projections; H-LRU m = 2's read-out is the window (s_t, s_{t-1}), index n*m + k). With
-        packed documents (`document_starts` [B, T]) every document starts from a zero window."""
+        operand; the projections' backward writes each gradient in the layout its consumer reads
+        (`_TimeLastInputProjection`, `_TimeLastOutputProjection`). Same function as the [B, T, N] path (BD-LRU of
+        block size 1 is the same recurrence, with the same row order of its projections; H-LRU m = 2's read-out is the
+        window (s_t, s_{t-1}), index n*m + k). With packed documents (`document_starts` [B, T]) every document starts
+        from a zero window."""
         B, T, _ = hidden_states.shape
         N, m = self.num_units, self.unit_size
-        x = hidden_states.transpose(1, 2)  # [B, d, T], a view
-        values = torch.bmm(self.value_proj.weight.expand(B, -1, -1), x)  # [B, N, T]
-        gates = torch.bmm(self.coefficient_proj.weight.expand(B, -1, -1), x)  # [B, N*(m+1), T], rows (n, j)
+        x, value_weight, coefficient_weight = _autocast_operands(
+            hidden_states, self.value_proj.weight, self.coefficient_proj.weight)
+        values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N, T]
+        gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*(m+1), T], rows (n, j)
         gates = gates + self.coefficient_proj.bias.to(gates.dtype)[:, None]  # autocast's dtype, as nn.Linear adds it
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
         states, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
@@ -537,8 +599,8 @@ class LRNNMixer(nn.Module):
             states = torch.stack([states, previous], dim=2).view(B, N * m, T)
         if cache is not None:  # after the read-out, which read the old state
             cache.set_state(self.layer_idx, final_state)
-        readout = _projection_input(states, hidden_states.dtype)  # [B, N*m, T]
-        return torch.bmm(readout.transpose(1, 2), self.out_proj.weight.t().expand(B, -1, -1))  # [B, T, d]
+        readout, out_weight = _autocast_operands(_projection_input(states, hidden_states.dtype), self.out_proj.weight)
+        return _TimeLastOutputProjection.apply(readout, out_weight)  # [B, T, d]
 
     def forward(
         self,

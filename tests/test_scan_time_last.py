@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hf_lrnn import hlru_scan_time_last, scan_time_last
 from hf_lrnn.scan_torch import GATE_ACTIVATIONS
@@ -336,6 +337,34 @@ def _counting(monkeypatch):
     scan = modeling_lrnn.hlru_scan_time_last
     monkeypatch.setattr(modeling_lrnn, "hlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
     return calls
+
+
+def test_time_last_projections_match_linear_and_write_gradients_in_their_consumers_layout():
+    """The time-last mixer's projections: gradcheck in float64; forward and gradients equal to nn.Linear's on the
+    transposed tensors; the input's gradient comes back as a contiguous [B, T, d] and the read-out's as a contiguous
+    [B, K, T] (what the norm before and the time-last scan after read), not as transposed views."""
+    from hf_lrnn.modeling_lrnn import _TimeLastInputProjection, _TimeLastOutputProjection
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 7, 5, dtype=torch.float64, generator=g, requires_grad=True)  # [B, T, d]
+    w_in = torch.randn(4, 5, dtype=torch.float64, generator=g, requires_grad=True)  # [R, d]
+    readout = torch.randn(3, 4, 7, dtype=torch.float64, generator=g, requires_grad=True)  # [B, K, T]
+    w_out = torch.randn(5, 4, dtype=torch.float64, generator=g, requires_grad=True)  # [d, K]
+    assert torch.autograd.gradcheck(_TimeLastInputProjection.apply, (x, w_in))
+    assert torch.autograd.gradcheck(_TimeLastOutputProjection.apply, (readout, w_out))
+    projected = _TimeLastInputProjection.apply(x, w_in)
+    torch.testing.assert_close(projected, F.linear(x, w_in).transpose(1, 2), rtol=0, atol=1e-12)
+    out = _TimeLastOutputProjection.apply(readout, w_out)
+    torch.testing.assert_close(out, F.linear(readout.transpose(1, 2), w_out), rtol=0, atol=1e-12)
+    grad_projected, grad_out = torch.randn_like(projected), torch.randn_like(out)
+    got = torch.autograd.grad((projected * grad_projected).sum() + (out * grad_out).sum(), (x, w_in, readout, w_out))
+    want = torch.autograd.grad((F.linear(x, w_in).transpose(1, 2) * grad_projected).sum()
+                               + (F.linear(readout.transpose(1, 2), w_out) * grad_out).sum(), (x, w_in, readout, w_out))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    grad_x, _, grad_readout, _ = got
+    assert grad_x.shape == (3, 7, 5) and grad_x.is_contiguous()
+    assert grad_readout.shape == (3, 4, 7) and grad_readout.is_contiguous()
 
 
 @needs_triton
