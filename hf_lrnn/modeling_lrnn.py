@@ -576,21 +576,21 @@ class LRNNMixer(nn.Module):
         [B, N*(m+1), T] (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
         `hlru_scan_time_last` scans them, and the output projection reads the read-out [B, N*m, T] as a transposed
         operand; the projections' backward writes each gradient in the layout its consumer reads
-        (`_TimeLastInputProjection`, `_TimeLastOutputProjection`). Same function as the [B, T, N] path (BD-LRU of
-        block size 1 is the same recurrence, with the same row order of its projections; H-LRU m = 2's read-out is the
-        window (s_t, s_{t-1}), index n*m + k). With packed documents (`document_starts` [B, T]) every document starts
-        from a zero window."""
+        (`_TimeLastInputProjection`, `_TimeLastOutputProjection`), and the coefficient bias is added inside the scan.
+        Same function as the [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same row order of
+        its projections; H-LRU m = 2's read-out is the window (s_t, s_{t-1}), index n*m + k). With packed documents
+        (`document_starts` [B, T]) every document starts from a zero window."""
         B, T, _ = hidden_states.shape
         N, m = self.num_units, self.unit_size
         x, value_weight, coefficient_weight = _autocast_operands(
             hidden_states, self.value_proj.weight, self.coefficient_proj.weight)
         values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N, T]
-        gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*(m+1), T], rows (n, j)
-        gates = gates + self.coefficient_proj.bias.to(gates.dtype)[:, None]  # autocast's dtype, as nn.Linear adds it
+        gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*(m+1), T], rows (n, j), without bias
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
         states, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
                                                   self.gate_activation, output_final_state=cache is not None,
-                                                  backend="triton", document_starts=document_starts)
+                                                  backend="triton", document_starts=document_starts,
+                                                  gate_bias=self.coefficient_proj.bias.view(N, m + 1))
         if m == 2:  # the window (s_t, s_{t-1}): s_{t-1} is the states shifted by one step, s_0 from the initial window
             before = initial_state[..., :1].to(states.dtype) if initial_state is not None else states.new_zeros(B, N, 1)
             previous = torch.cat([before, states[..., :-1]], dim=-1)  # [B, N, T]

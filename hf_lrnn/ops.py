@@ -200,11 +200,12 @@ def _define_norm_project_op(namespace: str):
 
 
 _TIME_LAST_FWD_SCHEMA = (
-    "(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final, Tensor? starts) -> (Tensor, Tensor)"
+    "(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final, Tensor? starts, "
+    "Tensor? gate_bias) -> (Tensor, Tensor)"
 )
 _TIME_LAST_BWD_SCHEMA = (
     "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, str act, "
-    "Tensor? starts) -> (Tensor, Tensor, Tensor)"
+    "Tensor? starts, Tensor? gate_bias) -> (Tensor, Tensor, Tensor, Tensor)"
 )
 
 
@@ -214,40 +215,46 @@ def _define_time_last_ops(namespace: str):
     `hlru_scan`'s eager calls take scan_triton's)."""
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
-    def time_last_fwd(gates, values, initial_state, act, want_final, starts):
+    def time_last_fwd(gates, values, initial_state, act, want_final, starts, gate_bias):
         """(states [B, N, T] in values.dtype, final window [B, N, m] float32, or [0] without want_final)."""
-        states, final = time_last_forward(gates, values, initial_state, act, want_final, starts)
+        states, final = time_last_forward(gates, values, initial_state, act, want_final, starts, gate_bias)
         return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
 
     @time_last_fwd.register_fake
-    def _(gates, values, initial_state, act, want_final, starts):
+    def _(gates, values, initial_state, act, want_final, starts, gate_bias):
         B, N, m = values.shape[0], values.shape[1], gates.shape[2] - 1
         return values.new_empty(values.shape), values.new_empty((B, N, m) if want_final else (0,), dtype=torch.float32)
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_bwd", mutates_args=(), schema=_TIME_LAST_BWD_SCHEMA)
-    def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act, starts):
-        dg, dv, dh0 = time_last_backward(gates, values, states, initial_state, d_states, d_final, act, starts)
-        return dg, dv, dh0 if dh0 is not None else values.new_empty((0,), dtype=torch.float32)
+    def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
+        """(d gates, d values, d initial state float32 or [0], d gate_bias float32 or [0])."""
+        dg, dv, dh0, d_bias = time_last_backward(gates, values, states, initial_state, d_states, d_final, act, starts,
+                                                 gate_bias)
+        empty = values.new_empty((0,), dtype=torch.float32)
+        return dg, dv, dh0 if dh0 is not None else empty, d_bias if d_bias is not None else empty
 
     @time_last_bwd.register_fake
-    def _(gates, values, states, initial_state, d_states, d_final, act, starts):
+    def _(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
         dh0_shape = tuple(initial_state.shape) if initial_state is not None else (0,)
+        bias_shape = tuple(gate_bias.shape) if gate_bias is not None else (0,)
         return gates.new_empty(gates.shape), values.new_empty(values.shape), \
-            values.new_empty(dh0_shape, dtype=torch.float32)
+            values.new_empty(dh0_shape, dtype=torch.float32), values.new_empty(bias_shape, dtype=torch.float32)
 
     def setup_context(ctx, inputs, output):
-        gates, values, initial_state, act, want_final, starts = inputs
-        ctx.save_for_backward(gates, values, output[0], initial_state, starts)
+        gates, values, initial_state, act, want_final, starts, gate_bias = inputs
+        ctx.save_for_backward(gates, values, output[0], initial_state, starts, gate_bias)
         ctx.act, ctx.want_final = act, want_final
 
     def backward(ctx, d_states, d_final):
-        gates, values, states, initial_state, starts = ctx.saved_tensors
+        gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
         if d_states is None:
             d_states = torch.zeros_like(states)
         d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
-        dg, dv, dh0 = time_last_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act, starts)
+        dg, dv, dh0, d_bias = time_last_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act, starts,
+                                            gate_bias)
         dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
-        return dg, dv, dh0, None, None, None
+        d_bias = d_bias.to(gate_bias.dtype) if gate_bias is not None else None
+        return dg, dv, dh0, None, None, None, d_bias
 
     time_last_fwd.register_autograd(backward, setup_context=setup_context)
     return time_last_fwd
@@ -461,6 +468,7 @@ def hlru_scan_time_last(
     output_final_state: bool = False,
     backend: Optional[str] = None,
     document_starts: Optional[torch.Tensor] = None,
+    gate_bias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`hlru_scan` of order m = 1 or 2 on time-last tensors, the layout in which the Triton scan streams at close to
     the memory bandwidth (scan_time_last.py): s_t = a_t s_{t-1} + g_t v_t, or a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t.
@@ -476,6 +484,9 @@ def hlru_scan_time_last(
         document_starts: [B, T] bool or None: documents packed in the rows; the window restarts from zero before
             every step where it is True (each document scanned as if alone, as `hlru_scan`'s cu_seqlens does; a
             start at step 0 discards the initial window).
+        gate_bias: [N, m+1] or None: added to every step's logits (gates[b, n, j, t] + gate_bias[n, j]), inside
+            the kernels on the Triton backend, so that a projection written time-last needs no pass of its own to
+            add its bias; differentiable.
     Returns:
         (states [B, N, T] in values.dtype, final window [B, N, m] = (s_T, ..., s_{T-m+1}) in float32 or None)
     """
@@ -500,14 +511,21 @@ def hlru_scan_time_last(
                                         or document_starts.device != values.device):
         raise ValueError(f"{op}: document_starts must be None or a bool tensor [B, T] = {(B, T)} on {values.device}, "
                          f"got {_described(document_starts)}")
+    if gate_bias is not None and (not isinstance(gate_bias, torch.Tensor) or tuple(gate_bias.shape) != (N, m1)
+                                  or gate_bias.dtype not in _FLOAT_DTYPES or gate_bias.device != values.device):
+        raise ValueError(f"{op}: gate_bias must be None or a floating tensor [N, m+1] = {(N, m1)} on {values.device}, "
+                         f"got {_described(gate_bias)}")
     if resolve_backend(backend, values.device) == "triton":
         if torch.compiler.is_compiling():  # traced: one opaque custom op (no graph break)
             states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
-                                                   document_starts)
+                                                   document_starts, gate_bias)
             return states, (final if output_final_state else None)
         # eager: the autograd Function directly (the same kernels, without the op dispatch)
-        return time_last_scan(gates, values, initial_state, gate_activation, output_final_state, document_starts)
+        return time_last_scan(gates, values, initial_state, gate_activation, output_final_state, document_starts,
+                              gate_bias)
     # the reference on the [B, T, N] layout; transposed copies, exact
+    if gate_bias is not None:
+        gates = gates + gate_bias[:, :, None].to(gates.dtype)
     gates, values = gates.permute(0, 3, 1, 2), values.transpose(1, 2)
     if document_starts is None:
         states, final = hlru_scan_torch(gates, values, initial_state, gate_activation)

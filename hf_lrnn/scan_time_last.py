@@ -81,11 +81,27 @@ if triton is not None:
         return start[None, :]
 
     @triton.jit
-    def _load_pair(gates, rows, t, mask, T):
-        """The normalisation's inputs at steps t [BT] of rows [BC]: coefficient and input-gate logits, float32."""
+    def _load_bias(gate_bias, rows, b, N, j, M1: tl.constexpr, mc, HAS_BIAS: tl.constexpr):
+        """[BC] float32: the logit bias of gate j of rows' channels (row b*N + n: gate_bias[n, j]), 0 without one."""
+        if HAS_BIAS:
+            return tl.load(gate_bias + (rows - b * N) * M1 + j, mask=mc, other=0.0).to(tl.float32)
+        return tl.zeros(rows.shape, dtype=tl.float32)
+
+    @triton.jit
+    def _store_bias_gradient(d_bias_rows, rows, j, M1: tl.constexpr, mc, sums):
+        """This program's sum over its steps of gate j's logit gradients, for the host to sum over the batch rows."""
+        tl.store(d_bias_rows + rows * M1 + j, sums, mask=mc)
+
+    @triton.jit
+    def _load_pair(gates, rows, t, mask, T, bias_coef, bias_gate, HAS_BIAS: tl.constexpr):
+        """The normalisation's inputs at steps t [BT] of rows [BC]: coefficient and input-gate logits (plus their bias
+        [BC]), float32."""
         coefficient_rows = (2 * rows)[:, None] * T + t[None, :]
         z_coef = tl.load(gates + coefficient_rows, mask=mask, other=0.0).to(tl.float32)
         z_gate = tl.load(gates + coefficient_rows + T, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            z_coef += bias_coef[:, None]
+            z_gate += bias_gate[:, None]
         return z_coef, z_gate
 
     @triton.jit
@@ -94,30 +110,34 @@ if triton is not None:
         return tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
 
     @triton.jit
-    def _time_last_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
+    def _time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                               ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                              HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                              HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
+                              HAS_STARTS: tl.constexpr):
         """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers. PREFETCH: each
         tile's loads go out before the tile before it is scanned, so that they are in flight while it computes (for
         grids with few programs per SM, which cannot hide the loads' latency by switching programs; `_grid`)."""
         b, rows, mc = _tile_offsets(T, N, BC)
+        bias_coef = _load_bias(gate_bias, rows, b, N, 0, 2, mc, HAS_BIAS)
+        bias_gate = _load_bias(gate_bias, rows, b, N, 1, 2, mc, HAS_BIAS)
         h = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
             h = tl.load(initial_state + rows, mask=mc, other=0.0)
         if PREFETCH:
             t = tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
+            z_coef, z_gate = _load_pair(gates, rows, t, mask, T, bias_coef, bias_gate, HAS_BIAS)
             x = _load_values(values, rows, t, mask, T)
         for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             if PREFETCH:
                 mask_next = mc[:, None] & (t + BT < T)[None, :]  # all False past the last tile: no memory traffic
-                z_coef_next, z_gate_next = _load_pair(gates, rows, t + BT, mask_next, T)
+                z_coef_next, z_gate_next = _load_pair(gates, rows, t + BT, mask_next, T, bias_coef, bias_gate,
+                                                      HAS_BIAS)
                 x_next = _load_values(values, rows, t + BT, mask_next, T)
             else:
-                z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
+                z_coef, z_gate = _load_pair(gates, rows, t, mask, T, bias_coef, bias_gate, HAS_BIAS)
                 x = _load_values(values, rows, t, mask, T)
             a, g = _normalize_pair(z_coef, z_gate, ACT)
             a = tl.where(_starts_at(starts, b, t, T, HAS_STARTS), 0.0, a)  # a document starts from a zero state
@@ -133,13 +153,21 @@ if triton is not None:
             tl.store(final_state + rows, h, mask=mc)
 
     @triton.jit
-    def _time_last_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
-                              d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                              HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+    def _time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
+                              d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                              BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                              HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam scanned from the end in tiles of BT steps; gate, value and initial-state gradients. The
         step's own inputs are loaded after the scan, not with its coefficients: on the H200, loading all seven before
         it was 2-7 % slower, and prefetching the tile before, 10-20 % (bench_results/probes_2026-11-30j)."""
         b, rows, mc = _tile_offsets(T, N, BC)
+        bias_coef = _load_bias(gate_bias, rows, b, N, 0, 2, mc, HAS_BIAS)
+        bias_gate = _load_bias(gate_bias, rows, b, N, 1, 2, mc, HAS_BIAS)
+        # HAS_BIAS: the logit gradients summed over the steps. It costs the backward ~25-30 % at the models' shape on
+        # the H200, less than the separate bias pass and reduction it replaces; summing element-wise over the tiles
+        # instead cost the same (bench_results/probes_2026-11-30k/bias_in_scan/bias_backward.txt)
+        d_bias_coef = tl.zeros([BC], dtype=tl.float32)
+        d_bias_gate = tl.zeros([BC], dtype=tl.float32)
         carry = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile (d_final after the last step)
         if HAS_D_FINAL:
             carry = tl.load(d_final + rows, mask=mc, other=0.0)
@@ -152,7 +180,7 @@ if triton is not None:
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             next_mask = mc[:, None] & (t + 1 < T)[None, :]
-            z_coef_next, z_gate_next = _load_pair(gates, rows, t + 1, next_mask, T)
+            z_coef_next, z_gate_next = _load_pair(gates, rows, t + 1, next_mask, T, bias_coef, bias_gate, HAS_BIAS)
             a_next, _ = _normalize_pair(z_coef_next, z_gate_next, ACT)
             a_next = tl.where(next_mask, a_next, 1.0)  # past the last step: d_final enters with a_T = 1
             a_next = tl.where(_starts_at(starts, b, t + 1, T, HAS_STARTS), 0.0, a_next)  # no flow across a start
@@ -161,7 +189,7 @@ if triton is not None:
             d = tl.where(mask, dy, 0.0)
             c_cum, d_cum = tl.associative_scan((c, d), 1, _affine_combine, reverse=True)
             lam = d_cum + c_cum * carry[:, None]
-            z_coef, z_gate = _load_pair(gates, rows, t, mask, T)
+            z_coef, z_gate = _load_pair(gates, rows, t, mask, T, bias_coef, bias_gate, HAS_BIAS)
             a, g = _normalize_pair(z_coef, z_gate, ACT)
             x = _load_values(values, rows, t, mask, T)
             s_previous = _load_values(states, rows, t - 1, mask & (t >= 1)[None, :], T)
@@ -173,12 +201,18 @@ if triton is not None:
             tl.store(d_gates + gate_rows, dz_coef.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + T, dz_gate.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_values + rows[:, None] * T + t[None, :], (lam * g).to(d_values.dtype.element_ty), mask=mask)
+            if HAS_BIAS:
+                d_bias_coef += tl.sum(tl.where(mask, dz_coef, 0.0), axis=1)
+                d_bias_gate += tl.sum(tl.where(mask, dz_gate, 0.0), axis=1)
             first = (t == t0)[None, :]
             carry = tl.sum(tl.where(first, lam, 0.0), axis=1)
             if HAS_H0:
                 if t0 == 0:
                     decay = tl.sum(tl.where(first & ~start, a, 0.0), axis=1)  # 0 if a document starts at step 0
                     tl.store(d_initial_state + rows, decay * carry, mask=mc)
+        if HAS_BIAS:
+            _store_bias_gradient(d_bias_rows, rows, 0, 2, mc, d_bias_coef)
+            _store_bias_gradient(d_bias_rows, rows, 1, 2, mc, d_bias_gate)
 
     # ---- order 2: s_t = a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t, i.e. the window u_t = (s_t, s_{t-1}) follows
     # u_t = M_t u_{t-1} + (g_t v_t, 0) with the companion matrix M_t = [[a1, a2], [1, 0]]; the scan composes (M, b).
@@ -190,12 +224,16 @@ if triton is not None:
                 p_r * b1_l + q_r * b2_l + b1_r, r_r * b1_l + s_r * b2_l + b2_r)
 
     @triton.jit
-    def _load_triple(gates, rows, t, mask, T):
-        """The logits at steps t [BT] of rows [BC]: lag 1, lag 2, input gate, float32."""
+    def _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS: tl.constexpr):
+        """The logits at steps t [BT] of rows [BC]: lag 1, lag 2, input gate (plus their bias [BC]), float32."""
         base = (3 * rows)[:, None] * T + t[None, :]
         z1 = tl.load(gates + base, mask=mask, other=0.0).to(tl.float32)
         z2 = tl.load(gates + base + T, mask=mask, other=0.0).to(tl.float32)
         zg = tl.load(gates + base + 2 * T, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            z1 += bias1[:, None]
+            z2 += bias2[:, None]
+            zg += bias_gate[:, None]
         return z1, z2, zg
 
     @triton.jit
@@ -351,14 +389,17 @@ if triton is not None:
         return lam, tl.sum(tl.where(head, l_0, 0.0), axis=1), tl.sum(tl.where(head, mu_0, 0.0), axis=1)
 
     @triton.jit
-    def _time_last_m2_fwd_kernel(gates, values, initial_state, starts, states, final_state, T, N,
+    def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                                 IN_THREADS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
-                                 HAS_STARTS: tl.constexpr):
+                                 IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
         PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
         (`_m2_tile_in_threads`) instead of tl.associative_scan over all its steps."""
         b, rows, mc = _tile_offsets(T, N, BC)
+        bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
+        bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
+        bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
         h1 = tl.zeros([BC], dtype=tl.float32)  # s_{t-1}
         h2 = tl.zeros([BC], dtype=tl.float32)  # s_{t-2}
         if HAS_H0:
@@ -369,17 +410,18 @@ if triton is not None:
         if PREFETCH:
             t = tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+            z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             x = _load_values(values, rows, t, mask, T)
         for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             if PREFETCH:
                 mask_next = mc[:, None] & (t + BT < T)[None, :]
-                z1_next, z2_next, zg_next = _load_triple(gates, rows, t + BT, mask_next, T)
+                z1_next, z2_next, zg_next = _load_triple(gates, rows, t + BT, mask_next, T, bias1, bias2, bias_gate,
+                                                         HAS_BIAS)
                 x_next = _load_values(values, rows, t + BT, mask_next, T)
             else:
-                z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+                z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
                 x = _load_values(values, rows, t, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
             if IN_THREADS:
@@ -422,10 +464,10 @@ if triton is not None:
             tl.store(final_state + 2 * rows + 1, h2, mask=mc)
 
     @triton.jit
-    def _time_last_m2_bwd_kernel(gates, values, states, initial_state, starts, d_states, d_final, d_gates, d_values,
-                                 d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                                 IN_THREADS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
-                                 HAS_STARTS: tl.constexpr):
+    def _time_last_m2_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
+                                 d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                                 BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
@@ -434,6 +476,12 @@ if triton is not None:
         steps at a time inside each thread (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all
         its steps."""
         b, rows, mc = _tile_offsets(T, N, BC)
+        bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
+        bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
+        bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
+        d_bias1 = tl.zeros([BC], dtype=tl.float32)  # HAS_BIAS: the logit gradients summed over the steps
+        d_bias2 = tl.zeros([BC], dtype=tl.float32)
+        d_bias_gate = tl.zeros([BC], dtype=tl.float32)
         c1 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
         c2 = tl.zeros([BC], dtype=tl.float32)  # mu there
         h1 = tl.zeros([BC], dtype=tl.float32)
@@ -452,7 +500,7 @@ if triton is not None:
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             mask1 = mc[:, None] & (t + 1 < T)[None, :]
-            y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T)
+            y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1_next, a2_next, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}, a2_{t+1}
             dy = _load_values(d_states, rows, t, mask, T)
             start = _starts_at(starts, b, t, T, HAS_STARTS)
@@ -476,7 +524,7 @@ if triton is not None:
                 lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
                 mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
             # the step's own inputs after the scan (fewer registers live across it, as at m = 1)
-            z1, z2, zg = _load_triple(gates, rows, t, mask, T)
+            z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
             x = _load_values(values, rows, t, mask, T)
             s1 = _load_values(states, rows, t - 1, mask & (t >= 1)[None, :], T)
@@ -492,6 +540,10 @@ if triton is not None:
             tl.store(d_gates + gate_rows + T, dz2.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + 2 * T, dzg.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_values + rows[:, None] * T + t[None, :], (lam * g).to(d_values.dtype.element_ty), mask=mask)
+            if HAS_BIAS:
+                d_bias1 += tl.sum(tl.where(mask, dz1, 0.0), axis=1)
+                d_bias2 += tl.sum(tl.where(mask, dz2, 0.0), axis=1)
+                d_bias_gate += tl.sum(tl.where(mask, dzg, 0.0), axis=1)
             first = (t == t0)[None, :]
             if IN_THREADS:
                 c1, c2 = c1_next, c2_next
@@ -508,6 +560,10 @@ if triton is not None:
                         d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, df2)
                     tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
                     tl.store(d_initial_state + 2 * rows + 1, a2_0 * c1, mask=mc)
+        if HAS_BIAS:
+            _store_bias_gradient(d_bias_rows, rows, 0, 3, mc, d_bias1)
+            _store_bias_gradient(d_bias_rows, rows, 1, 3, mc, d_bias2)
+            _store_bias_gradient(d_bias_rows, rows, 2, 3, mc, d_bias_gate)
 
 
 def _contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -541,11 +597,11 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
-                      gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None
-                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                      gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
+                      gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """gates [B, N, m+1, T] (m = 1 or 2), values [B, N, T], initial_state [B, N, m] or None, starts [B, T] bool or
-    None (the window restarts from zero before every step where it is True) -> (states [B, N, T] in values' dtype,
-    final window [B, N, m] float32 or None)."""
+    None (the window restarts from zero before every step where it is True), gate_bias [N, m+1] or None (added to
+    every step's logits) -> (states [B, N, T] in values' dtype, final window [B, N, m] float32 or None)."""
     B, N, m1, T = gates.shape
     gates, values = gates.contiguous(), values.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
@@ -559,39 +615,42 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
     kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
     with _device_guard(values.device):
         kernel[grid](
-            gates=gates, values=values, initial_state=h0, starts=_contiguous(starts), states=states, final_state=final,
-            T=T, N=N, ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, WRITE_FINAL=want_final,
-            HAS_STARTS=starts is not None, **blocks)
+            gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
+            states=states, final_state=final, T=T, N=N, ACT=_ACT_ID[gate_activation], HAS_BIAS=gate_bias is not None,
+            HAS_H0=h0 is not None, WRITE_FINAL=want_final, HAS_STARTS=starts is not None, **blocks)
     return states, final
 
 
 def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.Tensor,
                        initial_state: Optional[torch.Tensor], d_states: torch.Tensor, d_final: Optional[torch.Tensor],
-                       gate_activation: str, starts: Optional[torch.Tensor] = None
-                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+                       gate_activation: str, starts: Optional[torch.Tensor] = None,
+                       gate_bias: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """(d gates [B, N, m+1, T] in gates' dtype, d values [B, N, T] in values' dtype, d initial state [B, N, m] float32
-    or None without an initial state) for the forward of `time_last_forward`."""
+    or None without an initial state, d gate_bias [N, m+1] float32 or None without a bias) for the forward of
+    `time_last_forward`. The bias gradient is the logits' summed over the steps by each program, then over the batch
+    here (deterministic, unlike atomics)."""
     B, N, m1, T = gates.shape
     gates, values, states, d_states = gates.contiguous(), values.contiguous(), states.contiguous(), d_states.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
     d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
     d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
     d_h0 = torch.empty(B, N, m1 - 1, device=values.device, dtype=torch.float32) if h0 is not None else None
-    if B * N == 0:
-        return d_gates, d_values, d_h0
-    if T == 0:  # the final state was the initial one
-        if d_h0 is not None:
-            d_h0.copy_(d_final if d_final is not None else torch.zeros_like(d_h0))
-        return d_gates, d_values, d_h0
+    d_bias_rows = torch.empty(B, N, m1, device=values.device, dtype=torch.float32) if gate_bias is not None else None
+    if B * N == 0 or T == 0:
+        if d_h0 is not None:  # no step: the final state was the initial one
+            d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
+        return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0) if d_bias_rows is not None else None)
     grid, blocks = _grid(B, N, T, values.device, backward=True, order=m1 - 1)
     kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
     with _device_guard(values.device):
         kernel[grid](
-            gates=gates, values=values, states=states, initial_state=h0, starts=_contiguous(starts), d_states=d_states,
-            d_final=d_final, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, N=N,
-            ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
+            gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
+            starts=_contiguous(starts), d_states=d_states, d_final=d_final, d_gates=d_gates, d_values=d_values,
+            d_initial_state=d_h0, d_bias_rows=d_bias_rows, T=T, N=N, ACT=_ACT_ID[gate_activation],
+            HAS_BIAS=gate_bias is not None, HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
             HAS_STARTS=starts is not None, **blocks)
-    return d_gates, d_values, d_h0
+    return d_gates, d_values, d_h0, (d_bias_rows.sum(0) if d_bias_rows is not None else None)
 
 
 class _TimeLastFunction(torch.autograd.Function):
@@ -602,35 +661,36 @@ class _TimeLastFunction(torch.autograd.Function):
     (bench_results/probes_2026-11-30j/host_overhead.txt)."""
 
     @staticmethod
-    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts):
-        states, final = time_last_forward(gates, values, initial_state, gate_activation, want_final, starts)
-        ctx.save_for_backward(gates, values, states, initial_state, starts)
+    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts, gate_bias):
+        states, final = time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
+        ctx.save_for_backward(gates, values, states, initial_state, starts, gate_bias)
         ctx.gate_activation = gate_activation
         ctx.set_materialize_grads(False)
         return states, final
 
     @staticmethod
     def backward(ctx, d_states, d_final):
-        gates, values, states, initial_state, starts = ctx.saved_tensors
+        gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
         if d_states is None and d_final is None:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         if d_states is None:
             d_states = torch.zeros_like(states)
-        d_gates, d_values, d_h0 = time_last_backward(gates, values, states, initial_state, d_states, d_final,
-                                                     ctx.gate_activation, starts)
+        d_gates, d_values, d_h0, d_bias = time_last_backward(gates, values, states, initial_state, d_states, d_final,
+                                                             ctx.gate_activation, starts, gate_bias)
         needs = ctx.needs_input_grad
         return (d_gates if needs[0] else None, d_values if needs[1] else None,
-                d_h0.to(initial_state.dtype) if needs[2] else None, None, None, None)
+                d_h0.to(initial_state.dtype) if needs[2] else None, None, None, None,
+                d_bias.to(gate_bias.dtype) if needs[6] else None)
 
 
 def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
-                   gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None
-                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                   gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
+                   gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`time_last_forward` with its gradient in eager mode (arguments unchecked: ops.hlru_scan_time_last checks
     them); without gradients to track, the forward kernel alone."""
-    if not _tracks_gradients(gates, values, initial_state):
-        return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts)
-    return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts)
+    if not _tracks_gradients(gates, values, initial_state, gate_bias):
+        return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
+    return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
 
 
 __all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_scan"]

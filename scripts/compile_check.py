@@ -207,7 +207,7 @@ def main(argv=None):
               lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
     # the order-1 and order-2 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
     # (softmax and sigmoid: the one-exp pair at m = 1; relu / tanh: the generic normalisation), with and without
-    # initial state, with and without document starts
+    # initial state, with and without document starts (those with a gate bias too)
     for m, activation, with_initial_state, with_starts in (
             (1, "softmax", True, False), (1, "sigmoid", False, False), (1, "tanh", True, False),
             (2, "softmax", True, False), (2, "relu", False, False), (1, "softmax", False, True),
@@ -216,13 +216,15 @@ def main(argv=None):
         values = torch.randn(2, 3, 300, dtype=torch.bfloat16)
         h0 = torch.randn(2, 3, m) if with_initial_state else None
         starts = torch.rand(2, 300) < 0.1 if with_starts else None
+        bias = torch.randn(3, m + 1) if with_starts else None
 
         def time_last_forward_backward():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts)
-            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts)
+            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
+            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
+                                         bias)
 
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
-              f"{', document starts' if with_starts else ''}", time_last_forward_backward)
+              f"{', document starts, gate bias' if with_starts else ''}", time_last_forward_backward)
     # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without prefetch, m = 2 in threads
     # (IN_THREADS_TILE, the forward prefetching), then m = 2's tile scan without prefetch (M2_IN_THREADS off)
     small_grid_below, time_last.SMALL_GRID_BELOW = time_last.SMALL_GRID_BELOW, 0
@@ -233,12 +235,14 @@ def main(argv=None):
     for activation, with_starts in (("softmax", False), ("softmax", True), ("tanh", False), ("relu", False)):
         gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
         h0, starts = torch.randn(2, 3, 2), (torch.rand(2, 3000) < 0.01 if with_starts else None)
+        bias = torch.randn(3, 3) if with_starts else None
 
         def in_threads_check():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts)
-            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts)
+            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
+            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
+                                         bias)
 
-        check(f"time-last order 2, {activation}, in threads{', document starts' if with_starts else ''}",
+        check(f"time-last order 2, {activation}, in threads{', document starts, gate bias' if with_starts else ''}",
               in_threads_check)
     time_last.M2_IN_THREADS = False
     gates, values = torch.randn(2, 3, 3, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)

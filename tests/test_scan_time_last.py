@@ -102,6 +102,36 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
 
 
 @needs_triton
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("activation", ["softmax", "tanh"])
+@pytest.mark.parametrize("in_threads", [False, True])
+def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_threads, monkeypatch):
+    """gate_bias [N, m+1], added to the logits inside the kernels: states, final window and the gradients of gates,
+    values, initial window and the bias against the float64 reference (which adds it to the logits first), with
+    document starts, over several tiles, on both m = 2 paths (the tile scan and the in-thread one)."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    gates, values, h0 = _inputs(2, 3, 50, seed=11, m=m)
+    bias = (torch.randn(3, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2).to(DEVICE)
+    bias.requires_grad_()
+    starts = torch.zeros(2, 50, dtype=torch.bool, device=DEVICE)
+    starts[0, 17] = starts[1, 40] = True
+    weights = torch.linspace(-1.0, 1.0, 50, dtype=torch.float64, device=DEVICE)
+    results = []
+    for backend in ("torch", "triton"):
+        states, final = hlru_scan_time_last(gates, values, h0, activation, True, backend=backend,
+                                            document_starts=starts, gate_bias=bias)
+        loss = (states * weights).sum() + 0.7 * final.sum()
+        results.append((states, final) + torch.autograd.grad(loss, (gates, values, h0, bias)))
+    for got, want in zip(results[1], results[0]):  # the kernels' final window is float32, as documented
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=0, atol=5e-6)
+    # the reference adds the bias to the logits: the same as a call without it on the biased logits
+    unbiased = hlru_scan_time_last(gates + bias[:, :, None], values, h0, activation, True, backend="torch",
+                                   document_starts=starts)
+    torch.testing.assert_close(results[0][0], unbiased[0], rtol=0, atol=1e-12)
+    assert results[1][5].abs().sum() > 0  # the bias gradient is not trivially zero
+
+
+@needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
     per SM prefetches and keeps m = 2 on the tile scan; one of exactly that many runs m = 2 in threads, prefetching
@@ -207,6 +237,8 @@ def test_bad_inputs_name_the_argument():
         hlru_scan_time_last(gates, values, output_final_state=1)
     with pytest.raises(ValueError, match="values must be float32, bfloat16, float16 or float64"):
         hlru_scan_time_last(gates, values.long())
+    with pytest.raises(ValueError, match=r"gate_bias must be None or a floating tensor \[N, m\+1\] = \(3, 2\)"):
+        hlru_scan_time_last(gates, values, gate_bias=torch.zeros(3, 3, dtype=torch.float64, device=DEVICE))
 
 
 @needs_triton
@@ -215,13 +247,15 @@ def test_fullgraph_compile_traces_the_custom_op():
     torch._dynamo.reset()
     gates, values, h0 = _inputs(2, 3, 20, dtype=torch.float32)
 
-    def loss(g, v, h):
-        states, final = hlru_scan_time_last(g, v, h, "sigmoid", True, backend="triton")
+    bias = torch.randn(3, 2, device=DEVICE, requires_grad=True)
+
+    def loss(g, v, h, bias):
+        states, final = hlru_scan_time_last(g, v, h, "sigmoid", True, backend="triton", gate_bias=bias)
         return states.square().sum() + final.sum()
 
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    eager_grads = torch.autograd.grad(loss(gates, values, h0), [gates, values, h0])
-    compiled_grads = torch.autograd.grad(compiled(gates, values, h0), [gates, values, h0])
+    eager_grads = torch.autograd.grad(loss(gates, values, h0, bias), [gates, values, h0, bias])
+    compiled_grads = torch.autograd.grad(compiled(gates, values, h0, bias), [gates, values, h0, bias])
     for got, want in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
@@ -234,18 +268,19 @@ def test_eager_calls_take_the_autograd_function_and_equal_the_custom_op(m, monke
     from hf_lrnn import ops
 
     gates, values, h0 = _inputs(2, 3, 21, dtype=torch.float32, m=m)
+    bias = torch.randn(3, m + 1, device=DEVICE, requires_grad=True)
     op = ops.hlru_scan_time_last_op
-    states, final = op(gates, values, h0, "softmax", True, None)
+    states, final = op(gates, values, h0, "softmax", True, None, bias)
     loss = states.square().sum() + final.sum()
-    want = (states, final) + torch.autograd.grad(loss, [gates, values, h0])
+    want = (states, final) + torch.autograd.grad(loss, [gates, values, h0, bias])
 
     def refuse(*args):
         raise AssertionError("the eager path dispatched the custom op")
 
     monkeypatch.setattr(ops, "hlru_scan_time_last_op", refuse)
-    states, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton")
+    states, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton", gate_bias=bias)
     loss = states.square().sum() + final.sum()
-    got = (states, final) + torch.autograd.grad(loss, [gates, values, h0])
+    got = (states, final) + torch.autograd.grad(loss, [gates, values, h0, bias])
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
 
