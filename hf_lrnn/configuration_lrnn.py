@@ -274,9 +274,9 @@ class HLRUConfig(LRNNConfig):
             streams at close to the memory bandwidth; the output projection reads the read-out in that layout.
             Same function (the products sum in another order); packed documents too. Steps with padding, a decode
             step, adapters on the projections, and the torch backend keep "time_first". Read at every forward.
-            On the H200 a whole training step is still faster "time_first" (31.5 against 33.9 ms at order 2, d =
-            768, B8 T2048): the faster scan saves less than the time-last projections' copies and reductions cost
-            (docs/kernels.md).
+            On the H200 a captured training step is 3-4 % faster "time_last" (30.6 against 31.9 ms at order 2,
+            31.0 against 32.0 at order 1; d = 768, B8 T2048; docs/kernels.md); the default stays "time_first"
+            until the GPU model tests have run with "time_last" as the default.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.
