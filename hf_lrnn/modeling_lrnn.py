@@ -576,7 +576,8 @@ class LRNNMixer(nn.Module):
         [B, N*(m+1), T] (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
         `hlru_scan_time_last` scans them, and the output projection reads the read-out [B, N*m, T] as a transposed
         operand; the projections' backward writes each gradient in the layout its consumer reads
-        (`_TimeLastInputProjection`, `_TimeLastOutputProjection`), and the coefficient bias is added inside the scan.
+        (`_TimeLastInputProjection`, `_TimeLastOutputProjection`); the coefficient bias is added inside the scan, which
+        also writes the read-out window.
         Same function as the [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same row order of
         its projections; H-LRU m = 2's read-out is the window (s_t, s_{t-1}), index n*m + k). With packed documents
         (`document_starts` [B, T]) every document starts from a zero window."""
@@ -587,19 +588,16 @@ class LRNNMixer(nn.Module):
         values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N, T]
         gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*(m+1), T], rows (n, j), without bias
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
-        states, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
+        # the read-out: the window [B, N, m, T] = (s_t, s_{t-1}) at m = 2, which the scan writes itself
+        window, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
                                                   self.gate_activation, output_final_state=cache is not None,
                                                   backend="triton", document_starts=document_starts,
-                                                  gate_bias=self.coefficient_proj.bias.view(N, m + 1))
-        if m == 2:  # the window (s_t, s_{t-1}): s_{t-1} is the states shifted by one step, s_0 from the initial window
-            before = initial_state[..., :1].to(states.dtype) if initial_state is not None else states.new_zeros(B, N, 1)
-            previous = torch.cat([before, states[..., :-1]], dim=-1)  # [B, N, T]
-            if document_starts is not None:  # a document's window starts at zero
-                previous = previous.masked_fill(document_starts[:, None, :], 0.0)
-            states = torch.stack([states, previous], dim=2).view(B, N * m, T)
-        if cache is not None:  # after the read-out, which read the old state
+                                                  gate_bias=self.coefficient_proj.bias.view(N, m + 1),
+                                                  output_window=True)
+        if cache is not None:  # after the scan, which read the old state
             cache.set_state(self.layer_idx, final_state)
-        readout, out_weight = _autocast_operands(_projection_input(states, hidden_states.dtype), self.out_proj.weight)
+        readout = window.view(B, N * m, T)  # index n*m + k holds s_{t-k}
+        readout, out_weight = _autocast_operands(_projection_input(readout, hidden_states.dtype), self.out_proj.weight)
         return _TimeLastOutputProjection.apply(readout, out_weight)  # [B, T, d]
 
     def forward(

@@ -201,11 +201,11 @@ def _define_norm_project_op(namespace: str):
 
 _TIME_LAST_FWD_SCHEMA = (
     "(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final, Tensor? starts, "
-    "Tensor? gate_bias) -> (Tensor, Tensor)"
+    "Tensor? gate_bias, bool window) -> (Tensor, Tensor)"
 )
 _TIME_LAST_BWD_SCHEMA = (
     "(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, Tensor d_states, Tensor? d_final, str act, "
-    "Tensor? starts, Tensor? gate_bias) -> (Tensor, Tensor, Tensor, Tensor)"
+    "Tensor? starts, Tensor? gate_bias, bool window) -> (Tensor, Tensor, Tensor, Tensor)"
 )
 
 
@@ -215,35 +215,37 @@ def _define_time_last_ops(namespace: str):
     `hlru_scan`'s eager calls take scan_triton's)."""
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
-    def time_last_fwd(gates, values, initial_state, act, want_final, starts, gate_bias):
-        """(states [B, N, T] in values.dtype, final window [B, N, m] float32, or [0] without want_final)."""
-        states, final = time_last_forward(gates, values, initial_state, act, want_final, starts, gate_bias)
+    def time_last_fwd(gates, values, initial_state, act, want_final, starts, gate_bias, window):
+        """(states [B, N, T] (window: [B, N, m, T]) in values.dtype, final window [B, N, m] float32, or [0] without
+        want_final)."""
+        states, final = time_last_forward(gates, values, initial_state, act, want_final, starts, gate_bias, window)
         return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
 
     @time_last_fwd.register_fake
-    def _(gates, values, initial_state, act, want_final, starts, gate_bias):
-        B, N, m = values.shape[0], values.shape[1], gates.shape[2] - 1
-        return values.new_empty(values.shape), values.new_empty((B, N, m) if want_final else (0,), dtype=torch.float32)
+    def _(gates, values, initial_state, act, want_final, starts, gate_bias, window):
+        B, N, m, T = values.shape[0], values.shape[1], gates.shape[2] - 1, values.shape[2]
+        return values.new_empty((B, N, m, T) if window else values.shape), \
+            values.new_empty((B, N, m) if want_final else (0,), dtype=torch.float32)
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_bwd", mutates_args=(), schema=_TIME_LAST_BWD_SCHEMA)
-    def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
+    def time_last_bwd(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias, window):
         """(d gates, d values, d initial state float32 or [0], d gate_bias float32 or [0])."""
         dg, dv, dh0, d_bias = time_last_backward(gates, values, states, initial_state, d_states, d_final, act, starts,
-                                                 gate_bias)
+                                                 gate_bias, window)
         empty = values.new_empty((0,), dtype=torch.float32)
         return dg, dv, dh0 if dh0 is not None else empty, d_bias if d_bias is not None else empty
 
     @time_last_bwd.register_fake
-    def _(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
+    def _(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias, window):
         dh0_shape = tuple(initial_state.shape) if initial_state is not None else (0,)
         bias_shape = tuple(gate_bias.shape) if gate_bias is not None else (0,)
         return gates.new_empty(gates.shape), values.new_empty(values.shape), \
             values.new_empty(dh0_shape, dtype=torch.float32), values.new_empty(bias_shape, dtype=torch.float32)
 
     def setup_context(ctx, inputs, output):
-        gates, values, initial_state, act, want_final, starts, gate_bias = inputs
+        gates, values, initial_state, act, want_final, starts, gate_bias, window = inputs
         ctx.save_for_backward(gates, values, output[0], initial_state, starts, gate_bias)
-        ctx.act, ctx.want_final = act, want_final
+        ctx.act, ctx.want_final, ctx.window = act, want_final, window
 
     def backward(ctx, d_states, d_final):
         gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
@@ -251,10 +253,10 @@ def _define_time_last_ops(namespace: str):
             d_states = torch.zeros_like(states)
         d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
         dg, dv, dh0, d_bias = time_last_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act, starts,
-                                            gate_bias)
+                                            gate_bias, ctx.window)
         dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
         d_bias = d_bias.to(gate_bias.dtype) if gate_bias is not None else None
-        return dg, dv, dh0, None, None, None, d_bias
+        return dg, dv, dh0, None, None, None, d_bias, None
 
     time_last_fwd.register_autograd(backward, setup_context=setup_context)
     return time_last_fwd
@@ -469,6 +471,7 @@ def hlru_scan_time_last(
     backend: Optional[str] = None,
     document_starts: Optional[torch.Tensor] = None,
     gate_bias: Optional[torch.Tensor] = None,
+    output_window: bool = False,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`hlru_scan` of order m = 1 or 2 on time-last tensors, the layout in which the Triton scan streams at close to
     the memory bandwidth (scan_time_last.py): s_t = a_t s_{t-1} + g_t v_t, or a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t.
@@ -487,11 +490,17 @@ def hlru_scan_time_last(
         gate_bias: [N, m+1] or None: added to every step's logits (gates[b, n, j, t] + gate_bias[n, j]), inside
             the kernels on the Triton backend, so that a projection written time-last needs no pass of its own to
             add its bias; differentiable.
+        output_window: return the window [B, N, m, T] = (s_t, ..., s_{t-m+1}) at every step (zero before a document's
+            start, the initial window before step 0) instead of the states: the H-LRU read-out, written by the scan
+            itself (at m = 2 without a separate stack of the states and the states shifted by one step).
     Returns:
-        (states [B, N, T] in values.dtype, final window [B, N, m] = (s_T, ..., s_{T-m+1}) in float32 or None)
+        (states [B, N, T] (output_window: window [B, N, m, T]) in values.dtype, final window [B, N, m] =
+        (s_T, ..., s_{T-m+1}) in float32 or None)
     """
     op = "hlru_scan_time_last"
     _check_arguments(op, gates, values, gate_activation, output_final_state)
+    if not isinstance(output_window, bool):
+        raise ValueError(f"{op}: output_window must be True or False, got {output_window!r}")
     if gates.dim() != 4 or gates.shape[2] not in (2, 3):
         raise ValueError(f"{op}: gates must have shape [B, N, m+1, T] with m = 1 or 2 (use hlru_scan for m > 2), "
                          f"got {tuple(gates.shape)}")
@@ -518,11 +527,11 @@ def hlru_scan_time_last(
     if resolve_backend(backend, values.device) == "triton":
         if torch.compiler.is_compiling():  # traced: one opaque custom op (no graph break)
             states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
-                                                   document_starts, gate_bias)
+                                                   document_starts, gate_bias, output_window)
             return states, (final if output_final_state else None)
         # eager: the autograd Function directly (the same kernels, without the op dispatch)
         return time_last_scan(gates, values, initial_state, gate_activation, output_final_state, document_starts,
-                              gate_bias)
+                              gate_bias, output_window)
     # the reference on the [B, T, N] layout; transposed copies, exact
     if gate_bias is not None:
         gates = gates + gate_bias[:, :, None].to(gates.dtype)
@@ -531,7 +540,30 @@ def hlru_scan_time_last(
         states, final = hlru_scan_torch(gates, values, initial_state, gate_activation)
     else:
         states, final = scan_with_restarts_torch(False, gates, values, document_starts, gate_activation, initial_state)
-    return states.transpose(1, 2).contiguous(), (final if output_final_state else None)
+    states = states.transpose(1, 2).contiguous()  # [B, N, T]
+    if output_window:
+        states = _time_last_window(states, initial_state, document_starts, m1 - 1)
+    return states, (final if output_final_state else None)
+
+
+def _time_last_window(states: torch.Tensor, initial_state: Optional[torch.Tensor],
+                      document_starts: Optional[torch.Tensor], m: int) -> torch.Tensor:
+    """[B, N, T] states -> [B, N, m, T] windows (s_t, ..., s_{t-m+1}), the reference's: lag k is the states shifted
+    by k steps, the initial window's first k entries (most recent first) before step 0, zero where a document starts
+    within the last k steps."""
+    B, N, T = states.shape
+    lags = [states]
+    for k in range(1, m):
+        before = initial_state[..., :k].flip(-1).to(states.dtype) if initial_state is not None \
+            else states.new_zeros(B, N, k)
+        shifted = torch.cat([before, states], dim=-1)[..., :T]  # [B, N, T]: s_{t-k}
+        if document_starts is not None:
+            reset = torch.zeros_like(document_starts)
+            for j in range(k):  # a start at step t - j, j < k, is after step t - k
+                reset[:, j:] |= document_starts[:, :T - j]
+            shifted = shifted.masked_fill(reset[:, None, :], 0.0)
+        lags.append(shifted)
+    return torch.stack(lags, dim=2)
 
 
 __all__ = ["hlru_scan", "bdlru_scan", "hlru_scan_time_last", "resolve_backend", "triton_available", "GATE_ACTIVATIONS",

@@ -296,12 +296,13 @@ if triton is not None:
     @triton.jit
     def _m2_tile_in_threads(a1, a2, u, start, start_before, h1, h2, BC: tl.constexpr, BT: tl.constexpr,
                             HAS_STARTS: tl.constexpr):
-        """The states [BC, BT] of a tile from its incoming window (h1, h2) [BC], and the window after its last
-        step: each thread composes its 8 consecutive steps' companion maps one after another, only the BT / 8 group
-        maps go through tl.associative_scan, each group's start window is the end window of the group before
-        (tl.gather), and its 8 states follow from it at 2 multiply-adds each. a1 and a2 are zero at a start, a2
-        also after one (`start_before`), for the states; steps past T must have a1 = 1, a2 = 0 (the window after
-        them is then (s, s): the caller takes the final window from the states)."""
+        """The states [BC, BT] of a tile from its incoming window (h1, h2) [BC], the states one step before them (the
+        window's second entry, not yet zeroed at document starts), and the window after its last step: each thread
+        composes its 8 consecutive steps' companion maps one after another, only the BT / 8 group maps go through
+        tl.associative_scan, each group's start window is the end window of the group before (tl.gather), and its 8
+        states follow from it at 2 multiply-adds each. a1 and a2 are zero at a start, a2 also after one
+        (`start_before`), for the states; steps past T must have a1 = 1, a2 = 0 (the window after them is then (s, s):
+        the caller takes the final window from the states)."""
         G: tl.constexpr = BT // 8
         a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
         u_0, u_1, u_2, u_3, u_4, u_5, u_6, u_7 = _split_steps(u, BC, G)
@@ -338,8 +339,9 @@ if triton is not None:
         s_6 = a1_6 * s_5 + c_6 * s_4 + u_6
         s_7 = a1_7 * s_6 + c_7 * s_5 + u_7
         states = _join_steps(s_0, s_1, s_2, s_3, s_4, s_5, s_6, s_7, BC, G)
+        previous = _join_steps(w1, s_0, s_1, s_2, s_3, s_4, s_5, s_6, BC, G)  # s_{t-1}, before a start's reset
         last = group == G - 1
-        return states, tl.sum(tl.where(last, end1, 0.0), axis=1), tl.sum(tl.where(last, end2, 0.0), axis=1)
+        return states, previous, tl.sum(tl.where(last, end1, 0.0), axis=1), tl.sum(tl.where(last, end2, 0.0), axis=1)
 
     @triton.jit
     def _adjoint_step(p, q, r, s, b1, b2, a1, a2, dy):
@@ -392,10 +394,11 @@ if triton is not None:
     def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
                                  IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
         PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
-        (`_m2_tile_in_threads`) instead of tl.associative_scan over all its steps."""
+        (`_m2_tile_in_threads`) instead of tl.associative_scan over all its steps. WINDOW: states is [B, N, 2, T],
+        the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document starts), what the read-out is."""
         b, rows, mc = _tile_offsets(T, N, BC)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
@@ -429,8 +432,9 @@ if triton is not None:
                 start_before = tl.broadcast_to(_starts_at(starts, b, t - 1, T, HAS_STARTS), [BC, BT])
                 a1 = tl.where(mask, tl.where(start, 0.0, a1), 1.0)  # steps past T: a1 = 1, a2 = 0
                 a2 = tl.where(mask, a2, 0.0)
-                new1, h1_next, h2_next = _m2_tile_in_threads(a1, a2, tl.where(mask, g * x, 0.0), start, start_before,
-                                                             h1, h2, BC, BT, HAS_STARTS)
+                new1, new2, h1_next, h2_next = _m2_tile_in_threads(a1, a2, tl.where(mask, g * x, 0.0), start,
+                                                                   start_before, h1, h2, BC, BT, HAS_STARTS)
+                new2 = tl.where(start, 0.0, new2)
                 if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}), whose second entry is the
                     # window's first before this tile if T - 1 is its first step, and 0 if a document starts at T - 1
                     final1 = tl.sum(tl.where((t == T - 1)[None, :], new1, 0.0), axis=1)
@@ -454,7 +458,12 @@ if triton is not None:
                 last = (t == BT - 1 + t0)[None, :]
                 h1 = tl.sum(tl.where(last, new1, 0.0), axis=1)
                 h2 = tl.sum(tl.where(last, new2, 0.0), axis=1)
-            tl.store(states + rows[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
+            if WINDOW:
+                tl.store(states + (2 * rows)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + (2 * rows + 1)[:, None] * T + t[None, :], new2.to(states.dtype.element_ty),
+                         mask=mask)
+            else:
+                tl.store(states + rows[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
             if PREFETCH:
                 z1, z2, zg, x = z1_next, z2_next, zg_next, x_next
         if WRITE_FINAL:
@@ -467,15 +476,20 @@ if triton is not None:
     def _time_last_m2_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
                                  BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
+                                 WINDOW: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
         (lam_t, lam_{t+1}) needs those of t + 2 as well). The final window's gradient enters as extra dy at steps
         T-1 and T-2 (at T = 1 the second goes to the initial window). IN_THREADS: the tile's adjoints composed 8
         steps at a time inside each thread (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all
-        its steps."""
+        its steps. WINDOW: states and d_states are [B, N, 2, T] windows (s_t, s_{t-1}); the gradient of s_{t-1} at
+        step t + 1 joins s_t's (unless a document starts at t + 1), at step 0 the initial window's."""
         b, rows, mc = _tile_offsets(T, N, BC)
+        state_rows = rows  # s_t's row in states and d_states
+        if WINDOW:
+            state_rows = 2 * rows
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
@@ -502,9 +516,11 @@ if triton is not None:
             mask1 = mc[:, None] & (t + 1 < T)[None, :]
             y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1_next, a2_next, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}, a2_{t+1}
-            dy = _load_values(d_states, rows, t, mask, T)
+            dy = _load_values(d_states, state_rows, t, mask, T)
             start = _starts_at(starts, b, t, T, HAS_STARTS)
             start_next = _starts_at(starts, b, t + 1, T, HAS_STARTS)  # no flow back across a document start
+            if WINDOW:  # s_t is also the window's second entry at step t + 1
+                dy += tl.where(start_next, 0.0, _load_values(d_states, state_rows + 1, t + 1, mask1, T))
             # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
             dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
             dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
@@ -527,8 +543,8 @@ if triton is not None:
             z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
             x = _load_values(values, rows, t, mask, T)
-            s1 = _load_values(states, rows, t - 1, mask & (t >= 1)[None, :], T)
-            s2 = _load_values(states, rows, t - 2, mask & (t >= 2)[None, :], T)
+            s1 = _load_values(states, state_rows, t - 1, mask & (t >= 1)[None, :], T)
+            s2 = _load_values(states, state_rows, t - 2, mask & (t >= 2)[None, :], T)
             s1 = tl.where((t >= 1)[None, :], s1, h1[:, None])  # s_{t-1}; s_{-1} is the window's first entry
             s2 = tl.where((t >= 2)[None, :], s2, tl.where((t == 1)[None, :], h1[:, None], h2[:, None]))
             start_before = start | _starts_at(starts, b, t - 1, T, HAS_STARTS)
@@ -556,6 +572,9 @@ if triton is not None:
                     a1_0 = tl.sum(tl.where(first & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
                     a2_0 = tl.sum(tl.where(first & ~start, a2, 0.0), axis=1)
                     d_first = a1_0 * c1 + c2
+                    if WINDOW:  # the window's second entry at step 0 is the initial window's first
+                        d_window_0 = tl.load(d_states + (state_rows + 1) * T, mask=mc, other=0.0).to(tl.float32)
+                        d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, d_window_0)
                     if T == 1:  # the final window's second entry is the initial window's first (unless reset)
                         d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, df2)
                     tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
@@ -598,14 +617,16 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
                       gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
-                      gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                      gate_bias: Optional[torch.Tensor] = None, window: bool = False
+                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """gates [B, N, m+1, T] (m = 1 or 2), values [B, N, T], initial_state [B, N, m] or None, starts [B, T] bool or
     None (the window restarts from zero before every step where it is True), gate_bias [N, m+1] or None (added to
-    every step's logits) -> (states [B, N, T] in values' dtype, final window [B, N, m] float32 or None)."""
+    every step's logits) -> (states [B, N, T] in values' dtype, or with `window` the window [B, N, m, T] = (s_t, ...,
+    s_{t-m+1}) at every step; final window [B, N, m] float32 or None)."""
     B, N, m1, T = gates.shape
     gates, values = gates.contiguous(), values.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
-    states = torch.empty_like(values)
+    states = values.new_empty(B, N, m1 - 1, T) if window else torch.empty_like(values)
     final = torch.empty(B, N, m1 - 1, device=values.device, dtype=torch.float32) if want_final else None
     if B * N == 0:
         return states, (final.zero_() if final is not None else None)
@@ -613,6 +634,8 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
         return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
     grid, blocks = _grid(B, N, T, values.device, order=m1 - 1)
     kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
+    if m1 == 3:  # at m = 1 the window is the states
+        blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
@@ -624,12 +647,12 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
 def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.Tensor,
                        initial_state: Optional[torch.Tensor], d_states: torch.Tensor, d_final: Optional[torch.Tensor],
                        gate_activation: str, starts: Optional[torch.Tensor] = None,
-                       gate_bias: Optional[torch.Tensor] = None
+                       gate_bias: Optional[torch.Tensor] = None, window: bool = False
                        ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """(d gates [B, N, m+1, T] in gates' dtype, d values [B, N, T] in values' dtype, d initial state [B, N, m] float32
     or None without an initial state, d gate_bias [N, m+1] float32 or None without a bias) for the forward of
-    `time_last_forward`. The bias gradient is the logits' summed over the steps by each program, then over the batch
-    here (deterministic, unlike atomics)."""
+    `time_last_forward` (with `window`: states and d_states are windows [B, N, m, T]). The bias gradient is the
+    logits' summed over the steps by each program, then over the batch here (deterministic, unlike atomics)."""
     B, N, m1, T = gates.shape
     gates, values, states, d_states = gates.contiguous(), values.contiguous(), states.contiguous(), d_states.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
@@ -643,6 +666,8 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
         return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0) if d_bias_rows is not None else None)
     grid, blocks = _grid(B, N, T, values.device, backward=True, order=m1 - 1)
     kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
+    if m1 == 3:
+        blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
@@ -661,10 +686,11 @@ class _TimeLastFunction(torch.autograd.Function):
     (bench_results/probes_2026-11-30j/host_overhead.txt)."""
 
     @staticmethod
-    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts, gate_bias):
-        states, final = time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
+    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts, gate_bias, window):
+        states, final = time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias,
+                                          window)
         ctx.save_for_backward(gates, values, states, initial_state, starts, gate_bias)
-        ctx.gate_activation = gate_activation
+        ctx.gate_activation, ctx.window = gate_activation, window
         ctx.set_materialize_grads(False)
         return states, final
 
@@ -672,25 +698,27 @@ class _TimeLastFunction(torch.autograd.Function):
     def backward(ctx, d_states, d_final):
         gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
         if d_states is None and d_final is None:
-            return None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
         if d_states is None:
             d_states = torch.zeros_like(states)
         d_gates, d_values, d_h0, d_bias = time_last_backward(gates, values, states, initial_state, d_states, d_final,
-                                                             ctx.gate_activation, starts, gate_bias)
+                                                             ctx.gate_activation, starts, gate_bias, ctx.window)
         needs = ctx.needs_input_grad
         return (d_gates if needs[0] else None, d_values if needs[1] else None,
                 d_h0.to(initial_state.dtype) if needs[2] else None, None, None, None,
-                d_bias.to(gate_bias.dtype) if needs[6] else None)
+                d_bias.to(gate_bias.dtype) if needs[6] else None, None)
 
 
 def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
                    gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
-                   gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                   gate_bias: Optional[torch.Tensor] = None, window: bool = False
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`time_last_forward` with its gradient in eager mode (arguments unchecked: ops.hlru_scan_time_last checks
     them); without gradients to track, the forward kernel alone."""
     if not _tracks_gradients(gates, values, initial_state, gate_bias):
-        return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
-    return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
+        return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias, window)
+    return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts, gate_bias,
+                                   window)
 
 
 __all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_scan"]

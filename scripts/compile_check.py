@@ -207,7 +207,7 @@ def main(argv=None):
               lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
     # the order-1 and order-2 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
     # (softmax and sigmoid: the one-exp pair at m = 1; relu / tanh: the generic normalisation), with and without
-    # initial state, with and without document starts (those with a gate bias too)
+    # initial state, with and without document starts (those with a gate bias and the window as output too)
     for m, activation, with_initial_state, with_starts in (
             (1, "softmax", True, False), (1, "sigmoid", False, False), (1, "tanh", True, False),
             (2, "softmax", True, False), (2, "relu", False, False), (1, "softmax", False, True),
@@ -219,12 +219,12 @@ def main(argv=None):
         bias = torch.randn(3, m + 1) if with_starts else None
 
         def time_last_forward_backward():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
+            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias, with_starts)
             time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
-                                         bias)
+                                         bias, with_starts)
 
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
-              f"{', document starts, gate bias' if with_starts else ''}", time_last_forward_backward)
+              f"{', document starts, gate bias, window' if with_starts else ''}", time_last_forward_backward)
     # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without prefetch, m = 2 in threads
     # (IN_THREADS_TILE, the forward prefetching), then m = 2's tile scan without prefetch (M2_IN_THREADS off)
     small_grid_below, time_last.SMALL_GRID_BELOW = time_last.SMALL_GRID_BELOW, 0
@@ -238,12 +238,12 @@ def main(argv=None):
         bias = torch.randn(3, 3) if with_starts else None
 
         def in_threads_check():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
+            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias, with_starts)
             time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
-                                         bias)
+                                         bias, with_starts)
 
-        check(f"time-last order 2, {activation}, in threads{', document starts, gate bias' if with_starts else ''}",
-              in_threads_check)
+        check(f"time-last order 2, {activation}, in threads"
+              f"{', document starts, gate bias, window' if with_starts else ''}", in_threads_check)
     time_last.M2_IN_THREADS = False
     gates, values = torch.randn(2, 3, 3, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
     check("time-last order 2, softmax, tile scan without prefetch",

@@ -132,6 +132,42 @@ def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_th
 
 
 @needs_triton
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("in_threads", [False, True])
+@pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, True), (17, True, False),
+                                                   (2, True, True), (1, True, False)])
+def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_starts, monkeypatch):
+    """output_window=True: the window [B, N, m, T] = (s_t, s_{t-1}) the scan writes (and its gradient flowing back
+    into both entries) against the float64 reference's window, built from its states; document starts at step 0, in
+    the middle and at the last step zero the second entry; the initial window fills it at step 0. Both m = 2 paths."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    gates, values, h0 = _inputs(2, 3, T, with_h0=with_h0, seed=T + 3, m=m)
+    starts = None
+    if with_starts:
+        starts = torch.zeros(2, T, dtype=torch.bool, device=DEVICE)
+        starts[0, T // 2] = starts[1, 0] = starts[1, T - 1] = True
+    weights = torch.randn(m, T, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
+    wrt = [t for t in (gates, values, h0) if t is not None]
+    results = []
+    for backend in ("torch", "triton"):
+        window, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend,
+                                            document_starts=starts, output_window=True)
+        assert window.shape == (2, 3, m, T)
+        loss = (window * weights).sum() + 0.3 * final.sum()
+        results.append((window, final) + torch.autograd.grad(loss, wrt))
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=0, atol=5e-6)
+    states = hlru_scan_time_last(gates, values, h0, "softmax", backend="torch", document_starts=starts)[0]
+    torch.testing.assert_close(results[0][0][:, :, 0], states, rtol=0, atol=0)  # the first entry is the states
+    if m == 2:  # the second: the states one step before, the initial window's first entry at step 0, 0 at a start
+        previous = torch.cat([h0[..., :1] if h0 is not None else torch.zeros_like(states[..., :1]),
+                              states[..., :-1]], dim=-1)
+        if starts is not None:
+            previous = previous.masked_fill(starts[:, None, :], 0.0)
+        torch.testing.assert_close(results[0][0][:, :, 1], previous, rtol=0, atol=0)
+
+
+@needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
     per SM prefetches and keeps m = 2 on the tile scan; one of exactly that many runs m = 2 in threads, prefetching
@@ -237,21 +273,24 @@ def test_bad_inputs_name_the_argument():
         hlru_scan_time_last(gates, values, output_final_state=1)
     with pytest.raises(ValueError, match="values must be float32, bfloat16, float16 or float64"):
         hlru_scan_time_last(gates, values.long())
+    with pytest.raises(ValueError, match="output_window must be True or False"):
+        hlru_scan_time_last(gates, values, output_window=None)
     with pytest.raises(ValueError, match=r"gate_bias must be None or a floating tensor \[N, m\+1\] = \(3, 2\)"):
         hlru_scan_time_last(gates, values, gate_bias=torch.zeros(3, 3, dtype=torch.float64, device=DEVICE))
 
 
 @needs_triton
 def test_fullgraph_compile_traces_the_custom_op():
-    """torch.compile(fullgraph=True) sees one opaque op forward and backward (no graph break), same results."""
+    """torch.compile(fullgraph=True) sees one opaque op forward and backward (no graph break), same results; with
+    a gate bias, and with the window as output."""
     torch._dynamo.reset()
-    gates, values, h0 = _inputs(2, 3, 20, dtype=torch.float32)
-
-    bias = torch.randn(3, 2, device=DEVICE, requires_grad=True)
+    gates, values, h0 = _inputs(2, 3, 20, dtype=torch.float32, m=2)
+    bias = torch.randn(3, 3, device=DEVICE, requires_grad=True)
 
     def loss(g, v, h, bias):
         states, final = hlru_scan_time_last(g, v, h, "sigmoid", True, backend="triton", gate_bias=bias)
-        return states.square().sum() + final.sum()
+        window, _ = hlru_scan_time_last(g, v, h, "sigmoid", backend="triton", gate_bias=bias, output_window=True)
+        return states.square().sum() + final.sum() + window.sin().sum()
 
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
     eager_grads = torch.autograd.grad(loss(gates, values, h0, bias), [gates, values, h0, bias])
@@ -270,7 +309,7 @@ def test_eager_calls_take_the_autograd_function_and_equal_the_custom_op(m, monke
     gates, values, h0 = _inputs(2, 3, 21, dtype=torch.float32, m=m)
     bias = torch.randn(3, m + 1, device=DEVICE, requires_grad=True)
     op = ops.hlru_scan_time_last_op
-    states, final = op(gates, values, h0, "softmax", True, None, bias)
+    states, final = op(gates, values, h0, "softmax", True, None, bias, m == 2)  # the window at m = 2
     loss = states.square().sum() + final.sum()
     want = (states, final) + torch.autograd.grad(loss, [gates, values, h0, bias])
 
@@ -278,7 +317,8 @@ def test_eager_calls_take_the_autograd_function_and_equal_the_custom_op(m, monke
         raise AssertionError("the eager path dispatched the custom op")
 
     monkeypatch.setattr(ops, "hlru_scan_time_last_op", refuse)
-    states, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton", gate_bias=bias)
+    states, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton", gate_bias=bias,
+                                        output_window=m == 2)
     loss = states.square().sum() + final.sum()
     got = (states, final) + torch.autograd.grad(loss, [gates, values, h0, bias])
     for g, w in zip(got, want):
