@@ -26,7 +26,7 @@ def test_scan_backend_set_after_construction_is_used(arch, monkeypatch):
     from hf_lrnn import modeling_lrnn
 
     seen = []
-    for name in ("hlru_scan", "bdlru_scan"):
+    for name in ("hlru_scan", "bdlru_scan", "hlru_scan_time_last"):  # the last with config.scan_layout "time_last"
         original = getattr(modeling_lrnn, name)
 
         def recording(*args, _original=original, **kwargs):
