@@ -12,7 +12,9 @@ transposed operand.
 Layout: gate logits [B, N, m+1, T] (channel n's row of lag-1 logits, then lag 2's, then its input-gate logits: what
 a coefficient projection with rows ordered (n, j) writes time-last), values and states [B, N, T], initial and final
 window [B, N, m] float32 (as `hlru_scan`'s). Every gate activation of `hlru_scan`; packed documents as a [B, T] mask
-of their starts.
+of their starts; an optional logit bias [N, m+1] added in registers (its gradient summed by each program); and at
+m = 2 optionally the read-out window [B, N, 2, T] = (s_t, s_{t-1}) as output instead of the states (WINDOW), which a
+model's output projection reads directly.
 
     m = 1: s_t = a_t s_{t-1} + g_t v_t, an affine scan;
            lam_t = dy_t + a_{t+1} lam_{t+1} backward, d v_t = lam_t g_t, d (a, g)_t = lam_t (s_{t-1}, v_t).
