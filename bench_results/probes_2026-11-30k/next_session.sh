@@ -7,6 +7,9 @@
 #   bash bench_results/probes_2026-11-30k/next_session.sh default OUT  # the GPU model tests with scan_layout's default
 #                                                                      # flipped to "time_last" in this copy only: if
 #                                                                      # they pass, flip it in the repository (~6 min)
+#   bash bench_results/probes_2026-11-30k/next_session.sh m4 OUT       # the m = 4 in-thread probe (m4_in_threads/):
+#                                                                      # exactness, then % of copy against the library's
+#                                                                      # [B, T, N] m = 4 forward (~2 min)
 set -u
 part=$1; out=$2
 mkdir -p "$out"
@@ -28,5 +31,7 @@ case "$part" in
       tests/test_models_triton_backend.py tests/test_generation.py tests/test_decoding.py 2>&1 \
       | tail -n 30 | tee "$out/gpu_tests_default_time_last.txt"
     sed -i 's/scan_layout: str = "time_last",/scan_layout: str = "time_first",/' hf_lrnn/configuration_lrnn.py ;;
-  *) echo "part must be window or default, got $part"; exit 2 ;;
+  m4)
+    timeout 300 python3 bench_results/probes_2026-11-30k/m4_in_threads/probe.py "$out" 2>&1 | grep -v Warn ;;
+  *) echo "part must be window, default or m4, got $part"; exit 2 ;;
 esac
