@@ -385,6 +385,32 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypat
             torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("in_threads", [False, True])
+@pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
+def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_threads, monkeypatch):
+    """The window output and the gate bias on the GPU's tiles (the tile scan of TILE, or m = 2 in threads with
+    IN_THREADS_TILE) over many tiles, with an initial window and document starts: window, final window and every
+    gradient, the bias's included, against the float64 reference."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    gates, values, h0 = _inputs(B, N, T, seed=T + m, m=m)
+    bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    bias.requires_grad_()
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
+    weights = torch.randn(m, T, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    results = []
+    for backend in ("torch", "triton"):
+        window, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend,
+                                            document_starts=starts, gate_bias=bias, output_window=True)
+        loss = (window * weights).sum() + 0.3 * final.sum()
+        results.append((window, final) + torch.autograd.grad(loss, (gates, values, h0, bias)))
+    for got, want in zip(results[1], results[0]):
+        scale = want.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0, atol=1e-5)
+
+
 MODEL_CONFIGS = {
     "hlru-1": lambda **k: __import__("hf_lrnn").HLRUConfig(order=1, **k),
     "hlru-2-tanh": lambda **k: __import__("hf_lrnn").HLRUConfig(order=2, gate_activation="tanh", **k),
