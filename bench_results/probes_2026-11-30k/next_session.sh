@@ -8,7 +8,7 @@
 #                                                                      # flipped to "time_last" in this copy only: if
 #                                                                      # they pass, flip it in the repository (~6 min)
 #   bash bench_results/probes_2026-11-30k/next_session.sh m4 OUT       # the m = 4 in-thread probe (m4_in_threads/):
-#                                                                      # exactness, then % of copy against the library's
+#                                                                      # exactness, then % of copy (forward, f+b) against the library's
 #                                                                      # [B, T, N] m = 4 forward (~2 min)
 set -u
 part=$1; out=$2
