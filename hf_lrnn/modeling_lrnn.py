@@ -154,16 +154,6 @@ def _projection_input(readout: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     return readout.to(dtype)
 
 
-def _autocast_operands(*tensors: torch.Tensor):
-    """The tensors in autocast's dtype where autocast is on (as nn.Linear's GEMM would take them), else unchanged: the
-    time-last projections below are autograd Functions, which autocast does not cast."""
-    device_type = tensors[0].device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        return tuple(t.to(dtype) for t in tensors)
-    return tensors
-
-
 def _accumulation_dtype(t: torch.Tensor) -> torch.dtype:
     """float32 for half-precision tensors, their own dtype from float32 up."""
     return torch.promote_types(t.dtype, torch.float32)
@@ -224,7 +214,8 @@ def _in_autocast_dtype(normed: torch.Tensor) -> torch.Tensor:
     """A norm's output in autocast's dtype, cast once for the two projections that read it (value and coefficients,
     or the SwiGLU's two inputs). Autocast runs the norm in float32 and would cast its output once per projection,
     forward and backward; the projections compute the same values either way, and their two input gradients are
-    summed in autocast's dtype instead of float32. Without autocast: unchanged."""
+    summed in autocast's dtype instead of float32. Without autocast: unchanged. The time-last projections' operands go
+    through it too (autograd Functions, which autocast does not cast)."""
     if torch.is_autocast_enabled(normed.device.type):
         return normed.to(torch.get_autocast_dtype(normed.device.type))
     return normed
@@ -583,8 +574,9 @@ class LRNNMixer(nn.Module):
         (`document_starts` [B, T]) every document starts from a zero window."""
         B, T, _ = hidden_states.shape
         N, m = self.num_units, self.unit_size
-        x, value_weight, coefficient_weight = _autocast_operands(
-            hidden_states, self.value_proj.weight, self.coefficient_proj.weight)
+        # the projections are autograd Functions, which autocast does not cast: their operands go in its dtype here
+        x, value_weight, coefficient_weight = (
+            _in_autocast_dtype(t) for t in (hidden_states, self.value_proj.weight, self.coefficient_proj.weight))
         values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N, T]
         gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*(m+1), T], rows (n, j), without bias
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
@@ -597,7 +589,8 @@ class LRNNMixer(nn.Module):
         if cache is not None:  # after the scan, which read the old state
             cache.set_state(self.layer_idx, final_state)
         readout = window.view(B, N * m, T)  # index n*m + k holds s_{t-k}
-        readout, out_weight = _autocast_operands(_projection_input(readout, hidden_states.dtype), self.out_proj.weight)
+        readout = _in_autocast_dtype(_projection_input(readout, hidden_states.dtype))
+        out_weight = _in_autocast_dtype(self.out_proj.weight)
         return _TimeLastOutputProjection.apply(readout, out_weight)  # [B, T, d]
 
     def forward(

@@ -436,15 +436,10 @@ if triton is not None:
                 a2 = tl.where(mask, a2, 0.0)
                 new1, new2, h1_next, h2_next = _m2_tile_in_threads(a1, a2, tl.where(mask, g * x, 0.0), start,
                                                                    start_before, h1, h2, BC, BT, HAS_STARTS)
-                new2 = tl.where(start, 0.0, new2)
-                if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}), whose second entry is the
-                    # window's first before this tile if T - 1 is its first step, and 0 if a document starts at T - 1
+                new2 = tl.where(start, 0.0, new2)  # the window's second entry
+                if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
                     final1 = tl.sum(tl.where((t == T - 1)[None, :], new1, 0.0), axis=1)
-                    final2 = tl.sum(tl.where((t == T - 2)[None, :], new1, 0.0), axis=1)
-                    if t0 == T - 1:
-                        final2 = h1
-                    starts_last = tl.sum(tl.where((t == T - 1)[None, :] & start, 1.0, 0.0), axis=1) > 0
-                    final2 = tl.where(starts_last, 0.0, final2)
+                    final2 = tl.sum(tl.where((t == T - 1)[None, :], new2, 0.0), axis=1)
                 h1, h2 = h1_next, h2_next
             else:
                 zero = tl.zeros([BC, BT], dtype=tl.float32)
@@ -574,11 +569,12 @@ if triton is not None:
                     a1_0 = tl.sum(tl.where(first & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
                     a2_0 = tl.sum(tl.where(first & ~start, a2, 0.0), axis=1)
                     d_first = a1_0 * c1 + c2
+                    reset = tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0  # a document starts at step 0
                     if WINDOW:  # the window's second entry at step 0 is the initial window's first
                         d_window_0 = tl.load(d_states + (state_rows + 1) * T, mask=mc, other=0.0).to(tl.float32)
-                        d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, d_window_0)
+                        d_first += tl.where(reset, 0.0, d_window_0)
                     if T == 1:  # the final window's second entry is the initial window's first (unless reset)
-                        d_first += tl.where(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0, 0.0, df2)
+                        d_first += tl.where(reset, 0.0, df2)
                     tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
                     tl.store(d_initial_state + 2 * rows + 1, a2_0 * c1, mask=mc)
         if HAS_BIAS:
