@@ -165,9 +165,10 @@ if triton is not None:
         b, rows, mc = _tile_offsets(T, N, BC)
         bias_coef = _load_bias(gate_bias, rows, b, N, 0, 2, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 1, 2, mc, HAS_BIAS)
-        # HAS_BIAS: the logit gradients summed over the steps. It costs the backward ~25-30 % at the models' shape on
-        # the H200, less than the separate bias pass and reduction it replaces; summing element-wise over the tiles
-        # instead cost the same (bench_results/probes_2026-11-30k/bias_in_scan/bias_backward.txt)
+        # HAS_BIAS: the logit gradients summed over the steps. It makes the backward 14-31 % slower at m = 1 and
+        # 50-58 % at m = 2 at the models' shape on the H200, less than the separate bias pass and reduction it
+        # replaces; summing element-wise over the tiles instead cost about the same
+        # (bench_results/probes_2026-11-30k/bias_in_scan/)
         d_bias_coef = tl.zeros([BC], dtype=tl.float32)
         d_bias_gate = tl.zeros([BC], dtype=tl.float32)
         carry = tl.zeros([BC], dtype=tl.float32)  # lam of the step after the tile (d_final after the last step)
