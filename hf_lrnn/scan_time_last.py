@@ -58,7 +58,7 @@ SMALL_GRID_BELOW = 16
 # `_m2_adjoint_tile_in_threads`) on grids that are not small, in tiles of one warp per channel: 32 lanes x 8 steps,
 # so that the scan over the 32 groups and the gather of each group's start stay inside the warp. On the H200 at
 # B8-B64 that took the forward from 50-59 to 59-78 % of copy and the backward from 44-49 to 51-68 %; 512 or 1024
-# steps per warp ran 20-50 % slower; 2 or 4 channels per program (a warp each) were within 2 points forward and
+# steps per warp ran 20-50 % slower; 2 or 4 channels per program (a warp each) were within 2.5 points forward and
 # 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
 M2_IN_THREADS = True
 IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
