@@ -145,7 +145,7 @@ class LRNNConfig(PretrainedConfig):
         initializer_range: float = 0.02,
         scan_backend: Optional[str] = None,
         loss_backend: Optional[str] = None,
-        scan_layout: str = "time_first",
+        scan_layout: str = "time_last",
         tie_word_embeddings: bool = True,
         use_cache: bool = True,
         pad_token_id: Optional[int] = None,
@@ -269,14 +269,14 @@ class HLRUConfig(LRNNConfig):
             (float32 copy of the logits, log_softmax). None (default): "triton" for logits on a CUDA device with
             Triton installed, else "torch", silently. Read at every forward.
         scan_layout: the memory layout of the scan on the Triton backend, for order / block_size 1 and H-LRU order
-            2 with selective gates. "time_first" (default): the projections write [B, T, N] tensors, as for every
-            other order. "time_last": they write [B, N, T] tensors (`hlru_scan_time_last`), in which the scan
-            streams at close to the memory bandwidth; the output projection reads the read-out in that layout.
-            Same function (the products sum in another order); packed documents too. Steps with padding, a decode
-            step, adapters on the projections, and the torch backend keep "time_first". Read at every forward.
-            On the H200 a captured training step is 3-4 % faster "time_last" (30.6 against 31.9 ms at order 2,
-            31.0 against 32.0 at order 1; d = 768, B8 T2048; docs/kernels.md); the default stays "time_first"
-            until the GPU model tests have run with "time_last" as the default.
+            2 with selective gates. "time_last" (default): the projections write [B, N, T] tensors
+            (`hlru_scan_time_last`), in which the scan streams at close to the memory bandwidth, and the scan
+            writes the read-out that the output projection reads in that layout. "time_first": they write
+            [B, T, N] tensors, as for every other order. Same function (the products sum in another order); packed
+            documents too. Steps with padding, a decode step, adapters on the projections, the torch backend, and
+            every other order keep [B, T, N] tensors whatever this says. Read at every forward. On the H200 a
+            captured training step is 3-7 % faster "time_last" (29.4 against 31.6 ms at order 2, 30.9 against 31.8
+            at order 1; d = 768, B8 T2048; docs/kernels.md).
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

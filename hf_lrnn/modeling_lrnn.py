@@ -545,7 +545,7 @@ class LRNNMixer(nn.Module):
         adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
         handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
         takes it). Packed documents take it too."""
-        if getattr(self.config, "scan_layout", "time_first") != "time_last" or not self.selective \
+        if getattr(self.config, "scan_layout", "time_last") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
         if not (self.unit_size == 1 or (self.unit_size == 2 and not self.blocked)):

@@ -287,7 +287,8 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                    loss_backend=None, windows=3, cuda_graph=False):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and a fused AdamW step on CUDA, the Trainer's default): H-LRU m in {1, 2, 4} and BD-LRU m in {2,
-    4, 8}, and H-LRU m = 1 and 2 with config.scan_layout = "time_last", against transformers' Llama of the same shape
+    4, 8} (H-LRU m = 1 and 2 with config.scan_layout's default, "time_last"), and H-LRU m = 1 and 2 with
+    "time_first" (the [B, T, N] scans), against transformers' Llama of the same shape
     (sdpa attention, 12 heads). compile_models: every model, Llama
     too, through torch.compile (inductor; the first steps, which compile, are not timed), with torch.compile's
     `compile_mode` ("reduce-overhead": the forward and backward replay as CUDA graphs, so no step pays the host's
@@ -318,13 +319,13 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     common = dict(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers, intermediate_size=mlp)
     ours = dict(common, loss_backend=loss_backend)
     configs = {f"hlru m={m}": HLRUConfig(order=m, **ours) for m in (1, 2, 4)}
-    # H-LRU m = 1 and 2 with their scans on time-last tensors (config.scan_layout; hlru_scan_time_last)
-    configs.update({f"hlru m={m} time-last": HLRUConfig(order=m, scan_layout="time_last", **ours) for m in (1, 2)})
+    # H-LRU m = 1 and 2 with the [B, T, N] scans (config.scan_layout; the default, "time_last", is the rows above)
+    configs.update({f"hlru m={m} time-first": HLRUConfig(order=m, scan_layout="time_first", **ours) for m in (1, 2)})
     configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **ours) for m in (2, 4, 8)})
     configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
                                    tie_word_embeddings=True, **common)
     if models:
-        def short(name):  # "hlru m=1 time-last" -> "hlru1-time-last"
+        def short(name):  # "hlru m=1 time-first" -> "hlru1-time-first"
             return name.replace(" m=", "").replace(" ", "-")
 
         unknown = set(models) - {short(name) for name in configs}
@@ -379,7 +380,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
         seconds = statistics.median(window_ms) / 1e3
         gpu_kernel_ms = gpu_kernel_ms_per_step(step, 3) if on_cuda else None
         rows.append(dict(model=name, compiled=compile_models, compile_mode=compile_mode if compile_models else None,
-                         cuda_graph=cuda_graph,
+                         cuda_graph=cuda_graph, scan_layout=getattr(config, "scan_layout", None),
                          loss_backend=(None if not hasattr(config, "loss_backend") else "torch" if compile_models
                                        else resolve_loss_backend(config.loss_backend, device)),
                          optimizer="AdamW fused" if on_cuda else "AdamW",

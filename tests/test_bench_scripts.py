@@ -14,10 +14,11 @@ def test_model_rows_only_the_chosen_models_and_llama():
     assert next(r for r in rows if r["model"] == "llama")["vs_llama"] == 1.0
 
 
-def test_model_rows_include_the_time_last_layout_by_its_short_name():
+def test_model_rows_include_the_time_first_layout_by_its_short_name():
     bench_scan = load_script("bench_scan")
-    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1-time-last"])
-    assert [r["model"] for r in rows] == ["hlru m=1 time-last", "llama"]
+    rows = bench_scan.run_model_rows(device="cpu", small=True, steps=1, models=["hlru1-time-first", "hlru2"])
+    assert [r["model"] for r in rows] == ["hlru m=2", "hlru m=1 time-first", "llama"]
+    assert [r["scan_layout"] for r in rows] == ["time_last", "time_first", None]
 
 
 def test_model_rows_refuse_an_unknown_model():
