@@ -1,9 +1,10 @@
 """m = 2's time-last kernels in threads, one program per row (CHUNK_BELOW = 0) against rows cut into chunks with a
-look-back between them (CHUNKED) as CHUNK_BELOW = 64, 128, 256 (programs per SM to fill) and 10**9 (a chunk per
-tile) choose them, forward and forward+backward through hlru_scan_time_last, % of copy under
+look-back between them (CHUNKED) as CHUNK_BELOW = 16, 32, 64 (programs per SM to fill) and 10**9 (a chunk per tile)
+choose them, forward and forward+backward through hlru_scan_time_last, % of copy under
 bench_scan.py's byte model (5 elements per step forward, 14 forward+backward), GPU time of CUDA-graph replays; the
 largest difference between the two paths' outputs and gradients; then a captured training step of H-LRU m = 2
-(time-last, d = 768, B8 T2048) without chunks and as 64 and 128 choose them. Usage: python3 probe.py OUT_DIR"""
+(time-last, d = 768, B8 T2048) without chunks and as 64 chooses them. Captures that fail (timed eagerly instead)
+are printed. Usage: python3 probe.py OUT_DIR"""
 import json
 import os
 import sys
@@ -19,18 +20,18 @@ from hf_lrnn import hlru_scan_time_last  # noqa: E402
 out = sys.argv[1]
 copy_tbps = bench_scan.copy_bandwidth()
 lines, rows = [f"copy {copy_tbps:.2f} TB/s; m = 2 time-last, % of copy fwd / f+b: one program per row -> per tile"], []
-for B, T, D, extras in ((8, 4096, 1024, False), (1, 16384, 1024, False), (32, 2048, 2048, False),
-                        (8, 2048, 768, False), (8, 2048, 768, True), (1, 65536, 1024, False),
-                        (4, 8192, 1024, False), (16, 4096, 1024, False)):
+for B, T, D, extras in ((1, 16384, 1024, False), (1, 65536, 1024, False), (2, 16384, 1024, False),
+                        (4, 8192, 1024, False), (1, 16384, 1024, True), (8, 4096, 1024, False)):
     N = D // 2
-    g = torch.randn(B, N, 3, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    v = torch.randn(B, N, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    bias = torch.randn(N, 3, device="cuda", requires_grad=True) if extras else None
-    starts = (torch.rand(B, T, device="cuda") < 0.001) if extras else None
+    # inputs drawn on the CPU: a failed capture leaves the CUDA generator unusable
+    g = torch.randn(B, N, 3, T).to("cuda", torch.bfloat16).requires_grad_()
+    v = torch.randn(B, N, T).to("cuda", torch.bfloat16).requires_grad_()
+    bias = torch.randn(N, 3).cuda().requires_grad_() if extras else None
+    starts = (torch.rand(B, T) < 0.001).cuda() if extras else None
     kw = dict(gate_bias=bias, output_window=True, document_starts=starts) if extras else {}
-    do = torch.randn(B, N, 2, T, device="cuda", dtype=torch.bfloat16) if extras else torch.randn_like(v)
+    do = torch.randn(B, N, 2 if extras else 1, T).to("cuda", torch.bfloat16).squeeze(2)
     row, results = dict(B=B, T=T, D=D, bias_window_starts=extras), {}
-    for name, chunk_below in (("rows", 0), ("fill64", 64), ("fill128", 128), ("fill256", 256), ("tiles", 10**9)):
+    for name, chunk_below in (("rows", 0), ("fill16", 16), ("fill32", 32), ("fill64", 64), ("tiles", 10**9)):
         lib.CHUNK_BELOW = chunk_below
         row[f"{name}_num_chunks"] = lib._grid(B, N, T, "cuda", order=2)[1]["num_chunks"]
         fwd = bench_scan.bench(lambda: hlru_scan_time_last(g, v, backend="triton", **kw))
@@ -56,8 +57,12 @@ for B, T, D, extras in ((8, 4096, 1024, False), (1, 16384, 1024, False), (32, 20
         for name in results) + f"; max |diff| {row['max_abs_diff']:.2g}")
     lines.append(line)
     print(line, flush=True)
+    if bench_scan.TIMING_FALLBACKS:
+        lines.append(f"  timed eagerly (capture failed): {bench_scan.TIMING_FALLBACKS}")
+        print(lines[-1], flush=True)
+        bench_scan.TIMING_FALLBACKS.clear()
 models = {}
-for name, chunk_below in (("rows", 0), ("fill64", 64), ("fill128", 128)):
+for name, chunk_below in (("rows", 0), ("fill64", 64)):
     lib.CHUNK_BELOW = chunk_below
     r = bench_scan.run_model_rows(models=["hlru2"], cuda_graph=True)
     models[name] = r
