@@ -40,9 +40,8 @@ try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
 
-    from .scan_triton import (_ACT_ID, _FLAG_AGGREGATE, _FLAG_PREFIX, _affine_combine, _device_guard, _normalize,
-                              _normalize_bwd, _normalize_pair, _normalize_pair_bwd, _num_sms, _take_chunk,
-                              _tracks_gradients)
+    from .scan_triton import (_ACT_ID, _affine_combine, _device_guard, _normalize, _normalize_bwd, _normalize_pair,
+                              _normalize_pair_bwd, _num_sms, _tracks_gradients)
 except ImportError:  # ops.py then offers the torch backend only
     triton = None
 
@@ -63,31 +62,16 @@ SMALL_GRID_BELOW = 16
 # 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
 M2_IN_THREADS = True
 IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
-# m = 2 in threads on grids of fewer than CHUNK_BELOW programs (one per row and channel block) per SM: each row is cut
-# into chunks of whole tiles, as many as bring the grid to CHUNK_BELOW programs per SM (at most one per tile), each
-# chunk a program whose incoming window (or adjoint pair) comes from the chunks before (after) it by a decoupled
-# look-back (`_m2_chunk_carry`). Not under torch.use_deterministic_algorithms (the look-back composes whatever its
-# predecessors have published, so its sums may round differently between runs).
-CHUNK_BELOW = 64
-# Tests only: publish the outgoing carry of every k-th chunk alone, so that look-backs must compose maps (the
-# interpreter runs programs one after another, so otherwise every look-back finds a carry at once); and chunks of
-# this many tiles instead of CHUNK_BELOW's rule.
-_PREFIX_EVERY = 1
-_CHUNK_TILES = None
 
 if triton is not None:
 
     @triton.jit
-    def _block_offsets(b, block, N, BC: tl.constexpr):
-        """(batch row b, row offsets [BC] into [B*N] rows, channel mask [BC]) of channel block `block` of row b."""
-        n = block * BC + tl.arange(0, BC)
-        return b.to(tl.int64), (b * N + n).to(tl.int64), n < N
-
-    @triton.jit
     def _tile_offsets(T, N, BC: tl.constexpr):
-        """`_block_offsets` of this program's channel block (one program per row and channel block)."""
+        """(batch row b, row offsets [BC] into [B*N] rows, channel mask [BC]) of this program's channel block."""
         blocks = tl.cdiv(N, BC)
-        return _block_offsets(tl.program_id(0) // blocks, tl.program_id(0) % blocks, N, BC)
+        b = tl.program_id(0) // blocks
+        n = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
+        return b.to(tl.int64), (b * N + n).to(tl.int64), n < N
 
     @triton.jit
     def _starts_at(starts, b, t, T, HAS_STARTS: tl.constexpr):
@@ -313,10 +297,15 @@ if triton is not None:
         return a1 * p + a2 * r, a1 * q + a2 * s, p, q, a1 * b1 + a2 * b2 + u, b1
 
     @triton.jit
-    def _m2_group_maps(a1, a2, u, start, BC: tl.constexpr, BT: tl.constexpr, HAS_STARTS: tl.constexpr):
-        """The first half of `_m2_tile_in_threads`: each thread composes its 8 consecutive steps' companion maps one
-        after another, and the BT / 8 group maps go through tl.associative_scan: (p, q, r, s, b1, b2) [BC, BT / 8],
-        group g's taking the window before the tile to the window after group g (the last group's: the tile's map)."""
+    def _m2_tile_in_threads(a1, a2, u, start, start_before, h1, h2, BC: tl.constexpr, BT: tl.constexpr,
+                            HAS_STARTS: tl.constexpr):
+        """The states [BC, BT] of a tile from its incoming window (h1, h2) [BC], the states one step before them (the
+        window's second entry, not yet zeroed at document starts), and the window after its last step: each thread
+        composes its 8 consecutive steps' companion maps one after another, only the BT / 8 group maps go through
+        tl.associative_scan, each group's start window is the end window of the group before (tl.gather), and its 8
+        states follow from it at 2 multiply-adds each. a1 and a2 are zero at a start, a2 also after one
+        (`start_before`), for the states; steps past T must have a1 = 1, a2 = 0 (the window after them is then (s, s):
+        the caller takes the final window from the states)."""
         G: tl.constexpr = BT // 8
         a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
         u_0, u_1, u_2, u_3, u_4, u_5, u_6, u_7 = _split_steps(u, BC, G)
@@ -334,20 +323,7 @@ if triton is not None:
         p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_5, m_5, u_5, k_5, HAS_STARTS)
         p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_6, m_6, u_6, k_6, HAS_STARTS)
         p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_7, m_7, u_7, k_7, HAS_STARTS)
-        return tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine)
-
-    @triton.jit
-    def _m2_tile_in_threads(a1, a2, u, start, start_before, h1, h2, p, q, r, s, b1, b2, BC: tl.constexpr,
-                            BT: tl.constexpr):
-        """The states [BC, BT] of a tile from its incoming window (h1, h2) [BC] and its groups' scanned maps
-        (`_m2_group_maps`), the states one step before them (the window's second entry, not yet zeroed at document
-        starts), and the window after its last step: each group's start window is the end window of the group before
-        (tl.gather), and its 8 states follow from it at 2 multiply-adds each. a1 and a2 are zero at a start, a2 also
-        after one (`start_before`), for the states; steps past T must have a1 = 1, a2 = 0 (the window after them is
-        then (s, s): the caller takes the final window from the states)."""
-        G: tl.constexpr = BT // 8
-        a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
-        u_0, u_1, u_2, u_3, u_4, u_5, u_6, u_7 = _split_steps(u, BC, G)
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine)
         end1 = p * h1[:, None] + q * h2[:, None] + b1  # the window after each group
         end2 = r * h1[:, None] + s * h2[:, None] + b2
         group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
@@ -377,10 +353,12 @@ if triton is not None:
         return a1 * p + r, a1 * q + s, a2 * p, a2 * q, a1 * b1 + b2 + dy, a2 * b1
 
     @triton.jit
-    def _m2_adjoint_group_maps(a1, a2, dy, BC: tl.constexpr, BT: tl.constexpr):
-        """The first half of `_m2_adjoint_tile_in_threads`: each thread composes its 8 steps from the last one back,
-        and the group maps go through tl.associative_scan in reverse: (p, q, r, s, b1, b2) [BC, BT / 8], group g's
-        taking the pair after the tile to the pair at group g's first step (the first group's: the tile's map)."""
+    def _m2_adjoint_tile_in_threads(a1, a2, dy, c1, c2, BC: tl.constexpr, BT: tl.constexpr):
+        """The backward's `_m2_tile_in_threads`: lam [BC, BT] of a tile from the pair (lam, mu) after its last step
+        (c1, c2) [BC], and the pair at its first step. a1 = a1_{t+1}, a2 = a2_{t+1} and dy as the maps use them (0
+        past T, where the carry into the last tile is 0 and stays 0). Each thread composes its 8 steps from the last
+        one back, the group maps go through tl.associative_scan in reverse, each group's carry is the pair at the
+        first step of the group after it (tl.gather), and the 8 adjoints follow from it at 3 operations each."""
         G: tl.constexpr = BT // 8
         a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
         a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = _split_steps(a2, BC, G)
@@ -395,19 +373,7 @@ if triton is not None:
         p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_2, a2_2, d_2)
         p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_1, a2_1, d_1)
         p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_0, a2_0, d_0)
-        return tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=True)
-
-    @triton.jit
-    def _m2_adjoint_tile_in_threads(a1, a2, dy, c1, c2, p, q, r, s, b1, b2, BC: tl.constexpr, BT: tl.constexpr):
-        """The backward's `_m2_tile_in_threads`: lam [BC, BT] of a tile from the pair (lam, mu) after its last step
-        (c1, c2) [BC] and its groups' scanned maps (`_m2_adjoint_group_maps`), and the pair at its first step. a1 =
-        a1_{t+1}, a2 = a2_{t+1} and dy as the maps use them (0 past T, where the carry into the last tile is 0 and
-        stays 0). Each group's carry is the pair at the first step of the group after it (tl.gather), and the 8
-        adjoints follow from it at 3 operations each."""
-        G: tl.constexpr = BT // 8
-        a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
-        a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = _split_steps(a2, BC, G)
-        d_0, d_1, d_2, d_3, d_4, d_5, d_6, d_7 = _split_steps(dy, BC, G)
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=True)
         first1 = p * c1[:, None] + q * c2[:, None] + b1  # (lam, mu) at each group's first step
         first2 = r * c1[:, None] + s * c2[:, None] + b2
         group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
@@ -428,125 +394,15 @@ if triton is not None:
         return lam, tl.sum(tl.where(head, l_0, 0.0), axis=1), tl.sum(tl.where(head, mu_0, 0.0), axis=1)
 
     @triton.jit
-    def _m2_group_map(p, q, r, s, b1, b2, GROUP: tl.constexpr, BC: tl.constexpr, G: tl.constexpr):
-        """Group `GROUP`'s map of scanned group maps [BC, G]: six [BC]."""
-        pick = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G]) == GROUP
-        return (tl.sum(tl.where(pick, p, 0.0), axis=1), tl.sum(tl.where(pick, q, 0.0), axis=1),
-                tl.sum(tl.where(pick, r, 0.0), axis=1), tl.sum(tl.where(pick, s, 0.0), axis=1),
-                tl.sum(tl.where(pick, b1, 0.0), axis=1), tl.sum(tl.where(pick, b2, 0.0), axis=1))
-
-    @triton.jit
-    def _m2_chunk_carry(flags, maps, slot, chunk_stride, has_before, is_read, publish_prefix, h1, h2, m_p, m_q, m_r,
-                        m_s, m_b1, m_b2, BC: tl.constexpr, STEP: tl.constexpr):
-        """CHUNKED: the carry (h1, h2) [BC] into this program's chunk of a row (the window, or the backward's pair),
-        by a decoupled look-back as scan_triton's first-order kernels': if a chunk after it reads it (`is_read`: not
-        the last), its map (m_p, ..., m_b2) across the chunk is published first (flag _FLAG_AGGREGATE); then the maps
-        of the chunks STEP, 2 STEP, ... before it are composed until one has published its outgoing carry
-        (_FLAG_PREFIX), and its own outgoing carry is published if `publish_prefix` (and `is_read`). Without a chunk
-        before it (`has_before` false) the carry is the (h1, h2) given, its outgoing carry published at once. `maps`
-        holds 8 words per channel and chunk: the map, then the outgoing carry; `flags` one per chunk, raised after a
-        fence (the chunks a program waits for took their ids from the same counter before it, so they are running:
-        no deadlock)."""
-        words = tl.num_programs(0) * BC  # one component of every chunk's channels
-        here = maps + slot * BC + tl.arange(0, BC)
-        if has_before:
-            if is_read:
-                tl.store(here, m_p)
-                tl.store(here + words, m_q)
-                tl.store(here + 2 * words, m_r)
-                tl.store(here + 3 * words, m_s)
-                tl.store(here + 4 * words, m_b1)
-                tl.store(here + 5 * words, m_b2)
-                tl.debug_barrier()  # every thread's stores are done before one thread raises the flag
-                tl.atomic_xchg(flags + slot, _FLAG_AGGREGATE, sem="release", scope="gpu")
-            one = tl.full([BC], 1.0, tl.float32)
-            zero = tl.zeros([BC], tl.float32)
-            acc_p, acc_q, acc_r, acc_s, acc_b1, acc_b2 = one, zero, zero, one, zero, zero  # the maps composed so far
-            j = slot - STEP * chunk_stride
-            searching = has_before
-            while searching:
-                flag = tl.atomic_add(flags + j, 0, sem="acquire", scope="gpu")
-                while flag == 0:
-                    flag = tl.atomic_add(flags + j, 0, sem="acquire", scope="gpu")
-                there = maps + j * BC + tl.arange(0, BC)
-                x_p = tl.load(there, volatile=True)
-                x_q = tl.load(there + words, volatile=True)
-                x_r = tl.load(there + 2 * words, volatile=True)
-                x_s = tl.load(there + 3 * words, volatile=True)
-                x_b1 = tl.load(there + 4 * words, volatile=True)
-                x_b2 = tl.load(there + 5 * words, volatile=True)
-                y1 = tl.load(there + 6 * words, volatile=True)  # its outgoing carry, if published
-                y2 = tl.load(there + 7 * words, volatile=True)
-                is_prefix = flag == _FLAG_PREFIX
-                h1 = tl.where(is_prefix, acc_p * y1 + acc_q * y2 + acc_b1, h1)
-                h2 = tl.where(is_prefix, acc_r * y1 + acc_s * y2 + acc_b2, h2)
-                # the farther chunk's map first, then the nearer ones composed so far
-                acc_p, acc_q, acc_r, acc_s, acc_b1, acc_b2 = _companion_combine(
-                    x_p, x_q, x_r, x_s, x_b1, x_b2, acc_p, acc_q, acc_r, acc_s, acc_b1, acc_b2)
-                searching = flag != _FLAG_PREFIX
-                j -= STEP * chunk_stride
-        if publish_prefix & is_read:
-            tl.store(here + 6 * words, m_p * h1 + m_q * h2 + m_b1)
-            tl.store(here + 7 * words, m_r * h1 + m_s * h2 + m_b2)
-            tl.debug_barrier()
-            tl.atomic_xchg(flags + slot, _FLAG_PREFIX, sem="release", scope="gpu")
-        return h1, h2
-
-    @triton.jit
-    def _m2_tile_maps_inputs(z1, z2, zg, x, mask, start, ACT: tl.constexpr):
-        """(a1, a2, u = g v) of a tile as `_m2_group_maps` takes them: a1 = 0 at a document start; steps past T a1 =
-        1, a2 = 0, u = 0."""
-        a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
-        return (tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(mask, a2, 0.0),
-                tl.where(mask, g * x, 0.0))
-
-    @triton.jit
-    def _m2_chunk_map(gates, values, starts, rows, mc, b, t_begin, t_end, T, bias1, bias2, bias_gate,
-                      ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      HAS_STARTS: tl.constexpr):
-        """CHUNKED's first pass: the map (p, q, r, s, b1, b2) [BC] of steps [t_begin, t_end) (whole tiles), taking
-        the window before them to the window after them, composed tile by tile from their group maps."""
-        one = tl.full([BC], 1.0, tl.float32)
-        zero = tl.zeros([BC], tl.float32)
-        c_p, c_q, c_r, c_s, c_b1, c_b2 = one, zero, zero, one, zero, zero
-        for t0 in range(t_begin, t_end, BT):
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
-            x = _load_values(values, rows, t, mask, T)
-            start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
-            a1, a2, u = _m2_tile_maps_inputs(z1, z2, zg, x, mask, start, ACT)
-            p, q, r, s, b1, b2 = _m2_group_maps(a1, a2, u, start, BC, BT, HAS_STARTS)
-            m_p, m_q, m_r, m_s, m_b1, m_b2 = _m2_group_map(p, q, r, s, b1, b2, BT // 8 - 1, BC, BT // 8)
-            c_p, c_q, c_r, c_s, c_b1, c_b2 = _companion_combine(c_p, c_q, c_r, c_s, c_b1, c_b2,
-                                                                m_p, m_q, m_r, m_s, m_b1, m_b2)
-        return c_p, c_q, c_r, c_s, c_b1, c_b2
-
-    @triton.jit
-    def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, flags, maps,
-                                 counters, T, N, B, num_chunks, chunk_tiles, ACT: tl.constexpr, BC: tl.constexpr,
-                                 BT: tl.constexpr, PREFETCH: tl.constexpr, IN_THREADS: tl.constexpr,
-                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
-                                 WINDOW: tl.constexpr):
+    def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
+                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
+                                 IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
         PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
         (`_m2_tile_in_threads`) instead of tl.associative_scan over all its steps. WINDOW: states is [B, N, 2, T],
-        the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document starts), what the read-out is.
-        CHUNKED (with IN_THREADS): one program per (row, channel block, chunk of `chunk_tiles` tiles), so that a
-        row's steps run in parallel: a first pass composes the chunk's map (`_m2_chunk_map`; not in the last chunk),
-        a look-back gets its incoming window from the chunks before it (`_m2_chunk_carry`), then the tiles are
-        scanned as without chunks. The first pass reads the chunk's inputs once more (from L2 if they stay there)."""
-        if CHUNKED:
-            blocks = tl.cdiv(N, BC)
-            b, chunk, block = _take_chunk(counters, B, blocks, num_chunks, False, 0)
-            b, rows, mc = _block_offsets(b, block, N, BC)
-            t_begin = chunk * chunk_tiles * BT
-            t_end = tl.minimum(t_begin + chunk_tiles * BT, T)
-        else:
-            b, rows, mc = _tile_offsets(T, N, BC)
-            t_begin = 0
-            t_end = T
+        the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document starts), what the read-out is."""
+        b, rows, mc = _tile_offsets(T, N, BC)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
@@ -555,47 +411,38 @@ if triton is not None:
         if HAS_H0:
             h1 = tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
             h2 = tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
-        if CHUNKED:
-            is_read = chunk < num_chunks - 1
-            m_p, m_q, m_r, m_s, m_b1, m_b2 = h1, h1, h1, h1, h1, h1  # the chunk's map: the last one needs none
-            if is_read:
-                m_p, m_q, m_r, m_s, m_b1, m_b2 = _m2_chunk_map(gates, values, starts, rows, mc, b, t_begin, t_end, T,
-                                                               bias1, bias2, bias_gate, ACT, BC, BT, HAS_BIAS,
-                                                               HAS_STARTS)
-            h1, h2 = _m2_chunk_carry(flags, maps, (chunk * B + b) * blocks + block, B * blocks, chunk > 0, is_read,
-                                     chunk % PREFIX_EVERY == 0, h1, h2, m_p, m_q, m_r, m_s, m_b1, m_b2, BC, 1)
         final1 = tl.zeros([BC], dtype=tl.float32)  # IN_THREADS: the final window, from the last tile's states
         final2 = tl.zeros([BC], dtype=tl.float32)
         if PREFETCH:
-            t = t_begin + tl.arange(0, BT)
+            t = tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             x = _load_values(values, rows, t, mask, T)
-        for t0 in range(t_begin, t_end, BT):
+        for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             if PREFETCH:
-                mask_next = mc[:, None] & (t + BT < t_end)[None, :]
+                mask_next = mc[:, None] & (t + BT < T)[None, :]
                 z1_next, z2_next, zg_next = _load_triple(gates, rows, t + BT, mask_next, T, bias1, bias2, bias_gate,
                                                          HAS_BIAS)
                 x_next = _load_values(values, rows, t + BT, mask_next, T)
             else:
                 z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
                 x = _load_values(values, rows, t, mask, T)
+            a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
             if IN_THREADS:
                 start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
                 start_before = tl.broadcast_to(_starts_at(starts, b, t - 1, T, HAS_STARTS), [BC, BT])
-                a1, a2, u = _m2_tile_maps_inputs(z1, z2, zg, x, mask, start, ACT)
-                p, q, r, s_, b1, b2 = _m2_group_maps(a1, a2, u, start, BC, BT, HAS_STARTS)
-                new1, new2, h1_next, h2_next = _m2_tile_in_threads(a1, a2, u, start, start_before, h1, h2, p, q, r,
-                                                                   s_, b1, b2, BC, BT)
+                a1 = tl.where(mask, tl.where(start, 0.0, a1), 1.0)  # steps past T: a1 = 1, a2 = 0
+                a2 = tl.where(mask, a2, 0.0)
+                new1, new2, h1_next, h2_next = _m2_tile_in_threads(a1, a2, tl.where(mask, g * x, 0.0), start,
+                                                                   start_before, h1, h2, BC, BT, HAS_STARTS)
                 new2 = tl.where(start, 0.0, new2)  # the window's second entry
                 if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
                     final1 = tl.sum(tl.where((t == T - 1)[None, :], new1, 0.0), axis=1)
                     final2 = tl.sum(tl.where((t == T - 1)[None, :], new2, 0.0), axis=1)
                 h1, h2 = h1_next, h2_next
             else:
-                a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
                 zero = tl.zeros([BC, BT], dtype=tl.float32)
                 inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
                 p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
@@ -620,58 +467,13 @@ if triton is not None:
         if WRITE_FINAL:
             if IN_THREADS:
                 h1, h2 = final1, final2
-            if CHUNKED:  # the last chunk's
-                mc = mc & ((tl.arange(0, BC) * 0 + chunk) == num_chunks - 1)
             tl.store(final_state + 2 * rows, h1, mask=mc)
             tl.store(final_state + 2 * rows + 1, h2, mask=mc)
 
     @triton.jit
-    def _m2_adjoint_tile_inputs(gates, d_states, starts, rows, state_rows, b, t, mask, mask1, T, df1, df2, bias1,
-                                bias2, bias_gate, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
-        """The backward maps' inputs at steps t [BT]: (a1_{t+1}, a2_{t+1} as the maps use them, dy_t with the window's
-        and the final window's gradients, 0 past T; whether a document starts at t)."""
-        y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T, bias1, bias2, bias_gate, HAS_BIAS)
-        a1_next, a2_next, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}, a2_{t+1}
-        dy = _load_values(d_states, state_rows, t, mask, T)
-        start = _starts_at(starts, b, t, T, HAS_STARTS)
-        start_next = _starts_at(starts, b, t + 1, T, HAS_STARTS)  # no flow back across a document start
-        if WINDOW:  # s_t is also the window's second entry at step t + 1
-            dy += tl.where(start_next, 0.0, _load_values(d_states, state_rows + 1, t + 1, mask1, T))
-        # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
-        dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
-        dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
-        # step t+1 reads s_t (lag 1) unless a document starts at t+1, s_{t-1} (lag 2) unless one starts at t+1 or t
-        return (tl.where(mask1 & ~start_next, a1_next, 0.0), tl.where(mask1 & ~start_next & ~start, a2_next, 0.0),
-                tl.where(mask, dy, 0.0), start)
-
-    @triton.jit
-    def _m2_adjoint_chunk_map(gates, d_states, starts, rows, state_rows, mc, b, first_tile, last_tile, T, df1, df2,
-                              bias1, bias2, bias_gate, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                              HAS_BIAS: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
-        """CHUNKED's first pass backward: the map [BC] taking the pair (lam, mu) after tile `last_tile` to the pair at
-        tile `first_tile`'s first step, composed tile by tile (the last first) from their group maps."""
-        one = tl.full([BC], 1.0, tl.float32)
-        zero = tl.zeros([BC], tl.float32)
-        c_p, c_q, c_r, c_s, c_b1, c_b2 = one, zero, zero, one, zero, zero
-        for r in range(0, last_tile - first_tile + 1):
-            t = (last_tile - r) * BT + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            mask1 = mc[:, None] & (t + 1 < T)[None, :]
-            a1, a2, dy, _ = _m2_adjoint_tile_inputs(gates, d_states, starts, rows, state_rows, b, t, mask, mask1, T,
-                                                    df1, df2, bias1, bias2, bias_gate, ACT, HAS_BIAS, HAS_STARTS,
-                                                    WINDOW)
-            p, q, r_, s, b1, b2 = _m2_adjoint_group_maps(a1, a2, dy, BC, BT)
-            m_p, m_q, m_r, m_s, m_b1, m_b2 = _m2_group_map(p, q, r_, s, b1, b2, 0, BC, BT // 8)
-            c_p, c_q, c_r, c_s, c_b1, c_b2 = _companion_combine(c_p, c_q, c_r, c_s, c_b1, c_b2,
-                                                                m_p, m_q, m_r, m_s, m_b1, m_b2)
-        return c_p, c_q, c_r, c_s, c_b1, c_b2
-
-    @triton.jit
     def _time_last_m2_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
-                                 d_values, d_initial_state, d_bias_rows, flags, maps, counters, T, N, B, num_chunks,
-                                 chunk_tiles, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, IN_THREADS: tl.constexpr,
-                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                 d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                                 BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
                                  HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
                                  WINDOW: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
@@ -681,24 +483,8 @@ if triton is not None:
         T-1 and T-2 (at T = 1 the second goes to the initial window). IN_THREADS: the tile's adjoints composed 8
         steps at a time inside each thread (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all
         its steps. WINDOW: states and d_states are [B, N, 2, T] windows (s_t, s_{t-1}); the gradient of s_{t-1} at
-        step t + 1 joins s_t's (unless a document starts at t + 1), at step 0 the initial window's. CHUNKED (with
-        IN_THREADS): one program per (row, channel block, chunk of `chunk_tiles` tiles) as forward, in reverse (the
-        last chunk first; `_m2_adjoint_chunk_map`, `_m2_chunk_carry`); each writes its bias gradient's sums into its
-        chunk's slice of d_bias_rows."""
-        num_tiles = tl.cdiv(T, BT)
-        if CHUNKED:
-            blocks = tl.cdiv(N, BC)
-            b, chunk, block = _take_chunk(counters, B, blocks, num_chunks, True, 0)
-            b, rows, mc = _block_offsets(b, block, N, BC)
-            first_tile = chunk * chunk_tiles
-            last_tile = tl.minimum(first_tile + chunk_tiles, num_tiles) - 1
-            tiles = last_tile - first_tile + 1
-            if HAS_BIAS:
-                d_bias_rows += chunk * B * N * 3
-        else:
-            b, rows, mc = _tile_offsets(T, N, BC)
-            last_tile = num_tiles - 1
-            tiles = num_tiles
+        step t + 1 joins s_t's (unless a document starts at t + 1), at step 0 the initial window's."""
+        b, rows, mc = _tile_offsets(T, N, BC)
         state_rows = rows  # s_t's row in states and d_states
         if WINDOW:
             state_rows = 2 * rows
@@ -720,33 +506,34 @@ if triton is not None:
         if HAS_D_FINAL:
             df1 = tl.load(d_final + 2 * rows, mask=mc, other=0.0)
             df2 = tl.load(d_final + 2 * rows + 1, mask=mc, other=0.0)
-        if CHUNKED:
-            m_p, m_q, m_r, m_s, m_b1, m_b2 = c1, c1, c1, c1, c1, c1  # the chunk's map: the first one needs none
-            if chunk > 0:
-                m_p, m_q, m_r, m_s, m_b1, m_b2 = _m2_adjoint_chunk_map(
-                    gates, d_states, starts, rows, state_rows, mc, b, first_tile, last_tile, T, df1, df2, bias1, bias2,
-                    bias_gate, ACT, BC, BT, HAS_BIAS, HAS_STARTS, WINDOW)
-            c1, c2 = _m2_chunk_carry(flags, maps, (chunk * B + b) * blocks + block, B * blocks,
-                                     chunk < num_chunks - 1, chunk > 0, (num_chunks - 1 - chunk) % PREFIX_EVERY == 0,
-                                     c1, c2, m_p, m_q, m_r, m_s, m_b1, m_b2, BC, -1)
-        for r in range(0, tiles):
-            t0 = (last_tile - r) * BT
+        num_tiles = tl.cdiv(T, BT)
+        for r in range(0, num_tiles):
+            t0 = (num_tiles - 1 - r) * BT
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             mask1 = mc[:, None] & (t + 1 < T)[None, :]
-            a1_maps, rr, dy, start = _m2_adjoint_tile_inputs(gates, d_states, starts, rows, state_rows, b, t, mask,
-                                                             mask1, T, df1, df2, bias1, bias2, bias_gate, ACT, HAS_BIAS,
-                                                             HAS_STARTS, WINDOW)
+            y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T, bias1, bias2, bias_gate, HAS_BIAS)
+            a1_next, a2_next, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}, a2_{t+1}
+            dy = _load_values(d_states, state_rows, t, mask, T)
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
+            start_next = _starts_at(starts, b, t + 1, T, HAS_STARTS)  # no flow back across a document start
+            if WINDOW:  # s_t is also the window's second entry at step t + 1
+                dy += tl.where(start_next, 0.0, _load_values(d_states, state_rows + 1, t + 1, mask1, T))
+            # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
+            dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
+            dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
+            # step t+1 reads s_t (lag 1) unless a document starts at t+1, s_{t-1} (lag 2) unless one starts at t+1 or t
+            rr = tl.where(mask1 & ~start_next & ~start, a2_next, 0.0)
             if IN_THREADS:
-                p, q, r_, ss, b1, b2 = _m2_adjoint_group_maps(a1_maps, rr, dy, BC, BT)
-                lam, c1_next, c2_next = _m2_adjoint_tile_in_threads(a1_maps, rr, dy, c1, c2, p, q, r_, ss, b1, b2, BC,
-                                                                    BT)
+                lam, c1_next, c2_next = _m2_adjoint_tile_in_threads(
+                    tl.where(mask1 & ~start_next, a1_next, 0.0), rr, tl.where(mask, dy, 0.0), c1, c2, BC, BT)
             else:
                 zero = tl.zeros([BC, BT], dtype=tl.float32)
-                p = tl.where(mask, a1_maps, 1.0)  # steps past T: the identity
+                p = tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0)  # steps past T: the identity
                 q = tl.where(mask, 1.0, 0.0)
                 ss = tl.where(mask, 0.0, 1.0)
-                p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, dy, zero), 1, _companion_combine,
+                b1 = tl.where(mask, dy, 0.0)
+                p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), 1, _companion_combine,
                                                            reverse=True)
                 lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
                 mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
@@ -812,44 +599,19 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     on the H200, while at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2's tile scan;
     bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2 elsewhere composes its steps in threads if
     M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768,
-    no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt). m = 2 in threads on grids of
-    fewer than CHUNK_BELOW programs per SM, small ones included, cuts each row into `num_chunks` chunks of
-    `chunk_tiles` tiles (CHUNKED), as many as bring the grid to CHUNK_BELOW programs per SM, one program each."""
+    no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt)."""
     tile = _tile()
-    programs = B * triton.cdiv(N, tile["BC"])
-    sms = _num_sms(device if device is not None else "cpu")
-    small = programs < SMALL_GRID_BELOW * sms
-    in_threads_tile = tile if _INTERPRET else IN_THREADS_TILE
-    num_tiles = triton.cdiv(T, min(in_threads_tile["BT"], max(16, triton.next_power_of_2(max(T, 1)))))
-    chunk_tiles = num_tiles
-    if (order == 2 and M2_IN_THREADS and programs < CHUNK_BELOW * sms and num_tiles > 1
-            and not torch.are_deterministic_algorithms_enabled()):
-        chunk_tiles = _CHUNK_TILES or triton.cdiv(num_tiles, min(num_tiles, triton.cdiv(CHUNK_BELOW * sms, programs)))
-    num_chunks = triton.cdiv(num_tiles, chunk_tiles)
-    chunked = num_chunks > 1
-    in_threads = order == 2 and M2_IN_THREADS and (chunked or not small)
+    small = B * triton.cdiv(N, tile["BC"]) < SMALL_GRID_BELOW * _num_sms(device if device is not None else "cpu")
+    in_threads = order == 2 and M2_IN_THREADS and not small
     options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
-    if in_threads:
-        options.update(in_threads_tile)
-    options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+    if in_threads and not _INTERPRET:
+        options.update(IN_THREADS_TILE)
     if order == 2:
-        options.update(IN_THREADS=in_threads, CHUNKED=chunked, PREFIX_EVERY=_PREFIX_EVERY,
-                       num_chunks=num_chunks if chunked else 1, chunk_tiles=chunk_tiles if chunked else 1)
+        options["IN_THREADS"] = in_threads
     if not backward:
         options["PREFETCH"] = small or in_threads
-    return (B * triton.cdiv(N, options["BC"]) * options.get("num_chunks", 1),), options
-
-
-def _look_back_workspace(grid, options, device) -> dict:
-    """The CHUNKED kernels' look-back workspace, zeroed in one fill: one flag per program, one counter per (row,
-    channel block), then 8 float32 words per program and channel (its map, then its outgoing carry)."""
-    if not options.get("CHUNKED"):
-        return dict(flags=None, maps=None, counters=None)
-    programs = grid[0]
-    streams = programs // options["num_chunks"]
-    workspace = torch.zeros(programs + streams + 8 * programs * options["BC"], dtype=torch.int32, device=device)
-    return dict(flags=workspace[:programs], counters=workspace[programs:programs + streams],
-                maps=workspace[programs + streams:].view(torch.float32))
+    options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+    return (B * triton.cdiv(N, options["BC"]),), options
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
@@ -872,7 +634,7 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
     grid, blocks = _grid(B, N, T, values.device, order=m1 - 1)
     kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
     if m1 == 3:  # at m = 1 the window is the states
-        blocks.update(WINDOW=window, B=B, **_look_back_workspace(grid, blocks, values.device))
+        blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
@@ -896,17 +658,15 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
     d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
     d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
     d_h0 = torch.empty(B, N, m1 - 1, device=values.device, dtype=torch.float32) if h0 is not None else None
+    d_bias_rows = torch.empty(B, N, m1, device=values.device, dtype=torch.float32) if gate_bias is not None else None
     if B * N == 0 or T == 0:
         if d_h0 is not None:  # no step: the final state was the initial one
             d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
-        return d_gates, d_values, d_h0, (torch.zeros(N, m1, device=values.device) if gate_bias is not None else None)
+        return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0) if d_bias_rows is not None else None)
     grid, blocks = _grid(B, N, T, values.device, backward=True, order=m1 - 1)
     kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
     if m1 == 3:
-        blocks.update(WINDOW=window, B=B, **_look_back_workspace(grid, blocks, values.device))
-    # each program's sums of the logit gradients over its steps (a CHUNKED one: its chunk's slice), summed below
-    d_bias_rows = torch.empty(blocks.get("num_chunks", 1), B, N, m1, device=values.device, dtype=torch.float32) \
-        if gate_bias is not None else None
+        blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
@@ -914,7 +674,7 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
             d_initial_state=d_h0, d_bias_rows=d_bias_rows, T=T, N=N, ACT=_ACT_ID[gate_activation],
             HAS_BIAS=gate_bias is not None, HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
             HAS_STARTS=starts is not None, **blocks)
-    return d_gates, d_values, d_h0, (d_bias_rows.sum((0, 1)) if d_bias_rows is not None else None)
+    return d_gates, d_values, d_h0, (d_bias_rows.sum(0) if d_bias_rows is not None else None)
 
 
 class _TimeLastFunction(torch.autograd.Function):

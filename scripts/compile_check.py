@@ -207,9 +207,7 @@ def main(argv=None):
               lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
     # the order-1 and order-2 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
     # (softmax and sigmoid: the one-exp pair at m = 1; relu / tanh: the generic normalisation), with and without
-    # initial state, with and without document starts (those with a gate bias and the window as output too); m = 2 in
-    # chunks with a look-back last (CHUNKED), so CHUNK_BELOW is off until then
-    chunk_below, time_last.CHUNK_BELOW = time_last.CHUNK_BELOW, 0
+    # initial state, with and without document starts (those with a gate bias and the window as output too)
     for m, activation, with_initial_state, with_starts in (
             (1, "softmax", True, False), (1, "sigmoid", False, False), (1, "tanh", True, False),
             (2, "softmax", True, False), (2, "relu", False, False), (1, "softmax", False, True),
@@ -252,21 +250,6 @@ def main(argv=None):
           lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), "softmax", True, None))
     time_last.M2_IN_THREADS = in_threads
     time_last.SMALL_GRID_BELOW = small_grid_below
-    # m = 2 in threads, one program per tile with a look-back (the grids of fewer than CHUNK_BELOW programs per SM)
-    time_last.CHUNK_BELOW = 10**9
-    for activation, with_starts in (("softmax", False), ("softmax", True), ("tanh", False)):
-        gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
-        h0, starts = torch.randn(2, 3, 2), (torch.rand(2, 3000) < 0.01 if with_starts else None)
-        bias = torch.randn(3, 3) if with_starts else None
-
-        def chunked_check():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias, with_starts)
-            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
-                                         bias, with_starts)
-
-        check(f"time-last order 2, {activation}, in threads, chunks with a look-back"
-              f"{', document starts, gate bias, window' if with_starts else ''}", chunked_check)
-    time_last.CHUNK_BELOW = chunk_below
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

@@ -26,28 +26,6 @@ def _inputs(B, N, T, dtype=torch.float64, with_h0=True, seed=0, m=1):
     return [t.requires_grad_() if t is not None else None for t in (gates, values, h0)]
 
 
-# m = 2's kernel paths (`_grid`): the tile scan (small grids with chunks off), composed in threads with one program
-# per row and channel block, and in threads with each row cut into chunks, one program each, with a look-back between
-# them (CHUNKED): chunks of one tile; of one tile publishing every third chunk's outgoing carry only, so that
-# look-backs compose chunks' maps; of 2 tiles (the first pass composes tiles' maps, the last chunk may be shorter).
-M2_PATHS = ("tile scan", "in threads", "chunks", "chunks composing", "chunks of 2 tiles")
-
-
-def _use_m2_path(monkeypatch, path, B, N, T):
-    """Make `_grid` pick `path` (M2_PATHS) for m = 2 at this shape, and check that it does."""
-    chunked = path.startswith("chunks")
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9 if path == "tile scan" else 0)
-    monkeypatch.setattr(scan_time_last, "CHUNK_BELOW", 10**9 if chunked else 0)
-    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 3 if path == "chunks composing" else 1)
-    monkeypatch.setattr(scan_time_last, "_CHUNK_TILES", 2 if path == "chunks of 2 tiles" else None)
-    options = scan_time_last._grid(B, N, T, DEVICE, order=2)[1]
-    tiles = -(-T // options["BT"])
-    assert options["IN_THREADS"] is (path != "tile scan")
-    assert options["CHUNKED"] is (chunked and tiles > (2 if path == "chunks of 2 tiles" else 1))
-    if options["CHUNKED"]:
-        assert options["chunk_tiles"] == (2 if path == "chunks of 2 tiles" else 1)
-
-
 def _run(backend, gates, values, h0, activation, want_final, document_starts=None):
     """States, final state and the gradients of a loss that weighs every step differently (and the final state)."""
     states, final = hlru_scan_time_last(gates, values, h0, activation, want_final, backend=backend,
@@ -126,12 +104,12 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
 @needs_triton
 @pytest.mark.parametrize("m", [1, 2])
 @pytest.mark.parametrize("activation", ["softmax", "tanh"])
-@pytest.mark.parametrize("path", ["tile scan", "in threads", "chunks composing", "chunks of 2 tiles"])
-def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, path, monkeypatch):
+@pytest.mark.parametrize("in_threads", [False, True])
+def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_threads, monkeypatch):
     """gate_bias [N, m+1], added to the logits inside the kernels: states, final window and the gradients of gates,
     values, initial window and the bias against the float64 reference (which adds it to the logits first), with
-    document starts, over several tiles, on m = 2's paths (the chunks' bias gradients summed per chunk, then here)."""
-    _use_m2_path(monkeypatch, path, 2, 3, 50)
+    document starts, over several tiles, on both m = 2 paths (the tile scan and the in-thread one)."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(2, 3, 50, seed=11, m=m)
     bias = (torch.randn(3, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2).to(DEVICE)
     bias.requires_grad_()
@@ -155,15 +133,14 @@ def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, path,
 
 @needs_triton
 @pytest.mark.parametrize("m", [1, 2])
-@pytest.mark.parametrize("path", M2_PATHS)
+@pytest.mark.parametrize("in_threads", [False, True])
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, True), (17, True, False),
                                                    (2, True, True), (1, True, False)])
-def test_window_output_matches_the_reference(m, path, T, with_h0, with_starts, monkeypatch):
+def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_starts, monkeypatch):
     """output_window=True: the window [B, N, m, T] = (s_t, s_{t-1}) the scan writes (and its gradient flowing back
     into both entries) against the float64 reference's window, built from its states; document starts at step 0, in
-    the middle and at the last step zero the second entry; the initial window fills it at step 0. Every m = 2 path
-    (in chunks, a tile's window at its first step comes from the look-back)."""
-    _use_m2_path(monkeypatch, path, 2, 3, T)
+    the middle and at the last step zero the second entry; the initial window fills it at step 0. Both m = 2 paths."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(2, 3, T, with_h0=with_h0, seed=T + 3, m=m)
     starts = None
     if with_starts:
@@ -191,75 +168,41 @@ def test_window_output_matches_the_reference(m, path, T, with_h0, with_starts, m
 
 
 @needs_triton
-def test_the_launch_rule_by_programs_per_sm(monkeypatch):
-    """`_grid`'s rule (the interpreter counts 132 SMs, an H200's), by programs (one per row and block of BC
-    channels) per SM: m = 2 under CHUNK_BELOW runs in threads with each row cut into chunks of whole tiles (a
-    look-back between them), as many as bring the grid to CHUNK_BELOW programs per SM, small grids included, unless
-    the sequence is one tile or deterministic algorithms are asked for; from CHUNK_BELOW on, one program per row
-    composing in threads; the forwards prefetch either way. With chunks off, a small grid (under SMALL_GRID_BELOW)
-    keeps m = 2 on the tile scan with prefetch. m = 1: one program per row, prefetching on small grids only."""
-    sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
-    bt = (scan_time_last.IN_THREADS_TILE if GPU else scan_time_last._tile())["BT"]
-    small, chunk = scan_time_last.SMALL_GRID_BELOW * sms, scan_time_last.CHUNK_BELOW * sms
-    assert small < chunk
-    tiles = 21
-    T = (tiles - 1) * bt + 1
-    for B, N, chunked in ((1, (small - 1) * bc, True), (1, (chunk - 1) * bc, True), (1, 5 * bc, True),
-                          (2, chunk * bc // 2, False)):
-        programs = B * -(-N // bc)
-        grid, forward = scan_time_last._grid(B, N, T, DEVICE, order=2)
-        _, backward = scan_time_last._grid(B, N, T, DEVICE, backward=True, order=2)
-        _, first_order = scan_time_last._grid(B, N, T, DEVICE, order=1)
-        assert forward["IN_THREADS"] and backward["IN_THREADS"] and forward["BT"] == bt
-        assert forward["CHUNKED"] is backward["CHUNKED"] is chunked
-        chunks, chunk_tiles = forward["num_chunks"], forward["chunk_tiles"]
-        assert (chunks, chunk_tiles) == (backward["num_chunks"], backward["chunk_tiles"])
-        assert grid == (programs * chunks,)
-        if chunked:  # whole tiles, every chunk but the last full; enough of them, or one per tile
-            assert chunk_tiles * (chunks - 1) < tiles <= chunk_tiles * chunks
-            assert programs * chunks >= chunk or chunks == tiles
-            assert programs * (chunks - 1) < chunk  # and not more than that needs
-        else:
-            assert (chunks, chunk_tiles) == (1, 1)
+def test_the_launch_rule_by_programs_per_sm():
+    """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
+    per SM prefetches and keeps m = 2 on the tile scan; one of exactly that many runs m = 2 in threads, prefetching
+    forward, and m = 1 without prefetch; one program per block of BC channels either way."""
+    programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
+    bc = scan_time_last._tile()["BC"]
+    for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):
+        grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2)
+        _, backward = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2)
+        _, first_order = scan_time_last._grid(B, N, 4096, DEVICE, order=1)
+        assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
         assert forward["PREFETCH"] is True and "PREFETCH" not in backward
-        assert first_order["PREFETCH"] is (programs < small) and "IN_THREADS" not in first_order
+        assert first_order["PREFETCH"] is not in_threads and "IN_THREADS" not in first_order
+        assert grid == (B * -(-N // forward["BC"]),)
         if GPU:
-            assert {k: forward[k] for k in scan_time_last.IN_THREADS_TILE} == scan_time_last.IN_THREADS_TILE
-    # a sequence of one tile has nothing to chunk
-    assert not scan_time_last._grid(1, bc, bt, DEVICE, order=2)[1]["CHUNKED"]
-    # the look-back's sums may round differently between runs: not under deterministic algorithms
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        assert not scan_time_last._grid(1, bc, T, DEVICE, order=2)[1]["CHUNKED"]
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-    # chunks off: a small grid keeps m = 2 on the tile scan, prefetching
-    monkeypatch.setattr(scan_time_last, "CHUNK_BELOW", 0)
-    grid, options = scan_time_last._grid(1, (small - 1) * bc, T, DEVICE, order=2)
-    assert not options["IN_THREADS"] and not options["CHUNKED"] and options["PREFETCH"]
-    assert grid == (small - 1,)
-    if GPU:
-        assert {k: options[k] for k in scan_time_last.TILE} == scan_time_last.TILE
+            tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
+            assert {k: forward[k] for k in tile} == tile
 
 
 @needs_triton
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, False), (33, True, False),
                                                    (16, True, True), (1, True, False), (17, False, True)])
-@pytest.mark.parametrize("path", ["in threads", "chunks", "chunks composing", "chunks of 2 tiles"])
-def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, path, monkeypatch):
+def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, monkeypatch):
     """m = 2's forward with its steps composed 8 at a time inside threads (M2_IN_THREADS, on grids that are not
-    small), one program per row or one per tile with a look-back, against the float64 reference: states and final
-    window over several 16-step tiles (2 groups of 8 each), a partial last tile, a last tile of one step (T = 17,
-    33: the final window's second entry is the tile before's), document starts (one at the last step, one at a
-    tile's first step), an initial window."""
-    _use_m2_path(monkeypatch, path, 2, 3, T)
+    small) against the float64 reference: states and final window over several 16-step tiles (2 groups of 8 each), a
+    partial last tile, a last tile of one step (T = 17, 33: the final window's second entry is the tile before's),
+    document starts (one at the last step), an initial window."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    assert scan_time_last._grid(2, 3, T, DEVICE, order=2)[1]["IN_THREADS"]
     gates, values, h0 = (t.detach() if t is not None else None for t in _inputs(2, 3, T, with_h0=with_h0, seed=T, m=2))
     starts = None
     if with_starts:
         starts = torch.zeros(2, T, dtype=torch.bool, device=DEVICE)
-        starts[0, T // 3] = starts[1, T - 1] = starts[1, 0] = starts[0, min(16, T - 1)] = True
+        starts[0, T // 3] = starts[1, T - 1] = starts[1, 0] = True
     want = hlru_scan_time_last(gates, values, h0, activation, True, backend="torch", document_starts=starts)
     got = hlru_scan_time_last(gates, values, h0, activation, True, backend="triton", document_starts=starts)
     for g, w in zip(got, want):
@@ -271,19 +214,18 @@ def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, False), (33, True, False),
                                                    (16, True, True), (1, True, False), (17, False, True),
                                                    (2, True, True)])
-@pytest.mark.parametrize("path", ["in threads", "chunks", "chunks composing", "chunks of 2 tiles"])
-def test_order_2_backward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, path, monkeypatch):
+def test_order_2_backward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, monkeypatch):
     """m = 2's backward with its adjoints composed 8 steps at a time inside threads (M2_IN_THREADS, on grids that
-    are not small), one program per row or one per tile with a look-back, and the forward likewise: the gradients of
-    gates, values and initial window (a loss on every step and on the final window) against the float64 reference,
-    over several tiles, a partial last tile, a last tile of one step, document starts (one at the last step, one at
-    a tile's first step), T = 1 and 2."""
-    _use_m2_path(monkeypatch, path, 2, 3, T)
+    are not small), and the forward likewise: the gradients of gates, values and initial window (a loss on every
+    step and on the final window) against the float64 reference, over several tiles, a partial last tile, a last
+    tile of one step, document starts (one at the last step), T = 1 and 2."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    assert scan_time_last._grid(2, 3, T, DEVICE, backward=True, order=2)[1]["IN_THREADS"]
     inputs = _inputs(2, 3, T, with_h0=with_h0, seed=T + 1, m=2)
     starts = None
     if with_starts:
         starts = torch.zeros(2, T, dtype=torch.bool, device=DEVICE)
-        starts[0, T // 3] = starts[1, T - 1] = starts[1, 0] = starts[0, min(16, T - 1)] = True
+        starts[0, T // 3] = starts[1, T - 1] = starts[1, 0] = True
     want = _run("torch", *inputs, activation, True, starts)
     got = _run("triton", *inputs, activation, True, starts)
     for g, w in zip(got, want):
@@ -427,12 +369,11 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, mon
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-@pytest.mark.parametrize("path", ["in threads", "chunks", "chunks composing", "chunks of 2 tiles"])
-def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, path, monkeypatch):
+def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypatch):
     """m = 2's forward and backward composed in threads (M2_IN_THREADS; IN_THREADS_TILE on a GPU, the forward
-    prefetching; or one program per tile with a look-back) over many tiles, with an initial window and document
-    starts: states, final window and every gradient against the float64 reference."""
-    _use_m2_path(monkeypatch, path, B, N, T)
+    prefetching) over many tiles, with an initial window and document starts: states, final window and every
+    gradient against the float64 reference."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
     assert scan_time_last._grid(B, N, T, DEVICE, order=2)[1]["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T, m=2)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(1)).lt(0.002).to(DEVICE)
@@ -447,13 +388,13 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, path, mon
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("m", [1, 2])
-@pytest.mark.parametrize("path", ["tile scan", "in threads", "chunks composing", "chunks of 2 tiles"])
+@pytest.mark.parametrize("in_threads", [False, True])
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, path, monkeypatch):
+def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_threads, monkeypatch):
     """The window output and the gate bias on the GPU's tiles (the tile scan of TILE, or m = 2 in threads with
-    IN_THREADS_TILE, in chunks or not) over many tiles, with an initial window and document starts: window, final
-    window and every gradient, the bias's included, against the float64 reference."""
-    _use_m2_path(monkeypatch, path, B, N, T)
+    IN_THREADS_TILE) over many tiles, with an initial window and document starts: window, final window and every
+    gradient, the bias's included, against the float64 reference."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(B, N, T, seed=T + m, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     bias.requires_grad_()
