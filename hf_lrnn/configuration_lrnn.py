@@ -268,8 +268,8 @@ class HLRUConfig(LRNNConfig):
             torch.compile (inductor fuses transformers' loss itself). "torch": transformers' `ForCausalLMLoss`
             (float32 copy of the logits, log_softmax). None (default): "triton" for logits on a CUDA device with
             Triton installed, else "torch", silently. Read at every forward.
-        scan_layout: the memory layout of the scan on the Triton backend, for order / block_size 1 and H-LRU order
-            2 with selective gates. "time_last" (default): the projections write [B, N, T] tensors
+        scan_layout: the memory layout of the scan on the Triton backend, for order / block_size 1 and H-LRU
+            orders 2 and 4 with selective gates. "time_last" (default): the projections write [B, N, T] tensors
             (`hlru_scan_time_last`), in which the scan streams at close to the memory bandwidth, and the scan
             writes the read-out that the output projection reads in that layout. "time_first": they write
             [B, T, N] tensors, as for every other order. Same function (the products sum in another order); packed

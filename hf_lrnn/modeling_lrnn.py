@@ -541,14 +541,14 @@ class LRNNMixer(nn.Module):
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
-        BD-LRU) or H-LRU order 2, selective gates, several steps, the Triton backend, plain nn.Linear projections (an
+        BD-LRU) or H-LRU order 2 or 4, selective gates, several steps, the Triton backend, plain nn.Linear projections (an
         adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
         handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
         takes it). Packed documents take it too."""
         if getattr(self.config, "scan_layout", "time_last") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
-        if not (self.unit_size == 1 or (self.unit_size == 2 and not self.blocked)):
+        if not (self.unit_size == 1 or (self.unit_size in (2, 4) and not self.blocked)):
             return False
         if not runs_triton(self.config, hidden_states.device):
             return False
@@ -563,14 +563,14 @@ class LRNNMixer(nn.Module):
 
     def _forward_time_last(self, hidden_states: torch.Tensor, cache: Optional[LRNNCache],
                            document_starts: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The mixer on time-last tensors (order m = 1, or H-LRU m = 2): the projections write [B, N, T] and
+        """The mixer on time-last tensors (order m = 1, or H-LRU m = 2 or 4): the projections write [B, N, T] and
         [B, N*(m+1), T] (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
         `hlru_scan_time_last` scans them, and the output projection reads the read-out [B, N*m, T] as a transposed
         operand; the projections' backward writes each gradient in the layout its consumer reads
         (`_TimeLastInputProjection`, `_TimeLastOutputProjection`); the coefficient bias is added inside the scan, which
         also writes the read-out window.
         Same function as the [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same row order of
-        its projections; H-LRU m = 2's read-out is the window (s_t, s_{t-1}), index n*m + k). With packed documents
+        its projections; H-LRU's read-out is the window (s_t, ..., s_{t-m+1}), index n*m + k). With packed documents
         (`document_starts` [B, T]) every document starts from a zero window."""
         B, T, _ = hidden_states.shape
         N, m = self.num_units, self.unit_size
@@ -580,7 +580,7 @@ class LRNNMixer(nn.Module):
         values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N, T]
         gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*(m+1), T], rows (n, j), without bias
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
-        # the read-out: the window [B, N, m, T] = (s_t, s_{t-1}) at m = 2, which the scan writes itself
+        # the read-out: the window [B, N, m, T] = (s_t, ..., s_{t-m+1}), which the scan writes itself
         window, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
                                                   self.gate_activation, output_final_state=cache is not None,
                                                   backend="triton", document_starts=document_starts,

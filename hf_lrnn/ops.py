@@ -501,8 +501,8 @@ def hlru_scan_time_last(
     _check_arguments(op, gates, values, gate_activation, output_final_state)
     if not isinstance(output_window, bool):
         raise ValueError(f"{op}: output_window must be True or False, got {output_window!r}")
-    if gates.dim() != 4 or gates.shape[2] not in (2, 3):
-        raise ValueError(f"{op}: gates must have shape [B, N, m+1, T] with m = 1 or 2 (use hlru_scan for m > 2), "
+    if gates.dim() != 4 or gates.shape[2] not in (2, 3, 5):
+        raise ValueError(f"{op}: gates must have shape [B, N, m+1, T] with m = 1, 2 or 4 (use hlru_scan for other m), "
                          f"got {tuple(gates.shape)}")
     B, N, m1, T = gates.shape
     if tuple(values.shape) != (B, N, T):

@@ -62,6 +62,10 @@ SMALL_GRID_BELOW = 16
 # 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
 M2_IN_THREADS = True
 IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
+# m = 4, always composed in threads (`_m4_tile_in_threads`): 2 channels per program, a warp each, 256-step tiles. On
+# the H200 that probe ran forward+backward at 39-42 % of copy at B8 T4096 D1024 and B32 T2048 D2048 against 30-39 %
+# with one channel and one warp, forward at 40-44 against 40-47 (bench_results/probes_2026-11-30l/m4/).
+M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
 
 if triton is not None:
 
@@ -583,6 +587,458 @@ if triton is not None:
             _store_bias_gradient(d_bias_rows, rows, 1, 3, mc, d_bias2)
             _store_bias_gradient(d_bias_rows, rows, 2, 3, mc, d_bias_gate)
 
+    # ---- order 4: the window u_t = (s_t, s_{t-1}, s_{t-2}, s_{t-3}) follows u_t = keep_t C_t u_{t-1} + (g_t v_t, 0,
+    # 0, 0), C the 4 x 4 companion matrix of (a1, a2, a3, a4), keep_t = 0 where a document starts; composed in threads
+    # as m = 2's (8 steps per thread, the groups' maps scanned across the warp), only in threads.
+
+    @triton.jit
+    def _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS: tl.constexpr):
+        """The logits at steps t [BT] of rows [BC]: lags 1-4, input gate (plus their bias [BC]), float32."""
+        base = (5 * rows)[:, None] * T + t[None, :]
+        z1 = tl.load(gates + base, mask=mask, other=0.0).to(tl.float32)
+        z2 = tl.load(gates + base + T, mask=mask, other=0.0).to(tl.float32)
+        z3 = tl.load(gates + base + 2 * T, mask=mask, other=0.0).to(tl.float32)
+        z4 = tl.load(gates + base + 3 * T, mask=mask, other=0.0).to(tl.float32)
+        zg = tl.load(gates + base + 4 * T, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            z1 += bias1[:, None]
+            z2 += bias2[:, None]
+            z3 += bias3[:, None]
+            z4 += bias4[:, None]
+            zg += bias_gate[:, None]
+        return z1, z2, z3, z4, zg
+
+    @triton.jit
+    def _join_lags(z1, z2, z3, z4):
+        """Four [BC, BT] -> [BC, BT, 4] (lag k - 1 at index k - 1)."""
+        zc = tl.join(tl.join(z1, z2), tl.join(z3, z4))  # [BC, BT, 2, 2]
+        return tl.reshape(zc, [z1.shape[0], z1.shape[1], 4])
+
+    @triton.jit
+    def _split_lags(zc):
+        """The inverse of `_join_lags`."""
+        first, second = tl.split(tl.reshape(zc, [zc.shape[0], zc.shape[1], 2, 2]))
+        z1, z2 = tl.split(first)
+        z3, z4 = tl.split(second)
+        return z1, z2, z3, z4
+
+    @triton.jit
+    def _normalize_five(z1, z2, z3, z4, zg, ACT: tl.constexpr):
+        """(a1, a2, a3, a4, g): the group's normalisation. Softmax written out on the five tiles; the other
+        activations through scan_triton's `_normalize` on the lags joined along a new axis."""
+        if ACT == 0:
+            top = tl.maximum(tl.maximum(tl.maximum(z1, z2), tl.maximum(z3, z4)), zg)
+            e1, e2, e3, e4, eg = tl.exp(z1 - top), tl.exp(z2 - top), tl.exp(z3 - top), tl.exp(z4 - top), tl.exp(zg - top)
+            inv = 1.0 / (e1 + e2 + e3 + e4 + eg)  # >= 1 term is exp(0): finite
+            a1, a2, a3, a4, g = e1 * inv, e2 * inv, e3 * inv, e4 * inv, eg * inv
+        else:
+            zc = _join_lags(z1, z2, z3, z4)
+            c, g = _normalize(zc, zg, tl.full(zc.shape, 1, tl.int1), 4, ACT, 2)
+            a1, a2, a3, a4 = _split_lags(c)
+        return a1, a2, a3, a4, g
+
+    @triton.jit
+    def _normalize_five_bwd(z1, z2, z3, z4, zg, d1, d2, d3, d4, dg, ACT: tl.constexpr):
+        """Gradient of the five logits from (d a1, ..., d a4, d g); softmax: dz = c (dc - <c, dc>)."""
+        if ACT == 0:
+            a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
+            dot = a1 * d1 + a2 * d2 + a3 * d3 + a4 * d4 + g * dg
+            dz1, dz2, dz3, dz4, dzg = a1 * (d1 - dot), a2 * (d2 - dot), a3 * (d3 - dot), a4 * (d4 - dot), g * (dg - dot)
+        else:
+            zc = _join_lags(z1, z2, z3, z4)
+            dzc, dzg = _normalize_bwd(zc, zg, tl.full(zc.shape, 1, tl.int1), _join_lags(d1, d2, d3, d4), dg, 4, ACT, 2)
+            dz1, dz2, dz3, dz4 = _split_lags(dzc)
+        return dz1, dz2, dz3, dz4, dzg
+
+    @triton.jit
+    def _companion4_step(m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33,
+                         b0, b1, b2, b3, a1, a2, a3, a4, u, keep):
+        """(M, b) followed by one step u_t = keep C u_{t-1} + (u, 0, 0, 0), C = [[a1, a2, a3, a4], [1, 0, 0, 0],
+        [0, 1, 0, 0], [0, 0, 1, 0]]: the first row becomes a . M (a zero at a start), the others shift down times
+        keep."""
+        return (a1 * m00 + a2 * m10 + a3 * m20 + a4 * m30, a1 * m01 + a2 * m11 + a3 * m21 + a4 * m31,
+                a1 * m02 + a2 * m12 + a3 * m22 + a4 * m32, a1 * m03 + a2 * m13 + a3 * m23 + a4 * m33,
+                keep * m00, keep * m01, keep * m02, keep * m03, keep * m10, keep * m11, keep * m12, keep * m13,
+                keep * m20, keep * m21, keep * m22, keep * m23,
+                a1 * b0 + a2 * b1 + a3 * b2 + a4 * b3 + u, keep * b0, keep * b1, keep * b2)
+
+    @triton.jit
+    def _companion4_combine(m00_l, m01_l, m02_l, m03_l, m10_l, m11_l, m12_l, m13_l, m20_l, m21_l, m22_l, m23_l,
+                            m30_l, m31_l, m32_l, m33_l, b0_l, b1_l, b2_l, b3_l,
+                            m00_r, m01_r, m02_r, m03_r, m10_r, m11_r, m12_r, m13_r, m20_r, m21_r, m22_r, m23_r,
+                            m30_r, m31_r, m32_r, m33_r, b0_r, b1_r, b2_r, b3_r):
+        """(M_l, b_l) then (M_r, b_r): u -> M_r (M_l u + b_l) + b_r, 4 x 4."""
+        return (m00_r * m00_l + m01_r * m10_l + m02_r * m20_l + m03_r * m30_l,
+                m00_r * m01_l + m01_r * m11_l + m02_r * m21_l + m03_r * m31_l,
+                m00_r * m02_l + m01_r * m12_l + m02_r * m22_l + m03_r * m32_l,
+                m00_r * m03_l + m01_r * m13_l + m02_r * m23_l + m03_r * m33_l,
+                m10_r * m00_l + m11_r * m10_l + m12_r * m20_l + m13_r * m30_l,
+                m10_r * m01_l + m11_r * m11_l + m12_r * m21_l + m13_r * m31_l,
+                m10_r * m02_l + m11_r * m12_l + m12_r * m22_l + m13_r * m32_l,
+                m10_r * m03_l + m11_r * m13_l + m12_r * m23_l + m13_r * m33_l,
+                m20_r * m00_l + m21_r * m10_l + m22_r * m20_l + m23_r * m30_l,
+                m20_r * m01_l + m21_r * m11_l + m22_r * m21_l + m23_r * m31_l,
+                m20_r * m02_l + m21_r * m12_l + m22_r * m22_l + m23_r * m32_l,
+                m20_r * m03_l + m21_r * m13_l + m22_r * m23_l + m23_r * m33_l,
+                m30_r * m00_l + m31_r * m10_l + m32_r * m20_l + m33_r * m30_l,
+                m30_r * m01_l + m31_r * m11_l + m32_r * m21_l + m33_r * m31_l,
+                m30_r * m02_l + m31_r * m12_l + m32_r * m22_l + m33_r * m32_l,
+                m30_r * m03_l + m31_r * m13_l + m32_r * m23_l + m33_r * m33_l,
+                m00_r * b0_l + m01_r * b1_l + m02_r * b2_l + m03_r * b3_l + b0_r,
+                m10_r * b0_l + m11_r * b1_l + m12_r * b2_l + m13_r * b3_l + b1_r,
+                m20_r * b0_l + m21_r * b1_l + m22_r * b2_l + m23_r * b3_l + b2_r,
+                m30_r * b0_l + m31_r * b1_l + m32_r * b2_l + m33_r * b3_l + b3_r)
+
+    @triton.jit
+    def _apply4(m0, m1, m2, m3, b, w0, w1, w2, w3):
+        """Row (m0, m1, m2, m3 | b) [BC, G] of a map applied to the window (w0, w1, w2, w3) [BC]."""
+        return m0 * w0[:, None] + m1 * w1[:, None] + m2 * w2[:, None] + m3 * w3[:, None] + b
+
+    @triton.jit
+    def _m4_state_step(w0, w1, w2, w3, a1, a2, a3, a4, u, keep):
+        """One step of the window in a thread: (s, keep w0, keep w1, keep w2), s = a . w + u (a zero at a start)."""
+        return a1 * w0 + a2 * w1 + a3 * w2 + a4 * w3 + u, keep * w0, keep * w1, keep * w2
+
+    @triton.jit
+    def _m4_tile_in_threads(a1, a2, a3, a4, u, keep, w0, w1, w2, w3, BC: tl.constexpr, BT: tl.constexpr):
+        """The windows (s_t, s_{t-1}, s_{t-2}, s_{t-3}) [BC, BT] x 4 of a tile from its incoming window (w0..w3)
+        [BC], and the window after its last group: each thread composes its 8 steps' 4 x 4 maps one after another,
+        the BT / 8 group maps go through tl.associative_scan, each group's start window is the end window of the
+        group before (tl.gather), and its 8 windows follow from it at 4 multiply-adds each. a1..a4 are 0 at a
+        document start (keep 0); steps past T must have a1 = 1, a2 = a3 = a4 = 0, keep = 1 (the caller takes the
+        final window at step T - 1)."""
+        G: tl.constexpr = BT // 8
+        p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
+        q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
+        r0, r1, r2, r3, r4, r5, r6, r7 = _split_steps(a3, BC, G)
+        o0, o1, o2, o3, o4, o5, o6, o7 = _split_steps(a4, BC, G)
+        u0, u1, u2, u3, u4, u5, u6, u7 = _split_steps(u, BC, G)
+        k0, k1, k2, k3, k4, k5, k6, k7 = _split_steps(keep, BC, G)
+        one = tl.full([BC, G], 1.0, tl.float32)
+        zero = tl.zeros([BC, G], tl.float32)
+        maps = _companion4_step(one, zero, zero, zero, zero, one, zero, zero, zero, zero, one, zero,
+                                zero, zero, zero, one, zero, zero, zero, zero, p0, q0, r0, o0, u0, k0)
+        maps = _companion4_step(*maps, p1, q1, r1, o1, u1, k1)
+        maps = _companion4_step(*maps, p2, q2, r2, o2, u2, k2)
+        maps = _companion4_step(*maps, p3, q3, r3, o3, u3, k3)
+        maps = _companion4_step(*maps, p4, q4, r4, o4, u4, k4)
+        maps = _companion4_step(*maps, p5, q5, r5, o5, u5, k5)
+        maps = _companion4_step(*maps, p6, q6, r6, o6, u6, k6)
+        maps = _companion4_step(*maps, p7, q7, r7, o7, u7, k7)
+        (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33,
+         b0, b1, b2, b3) = tl.associative_scan(maps, 1, _companion4_combine)
+        end0 = _apply4(m00, m01, m02, m03, b0, w0, w1, w2, w3)  # the window after each group
+        end1 = _apply4(m10, m11, m12, m13, b1, w0, w1, w2, w3)
+        end2 = _apply4(m20, m21, m22, m23, b2, w0, w1, w2, w3)
+        end3 = _apply4(m30, m31, m32, m33, b3, w0, w1, w2, w3)
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        before = tl.maximum(group - 1, 0)
+        v0 = tl.where(group == 0, w0[:, None], tl.gather(end0, before, 1))  # the window before each group
+        v1 = tl.where(group == 0, w1[:, None], tl.gather(end1, before, 1))
+        v2 = tl.where(group == 0, w2[:, None], tl.gather(end2, before, 1))
+        v3 = tl.where(group == 0, w3[:, None], tl.gather(end3, before, 1))
+        x00, x01, x02, x03 = _m4_state_step(v0, v1, v2, v3, p0, q0, r0, o0, u0, k0)
+        x10, x11, x12, x13 = _m4_state_step(x00, x01, x02, x03, p1, q1, r1, o1, u1, k1)
+        x20, x21, x22, x23 = _m4_state_step(x10, x11, x12, x13, p2, q2, r2, o2, u2, k2)
+        x30, x31, x32, x33 = _m4_state_step(x20, x21, x22, x23, p3, q3, r3, o3, u3, k3)
+        x40, x41, x42, x43 = _m4_state_step(x30, x31, x32, x33, p4, q4, r4, o4, u4, k4)
+        x50, x51, x52, x53 = _m4_state_step(x40, x41, x42, x43, p5, q5, r5, o5, u5, k5)
+        x60, x61, x62, x63 = _m4_state_step(x50, x51, x52, x53, p6, q6, r6, o6, u6, k6)
+        x70, x71, x72, x73 = _m4_state_step(x60, x61, x62, x63, p7, q7, r7, o7, u7, k7)
+        last = group == G - 1
+        return (_join_steps(x00, x10, x20, x30, x40, x50, x60, x70, BC, G),
+                _join_steps(x01, x11, x21, x31, x41, x51, x61, x71, BC, G),
+                _join_steps(x02, x12, x22, x32, x42, x52, x62, x72, BC, G),
+                _join_steps(x03, x13, x23, x33, x43, x53, x63, x73, BC, G),
+                tl.sum(tl.where(last, end0, 0.0), axis=1), tl.sum(tl.where(last, end1, 0.0), axis=1),
+                tl.sum(tl.where(last, end2, 0.0), axis=1), tl.sum(tl.where(last, end3, 0.0), axis=1))
+
+    @triton.jit
+    def _pick(x, t, step):
+        """[BC]: x [BC, BT] at step `step` (0 where no t equals it)."""
+        return tl.sum(tl.where((t == step)[None, :], x, 0.0), axis=1)
+
+    @triton.jit
+    def _time_last_m4_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
+                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
+                                 WINDOW: tl.constexpr):
+        """states[row, t] = a1 s_{t-1} + ... + a4 s_{t-4} + g v for BC rows, composed in threads
+        (`_m4_tile_in_threads`); initial / final window (s, s_{-1}, s_{-2}, s_{-3}). WINDOW: states is [B, N, 4,
+        T], the window (s_t, ..., s_{t-3}) at every step (entries before a document's start 0)."""
+        b, rows, mc = _tile_offsets(T, N, BC)
+        bias1 = _load_bias(gate_bias, rows, b, N, 0, 5, mc, HAS_BIAS)
+        bias2 = _load_bias(gate_bias, rows, b, N, 1, 5, mc, HAS_BIAS)
+        bias3 = _load_bias(gate_bias, rows, b, N, 2, 5, mc, HAS_BIAS)
+        bias4 = _load_bias(gate_bias, rows, b, N, 3, 5, mc, HAS_BIAS)
+        bias_gate = _load_bias(gate_bias, rows, b, N, 4, 5, mc, HAS_BIAS)
+        w0 = tl.zeros([BC], dtype=tl.float32)  # the window before the tile: s_{t-1}, ..., s_{t-4}
+        w1 = tl.zeros([BC], dtype=tl.float32)
+        w2 = tl.zeros([BC], dtype=tl.float32)
+        w3 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            w0 = tl.load(initial_state + 4 * rows, mask=mc, other=0.0)
+            w1 = tl.load(initial_state + 4 * rows + 1, mask=mc, other=0.0)
+            w2 = tl.load(initial_state + 4 * rows + 2, mask=mc, other=0.0)
+            w3 = tl.load(initial_state + 4 * rows + 3, mask=mc, other=0.0)
+        final0, final1, final2, final3 = w0, w1, w2, w3  # overwritten by the last tile
+        for t0 in range(0, T, BT):
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
+            x = _load_values(values, rows, t, mask, T)
+            a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
+            start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
+            keep = tl.where(start, 0.0, 1.0)
+            inside = mask & ~start
+            e0, e1, e2, e3, w0, w1, w2, w3 = _m4_tile_in_threads(
+                tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(inside, a2, 0.0), tl.where(inside, a3, 0.0),
+                tl.where(inside, a4, 0.0), tl.where(mask, g * x, 0.0), keep, w0, w1, w2, w3, BC, BT)
+            if t0 + BT >= T:  # the last tile: the final window is the window at step T - 1
+                final0, final1, final2, final3 = _pick(e0, t, T - 1), _pick(e1, t, T - 1), _pick(e2, t, T - 1), \
+                    _pick(e3, t, T - 1)
+            if WINDOW:
+                window_rows = (4 * rows)[:, None] * T + t[None, :]
+                tl.store(states + window_rows, e0.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + window_rows + T, e1.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + window_rows + 2 * T, e2.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + window_rows + 3 * T, e3.to(states.dtype.element_ty), mask=mask)
+            else:
+                tl.store(states + rows[:, None] * T + t[None, :], e0.to(states.dtype.element_ty), mask=mask)
+        if WRITE_FINAL:
+            tl.store(final_state + 4 * rows, final0, mask=mc)
+            tl.store(final_state + 4 * rows + 1, final1, mask=mc)
+            tl.store(final_state + 4 * rows + 2, final2, mask=mc)
+            tl.store(final_state + 4 * rows + 3, final3, mask=mc)
+
+    @triton.jit
+    def _adjoint4_step(p00, p01, p02, p03, p10, p11, p12, p13, p20, p21, p22, p23, p30, p31, p32, p33,
+                       q0, q1, q2, q3, a1, a2, a3, a4, keep, d):
+        """One step back after (P, q): v_t = keep_{t+1} A_{t+1} v_{t+1} + (d_t, 0, 0, 0) on v = (lam, mu1, mu2,
+        mu3), A = [[a1, 1, 0, 0], [a2, 0, 1, 0], [a3, 0, 0, 1], [a4, 0, 0, 0]] with the logits of step t + 1 (a1..a4
+        already 0 where keep is): the observer form of lam_t = d_t + sum_k a_k,t+k lam_t+k, whose maps need one step
+        ahead only; a document start at t + 1 cuts every flow from t + 1 on back to t."""
+        return (a1 * p00 + keep * p10, a1 * p01 + keep * p11, a1 * p02 + keep * p12, a1 * p03 + keep * p13,
+                a2 * p00 + keep * p20, a2 * p01 + keep * p21, a2 * p02 + keep * p22, a2 * p03 + keep * p23,
+                a3 * p00 + keep * p30, a3 * p01 + keep * p31, a3 * p02 + keep * p32, a3 * p03 + keep * p33,
+                a4 * p00, a4 * p01, a4 * p02, a4 * p03,
+                a1 * q0 + keep * q1 + d, a2 * q0 + keep * q2, a3 * q0 + keep * q3, a4 * q0)
+
+    @triton.jit
+    def _m4_adjoint_state_step(v0, v1, v2, v3, a1, a2, a3, a4, keep, d):
+        """One step back of v = (lam, mu1, mu2, mu3) in a thread (`_adjoint4_step` on the vector)."""
+        return a1 * v0 + keep * v1 + d, a2 * v0 + keep * v2, a3 * v0 + keep * v3, a4 * v0
+
+    @triton.jit
+    def _m4_adjoint_tile_in_threads(a1, a2, a3, a4, keep, dy, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr):
+        """The backward's `_m4_tile_in_threads`: lam [BC, BT] of a tile from v = (lam, mu1, mu2, mu3) after its last
+        step (c0..c3) [BC], and v at its first step. a1..a4 = a_{t+1} and keep_{t+1} as the maps use them (0 past T,
+        where the carry into the last tile is 0 and stays 0)."""
+        G: tl.constexpr = BT // 8
+        p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
+        q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
+        r0, r1, r2, r3, r4, r5, r6, r7 = _split_steps(a3, BC, G)
+        o0, o1, o2, o3, o4, o5, o6, o7 = _split_steps(a4, BC, G)
+        k0, k1, k2, k3, k4, k5, k6, k7 = _split_steps(keep, BC, G)
+        d0, d1, d2, d3, d4, d5, d6, d7 = _split_steps(dy, BC, G)
+        one = tl.full([BC, G], 1.0, tl.float32)
+        zero = tl.zeros([BC, G], tl.float32)
+        maps = _adjoint4_step(one, zero, zero, zero, zero, one, zero, zero, zero, zero, one, zero,
+                              zero, zero, zero, one, zero, zero, zero, zero, p7, q7, r7, o7, k7, d7)
+        maps = _adjoint4_step(*maps, p6, q6, r6, o6, k6, d6)
+        maps = _adjoint4_step(*maps, p5, q5, r5, o5, k5, d5)
+        maps = _adjoint4_step(*maps, p4, q4, r4, o4, k4, d4)
+        maps = _adjoint4_step(*maps, p3, q3, r3, o3, k3, d3)
+        maps = _adjoint4_step(*maps, p2, q2, r2, o2, k2, d2)
+        maps = _adjoint4_step(*maps, p1, q1, r1, o1, k1, d1)
+        maps = _adjoint4_step(*maps, p0, q0, r0, o0, k0, d0)
+        (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33,
+         b0, b1, b2, b3) = tl.associative_scan(maps, 1, _companion4_combine, reverse=True)
+        first0 = _apply4(m00, m01, m02, m03, b0, c0, c1, c2, c3)  # v at each group's first step
+        first1 = _apply4(m10, m11, m12, m13, b1, c0, c1, c2, c3)
+        first2 = _apply4(m20, m21, m22, m23, b2, c0, c1, c2, c3)
+        first3 = _apply4(m30, m31, m32, m33, b3, c0, c1, c2, c3)
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        after = tl.minimum(group + 1, G - 1)
+        v0 = tl.where(group == G - 1, c0[:, None], tl.gather(first0, after, 1))  # v after each group
+        v1 = tl.where(group == G - 1, c1[:, None], tl.gather(first1, after, 1))
+        v2 = tl.where(group == G - 1, c2[:, None], tl.gather(first2, after, 1))
+        v3 = tl.where(group == G - 1, c3[:, None], tl.gather(first3, after, 1))
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p7, q7, r7, o7, k7, d7)
+        l7 = v0
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p6, q6, r6, o6, k6, d6)
+        l6 = v0
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p5, q5, r5, o5, k5, d5)
+        l5 = v0
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p4, q4, r4, o4, k4, d4)
+        l4 = v0
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p3, q3, r3, o3, k3, d3)
+        l3 = v0
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p2, q2, r2, o2, k2, d2)
+        l2 = v0
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p1, q1, r1, o1, k1, d1)
+        l1 = v0
+        v0, v1, v2, v3 = _m4_adjoint_state_step(v0, v1, v2, v3, p0, q0, r0, o0, k0, d0)
+        head = group == 0
+        return (_join_steps(v0, l1, l2, l3, l4, l5, l6, l7, BC, G),
+                tl.sum(tl.where(head, v0, 0.0), axis=1), tl.sum(tl.where(head, v1, 0.0), axis=1),
+                tl.sum(tl.where(head, v2, 0.0), axis=1), tl.sum(tl.where(head, v3, 0.0), axis=1))
+
+    @triton.jit
+    def _time_last_m4_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
+                                 d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                                 BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                 HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
+        """The adjoint lam_t = dy_t + sum_k a_k,t+k lam_t+k in reverse time, composed in threads on v = (lam, mu1,
+        mu2, mu3) (`_m4_adjoint_tile_in_threads`), then the logit and value gradients. The window before step t
+        (s_{t-1}, ..., s_{t-4}), which the logits' gradients need, is read from the saved states (the initial
+        window before step 0, zero across a document start). WINDOW: states and d_states are [B, N, 4, T] windows;
+        the gradient of entry k at step t + k joins s_t's unless a document starts in between; the final window's
+        likewise; what reaches before step 0 goes to the initial window."""
+        b, rows, mc = _tile_offsets(T, N, BC)
+        state_rows = rows  # s_t's row in states and d_states
+        if WINDOW:
+            state_rows = 4 * rows
+        bias1 = _load_bias(gate_bias, rows, b, N, 0, 5, mc, HAS_BIAS)
+        bias2 = _load_bias(gate_bias, rows, b, N, 1, 5, mc, HAS_BIAS)
+        bias3 = _load_bias(gate_bias, rows, b, N, 2, 5, mc, HAS_BIAS)
+        bias4 = _load_bias(gate_bias, rows, b, N, 3, 5, mc, HAS_BIAS)
+        bias_gate = _load_bias(gate_bias, rows, b, N, 4, 5, mc, HAS_BIAS)
+        d_bias1 = tl.zeros([BC], dtype=tl.float32)  # HAS_BIAS: the logit gradients summed over the steps
+        d_bias2 = tl.zeros([BC], dtype=tl.float32)
+        d_bias3 = tl.zeros([BC], dtype=tl.float32)
+        d_bias4 = tl.zeros([BC], dtype=tl.float32)
+        d_bias_gate = tl.zeros([BC], dtype=tl.float32)
+        c0 = tl.zeros([BC], dtype=tl.float32)  # v = (lam, mu1, mu2, mu3) at the step after the tile
+        c1 = tl.zeros([BC], dtype=tl.float32)
+        c2 = tl.zeros([BC], dtype=tl.float32)
+        c3 = tl.zeros([BC], dtype=tl.float32)
+        h0 = tl.zeros([BC], dtype=tl.float32)  # the initial window s_{-1}, ..., s_{-4}
+        h1 = tl.zeros([BC], dtype=tl.float32)
+        h2 = tl.zeros([BC], dtype=tl.float32)
+        h3 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h0 = tl.load(initial_state + 4 * rows, mask=mc, other=0.0)
+            h1 = tl.load(initial_state + 4 * rows + 1, mask=mc, other=0.0)
+            h2 = tl.load(initial_state + 4 * rows + 2, mask=mc, other=0.0)
+            h3 = tl.load(initial_state + 4 * rows + 3, mask=mc, other=0.0)
+        df0 = tl.zeros([BC], dtype=tl.float32)
+        df1 = tl.zeros([BC], dtype=tl.float32)
+        df2 = tl.zeros([BC], dtype=tl.float32)
+        df3 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_D_FINAL:
+            df0 = tl.load(d_final + 4 * rows, mask=mc, other=0.0)
+            df1 = tl.load(d_final + 4 * rows + 1, mask=mc, other=0.0)
+            df2 = tl.load(d_final + 4 * rows + 2, mask=mc, other=0.0)
+            df3 = tl.load(d_final + 4 * rows + 3, mask=mc, other=0.0)
+        num_tiles = tl.cdiv(T, BT)
+        for r in range(0, num_tiles):
+            t0 = (num_tiles - 1 - r) * BT
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            mask1 = mc[:, None] & (t + 1 < T)[None, :]
+            y1, y2, y3, y4, yg = _load_five(gates, rows, t + 1, mask1, T, bias1, bias2, bias3, bias4, bias_gate,
+                                            HAS_BIAS)
+            n1, n2, n3, n4, _ = _normalize_five(y1, y2, y3, y4, yg, ACT)  # a_{t+1}
+            # entry k of the window at step t + k is s_t unless a document starts at t + 1, ..., t + k
+            valid1 = ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
+            valid2 = valid1 & ~_starts_at(starts, b, t + 2, T, HAS_STARTS)
+            valid3 = valid2 & ~_starts_at(starts, b, t + 3, T, HAS_STARTS)
+            keep_next = mask1 & valid1
+            dy = _load_values(d_states, state_rows, t, mask, T)
+            if WINDOW:
+                dy += tl.where(valid1, _load_values(d_states, state_rows + 1, t + 1, mask1, T), 0.0)
+                dy += tl.where(valid2, _load_values(d_states, state_rows + 2, t + 2,
+                                                    mc[:, None] & (t + 2 < T)[None, :], T), 0.0)
+                dy += tl.where(valid3, _load_values(d_states, state_rows + 3, t + 3,
+                                                    mc[:, None] & (t + 3 < T)[None, :], T), 0.0)
+            # the final window (s_{T-1}, ..., s_{T-4}), likewise
+            dy += tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
+            dy += tl.where((t == T - 2)[None, :] & valid1, df1[:, None], 0.0)
+            dy += tl.where((t == T - 3)[None, :] & valid2, df2[:, None], 0.0)
+            dy += tl.where((t == T - 4)[None, :] & valid3, df3[:, None], 0.0)
+            lam, c0, c1, c2, c3 = _m4_adjoint_tile_in_threads(
+                tl.where(keep_next, n1, 0.0), tl.where(keep_next, n2, 0.0), tl.where(keep_next, n3, 0.0),
+                tl.where(keep_next, n4, 0.0), tl.where(keep_next, 1.0, 0.0), tl.where(mask, dy, 0.0),
+                c0, c1, c2, c3, BC, BT)
+            # the step's own inputs after the scan (fewer registers live across it)
+            z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
+            a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
+            x = _load_values(values, rows, t, mask, T)
+            # the window before step t: s_{t-k} for k = 1..4, the initial window's entry k - 1 - t before step 0
+            s1 = _load_values(states, state_rows, t - 1, mask & (t >= 1)[None, :], T)
+            s2 = _load_values(states, state_rows, t - 2, mask & (t >= 2)[None, :], T)
+            s3 = _load_values(states, state_rows, t - 3, mask & (t >= 3)[None, :], T)
+            s4 = _load_values(states, state_rows, t - 4, mask & (t >= 4)[None, :], T)
+            tt = t[None, :]
+            s1 = tl.where(tt >= 1, s1, h0[:, None])
+            s2 = tl.where(tt >= 2, s2, tl.where(tt == 1, h0[:, None], h1[:, None]))
+            s3 = tl.where(tt >= 3, s3, tl.where(tt == 2, h0[:, None], tl.where(tt == 1, h1[:, None], h2[:, None])))
+            s4 = tl.where(tt >= 4, s4, tl.where(tt == 3, h0[:, None], tl.where(
+                tt == 2, h1[:, None], tl.where(tt == 1, h2[:, None], h3[:, None]))))
+            # zero across a document start at t, t - 1, t - 2, t - 3
+            ok1 = ~_starts_at(starts, b, t, T, HAS_STARTS)
+            ok2 = ok1 & ~_starts_at(starts, b, t - 1, T, HAS_STARTS)
+            ok3 = ok2 & ~_starts_at(starts, b, t - 2, T, HAS_STARTS)
+            ok4 = ok3 & ~_starts_at(starts, b, t - 3, T, HAS_STARTS)
+            s1 = tl.where(ok1, s1, 0.0)
+            s2 = tl.where(ok2, s2, 0.0)
+            s3 = tl.where(ok3, s3, 0.0)
+            s4 = tl.where(ok4, s4, 0.0)
+            dz1, dz2, dz3, dz4, dzg = _normalize_five_bwd(z1, z2, z3, z4, zg, lam * s1, lam * s2, lam * s3, lam * s4,
+                                                          lam * x, ACT)
+            gate_rows = (5 * rows)[:, None] * T + t[None, :]
+            tl.store(d_gates + gate_rows, dz1.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + T, dz2.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 2 * T, dz3.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 3 * T, dz4.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 4 * T, dzg.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_values + rows[:, None] * T + t[None, :], (lam * g).to(d_values.dtype.element_ty), mask=mask)
+            if HAS_BIAS:
+                d_bias1 += tl.sum(tl.where(mask, dz1, 0.0), axis=1)
+                d_bias2 += tl.sum(tl.where(mask, dz2, 0.0), axis=1)
+                d_bias3 += tl.sum(tl.where(mask, dz3, 0.0), axis=1)
+                d_bias4 += tl.sum(tl.where(mask, dz4, 0.0), axis=1)
+                d_bias_gate += tl.sum(tl.where(mask, dzg, 0.0), axis=1)
+            if HAS_H0:
+                if t0 == 0:
+                    # one more step back, with step 0's logits: v_{-1} = (d s_{-1}, ..., d s_{-4})
+                    keep0 = _pick(tl.where(ok1 & mask, 1.0, 0.0), t, 0)
+                    l0, m1, m2, m3 = _m4_adjoint_state_step(
+                        c0, c1, c2, c3, keep0 * _pick(a1, t, 0), keep0 * _pick(a2, t, 0), keep0 * _pick(a3, t, 0),
+                        keep0 * _pick(a4, t, 0), keep0, 0.0)
+                    # entry k of the window at step j < k, and the final window's entries k >= T, are the initial
+                    # window's entry k - 1 - j unless a document starts at 0, ..., j
+                    if WINDOW:
+                        ok = mask & ok3  # no start at t, t - 1, t - 2: at t <= 2, none at 0..t
+                        w1 = tl.where(ok, _load_values(d_states, state_rows + 1, t, mask & (t < 1)[None, :], T), 0.0)
+                        w2 = tl.where(ok, _load_values(d_states, state_rows + 2, t, mask & (t < 2)[None, :], T), 0.0)
+                        w3 = tl.where(ok, _load_values(d_states, state_rows + 3, t, mask & (t < 3)[None, :], T), 0.0)
+                        l0 += _pick(w1, t, 0) + _pick(w2, t, 1) + _pick(w3, t, 2)
+                        m1 += _pick(w2, t, 0) + _pick(w3, t, 1)
+                        m2 += _pick(w3, t, 0)
+                    if T < 4:
+                        no_start = tl.sum(tl.where(mask & ~ok1, 1.0, 0.0), axis=1) == 0  # none in [0, T)
+                        if T == 1:
+                            l0 += tl.where(no_start, df1, 0.0)
+                            m1 += tl.where(no_start, df2, 0.0)
+                            m2 += tl.where(no_start, df3, 0.0)
+                        elif T == 2:
+                            l0 += tl.where(no_start, df2, 0.0)
+                            m1 += tl.where(no_start, df3, 0.0)
+                        else:
+                            l0 += tl.where(no_start, df3, 0.0)
+                    tl.store(d_initial_state + 4 * rows, l0, mask=mc)
+                    tl.store(d_initial_state + 4 * rows + 1, m1, mask=mc)
+                    tl.store(d_initial_state + 4 * rows + 2, m2, mask=mc)
+                    tl.store(d_initial_state + 4 * rows + 3, m3, mask=mc)
+        if HAS_BIAS:
+            _store_bias_gradient(d_bias_rows, rows, 0, 5, mc, d_bias1)
+            _store_bias_gradient(d_bias_rows, rows, 1, 5, mc, d_bias2)
+            _store_bias_gradient(d_bias_rows, rows, 2, 5, mc, d_bias3)
+            _store_bias_gradient(d_bias_rows, rows, 3, 5, mc, d_bias4)
+            _store_bias_gradient(d_bias_rows, rows, 4, 5, mc, d_bias_gate)
+
 
 def _contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return t.contiguous() if t is not None else None
@@ -600,6 +1056,10 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2 elsewhere composes its steps in threads if
     M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768,
     no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt)."""
+    if order == 4:  # composed in threads on every grid
+        options = dict(INTERPRETER_TILE if _INTERPRET else M4_TILE)
+        options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+        return (B * triton.cdiv(N, options["BC"]),), options
     tile = _tile()
     small = B * triton.cdiv(N, tile["BC"]) < SMALL_GRID_BELOW * _num_sms(device if device is not None else "cpu")
     in_threads = order == 2 and M2_IN_THREADS and not small
@@ -632,8 +1092,8 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
     if T == 0:  # no step: the final state is the initial one
         return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
     grid, blocks = _grid(B, N, T, values.device, order=m1 - 1)
-    kernel = _time_last_fwd_kernel if m1 == 2 else _time_last_m2_fwd_kernel
-    if m1 == 3:  # at m = 1 the window is the states
+    kernel = {2: _time_last_fwd_kernel, 3: _time_last_m2_fwd_kernel, 5: _time_last_m4_fwd_kernel}[m1]
+    if m1 > 2:  # at m = 1 the window is the states
         blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](
@@ -664,8 +1124,8 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
             d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
         return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0) if d_bias_rows is not None else None)
     grid, blocks = _grid(B, N, T, values.device, backward=True, order=m1 - 1)
-    kernel = _time_last_bwd_kernel if m1 == 2 else _time_last_m2_bwd_kernel
-    if m1 == 3:
+    kernel = {2: _time_last_bwd_kernel, 3: _time_last_m2_bwd_kernel, 5: _time_last_m4_bwd_kernel}[m1]
+    if m1 > 2:
         blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](

@@ -23,7 +23,7 @@ Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one f
 T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
 at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
 Peak memory: torch.cuda.max_memory_allocated during one fwd+bwd, minus the memory held before (inputs + grad_out).
-Time-last rows (H-LRU m = 1 and 2): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on [B, N, m+1, T] /
+Time-last rows (H-LRU m = 1, 2 and 4): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on [B, N, m+1, T] /
 [B, N, T] tensors, under the same byte model; at m = 1 with its speed-ups over fla and accelerated-scan of the run.
 fla baseline (m = 1 only): fla.ops.hgrn.chunk_hgrn / fused_recurrent_hgrn on x = g_in * v and g = log a with
 (a, g_in) the softmax-normalised gates (precomputed, bf16): the same recurrence.
@@ -199,7 +199,7 @@ def run_accelerated_scan(B, T, D, ours_fwd, ours_fb, warp=True):
 
 
 def run_time_last(B, T, N, m, fwd_bytes, fb_bytes, copy_tbps):
-    """hlru_scan_time_last (m = 1 or 2, time-last tensors [B, N, m+1, T] / [B, N, T], bf16): its own columns, under
+    """hlru_scan_time_last (m = 1, 2 or 4, time-last tensors [B, N, m+1, T] / [B, N, T], bf16): its own columns, under
     the same byte model as the [B, T, N] op's row."""
     g = torch.randn(B, N, m + 1, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn(B, N, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -248,7 +248,7 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     if m == 1 and op == "hlru":
         row.update(run_fla(B, T, D, m, fwd, fbt))
         row.update(run_accelerated_scan(B, T, D, fwd, fbt, warp))
-    if m <= 2 and op == "hlru":
+    if m in (1, 2, 4) and op == "hlru":
         row.update(run_time_last(B, T, channels, m, fwd_bytes, fb_bytes, copy_tbps))
         for peer in ("chunk_hgrn", "accelerated_scan"):  # the time-last scan against the same peers (m = 1)
             if f"{peer}_fwd_ms" in row:
@@ -287,7 +287,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                    loss_backend=None, windows=3, cuda_graph=False):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and a fused AdamW step on CUDA, the Trainer's default): H-LRU m in {1, 2, 4} and BD-LRU m in {2,
-    4, 8} (H-LRU m = 1 and 2 with config.scan_layout's default, "time_last"), and H-LRU m = 1 and 2 with
+    4, 8} (H-LRU m = 1, 2 and 4 with config.scan_layout's default, "time_last"), and H-LRU m = 1, 2 and 4 with
     "time_first" (the [B, T, N] scans), against transformers' Llama of the same shape
     (sdpa attention, 12 heads). compile_models: every model, Llama
     too, through torch.compile (inductor; the first steps, which compile, are not timed), with torch.compile's
@@ -319,8 +319,9 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     common = dict(vocab_size=vocab, hidden_size=d, num_hidden_layers=layers, intermediate_size=mlp)
     ours = dict(common, loss_backend=loss_backend)
     configs = {f"hlru m={m}": HLRUConfig(order=m, **ours) for m in (1, 2, 4)}
-    # H-LRU m = 1 and 2 with the [B, T, N] scans (config.scan_layout; the default, "time_last", is the rows above)
-    configs.update({f"hlru m={m} time-first": HLRUConfig(order=m, scan_layout="time_first", **ours) for m in (1, 2)})
+    # H-LRU m = 1, 2 and 4 with the [B, T, N] scans (config.scan_layout; the default, "time_last", is the rows above)
+    configs.update({f"hlru m={m} time-first": HLRUConfig(order=m, scan_layout="time_first", **ours)
+                    for m in (1, 2, 4)})
     configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **ours) for m in (2, 4, 8)})
     configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
                                    tie_word_embeddings=True, **common)

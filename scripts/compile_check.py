@@ -205,13 +205,14 @@ def main(argv=None):
         check("output projection 768 -> 768", lambda: decode.project_rows(x, value_proj))
         check("output projection 2048 -> 768",
               lambda: decode.project_rows(torch.randn(1, 1, 2048, dtype=torch.bfloat16), down_proj))
-    # the order-1 and order-2 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
+    # the order-1, 2 and 4 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
     # (softmax and sigmoid: the one-exp pair at m = 1; relu / tanh: the generic normalisation), with and without
     # initial state, with and without document starts (those with a gate bias and the window as output too)
     for m, activation, with_initial_state, with_starts in (
             (1, "softmax", True, False), (1, "sigmoid", False, False), (1, "tanh", True, False),
             (2, "softmax", True, False), (2, "relu", False, False), (1, "softmax", False, True),
-            (2, "softmax", True, True)):
+            (2, "softmax", True, True), (4, "softmax", True, False), (4, "tanh", False, False),
+            (4, "softmax", True, True)):
         gates = torch.randn(2, 3, m + 1, 300, dtype=torch.bfloat16)
         values = torch.randn(2, 3, 300, dtype=torch.bfloat16)
         h0 = torch.randn(2, 3, m) if with_initial_state else None

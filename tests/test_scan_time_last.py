@@ -37,7 +37,7 @@ def _run(backend, gates, values, h0, activation, want_final, document_starts=Non
     return (states, final) + torch.autograd.grad(loss, wrt)
 
 
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
     """The layout contract on the torch backend: gates[b, n, i-1, t] is the lag-i logit and gates[b, n, m, t] the
     input gate's, s_t = sum_i a_t^(i) s_{t-i} + g_t v_t with softmax-normalised gates, the initial window
@@ -56,7 +56,7 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("activation", GATE_ACTIVATIONS)
 @pytest.mark.parametrize("B,N,T,with_h0,want_final", [(2, 3, 37, True, True), (1, 4, 16, False, False),
                                                        (3, 1, 50, True, False), (2, 5, 5, False, True),
@@ -102,7 +102,7 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("activation", ["softmax", "tanh"])
 @pytest.mark.parametrize("in_threads", [False, True])
 def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_threads, monkeypatch):
@@ -132,7 +132,7 @@ def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_th
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("in_threads", [False, True])
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, True), (17, True, False),
                                                    (2, True, True), (1, True, False)])
@@ -248,7 +248,7 @@ def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("T", [0, 1])
 def test_empty_and_single_step_sequences(T, m):
     """T = 0: no states, the final state is the initial one (its gradient passes through); T = 1: one step."""
@@ -261,7 +261,7 @@ def test_empty_and_single_step_sequences(T, m):
 
 def test_bad_inputs_name_the_argument():
     gates, values, h0 = (t.detach() for t in _inputs(2, 3, 8))
-    with pytest.raises(ValueError, match=r"gates must have shape \[B, N, m\+1, T\] with m = 1 or 2"):
+    with pytest.raises(ValueError, match=r"gates must have shape \[B, N, m\+1, T\] with m = 1, 2 or 4"):
         hlru_scan_time_last(torch.zeros(2, 3, 4, 8, dtype=torch.float64, device=DEVICE), values)
     with pytest.raises(ValueError, match=r"values must have shape \[B, N, T\] = \(2, 3, 8\)"):
         hlru_scan_time_last(gates, values[..., :7])
@@ -300,7 +300,7 @@ def test_fullgraph_compile_traces_the_custom_op():
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 def test_eager_calls_take_the_autograd_function_and_equal_the_custom_op(m, monkeypatch):
     """Eagerly the scan runs through scan_time_last's autograd Function, not the custom op (which torch.compile
     traces), as hlru_scan does; both give the same states, final window and gradients."""
@@ -326,7 +326,7 @@ def test_eager_calls_take_the_autograd_function_and_equal_the_custom_op(m, monke
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 def test_gradients_of_only_some_inputs_and_of_the_final_window_alone(m):
     """A loss on the final window alone (no gradient reaches the states), inputs of which only some require
     gradients, and no gradient tracking at all: the Function's paths against the reference."""
@@ -387,7 +387,25 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypat
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
+@pytest.mark.parametrize("activation", ["softmax", "relu"])
+def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation):
+    """m = 4 on the GPU's tiles (M4_TILE: 2 channels a program, 256 steps) over many tiles, with an initial window,
+    with and without document starts: states, final window and every gradient against the float64 reference."""
+    assert scan_time_last._grid(B, N, T, DEVICE, order=4)[1]["BT"] == scan_time_last.M4_TILE["BT"]
+    inputs = _inputs(B, N, T, seed=T + 4, m=4)
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(5)).lt(0.002).to(DEVICE)
+    for document_starts in (None, starts):
+        want = _run("torch", *inputs, activation, True, document_starts)
+        got = _run("triton", *inputs, activation, True, document_starts)
+        for g, w in zip(got, want):
+            scale = w.abs().max().clamp(min=1.0)
+            torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("in_threads", [False, True])
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_threads, monkeypatch):
@@ -414,6 +432,7 @@ def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_thr
 MODEL_CONFIGS = {
     "hlru-1": lambda **k: __import__("hf_lrnn").HLRUConfig(order=1, **k),
     "hlru-2-tanh": lambda **k: __import__("hf_lrnn").HLRUConfig(order=2, gate_activation="tanh", **k),
+    "hlru-4": lambda **k: __import__("hf_lrnn").HLRUConfig(order=4, **k),
     "bdlru-1-sigmoid": lambda **k: __import__("hf_lrnn").BDLRUConfig(block_size=1, gate_activation="sigmoid", **k),
 }
 
@@ -482,7 +501,7 @@ def test_models_with_time_last_scans_equal_time_first(name, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh"])
+@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4"])
 def test_time_last_prefill_continues_a_cache_and_padding_keeps_time_first(name, monkeypatch):
     """A prefill in two pieces through the cache (the second starts from the first's state: at m = 2 its read-out
     window reaches back into it) and greedy generation give what the time-first model gives; a left-padded batch
@@ -561,7 +580,7 @@ def _document_starts(B, T, seed):
     return starts.to(DEVICE)
 
 
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 def test_the_reference_with_document_starts_scans_each_document_alone(m):
     """Restarts on the torch backend: every document of a row (cut where document_starts is True) gives the states
     that hlru_scan gives it alone from a zero window; the part before a row's first start continues the initial
@@ -582,7 +601,7 @@ def test_the_reference_with_document_starts_scans_each_document_alone(m):
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("m", [1, 2, 4])
 @pytest.mark.parametrize("activation", ["softmax", "tanh"])
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_triton_with_document_starts_matches_the_reference(m, activation, with_h0):
@@ -609,7 +628,7 @@ def test_document_starts_must_be_a_bool_mask_of_the_steps():
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh"])
+@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4"])
 def test_time_last_models_with_packed_documents_equal_time_first(name, monkeypatch):
     """Documents packed in rows (position_ids restarting at 0; the varlen packing of train.py): the time-last path
     runs with the document starts, and loss, logits and every gradient equal the time-first path's (which scans
