@@ -40,6 +40,7 @@ from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
 from .ops import bdlru_scan, hlru_scan, hlru_scan_time_last, resolve_backend, scan_step_into, triton_available
+from .scan_time_last import time_last_pays
 from .scan_torch import bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch
 from .swiglu_triton import can_run as swiglu_triton_can_run
 from .swiglu_triton import silu_mul_triton
@@ -541,10 +542,10 @@ class LRNNMixer(nn.Module):
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
-        BD-LRU) or H-LRU order 2 or 4, selective gates, several steps, the Triton backend, plain nn.Linear projections (an
-        adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
-        handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
-        takes it). Packed documents take it too."""
+        BD-LRU) or H-LRU order 2 or 4 (order 4 on grids where it pays, `time_last_pays`), selective gates, several
+        steps, the Triton backend, plain nn.Linear projections (an adapter keeps the [B, T, N] path), and no padding
+        (a mask with padding takes the time-first path, which handles it; checking costs the host sync that path's
+        own check costs, and under torch.compile a mask always takes it). Packed documents take it too."""
         if getattr(self.config, "scan_layout", "time_last") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
@@ -552,6 +553,8 @@ class LRNNMixer(nn.Module):
             return False
         if not runs_triton(self.config, hidden_states.device):
             return False
+        if not time_last_pays(self.unit_size, hidden_states.shape[0], self.num_units, hidden_states.device):
+            return False  # order 4 on a grid too small for its one program per row
         if not all(_plain_linear(p) for p in (self.value_proj, self.coefficient_proj, self.out_proj)) \
                 or self.value_proj.bias is not None:
             return False

@@ -66,6 +66,11 @@ IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
 # the H200 that probe ran forward+backward at 39-42 % of copy at B8 T4096 D1024 and B32 T2048 D2048 against 30-39 %
 # with one channel and one warp, forward at 40-44 against 40-47 (bench_results/probes_2026-11-30l/m4/).
 M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
+# m = 4 walks each row in one program, so a grid of few programs leaves the GPU idle: at B1 T16384 D1024 (128
+# programs, about one per SM) its forward+backward ran at 0.68x the [B, T, N] kernels', which are parallel in time;
+# at B8 T2048 D768 (768 programs, 5.8 per SM) at 2.3x (bench_results/probes_2026-11-30l/). Models take it from
+# M4_TIME_LAST_FROM programs per SM on (`time_last_pays`), a point between those two measurements, not a fit.
+M4_TIME_LAST_FROM = 4
 
 if triton is not None:
 
@@ -1040,6 +1045,14 @@ if triton is not None:
             _store_bias_gradient(d_bias_rows, rows, 4, 5, mc, d_bias_gate)
 
 
+def time_last_pays(order: int, B: int, N: int, device) -> bool:
+    """Whether a model should scan B rows of N channels of this order time-last rather than [B, T, N]: always at
+    orders 1 and 2; at order 4 on grids of at least M4_TIME_LAST_FROM programs per SM."""
+    if order != 4:
+        return True
+    return B * -(-N // M4_TILE["BC"]) >= M4_TIME_LAST_FROM * _num_sms(device)
+
+
 def _contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return t.contiguous() if t is not None else None
 
@@ -1180,4 +1193,4 @@ def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Opt
                                    window)
 
 
-__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_scan"]
+__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_pays", "time_last_scan"]

@@ -249,9 +249,10 @@ def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
 
 @needs_triton
 @pytest.mark.parametrize("m", [1, 2, 4])
-@pytest.mark.parametrize("T", [0, 1])
+@pytest.mark.parametrize("T", [0, 1, 2, 3])
 def test_empty_and_single_step_sequences(T, m):
-    """T = 0: no states, the final state is the initial one (its gradient passes through); T = 1: one step."""
+    """T = 0: no states, the final state is the initial one (its gradient passes through); T = 1: one step; T < m:
+    the final window reaches back into the initial one (its gradient too)."""
     gates, values, h0 = _inputs(2, 3, T, m=m)
     got = _run("triton", gates, values, h0, "softmax", True)
     want = _run("torch", gates, values, h0, "softmax", True)
@@ -451,12 +452,42 @@ def _model_pair(name):
 
 
 def _counting(monkeypatch):
+    """Count the models' time-last scans; order 4 takes them on every grid (these grids are tiny: by
+    `time_last_pays` order 4 would keep [B, T, N] tensors on them)."""
     from hf_lrnn import modeling_lrnn
 
+    monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 0)
     calls = []
     scan = modeling_lrnn.hlru_scan_time_last
     monkeypatch.setattr(modeling_lrnn, "hlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
     return calls
+
+
+@needs_triton
+def test_order_4_models_scan_time_last_only_on_grids_where_it_pays(monkeypatch):
+    """`time_last_pays`: orders 1 and 2 always; order 4 from M4_TIME_LAST_FROM programs (rows x channel blocks) per
+    SM on, as its one program per row leaves a small grid's GPU idle. A model of order 4 on a small grid keeps the
+    [B, T, N] path (no time-last call, the same logits); with the threshold at 0 it scans time-last."""
+    from hf_lrnn import modeling_lrnn
+    from hf_lrnn.scan_time_last import M4_TILE, time_last_pays
+
+    programs = scan_time_last.M4_TIME_LAST_FROM * scan_time_last._num_sms(DEVICE)
+    assert time_last_pays(1, 1, 1, DEVICE) and time_last_pays(2, 1, 1, DEVICE)
+    assert time_last_pays(4, 1, programs * M4_TILE["BC"], DEVICE)
+    assert time_last_pays(4, 2, programs * M4_TILE["BC"] // 2, DEVICE)
+    assert not time_last_pays(4, 1, (programs - 1) * M4_TILE["BC"], DEVICE)
+    first, last = _model_pair("hlru-4")
+    calls = []
+    scan = modeling_lrnn.hlru_scan_time_last
+    monkeypatch.setattr(modeling_lrnn, "hlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
+    ids = torch.randint(3, 60, (2, 21), device=DEVICE)
+    with torch.no_grad():
+        want = first(ids).logits
+        torch.testing.assert_close(last(ids).logits, want, rtol=0, atol=0)  # the same path: bit for bit
+        assert calls == []
+        monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 0)
+        torch.testing.assert_close(last(ids).logits, want, rtol=1e-6, atol=1e-6)  # float32 inside the kernels
+    assert len(calls) == last.config.num_hidden_layers
 
 
 def test_time_last_projections_match_linear_and_write_gradients_in_their_consumers_layout():
