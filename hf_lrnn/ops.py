@@ -473,9 +473,9 @@ def hlru_scan_time_last(
     gate_bias: Optional[torch.Tensor] = None,
     output_window: bool = False,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """`hlru_scan` of order m = 1 or 2 on time-last tensors, the layout in which the Triton scan streams at close to
-    the memory bandwidth (scan_time_last.py): s_t = a_t s_{t-1} + g_t v_t, or a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t.
-    At m = 1 it is also BD-LRU of block size 1.
+    """`hlru_scan` of order m = 1, 2 or 4 on time-last tensors, the layout in which the Triton scan streams at close
+    to the memory bandwidth (scan_time_last.py): s_t = a1_t s_{t-1} + ... + am_t s_{t-m} + g_t v_t. At m = 1 it is
+    also BD-LRU of block size 1.
 
     Args:
         gates: [B, N, m+1, T] logits: channel n's row of lag-1 logits over time, (lag-2 logits,) then its input-gate

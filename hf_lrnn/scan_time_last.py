@@ -1,11 +1,11 @@
-"""H-LRU scans of order 1 and 2 in a time-last layout: Triton kernels, host functions (m = 1 is also BD-LRU m = 1).
+"""H-LRU scans of order 1, 2 and 4 in a time-last layout: Triton kernels, host functions (m = 1 is also BD-LRU m = 1).
 
 Why a second layout: the [B, T, N] kernels of scan_triton.py hold a tile's channels across lanes, so their in-tile
 scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach 35-43 % of
 the H200's copy bandwidth at m = 1. With time contiguous in memory ([B, N, T]), each thread holds consecutive steps
 of one channel and `tl.associative_scan` runs mostly inside threads, as in accelerated-scan: these kernels run at
-82-92 % of copy forward and 62-70 % forward+backward at m = 1, 48-83 % / 38-69 % at m = 2
-(bench_results/bench_scan_h200.txt). A model can produce and consume this layout without copies: a batched GEMM with
+82-92 % of copy forward and 62-70 % forward+backward at m = 1, 48-83 % / 38-69 % at m = 2, 9-44 % / 8-37 % at
+m = 4 (bench_results/bench_scan_h200.txt). A model can produce and consume this layout without copies: a batched GEMM with
 the weight broadcast over the batch writes [B, rows, T], and an output projection reads [B, N, T] states as a
 transposed operand.
 
@@ -13,21 +13,25 @@ Layout: gate logits [B, N, m+1, T] (channel n's row of lag-1 logits, then lag 2'
 a coefficient projection with rows ordered (n, j) writes time-last), values and states [B, N, T], initial and final
 window [B, N, m] float32 (as `hlru_scan`'s). Every gate activation of `hlru_scan`; packed documents as a [B, T] mask
 of their starts; an optional logit bias [N, m+1] added in registers (its gradient summed by each program); and at
-m = 2 optionally the read-out window [B, N, 2, T] = (s_t, s_{t-1}) as output instead of the states (WINDOW), which a
-model's output projection reads directly.
+m = 2 and 4 optionally the read-out window [B, N, m, T] = (s_t, ..., s_{t-m+1}) as output instead of the states
+(WINDOW), which a model's output projection reads directly.
 
     m = 1: s_t = a_t s_{t-1} + g_t v_t, an affine scan;
            lam_t = dy_t + a_{t+1} lam_{t+1} backward, d v_t = lam_t g_t, d (a, g)_t = lam_t (s_{t-1}, v_t).
     m = 2: u_t = (s_t, s_{t-1}) = [[a1, a2], [1, 0]]_t u_{t-1} + (g_t v_t, 0), a scan of 2 x 2 companion maps;
            backward on (lam_t, mu_t = a2_{t+1} lam_{t+1}) = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t, 0)
            in reverse time, whose maps need the logits of step t + 1 only.
+    m = 4: u_t = (s_t, ..., s_{t-3}) = keep_t C_t u_{t-1} + (g_t v_t, 0, 0, 0), C the 4 x 4 companion matrix, keep_t
+           = 0 at a document start; backward on v = (lam, mu1, mu2, mu3) = keep_{t+1} A_{t+1} v_{t+1} + (dy_t, 0, 0,
+           0), A = [[a1, 1, 0, 0], [a2, 0, 1, 0], [a3, 0, 0, 1], [a4, 0, 0, 0]] with the logits of step t + 1.
 
 One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or adjoint)
 in registers, so a row needs no look-back. Grids with few programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM)
 cannot hide the loads' latency by switching programs; there the forwards load the next tile before scanning this one
 (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8 consecutive steps sequentially and scans only
-the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles). The backward reads the saved
-states (in values' dtype) for s_{t-1} and s_{t-2}, as the [B, T, N] kernels do. All arithmetic is float32; float64
+the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles); m = 4 does so on every grid
+(M4_TILE). The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N]
+kernels do. All arithmetic is float32; float64
 inputs are computed in float32.
 """
 
@@ -1091,7 +1095,7 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
                       gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
                       gate_bias: Optional[torch.Tensor] = None, window: bool = False
                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """gates [B, N, m+1, T] (m = 1 or 2), values [B, N, T], initial_state [B, N, m] or None, starts [B, T] bool or
+    """gates [B, N, m+1, T] (m = 1, 2 or 4), values [B, N, T], initial_state [B, N, m] or None, starts [B, T] bool or
     None (the window restarts from zero before every step where it is True), gate_bias [N, m+1] or None (added to
     every step's logits) -> (states [B, N, T] in values' dtype, or with `window` the window [B, N, m, T] = (s_t, ...,
     s_{t-m+1}) at every step; final window [B, N, m] float32 or None)."""
