@@ -966,10 +966,12 @@ if triton is not None:
             dy += tl.where((t == T - 2)[None, :] & valid1, df1[:, None], 0.0)
             dy += tl.where((t == T - 3)[None, :] & valid2, df2[:, None], 0.0)
             dy += tl.where((t == T - 4)[None, :] & valid3, df3[:, None], 0.0)
+            # keep is 1 past T too (the adjoint is 0 there, as a1..a4 are): without starts it is then the constant 1,
+            # whose 20 multiplies a step the compiler can drop
             lam, c0, c1, c2, c3 = _m4_adjoint_tile_in_threads(
                 tl.where(keep_next, n1, 0.0), tl.where(keep_next, n2, 0.0), tl.where(keep_next, n3, 0.0),
-                tl.where(keep_next, n4, 0.0), tl.where(keep_next, 1.0, 0.0), tl.where(mask, dy, 0.0),
-                c0, c1, c2, c3, BC, BT)
+                tl.where(keep_next, n4, 0.0), tl.broadcast_to(tl.where(valid1, 1.0, 0.0), [BC, BT]),
+                tl.where(mask, dy, 0.0), c0, c1, c2, c3, BC, BT)
             # the step's own inputs after the scan (fewer registers live across it)
             z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
             a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)

@@ -1,6 +1,6 @@
 """hlru_scan_time_last at m = 4 (the library's kernels) over tiles M4_TILE = (channels, steps, warps): forward and
 forward+backward % of copy under bench_scan.py's byte model (7 / 20 elements per step), GPU time of CUDA-graph
-replays. Usage: python3 sweep_tiles.py OUT_DIR"""
+replays. Usage: [TILES=2/256/2,1/256/1] python3 sweep_tiles.py OUT_DIR [NAME]"""
 import json
 import os
 import sys
@@ -16,7 +16,8 @@ from hf_lrnn import hlru_scan_time_last  # noqa: E402
 out = sys.argv[1]
 copy_tbps = bench_scan.copy_bandwidth()
 lines, rows = [f"copy {copy_tbps:.2f} TB/s; H-LRU m = 4 time-last, % of copy fwd / f+b by tile (BC/BT/warps)"], []
-tiles = ((2, 256, 2), (1, 256, 1), (4, 256, 4), (2, 128, 2), (1, 128, 1))
+tiles = tuple(tuple(int(x) for x in tile.split("/"))
+              for tile in os.environ.get("TILES", "2/256/2,1/256/1,4/256/4,2/128/2,1/128/1").split(","))
 for B, T, D in ((8, 4096, 1024), (32, 2048, 2048), (8, 2048, 768), (1, 16384, 1024)):
     N = D // 4
     g = torch.randn(B, N, 5, T).to("cuda", torch.bfloat16).requires_grad_()
@@ -41,5 +42,6 @@ for B, T, D in ((8, 4096, 1024), (32, 2048, 2048), (8, 2048, 768), (1, 16384, 10
     print(lines[-1], flush=True)
 if bench_scan.TIMING_FALLBACKS:
     lines.append(f"timed eagerly (capture failed): {bench_scan.TIMING_FALLBACKS}")
-open(f"{out}/sweep_tiles.txt", "w").write("\n".join(lines) + "\n")
-json.dump(dict(copy_tbps=copy_tbps, rows=rows), open(f"{out}/sweep_tiles.json", "w"), indent=1)
+name = sys.argv[2] if len(sys.argv) > 2 else "sweep_tiles"
+open(f"{out}/{name}.txt", "w").write("\n".join(lines) + "\n")
+json.dump(dict(copy_tbps=copy_tbps, rows=rows), open(f"{out}/{name}.json", "w"), indent=1)
