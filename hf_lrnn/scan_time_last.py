@@ -699,6 +699,14 @@ if triton is not None:
                 m30_r * b0_l + m31_r * b1_l + m32_r * b2_l + m33_r * b3_l + b3_r)
 
     @triton.jit
+    def _identity4(BC: tl.constexpr, G: tl.constexpr):
+        """The identity map (I, 0) of a 4-vector, as the 20 components [BC, G] that the maps' steps take."""
+        one = tl.full([BC, G], 1.0, tl.float32)
+        zero = tl.zeros([BC, G], tl.float32)
+        return (one, zero, zero, zero, zero, one, zero, zero, zero, zero, one, zero, zero, zero, zero, one,
+                zero, zero, zero, zero)
+
+    @triton.jit
     def _apply4(m0, m1, m2, m3, b, w0, w1, w2, w3):
         """Row (m0, m1, m2, m3 | b) [BC, G] of a map applied to the window (w0, w1, w2, w3) [BC]."""
         return m0 * w0[:, None] + m1 * w1[:, None] + m2 * w2[:, None] + m3 * w3[:, None] + b
@@ -723,10 +731,7 @@ if triton is not None:
         o0, o1, o2, o3, o4, o5, o6, o7 = _split_steps(a4, BC, G)
         u0, u1, u2, u3, u4, u5, u6, u7 = _split_steps(u, BC, G)
         k0, k1, k2, k3, k4, k5, k6, k7 = _split_steps(keep, BC, G)
-        one = tl.full([BC, G], 1.0, tl.float32)
-        zero = tl.zeros([BC, G], tl.float32)
-        maps = _companion4_step(one, zero, zero, zero, zero, one, zero, zero, zero, zero, one, zero,
-                                zero, zero, zero, one, zero, zero, zero, zero, p0, q0, r0, o0, u0, k0)
+        maps = _companion4_step(*_identity4(BC, G), p0, q0, r0, o0, u0, k0)
         maps = _companion4_step(*maps, p1, q1, r1, o1, u1, k1)
         maps = _companion4_step(*maps, p2, q2, r2, o2, u2, k2)
         maps = _companion4_step(*maps, p3, q3, r3, o3, u3, k3)
@@ -850,10 +855,7 @@ if triton is not None:
         o0, o1, o2, o3, o4, o5, o6, o7 = _split_steps(a4, BC, G)
         k0, k1, k2, k3, k4, k5, k6, k7 = _split_steps(keep, BC, G)
         d0, d1, d2, d3, d4, d5, d6, d7 = _split_steps(dy, BC, G)
-        one = tl.full([BC, G], 1.0, tl.float32)
-        zero = tl.zeros([BC, G], tl.float32)
-        maps = _adjoint4_step(one, zero, zero, zero, zero, one, zero, zero, zero, zero, one, zero,
-                              zero, zero, zero, one, zero, zero, zero, zero, p7, q7, r7, o7, k7, d7)
+        maps = _adjoint4_step(*_identity4(BC, G), p7, q7, r7, o7, k7, d7)
         maps = _adjoint4_step(*maps, p6, q6, r6, o6, k6, d6)
         maps = _adjoint4_step(*maps, p5, q5, r5, o5, k5, d5)
         maps = _adjoint4_step(*maps, p4, q4, r4, o4, k4, d4)
