@@ -67,8 +67,9 @@ SMALL_GRID_BELOW = 16
 M2_IN_THREADS = True
 IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
 # m = 4, always composed in threads (`_m4_tile_in_threads`): 2 channels per program, a warp each, 256-step tiles. On
-# the H200 that probe ran forward+backward at 39-42 % of copy at B8 T4096 D1024 and B32 T2048 D2048 against 30-39 %
-# with one channel and one warp, forward at 40-44 against 40-47 (bench_results/probes_2026-11-30l/m4/).
+# the H200 the probe ran forward+backward at 39-42 % of copy at B8 T4096 D1024 and B32 T2048 D2048 so, against 30-39 %
+# with one channel and one warp (bench_results/probes_2026-11-30l/m4/); in the library 1, 2 or 4 channels a program
+# were within 3 points of each other and 128-step tiles half as fast (probes_2026-11-30l/m4_library/sweep_tiles.txt).
 M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
 # m = 4 walks each row in one program, so a grid of few programs leaves the GPU idle: at B1 T16384 D1024 (128
 # programs, about one per SM) its forward+backward ran at 0.68x the [B, T, N] kernels', which are parallel in time;
