@@ -1,7 +1,8 @@
 """Registers and spills of the time-last kernels for sm_90a, on a machine without a GPU: Triton compiles them as
 scripts/compile_check.py does, and the PTX goes through `ptxas -v` (the one Triton ships). The H-LRU m = 4 probe of
 probes_2026-11-30k/m4_in_threads/ too. An H200 SM has 65536 registers: a kernel of R registers per thread keeps at
-most 65536 / (32 R) warps resident. Usage (Triton 3.6, TRITON_INTERPRET unset): python3 registers.py"""
+most 65536 / (32 R) warps resident. Usage (Triton 3.6, TRITON_INTERPRET unset): [MAXNREG=R] python3 registers.py
+(MAXNREG: launch the library's kernels with that register cap)."""
 import importlib.util
 import os
 import subprocess
@@ -45,6 +46,16 @@ JITFunction.run = compile_only
 scan, _, _, _, time_last = compile_check._load_scan_modules()
 scan._num_sms = lambda device: 132
 time_last.SMALL_GRID_BELOW = 0  # m = 2 in threads, as on the grids that are not small
+grid = time_last._grid
+
+
+def capped(*args, **kwargs):
+    g, options = grid(*args, **kwargs)
+    return g, dict(options, maxnreg=int(os.environ["MAXNREG"]))
+
+
+if os.environ.get("MAXNREG"):  # a register cap on every launch (a launch option of Triton's CUDA backend)
+    time_last._grid = capped
 for m, extras in ((1, False), (2, False), (2, True), (4, False), (4, True)):
     gates, values = torch.randn(2, 3, m + 1, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
     h0 = torch.randn(2, 3, m) if extras else None
