@@ -31,8 +31,7 @@ cannot hide the loads' latency by switching programs; there the forwards load th
 (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8 consecutive steps sequentially and scans only
 the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles); m = 4 does so on every grid
 (M4_TILE). The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N]
-kernels do. All arithmetic is float32; float64
-inputs are computed in float32.
+kernels do. All arithmetic is float32; float64 inputs are computed in float32.
 """
 
 import os
@@ -86,6 +85,11 @@ if triton is not None:
         b = tl.program_id(0) // blocks
         n = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
         return b.to(tl.int64), (b * N + n).to(tl.int64), n < N
+
+    @triton.jit
+    def _pick(x, t, step):
+        """[BC]: x [BC, BT] at step `step` of the steps t [BT] (0 where no t equals it)."""
+        return tl.sum(tl.where((t == step)[None, :], x, 0.0), axis=1)
 
     @triton.jit
     def _starts_at(starts, b, t, T, HAS_STARTS: tl.constexpr):
@@ -162,7 +166,7 @@ if triton is not None:
             decay, local = tl.associative_scan((a, u), 1, _affine_combine)
             s = local + decay * h[:, None]
             tl.store(states + rows[:, None] * T + t[None, :], s.to(states.dtype.element_ty), mask=mask)
-            h = tl.sum(tl.where((t == BT - 1 + t0)[None, :], s, 0.0), axis=1)  # identity past T: s at BT-1 = s_last
+            h = _pick(s, t, t0 + BT - 1)  # identity past T: s at BT-1 = s_last
             if PREFETCH:
                 z_coef, z_gate, x = z_coef_next, z_gate_next, x_next
         if WRITE_FINAL:
@@ -453,8 +457,7 @@ if triton is not None:
                                                                    start_before, h1, h2, BC, BT, HAS_STARTS)
                 new2 = tl.where(start, 0.0, new2)  # the window's second entry
                 if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
-                    final1 = tl.sum(tl.where((t == T - 1)[None, :], new1, 0.0), axis=1)
-                    final2 = tl.sum(tl.where((t == T - 1)[None, :], new2, 0.0), axis=1)
+                    final1, final2 = _pick(new1, t, T - 1), _pick(new2, t, T - 1)
                 h1, h2 = h1_next, h2_next
             else:
                 zero = tl.zeros([BC, BT], dtype=tl.float32)
@@ -767,11 +770,6 @@ if triton is not None:
                 _join_steps(x03, x13, x23, x33, x43, x53, x63, x73, BC, G),
                 tl.sum(tl.where(last, end0, 0.0), axis=1), tl.sum(tl.where(last, end1, 0.0), axis=1),
                 tl.sum(tl.where(last, end2, 0.0), axis=1), tl.sum(tl.where(last, end3, 0.0), axis=1))
-
-    @triton.jit
-    def _pick(x, t, step):
-        """[BC]: x [BC, BT] at step `step` (0 where no t equals it)."""
-        return tl.sum(tl.where((t == step)[None, :], x, 0.0), axis=1)
 
     @triton.jit
     def _time_last_m4_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,

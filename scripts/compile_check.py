@@ -208,6 +208,11 @@ def main(argv=None):
     # the order-1, 2 and 4 scans on time-last tensors: forward and backward, bfloat16, the activations' branches
     # (softmax and sigmoid: the one-exp pair at m = 1; relu / tanh: the generic normalisation), with and without
     # initial state, with and without document starts (those with a gate bias and the window as output too)
+    def time_last_forward_backward(gates, values, h0, activation, starts, bias, window):
+        states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias, window)
+        time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
+                                     bias, window)
+
     for m, activation, with_initial_state, with_starts in (
             (1, "softmax", True, False), (1, "sigmoid", False, False), (1, "tanh", True, False),
             (2, "softmax", True, False), (2, "relu", False, False), (1, "softmax", False, True),
@@ -218,14 +223,9 @@ def main(argv=None):
         h0 = torch.randn(2, 3, m) if with_initial_state else None
         starts = torch.rand(2, 300) < 0.1 if with_starts else None
         bias = torch.randn(3, m + 1) if with_starts else None
-
-        def time_last_forward_backward():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias, with_starts)
-            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
-                                         bias, with_starts)
-
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
-              f"{', document starts, gate bias, window' if with_starts else ''}", time_last_forward_backward)
+              f"{', document starts, gate bias, window' if with_starts else ''}",
+              lambda: time_last_forward_backward(gates, values, h0, activation, starts, bias, with_starts))
     # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without prefetch, m = 2 in threads
     # (IN_THREADS_TILE, the forward prefetching), then m = 2's tile scan without prefetch (M2_IN_THREADS off)
     small_grid_below, time_last.SMALL_GRID_BELOW = time_last.SMALL_GRID_BELOW, 0
@@ -237,14 +237,9 @@ def main(argv=None):
         gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
         h0, starts = torch.randn(2, 3, 2), (torch.rand(2, 3000) < 0.01 if with_starts else None)
         bias = torch.randn(3, 3) if with_starts else None
-
-        def in_threads_check():
-            states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias, with_starts)
-            time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
-                                         bias, with_starts)
-
         check(f"time-last order 2, {activation}, in threads"
-              f"{', document starts, gate bias, window' if with_starts else ''}", in_threads_check)
+              f"{', document starts, gate bias, window' if with_starts else ''}",
+              lambda: time_last_forward_backward(gates, values, h0, activation, starts, bias, with_starts))
     time_last.M2_IN_THREADS = False
     gates, values = torch.randn(2, 3, 3, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
     check("time-last order 2, softmax, tile scan without prefetch",

@@ -468,18 +468,17 @@ def test_order_4_models_scan_time_last_only_on_grids_where_it_pays(monkeypatch):
     """`time_last_pays`: orders 1 and 2 always; order 4 from M4_TIME_LAST_FROM programs (rows x channel blocks) per
     SM on, as its one program per row leaves a small grid's GPU idle. A model of order 4 on a small grid keeps the
     [B, T, N] path (no time-last call, the same logits); with the threshold at 0 it scans time-last."""
-    from hf_lrnn import modeling_lrnn
     from hf_lrnn.scan_time_last import M4_TILE, time_last_pays
 
-    programs = scan_time_last.M4_TIME_LAST_FROM * scan_time_last._num_sms(DEVICE)
+    threshold = scan_time_last.M4_TIME_LAST_FROM
+    programs = threshold * scan_time_last._num_sms(DEVICE)
     assert time_last_pays(1, 1, 1, DEVICE) and time_last_pays(2, 1, 1, DEVICE)
     assert time_last_pays(4, 1, programs * M4_TILE["BC"], DEVICE)
     assert time_last_pays(4, 2, programs * M4_TILE["BC"] // 2, DEVICE)
     assert not time_last_pays(4, 1, (programs - 1) * M4_TILE["BC"], DEVICE)
     first, last = _model_pair("hlru-4")
-    calls = []
-    scan = modeling_lrnn.hlru_scan_time_last
-    monkeypatch.setattr(modeling_lrnn, "hlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
+    calls = _counting(monkeypatch)
+    monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", threshold)  # _counting lowers it: the rule as it ships
     ids = torch.randint(3, 60, (2, 21), device=DEVICE)
     with torch.no_grad():
         want = first(ids).logits
