@@ -75,6 +75,17 @@ M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
 # at B8 T2048 D768 (768 programs, 5.8 per SM) at 2.3x (bench_results/probes_2026-11-30l/). Models take it from
 # M4_TIME_LAST_FROM programs per SM on (`time_last_pays`), a point between those two measurements, not a fit.
 M4_TIME_LAST_FROM = 4
+# The in-thread backwards (m = 2's on grids that are not small, m = 4's) cap their registers (Triton's `maxnreg`,
+# `_backward_register_cap`) so that the whole grid is resident at once where a cap of at least MIN_BACKWARD_REGISTERS
+# allows it: at B8 T4096 D1024 m = 2 (31 one-warp programs per SM; 96 registers keep 21 resident, 64 keep 32) that
+# took forward+backward from 53 to 62 % of copy on the H200, and at the model's B8 T2048 D768 with gate bias and
+# window output (141-146 registers, 24 programs per SM; 80 keep 25) from 40 to 50 %, while grids of many waves gained
+# nothing from a cap. m = 4's backward holds 168 registers where 128 spill nothing (`ptxas -v`), so it is capped at
+# M4_BACKWARD_REGISTERS always: 31 -> 39 % at B8 T4096 D1024, 39 -> 42 % at B32 T2048 D2048, within 1 point
+# elsewhere. Caps under 64 spill; the forwards gained nothing from any cap (bench_results/probes_2026-12-01/maxnreg/).
+REGISTERS_PER_SM = 65536  # 64K 32-bit registers per SM on NVIDIA GPUs from Kepler to Blackwell
+MIN_BACKWARD_REGISTERS = 64
+M4_BACKWARD_REGISTERS = 128
 
 if triton is not None:
 
@@ -1068,6 +1079,17 @@ def _tile():
     return INTERPRETER_TILE if _INTERPRET else TILE
 
 
+def _backward_register_cap(programs: int, num_warps: int, device, most: Optional[int] = None) -> Optional[int]:
+    """`maxnreg` for an in-thread backward launch of `programs` programs of `num_warps` warps, or None (the
+    compiler's choice): the most registers per thread at which every program is resident at once (REGISTERS_PER_SM
+    over the warps of ceil(programs / SMs) programs, in the allocation unit of 8) where that is at least
+    MIN_BACKWARD_REGISTERS and under 256, the hardware's most; `most` bounds it, and applies alone otherwise."""
+    per_sm = -(-programs // _num_sms(device if device is not None else "cpu"))
+    one_wave = REGISTERS_PER_SM // (32 * num_warps * per_sm) // 8 * 8
+    cap = one_wave if MIN_BACKWARD_REGISTERS <= one_wave < 256 else None
+    return most if cap is None else cap if most is None else min(cap, most)
+
+
 def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1):
     """(grid, launch options): one program per (row, block of BC channels). A grid of fewer than SMALL_GRID_BELOW
     programs per SM (B1 T16384 D1024: 1024 programs at m = 1, 8 per SM) cannot hide the loads' latency by switching
@@ -1079,7 +1101,11 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else M4_TILE)
         options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
-        return (B * triton.cdiv(N, options["BC"]),), options
+        programs = B * triton.cdiv(N, options["BC"])
+        if backward and not _INTERPRET:
+            options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,
+                                                        most=M4_BACKWARD_REGISTERS)
+        return (programs,), options
     tile = _tile()
     small = B * triton.cdiv(N, tile["BC"]) < SMALL_GRID_BELOW * _num_sms(device if device is not None else "cpu")
     in_threads = order == 2 and M2_IN_THREADS and not small
@@ -1091,7 +1117,12 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     if not backward:
         options["PREFETCH"] = small or in_threads
     options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
-    return (B * triton.cdiv(N, options["BC"]),), options
+    programs = B * triton.cdiv(N, options["BC"])
+    if backward and in_threads and not _INTERPRET:
+        cap = _backward_register_cap(programs, options["num_warps"], device)
+        if cap is not None:
+            options["maxnreg"] = cap
+    return (programs,), options
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],

@@ -240,6 +240,12 @@ def main(argv=None):
         check(f"time-last order 2, {activation}, in threads"
               f"{', document starts, gate bias, window' if with_starts else ''}",
               lambda: time_last_forward_backward(gates, values, h0, activation, starts, bias, with_starts))
+    # a one-wave register cap (this small grid never gets one: `_backward_register_cap` asks for 80 registers here)
+    register_cap = time_last._backward_register_cap
+    time_last._backward_register_cap = lambda programs, num_warps, device, most=None: 80
+    check("time-last order 2, softmax, in threads, backward register cap 80, document starts, gate bias, window",
+          lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
+    time_last._backward_register_cap = register_cap
     time_last.M2_IN_THREADS = False
     gates, values = torch.randn(2, 3, 3, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
     check("time-last order 2, softmax, tile scan without prefetch",

@@ -188,6 +188,36 @@ def test_the_launch_rule_by_programs_per_sm():
 
 
 @needs_triton
+@pytest.mark.parametrize("num_warps,most", [(1, None), (2, None), (2, 128)])
+def test_the_backward_register_cap_keeps_the_grid_in_one_wave(num_warps, most):
+    """`_backward_register_cap`: where a cap of MIN_BACKWARD_REGISTERS or more keeps every program resident at once,
+    it is the largest such multiple of 8 (8 more would need a second wave), bounded by `most`; elsewhere (grids of
+    many waves, or so small that any count fits) it is `most`. On the GPU, `_grid` passes it to in-thread backwards
+    only, never to forwards."""
+    sms, registers = scan_time_last._num_sms(DEVICE), scan_time_last.REGISTERS_PER_SM
+    seen = set()
+    for programs in range(1, 60 * sms, 7):
+        cap = scan_time_last._backward_register_cap(programs, num_warps, DEVICE, most=most)
+        per_sm = -(-programs // sms)
+        if cap is None or cap == most:
+            fits = [r for r in range(scan_time_last.MIN_BACKWARD_REGISTERS, 256, 8)
+                    if registers // (32 * num_warps * r) >= per_sm]
+            assert not fits or fits[-1] == 248 or (most is not None and fits[-1] >= most), (programs, fits)
+        else:
+            assert cap % 8 == 0 and scan_time_last.MIN_BACKWARD_REGISTERS <= cap < 256
+            assert registers // (32 * num_warps * cap) >= per_sm > registers // (32 * num_warps * (cap + 8))
+            assert most is None or cap <= most
+        seen.add(cap)
+    assert len(seen) > 3  # the sweep crossed grids with and without a one-wave cap
+    if GPU:
+        in_threads_programs = 8 * 512  # B8 N512 (D1024 at m = 2): 32 programs per SM on 132 SMs
+        for order, backward in ((2, False), (2, True), (4, False), (4, True)):
+            _, options = scan_time_last._grid(8, 512, 4096, DEVICE, backward=backward, order=order)
+            assert ("maxnreg" in options) is backward, (order, backward, options)
+        assert "maxnreg" not in scan_time_last._grid(1, in_threads_programs, 4096, DEVICE, True, order=1)[1]
+
+
+@needs_triton
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, False), (33, True, False),
                                                    (16, True, True), (1, True, False), (17, False, True)])
@@ -425,6 +455,33 @@ def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_thr
                                             document_starts=starts, gate_bias=bias, output_window=True)
         loss = (window * weights).sum() + 0.3 * final.sum()
         results.append((window, final) + torch.autograd.grad(loss, (gates, values, h0, bias)))
+    for got, want in zip(results[1], results[0]):
+        scale = want.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("m,register_cap", [(2, 64), (2, 80), (4, 96)])
+def test_gpu_backward_under_a_register_cap_matches_the_float64_reference(m, register_cap, monkeypatch):
+    """The in-thread backwards under the register caps `_grid` gives one-wave grids (`maxnreg`; these small grids
+    would get none at m = 2), with the model's options (gate bias, window output, document starts, initial window):
+    every gradient against the float64 reference, however many registers spill."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    monkeypatch.setattr(scan_time_last, "_backward_register_cap", lambda *a, **k: register_cap)
+    B, N, T = 2, 70, 5000
+    gates, values, h0 = _inputs(B, N, T, seed=T + m + register_cap, m=m)
+    bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    bias.requires_grad_()
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
+    assert scan_time_last._grid(B, N, T, DEVICE, backward=True, order=m)[1]["maxnreg"] == register_cap
+    weights = torch.randn(m, T, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    results = []
+    for backend in ("torch", "triton"):
+        window, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend,
+                                            document_starts=starts, gate_bias=bias, output_window=True)
+        loss = (window * weights).sum() + 0.3 * final.sum()
+        results.append(torch.autograd.grad(loss, (gates, values, h0, bias)))
     for got, want in zip(results[1], results[0]):
         scale = want.abs().max().clamp(min=1.0)
         torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0, atol=1e-5)
