@@ -30,7 +30,7 @@ from .modeling_hlru import (
     HLRUModel,
     HLRUPreTrainedModel,
 )
-from .ops import bdlru_scan, hlru_scan, hlru_scan_time_last
+from .ops import bdlru_scan, bdlru_scan_time_last, hlru_scan, hlru_scan_time_last
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,7 @@ __all__ = [
     "hlru_scan",
     "bdlru_scan",
     "hlru_scan_time_last",
+    "bdlru_scan_time_last",
     "LRNNCache",
     "LRNNConfig",
     "HLRUConfig",

@@ -19,7 +19,8 @@ import torch
 
 from . import decode_triton
 # `from .x import`, not `from . import x`: transformers copies a checkpoint's remote code by the first form only
-from .scan_time_last import time_last_backward, time_last_forward, time_last_scan
+from .scan_time_last import (block_time_last_backward, block_time_last_forward, block_time_last_scan,
+                             time_last_backward, time_last_forward, time_last_scan)
 from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch
 
 try:
@@ -262,6 +263,54 @@ def _define_time_last_ops(namespace: str):
     return time_last_fwd
 
 
+def _define_block_time_last_ops(namespace: str):
+    """`<namespace>::bdlru_scan_time_last_{fwd,bwd}` (BD-LRU of block size 2, scan_time_last.py), the forward with its
+    autograd formula, for torch.compile; eager calls take scan_time_last's autograd Function."""
+
+    @torch.library.custom_op(f"{namespace}::bdlru_scan_time_last_fwd", mutates_args=(),
+                             schema="(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final) "
+                                    "-> (Tensor, Tensor)")
+    def block_fwd(gates, values, initial_state, act, want_final):
+        """(states [B, N, 2, T] in values.dtype, final state [B, N, 2] float32, or [0] without want_final)."""
+        states, final = block_time_last_forward(gates, values, initial_state, act, want_final)
+        return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
+
+    @block_fwd.register_fake
+    def _(gates, values, initial_state, act, want_final):
+        return values.new_empty(values.shape), \
+            values.new_empty(tuple(values.shape[:3]) if want_final else (0,), dtype=torch.float32)
+
+    @torch.library.custom_op(f"{namespace}::bdlru_scan_time_last_bwd", mutates_args=(),
+                             schema="(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, "
+                                    "Tensor d_states, Tensor? d_final, str act) -> (Tensor, Tensor, Tensor)")
+    def block_bwd(gates, values, states, initial_state, d_states, d_final, act):
+        """(d gates, d values, d initial state float32 or [0])."""
+        dg, dv, dh0 = block_time_last_backward(gates, values, states, initial_state, d_states, d_final, act)
+        return dg, dv, dh0 if dh0 is not None else values.new_empty((0,), dtype=torch.float32)
+
+    @block_bwd.register_fake
+    def _(gates, values, states, initial_state, d_states, d_final, act):
+        dh0_shape = tuple(initial_state.shape) if initial_state is not None else (0,)
+        return gates.new_empty(gates.shape), values.new_empty(values.shape), \
+            values.new_empty(dh0_shape, dtype=torch.float32)
+
+    def setup_context(ctx, inputs, output):
+        gates, values, initial_state, act, want_final = inputs
+        ctx.save_for_backward(gates, values, output[0], initial_state)
+        ctx.act, ctx.want_final = act, want_final
+
+    def backward(ctx, d_states, d_final):
+        gates, values, states, initial_state = ctx.saved_tensors
+        if d_states is None:
+            d_states = torch.zeros_like(states)
+        d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
+        dg, dv, dh0 = block_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act)
+        return dg, dv, (dh0.to(initial_state.dtype) if initial_state is not None else None), None, None
+
+    block_fwd.register_autograd(backward, setup_context=setup_context)
+    return block_fwd
+
+
 if TRITON_IMPORT_ERROR is None:
     OP_NAMESPACE = _op_namespace(__name__)
     hlru_scan_fwd_op, hlru_scan_bwd_op, hlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=False)
@@ -269,10 +318,11 @@ if TRITON_IMPORT_ERROR is None:
     if decode_triton.triton is not None:
         decode_triton.norm_project_op = _define_norm_project_op(OP_NAMESPACE)
     hlru_scan_time_last_op = _define_time_last_ops(OP_NAMESPACE)
+    bdlru_scan_time_last_op = _define_block_time_last_ops(OP_NAMESPACE)
 else:
     OP_NAMESPACE = None
     hlru_scan_fwd_op = hlru_scan_bwd_op = bdlru_scan_fwd_op = bdlru_scan_bwd_op = None
-    hlru_scan_step_into_op = bdlru_scan_step_into_op = hlru_scan_time_last_op = None
+    hlru_scan_step_into_op = bdlru_scan_step_into_op = hlru_scan_time_last_op = bdlru_scan_time_last_op = None
 
 
 def _described(value) -> str:
@@ -546,6 +596,57 @@ def hlru_scan_time_last(
     return states, (final if output_final_state else None)
 
 
+def bdlru_scan_time_last(
+    gates: torch.Tensor,
+    values: torch.Tensor,
+    initial_state: Optional[torch.Tensor] = None,
+    gate_activation: str = "softmax",
+    output_final_state: bool = False,
+    backend: Optional[str] = None,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`bdlru_scan` of block size m = 1 or 2 on time-last tensors (scan_time_last.py): h_t[n] = A_t[n] @ h_{t-1}[n]
+    + g_t[n] * v_t[n], each row of [A | g] normalised over its m+1 logits. At m = 1 it is `hlru_scan_time_last`.
+
+    Args:
+        gates: [B, N, m, m+1, T] logits: block n's row j holds A_t[n, j, 0..m-1], then the input gate g_t[n, j], each
+            a row over time (what a gate projection with rows ordered (n, j, k) writes time-last).
+        values: [B, N, m, T].
+        initial_state: [B, N, m] = h_0; zeros if None.
+        gate_activation, output_final_state, backend: as for `hlru_scan`.
+    Returns:
+        (states [B, N, m, T] in values.dtype, final state [B, N, m] in float32 or None)
+    """
+    op = "bdlru_scan_time_last"
+    _check_arguments(op, gates, values, gate_activation, output_final_state)
+    if gates.dim() != 5 or gates.shape[2] not in (1, 2) or gates.shape[3] != gates.shape[2] + 1:
+        raise ValueError(f"{op}: gates must have shape [B, N, m, m+1, T] with m = 1 or 2 (use bdlru_scan for other m), "
+                         f"got {tuple(gates.shape)}")
+    B, N, m, _, T = gates.shape
+    if tuple(values.shape) != (B, N, m, T):
+        raise ValueError(f"{op}: values must have shape [B, N, m, T] = {(B, N, m, T)} to match gates "
+                         f"{tuple(gates.shape)}, got {tuple(values.shape)}")
+    if gates.device != values.device:
+        raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, m) \
+                or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:
+            raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, m] = {(B, N, m)} on "
+                             f"{values.device}, got {_described(initial_state)}")
+    if m == 1:  # H-LRU of order 1
+        states, final = hlru_scan_time_last(gates.reshape(B, N, 2, T), values.reshape(B, N, T), initial_state,
+                                            gate_activation, output_final_state, backend)
+        return states.reshape(B, N, 1, T), final
+    if resolve_backend(backend, values.device) == "triton":
+        if torch.compiler.is_compiling():  # traced: one opaque custom op (no graph break)
+            states, final = bdlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state)
+            return states, (final if output_final_state else None)
+        return block_time_last_scan(gates, values, initial_state, gate_activation, output_final_state)
+    # the reference on the [B, T, N, m] layout; transposed copies, exact
+    states, final = bdlru_scan_torch(gates.permute(0, 4, 1, 2, 3), values.permute(0, 3, 1, 2), initial_state,
+                                     gate_activation)
+    return states.permute(0, 2, 3, 1).contiguous(), (final if output_final_state else None)
+
+
 def _time_last_window(states: torch.Tensor, initial_state: Optional[torch.Tensor],
                       document_starts: Optional[torch.Tensor], m: int) -> torch.Tensor:
     """[B, N, T] states -> [B, N, m, T] windows (s_t, ..., s_{t-m+1}), the reference's: lag k is the states shifted
@@ -566,5 +667,5 @@ def _time_last_window(states: torch.Tensor, initial_state: Optional[torch.Tensor
     return torch.stack(lags, dim=2)
 
 
-__all__ = ["hlru_scan", "bdlru_scan", "hlru_scan_time_last", "resolve_backend", "triton_available", "GATE_ACTIVATIONS",
-           "BACKENDS"]
+__all__ = ["hlru_scan", "bdlru_scan", "hlru_scan_time_last", "bdlru_scan_time_last", "resolve_backend",
+           "triton_available", "GATE_ACTIVATIONS", "BACKENDS"]

@@ -1063,6 +1063,214 @@ if triton is not None:
             _store_bias_gradient(d_bias_rows, rows, 4, 5, mc, d_bias_gate)
 
 
+    # ---- BD-LRU of block size 2: per block, h_t = A_t h_{t-1} + g_t * v_t with A_t = [[a00, a01], [a10, a11]] and
+    # each row (a_j0, a_j1, g_j) normalised over its three logits. The step is a general 2 x 2 affine map, as H-LRU
+    # m = 2's composed maps are, so it is composed in threads the same way (`_companion_combine`), the block's state
+    # (h0, h1) in place of the window. Gates [B, N, 2, 3, T] are rows 3 (2 n + j) + k of [B * N * 6, T]; values and
+    # states [B, N, 2, T] rows 2 n + j.
+
+    @triton.jit
+    def _bd2_load_normalized(gates, blocks, t, mask, T, ACT: tl.constexpr):
+        """(a00, a01, g0, a10, a11, g1) [BC, BT] at steps t [BT] of blocks [BC], and the six logits: each row of the
+        block's [A | g] normalised over its three logits."""
+        zero = tl.zeros(blocks.shape, dtype=tl.float32)
+        z00, z01, z0g = _load_triple(gates, 2 * blocks, t, mask, T, zero, zero, zero, False)
+        z10, z11, z1g = _load_triple(gates, 2 * blocks + 1, t, mask, T, zero, zero, zero, False)
+        a00, a01, g0 = _normalize_triple(z00, z01, z0g, ACT)
+        a10, a11, g1 = _normalize_triple(z10, z11, z1g, ACT)
+        return a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g
+
+    @triton.jit
+    def _bd2_apply(h0, h1, a00, a01, a10, a11, u0, u1):
+        """One step of the recurrence: (h0, h1) -> A (h0, h1) + (u0, u1)."""
+        return a00 * h0 + a01 * h1 + u0, a10 * h0 + a11 * h1 + u1
+
+    @triton.jit
+    def _bd2_tile_in_threads(a00, a01, a10, a11, u0, u1, h0, h1, BC: tl.constexpr, BT: tl.constexpr):
+        """The states (h0, h1) [BC, BT] of a tile from its incoming state (h0, h1) [BC], and the state after its last
+        step: each thread composes its 8 consecutive steps' maps (A_t, u_t) one after another, only the BT / 8 group
+        maps go through tl.associative_scan, each group's incoming state is the state after the group before it
+        (tl.gather), and its 8 states follow from it at 4 multiply-adds each. Steps past T must have A = I, u = 0."""
+        G: tl.constexpr = BT // 8
+        p00_0, p00_1, p00_2, p00_3, p00_4, p00_5, p00_6, p00_7 = _split_steps(a00, BC, G)
+        p01_0, p01_1, p01_2, p01_3, p01_4, p01_5, p01_6, p01_7 = _split_steps(a01, BC, G)
+        p10_0, p10_1, p10_2, p10_3, p10_4, p10_5, p10_6, p10_7 = _split_steps(a10, BC, G)
+        p11_0, p11_1, p11_2, p11_3, p11_4, p11_5, p11_6, p11_7 = _split_steps(a11, BC, G)
+        u0_0, u0_1, u0_2, u0_3, u0_4, u0_5, u0_6, u0_7 = _split_steps(u0, BC, G)
+        u1_0, u1_1, u1_2, u1_3, u1_4, u1_5, u1_6, u1_7 = _split_steps(u1, BC, G)
+        p, q, r, s, b1, b2 = p00_0, p01_0, p10_0, p11_0, u0_0, u1_0  # the first step's map
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine)
+        end0 = p * h0[:, None] + q * h1[:, None] + b1  # the state after each group
+        end1 = r * h0[:, None] + s * h1[:, None] + b2
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        before = tl.maximum(group - 1, 0)
+        w0 = tl.where(group == 0, h0[:, None], tl.gather(end0, before, 1))  # the state before each group
+        w1 = tl.where(group == 0, h1[:, None], tl.gather(end1, before, 1))
+        x0_0, x1_0 = _bd2_apply(w0, w1, p00_0, p01_0, p10_0, p11_0, u0_0, u1_0)
+        x0_1, x1_1 = _bd2_apply(x0_0, x1_0, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
+        x0_2, x1_2 = _bd2_apply(x0_1, x1_1, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
+        x0_3, x1_3 = _bd2_apply(x0_2, x1_2, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
+        x0_4, x1_4 = _bd2_apply(x0_3, x1_3, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
+        x0_5, x1_5 = _bd2_apply(x0_4, x1_4, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
+        x0_6, x1_6 = _bd2_apply(x0_5, x1_5, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
+        x0_7, x1_7 = _bd2_apply(x0_6, x1_6, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
+        states0 = _join_steps(x0_0, x0_1, x0_2, x0_3, x0_4, x0_5, x0_6, x0_7, BC, G)
+        states1 = _join_steps(x1_0, x1_1, x1_2, x1_3, x1_4, x1_5, x1_6, x1_7, BC, G)
+        last = group == G - 1
+        return states0, states1, tl.sum(tl.where(last, end0, 0.0), axis=1), tl.sum(tl.where(last, end1, 0.0), axis=1)
+
+    @triton.jit
+    def _bd2_adjoint_tile_in_threads(c00, c01, c10, c11, d0, d1, l0, l1, BC: tl.constexpr, BT: tl.constexpr):
+        """The backward's `_bd2_tile_in_threads`: lam_t = C_t lam_{t+1} + dy_t with C_t = A_{t+1}^T, given as (c00,
+        c01, c10, c11) = (a00, a10, a01, a11) of step t + 1 (0 past T, and at T - 1), and dy (d0, d1) (0 past T):
+        lam (l0, l1) [BC, BT] of a tile from lam after its last step (l0, l1) [BC], and lam at its first step. Each
+        thread composes its 8 steps from the last one back, the group maps go through tl.associative_scan in
+        reverse, each group's carry is lam at the first step of the group after it (tl.gather)."""
+        G: tl.constexpr = BT // 8
+        p00_0, p00_1, p00_2, p00_3, p00_4, p00_5, p00_6, p00_7 = _split_steps(c00, BC, G)
+        p01_0, p01_1, p01_2, p01_3, p01_4, p01_5, p01_6, p01_7 = _split_steps(c01, BC, G)
+        p10_0, p10_1, p10_2, p10_3, p10_4, p10_5, p10_6, p10_7 = _split_steps(c10, BC, G)
+        p11_0, p11_1, p11_2, p11_3, p11_4, p11_5, p11_6, p11_7 = _split_steps(c11, BC, G)
+        d0_0, d0_1, d0_2, d0_3, d0_4, d0_5, d0_6, d0_7 = _split_steps(d0, BC, G)
+        d1_0, d1_1, d1_2, d1_3, d1_4, d1_5, d1_6, d1_7 = _split_steps(d1, BC, G)
+        p, q, r, s, b1, b2 = p00_7, p01_7, p10_7, p11_7, d0_7, d1_7  # the last step's map
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, d0_6, d1_6)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_5, p01_5, p10_5, p11_5, d0_5, d1_5)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_4, p01_4, p10_4, p11_4, d0_4, d1_4)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_3, p01_3, p10_3, p11_3, d0_3, d1_3)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_2, p01_2, p10_2, p11_2, d0_2, d1_2)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, d0_1, d1_1)
+        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_0, p01_0, p10_0, p11_0, d0_0, d1_0)
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=True)
+        first0 = p * l0[:, None] + q * l1[:, None] + b1  # lam at each group's first step
+        first1 = r * l0[:, None] + s * l1[:, None] + b2
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        after = tl.minimum(group + 1, G - 1)
+        n0 = tl.where(group == G - 1, l0[:, None], tl.gather(first0, after, 1))  # lam after each group
+        n1 = tl.where(group == G - 1, l1[:, None], tl.gather(first1, after, 1))
+        x0_7, x1_7 = _bd2_apply(n0, n1, p00_7, p01_7, p10_7, p11_7, d0_7, d1_7)
+        x0_6, x1_6 = _bd2_apply(x0_7, x1_7, p00_6, p01_6, p10_6, p11_6, d0_6, d1_6)
+        x0_5, x1_5 = _bd2_apply(x0_6, x1_6, p00_5, p01_5, p10_5, p11_5, d0_5, d1_5)
+        x0_4, x1_4 = _bd2_apply(x0_5, x1_5, p00_4, p01_4, p10_4, p11_4, d0_4, d1_4)
+        x0_3, x1_3 = _bd2_apply(x0_4, x1_4, p00_3, p01_3, p10_3, p11_3, d0_3, d1_3)
+        x0_2, x1_2 = _bd2_apply(x0_3, x1_3, p00_2, p01_2, p10_2, p11_2, d0_2, d1_2)
+        x0_1, x1_1 = _bd2_apply(x0_2, x1_2, p00_1, p01_1, p10_1, p11_1, d0_1, d1_1)
+        x0_0, x1_0 = _bd2_apply(x0_1, x1_1, p00_0, p01_0, p10_0, p11_0, d0_0, d1_0)
+        lam0 = _join_steps(x0_0, x0_1, x0_2, x0_3, x0_4, x0_5, x0_6, x0_7, BC, G)
+        lam1 = _join_steps(x1_0, x1_1, x1_2, x1_3, x1_4, x1_5, x1_6, x1_7, BC, G)
+        head = group == 0
+        return lam0, lam1, tl.sum(tl.where(head, first0, 0.0), axis=1), tl.sum(tl.where(head, first1, 0.0), axis=1)
+
+    @triton.jit
+    def _bd2_time_last_fwd_kernel(gates, values, initial_state, states, final_state, T, N, ACT: tl.constexpr,
+                                  BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr, HAS_H0: tl.constexpr,
+                                  WRITE_FINAL: tl.constexpr):
+        """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1).
+        PREFETCH: each tile's logits and values are loaded while the tile before is scanned."""
+        b, blocks, mc = _tile_offsets(T, N, BC)
+        h0 = tl.zeros([BC], dtype=tl.float32)
+        h1 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h0 = tl.load(initial_state + 2 * blocks, mask=mc, other=0.0)
+            h1 = tl.load(initial_state + 2 * blocks + 1, mask=mc, other=0.0)
+        if PREFETCH:
+            t = tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, ACT)
+            x0 = _load_values(values, 2 * blocks, t, mask, T)
+            x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
+        for t0 in range(0, T, BT):
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            if PREFETCH:
+                mask_next = mc[:, None] & (t + BT < T)[None, :]
+                a00_n, a01_n, g0_n, a10_n, a11_n, g1_n, _, _, _, _, _, _ = _bd2_load_normalized(
+                    gates, blocks, t + BT, mask_next, T, ACT)
+                x0_n = _load_values(values, 2 * blocks, t + BT, mask_next, T)
+                x1_n = _load_values(values, 2 * blocks + 1, t + BT, mask_next, T)
+            else:
+                a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, ACT)
+                x0 = _load_values(values, 2 * blocks, t, mask, T)
+                x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
+            new0, new1, h0, h1 = _bd2_tile_in_threads(  # steps past T: the identity
+                tl.where(mask, a00, 1.0), tl.where(mask, a01, 0.0), tl.where(mask, a10, 0.0), tl.where(mask, a11, 1.0),
+                tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT)
+            tl.store(states + (2 * blocks)[:, None] * T + t[None, :], new0.to(states.dtype.element_ty), mask=mask)
+            tl.store(states + (2 * blocks + 1)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
+            if PREFETCH:
+                a00, a01, g0, a10, a11, g1, x0, x1 = a00_n, a01_n, g0_n, a10_n, a11_n, g1_n, x0_n, x1_n
+        if WRITE_FINAL:
+            tl.store(final_state + 2 * blocks, h0, mask=mc)
+            tl.store(final_state + 2 * blocks + 1, h1, mask=mc)
+
+    @triton.jit
+    def _bd2_time_last_bwd_kernel(gates, values, states, initial_state, d_states, d_final, d_gates, d_values,
+                                  d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                                  HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr):
+        """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1), scanned in
+        reverse time a tile at a time (`_bd2_adjoint_tile_in_threads`); then, per step, d A_t[j, k] = lam_t[j]
+        h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j] through each row's normalisation, d v_t[j] = lam_t[j] g_t[j], and the
+        initial state's gradient A_0^T lam_0. h_{t-1} is read from the saved states (the initial state at t = 0)."""
+        b, blocks, mc = _tile_offsets(T, N, BC)
+        l0 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
+        l1 = tl.zeros([BC], dtype=tl.float32)
+        h0 = tl.zeros([BC], dtype=tl.float32)
+        h1 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h0 = tl.load(initial_state + 2 * blocks, mask=mc, other=0.0)
+            h1 = tl.load(initial_state + 2 * blocks + 1, mask=mc, other=0.0)
+        df0 = tl.zeros([BC], dtype=tl.float32)
+        df1 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_D_FINAL:
+            df0 = tl.load(d_final + 2 * blocks, mask=mc, other=0.0)
+            df1 = tl.load(d_final + 2 * blocks + 1, mask=mc, other=0.0)
+        num_tiles = tl.cdiv(T, BT)
+        for i in range(0, num_tiles):
+            t0 = (num_tiles - 1 - i) * BT
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            mask1 = mc[:, None] & (t + 1 < T)[None, :]
+            n00, n01, _, n10, n11, _, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t + 1, mask1, T, ACT)
+            dy0 = _load_values(d_states, 2 * blocks, t, mask, T) + tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
+            dy1 = _load_values(d_states, 2 * blocks + 1, t, mask, T) + tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
+            lam0, lam1, l0, l1 = _bd2_adjoint_tile_in_threads(  # C_t = A_{t+1}^T, 0 from step T - 1 on
+                tl.where(mask1, n00, 0.0), tl.where(mask1, n10, 0.0), tl.where(mask1, n01, 0.0),
+                tl.where(mask1, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT)
+            # the step's own inputs after the scan (fewer registers live across it)
+            a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, t, mask, T,
+                                                                                            ACT)
+            x0 = _load_values(values, 2 * blocks, t, mask, T)
+            x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
+            before = mask & (t >= 1)[None, :]
+            s0 = tl.where((t >= 1)[None, :], _load_values(states, 2 * blocks, t - 1, before, T), h0[:, None])
+            s1 = tl.where((t >= 1)[None, :], _load_values(states, 2 * blocks + 1, t - 1, before, T), h1[:, None])
+            dz00, dz01, dz0g = _normalize_triple_bwd(z00, z01, z0g, lam0 * s0, lam0 * s1, lam0 * x0, ACT)
+            dz10, dz11, dz1g = _normalize_triple_bwd(z10, z11, z1g, lam1 * s0, lam1 * s1, lam1 * x1, ACT)
+            gate_rows = (6 * blocks)[:, None] * T + t[None, :]
+            tl.store(d_gates + gate_rows, dz00.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + T, dz01.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 2 * T, dz0g.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 3 * T, dz10.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 4 * T, dz11.to(d_gates.dtype.element_ty), mask=mask)
+            tl.store(d_gates + gate_rows + 5 * T, dz1g.to(d_gates.dtype.element_ty), mask=mask)
+            value_rows = (2 * blocks)[:, None] * T + t[None, :]
+            tl.store(d_values + value_rows, (lam0 * g0).to(d_values.dtype.element_ty), mask=mask)
+            tl.store(d_values + value_rows + T, (lam1 * g1).to(d_values.dtype.element_ty), mask=mask)
+            if HAS_H0:
+                if t0 == 0:  # h_0 = A_0 h_{-1} + ...: d h_{-1} = A_0^T lam_0, lam_0 = (l0, l1) now
+                    a00_0, a01_0 = _pick(a00, t, 0), _pick(a01, t, 0)
+                    a10_0, a11_0 = _pick(a10, t, 0), _pick(a11, t, 0)
+                    tl.store(d_initial_state + 2 * blocks, a00_0 * l0 + a10_0 * l1, mask=mc)
+                    tl.store(d_initial_state + 2 * blocks + 1, a01_0 * l0 + a11_0 * l1, mask=mc)
+
+
 def time_last_pays(order: int, B: int, N: int, device) -> bool:
     """Whether a model should scan B rows of N channels of this order time-last rather than [B, T, N]: always at
     orders 1 and 2; at order 4 on grids of at least M4_TIME_LAST_FROM programs per SM."""
@@ -1188,6 +1396,103 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
     return d_gates, d_values, d_h0, (d_bias_rows.sum(0) if d_bias_rows is not None else None)
 
 
+def _block_grid(B: int, N: int, T: int, device=None, backward: bool = False):
+    """(grid, launch options) of the BD-LRU block-size-2 kernels: one program per (row, BC blocks), in threads as
+    H-LRU m = 2 on grids that are not small (IN_THREADS_TILE on a GPU), the forward prefetching, the backward under
+    the one-wave register cap (`_backward_register_cap`)."""
+    options = dict(INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)
+    options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+    programs = B * triton.cdiv(N, options["BC"])
+    if not backward:
+        options["PREFETCH"] = True
+    elif not _INTERPRET:
+        cap = _backward_register_cap(programs, options["num_warps"], device)
+        if cap is not None:
+            options["maxnreg"] = cap
+    return (programs,), options
+
+
+def block_time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
+                            gate_activation: str, want_final: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """BD-LRU of block size 2: gates [B, N, 2, 3, T], values [B, N, 2, T], initial_state [B, N, 2] or None ->
+    (states [B, N, 2, T] in values' dtype, final state [B, N, 2] float32 or None)."""
+    B, N, _, _, T = gates.shape
+    gates, values = gates.contiguous(), values.contiguous()
+    h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
+    states = torch.empty_like(values)
+    final = torch.empty(B, N, 2, device=values.device, dtype=torch.float32) if want_final else None
+    if B * N == 0:
+        return states, (final.zero_() if final is not None else None)
+    if T == 0:  # no step: the final state is the initial one
+        return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
+    grid, options = _block_grid(B, N, T, values.device)
+    with _device_guard(values.device):
+        _bd2_time_last_fwd_kernel[grid](
+            gates=gates, values=values, initial_state=h0, states=states, final_state=final, T=T, N=N,
+            ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, WRITE_FINAL=want_final, **options)
+    return states, final
+
+
+def block_time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.Tensor,
+                             initial_state: Optional[torch.Tensor], d_states: torch.Tensor,
+                             d_final: Optional[torch.Tensor], gate_activation: str
+                             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Gradients of `block_time_last_forward`: (d gates [B, N, 2, 3, T] in gates' dtype, d values in values' dtype,
+    d initial_state [B, N, 2] float32 or None)."""
+    B, N, _, _, T = gates.shape
+    gates, values, states = gates.contiguous(), values.contiguous(), states.contiguous()
+    d_states = d_states.contiguous()
+    h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
+    d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
+    d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
+    d_h0 = torch.empty(B, N, 2, device=values.device, dtype=torch.float32) if h0 is not None else None
+    if B * N == 0 or T == 0:
+        if d_h0 is not None:  # no step: the final state was the initial one
+            d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
+        return d_gates, d_values, d_h0
+    grid, options = _block_grid(B, N, T, values.device, backward=True)
+    with _device_guard(values.device):
+        _bd2_time_last_bwd_kernel[grid](
+            gates=gates, values=values, states=states, initial_state=h0, d_states=d_states, d_final=d_final,
+            d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, N=N, ACT=_ACT_ID[gate_activation],
+            HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None, **options)
+    return d_gates, d_values, d_h0
+
+
+class _BlockTimeLastFunction(torch.autograd.Function):
+    """The eager autograd path of `block_time_last_scan` (ops.py traces its custom op under torch.compile)."""
+
+    @staticmethod
+    def forward(ctx, gates, values, initial_state, gate_activation, want_final):
+        states, final = block_time_last_forward(gates, values, initial_state, gate_activation, want_final)
+        ctx.save_for_backward(gates, values, states, initial_state)
+        ctx.gate_activation = gate_activation
+        ctx.set_materialize_grads(False)
+        return states, final
+
+    @staticmethod
+    def backward(ctx, d_states, d_final):
+        gates, values, states, initial_state = ctx.saved_tensors
+        if d_states is None and d_final is None:
+            return None, None, None, None, None
+        if d_states is None:
+            d_states = torch.zeros_like(states)
+        d_gates, d_values, d_h0 = block_time_last_backward(gates, values, states, initial_state, d_states, d_final,
+                                                           ctx.gate_activation)
+        needs = ctx.needs_input_grad
+        return (d_gates if needs[0] else None, d_values if needs[1] else None,
+                d_h0.to(initial_state.dtype) if needs[2] else None, None, None)
+
+
+def block_time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
+                         gate_activation: str, want_final: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """`block_time_last_forward` with its gradient in eager mode (arguments unchecked: ops.bdlru_scan_time_last
+    checks them); without gradients to track, the forward kernel alone."""
+    if not _tracks_gradients(gates, values, initial_state):
+        return block_time_last_forward(gates, values, initial_state, gate_activation, want_final)
+    return _BlockTimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final)
+
+
 class _TimeLastFunction(torch.autograd.Function):
     """The eager autograd path (ops.py traces the custom op under torch.compile instead), as `hlru_scan`'s: the same
     kernels without the op's dispatch layers. Those are a small part of an eager call's host time: a forward+backward
@@ -1231,4 +1536,5 @@ def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Opt
                                    window)
 
 
-__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_pays", "time_last_scan"]
+__all__ = ["TILE", "block_time_last_backward", "block_time_last_forward", "block_time_last_scan", "time_last_backward",
+           "time_last_forward", "time_last_pays", "time_last_scan"]

@@ -23,8 +23,9 @@ Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one f
 T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
 at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
 Peak memory: torch.cuda.max_memory_allocated during one fwd+bwd, minus the memory held before (inputs + grad_out).
-Time-last rows (H-LRU m = 1, 2 and 4): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on [B, N, m+1, T] /
-[B, N, T] tensors, under the same byte model; at m = 1 with its speed-ups over fla and accelerated-scan of the run.
+Time-last rows (H-LRU m = 1, 2 and 4; BD-LRU m = 2): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on
+[B, N, m+1, T] / [B, N, T] tensors, and hf_lrnn.ops.bdlru_scan_time_last on [B, N, m, m+1, T] / [B, N, m, T], under
+the same byte model; at m = 1 with its speed-ups over fla and accelerated-scan of the run.
 fla baseline (m = 1 only): fla.ops.hgrn.chunk_hgrn / fused_recurrent_hgrn on x = g_in * v and g = log a with
 (a, g_in) the softmax-normalised gates (precomputed, bf16): the same recurrence.
 Model rows (`run_model_rows`; --no-model skips them): a whole training step of H-LRU m in {1, 2, 4} and BD-LRU m in
@@ -57,7 +58,7 @@ except Exception as _err:  # noqa: BLE001  (the model code may not import here: 
     _pkg.__path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "hf_lrnn")]
     sys.modules["hf_lrnn"] = _pkg
 
-from hf_lrnn.ops import hlru_scan_time_last  # noqa: E402
+from hf_lrnn.ops import bdlru_scan_time_last, hlru_scan_time_last  # noqa: E402
 from hf_lrnn.scan_torch import bdlru_scan_torch, hlru_scan_torch  # noqa: E402
 from hf_lrnn.scan_triton import bdlru_scan_triton, hlru_scan_triton  # noqa: E402
 
@@ -198,17 +199,25 @@ def run_accelerated_scan(B, T, D, ours_fwd, ours_fb, warp=True):
     return res
 
 
-def run_time_last(B, T, N, m, fwd_bytes, fb_bytes, copy_tbps):
-    """hlru_scan_time_last (m = 1, 2 or 4, time-last tensors [B, N, m+1, T] / [B, N, T], bf16): its own columns, under
-    the same byte model as the [B, T, N] op's row."""
-    g = torch.randn(B, N, m + 1, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    v = torch.randn(B, N, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+def run_time_last(op, B, T, D, m, fwd_bytes, fb_bytes, copy_tbps):
+    """hlru_scan_time_last (m = 1, 2 or 4: gates [B, N, m+1, T], values [B, N, T]) or bdlru_scan_time_last (m = 2:
+    gates [B, N, m, m+1, T], values [B, N, m, T]), bf16: its own columns, under the same byte model as the [B, T, N]
+    op's row."""
+    N = D // m
+    if op == "hlru":
+        scan, g = hlru_scan_time_last, torch.randn(B, N, m + 1, T, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(B, N, T, device="cuda", dtype=torch.bfloat16)
+    else:
+        scan, g = bdlru_scan_time_last, torch.randn(B, N, m, m + 1, T, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(B, N, m, T, device="cuda", dtype=torch.bfloat16)
+    g.requires_grad_()
+    v.requires_grad_()
     do = torch.randn_like(v)
     with torch.no_grad():
-        fwd = bench(lambda: hlru_scan_time_last(g, v, backend="triton"))
+        fwd = bench(lambda: scan(g, v, backend="triton"))
 
     def fb():
-        hlru_scan_time_last(g, v, backend="triton")[0].backward(do)
+        scan(g, v, backend="triton")[0].backward(do)
 
     fbt = bench(fb, grad_to_none=[g, v])
     mem = peak_extra_mb(fb)
@@ -248,8 +257,8 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     if m == 1 and op == "hlru":
         row.update(run_fla(B, T, D, m, fwd, fbt))
         row.update(run_accelerated_scan(B, T, D, fwd, fbt, warp))
-    if m in (1, 2, 4) and op == "hlru":
-        row.update(run_time_last(B, T, channels, m, fwd_bytes, fb_bytes, copy_tbps))
+    if (op == "hlru" and m in (1, 2, 4)) or (op == "bdlru" and m == 2):
+        row.update(run_time_last(op, B, T, D, m, fwd_bytes, fb_bytes, copy_tbps))
         for peer in ("chunk_hgrn", "accelerated_scan"):  # the time-last scan against the same peers (m = 1)
             if f"{peer}_fwd_ms" in row:
                 row[f"time_last_speedup_vs_{peer}_fwd"] = row[f"{peer}_fwd_ms"] / row["time_last_fwd_ms"]
@@ -653,7 +662,8 @@ def main():
                     f"{r.get('time_last_speedup_vs_accelerated_scan_fwdbwd', float('nan')):.2f}x" if r["m"] == 1 else
                     f"{r['fwd_ms'] / r['time_last_fwd_ms']:.2f}x / {r['fwdbwd_ms'] / r['time_last_fwdbwd_ms']:.2f}x "
                     "the [B, T, N] kernels' fwd / fwd+bwd"))
-    lines.append("(time-last = hlru_scan_time_last on [B, N, m+1, T] / [B, N, T] tensors, the same recurrence; "
+    lines.append("(time-last = hlru_scan_time_last on [B, N, m+1, T] / [B, N, T] tensors, bdlru_scan_time_last on "
+                 "[B, N, m, m+1, T] / [B, N, m, T], the same recurrence; "
                  "fwd = auto mode; seq = forced sequential kernel; x ref = speed-up of fwd+bwd over the torch reference "
                  "timed at T=256 and scaled linearly; mem = peak extra memory of one fwd+bwd; ref MB* = reference peak "
                  "at T=256 scaled linearly)")

@@ -1,0 +1,188 @@
+"""BD-LRU of block size 1 and 2 on time-last tensors (`bdlru_scan_time_last`, scan_time_last.py's block kernels):
+the Triton kernels (the interpreter on CPU, the GPU where there is one) against the reference in float64, the
+reference against a direct loop over the steps."""
+import os
+
+import pytest
+import torch
+
+from hf_lrnn import bdlru_scan_time_last, hlru_scan_time_last, scan_time_last
+from hf_lrnn.scan_torch import GATE_ACTIVATIONS
+
+GPU = torch.cuda.is_available()
+DEVICE = "cuda" if GPU else "cpu"
+TRITON_OK = scan_time_last.triton is not None and (GPU or os.environ.get("TRITON_INTERPRET") == "1")
+needs_triton = pytest.mark.skipif(not TRITON_OK, reason="needs CUDA or TRITON_INTERPRET=1")
+
+
+def _inputs(B, N, T, m=2, dtype=torch.float64, with_h0=True, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    gates = (torch.randn(B, N, m, m + 1, T, generator=generator, dtype=torch.float64) * 2).to(DEVICE, dtype)
+    values = torch.randn(B, N, m, T, generator=generator, dtype=torch.float64).to(DEVICE, dtype)
+    h0 = torch.randn(B, N, m, generator=generator, dtype=torch.float64).to(DEVICE, dtype) if with_h0 else None
+    return [t.requires_grad_() if t is not None else None for t in (gates, values, h0)]
+
+
+def _run(backend, gates, values, h0, activation, want_final):
+    """States, final state and the gradients of a loss that weighs every step and state entry differently (and the
+    final state)."""
+    states, final = bdlru_scan_time_last(gates, values, h0, activation, want_final, backend=backend)
+    B, N, m, T = values.shape
+    weights = torch.linspace(-1.0, 1.0, m * T, dtype=torch.float64, device=values.device).reshape(m, T)
+    loss = (states.double() * weights).sum() + (0.7 * final.double().sum() if want_final else 0.0)
+    wrt = [t for t in (gates, values, h0) if t is not None]
+    return (states, final) + torch.autograd.grad(loss, wrt)
+
+
+def test_the_reference_in_time_last_layout_is_the_direct_loop():
+    """h_t = A_t h_{t-1} + g_t * v_t per block, in float64, step by step from the spec's formula."""
+    gates, values, h0 = (t.detach() for t in _inputs(2, 3, 9))
+    states, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend="torch")
+    coefficients = torch.softmax(gates, dim=3)  # [B, N, m, m+1, T]: each row normalised over its m+1 logits
+    h = h0.clone()
+    for t in range(values.shape[-1]):
+        A, g = coefficients[:, :, :, :2, t], coefficients[:, :, :, 2, t]
+        h = torch.einsum("bnjk,bnk->bnj", A, h) + g * values[..., t]
+        torch.testing.assert_close(states[..., t], h, rtol=0, atol=1e-12)
+    torch.testing.assert_close(final, h, rtol=0, atol=1e-12)
+
+
+@needs_triton
+@pytest.mark.parametrize("activation", [a for a in GATE_ACTIVATIONS if a != "none"])
+@pytest.mark.parametrize("B,N,T,with_h0,want_final", [(2, 3, 37, True, True), (1, 2, 16, False, True),
+                                                       (2, 3, 1, True, False), (1, 1, 50, True, True)])
+def test_triton_matches_the_float64_reference(activation, B, N, T, with_h0, want_final):
+    """States, final state and every gradient (gates, values, initial state) against the reference: one tile and a
+    partial one (the interpreter's 16-step tiles), a single step, no initial state."""
+    inputs = _inputs(B, N, T, with_h0=with_h0, seed=T + B)
+    want = _run("torch", *inputs, activation, want_final)
+    got = _run("triton", *inputs, activation, want_final)
+    assert len(got) == len(want) == 4 + with_h0
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None
+            continue
+        scale = w.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=2e-6)
+
+
+@needs_triton
+def test_block_size_1_is_hlru_of_order_1():
+    """m = 1 runs `hlru_scan_time_last` on the same numbers: states, final state and gradients equal."""
+    gates, values, h0 = _inputs(2, 3, 30, m=1)
+    states, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton")
+    h_states, h_final = hlru_scan_time_last(gates.reshape(2, 3, 2, 30), values.reshape(2, 3, 30), h0, "softmax", True,
+                                            backend="triton")
+    assert states.shape == (2, 3, 1, 30)
+    torch.testing.assert_close(states.reshape(2, 3, 30), h_states, rtol=0, atol=0)
+    torch.testing.assert_close(final, h_final, rtol=0, atol=0)
+    grads = torch.autograd.grad(states.sin().sum() + final.sum(), (gates, values, h0))
+    h_grads = torch.autograd.grad(h_states.sin().sum() + h_final.sum(), (gates, values, h0))
+    for got, want in zip(grads, h_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+@needs_triton
+def test_gradients_of_only_some_inputs_and_of_the_final_state_alone():
+    """Values without gradient, a loss on the final state only (d states is None in the backward), and no
+    gradient wanted at all (the forward kernel alone, no graph)."""
+    gates, values, h0 = _inputs(2, 2, 21)
+    values = values.detach()
+    for backend in ("torch", "triton"):
+        _, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend)
+        grads = torch.autograd.grad(final.sum(), (gates, h0))
+        if backend == "torch":
+            want = grads
+    for got, w in zip(grads, want):
+        torch.testing.assert_close(got, w, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        states, _ = bdlru_scan_time_last(gates, values, h0, backend="triton")
+    assert states.grad_fn is None and not states.requires_grad
+
+
+@needs_triton
+def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
+    gates, values, h0 = _inputs(2, 4, 40, dtype=torch.bfloat16)
+    states, final, d_gates, d_values, d_h0 = _run("triton", gates, values, h0, "softmax", True)
+    assert states.dtype == d_values.dtype == d_gates.dtype == d_h0.dtype == torch.bfloat16
+    assert final.dtype == torch.float32
+    reference = _run("torch", *[t.detach().float().requires_grad_() for t in (gates, values, h0)], "softmax", True)
+    for got, want in zip((states, final, d_gates, d_values, d_h0), reference):
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("B,T", [(0, 8), (2, 0)])
+def test_empty_batches_and_sequences(B, T):
+    """B = 0 or T = 0: empty states; the final state is the initial one, its gradient passes straight through."""
+    gates, values, h0 = _inputs(B, 3, T)
+    states, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton")
+    assert states.shape == (B, 3, 2, T)
+    torch.testing.assert_close(final.double(), h0.detach() if T == 0 else torch.zeros_like(h0))
+    if B:
+        d_h0, = torch.autograd.grad(final.sum(), (h0,))
+        torch.testing.assert_close(d_h0, torch.ones_like(h0))
+
+
+def test_bad_inputs_name_the_argument():
+    gates, values, h0 = (t.detach() for t in _inputs(2, 3, 8))
+    with pytest.raises(ValueError, match=r"gates must have shape \[B, N, m, m\+1, T\] with m = 1 or 2"):
+        bdlru_scan_time_last(torch.zeros(2, 3, 3, 4, 8, dtype=torch.float64, device=DEVICE), values)
+    with pytest.raises(ValueError, match=r"gates must have shape \[B, N, m, m\+1, T\]"):
+        bdlru_scan_time_last(gates[:, :, :, :2], values)
+    with pytest.raises(ValueError, match=r"values must have shape \[B, N, m, T\] = \(2, 3, 2, 8\)"):
+        bdlru_scan_time_last(gates, values[..., :7])
+    with pytest.raises(ValueError, match=r"initial_state must be None or a floating tensor \[B, N, m\] = \(2, 3, 2\)"):
+        bdlru_scan_time_last(gates, values, h0[:, :2])
+    with pytest.raises(ValueError, match="gate_activation must be one of"):
+        bdlru_scan_time_last(gates, values, gate_activation="gelu")
+    with pytest.raises(ValueError, match="output_final_state must be True or False"):
+        bdlru_scan_time_last(gates, values, output_final_state=1)
+    with pytest.raises(ValueError, match="gates must be float32, bfloat16, float16 or float64"):
+        bdlru_scan_time_last(gates.long(), values)
+
+
+@needs_triton
+def test_fullgraph_compile_traces_the_custom_op():
+    """torch.compile(fullgraph=True) sees one opaque op forward and backward (no graph break), same results."""
+    torch._dynamo.reset()
+    gates, values, h0 = _inputs(2, 3, 20, dtype=torch.float32)
+
+    def loss(g, v, h):
+        states, final = bdlru_scan_time_last(g, v, h, "sigmoid", True, backend="triton")
+        return states.square().sum() + final.sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    eager_grads = torch.autograd.grad(loss(gates, values, h0), [gates, values, h0])
+    compiled_grads = torch.autograd.grad(compiled(gates, values, h0), [gates, values, h0])
+    for got, want in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@needs_triton
+def test_launch_options_prefetch_forward_and_cap_the_backward_on_the_gpu():
+    """`_block_grid`: one program per (row, BC blocks); the forward prefetches; the backward takes the one-wave
+    register cap on a GPU (B8 N512: 32 programs per SM on 132 SMs), never in the interpreter."""
+    grid, forward = scan_time_last._block_grid(8, 512, 4096, DEVICE)
+    _, backward = scan_time_last._block_grid(8, 512, 4096, DEVICE, backward=True)
+    assert grid == (8 * -(-512 // forward["BC"]),)
+    assert forward["PREFETCH"] is True and "PREFETCH" not in backward and "maxnreg" not in forward
+    assert ("maxnreg" in backward) is (GPU and scan_time_last._backward_register_cap(
+        grid[0], backward["num_warps"], DEVICE) is not None)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
+@pytest.mark.parametrize("register_cap", [None, 64])
+def test_gpu_tiles_match_the_float64_reference(B, N, T, register_cap, monkeypatch):
+    """The GPU's 256-step one-warp tiles over many tiles (and a partial one), float64 inputs: states, final state
+    and every gradient against the reference, with the compiler's registers and under a cap of 64 in the backward."""
+    if register_cap is not None:
+        monkeypatch.setattr(scan_time_last, "_backward_register_cap", lambda *a, **k: register_cap)
+    inputs = _inputs(B, N, T, seed=T)
+    want = _run("torch", *inputs, "softmax", True)
+    got = _run("triton", *inputs, "softmax", True)
+    for g, w in zip(got, want):
+        scale = w.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
