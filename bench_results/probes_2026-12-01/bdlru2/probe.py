@@ -76,7 +76,6 @@ for B, T, D in ((8, 4096, 1024), (32, 2048, 2048), (1, 16384, 1024), (8, 2048, 7
                  f"{row['time_last_fwdbwd_pct_cap_80']:.1f}, 96 {row['time_last_fwdbwd_pct_cap_96']:.1f} "
                  f"([B, T, N] {row['btn_fwdbwd_pct']:.1f})")
     print(lines[-1], flush=True)
-    del g, v, do, gt, vt, dot
     torch.cuda.empty_cache()
 if bench_scan.TIMING_FALLBACKS:
     lines.append(f"timed eagerly (capture failed): {bench_scan.TIMING_FALLBACKS}")
