@@ -268,48 +268,54 @@ def _define_block_time_last_ops(namespace: str):
     autograd formula, for torch.compile; eager calls take scan_time_last's autograd Function."""
 
     @torch.library.custom_op(f"{namespace}::bdlru_scan_time_last_fwd", mutates_args=(),
-                             schema="(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final) "
-                                    "-> (Tensor, Tensor)")
-    def block_fwd(gates, values, initial_state, act, want_final):
+                             schema="(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final, "
+                                    "Tensor? starts, Tensor? gate_bias) -> (Tensor, Tensor)")
+    def block_fwd(gates, values, initial_state, act, want_final, starts, gate_bias):
         """(states [B, N, 2, T] in values.dtype, final state [B, N, 2] float32, or [0] without want_final)."""
-        states, final = block_time_last_forward(gates, values, initial_state, act, want_final)
+        states, final = block_time_last_forward(gates, values, initial_state, act, want_final, starts, gate_bias)
         return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
 
     @block_fwd.register_fake
-    def _(gates, values, initial_state, act, want_final):
+    def _(gates, values, initial_state, act, want_final, starts, gate_bias):
         return values.new_empty(values.shape), \
             values.new_empty(tuple(values.shape[:3]) if want_final else (0,), dtype=torch.float32)
 
     @torch.library.custom_op(f"{namespace}::bdlru_scan_time_last_bwd", mutates_args=(),
                              schema="(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, "
-                                    "Tensor d_states, Tensor? d_final, str act) -> (Tensor, Tensor, Tensor)")
-    def block_bwd(gates, values, states, initial_state, d_states, d_final, act):
-        """(d gates, d values, d initial state float32 or [0])."""
-        dg, dv, dh0 = block_time_last_backward(gates, values, states, initial_state, d_states, d_final, act)
-        return dg, dv, dh0 if dh0 is not None else values.new_empty((0,), dtype=torch.float32)
+                                    "Tensor d_states, Tensor? d_final, str act, Tensor? starts, Tensor? gate_bias) "
+                                    "-> (Tensor, Tensor, Tensor, Tensor)")
+    def block_bwd(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
+        """(d gates, d values, d initial state float32 or [0], d gate_bias float32 or [0])."""
+        dg, dv, dh0, d_bias = block_time_last_backward(gates, values, states, initial_state, d_states, d_final, act,
+                                                       starts, gate_bias)
+        empty = values.new_empty((0,), dtype=torch.float32)
+        return dg, dv, dh0 if dh0 is not None else empty, d_bias if d_bias is not None else empty
 
     @block_bwd.register_fake
-    def _(gates, values, states, initial_state, d_states, d_final, act):
+    def _(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
         dh0_shape = tuple(initial_state.shape) if initial_state is not None else (0,)
+        bias_shape = tuple(gate_bias.shape) if gate_bias is not None else (0,)
         return gates.new_empty(gates.shape), values.new_empty(values.shape), \
-            values.new_empty(dh0_shape, dtype=torch.float32)
+            values.new_empty(dh0_shape, dtype=torch.float32), values.new_empty(bias_shape, dtype=torch.float32)
 
     def setup_context(ctx, inputs, output):
-        gates, values, initial_state, act, want_final = inputs
-        ctx.save_for_backward(gates, values, output[0], initial_state)
+        gates, values, initial_state, act, want_final, starts, gate_bias = inputs
+        ctx.save_for_backward(gates, values, output[0], initial_state, starts, gate_bias)
         ctx.act, ctx.want_final = act, want_final
 
     def backward(ctx, d_states, d_final):
-        gates, values, states, initial_state = ctx.saved_tensors
+        gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
         if d_states is None:
             d_states = torch.zeros_like(states)
         d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
-        dg, dv, dh0 = block_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act)
-        return dg, dv, (dh0.to(initial_state.dtype) if initial_state is not None else None), None, None
+        dg, dv, dh0, d_bias = block_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act, starts,
+                                        gate_bias)
+        dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
+        d_bias = d_bias.to(gate_bias.dtype) if gate_bias is not None else None
+        return dg, dv, dh0, None, None, None, d_bias
 
     block_fwd.register_autograd(backward, setup_context=setup_context)
     return block_fwd
-
 
 if TRITON_IMPORT_ERROR is None:
     OP_NAMESPACE = _op_namespace(__name__)
@@ -603,6 +609,8 @@ def bdlru_scan_time_last(
     gate_activation: str = "softmax",
     output_final_state: bool = False,
     backend: Optional[str] = None,
+    document_starts: Optional[torch.Tensor] = None,
+    gate_bias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`bdlru_scan` of block size m = 1 or 2 on time-last tensors (scan_time_last.py): h_t[n] = A_t[n] @ h_{t-1}[n]
     + g_t[n] * v_t[n], each row of [A | g] normalised over its m+1 logits. At m = 1 it is `hlru_scan_time_last`.
@@ -613,6 +621,10 @@ def bdlru_scan_time_last(
         values: [B, N, m, T].
         initial_state: [B, N, m] = h_0; zeros if None.
         gate_activation, output_final_state, backend: as for `hlru_scan`.
+        document_starts: [B, T] bool or None: documents packed in the rows; the state restarts from zero before
+            every step where it is True (as `hlru_scan_time_last`'s).
+        gate_bias: [N, m, m+1] or None: added to every step's logits, inside the kernels on the Triton backend;
+            differentiable.
     Returns:
         (states [B, N, m, T] in values.dtype, final state [B, N, m] in float32 or None)
     """
@@ -632,20 +644,36 @@ def bdlru_scan_time_last(
                 or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:
             raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, m] = {(B, N, m)} on "
                              f"{values.device}, got {_described(initial_state)}")
-    if m == 1:  # H-LRU of order 1
+    if gate_bias is not None and (not isinstance(gate_bias, torch.Tensor) or tuple(gate_bias.shape) != (N, m, m + 1)
+                                  or gate_bias.dtype not in _FLOAT_DTYPES or gate_bias.device != values.device):
+        raise ValueError(f"{op}: gate_bias must be None or a floating tensor [N, m, m+1] = {(N, m, m + 1)} on "
+                         f"{values.device}, got {_described(gate_bias)}")
+    if m == 1:  # H-LRU of order 1 (checks document_starts)
         states, final = hlru_scan_time_last(gates.reshape(B, N, 2, T), values.reshape(B, N, T), initial_state,
-                                            gate_activation, output_final_state, backend)
+                                            gate_activation, output_final_state, backend, document_starts,
+                                            gate_bias.reshape(N, 2) if gate_bias is not None else None)
         return states.reshape(B, N, 1, T), final
+    if document_starts is not None and (not isinstance(document_starts, torch.Tensor) or document_starts.dtype != torch.bool
+                                        or tuple(document_starts.shape) != (B, T)
+                                        or document_starts.device != values.device):
+        raise ValueError(f"{op}: document_starts must be None or a bool tensor [B, T] = {(B, T)} on {values.device}, "
+                         f"got {_described(document_starts)}")
     if resolve_backend(backend, values.device) == "triton":
         if torch.compiler.is_compiling():  # traced: one opaque custom op (no graph break)
-            states, final = bdlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state)
+            states, final = bdlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
+                                                    document_starts, gate_bias)
             return states, (final if output_final_state else None)
-        return block_time_last_scan(gates, values, initial_state, gate_activation, output_final_state)
+        return block_time_last_scan(gates, values, initial_state, gate_activation, output_final_state,
+                                    document_starts, gate_bias)
     # the reference on the [B, T, N, m] layout; transposed copies, exact
-    states, final = bdlru_scan_torch(gates.permute(0, 4, 1, 2, 3), values.permute(0, 3, 1, 2), initial_state,
-                                     gate_activation)
+    if gate_bias is not None:
+        gates = gates + gate_bias[..., None].to(gates.dtype)
+    gates, values = gates.permute(0, 4, 1, 2, 3), values.permute(0, 3, 1, 2)
+    if document_starts is None:
+        states, final = bdlru_scan_torch(gates, values, initial_state, gate_activation)
+    else:
+        states, final = scan_with_restarts_torch(True, gates, values, document_starts, gate_activation, initial_state)
     return states.permute(0, 2, 3, 1).contiguous(), (final if output_final_state else None)
-
 
 def _time_last_window(states: torch.Tensor, initial_state: Optional[torch.Tensor],
                       document_starts: Optional[torch.Tensor], m: int) -> torch.Tensor:

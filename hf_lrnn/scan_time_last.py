@@ -1070,12 +1070,12 @@ if triton is not None:
     # states [B, N, 2, T] rows 2 n + j.
 
     @triton.jit
-    def _bd2_load_normalized(gates, blocks, t, mask, T, ACT: tl.constexpr):
-        """(a00, a01, g0, a10, a11, g1) [BC, BT] at steps t [BT] of blocks [BC], and the six logits: each row of the
-        block's [A | g] normalised over its three logits."""
-        zero = tl.zeros(blocks.shape, dtype=tl.float32)
-        z00, z01, z0g = _load_triple(gates, 2 * blocks, t, mask, T, zero, zero, zero, False)
-        z10, z11, z1g = _load_triple(gates, 2 * blocks + 1, t, mask, T, zero, zero, zero, False)
+    def _bd2_load_normalized(gates, blocks, t, mask, T, bias, ACT: tl.constexpr, HAS_BIAS: tl.constexpr):
+        """(a00, a01, g0, a10, a11, g1) [BC, BT] at steps t [BT] of blocks [BC], and the six logits (plus their bias,
+        the six [BC] of `bias`): each row of the block's [A | g] normalised over its three logits."""
+        b00, b01, b0g, b10, b11, b1g = bias
+        z00, z01, z0g = _load_triple(gates, 2 * blocks, t, mask, T, b00, b01, b0g, HAS_BIAS)
+        z10, z11, z1g = _load_triple(gates, 2 * blocks + 1, t, mask, T, b10, b11, b1g, HAS_BIAS)
         a00, a01, g0 = _normalize_triple(z00, z01, z0g, ACT)
         a10, a11, g1 = _normalize_triple(z10, z11, z1g, ACT)
         return a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g
@@ -1169,12 +1169,26 @@ if triton is not None:
         return lam0, lam1, tl.sum(tl.where(head, first0, 0.0), axis=1), tl.sum(tl.where(head, first1, 0.0), axis=1)
 
     @triton.jit
-    def _bd2_time_last_fwd_kernel(gates, values, initial_state, states, final_state, T, N, ACT: tl.constexpr,
-                                  BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr, HAS_H0: tl.constexpr,
-                                  WRITE_FINAL: tl.constexpr):
-        """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1).
-        PREFETCH: each tile's logits and values are loaded while the tile before is scanned."""
+    def _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS: tl.constexpr):
+        """The six logit biases [BC] of blocks' rows (gate_bias[n, j, k] at 3 j + k), zeros without a bias."""
+        b00 = _load_bias(gate_bias, blocks, b, N, 0, 6, mc, HAS_BIAS)
+        b01 = _load_bias(gate_bias, blocks, b, N, 1, 6, mc, HAS_BIAS)
+        b0g = _load_bias(gate_bias, blocks, b, N, 2, 6, mc, HAS_BIAS)
+        b10 = _load_bias(gate_bias, blocks, b, N, 3, 6, mc, HAS_BIAS)
+        b11 = _load_bias(gate_bias, blocks, b, N, 4, 6, mc, HAS_BIAS)
+        b1g = _load_bias(gate_bias, blocks, b, N, 5, 6, mc, HAS_BIAS)
+        return b00, b01, b0g, b10, b11, b1g
+
+    @triton.jit
+    def _bd2_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
+                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
+                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
+                                  HAS_STARTS: tl.constexpr):
+        """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1); the state
+        restarts from zero before every document start (A_t = 0 there). PREFETCH: each tile's logits and values are
+        loaded while the tile before is scanned."""
         b, blocks, mc = _tile_offsets(T, N, BC)
+        bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
         h0 = tl.zeros([BC], dtype=tl.float32)
         h1 = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
@@ -1183,7 +1197,8 @@ if triton is not None:
         if PREFETCH:
             t = tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, ACT)
+            a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, bias, ACT,
+                                                                                HAS_BIAS)
             x0 = _load_values(values, 2 * blocks, t, mask, T)
             x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
         for t0 in range(0, T, BT):
@@ -1192,15 +1207,18 @@ if triton is not None:
             if PREFETCH:
                 mask_next = mc[:, None] & (t + BT < T)[None, :]
                 a00_n, a01_n, g0_n, a10_n, a11_n, g1_n, _, _, _, _, _, _ = _bd2_load_normalized(
-                    gates, blocks, t + BT, mask_next, T, ACT)
+                    gates, blocks, t + BT, mask_next, T, bias, ACT, HAS_BIAS)
                 x0_n = _load_values(values, 2 * blocks, t + BT, mask_next, T)
                 x1_n = _load_values(values, 2 * blocks + 1, t + BT, mask_next, T)
             else:
-                a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, ACT)
+                a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, bias,
+                                                                                    ACT, HAS_BIAS)
                 x0 = _load_values(values, 2 * blocks, t, mask, T)
                 x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
+            inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: A = 0, from a zero state
             new0, new1, h0, h1 = _bd2_tile_in_threads(  # steps past T: the identity
-                tl.where(mask, a00, 1.0), tl.where(mask, a01, 0.0), tl.where(mask, a10, 0.0), tl.where(mask, a11, 1.0),
+                tl.where(mask, tl.where(inside, a00, 0.0), 1.0), tl.where(inside, a01, 0.0),
+                tl.where(inside, a10, 0.0), tl.where(mask, tl.where(inside, a11, 0.0), 1.0),
                 tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT)
             tl.store(states + (2 * blocks)[:, None] * T + t[None, :], new0.to(states.dtype.element_ty), mask=mask)
             tl.store(states + (2 * blocks + 1)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
@@ -1211,14 +1229,24 @@ if triton is not None:
             tl.store(final_state + 2 * blocks + 1, h1, mask=mc)
 
     @triton.jit
-    def _bd2_time_last_bwd_kernel(gates, values, states, initial_state, d_states, d_final, d_gates, d_values,
-                                  d_initial_state, T, N, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                                  HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr):
-        """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1), scanned in
-        reverse time a tile at a time (`_bd2_adjoint_tile_in_threads`); then, per step, d A_t[j, k] = lam_t[j]
-        h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j] through each row's normalisation, d v_t[j] = lam_t[j] g_t[j], and the
-        initial state's gradient A_0^T lam_0. h_{t-1} is read from the saved states (the initial state at t = 0)."""
+    def _bd2_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
+                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                                  BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1; no flow back
+        across a document start), scanned in reverse time a tile at a time (`_bd2_adjoint_tile_in_threads`); then,
+        per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j] through each row's normalisation,
+        d v_t[j] = lam_t[j] g_t[j], and the initial state's gradient A_0^T lam_0. h_{t-1} is read from the saved
+        states (the initial state at t = 0; zero at a document start). HAS_BIAS: each program also sums its logit
+        gradients over the steps into d_bias_rows [B, N, 6] (the host sums the batch rows)."""
         b, blocks, mc = _tile_offsets(T, N, BC)
+        bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
+        d_bias00 = tl.zeros([BC], dtype=tl.float32)
+        d_bias01 = tl.zeros([BC], dtype=tl.float32)
+        d_bias0g = tl.zeros([BC], dtype=tl.float32)
+        d_bias10 = tl.zeros([BC], dtype=tl.float32)
+        d_bias11 = tl.zeros([BC], dtype=tl.float32)
+        d_bias1g = tl.zeros([BC], dtype=tl.float32)
         l0 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
         l1 = tl.zeros([BC], dtype=tl.float32)
         h0 = tl.zeros([BC], dtype=tl.float32)
@@ -1236,21 +1264,25 @@ if triton is not None:
             t0 = (num_tiles - 1 - i) * BT
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            mask1 = mc[:, None] & (t + 1 < T)[None, :]
-            n00, n01, _, n10, n11, _, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t + 1, mask1, T, ACT)
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
+            coupled = mc[:, None] & (t + 1 < T)[None, :] & ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
+            n00, n01, _, n10, n11, _, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t + 1, coupled, T, bias,
+                                                                              ACT, HAS_BIAS)
             dy0 = _load_values(d_states, 2 * blocks, t, mask, T) + tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
             dy1 = _load_values(d_states, 2 * blocks + 1, t, mask, T) + tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
-            lam0, lam1, l0, l1 = _bd2_adjoint_tile_in_threads(  # C_t = A_{t+1}^T, 0 from step T - 1 on
-                tl.where(mask1, n00, 0.0), tl.where(mask1, n10, 0.0), tl.where(mask1, n01, 0.0),
-                tl.where(mask1, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT)
+            lam0, lam1, l0, l1 = _bd2_adjoint_tile_in_threads(  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
+                tl.where(coupled, n00, 0.0), tl.where(coupled, n10, 0.0), tl.where(coupled, n01, 0.0),
+                tl.where(coupled, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT)
             # the step's own inputs after the scan (fewer registers live across it)
             a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, t, mask, T,
-                                                                                            ACT)
+                                                                                            bias, ACT, HAS_BIAS)
             x0 = _load_values(values, 2 * blocks, t, mask, T)
             x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
             before = mask & (t >= 1)[None, :]
             s0 = tl.where((t >= 1)[None, :], _load_values(states, 2 * blocks, t - 1, before, T), h0[:, None])
             s1 = tl.where((t >= 1)[None, :], _load_values(states, 2 * blocks + 1, t - 1, before, T), h1[:, None])
+            s0 = tl.where(start, 0.0, s0)  # a document starts from a zero state
+            s1 = tl.where(start, 0.0, s1)
             dz00, dz01, dz0g = _normalize_triple_bwd(z00, z01, z0g, lam0 * s0, lam0 * s1, lam0 * x0, ACT)
             dz10, dz11, dz1g = _normalize_triple_bwd(z10, z11, z1g, lam1 * s0, lam1 * s1, lam1 * x1, ACT)
             gate_rows = (6 * blocks)[:, None] * T + t[None, :]
@@ -1263,13 +1295,27 @@ if triton is not None:
             value_rows = (2 * blocks)[:, None] * T + t[None, :]
             tl.store(d_values + value_rows, (lam0 * g0).to(d_values.dtype.element_ty), mask=mask)
             tl.store(d_values + value_rows + T, (lam1 * g1).to(d_values.dtype.element_ty), mask=mask)
+            if HAS_BIAS:
+                d_bias00 += tl.sum(tl.where(mask, dz00, 0.0), axis=1)
+                d_bias01 += tl.sum(tl.where(mask, dz01, 0.0), axis=1)
+                d_bias0g += tl.sum(tl.where(mask, dz0g, 0.0), axis=1)
+                d_bias10 += tl.sum(tl.where(mask, dz10, 0.0), axis=1)
+                d_bias11 += tl.sum(tl.where(mask, dz11, 0.0), axis=1)
+                d_bias1g += tl.sum(tl.where(mask, dz1g, 0.0), axis=1)
             if HAS_H0:
-                if t0 == 0:  # h_0 = A_0 h_{-1} + ...: d h_{-1} = A_0^T lam_0, lam_0 = (l0, l1) now
-                    a00_0, a01_0 = _pick(a00, t, 0), _pick(a01, t, 0)
-                    a10_0, a11_0 = _pick(a10, t, 0), _pick(a11, t, 0)
+                if t0 == 0:  # h_0 = A_0 h_{-1} + ...: d h_{-1} = A_0^T lam_0, lam_0 = (l0, l1) now; 0 after a start
+                    keep = tl.where(start, 0.0, 1.0)
+                    a00_0, a01_0 = _pick(a00 * keep, t, 0), _pick(a01 * keep, t, 0)
+                    a10_0, a11_0 = _pick(a10 * keep, t, 0), _pick(a11 * keep, t, 0)
                     tl.store(d_initial_state + 2 * blocks, a00_0 * l0 + a10_0 * l1, mask=mc)
                     tl.store(d_initial_state + 2 * blocks + 1, a01_0 * l0 + a11_0 * l1, mask=mc)
-
+        if HAS_BIAS:
+            _store_bias_gradient(d_bias_rows, blocks, 0, 6, mc, d_bias00)
+            _store_bias_gradient(d_bias_rows, blocks, 1, 6, mc, d_bias01)
+            _store_bias_gradient(d_bias_rows, blocks, 2, 6, mc, d_bias0g)
+            _store_bias_gradient(d_bias_rows, blocks, 3, 6, mc, d_bias10)
+            _store_bias_gradient(d_bias_rows, blocks, 4, 6, mc, d_bias11)
+            _store_bias_gradient(d_bias_rows, blocks, 5, 6, mc, d_bias1g)
 
 def time_last_pays(order: int, B: int, N: int, device) -> bool:
     """Whether a model should scan B rows of N channels of this order time-last rather than [B, T, N]: always at
@@ -1409,9 +1455,11 @@ def _block_grid(B: int, N: int, T: int, device=None, backward: bool = False):
 
 
 def block_time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
-                            gate_activation: str, want_final: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """BD-LRU of block size 2: gates [B, N, 2, 3, T], values [B, N, 2, T], initial_state [B, N, 2] or None ->
-    (states [B, N, 2, T] in values' dtype, final state [B, N, 2] float32 or None)."""
+                            gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
+                            gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """BD-LRU of block size 2: gates [B, N, 2, 3, T], values [B, N, 2, T], initial_state [B, N, 2] or None, starts
+    [B, T] bool or None (the state restarts from zero before every step where it is True), gate_bias [N, 2, 3] or None
+    (added to every step's logits) -> (states [B, N, 2, T] in values' dtype, final state [B, N, 2] float32 or None)."""
     B, N, _, _, T = gates.shape
     gates, values = gates.contiguous(), values.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
@@ -1424,17 +1472,19 @@ def block_time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_s
     grid, options = _block_grid(B, N, T, values.device)
     with _device_guard(values.device):
         _bd2_time_last_fwd_kernel[grid](
-            gates=gates, values=values, initial_state=h0, states=states, final_state=final, T=T, N=N,
-            ACT=_ACT_ID[gate_activation], HAS_H0=h0 is not None, WRITE_FINAL=want_final, **options)
+            gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
+            states=states, final_state=final, T=T, N=N, ACT=_ACT_ID[gate_activation], HAS_BIAS=gate_bias is not None,
+            HAS_H0=h0 is not None, WRITE_FINAL=want_final, HAS_STARTS=starts is not None, **options)
     return states, final
 
 
 def block_time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.Tensor,
                              initial_state: Optional[torch.Tensor], d_states: torch.Tensor,
-                             d_final: Optional[torch.Tensor], gate_activation: str
-                             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+                             d_final: Optional[torch.Tensor], gate_activation: str,
+                             starts: Optional[torch.Tensor] = None, gate_bias: Optional[torch.Tensor] = None
+                             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
     """Gradients of `block_time_last_forward`: (d gates [B, N, 2, 3, T] in gates' dtype, d values in values' dtype,
-    d initial_state [B, N, 2] float32 or None)."""
+    d initial_state [B, N, 2] float32 or None, d gate_bias [N, 2, 3] float32 or None)."""
     B, N, _, _, T = gates.shape
     gates, values, states = gates.contiguous(), values.contiguous(), states.contiguous()
     d_states = d_states.contiguous()
@@ -1442,52 +1492,57 @@ def block_time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: 
     d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
     d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
     d_h0 = torch.empty(B, N, 2, device=values.device, dtype=torch.float32) if h0 is not None else None
+    d_bias_rows = torch.empty(B, N, 6, device=values.device, dtype=torch.float32) if gate_bias is not None else None
     if B * N == 0 or T == 0:
         if d_h0 is not None:  # no step: the final state was the initial one
             d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
-        return d_gates, d_values, d_h0
+        return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0).view(N, 2, 3) if d_bias_rows is not None else None)
     grid, options = _block_grid(B, N, T, values.device, backward=True)
     with _device_guard(values.device):
         _bd2_time_last_bwd_kernel[grid](
-            gates=gates, values=values, states=states, initial_state=h0, d_states=d_states, d_final=d_final,
-            d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, T=T, N=N, ACT=_ACT_ID[gate_activation],
-            HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None, **options)
-    return d_gates, d_values, d_h0
+            gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
+            starts=_contiguous(starts), d_states=d_states, d_final=d_final, d_gates=d_gates, d_values=d_values,
+            d_initial_state=d_h0, d_bias_rows=d_bias_rows, T=T, N=N, ACT=_ACT_ID[gate_activation],
+            HAS_BIAS=gate_bias is not None, HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
+            HAS_STARTS=starts is not None, **options)
+    return d_gates, d_values, d_h0, (d_bias_rows.sum(0).view(N, 2, 3) if d_bias_rows is not None else None)
 
 
 class _BlockTimeLastFunction(torch.autograd.Function):
     """The eager autograd path of `block_time_last_scan` (ops.py traces its custom op under torch.compile)."""
 
     @staticmethod
-    def forward(ctx, gates, values, initial_state, gate_activation, want_final):
-        states, final = block_time_last_forward(gates, values, initial_state, gate_activation, want_final)
-        ctx.save_for_backward(gates, values, states, initial_state)
+    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts, gate_bias):
+        states, final = block_time_last_forward(gates, values, initial_state, gate_activation, want_final, starts,
+                                                gate_bias)
+        ctx.save_for_backward(gates, values, states, initial_state, starts, gate_bias)
         ctx.gate_activation = gate_activation
         ctx.set_materialize_grads(False)
         return states, final
 
     @staticmethod
     def backward(ctx, d_states, d_final):
-        gates, values, states, initial_state = ctx.saved_tensors
+        gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
         if d_states is None and d_final is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None, None
         if d_states is None:
             d_states = torch.zeros_like(states)
-        d_gates, d_values, d_h0 = block_time_last_backward(gates, values, states, initial_state, d_states, d_final,
-                                                           ctx.gate_activation)
+        d_gates, d_values, d_h0, d_bias = block_time_last_backward(gates, values, states, initial_state, d_states,
+                                                                   d_final, ctx.gate_activation, starts, gate_bias)
         needs = ctx.needs_input_grad
         return (d_gates if needs[0] else None, d_values if needs[1] else None,
-                d_h0.to(initial_state.dtype) if needs[2] else None, None, None)
+                d_h0.to(initial_state.dtype) if needs[2] else None, None, None, None,
+                d_bias.to(gate_bias.dtype) if needs[6] else None)
 
 
 def block_time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
-                         gate_activation: str, want_final: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                         gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
+                         gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """`block_time_last_forward` with its gradient in eager mode (arguments unchecked: ops.bdlru_scan_time_last
     checks them); without gradients to track, the forward kernel alone."""
-    if not _tracks_gradients(gates, values, initial_state):
-        return block_time_last_forward(gates, values, initial_state, gate_activation, want_final)
-    return _BlockTimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final)
-
+    if not _tracks_gradients(gates, values, initial_state, gate_bias):
+        return block_time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
+    return _BlockTimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
 
 class _TimeLastFunction(torch.autograd.Function):
     """The eager autograd path (ops.py traces the custom op under torch.compile instead), as `hlru_scan`'s: the same

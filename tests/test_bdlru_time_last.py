@@ -66,6 +66,51 @@ def test_triton_matches_the_float64_reference(activation, B, N, T, with_h0, want
         torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=2e-6)
 
 
+def _starts(B, T, seed):
+    """Document starts [B, T]: random, plus one at step 0 of row 0 and two in a row (a one-step document)."""
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(seed)) < 0.1
+    starts[0, 0] = True
+    if T > 6:
+        starts[-1, 4:6] = True
+    return starts.to(DEVICE)
+
+
+def test_the_reference_with_document_starts_scans_each_document_alone():
+    """With document starts, each document's states are those of a scan of that document alone from a zero state
+    (the first document from the initial state), in float64."""
+    gates, values, h0 = (t.detach() for t in _inputs(1, 2, 30))
+    starts = torch.zeros(1, 30, dtype=torch.bool, device=DEVICE)
+    starts[0, [9, 10, 21]] = True
+    states, _ = bdlru_scan_time_last(gates, values, h0, "softmax", backend="torch", document_starts=starts)
+    for begin, end, initial in ((0, 9, h0), (9, 10, None), (10, 21, None), (21, 30, None)):
+        alone, _ = bdlru_scan_time_last(gates[..., begin:end], values[..., begin:end], initial, "softmax",
+                                        backend="torch")
+        torch.testing.assert_close(states[..., begin:end], alone, rtol=0, atol=1e-12)
+
+
+@needs_triton
+@pytest.mark.parametrize("activation", ["softmax", "tanh"])
+@pytest.mark.parametrize("B,N,T,with_h0", [(2, 3, 37, True), (1, 2, 16, False), (2, 1, 3, True)])
+def test_document_starts_and_gate_bias_match_the_float64_reference(activation, B, N, T, with_h0):
+    """Packed documents and a logit bias inside the kernels: states, final state and every gradient (the bias's
+    included) against the reference."""
+    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=7 * T + B)
+    bias = torch.randn(N, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
+    bias.requires_grad_()
+    starts = _starts(B, T, seed=T)
+    weights = torch.linspace(-1.0, 1.0, 2 * T, dtype=torch.float64, device=DEVICE).reshape(2, T)
+    wrt = [t for t in (gates, values, h0, bias) if t is not None]
+    results = []
+    for backend in ("torch", "triton"):
+        states, final = bdlru_scan_time_last(gates, values, h0, activation, True, backend=backend,
+                                             document_starts=starts, gate_bias=bias)
+        loss = (states * weights).sum() + 0.7 * final.sum()
+        results.append((states, final) + torch.autograd.grad(loss, wrt))
+    for got, want in zip(results[1], results[0]):
+        scale = want.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0, atol=2e-6)
+
+
 @needs_triton
 def test_block_size_1_is_hlru_of_order_1():
     """m = 1 runs `hlru_scan_time_last` on the same numbers: states, final state and gradients equal."""
@@ -140,21 +185,30 @@ def test_bad_inputs_name_the_argument():
         bdlru_scan_time_last(gates, values, output_final_state=1)
     with pytest.raises(ValueError, match="gates must be float32, bfloat16, float16 or float64"):
         bdlru_scan_time_last(gates.long(), values)
+    with pytest.raises(ValueError, match=r"gate_bias must be None or a floating tensor \[N, m, m\+1\] = \(3, 2, 3\)"):
+        bdlru_scan_time_last(gates, values, gate_bias=torch.zeros(3, 6, dtype=torch.float64, device=DEVICE))
+    with pytest.raises(ValueError, match=r"document_starts must be None or a bool tensor \[B, T\] = \(2, 8\)"):
+        bdlru_scan_time_last(gates, values, document_starts=torch.zeros(2, 8, device=DEVICE))
 
 
 @needs_triton
 def test_fullgraph_compile_traces_the_custom_op():
-    """torch.compile(fullgraph=True) sees one opaque op forward and backward (no graph break), same results."""
+    """torch.compile(fullgraph=True) sees one opaque op forward and backward (no graph break), same results; with
+    document starts and a gate bias too."""
     torch._dynamo.reset()
     gates, values, h0 = _inputs(2, 3, 20, dtype=torch.float32)
 
-    def loss(g, v, h):
+    bias = torch.randn(3, 2, 3, device=DEVICE, requires_grad=True)
+    starts = _starts(2, 20, seed=1)
+
+    def loss(g, v, h, bias):
         states, final = bdlru_scan_time_last(g, v, h, "sigmoid", True, backend="triton")
-        return states.square().sum() + final.sum()
+        packed, _ = bdlru_scan_time_last(g, v, h, "sigmoid", backend="triton", document_starts=starts, gate_bias=bias)
+        return states.square().sum() + final.sum() + packed.sin().sum()
 
     compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
-    eager_grads = torch.autograd.grad(loss(gates, values, h0), [gates, values, h0])
-    compiled_grads = torch.autograd.grad(compiled(gates, values, h0), [gates, values, h0])
+    eager_grads = torch.autograd.grad(loss(gates, values, h0, bias), [gates, values, h0, bias])
+    compiled_grads = torch.autograd.grad(compiled(gates, values, h0, bias), [gates, values, h0, bias])
     for got, want in zip(compiled_grads, eager_grads):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
@@ -175,10 +229,23 @@ def test_launch_options_prefetch_the_forward_and_leave_the_backward_uncapped():
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 def test_gpu_tiles_match_the_float64_reference(B, N, T):
     """The GPU's 256-step one-warp tiles over many tiles (and a partial one), float64 inputs: states, final state
-    and every gradient against the reference."""
+    and every gradient against the reference, plain and with document starts and a gate bias."""
     inputs = _inputs(B, N, T, seed=T)
     want = _run("torch", *inputs, "softmax", True)
     got = _run("triton", *inputs, "softmax", True)
     for g, w in zip(got, want):
+        scale = w.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
+    gates, values, h0 = inputs
+    bias = torch.randn(N, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    bias.requires_grad_()
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
+    results = []
+    for backend in ("torch", "triton"):
+        states, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend,
+                                             document_starts=starts, gate_bias=bias)
+        loss = (states * torch.linspace(-1.0, 1.0, T, dtype=torch.float64, device=DEVICE)).sum() + final.sum()
+        results.append((states, final) + torch.autograd.grad(loss, (gates, values, h0, bias)))
+    for g, w in zip(results[1], results[0]):
         scale = w.abs().max().clamp(min=1.0)
         torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
