@@ -39,7 +39,8 @@ from .decoding_lrnn import CapturedDecodeStep, CudaGraph, can_replay
 from .lm_loss import causal_lm_loss, resolve_loss_backend
 from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
-from .ops import bdlru_scan, hlru_scan, hlru_scan_time_last, resolve_backend, scan_step_into, triton_available
+from .ops import (bdlru_scan, bdlru_scan_time_last, hlru_scan, hlru_scan_time_last, resolve_backend, scan_step_into,
+                  triton_available)
 from .scan_time_last import time_last_pays
 from .scan_torch import bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch
 from .swiglu_triton import can_run as swiglu_triton_can_run
@@ -542,19 +543,21 @@ class LRNNMixer(nn.Module):
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
-        BD-LRU) or H-LRU order 2 or 4 (order 4 on grids where it pays, `time_last_pays`), selective gates, several
+        BD-LRU), H-LRU order 2 or 4 or BD-LRU block size 2 (order 4 and block size 2 on grids where it pays,
+        `time_last_pays`), selective gates, several
         steps, the Triton backend, plain nn.Linear projections (an adapter keeps the [B, T, N] path), and no padding
         (a mask with padding takes the time-first path, which handles it; checking costs the host sync that path's
         own check costs, and under torch.compile a mask always takes it). Packed documents take it too."""
         if getattr(self.config, "scan_layout", "time_last") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
-        if not (self.unit_size == 1 or (self.unit_size in (2, 4) and not self.blocked)):
+        if not (self.unit_size in (1, 2) or (self.unit_size == 4 and not self.blocked)):
             return False
         if not runs_triton(self.config, hidden_states.device):
             return False
-        if not time_last_pays(self.unit_size, hidden_states.shape[0], self.num_units, hidden_states.device):
-            return False  # order 4 on a grid too small for its one program per row
+        if not time_last_pays(self.unit_size, hidden_states.shape[0], self.num_units, hidden_states.device,
+                              self.blocked):
+            return False  # a grid too small for the one program per row of order 4 or block size 2
         if not all(_plain_linear(p) for p in (self.value_proj, self.coefficient_proj, self.out_proj)) \
                 or self.value_proj.bias is not None:
             return False
@@ -566,32 +569,39 @@ class LRNNMixer(nn.Module):
 
     def _forward_time_last(self, hidden_states: torch.Tensor, cache: Optional[LRNNCache],
                            document_starts: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The mixer on time-last tensors (order m = 1, or H-LRU m = 2 or 4): the projections write [B, N, T] and
-        [B, N*(m+1), T] (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
-        `hlru_scan_time_last` scans them, and the output projection reads the read-out [B, N*m, T] as a transposed
-        operand; the projections' backward writes each gradient in the layout its consumer reads
-        (`_TimeLastInputProjection`, `_TimeLastOutputProjection`); the coefficient bias is added inside the scan, which
-        also writes the read-out window.
-        Same function as the [B, T, N] path (BD-LRU of block size 1 is the same recurrence, with the same row order of
-        its projections; H-LRU's read-out is the window (s_t, ..., s_{t-m+1}), index n*m + k). With packed documents
-        (`document_starts` [B, T]) every document starts from a zero window."""
+        """The mixer on time-last tensors (order m = 1, H-LRU m = 2 or 4, BD-LRU m = 2): the projections write
+        [B, N*m, T] values (BD-LRU; [B, N, T] for H-LRU) and [B, N*(m+1), T] (H-LRU) or [B, N*m*(m+1), T] (BD-LRU)
+        gate logits (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
+        `hlru_scan_time_last` or `bdlru_scan_time_last` scans them, and the output projection reads the read-out
+        [B, N*m, T] as a transposed operand; the projections' backward writes each gradient in the layout its
+        consumer reads (`_TimeLastInputProjection`, `_TimeLastOutputProjection`); the coefficient bias is added
+        inside the scan, which also writes the read-out (H-LRU: the window).
+        Same function as the [B, T, N] path (BD-LRU of block size 1 is H-LRU of order 1, with the same row order of
+        its projections; H-LRU's read-out is the window (s_t, ..., s_{t-m+1}), index n*m + k; BD-LRU's the state,
+        index n*m + j). With packed documents (`document_starts` [B, T]) every document starts from a zero state."""
         B, T, _ = hidden_states.shape
         N, m = self.num_units, self.unit_size
         # the projections are autograd Functions, which autocast does not cast: their operands go in its dtype here
         x, value_weight, coefficient_weight = (
             _in_autocast_dtype(t) for t in (hidden_states, self.value_proj.weight, self.coefficient_proj.weight))
-        values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N, T]
-        gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*(m+1), T], rows (n, j), without bias
+        values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N(*m), T], rows (n(, j))
+        gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*((m*)m+1), T], rows (n, (j,) k)
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
-        # the read-out: the window [B, N, m, T] = (s_t, ..., s_{t-m+1}), which the scan writes itself
-        window, final_state = hlru_scan_time_last(gates.view(B, N, m + 1, T), values, initial_state,
-                                                  self.gate_activation, output_final_state=cache is not None,
-                                                  backend="triton", document_starts=document_starts,
-                                                  gate_bias=self.coefficient_proj.bias.view(N, m + 1),
-                                                  output_window=True)
+        if self.blocked and m == 2:
+            # the read-out: the state [B, N, m, T], index n*m + j
+            readout, final_state = bdlru_scan_time_last(
+                gates.view(B, N, m, m + 1, T), values.view(B, N, m, T), initial_state, self.gate_activation,
+                output_final_state=cache is not None, backend="triton", document_starts=document_starts,
+                gate_bias=self.coefficient_proj.bias.view(N, m, m + 1))
+        else:
+            # the read-out: the window [B, N, m, T] = (s_t, ..., s_{t-m+1}), which the scan writes itself
+            readout, final_state = hlru_scan_time_last(
+                gates.view(B, N, m + 1, T), values, initial_state, self.gate_activation,
+                output_final_state=cache is not None, backend="triton", document_starts=document_starts,
+                gate_bias=self.coefficient_proj.bias.view(N, m + 1), output_window=True)
         if cache is not None:  # after the scan, which read the old state
             cache.set_state(self.layer_idx, final_state)
-        readout = window.view(B, N * m, T)  # index n*m + k holds s_{t-k}
+        readout = readout.view(B, N * m, T)  # H-LRU: index n*m + k holds s_{t-k}; BD-LRU: n*m + j holds h_t[n, j]
         readout = _in_autocast_dtype(_projection_input(readout, hidden_states.dtype))
         out_weight = _in_autocast_dtype(self.out_proj.weight)
         return _TimeLastOutputProjection.apply(readout, out_weight)  # [B, T, d]

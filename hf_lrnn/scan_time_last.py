@@ -1317,9 +1317,15 @@ if triton is not None:
             _store_bias_gradient(d_bias_rows, blocks, 4, 6, mc, d_bias11)
             _store_bias_gradient(d_bias_rows, blocks, 5, 6, mc, d_bias1g)
 
-def time_last_pays(order: int, B: int, N: int, device) -> bool:
-    """Whether a model should scan B rows of N channels of this order time-last rather than [B, T, N]: always at
-    orders 1 and 2; at order 4 on grids of at least M4_TIME_LAST_FROM programs per SM."""
+def time_last_pays(order: int, B: int, N: int, device, blocked: bool = False) -> bool:
+    """Whether a model should scan B rows of N channels (blocks, if `blocked`) of this order time-last rather than
+    [B, T, N]: always at H-LRU orders 1 and 2 and BD-LRU block size 1; at H-LRU order 4 on grids of at least
+    M4_TIME_LAST_FROM programs per SM; at BD-LRU block size 2, which runs only in threads (one warp per block), on
+    grids that are not small (SMALL_GRID_BELOW programs per SM, H-LRU m = 2's rule for its in-thread path): at B1
+    T16384 D1024 (4 programs per SM) its forward+backward ran at 0.84x the [B, T, N] kernels', at B8 T4096 D1024
+    (31 per SM) at 1.41x (bench_results/bench_scan_h200.txt)."""
+    if blocked and order == 2:
+        return B * N >= SMALL_GRID_BELOW * _num_sms(device)
     if order != 4:
         return True
     return B * -(-N // M4_TILE["BC"]) >= M4_TIME_LAST_FROM * _num_sms(device)

@@ -296,8 +296,8 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                    loss_backend=None, windows=3, cuda_graph=False):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and a fused AdamW step on CUDA, the Trainer's default): H-LRU m in {1, 2, 4} and BD-LRU m in {2,
-    4, 8} (H-LRU m = 1, 2 and 4 with config.scan_layout's default, "time_last"), and H-LRU m = 1, 2 and 4 with
-    "time_first" (the [B, T, N] scans), against transformers' Llama of the same shape
+    4, 8} (H-LRU m = 1, 2 and 4 and BD-LRU m = 2 with config.scan_layout's default, "time_last"), and H-LRU m = 1, 2
+    and 4 and BD-LRU m = 2 with "time_first" (the [B, T, N] scans), against transformers' Llama of the same shape
     (sdpa attention, 12 heads). compile_models: every model, Llama
     too, through torch.compile (inductor; the first steps, which compile, are not timed), with torch.compile's
     `compile_mode` ("reduce-overhead": the forward and backward replay as CUDA graphs, so no step pays the host's
@@ -332,6 +332,7 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     configs.update({f"hlru m={m} time-first": HLRUConfig(order=m, scan_layout="time_first", **ours)
                     for m in (1, 2, 4)})
     configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **ours) for m in (2, 4, 8)})
+    configs["bdlru m=2 time-first"] = BDLRUConfig(block_size=2, scan_layout="time_first", **ours)
     configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
                                    tie_word_embeddings=True, **common)
     if models:

@@ -492,6 +492,7 @@ MODEL_CONFIGS = {
     "hlru-2-tanh": lambda **k: __import__("hf_lrnn").HLRUConfig(order=2, gate_activation="tanh", **k),
     "hlru-4": lambda **k: __import__("hf_lrnn").HLRUConfig(order=4, **k),
     "bdlru-1-sigmoid": lambda **k: __import__("hf_lrnn").BDLRUConfig(block_size=1, gate_activation="sigmoid", **k),
+    "bdlru-2": lambda **k: __import__("hf_lrnn").BDLRUConfig(block_size=2, **k),
 }
 
 
@@ -509,14 +510,18 @@ def _model_pair(name):
 
 
 def _counting(monkeypatch):
-    """Count the models' time-last scans; order 4 takes them on every grid (these grids are tiny: by
-    `time_last_pays` order 4 would keep [B, T, N] tensors on them)."""
+    """Count the models' time-last scans; H-LRU order 4 and BD-LRU block size 2 take them on every grid (these grids
+    are tiny: by `time_last_pays` they would keep [B, T, N] tensors on them)."""
     from hf_lrnn import modeling_lrnn
 
     monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 0)
+    pays = scan_time_last.time_last_pays
+    monkeypatch.setattr(modeling_lrnn, "time_last_pays",
+                        lambda order, B, N, device, blocked=False: True if blocked else pays(order, B, N, device))
     calls = []
-    scan = modeling_lrnn.hlru_scan_time_last
-    monkeypatch.setattr(modeling_lrnn, "hlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
+    for name in ("hlru_scan_time_last", "bdlru_scan_time_last"):
+        scan = getattr(modeling_lrnn, name)
+        monkeypatch.setattr(modeling_lrnn, name, lambda *a, scan=scan, **k: calls.append(1) or scan(*a, **k))
     return calls
 
 
@@ -542,6 +547,31 @@ def test_order_4_models_scan_time_last_only_on_grids_where_it_pays(monkeypatch):
         torch.testing.assert_close(last(ids).logits, want, rtol=0, atol=0)  # the same path: bit for bit
         assert calls == []
         monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 0)
+        torch.testing.assert_close(last(ids).logits, want, rtol=1e-6, atol=1e-6)  # float32 inside the kernels
+    assert len(calls) == last.config.num_hidden_layers
+
+
+@needs_triton
+def test_block_size_2_models_scan_time_last_only_on_grids_that_are_not_small(monkeypatch):
+    """`time_last_pays` for BD-LRU block size 2 (one warp per block, in threads only): from SMALL_GRID_BELOW
+    programs (rows x blocks) per SM on. A model on a small grid keeps the [B, T, N] path (no time-last call, the same
+    logits bit for bit); with the threshold at 0 it scans time-last."""
+    from hf_lrnn import modeling_lrnn
+    from hf_lrnn.scan_time_last import time_last_pays
+
+    programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
+    assert time_last_pays(2, 1, programs, DEVICE, blocked=True) and time_last_pays(2, 2, programs // 2, DEVICE, True)
+    assert not time_last_pays(2, 1, programs - 1, DEVICE, blocked=True) and time_last_pays(2, 1, 1, DEVICE)
+    first, last = _model_pair("bdlru-2")
+    calls = []
+    scan = modeling_lrnn.bdlru_scan_time_last
+    monkeypatch.setattr(modeling_lrnn, "bdlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
+    ids = torch.randint(3, 60, (2, 21), device=DEVICE)
+    with torch.no_grad():
+        want = first(ids).logits
+        torch.testing.assert_close(last(ids).logits, want, rtol=0, atol=0)  # the same path: bit for bit
+        assert calls == []
+        monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
         torch.testing.assert_close(last(ids).logits, want, rtol=1e-6, atol=1e-6)  # float32 inside the kernels
     assert len(calls) == last.config.num_hidden_layers
 
@@ -588,7 +618,7 @@ def test_models_with_time_last_scans_equal_time_first(name, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4"])
+@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4", "bdlru-2"])
 def test_time_last_prefill_continues_a_cache_and_padding_keeps_time_first(name, monkeypatch):
     """A prefill in two pieces through the cache (the second starts from the first's state: at m = 2 its read-out
     window reaches back into it) and greedy generation give what the time-first model gives; a left-padded batch
@@ -715,7 +745,7 @@ def test_document_starts_must_be_a_bool_mask_of_the_steps():
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4"])
+@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4", "bdlru-2"])
 def test_time_last_models_with_packed_documents_equal_time_first(name, monkeypatch):
     """Documents packed in rows (position_ids restarting at 0; the varlen packing of train.py): the time-last path
     runs with the document starts, and loss, logits and every gradient equal the time-first path's (which scans
