@@ -1,4 +1,5 @@
-"""H-LRU scans of order 1, 2 and 4 in a time-last layout: Triton kernels, host functions (m = 1 is also BD-LRU m = 1).
+"""H-LRU scans of order 1, 2 and 4 and BD-LRU of block size 2 in a time-last layout: Triton kernels, host functions
+(m = 1 is also BD-LRU m = 1).
 
 Why a second layout: the [B, T, N] kernels of scan_triton.py hold a tile's channels across lanes, so their in-tile
 scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach 35-43 % of
@@ -24,14 +25,18 @@ m = 2 and 4 optionally the read-out window [B, N, m, T] = (s_t, ..., s_{t-m+1}) 
     m = 4: u_t = (s_t, ..., s_{t-3}) = keep_t C_t u_{t-1} + (g_t v_t, 0, 0, 0), C the 4 x 4 companion matrix, keep_t
            = 0 at a document start; backward on v = (lam, mu1, mu2, mu3) = keep_{t+1} A_{t+1} v_{t+1} + (dy_t, 0, 0,
            0), A = [[a1, 1, 0, 0], [a2, 0, 1, 0], [a3, 0, 0, 1], [a4, 0, 0, 0]] with the logits of step t + 1.
+    BD-LRU block size 2: h_t = A_t h_{t-1} + g_t * v_t per block, a scan of general 2 x 2 affine maps (the type m = 2
+           composes), gates [B, N, 2, 3, T], values and states [B, N, 2, T]; backward lam_t = A_{t+1}^T lam_{t+1} +
+           dy_t in reverse time.
 
 One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or adjoint)
 in registers, so a row needs no look-back. Grids with few programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM)
 cannot hide the loads' latency by switching programs; there the forwards load the next tile before scanning this one
 (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8 consecutive steps sequentially and scans only
-the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles); m = 4 does so on every grid
-(M4_TILE). The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N]
-kernels do. All arithmetic is float32; float64 inputs are computed in float32.
+the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles); m = 4 (M4_TILE) and BD-LRU
+block size 2 (IN_THREADS_TILE) do so on every grid. The backward reads the saved states (in values' dtype) for the
+window before each step, as the [B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in
+float32.
 """
 
 import os
