@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# What the next GPU session runs first (carry .whl, which holds pytest-xdist and execnet too), in device calls of
+# < 10 minutes:
+#   bash bench_results/probes_2026-12-01/next_session.sh tests OUT   # GPU tests of the time-last scans and models
+#                                                                    # (~2.5 min): the BD-LRU block-size-2 kernels
+#                                                                    # with document starts and gate bias, and the
+#                                                                    # BD-LRU m = 2 models on them, never run on a GPU
+#   bash bench_results/probes_2026-12-01/next_session.sh models OUT  # captured training steps: BD-LRU m = 2
+#                                                                    # time-last against time-first, H-LRU m = 2 (~2 min)
+#   bash bench_results/probes_2026-12-01/next_session.sh table OUT   # scripts/bench_scan.py's kernel table (~5 min)
+set -u
+part=$1; out=$2
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
+export PYTHONPATH=.:/tmp/site
+case "$part" in
+  tests)
+    timeout 400 python3 -m pytest -q -n 12 -p no:cacheprovider tests/test_bdlru_time_last.py tests/test_scan_time_last.py \
+      2>&1 | tail -15 | tee "$out/gpu_tests.txt" ;;
+  models)
+    timeout 400 python3 scripts/bench_scan.py --only-model --model-cuda-graph \
+      --models bdlru2,bdlru2-time-first,hlru2 \
+      --out "$out/bench_models_captured.json" 2>&1 | grep -v Warn | tee "$out/bench_models_captured.txt" | tail -6 ;;
+  table)
+    timeout 540 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --out "$out/bench_scan_h200.json" 2>&1 \
+      | grep -v Warn | tee "$out/bench_scan_h200.txt" | tail -48 ;;
+  *) echo "part must be tests, models or table, got $part"; exit 2 ;;
+esac
