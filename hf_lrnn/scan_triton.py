@@ -1646,12 +1646,19 @@ def _auto_chunk(S, N, m, blocked, max_len, num_sms=132):  # num_sms: `_num_sms` 
     return _chunk_length(max_len) if chunk_ms < 0.8 * seq_ms else 0
 
 
+@torch.compiler.assume_constant_result
+def _cuda_sm_count(index: int) -> int:
+    """CUDA device `index`'s SM count; torch.compile calls it once while tracing and keeps the number (tracing
+    into torch.cuda.get_device_properties would break the graph of a model that asks, `time_last_pays`)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _num_sms(device):
     """Streaming multiprocessors of `device` (132, an H200's, for the interpreter)."""
     device = torch.device(device)
     if device.type != "cuda":
         return 132
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 class _FirstOrderPlan:

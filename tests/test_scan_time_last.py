@@ -576,6 +576,28 @@ def test_block_size_2_models_scan_time_last_only_on_grids_that_are_not_small(mon
     assert len(calls) == last.config.num_hidden_layers
 
 
+def test_the_pays_rule_asks_the_gpu_once_while_torch_compile_traces(monkeypatch):
+    """`time_last_pays` asks a CUDA device for its SM count inside the models' traced forward: torch.compile keeps the
+    number (`_cuda_sm_count`) instead of tracing into torch.cuda.get_device_properties, which a full graph could not
+    hold. Here the device's answer comes from a function the tracer cannot follow (os.getpid)."""
+    import types
+
+    from hf_lrnn.scan_time_last import time_last_pays
+
+    def properties(index):
+        os.getpid()  # a builtin dynamo does not trace: calling this while tracing would break the graph
+        return types.SimpleNamespace(multi_processor_count=4)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    cuda = torch.device("cuda", 0)
+    torch._dynamo.reset()
+    pays = torch.compile(lambda x, B: x * time_last_pays(2, B, 32, cuda, blocked=True), fullgraph=True,
+                         backend="eager")
+    assert pays(torch.ones(2), 2).tolist() == [1.0, 1.0]  # 64 programs on 4 SMs: 16 a SM, not small
+    torch._dynamo.reset()
+    assert pays(torch.ones(2), 1).tolist() == [0.0, 0.0]  # 8 a SM: small
+
+
 def test_time_last_projections_match_linear_and_write_gradients_in_their_consumers_layout():
     """The time-last mixer's projections: gradcheck in float64; forward and gradients equal to nn.Linear's on the
     transposed tensors; the input's gradient comes back as a contiguous [B, T, d] and the read-out's as a contiguous
