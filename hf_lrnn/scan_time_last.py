@@ -1091,11 +1091,14 @@ if triton is not None:
         return a00 * h0 + a01 * h1 + u0, a10 * h0 + a11 * h1 + u1
 
     @triton.jit
-    def _bd2_tile_in_threads(a00, a01, a10, a11, u0, u1, h0, h1, BC: tl.constexpr, BT: tl.constexpr):
-        """The states (h0, h1) [BC, BT] of a tile from its incoming state (h0, h1) [BC], and the state after its last
-        step: each thread composes its 8 consecutive steps' maps (A_t, u_t) one after another, only the BT / 8 group
-        maps go through tl.associative_scan, each group's incoming state is the state after the group before it
-        (tl.gather), and its 8 states follow from it at 4 multiply-adds each. Steps past T must have A = I, u = 0."""
+    def _bd2_tile_in_threads(a00, a01, a10, a11, u0, u1, c0, c1, BC: tl.constexpr, BT: tl.constexpr,
+                             REVERSE: tl.constexpr):
+        """x_t = A_t x_{t-1} + u_t over a tile (REVERSE: x_t = A_t x_{t+1} + u_t, the backward's adjoint, with A_t =
+        A_{t+1}^T given by the caller): x (x0, x1) [BC, BT] from the carry (c0, c1) [BC] (x before the tile's first
+        step, or after its last one), and x at the tile's other end. Each thread composes its 8 consecutive steps' maps
+        (A, u) one after another, only the BT / 8 group maps go through tl.associative_scan, each group's carry is x at
+        the edge of the group before it (tl.gather), and its 8 values follow from it at 4 multiply-adds each. Steps
+        outside [0, T) must have A = I, u = 0 forward, A = 0, u = 0 in reverse."""
         G: tl.constexpr = BT // 8
         p00_0, p00_1, p00_2, p00_3, p00_4, p00_5, p00_6, p00_7 = _split_steps(a00, BC, G)
         p01_0, p01_1, p01_2, p01_3, p01_4, p01_5, p01_6, p01_7 = _split_steps(a01, BC, G)
@@ -1103,75 +1106,54 @@ if triton is not None:
         p11_0, p11_1, p11_2, p11_3, p11_4, p11_5, p11_6, p11_7 = _split_steps(a11, BC, G)
         u0_0, u0_1, u0_2, u0_3, u0_4, u0_5, u0_6, u0_7 = _split_steps(u0, BC, G)
         u1_0, u1_1, u1_2, u1_3, u1_4, u1_5, u1_6, u1_7 = _split_steps(u1, BC, G)
-        p, q, r, s, b1, b2 = p00_0, p01_0, p10_0, p11_0, u0_0, u1_0  # the first step's map
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
-        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine)
-        end0 = p * h0[:, None] + q * h1[:, None] + b1  # the state after each group
-        end1 = r * h0[:, None] + s * h1[:, None] + b2
         group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
-        before = tl.maximum(group - 1, 0)
-        w0 = tl.where(group == 0, h0[:, None], tl.gather(end0, before, 1))  # the state before each group
-        w1 = tl.where(group == 0, h1[:, None], tl.gather(end1, before, 1))
-        x0_0, x1_0 = _bd2_apply(w0, w1, p00_0, p01_0, p10_0, p11_0, u0_0, u1_0)
-        x0_1, x1_1 = _bd2_apply(x0_0, x1_0, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
-        x0_2, x1_2 = _bd2_apply(x0_1, x1_1, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
-        x0_3, x1_3 = _bd2_apply(x0_2, x1_2, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
-        x0_4, x1_4 = _bd2_apply(x0_3, x1_3, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
-        x0_5, x1_5 = _bd2_apply(x0_4, x1_4, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
-        x0_6, x1_6 = _bd2_apply(x0_5, x1_5, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
-        x0_7, x1_7 = _bd2_apply(x0_6, x1_6, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
-        states0 = _join_steps(x0_0, x0_1, x0_2, x0_3, x0_4, x0_5, x0_6, x0_7, BC, G)
-        states1 = _join_steps(x1_0, x1_1, x1_2, x1_3, x1_4, x1_5, x1_6, x1_7, BC, G)
-        last = group == G - 1
-        return states0, states1, tl.sum(tl.where(last, end0, 0.0), axis=1), tl.sum(tl.where(last, end1, 0.0), axis=1)
-
-    @triton.jit
-    def _bd2_adjoint_tile_in_threads(c00, c01, c10, c11, d0, d1, l0, l1, BC: tl.constexpr, BT: tl.constexpr):
-        """The backward's `_bd2_tile_in_threads`: lam_t = C_t lam_{t+1} + dy_t with C_t = A_{t+1}^T, given as (c00,
-        c01, c10, c11) = (a00, a10, a01, a11) of step t + 1 (0 past T, and at T - 1), and dy (d0, d1) (0 past T):
-        lam (l0, l1) [BC, BT] of a tile from lam after its last step (l0, l1) [BC], and lam at its first step. Each
-        thread composes its 8 steps from the last one back, the group maps go through tl.associative_scan in
-        reverse, each group's carry is lam at the first step of the group after it (tl.gather)."""
-        G: tl.constexpr = BT // 8
-        p00_0, p00_1, p00_2, p00_3, p00_4, p00_5, p00_6, p00_7 = _split_steps(c00, BC, G)
-        p01_0, p01_1, p01_2, p01_3, p01_4, p01_5, p01_6, p01_7 = _split_steps(c01, BC, G)
-        p10_0, p10_1, p10_2, p10_3, p10_4, p10_5, p10_6, p10_7 = _split_steps(c10, BC, G)
-        p11_0, p11_1, p11_2, p11_3, p11_4, p11_5, p11_6, p11_7 = _split_steps(c11, BC, G)
-        d0_0, d0_1, d0_2, d0_3, d0_4, d0_5, d0_6, d0_7 = _split_steps(d0, BC, G)
-        d1_0, d1_1, d1_2, d1_3, d1_4, d1_5, d1_6, d1_7 = _split_steps(d1, BC, G)
-        p, q, r, s, b1, b2 = p00_7, p01_7, p10_7, p11_7, d0_7, d1_7  # the last step's map
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, d0_6, d1_6)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_5, p01_5, p10_5, p11_5, d0_5, d1_5)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_4, p01_4, p10_4, p11_4, d0_4, d1_4)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_3, p01_3, p10_3, p11_3, d0_3, d1_3)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_2, p01_2, p10_2, p11_2, d0_2, d1_2)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, d0_1, d1_1)
-        p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_0, p01_0, p10_0, p11_0, d0_0, d1_0)
-        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=True)
-        first0 = p * l0[:, None] + q * l1[:, None] + b1  # lam at each group's first step
-        first1 = r * l0[:, None] + s * l1[:, None] + b2
-        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
-        after = tl.minimum(group + 1, G - 1)
-        n0 = tl.where(group == G - 1, l0[:, None], tl.gather(first0, after, 1))  # lam after each group
-        n1 = tl.where(group == G - 1, l1[:, None], tl.gather(first1, after, 1))
-        x0_7, x1_7 = _bd2_apply(n0, n1, p00_7, p01_7, p10_7, p11_7, d0_7, d1_7)
-        x0_6, x1_6 = _bd2_apply(x0_7, x1_7, p00_6, p01_6, p10_6, p11_6, d0_6, d1_6)
-        x0_5, x1_5 = _bd2_apply(x0_6, x1_6, p00_5, p01_5, p10_5, p11_5, d0_5, d1_5)
-        x0_4, x1_4 = _bd2_apply(x0_5, x1_5, p00_4, p01_4, p10_4, p11_4, d0_4, d1_4)
-        x0_3, x1_3 = _bd2_apply(x0_4, x1_4, p00_3, p01_3, p10_3, p11_3, d0_3, d1_3)
-        x0_2, x1_2 = _bd2_apply(x0_3, x1_3, p00_2, p01_2, p10_2, p11_2, d0_2, d1_2)
-        x0_1, x1_1 = _bd2_apply(x0_2, x1_2, p00_1, p01_1, p10_1, p11_1, d0_1, d1_1)
-        x0_0, x1_0 = _bd2_apply(x0_1, x1_1, p00_0, p01_0, p10_0, p11_0, d0_0, d1_0)
-        lam0 = _join_steps(x0_0, x0_1, x0_2, x0_3, x0_4, x0_5, x0_6, x0_7, BC, G)
-        lam1 = _join_steps(x1_0, x1_1, x1_2, x1_3, x1_4, x1_5, x1_6, x1_7, BC, G)
-        head = group == 0
-        return lam0, lam1, tl.sum(tl.where(head, first0, 0.0), axis=1), tl.sum(tl.where(head, first1, 0.0), axis=1)
+        if REVERSE:  # compose from the last step back
+            p, q, r, s, b1, b2 = p00_7, p01_7, p10_7, p11_7, u0_7, u1_7
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_0, p01_0, p10_0, p11_0, u0_0, u1_0)
+            neighbour, edge_group, far_group = tl.minimum(group + 1, G - 1), G - 1, 0
+        else:
+            p, q, r, s, b1, b2 = p00_0, p01_0, p10_0, p11_0, u0_0, u1_0
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
+            p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
+            neighbour, edge_group, far_group = tl.maximum(group - 1, 0), 0, G - 1
+        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=REVERSE)
+        end0 = p * c0[:, None] + q * c1[:, None] + b1  # x at each group's far edge (its first step in reverse)
+        end1 = r * c0[:, None] + s * c1[:, None] + b2
+        w0 = tl.where(group == edge_group, c0[:, None], tl.gather(end0, neighbour, 1))  # each group's carry
+        w1 = tl.where(group == edge_group, c1[:, None], tl.gather(end1, neighbour, 1))
+        if REVERSE:
+            x0_7, x1_7 = _bd2_apply(w0, w1, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
+            x0_6, x1_6 = _bd2_apply(x0_7, x1_7, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
+            x0_5, x1_5 = _bd2_apply(x0_6, x1_6, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
+            x0_4, x1_4 = _bd2_apply(x0_5, x1_5, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
+            x0_3, x1_3 = _bd2_apply(x0_4, x1_4, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
+            x0_2, x1_2 = _bd2_apply(x0_3, x1_3, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
+            x0_1, x1_1 = _bd2_apply(x0_2, x1_2, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
+            x0_0, x1_0 = _bd2_apply(x0_1, x1_1, p00_0, p01_0, p10_0, p11_0, u0_0, u1_0)
+        else:
+            x0_0, x1_0 = _bd2_apply(w0, w1, p00_0, p01_0, p10_0, p11_0, u0_0, u1_0)
+            x0_1, x1_1 = _bd2_apply(x0_0, x1_0, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
+            x0_2, x1_2 = _bd2_apply(x0_1, x1_1, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
+            x0_3, x1_3 = _bd2_apply(x0_2, x1_2, p00_3, p01_3, p10_3, p11_3, u0_3, u1_3)
+            x0_4, x1_4 = _bd2_apply(x0_3, x1_3, p00_4, p01_4, p10_4, p11_4, u0_4, u1_4)
+            x0_5, x1_5 = _bd2_apply(x0_4, x1_4, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
+            x0_6, x1_6 = _bd2_apply(x0_5, x1_5, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
+            x0_7, x1_7 = _bd2_apply(x0_6, x1_6, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
+        x0 = _join_steps(x0_0, x0_1, x0_2, x0_3, x0_4, x0_5, x0_6, x0_7, BC, G)
+        x1 = _join_steps(x1_0, x1_1, x1_2, x1_3, x1_4, x1_5, x1_6, x1_7, BC, G)
+        far = group == far_group
+        return x0, x1, tl.sum(tl.where(far, end0, 0.0), axis=1), tl.sum(tl.where(far, end1, 0.0), axis=1)
 
     @triton.jit
     def _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS: tl.constexpr):
@@ -1224,7 +1206,7 @@ if triton is not None:
             new0, new1, h0, h1 = _bd2_tile_in_threads(  # steps past T: the identity
                 tl.where(mask, tl.where(inside, a00, 0.0), 1.0), tl.where(inside, a01, 0.0),
                 tl.where(inside, a10, 0.0), tl.where(mask, tl.where(inside, a11, 0.0), 1.0),
-                tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT)
+                tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT, False)
             tl.store(states + (2 * blocks)[:, None] * T + t[None, :], new0.to(states.dtype.element_ty), mask=mask)
             tl.store(states + (2 * blocks + 1)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
             if PREFETCH:
@@ -1239,7 +1221,7 @@ if triton is not None:
                                   BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
                                   HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1; no flow back
-        across a document start), scanned in reverse time a tile at a time (`_bd2_adjoint_tile_in_threads`); then,
+        across a document start), scanned in reverse time a tile at a time (`_bd2_tile_in_threads` with REVERSE); then,
         per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j] through each row's normalisation,
         d v_t[j] = lam_t[j] g_t[j], and the initial state's gradient A_0^T lam_0. h_{t-1} is read from the saved
         states (the initial state at t = 0; zero at a document start). HAS_BIAS: each program also sums its logit
@@ -1275,9 +1257,9 @@ if triton is not None:
                                                                               ACT, HAS_BIAS)
             dy0 = _load_values(d_states, 2 * blocks, t, mask, T) + tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
             dy1 = _load_values(d_states, 2 * blocks + 1, t, mask, T) + tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
-            lam0, lam1, l0, l1 = _bd2_adjoint_tile_in_threads(  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
+            lam0, lam1, l0, l1 = _bd2_tile_in_threads(  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
                 tl.where(coupled, n00, 0.0), tl.where(coupled, n10, 0.0), tl.where(coupled, n01, 0.0),
-                tl.where(coupled, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT)
+                tl.where(coupled, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT, True)
             # the step's own inputs after the scan (fewer registers live across it)
             a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, t, mask, T,
                                                                                             bias, ACT, HAS_BIAS)
