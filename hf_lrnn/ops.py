@@ -518,6 +518,17 @@ def bdlru_scan(
     return _run("bdlru_scan", True, *args)
 
 
+def _check_optional_tensor(op: str, name: str, value, dims: str, shape: tuple, device, mask: bool = False):
+    """A ValueError unless `value` is None or a tensor of `shape` on `device`: floating, or bool if `mask`; `dims`
+    names the shape's axes in the message (e.g. "[B, N, m]")."""
+    if value is None:
+        return
+    kind = "bool" if mask else "floating"
+    dtype_ok = isinstance(value, torch.Tensor) and (value.dtype == torch.bool if mask else value.dtype in _FLOAT_DTYPES)
+    if not dtype_ok or tuple(value.shape) != tuple(shape) or value.device != device:
+        raise ValueError(f"{op}: {name} must be None or a {kind} tensor {dims} = {tuple(shape)} on {device}, got "
+                         f"{_described(value)}")
+
 def hlru_scan_time_last(
     gates: torch.Tensor,
     values: torch.Tensor,
@@ -566,20 +577,9 @@ def hlru_scan_time_last(
                          f"got {tuple(values.shape)}")
     if gates.device != values.device:
         raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
-    if initial_state is not None:
-        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, m1 - 1) \
-                or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:
-            raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, m] = {(B, N, m1 - 1)} on "
-                             f"{values.device}, got {_described(initial_state)}")
-    if document_starts is not None and (not isinstance(document_starts, torch.Tensor) or document_starts.dtype != torch.bool
-                                        or tuple(document_starts.shape) != (B, T)
-                                        or document_starts.device != values.device):
-        raise ValueError(f"{op}: document_starts must be None or a bool tensor [B, T] = {(B, T)} on {values.device}, "
-                         f"got {_described(document_starts)}")
-    if gate_bias is not None and (not isinstance(gate_bias, torch.Tensor) or tuple(gate_bias.shape) != (N, m1)
-                                  or gate_bias.dtype not in _FLOAT_DTYPES or gate_bias.device != values.device):
-        raise ValueError(f"{op}: gate_bias must be None or a floating tensor [N, m+1] = {(N, m1)} on {values.device}, "
-                         f"got {_described(gate_bias)}")
+    _check_optional_tensor(op, "initial_state", initial_state, "[B, N, m]", (B, N, m1 - 1), values.device)
+    _check_optional_tensor(op, "document_starts", document_starts, "[B, T]", (B, T), values.device, mask=True)
+    _check_optional_tensor(op, "gate_bias", gate_bias, "[N, m+1]", (N, m1), values.device)
     if resolve_backend(backend, values.device) == "triton":
         if torch.compiler.is_compiling():  # traced: one opaque custom op (no graph break)
             states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
@@ -639,25 +639,14 @@ def bdlru_scan_time_last(
                          f"{tuple(gates.shape)}, got {tuple(values.shape)}")
     if gates.device != values.device:
         raise ValueError(f"{op}: gates are on {gates.device} but values on {values.device}")
-    if initial_state is not None:
-        if not isinstance(initial_state, torch.Tensor) or tuple(initial_state.shape) != (B, N, m) \
-                or initial_state.dtype not in _FLOAT_DTYPES or initial_state.device != values.device:
-            raise ValueError(f"{op}: initial_state must be None or a floating tensor [B, N, m] = {(B, N, m)} on "
-                             f"{values.device}, got {_described(initial_state)}")
-    if gate_bias is not None and (not isinstance(gate_bias, torch.Tensor) or tuple(gate_bias.shape) != (N, m, m + 1)
-                                  or gate_bias.dtype not in _FLOAT_DTYPES or gate_bias.device != values.device):
-        raise ValueError(f"{op}: gate_bias must be None or a floating tensor [N, m, m+1] = {(N, m, m + 1)} on "
-                         f"{values.device}, got {_described(gate_bias)}")
-    if m == 1:  # H-LRU of order 1 (checks document_starts)
+    _check_optional_tensor(op, "initial_state", initial_state, "[B, N, m]", (B, N, m), values.device)
+    _check_optional_tensor(op, "document_starts", document_starts, "[B, T]", (B, T), values.device, mask=True)
+    _check_optional_tensor(op, "gate_bias", gate_bias, "[N, m, m+1]", (N, m, m + 1), values.device)
+    if m == 1:  # H-LRU of order 1
         states, final = hlru_scan_time_last(gates.reshape(B, N, 2, T), values.reshape(B, N, T), initial_state,
                                             gate_activation, output_final_state, backend, document_starts,
                                             gate_bias.reshape(N, 2) if gate_bias is not None else None)
         return states.reshape(B, N, 1, T), final
-    if document_starts is not None and (not isinstance(document_starts, torch.Tensor) or document_starts.dtype != torch.bool
-                                        or tuple(document_starts.shape) != (B, T)
-                                        or document_starts.device != values.device):
-        raise ValueError(f"{op}: document_starts must be None or a bool tensor [B, T] = {(B, T)} on {values.device}, "
-                         f"got {_described(document_starts)}")
     if resolve_backend(backend, values.device) == "triton":
         if torch.compiler.is_compiling():  # traced: one opaque custom op (no graph break)
             states, final = bdlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
