@@ -544,10 +544,10 @@ class LRNNMixer(nn.Module):
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
         BD-LRU), H-LRU order 2 or 4 or BD-LRU block size 2 (order 4 and block size 2 on grids where it pays,
-        `time_last_pays`), selective gates, several
-        steps, the Triton backend, plain nn.Linear projections (an adapter keeps the [B, T, N] path), and no padding
-        (a mask with padding takes the time-first path, which handles it; checking costs the host sync that path's
-        own check costs, and under torch.compile a mask always takes it). Packed documents take it too."""
+        `time_last_pays`), selective gates, several steps, the Triton backend, plain nn.Linear projections (an
+        adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
+        handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
+        takes it). Packed documents take it too."""
         if getattr(self.config, "scan_layout", "time_last") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
