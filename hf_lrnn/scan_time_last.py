@@ -33,8 +33,8 @@ One program per (row, block of BC channels) walks the whole sequence in tiles of
 in registers, so a row needs no look-back. Grids with few programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM)
 cannot hide the loads' latency by switching programs; there the forwards load the next tile before scanning this one
 (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8 consecutive steps sequentially and scans only
-the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles); m = 4 (M4_TILE) and BD-LRU
-block size 2 (IN_THREADS_TILE) do so on every grid. The backward reads the saved states (in values' dtype) for the
+the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles), and BD-LRU block size 2 likewise
+(`_block_grid`); m = 4 does so on every grid (M4_TILE). The backward reads the saved states (in values' dtype) for the
 window before each step, as the [B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in
 float32.
 """
@@ -1156,6 +1156,22 @@ if triton is not None:
         return x0, x1, tl.sum(tl.where(far, end0, 0.0), axis=1), tl.sum(tl.where(far, end1, 0.0), axis=1)
 
     @triton.jit
+    def _bd2_tile(a00, a01, a10, a11, u0, u1, c0, c1, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr,
+                  IN_THREADS: tl.constexpr):
+        """`_bd2_tile_in_threads` (IN_THREADS), or the same tile with tl.associative_scan over all its steps, one
+        step a lane (the tile scan of TILE's four-warp programs, which hide more latency on a small grid)."""
+        if IN_THREADS:
+            x0, x1, far0, far1 = _bd2_tile_in_threads(a00, a01, a10, a11, u0, u1, c0, c1, BC, BT, REVERSE)
+        else:
+            p, q, r, s, b1, b2 = tl.associative_scan((a00, a01, a10, a11, u0, u1), 1, _companion_combine,
+                                                     reverse=REVERSE)
+            x0 = p * c0[:, None] + q * c1[:, None] + b1
+            x1 = r * c0[:, None] + s * c1[:, None] + b2
+            steps = tl.arange(0, BT)
+            far0, far1 = _pick(x0, steps, 0 if REVERSE else BT - 1), _pick(x1, steps, 0 if REVERSE else BT - 1)
+        return x0, x1, far0, far1
+
+    @triton.jit
     def _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS: tl.constexpr):
         """The six logit biases [BC] of blocks' rows (gate_bias[n, j, k] at 3 j + k), zeros without a bias."""
         b00 = _load_bias(gate_bias, blocks, b, N, 0, 6, mc, HAS_BIAS)
@@ -1169,11 +1185,11 @@ if triton is not None:
     @triton.jit
     def _bd2_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                   ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
-                                  HAS_STARTS: tl.constexpr):
+                                  IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1); the state
         restarts from zero before every document start (A_t = 0 there). PREFETCH: each tile's logits and values are
-        loaded while the tile before is scanned."""
+        loaded while the tile before is scanned. IN_THREADS: the tile composed 8 steps a thread (`_bd2_tile`)."""
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
         h0 = tl.zeros([BC], dtype=tl.float32)
@@ -1203,10 +1219,10 @@ if triton is not None:
                 x0 = _load_values(values, 2 * blocks, t, mask, T)
                 x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
             inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: A = 0, from a zero state
-            new0, new1, h0, h1 = _bd2_tile_in_threads(  # steps past T: the identity
+            new0, new1, h0, h1 = _bd2_tile(  # steps past T: the identity
                 tl.where(mask, tl.where(inside, a00, 0.0), 1.0), tl.where(inside, a01, 0.0),
                 tl.where(inside, a10, 0.0), tl.where(mask, tl.where(inside, a11, 0.0), 1.0),
-                tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT, False)
+                tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT, False, IN_THREADS)
             tl.store(states + (2 * blocks)[:, None] * T + t[None, :], new0.to(states.dtype.element_ty), mask=mask)
             tl.store(states + (2 * blocks + 1)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
             if PREFETCH:
@@ -1218,10 +1234,10 @@ if triton is not None:
     @triton.jit
     def _bd2_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                   d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
-                                  BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                  BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                  HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1; no flow back
-        across a document start), scanned in reverse time a tile at a time (`_bd2_tile_in_threads` with REVERSE); then,
+        across a document start), scanned in reverse time a tile at a time (`_bd2_tile` with REVERSE); then,
         per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j] through each row's normalisation,
         d v_t[j] = lam_t[j] g_t[j], and the initial state's gradient A_0^T lam_0. h_{t-1} is read from the saved
         states (the initial state at t = 0; zero at a document start). HAS_BIAS: each program also sums its logit
@@ -1257,9 +1273,10 @@ if triton is not None:
                                                                               ACT, HAS_BIAS)
             dy0 = _load_values(d_states, 2 * blocks, t, mask, T) + tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
             dy1 = _load_values(d_states, 2 * blocks + 1, t, mask, T) + tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
-            lam0, lam1, l0, l1 = _bd2_tile_in_threads(  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
+            lam0, lam1, l0, l1 = _bd2_tile(  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
                 tl.where(coupled, n00, 0.0), tl.where(coupled, n10, 0.0), tl.where(coupled, n01, 0.0),
-                tl.where(coupled, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT, True)
+                tl.where(coupled, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT, True,
+                IN_THREADS)
             # the step's own inputs after the scan (fewer registers live across it)
             a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, t, mask, T,
                                                                                             bias, ACT, HAS_BIAS)
@@ -1307,10 +1324,10 @@ if triton is not None:
 def time_last_pays(order: int, B: int, N: int, device, blocked: bool = False) -> bool:
     """Whether a model should scan B rows of N channels (blocks, if `blocked`) of this order time-last rather than
     [B, T, N]: always at H-LRU orders 1 and 2 and BD-LRU block size 1; at H-LRU order 4 on grids of at least
-    M4_TIME_LAST_FROM programs per SM; at BD-LRU block size 2, which runs only in threads (one warp per block), on
-    grids that are not small (SMALL_GRID_BELOW programs per SM, H-LRU m = 2's rule for its in-thread path): at B1
-    T16384 D1024 (4 programs per SM) its forward+backward ran at 0.84x the [B, T, N] kernels', at B8 T4096 D1024
-    (31 per SM) at 1.41x (bench_results/bench_scan_h200.txt)."""
+    M4_TIME_LAST_FROM programs per SM; at BD-LRU block size 2 on grids that are not small (SMALL_GRID_BELOW
+    programs per SM, where its kernels compose in threads): at B1 T16384 D1024 (4 programs per SM) the in-thread
+    forward+backward ran at 0.84x the [B, T, N] kernels', at B8 T4096 D1024 (31 per SM) at 1.41x
+    (bench_results/bench_scan_h200.txt); its tile scan for small grids is not measured yet."""
     if blocked and order == 2:
         return B * N >= SMALL_GRID_BELOW * _num_sms(device)
     if order != 4:
@@ -1436,12 +1453,16 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
 
 
 def _block_grid(B: int, N: int, T: int, device=None, backward: bool = False):
-    """(grid, launch options) of the BD-LRU block-size-2 kernels: one program per (row, BC blocks), in threads as
-    H-LRU m = 2's (IN_THREADS_TILE on a GPU), the forward prefetching (H200, B8 T4096 D1024: 63.5 -> 75.1 % of copy,
-    B1 T16384 21.4 -> 29.5). The backward keeps the compiler's registers: under H-LRU's one-wave cap it spilled,
-    52.9 -> 26.4 % forward+backward at B8 T4096 D1024 with 64 (bench_results/probes_2026-12-01/bdlru2/)."""
-    options = dict(INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)
+    """(grid, launch options) of the BD-LRU block-size-2 kernels: one program per (row, BC blocks), as H-LRU m = 2's
+    (`_grid`): on grids that are not small in threads (IN_THREADS_TILE on a GPU), on small ones the four-warp tile
+    scan of TILE; the forward prefetching either way (H200, B8 T4096 D1024 in threads: 63.5 -> 75.1 % of copy). The
+    backward keeps the compiler's registers: under H-LRU's one-wave cap it spilled, 52.9 -> 26.4 % forward+backward
+    at B8 T4096 D1024 with 64 (bench_results/probes_2026-12-01/bdlru2/)."""
+    small = B * triton.cdiv(N, IN_THREADS_TILE["BC"]) < SMALL_GRID_BELOW * _num_sms(
+        device if device is not None else "cpu")
+    options = dict(INTERPRETER_TILE if _INTERPRET else TILE if small else IN_THREADS_TILE)
     options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+    options["IN_THREADS"] = not small
     if not backward:
         options["PREFETCH"] = True
     return (B * triton.cdiv(N, options["BC"]),), options

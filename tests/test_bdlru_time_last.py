@@ -47,13 +47,22 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop():
     torch.testing.assert_close(final, h, rtol=0, atol=1e-12)
 
 
+@pytest.fixture(params=[True, False], ids=["in-threads", "tile-scan"])
+def in_threads(request, monkeypatch):
+    """Both paths of `_block_grid`: composed in threads (grids that are not small), or the tile scan (small ones; the
+    interpreter's grids are small)."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if request.param else 10**9)
+    assert scan_time_last._block_grid(1, 1, 16, DEVICE)[1]["IN_THREADS"] is request.param
+    return request.param
+
+
 @needs_triton
 @pytest.mark.parametrize("activation", [a for a in GATE_ACTIVATIONS if a != "none"])
 @pytest.mark.parametrize("B,N,T,with_h0,want_final", [(2, 3, 37, True, True), (1, 2, 16, False, True),
                                                        (2, 3, 1, True, False), (1, 1, 50, True, True)])
-def test_triton_matches_the_float64_reference(activation, B, N, T, with_h0, want_final):
+def test_triton_matches_the_float64_reference(activation, B, N, T, with_h0, want_final, in_threads):
     """States, final state and every gradient (gates, values, initial state) against the reference: one tile and a
-    partial one (the interpreter's 16-step tiles), a single step, no initial state."""
+    partial one (the interpreter's 16-step tiles), a single step, no initial state; in threads and as a tile scan."""
     inputs = _inputs(B, N, T, with_h0=with_h0, seed=T + B)
     want = _run("torch", *inputs, activation, want_final)
     got = _run("triton", *inputs, activation, want_final)
@@ -91,9 +100,9 @@ def test_the_reference_with_document_starts_scans_each_document_alone():
 @needs_triton
 @pytest.mark.parametrize("activation", ["softmax", "tanh"])
 @pytest.mark.parametrize("B,N,T,with_h0", [(2, 3, 37, True), (1, 2, 16, False), (2, 1, 3, True)])
-def test_document_starts_and_gate_bias_match_the_float64_reference(activation, B, N, T, with_h0):
+def test_document_starts_and_gate_bias_match_the_float64_reference(activation, B, N, T, with_h0, in_threads):
     """Packed documents and a logit bias inside the kernels: states, final state and every gradient (the bias's
-    included) against the reference."""
+    included) against the reference; in threads and as a tile scan."""
     gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=7 * T + B)
     bias = torch.randn(N, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
     bias.requires_grad_()
@@ -214,22 +223,30 @@ def test_fullgraph_compile_traces_the_custom_op():
 
 
 @needs_triton
-def test_launch_options_prefetch_the_forward_and_leave_the_backward_uncapped():
-    """`_block_grid`: one program per (row, BC blocks); the forward prefetches; the backward has no register cap
-    (H-LRU's one-wave cap made it spill)."""
-    grid, forward = scan_time_last._block_grid(8, 512, 4096, DEVICE)
-    _, backward = scan_time_last._block_grid(8, 512, 4096, DEVICE, backward=True)
-    assert grid == (8 * -(-512 // forward["BC"]),)
-    assert forward["PREFETCH"] is True and "PREFETCH" not in backward
-    assert "maxnreg" not in forward and "maxnreg" not in backward
+def test_launch_options_by_programs_per_sm():
+    """`_block_grid`, H-LRU m = 2's rule: a grid of fewer than SMALL_GRID_BELOW programs (rows x blocks) per SM runs
+    the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU); one program per (row, BC blocks); the
+    forward prefetches; the backward has no register cap (H-LRU's one-wave cap made it spill)."""
+    programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
+    for B, N, in_threads in ((1, programs - 1, False), (2, programs // 2, True)):
+        grid, forward = scan_time_last._block_grid(B, N, 4096, DEVICE)
+        _, backward = scan_time_last._block_grid(B, N, 4096, DEVICE, backward=True)
+        assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
+        assert grid == (B * -(-N // forward["BC"]),)
+        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
+        assert "maxnreg" not in forward and "maxnreg" not in backward
+        if GPU:
+            tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
+            assert {k: forward[k] for k in tile} == tile
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-def test_gpu_tiles_match_the_float64_reference(B, N, T):
-    """The GPU's 256-step one-warp tiles over many tiles (and a partial one), float64 inputs: states, final state
-    and every gradient against the reference, plain and with document starts and a gate bias."""
+def test_gpu_tiles_match_the_float64_reference(B, N, T, in_threads):
+    """The GPU's tiles (in threads: 256-step one-warp tiles; tile scan: TILE's) over many tiles (and a partial one),
+    float64 inputs: states, final state and every gradient against the reference, plain and with document starts
+    and a gate bias."""
     inputs = _inputs(B, N, T, seed=T)
     want = _run("torch", *inputs, "softmax", True)
     got = _run("triton", *inputs, "softmax", True)

@@ -5,6 +5,10 @@
 #                                                                    # (~2.5 min): the BD-LRU block-size-2 kernels
 #                                                                    # with document starts and gate bias, and the
 #                                                                    # BD-LRU m = 2 models on them, never run on a GPU
+#   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids (~1 min):
+#                                                                    # in threads against the tile scan (untimed) and
+#                                                                    # the [B, T, N] kernels, for _block_grid's path and
+#                                                                    # time_last_pays' rule
 #   bash bench_results/probes_2026-12-01/next_session.sh models OUT  # captured training steps: BD-LRU m = 2
 #                                                                    # time-last against time-first, H-LRU m = 2 (~2 min)
 #   bash bench_results/probes_2026-12-01/next_session.sh table OUT   # scripts/bench_scan.py's kernel table (~5 min)
@@ -18,6 +22,8 @@ case "$part" in
   tests)
     timeout 400 python3 -m pytest -q -n 12 -p no:cacheprovider tests/test_bdlru_time_last.py tests/test_scan_time_last.py \
       2>&1 | tail -15 | tee "$out/gpu_tests.txt" ;;
+  small)
+    timeout 300 python3 bench_results/probes_2026-12-01/bdlru2/probe_small_grid.py "$out" 2>&1 | grep -v Warn ;;
   models)
     timeout 400 python3 scripts/bench_scan.py --only-model --model-cuda-graph \
       --models bdlru2,bdlru2-time-first,hlru2 \
@@ -25,5 +31,5 @@ case "$part" in
   table)
     timeout 540 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --out "$out/bench_scan_h200.json" 2>&1 \
       | grep -v Warn | tee "$out/bench_scan_h200.txt" | tail -48 ;;
-  *) echo "part must be tests, models or table, got $part"; exit 2 ;;
+  *) echo "part must be tests, small, models or table, got $part"; exit 2 ;;
 esac
