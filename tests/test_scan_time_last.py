@@ -668,10 +668,11 @@ def test_time_last_prefill_continues_a_cache_and_padding_keeps_time_first(name, 
 
 
 @needs_triton
-def test_time_last_under_bfloat16_autocast_matches_time_first(monkeypatch):
+@pytest.mark.parametrize("name", ["hlru-1", "bdlru-2"])
+def test_time_last_under_bfloat16_autocast_matches_time_first(name, monkeypatch):
     """float32 weights under bfloat16 autocast (how the training script runs): the projections and the scan in
     bfloat16 as in the time-first path; losses and gradients within bfloat16 rounding."""
-    first, last = (model.float() for model in _model_pair("hlru-1"))
+    first, last = (model.float() for model in _model_pair(name))
     calls = _counting(monkeypatch)
     ids = torch.randint(3, 60, (2, 33), device=DEVICE)
     losses = []
@@ -687,11 +688,12 @@ def test_time_last_under_bfloat16_autocast_matches_time_first(monkeypatch):
 
 
 @needs_triton
-def test_a_time_last_model_traces_in_one_graph(monkeypatch):
+@pytest.mark.parametrize("name", ["hlru-2-tanh", "bdlru-2"])
+def test_a_time_last_model_traces_in_one_graph(name, monkeypatch):
     """torch.compile(fullgraph=True) of a training step of a time-last model (as train.py --torch_compile runs it):
     no graph break, the time-last op in the graph, the same loss and gradients as eager."""
     torch._dynamo.reset()
-    _, model = _model_pair("hlru-2-tanh")
+    _, model = _model_pair(name)
     calls = _counting(monkeypatch)
     ids = torch.randint(3, 60, (2, 19), device=DEVICE)
     eager_loss = model(ids, labels=ids).loss
