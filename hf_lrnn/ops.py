@@ -19,8 +19,7 @@ import torch
 
 from . import decode_triton
 # `from .x import`, not `from . import x`: transformers copies a checkpoint's remote code by the first form only
-from .scan_time_last import (block_time_last_backward, block_time_last_forward, block_time_last_scan,
-                             time_last_backward, time_last_forward, time_last_scan)
+from .scan_time_last import time_last_backward, time_last_forward, time_last_scan
 from .scan_torch import GATE_ACTIVATIONS, bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch
 
 try:
@@ -211,9 +210,9 @@ _TIME_LAST_BWD_SCHEMA = (
 
 
 def _define_time_last_ops(namespace: str):
-    """`<namespace>::hlru_scan_time_last_{fwd,bwd}` (scan_time_last.py), the forward with its autograd formula, for
-    torch.compile; eager calls take scan_time_last's autograd Function, without the op's dispatch layers (as
-    `hlru_scan`'s eager calls take scan_triton's)."""
+    """`<namespace>::hlru_scan_time_last_{fwd,bwd}` (scan_time_last.py; H-LRU, and BD-LRU of block size 2 for 5-D
+    gates), the forward with its autograd formula, for torch.compile; eager calls take scan_time_last's autograd
+    Function, without the op's dispatch layers (as `hlru_scan`'s eager calls take scan_triton's)."""
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
     def time_last_fwd(gates, values, initial_state, act, want_final, starts, gate_bias, window):
@@ -224,7 +223,8 @@ def _define_time_last_ops(namespace: str):
 
     @time_last_fwd.register_fake
     def _(gates, values, initial_state, act, want_final, starts, gate_bias, window):
-        B, N, m, T = values.shape[0], values.shape[1], gates.shape[2] - 1, values.shape[2]
+        B, N, T = values.shape[0], values.shape[1], values.shape[-1]
+        m = gates.shape[2] if gates.dim() == 5 else gates.shape[2] - 1
         return values.new_empty((B, N, m, T) if window else values.shape), \
             values.new_empty((B, N, m) if want_final else (0,), dtype=torch.float32)
 
@@ -263,60 +263,6 @@ def _define_time_last_ops(namespace: str):
     return time_last_fwd
 
 
-def _define_block_time_last_ops(namespace: str):
-    """`<namespace>::bdlru_scan_time_last_{fwd,bwd}` (BD-LRU of block size 2, scan_time_last.py), the forward with its
-    autograd formula, for torch.compile; eager calls take scan_time_last's autograd Function."""
-
-    @torch.library.custom_op(f"{namespace}::bdlru_scan_time_last_fwd", mutates_args=(),
-                             schema="(Tensor gates, Tensor values, Tensor? initial_state, str act, bool want_final, "
-                                    "Tensor? starts, Tensor? gate_bias) -> (Tensor, Tensor)")
-    def block_fwd(gates, values, initial_state, act, want_final, starts, gate_bias):
-        """(states [B, N, 2, T] in values.dtype, final state [B, N, 2] float32, or [0] without want_final)."""
-        states, final = block_time_last_forward(gates, values, initial_state, act, want_final, starts, gate_bias)
-        return states, final if final is not None else values.new_empty((0,), dtype=torch.float32)
-
-    @block_fwd.register_fake
-    def _(gates, values, initial_state, act, want_final, starts, gate_bias):
-        return values.new_empty(values.shape), \
-            values.new_empty(tuple(values.shape[:3]) if want_final else (0,), dtype=torch.float32)
-
-    @torch.library.custom_op(f"{namespace}::bdlru_scan_time_last_bwd", mutates_args=(),
-                             schema="(Tensor gates, Tensor values, Tensor states, Tensor? initial_state, "
-                                    "Tensor d_states, Tensor? d_final, str act, Tensor? starts, Tensor? gate_bias) "
-                                    "-> (Tensor, Tensor, Tensor, Tensor)")
-    def block_bwd(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
-        """(d gates, d values, d initial state float32 or [0], d gate_bias float32 or [0])."""
-        dg, dv, dh0, d_bias = block_time_last_backward(gates, values, states, initial_state, d_states, d_final, act,
-                                                       starts, gate_bias)
-        empty = values.new_empty((0,), dtype=torch.float32)
-        return dg, dv, dh0 if dh0 is not None else empty, d_bias if d_bias is not None else empty
-
-    @block_bwd.register_fake
-    def _(gates, values, states, initial_state, d_states, d_final, act, starts, gate_bias):
-        dh0_shape = tuple(initial_state.shape) if initial_state is not None else (0,)
-        bias_shape = tuple(gate_bias.shape) if gate_bias is not None else (0,)
-        return gates.new_empty(gates.shape), values.new_empty(values.shape), \
-            values.new_empty(dh0_shape, dtype=torch.float32), values.new_empty(bias_shape, dtype=torch.float32)
-
-    def setup_context(ctx, inputs, output):
-        gates, values, initial_state, act, want_final, starts, gate_bias = inputs
-        ctx.save_for_backward(gates, values, output[0], initial_state, starts, gate_bias)
-        ctx.act, ctx.want_final = act, want_final
-
-    def backward(ctx, d_states, d_final):
-        gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
-        if d_states is None:
-            d_states = torch.zeros_like(states)
-        d_final = d_final if ctx.want_final else None  # the [0] placeholder has no gradient to pass on
-        dg, dv, dh0, d_bias = block_bwd(gates, values, states, initial_state, d_states, d_final, ctx.act, starts,
-                                        gate_bias)
-        dh0 = dh0.to(initial_state.dtype) if initial_state is not None else None
-        d_bias = d_bias.to(gate_bias.dtype) if gate_bias is not None else None
-        return dg, dv, dh0, None, None, None, d_bias
-
-    block_fwd.register_autograd(backward, setup_context=setup_context)
-    return block_fwd
-
 if TRITON_IMPORT_ERROR is None:
     OP_NAMESPACE = _op_namespace(__name__)
     hlru_scan_fwd_op, hlru_scan_bwd_op, hlru_scan_step_into_op = _define_triton_ops(OP_NAMESPACE, blocked=False)
@@ -324,11 +270,10 @@ if TRITON_IMPORT_ERROR is None:
     if decode_triton.triton is not None:
         decode_triton.norm_project_op = _define_norm_project_op(OP_NAMESPACE)
     hlru_scan_time_last_op = _define_time_last_ops(OP_NAMESPACE)
-    bdlru_scan_time_last_op = _define_block_time_last_ops(OP_NAMESPACE)
 else:
     OP_NAMESPACE = None
     hlru_scan_fwd_op = hlru_scan_bwd_op = bdlru_scan_fwd_op = bdlru_scan_bwd_op = None
-    hlru_scan_step_into_op = bdlru_scan_step_into_op = hlru_scan_time_last_op = bdlru_scan_time_last_op = None
+    hlru_scan_step_into_op = bdlru_scan_step_into_op = hlru_scan_time_last_op = None
 
 
 def _described(value) -> str:
@@ -529,6 +474,7 @@ def _check_optional_tensor(op: str, name: str, value, dims: str, shape: tuple, d
         raise ValueError(f"{op}: {name} must be None or a {kind} tensor {dims} = {tuple(shape)} on {device}, got "
                          f"{_described(value)}")
 
+
 def hlru_scan_time_last(
     gates: torch.Tensor,
     values: torch.Tensor,
@@ -649,11 +595,11 @@ def bdlru_scan_time_last(
         return states.reshape(B, N, 1, T), final
     if resolve_backend(backend, values.device) == "triton":
         if torch.compiler.is_compiling():  # traced: one opaque custom op (no graph break)
-            states, final = bdlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
-                                                    document_starts, gate_bias)
+            states, final = hlru_scan_time_last_op(gates, values, initial_state, gate_activation, output_final_state,
+                                                   document_starts, gate_bias, False)
             return states, (final if output_final_state else None)
-        return block_time_last_scan(gates, values, initial_state, gate_activation, output_final_state,
-                                    document_starts, gate_bias)
+        return time_last_scan(gates, values, initial_state, gate_activation, output_final_state, document_starts,
+                              gate_bias)
     # the reference on the [B, T, N, m] layout; transposed copies, exact
     if gate_bias is not None:
         gates = gates + gate_bias[..., None].to(gates.dtype)
@@ -663,6 +609,7 @@ def bdlru_scan_time_last(
     else:
         states, final = scan_with_restarts_torch(True, gates, values, document_starts, gate_activation, initial_state)
     return states.permute(0, 2, 3, 1).contiguous(), (final if output_final_state else None)
+
 
 def _time_last_window(states: torch.Tensor, initial_state: Optional[torch.Tensor],
                       document_starts: Optional[torch.Tensor], m: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ in registers, so a row needs no look-back. Grids with few programs per SM (B1 T1
 cannot hide the loads' latency by switching programs; there the forwards load the next tile before scanning this one
 (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8 consecutive steps sequentially and scans only
 the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles), and BD-LRU block size 2 likewise
-(`_block_grid`); m = 4 does so on every grid (M4_TILE). The backward reads the saved states (in values' dtype) for the
+(`_grid`); m = 4 does so on every grid (M4_TILE). The backward reads the saved states (in values' dtype) for the
 window before each step, as the [B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in
 float32.
 """
@@ -1354,14 +1354,17 @@ def _backward_register_cap(programs: int, num_warps: int, device, most: Optional
     return most if cap is None else cap if most is None else min(cap, most)
 
 
-def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1):
-    """(grid, launch options): one program per (row, block of BC channels). A grid of fewer than SMALL_GRID_BELOW
+def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1, blocked: bool = False):
+    """(grid, launch options): one program per (row, block of BC channels, or BC blocks of BD-LRU of block size 2,
+    `blocked`, which launches as H-LRU m = 2 does). A grid of fewer than SMALL_GRID_BELOW
     programs per SM (B1 T16384 D1024: 1024 programs at m = 1, 8 per SM) cannot hide the loads' latency by switching
     programs; there the forwards load the next tile before scanning this one (PREFETCH: 69 -> 82 % of copy at m = 1
     on the H200, while at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2's tile scan;
     bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2 elsewhere composes its steps in threads if
     M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768,
-    no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt)."""
+    no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt). In threads, the backwards take the
+    one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled under it, 52.9 -> 26.4 % of copy
+    forward+backward at B8 T4096 D1024 with 64 registers (bench_results/probes_2026-12-01/bdlru2/)."""
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else M4_TILE)
         options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
@@ -1382,7 +1385,7 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options["PREFETCH"] = small or in_threads
     options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
     programs = B * triton.cdiv(N, options["BC"])
-    if backward and in_threads and not _INTERPRET:
+    if backward and in_threads and not blocked and not _INTERPRET:
         cap = _backward_register_cap(programs, options["num_warps"], device)
         if cap is not None:
             options["maxnreg"] = cap
@@ -1393,23 +1396,31 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
                       gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
                       gate_bias: Optional[torch.Tensor] = None, window: bool = False
                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """gates [B, N, m+1, T] (m = 1, 2 or 4), values [B, N, T], initial_state [B, N, m] or None, starts [B, T] bool or
-    None (the window restarts from zero before every step where it is True), gate_bias [N, m+1] or None (added to
-    every step's logits) -> (states [B, N, T] in values' dtype, or with `window` the window [B, N, m, T] = (s_t, ...,
-    s_{t-m+1}) at every step; final window [B, N, m] float32 or None)."""
-    B, N, m1, T = gates.shape
+    """H-LRU: gates [B, N, m+1, T] (m = 1, 2 or 4), values [B, N, T], initial_state [B, N, m] or None, gate_bias
+    [N, m+1] or None -> (states [B, N, T] in values' dtype, or with `window` the window [B, N, m, T] = (s_t, ...,
+    s_{t-m+1}) at every step; final window [B, N, m] float32 or None). BD-LRU of block size 2: gates [B, N, 2, 3, T],
+    values [B, N, 2, T], initial_state [B, N, 2] or None, gate_bias [N, 2, 3] or None -> (states [B, N, 2, T], final
+    state [B, N, 2] or None); no `window`. Both: starts [B, T] bool or None (the window or state restarts from zero
+    before every step where it is True), the bias added to every step's logits."""
+    blocked = gates.dim() == 5
+    B, N, T = gates.shape[0], gates.shape[1], gates.shape[-1]
+    m = gates.shape[2] if blocked else gates.shape[2] - 1
     gates, values = gates.contiguous(), values.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
-    states = values.new_empty(B, N, m1 - 1, T) if window else torch.empty_like(values)
-    final = torch.empty(B, N, m1 - 1, device=values.device, dtype=torch.float32) if want_final else None
+    states = values.new_empty(B, N, m, T) if window else torch.empty_like(values)
+    final = torch.empty(B, N, m, device=values.device, dtype=torch.float32) if want_final else None
     if B * N == 0:
         return states, (final.zero_() if final is not None else None)
     if T == 0:  # no step: the final state is the initial one
         return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
-    grid, blocks = _grid(B, N, T, values.device, order=m1 - 1)
-    kernel = {2: _time_last_fwd_kernel, 3: _time_last_m2_fwd_kernel, 5: _time_last_m4_fwd_kernel}[m1]
-    if m1 > 2:  # at m = 1 the window is the states
-        blocks["WINDOW"] = window
+    if blocked:
+        grid, blocks = _grid(B, N, T, values.device, order=2, blocked=True)
+        kernel = _bd2_time_last_fwd_kernel
+    else:
+        grid, blocks = _grid(B, N, T, values.device, order=m)
+        kernel = {1: _time_last_fwd_kernel, 2: _time_last_m2_fwd_kernel, 4: _time_last_m4_fwd_kernel}[m]
+        if m > 1:  # at m = 1 the window is the states
+            blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
@@ -1423,25 +1434,32 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
                        gate_activation: str, starts: Optional[torch.Tensor] = None,
                        gate_bias: Optional[torch.Tensor] = None, window: bool = False
                        ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """(d gates [B, N, m+1, T] in gates' dtype, d values [B, N, T] in values' dtype, d initial state [B, N, m] float32
-    or None without an initial state, d gate_bias [N, m+1] float32 or None without a bias) for the forward of
+    """(d gates in gates' dtype, d values in values' dtype, d initial state [B, N, m] float32 or None without an
+    initial state, d gate_bias float32 of gate_bias's shape or None without a bias) for the forward of
     `time_last_forward` (with `window`: states and d_states are windows [B, N, m, T]). The bias gradient is the
     logits' summed over the steps by each program, then over the batch here (deterministic, unlike atomics)."""
-    B, N, m1, T = gates.shape
+    blocked = gates.dim() == 5
+    B, N, T = gates.shape[0], gates.shape[1], gates.shape[-1]
+    m = gates.shape[2] if blocked else gates.shape[2] - 1
     gates, values, states, d_states = gates.contiguous(), values.contiguous(), states.contiguous(), d_states.contiguous()
     h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
     d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
     d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
-    d_h0 = torch.empty(B, N, m1 - 1, device=values.device, dtype=torch.float32) if h0 is not None else None
-    d_bias_rows = torch.empty(B, N, m1, device=values.device, dtype=torch.float32) if gate_bias is not None else None
+    d_h0 = torch.empty(B, N, m, device=values.device, dtype=torch.float32) if h0 is not None else None
+    d_bias_rows = torch.empty(B, *gate_bias.shape, device=values.device, dtype=torch.float32) \
+        if gate_bias is not None else None
     if B * N == 0 or T == 0:
         if d_h0 is not None:  # no step: the final state was the initial one
             d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
         return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0) if d_bias_rows is not None else None)
-    grid, blocks = _grid(B, N, T, values.device, backward=True, order=m1 - 1)
-    kernel = {2: _time_last_bwd_kernel, 3: _time_last_m2_bwd_kernel, 5: _time_last_m4_bwd_kernel}[m1]
-    if m1 > 2:
-        blocks["WINDOW"] = window
+    if blocked:
+        grid, blocks = _grid(B, N, T, values.device, backward=True, order=2, blocked=True)
+        kernel = _bd2_time_last_bwd_kernel
+    else:
+        grid, blocks = _grid(B, N, T, values.device, backward=True, order=m)
+        kernel = {1: _time_last_bwd_kernel, 2: _time_last_m2_bwd_kernel, 4: _time_last_m4_bwd_kernel}[m]
+        if m > 1:
+            blocks["WINDOW"] = window
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
@@ -1451,112 +1469,6 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
             HAS_STARTS=starts is not None, **blocks)
     return d_gates, d_values, d_h0, (d_bias_rows.sum(0) if d_bias_rows is not None else None)
 
-
-def _block_grid(B: int, N: int, T: int, device=None, backward: bool = False):
-    """(grid, launch options) of the BD-LRU block-size-2 kernels: one program per (row, BC blocks), as H-LRU m = 2's
-    (`_grid`): on grids that are not small in threads (IN_THREADS_TILE on a GPU), on small ones the four-warp tile
-    scan of TILE; the forward prefetching either way (H200, B8 T4096 D1024 in threads: 63.5 -> 75.1 % of copy). The
-    backward keeps the compiler's registers: under H-LRU's one-wave cap it spilled, 52.9 -> 26.4 % forward+backward
-    at B8 T4096 D1024 with 64 (bench_results/probes_2026-12-01/bdlru2/)."""
-    small = B * triton.cdiv(N, IN_THREADS_TILE["BC"]) < SMALL_GRID_BELOW * _num_sms(
-        device if device is not None else "cpu")
-    options = dict(INTERPRETER_TILE if _INTERPRET else TILE if small else IN_THREADS_TILE)
-    options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
-    options["IN_THREADS"] = not small
-    if not backward:
-        options["PREFETCH"] = True
-    return (B * triton.cdiv(N, options["BC"]),), options
-
-
-def block_time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
-                            gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
-                            gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """BD-LRU of block size 2: gates [B, N, 2, 3, T], values [B, N, 2, T], initial_state [B, N, 2] or None, starts
-    [B, T] bool or None (the state restarts from zero before every step where it is True), gate_bias [N, 2, 3] or None
-    (added to every step's logits) -> (states [B, N, 2, T] in values' dtype, final state [B, N, 2] float32 or None)."""
-    B, N, _, _, T = gates.shape
-    gates, values = gates.contiguous(), values.contiguous()
-    h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
-    states = torch.empty_like(values)
-    final = torch.empty(B, N, 2, device=values.device, dtype=torch.float32) if want_final else None
-    if B * N == 0:
-        return states, (final.zero_() if final is not None else None)
-    if T == 0:  # no step: the final state is the initial one
-        return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
-    grid, options = _block_grid(B, N, T, values.device)
-    with _device_guard(values.device):
-        _bd2_time_last_fwd_kernel[grid](
-            gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
-            states=states, final_state=final, T=T, N=N, ACT=_ACT_ID[gate_activation], HAS_BIAS=gate_bias is not None,
-            HAS_H0=h0 is not None, WRITE_FINAL=want_final, HAS_STARTS=starts is not None, **options)
-    return states, final
-
-
-def block_time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.Tensor,
-                             initial_state: Optional[torch.Tensor], d_states: torch.Tensor,
-                             d_final: Optional[torch.Tensor], gate_activation: str,
-                             starts: Optional[torch.Tensor] = None, gate_bias: Optional[torch.Tensor] = None
-                             ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """Gradients of `block_time_last_forward`: (d gates [B, N, 2, 3, T] in gates' dtype, d values in values' dtype,
-    d initial_state [B, N, 2] float32 or None, d gate_bias [N, 2, 3] float32 or None)."""
-    B, N, _, _, T = gates.shape
-    gates, values, states = gates.contiguous(), values.contiguous(), states.contiguous()
-    d_states = d_states.contiguous()
-    h0 = initial_state.to(torch.float32).contiguous() if initial_state is not None else None
-    d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
-    d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
-    d_h0 = torch.empty(B, N, 2, device=values.device, dtype=torch.float32) if h0 is not None else None
-    d_bias_rows = torch.empty(B, N, 6, device=values.device, dtype=torch.float32) if gate_bias is not None else None
-    if B * N == 0 or T == 0:
-        if d_h0 is not None:  # no step: the final state was the initial one
-            d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
-        return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0).view(N, 2, 3) if d_bias_rows is not None else None)
-    grid, options = _block_grid(B, N, T, values.device, backward=True)
-    with _device_guard(values.device):
-        _bd2_time_last_bwd_kernel[grid](
-            gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
-            starts=_contiguous(starts), d_states=d_states, d_final=d_final, d_gates=d_gates, d_values=d_values,
-            d_initial_state=d_h0, d_bias_rows=d_bias_rows, T=T, N=N, ACT=_ACT_ID[gate_activation],
-            HAS_BIAS=gate_bias is not None, HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
-            HAS_STARTS=starts is not None, **options)
-    return d_gates, d_values, d_h0, (d_bias_rows.sum(0).view(N, 2, 3) if d_bias_rows is not None else None)
-
-
-class _BlockTimeLastFunction(torch.autograd.Function):
-    """The eager autograd path of `block_time_last_scan` (ops.py traces its custom op under torch.compile)."""
-
-    @staticmethod
-    def forward(ctx, gates, values, initial_state, gate_activation, want_final, starts, gate_bias):
-        states, final = block_time_last_forward(gates, values, initial_state, gate_activation, want_final, starts,
-                                                gate_bias)
-        ctx.save_for_backward(gates, values, states, initial_state, starts, gate_bias)
-        ctx.gate_activation = gate_activation
-        ctx.set_materialize_grads(False)
-        return states, final
-
-    @staticmethod
-    def backward(ctx, d_states, d_final):
-        gates, values, states, initial_state, starts, gate_bias = ctx.saved_tensors
-        if d_states is None and d_final is None:
-            return None, None, None, None, None, None, None
-        if d_states is None:
-            d_states = torch.zeros_like(states)
-        d_gates, d_values, d_h0, d_bias = block_time_last_backward(gates, values, states, initial_state, d_states,
-                                                                   d_final, ctx.gate_activation, starts, gate_bias)
-        needs = ctx.needs_input_grad
-        return (d_gates if needs[0] else None, d_values if needs[1] else None,
-                d_h0.to(initial_state.dtype) if needs[2] else None, None, None, None,
-                d_bias.to(gate_bias.dtype) if needs[6] else None)
-
-
-def block_time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
-                         gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
-                         gate_bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """`block_time_last_forward` with its gradient in eager mode (arguments unchecked: ops.bdlru_scan_time_last
-    checks them); without gradients to track, the forward kernel alone."""
-    if not _tracks_gradients(gates, values, initial_state, gate_bias):
-        return block_time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
-    return _BlockTimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts, gate_bias)
 
 class _TimeLastFunction(torch.autograd.Function):
     """The eager autograd path (ops.py traces the custom op under torch.compile instead), as `hlru_scan`'s: the same
@@ -1593,13 +1505,12 @@ def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Opt
                    gate_activation: str, want_final: bool, starts: Optional[torch.Tensor] = None,
                    gate_bias: Optional[torch.Tensor] = None, window: bool = False
                    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """`time_last_forward` with its gradient in eager mode (arguments unchecked: ops.hlru_scan_time_last checks
-    them); without gradients to track, the forward kernel alone."""
+    """`time_last_forward` with its gradient in eager mode (arguments unchecked: ops.hlru_scan_time_last and
+    ops.bdlru_scan_time_last check them); without gradients to track, the forward kernel alone."""
     if not _tracks_gradients(gates, values, initial_state, gate_bias):
         return time_last_forward(gates, values, initial_state, gate_activation, want_final, starts, gate_bias, window)
     return _TimeLastFunction.apply(gates, values, initial_state, gate_activation, want_final, starts, gate_bias,
                                    window)
 
 
-__all__ = ["TILE", "block_time_last_backward", "block_time_last_forward", "block_time_last_scan", "time_last_backward",
-           "time_last_forward", "time_last_pays", "time_last_scan"]
+__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_pays", "time_last_scan"]

@@ -255,9 +255,9 @@ def main(argv=None):
     # BD-LRU of block size 2 on time-last tensors: forward (prefetching) and backward, with and without initial state,
     # document starts and a gate bias; composed in threads (grids that are not small), then as a tile scan
     def block_forward_backward(gates, values, h0, activation, starts, bias):
-        states, final = time_last.block_time_last_forward(gates, values, h0, activation, True, starts, bias)
-        time_last.block_time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation,
-                                           starts, bias)
+        states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
+        time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
+                                     bias)
 
     gates, values = torch.randn(2, 3, 2, 3, 600, dtype=torch.bfloat16), torch.randn(2, 3, 2, 600, dtype=torch.bfloat16)
     for small_grid_below_here, path in ((0, "in threads"), (small_grid_below, "tile scan")):

@@ -49,10 +49,10 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop():
 
 @pytest.fixture(params=[True, False], ids=["in-threads", "tile-scan"])
 def in_threads(request, monkeypatch):
-    """Both paths of `_block_grid`: composed in threads (grids that are not small), or the tile scan (small ones; the
-    interpreter's grids are small)."""
+    """Both paths of `_grid` for BD-LRU (`blocked`): composed in threads (grids that are not small), or the tile scan
+    (small ones; the interpreter's grids are small)."""
     monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if request.param else 10**9)
-    assert scan_time_last._block_grid(1, 1, 16, DEVICE)[1]["IN_THREADS"] is request.param
+    assert scan_time_last._grid(1, 1, 16, DEVICE, order=2, blocked=True)[1]["IN_THREADS"] is request.param
     return request.param
 
 
@@ -224,13 +224,14 @@ def test_fullgraph_compile_traces_the_custom_op():
 
 @needs_triton
 def test_launch_options_by_programs_per_sm():
-    """`_block_grid`, H-LRU m = 2's rule: a grid of fewer than SMALL_GRID_BELOW programs (rows x blocks) per SM runs
-    the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU); one program per (row, BC blocks); the
-    forward prefetches; the backward has no register cap (H-LRU's one-wave cap made it spill)."""
+    """`_grid` for BD-LRU (`blocked`), H-LRU m = 2's rule: a grid of fewer than SMALL_GRID_BELOW programs (rows x
+    blocks) per SM runs the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU); one program per (row,
+    BC blocks); the forward prefetches; the backward has no register cap (H-LRU's one-wave cap made it spill)."""
     programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
-    for B, N, in_threads in ((1, programs - 1, False), (2, programs // 2, True)):
-        grid, forward = scan_time_last._block_grid(B, N, 4096, DEVICE)
-        _, backward = scan_time_last._block_grid(B, N, 4096, DEVICE, backward=True)
+    bc = scan_time_last._tile()["BC"]
+    for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):
+        grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2, blocked=True)
+        _, backward = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2, blocked=True)
         assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
         assert grid == (B * -(-N // forward["BC"]),)
         assert forward["PREFETCH"] is True and "PREFETCH" not in backward

@@ -7,7 +7,7 @@
 #                                                                    # BD-LRU m = 2 models on them, never run on a GPU
 #   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids (~1 min):
 #                                                                    # in threads against the tile scan (untimed) and
-#                                                                    # the [B, T, N] kernels, for _block_grid's path and
+#                                                                    # the [B, T, N] kernels, for _grid's path and
 #                                                                    # time_last_pays' rule
 #   bash bench_results/probes_2026-12-01/next_session.sh models OUT  # captured training steps: BD-LRU m = 2
 #                                                                    # time-last against time-first, H-LRU m = 2 (~2 min)

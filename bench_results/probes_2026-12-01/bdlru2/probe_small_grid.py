@@ -1,7 +1,7 @@
 """BD-LRU block size 2 on time-last tensors at grids of few programs per SM: the in-thread kernels (IN_THREADS_TILE)
 against the tile scan (TILE, four warps a program) and the [B, T, N] kernels (`bdlru_scan`), forward and
 forward+backward % of copy under bench_scan.py's byte model, GPU time of CUDA-graph replays, in one run. Decides
-`_block_grid`'s path and `time_last_pays`' rule for block size 2 on small grids. Usage: python3 probe_small_grid.py OUT"""
+`_grid`'s path for BD-LRU and `time_last_pays`' rule for block size 2 on small grids. Usage: python3 probe_small_grid.py OUT"""
 import json
 import os
 import sys
