@@ -543,7 +543,7 @@ class LRNNMixer(nn.Module):
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
-        BD-LRU), H-LRU order 2 or 4 or BD-LRU block size 2 (order 4 and block size 2 on grids where it pays,
+        BD-LRU), H-LRU order 2 or 4 or BD-LRU block size 2 (order 4 on grids where it pays,
         `time_last_pays`), selective gates, several steps, the Triton backend, plain nn.Linear projections (an
         adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
         handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
@@ -557,7 +557,7 @@ class LRNNMixer(nn.Module):
             return False
         if not time_last_pays(self.unit_size, hidden_states.shape[0], self.num_units, hidden_states.device,
                               self.blocked):
-            return False  # a grid too small for the one program per row of order 4 or block size 2
+            return False  # a grid too small for order 4's one program per row
         if not all(_plain_linear(p) for p in (self.value_proj, self.coefficient_proj, self.out_proj)) \
                 or self.value_proj.bias is not None:
             return False

@@ -62,6 +62,12 @@ INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
 # the tile scan of TILE, whose 4 warps per program hide more latency than the in-thread path's one (B1 T16384 D1024:
 # 25 % of copy forward in threads with prefetch, 48 % with TILE's scan).
 SMALL_GRID_BELOW = 16
+# BD-LRU block size 2's small grids (`_grid`, blocked): its in-thread step does twice H-LRU m = 2's work, so its
+# one-warp programs hide the loads' latency on smaller grids. H200, % of copy forward / forward+backward, in threads
+# against the tile scan: 29.6 / 24.0 against 40.2 / 30.1 at 3.9 programs per SM (B1 T16384 D1024), 51.2 / 41.9 against
+# 39.6 / 35.4 at 7.8 (B2 T8192 D1024), 71.9 / 44.3 against 37.7 / 35.5 at 15.5 (B4 T4096 D1024); the threshold lies
+# between the first two (bench_results/probes_2026-12-01/small_grid/).
+BD2_SMALL_GRID_BELOW = 6
 # m = 2's forward and backward with the recurrence composed 8 steps at a time in each thread (`_m2_tile_in_threads`,
 # `_m2_adjoint_tile_in_threads`) on grids that are not small, in tiles of one warp per channel: 32 lanes x 8 steps,
 # so that the scan over the 32 groups and the gather of each group's start stay inside the warp. On the H200 at
@@ -1323,13 +1329,10 @@ if triton is not None:
 
 def time_last_pays(order: int, B: int, N: int, device, blocked: bool = False) -> bool:
     """Whether a model should scan B rows of N channels (blocks, if `blocked`) of this order time-last rather than
-    [B, T, N]: always at H-LRU orders 1 and 2 and BD-LRU block size 1; at H-LRU order 4 on grids of at least
-    M4_TIME_LAST_FROM programs per SM; at BD-LRU block size 2 on grids that are not small (SMALL_GRID_BELOW
-    programs per SM, where its kernels compose in threads): at B1 T16384 D1024 (4 programs per SM) the in-thread
-    forward+backward ran at 0.84x the [B, T, N] kernels', at B8 T4096 D1024 (31 per SM) at 1.41x
-    (bench_results/bench_scan_h200.txt); its tile scan for small grids is not measured yet."""
-    if blocked and order == 2:
-        return B * N >= SMALL_GRID_BELOW * _num_sms(device)
+    [B, T, N]: always at H-LRU orders 1 and 2 and BD-LRU block sizes 1 and 2; at H-LRU order 4 on grids of at least
+    M4_TIME_LAST_FROM programs per SM. BD-LRU block size 2's forward+backward against the [B, T, N] kernels' on the
+    H200: 1.07x at 3.9 programs per SM (B1 T16384 D1024, the tile scan), 1.27x at 7.8 and 1.22x at 15.5 (in threads;
+    bench_results/probes_2026-12-01/small_grid/), 1.41x at 31 (B8 T4096 D1024, bench_results/bench_scan_h200.txt)."""
     if order != 4:
         return True
     return B * -(-N // M4_TILE["BC"]) >= M4_TIME_LAST_FROM * _num_sms(device)
@@ -1356,13 +1359,13 @@ def _backward_register_cap(programs: int, num_warps: int, device, most: Optional
 
 def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1, blocked: bool = False):
     """(grid, launch options): one program per (row, block of BC channels, or BC blocks of BD-LRU of block size 2,
-    `blocked`, which launches as H-LRU m = 2 does). A grid of fewer than SMALL_GRID_BELOW
-    programs per SM (B1 T16384 D1024: 1024 programs at m = 1, 8 per SM) cannot hide the loads' latency by switching
-    programs; there the forwards load the next tile before scanning this one (PREFETCH: 69 -> 82 % of copy at m = 1
-    on the H200, while at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2's tile scan;
+    `blocked`, which launches as H-LRU m = 2 does, small below BD2_SMALL_GRID_BELOW). A grid of fewer than
+    SMALL_GRID_BELOW programs per SM (B1 T16384 D1024: 1024 programs at m = 1, 8 per SM) cannot hide the loads' latency
+    by switching programs; there the forwards load the next tile before scanning this one (PREFETCH: 69 -> 82 % of copy
+    at m = 1 on the H200, while at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2's tile scan;
     bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2 elsewhere composes its steps in threads if
-    M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768,
-    no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt). In threads, the backwards take the
+    M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768, no
+    change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt). In threads, the backwards take the
     one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled under it, 52.9 -> 26.4 % of copy
     forward+backward at B8 T4096 D1024 with 64 registers (bench_results/probes_2026-12-01/bdlru2/)."""
     if order == 4:  # composed in threads on every grid
@@ -1374,7 +1377,8 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
                                                         most=M4_BACKWARD_REGISTERS)
         return (programs,), options
     tile = _tile()
-    small = B * triton.cdiv(N, tile["BC"]) < SMALL_GRID_BELOW * _num_sms(device if device is not None else "cpu")
+    small_below = BD2_SMALL_GRID_BELOW if blocked else SMALL_GRID_BELOW
+    small = B * triton.cdiv(N, tile["BC"]) < small_below * _num_sms(device if device is not None else "cpu")
     in_threads = order == 2 and M2_IN_THREADS and not small
     options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
     if in_threads and not _INTERPRET:

@@ -51,7 +51,7 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop():
 def in_threads(request, monkeypatch):
     """Both paths of `_grid` for BD-LRU (`blocked`): composed in threads (grids that are not small), or the tile scan
     (small ones; the interpreter's grids are small)."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if request.param else 10**9)
+    monkeypatch.setattr(scan_time_last, "BD2_SMALL_GRID_BELOW", 0 if request.param else 10**9)
     assert scan_time_last._grid(1, 1, 16, DEVICE, order=2, blocked=True)[1]["IN_THREADS"] is request.param
     return request.param
 
@@ -224,10 +224,14 @@ def test_fullgraph_compile_traces_the_custom_op():
 
 @needs_triton
 def test_launch_options_by_programs_per_sm():
-    """`_grid` for BD-LRU (`blocked`), H-LRU m = 2's rule: a grid of fewer than SMALL_GRID_BELOW programs (rows x
-    blocks) per SM runs the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU); one program per (row,
-    BC blocks); the forward prefetches; the backward has no register cap (H-LRU's one-wave cap made it spill)."""
-    programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
+    """`_grid` for BD-LRU (`blocked`): a grid of fewer than BD2_SMALL_GRID_BELOW programs (rows x blocks) per SM runs
+    the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's threshold
+    (SMALL_GRID_BELOW) says; one program per (row, BC blocks); the forward prefetches; the backward has no register
+    cap (H-LRU's one-wave cap made it spill)."""
+    programs = scan_time_last.BD2_SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
+    assert scan_time_last.BD2_SMALL_GRID_BELOW < scan_time_last.SMALL_GRID_BELOW  # so the H-LRU check below can fail
+    hlru = scan_time_last._grid(2, programs * scan_time_last._tile()["BC"] // 2, 4096, DEVICE, order=2)[1]
+    assert hlru["IN_THREADS"] is False  # the same grid is small for H-LRU m = 2
     bc = scan_time_last._tile()["BC"]
     for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):
         grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2, blocked=True)

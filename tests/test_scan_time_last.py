@@ -510,14 +510,11 @@ def _model_pair(name):
 
 
 def _counting(monkeypatch):
-    """Count the models' time-last scans; H-LRU order 4 and BD-LRU block size 2 take them on every grid (these grids
-    are tiny: by `time_last_pays` they would keep [B, T, N] tensors on them)."""
+    """Count the models' time-last scans; H-LRU order 4 takes them on every grid (these grids are tiny: by
+    `time_last_pays` it would keep [B, T, N] tensors on them)."""
     from hf_lrnn import modeling_lrnn
 
     monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 0)
-    pays = scan_time_last.time_last_pays
-    monkeypatch.setattr(modeling_lrnn, "time_last_pays",
-                        lambda order, B, N, device, blocked=False: True if blocked else pays(order, B, N, device))
     calls = []
     for name in ("hlru_scan_time_last", "bdlru_scan_time_last"):
         scan = getattr(modeling_lrnn, name)
@@ -527,14 +524,16 @@ def _counting(monkeypatch):
 
 @needs_triton
 def test_order_4_models_scan_time_last_only_on_grids_where_it_pays(monkeypatch):
-    """`time_last_pays`: orders 1 and 2 always; order 4 from M4_TIME_LAST_FROM programs (rows x channel blocks) per
-    SM on, as its one program per row leaves a small grid's GPU idle. A model of order 4 on a small grid keeps the
-    [B, T, N] path (no time-last call, the same logits); with the threshold at 0 it scans time-last."""
+    """`time_last_pays`: orders 1 and 2 and BD-LRU block size 2 always; order 4 from M4_TIME_LAST_FROM programs (rows
+    x channel blocks) per SM on, as its one program per row leaves a small grid's GPU idle. A model of order 4 on a
+    small grid keeps the [B, T, N] path (no time-last call, the same logits); with the threshold at 0 it scans
+    time-last."""
     from hf_lrnn.scan_time_last import M4_TILE, time_last_pays
 
     threshold = scan_time_last.M4_TIME_LAST_FROM
     programs = threshold * scan_time_last._num_sms(DEVICE)
     assert time_last_pays(1, 1, 1, DEVICE) and time_last_pays(2, 1, 1, DEVICE)
+    assert time_last_pays(2, 1, 1, DEVICE, blocked=True) and time_last_pays(2, 64, 4096, DEVICE, blocked=True)
     assert time_last_pays(4, 1, programs * M4_TILE["BC"], DEVICE)
     assert time_last_pays(4, 2, programs * M4_TILE["BC"] // 2, DEVICE)
     assert not time_last_pays(4, 1, (programs - 1) * M4_TILE["BC"], DEVICE)
@@ -551,51 +550,38 @@ def test_order_4_models_scan_time_last_only_on_grids_where_it_pays(monkeypatch):
     assert len(calls) == last.config.num_hidden_layers
 
 
-@needs_triton
-def test_block_size_2_models_scan_time_last_only_on_grids_that_are_not_small(monkeypatch):
-    """`time_last_pays` for BD-LRU block size 2 (one warp per block, in threads only): from SMALL_GRID_BELOW
-    programs (rows x blocks) per SM on. A model on a small grid keeps the [B, T, N] path (no time-last call, the same
-    logits bit for bit); with the threshold at 0 it scans time-last."""
-    from hf_lrnn import modeling_lrnn
-    from hf_lrnn.scan_time_last import time_last_pays
-
-    programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
-    assert time_last_pays(2, 1, programs, DEVICE, blocked=True) and time_last_pays(2, 2, programs // 2, DEVICE, True)
-    assert not time_last_pays(2, 1, programs - 1, DEVICE, blocked=True) and time_last_pays(2, 1, 1, DEVICE)
-    first, last = _model_pair("bdlru-2")
-    calls = []
-    scan = modeling_lrnn.bdlru_scan_time_last
-    monkeypatch.setattr(modeling_lrnn, "bdlru_scan_time_last", lambda *a, **k: calls.append(1) or scan(*a, **k))
-    ids = torch.randint(3, 60, (2, 21), device=DEVICE)
-    with torch.no_grad():
-        want = first(ids).logits
-        torch.testing.assert_close(last(ids).logits, want, rtol=0, atol=0)  # the same path: bit for bit
-        assert calls == []
-        monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
-        torch.testing.assert_close(last(ids).logits, want, rtol=1e-6, atol=1e-6)  # float32 inside the kernels
-    assert len(calls) == last.config.num_hidden_layers
-
-
 def test_the_pays_rule_asks_the_gpu_once_while_torch_compile_traces(monkeypatch):
     """`time_last_pays` asks a CUDA device for its SM count inside the models' traced forward: torch.compile keeps the
     number (`_cuda_sm_count`) instead of tracing into torch.cuda.get_device_properties, which a full graph could not
     hold. Here the device's answer comes from a function the tracer cannot follow (os.getpid)."""
-    import types
+    from hf_lrnn.scan_time_last import M4_TILE, time_last_pays
 
-    from hf_lrnn.scan_time_last import time_last_pays
+    real_properties = torch.cuda.get_device_properties
 
-    def properties(index):
+    class Properties:
+        """4 SMs; anything else torch.compile asks of a real GPU (its compute capability) from the real one."""
+
+        multi_processor_count = 4
+
+        def __init__(self, index):
+            self.index = index
+
+        def __getattr__(self, name):
+            return getattr(real_properties(self.index), name)
+
+    def properties(index=None):
         os.getpid()  # a builtin dynamo does not trace: calling this while tracing would break the graph
-        return types.SimpleNamespace(multi_processor_count=4)
+        return Properties(index)
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 4)
     cuda = torch.device("cuda", 0)
+    N = 8 * M4_TILE["BC"]  # 8 programs a row
     torch._dynamo.reset()
-    pays = torch.compile(lambda x, B: x * time_last_pays(2, B, 32, cuda, blocked=True), fullgraph=True,
-                         backend="eager")
-    assert pays(torch.ones(2), 2).tolist() == [1.0, 1.0]  # 64 programs on 4 SMs: 16 a SM, not small
+    pays = torch.compile(lambda x, B: x * time_last_pays(4, B, N, cuda), fullgraph=True, backend="eager")
+    assert pays(torch.ones(2), 2).tolist() == [1.0, 1.0]  # 16 programs on 4 SMs: 4 a SM, enough
     torch._dynamo.reset()
-    assert pays(torch.ones(2), 1).tolist() == [0.0, 0.0]  # 8 a SM: small
+    assert pays(torch.ones(2), 1).tolist() == [0.0, 0.0]  # 2 a SM: too few
 
 
 def test_time_last_projections_match_linear_and_write_gradients_in_their_consumers_layout():
