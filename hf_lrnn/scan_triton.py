@@ -507,13 +507,14 @@ def _bdlru_fwd_kernel(
     gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
     stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
     M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
-    ACT: tl.constexpr, H0_PER_SEG: tl.constexpr,
+    ACT: tl.constexpr, H0_PER_SEG: tl.constexpr, DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
     WRITE_FINAL: tl.constexpr,
 ):
     """BD-LRU over one segment (a sequence, or a chunk of one) of BLOCK blocks, walking time with each block's state
     and [M, M] coefficient tile in registers. Phases as in `_hlru_fwd_kernel` (the basis vectors are the block's M
-    state coordinates)."""
+    state coordinates). DOT: the aggregate phase's product of the NVP carried vectors with each step's tile is one
+    tl.dot (`_AGGREGATE_DOT_PRECISION`) instead of a broadcast product summed over lanes."""
     pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
         cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
     jr = tl.arange(0, MP)
@@ -551,7 +552,10 @@ def _bdlru_fwd_kernel(
     for i in range(0, L):
         zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, jr, kc, M)
         A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2)  # [BLOCK, MP(j), MP(k)], [BLOCK, MP(j)]
-        hn = tl.sum(A[:, None, :, :] * H[:, :, None, :], axis=3)  # [BLOCK, NVP, MP(j)]
+        if DOT:
+            hn = tl.dot(H, tl.trans(A, 0, 2, 1), input_precision=DOT_PRECISION)  # [BLOCK, NVP, MP(j)]
+        else:
+            hn = tl.sum(A[:, None, :, :] * H[:, :, None, :], axis=3)  # [BLOCK, NVP, MP(j)]
         hn = hn + tl.where(v3 == AFF, (cg * x0)[:, None, :], 0.0)
         if WRITE_OUT:
             t = (bos + i).to(tl.int64)
@@ -577,12 +581,12 @@ def _bdlru_bwd_kernel(
     gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
     cu_seqlens, segment_table, stride_gates_b, stride_gates_t, T, N, chunk_size, num_chunks,
     M: tl.constexpr, MP: tl.constexpr, NVP: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr,
-    ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr,
+    ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr, DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DHT: tl.constexpr,
     WRITE_DH0: tl.constexpr,
 ):
     """Reverse-time walk of the BD-LRU adjoint (A_t transposed) over one segment of BLOCK blocks; phases as in
-    `_hlru_bwd_kernel`."""
+    `_hlru_bwd_kernel`; DOT as in `_bdlru_fwd_kernel`."""
     GRADS: tl.constexpr = NVP == 1
     pid_s, seq, c, seq_bos, seq_eos, bos, eos, L, b64, n, mn = _walk_bounds(
         cu_seqlens, segment_table, T, N, chunk_size, num_chunks, BLOCK, IS_VARLEN, USE_TAB)
@@ -624,7 +628,10 @@ def _bdlru_bwd_kernel(
         do1 = tl.load(dobase + ((t - 1) * N + n[:, None]) * M + jr[None, :], mask=mask_if(mn2, i >= 1), other=0.0)
         lam = mu + tl.where(v3 == AFF, do0[:, None, :], 0.0)  # [BLOCK, NVP, MP(j)]
         A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2)
-        mu = tl.sum(A[:, None, :, :] * lam[:, :, :, None], axis=2)  # A^T lam: [BLOCK, NVP, MP(k)]
+        if DOT:
+            mu = tl.dot(lam, A, input_precision=DOT_PRECISION)  # A^T lam: [BLOCK, NVP, MP(k)]
+        else:
+            mu = tl.sum(A[:, None, :, :] * lam[:, :, :, None], axis=2)  # A^T lam: [BLOCK, NVP, MP(k)]
         if GRADS:
             # h_{t-1}: saved output at t-1, or the sequence's initial state
             prev_in = (t - 1) >= seq_bos
@@ -1594,11 +1601,14 @@ class _Plan:
                 self.cuc = None
 
 
-# Chunked-mode policy of the [m, m] tile kernels (BD-LRU m > _BLOCK_PER_THREAD_MAX_M), from H200 measurements
-# (bench_results/): the sequential kernel costs about one memory latency per time step (~1.3 us) until
-# bandwidth-bound (~0.7 TB/s); the chunked mode costs about K ns per token-channel, growing with m (it carries m+1
-# vectors): this constant, measured at m = 16, and 2.0 assumed beyond.
-_CHUNK_NS_TILES = 0.59
+# Chunked-mode policy of the [m, m] tile kernels (BD-LRU m > _BLOCK_PER_THREAD_MAX_M), from H200 measurements at
+# m = 16 with one block per program (`_bdlru_tile_launch`) and the aggregates by tl.dot
+# (bench_results/probes_2026-12-01/dot_aggregates/): the sequential kernel costs about _TILE_STEP_US per time step
+# (0.67 us at B8 T4096 D1024, 0.51 at B1 T16384) until bandwidth-bound (~0.7 TB/s: 7.9-8.3 ms at B32 T2048 D2048);
+# the chunked mode costs about _CHUNK_NS_TILES ns per token-channel (0.26-0.28 at those three shapes), growing with m
+# (it carries m + 1 vectors): 2.0 assumed beyond m = 16, where nothing was measured.
+_TILE_STEP_US = 0.6
+_CHUNK_NS_TILES = 0.27
 
 
 def _chunk_length(max_len):
@@ -1640,7 +1650,7 @@ def _auto_chunk(S, N, m, blocked, max_len, num_sms=132):  # num_sms: `_num_sms` 
         # measured: chunking wins for m <= 2 at every shape, and for larger orders below ~4K channel chains
         return _chunk_length(max_len) if (m <= 2 or S * N < 4096) else 0
     channels = N * m
-    seq_ms = max(max_len * 1.3e-3, S * max_len * channels * (m + 3) * 2 / 0.7e9)
+    seq_ms = max(max_len * _TILE_STEP_US * 1e-3, S * max_len * channels * (m + 3) * 2 / 0.7e9)
     k = _CHUNK_NS_TILES if m <= 16 else 2.0
     chunk_ms = S * max_len * channels * k * 1e-6
     return _chunk_length(max_len) if chunk_ms < 0.8 * seq_ms else 0
@@ -1713,6 +1723,13 @@ def _prep_gates(gates, blocked):
 # Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
 # threads per SM, fewer where registers cap them (`_resident_threads_per_sm`).
 _BLOCK_PER_THREAD_MAX_M = 8
+# The [m, m] tile kernels' aggregate phase (BD-LRU m > 8) multiplies its m + 1 carried vectors by each step's tile with
+# tl.dot at this input precision, or (None) as a broadcast product summed over lanes. At m = 16 on the H200, chunks
+# of 128 (bench_results/probes_2026-12-01/dot_aggregates/dot_aggregates.txt), forward / forward+backward: "ieee"
+# (float32 FMAs, as exact as the broadcast product) 9.3 / 20.2 ms against 19.9 / 109 ms at B8 T4096 D1024 and 4.8 /
+# 10.4 against 10.1 / 55.4 at B1 T16384 D1024; "tf32x3" (three TF32 tensor-core products) was slower (12.0 / 29.0 at
+# B8) and no more exact, "tf32" 1e-3 off the float64 reference.
+_AGGREGATE_DOT_PRECISION = "ieee"
 _CHANNEL_PER_THREAD_MAX_M = 8  # H-LRU: m + 1 logits and m window entries per thread and step
 BLOCK_PER_THREAD_BLOCKS = 16 if _INTERPRET else 64  # the interpreter: several programs in small tests
 THREADS_PER_SM = 1024
@@ -1734,9 +1751,26 @@ def _store_widths(**counts):
     return {**widths, **{f"LOG2_{name}": width.bit_length() - 1 for name, width in widths.items()}}
 
 
-def _launch(kind, blocked, m, N, act, plan, phase):
+# The BD-LRU [m, m] tile kernels (m > _BLOCK_PER_THREAD_MAX_M) run one block per program, the main phase in as many
+# warps (1, 2 or 4) as leave about TILE_WARPS_PER_SM warps on each SM, the aggregate phase in 2. At m = 16 on the H200
+# that took the sequential forward+backward from 18.7 to 7.3 ms at B8 T4096 D1024 (512 programs, 4 warps each; 8
+# blocks in 8 warps before) and from 35.6 to 17.9 ms at B32 T2048 D2048 (4096 programs, 1 warp; 4 warps: 20.9); the
+# chunked mode's aggregate phase ran 5 % faster in 2 warps than in 8, 40 % slower in 4
+# (bench_results/probes_2026-12-01/dot_aggregates/blocks.txt).
+TILE_WARPS_PER_SM = 16
+
+
+def _bdlru_tile_launch(phase, programs, device):
+    """(BLOCK, num_warps) of a BD-LRU tile kernel's `phase` over `programs` blocks x segments on `device`."""
+    if phase == "agg":
+        return 1, 2
+    per_sm = programs / _num_sms(device)
+    return 1, 1 << min(2, int(math.log2(max(TILE_WARPS_PER_SM / per_sm, 1.0))))
+
+
+def _launch(kind, blocked, m, N, act, plan, phase, device):
     """(kernel, grid, launch keywords) of the sequential / chunked kernels for `kind` "fwd" or "bwd" and phase "agg"
-    (chunk aggregates) or "main"."""
+    (chunk aggregates) or "main", on the inputs' `device`."""
     if _channel_per_thread(blocked, m) or _block_per_thread(blocked, m):
         if blocked:
             kernel = _bdlru_fwd_block_per_thread_kernel if kind == "fwd" else _bdlru_bwd_block_per_thread_kernel
@@ -1755,8 +1789,14 @@ def _launch(kind, blocked, m, N, act, plan, phase):
         else:
             kernel = _bdlru_bwd_kernel if blocked else _hlru_bwd_kernel
         nvp = _next_pow2(m + 1) if phase == "agg" else 1
-        block = _block(blocked, m, nvp, N)
-        shape = dict(MP=_next_pow2(m), NVP=nvp, num_warps=_num_warps(block, blocked, m, nvp))
+        if blocked:
+            block, warps = _bdlru_tile_launch(phase, plan.num_segs * N, device)
+        else:
+            block, warps = _block(blocked, m, nvp, N), _num_warps(_block(blocked, m, nvp, N), blocked, m, nvp)
+        shape = dict(MP=_next_pow2(m), NVP=nvp, num_warps=warps)
+        if blocked:  # tl.dot takes no dimension under 16
+            shape.update(DOT=_AGGREGATE_DOT_PRECISION is not None and nvp >= 16 and m > 8,
+                         DOT_PRECISION=_AGGREGATE_DOT_PRECISION or "ieee")
     grid = (plan.num_segs, _cdiv(N, block))
     return kernel, grid, dict(cu_seqlens=plan.cu, segment_table=plan.tab, chunk_size=plan.CS, num_chunks=plan.NC,
                               M=m, AFF=m if phase == "agg" else 0, BLOCK=block, ACT=act, **shape)
@@ -1895,13 +1935,13 @@ def _forward_launch(blocked, gates, values, h0, act, want_final, plan, final=Non
     inputs = dict(gates=gates, values=values, stride_gates_b=stride_gates_b, stride_gates_t=stride_gates_t, T=T, N=N)
     h0_per_segment = False
     if plan.chunked:  # phase 1: each chunk's transition; phase 2: the state entering each chunk
-        kernel, grid, kw = _launch("fwd", blocked, m, N, act, plan, "agg")
+        kernel, grid, kw = _launch("fwd", blocked, m, N, act, plan, "agg", values.device)
         aggregates = torch.empty(plan.num_segs, N, m + 1, m, device=values.device, dtype=torch.float32)
         kernel[grid](**inputs, states=None, initial_state=None, final_state=None, aggregates=aggregates,
                      H0_PER_SEG=False, **kw)
         h0, h0_per_segment = _carry(aggregates, h0, plan, N, m, reverse=False), True
         del aggregates
-    kernel, grid, kw = _launch("fwd", blocked, m, N, act, plan, "main")
+    kernel, grid, kw = _launch("fwd", blocked, m, N, act, plan, "main", values.device)
     if readout is not None:
         if "readout" not in kw:
             raise ValueError(f"a read-out is written by the H-LRU per-thread kernel only, not {kernel.fn.__name__}")
@@ -1927,13 +1967,13 @@ def _backward_launch(blocked, gates, values, states, h0, act, plan, d_states, d_
                   stride_gates_b=stride_gates_b, stride_gates_t=stride_gates_t, T=T, N=N)
     d_final_per_segment = False
     if plan.chunked:  # phase 1: each chunk's adjoint transition; phase 2: the adjoint entering each chunk
-        kernel, grid, kw = _launch("bwd", blocked, m, N, act, plan, "agg")
+        kernel, grid, kw = _launch("bwd", blocked, m, N, act, plan, "agg", values.device)
         aggregates = torch.empty(plan.num_segs, N, m + 1, m, device=values.device, dtype=torch.float32)
         kernel[grid](**inputs, d_final=None, d_gates=None, d_values=None, d_initial_state=None, aggregates=aggregates,
                      DHT_PER_SEG=False, **kw)
         d_final, d_final_per_segment = _carry(aggregates, d_final, plan, N, m, reverse=True), True
         del aggregates
-    kernel, grid, kw = _launch("bwd", blocked, m, N, act, plan, "main")
+    kernel, grid, kw = _launch("bwd", blocked, m, N, act, plan, "main", values.device)
     kernel[grid](**inputs, d_final=d_final, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0, aggregates=None,
                  DHT_PER_SEG=d_final_per_segment, **kw)
     return d_gates, d_values, d_h0

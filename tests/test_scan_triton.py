@@ -152,6 +152,7 @@ def test_expanded_gates(blocked):
 def test_channel_tiles_tail(monkeypatch):
     # several channel tiles per program grid, the last one partial (N=5 with 2-unit tiles)
     monkeypatch.setattr(scan_triton, "_block", lambda blocked, m, nvp, N: 2)
+    monkeypatch.setattr(scan_triton, "_bdlru_tile_launch", lambda phase, programs, device: (2, 1))
     monkeypatch.setattr(scan_triton, "BLOCK_PER_THREAD_BLOCKS", 2)
     run_case(False, 2, 9, 5, 3)
     run_case(True, 1, 7, 5, 2, chunk=3)
@@ -159,6 +160,45 @@ def test_channel_tiles_tail(monkeypatch):
     run_case(True, 2, 7, 5, 4, chunk=3)
     run_case(True, 2, 7, 5, 8, chunk=3)  # block per thread, loads one step ahead
     run_case(True, 2, 7, 5, 16, chunk=3)  # [m, m] tiles
+
+
+@pytest.mark.parametrize("precision", [None, "ieee"])
+@pytest.mark.parametrize("m", [12, 16])
+def test_bdlru_tile_aggregates_by_dot_or_broadcast(monkeypatch, m, precision):
+    """The [m, m] tile kernels' aggregate phase multiplies its carried vectors by each step's tile with tl.dot
+    (`_AGGREGATE_DOT_PRECISION`) or as a broadcast product (None): the chunked mode against the float64 reference,
+    with the aggregate launches taking the path asked for."""
+    monkeypatch.setattr(scan_triton, "_AGGREGATE_DOT_PRECISION", precision)
+    launches = []
+    launch = scan_triton._launch
+    monkeypatch.setattr(scan_triton, "_launch", lambda *args: launches.append(launch(*args)) or launches[-1])
+    run_case(True, 2, 9, 2, m, chunk=4)
+    aggregate_paths = [keywords["DOT"] for _, _, keywords in launches if keywords["NVP"] > 1]
+    assert len(aggregate_paths) == 2 and set(aggregate_paths) == {precision is not None}  # forward and backward
+
+
+def test_bdlru_tile_launch_rule():
+    """The BD-LRU tile kernels run one block per program; the aggregate phase in 2 warps; the main phase in 1, 2 or
+    4 warps, as many as keep the warps per SM within TILE_WARPS_PER_SM (or 1): 4 at B8 T4096 D1024 of m = 16 (512
+    programs on 132 SMs), 1 at B32 T2048 D2048 (4096)."""
+    sms, most = scan_triton._num_sms("cpu"), scan_triton.TILE_WARPS_PER_SM
+    assert scan_triton._bdlru_tile_launch("agg", 10**6, "cpu") == (1, 2)
+    for programs in (1, 64, 512, 600, 1024, 2112, 4096, 10**6):
+        block, warps = scan_triton._bdlru_tile_launch("main", programs, "cpu")
+        assert block == 1 and warps in (1, 2, 4)
+        assert warps == 1 or programs * warps / sms <= most  # no more warps than the SMs' share
+        assert warps == 4 or programs * 2 * warps / sms > most  # twice as many would be more
+    assert scan_triton._bdlru_tile_launch("main", 512, "cpu")[1] == 4
+    assert scan_triton._bdlru_tile_launch("main", 4096, "cpu")[1] == 1
+
+
+def test_tile_chunk_policy():
+    """BD-LRU m = 16 (the tile kernels), as measured on the H200: sequential where the rows fill the GPU (B8 T4096
+    D1024, B32 T2048 D2048), chunked at B1 T16384 D1024."""
+    sms = 132
+    assert scan_triton._auto_chunk(8, 64, 16, True, 4096, sms) == 0
+    assert scan_triton._auto_chunk(32, 128, 16, True, 2048, sms) == 0
+    assert scan_triton._auto_chunk(1, 64, 16, True, 16384, sms) == scan_triton._chunk_length(16384) > 0
 
 
 def test_block_per_thread_chunk_policy():
