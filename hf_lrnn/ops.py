@@ -210,8 +210,8 @@ _TIME_LAST_BWD_SCHEMA = (
 
 
 def _define_time_last_ops(namespace: str):
-    """`<namespace>::hlru_scan_time_last_{fwd,bwd}` (scan_time_last.py; H-LRU, and BD-LRU of block size 2 for 5-D
-    gates), the forward with its autograd formula, for torch.compile; eager calls take scan_time_last's autograd
+    """`<namespace>::hlru_scan_time_last_{fwd,bwd}` (scan_time_last.py; H-LRU, and BD-LRU of block size 2 or 4 for
+    5-D gates), the forward with its autograd formula, for torch.compile; eager calls take scan_time_last's autograd
     Function, without the op's dispatch layers (as `hlru_scan`'s eager calls take scan_triton's)."""
 
     @torch.library.custom_op(f"{namespace}::hlru_scan_time_last_fwd", mutates_args=(), schema=_TIME_LAST_FWD_SCHEMA)
@@ -558,8 +558,9 @@ def bdlru_scan_time_last(
     document_starts: Optional[torch.Tensor] = None,
     gate_bias: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """`bdlru_scan` of block size m = 1 or 2 on time-last tensors (scan_time_last.py): h_t[n] = A_t[n] @ h_{t-1}[n]
-    + g_t[n] * v_t[n], each row of [A | g] normalised over its m+1 logits. At m = 1 it is `hlru_scan_time_last`.
+    """`bdlru_scan` of block size m = 1, 2 or 4 on time-last tensors (scan_time_last.py): h_t[n] = A_t[n] @
+    h_{t-1}[n] + g_t[n] * v_t[n], each row of [A | g] normalised over its m+1 logits. At m = 1 it is
+    `hlru_scan_time_last`.
 
     Args:
         gates: [B, N, m, m+1, T] logits: block n's row j holds A_t[n, j, 0..m-1], then the input gate g_t[n, j], each
@@ -576,9 +577,9 @@ def bdlru_scan_time_last(
     """
     op = "bdlru_scan_time_last"
     _check_arguments(op, gates, values, gate_activation, output_final_state)
-    if gates.dim() != 5 or gates.shape[2] not in (1, 2) or gates.shape[3] != gates.shape[2] + 1:
-        raise ValueError(f"{op}: gates must have shape [B, N, m, m+1, T] with m = 1 or 2 (use bdlru_scan for other m), "
-                         f"got {tuple(gates.shape)}")
+    if gates.dim() != 5 or gates.shape[2] not in (1, 2, 4) or gates.shape[3] != gates.shape[2] + 1:
+        raise ValueError(f"{op}: gates must have shape [B, N, m, m+1, T] with m = 1, 2 or 4 (use bdlru_scan for other "
+                         f"m), got {tuple(gates.shape)}")
     B, N, m, _, T = gates.shape
     if tuple(values.shape) != (B, N, m, T):
         raise ValueError(f"{op}: values must have shape [B, N, m, T] = {(B, N, m, T)} to match gates "

@@ -81,6 +81,11 @@ IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
 # with one channel and one warp (bench_results/probes_2026-11-30l/m4/); in the library 1, 2 or 4 channels a program
 # were within 3 points of each other and 128-step tiles half as fast (probes_2026-11-30l/m4_library/sweep_tiles.txt).
 M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
+# BD-LRU block size 4, composed in threads on every grid (`_bd4_tile_in_threads`): one block per program, one warp of
+# 32 lanes x 4 steps. On the H200 a forward probe ran at 26-42 % of copy at B8 T4096 D1024 / B32 T2048 D2048 / B8
+# T2048 D768, 1.1-2.1x the [B, T, N] kernels; 8 steps a thread needed all 255 registers
+# (bench_results/probes_2026-12-01/bd4/).
+BD4_TILE = {"BC": 1, "BT": 128, "num_warps": 1}
 # m = 4 walks each row in one program, so a grid of few programs leaves the GPU idle: at B1 T16384 D1024 (128
 # programs, about one per SM) its forward+backward ran at 0.68x the [B, T, N] kernels', which are parallel in time;
 # at B8 T2048 D768 (768 programs, 5.8 per SM) at 2.3x (bench_results/probes_2026-11-30l/). Models take it from
@@ -1327,6 +1332,314 @@ if triton is not None:
             _store_bias_gradient(d_bias_rows, blocks, 4, 6, mc, d_bias11)
             _store_bias_gradient(d_bias_rows, blocks, 5, 6, mc, d_bias1g)
 
+    # ---- BD-LRU of block size 4: per block, h_t = A_t h_{t-1} + g_t * v_t with A_t 4 x 4 and each row (a_j0..a_j3,
+    # g_j) normalised over its five logits. The step is a general 4 x 4 affine map, the type H-LRU m = 4's groups
+    # compose (`_companion4_combine`), so it is composed in threads the same way, 4 steps a thread: the 20 components
+    # of 8 steps held 255 registers (`ptxas -v`), 4 steps 149 (bench_results/probes_2026-12-01/bd4/). Gates
+    # [B, N, 4, 5, T] are rows 5 (4 n + j) + k of [B * N * 20, T]; values and states [B, N, 4, T] rows 4 n + j. A map
+    # is a tuple of 20 components: A row-major, then the offset.
+
+    @triton.jit
+    def _split_steps4(x, BC: tl.constexpr, G: tl.constexpr):
+        """[BC, 4 G] -> its 4 columns [BC, G], column k holding steps 4 g + k (each thread's 4 consecutive steps)."""
+        x = tl.reshape(x, [BC, G, 2, 2])
+        x0, x1 = tl.split(x)  # k = 2 i + j: j first
+        c0, c2 = tl.split(x0)
+        c1, c3 = tl.split(x1)
+        return c0, c1, c2, c3
+
+    @triton.jit
+    def _join_steps4(c0, c1, c2, c3, BC: tl.constexpr, G: tl.constexpr):
+        """The inverse of `_split_steps4`."""
+        return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), [BC, G * 4])
+
+    @triton.jit
+    def _bd4_split(maps, BC: tl.constexpr, G: tl.constexpr):
+        """A map's 20 components [BC, 4 G] -> 20 tuples of their 4 step columns [BC, G]."""
+        return (_split_steps4(maps[0], BC, G), _split_steps4(maps[1], BC, G), _split_steps4(maps[2], BC, G),
+                _split_steps4(maps[3], BC, G), _split_steps4(maps[4], BC, G), _split_steps4(maps[5], BC, G),
+                _split_steps4(maps[6], BC, G), _split_steps4(maps[7], BC, G), _split_steps4(maps[8], BC, G),
+                _split_steps4(maps[9], BC, G), _split_steps4(maps[10], BC, G), _split_steps4(maps[11], BC, G),
+                _split_steps4(maps[12], BC, G), _split_steps4(maps[13], BC, G), _split_steps4(maps[14], BC, G),
+                _split_steps4(maps[15], BC, G), _split_steps4(maps[16], BC, G), _split_steps4(maps[17], BC, G),
+                _split_steps4(maps[18], BC, G), _split_steps4(maps[19], BC, G))
+
+    @triton.jit
+    def _bd4_step(s, i: tl.constexpr):
+        """Step i's map (20 components [BC, G]) from `_bd4_split`'s tuples."""
+        return (s[0][i], s[1][i], s[2][i], s[3][i], s[4][i], s[5][i], s[6][i], s[7][i], s[8][i], s[9][i], s[10][i],
+                s[11][i], s[12][i], s[13][i], s[14][i], s[15][i], s[16][i], s[17][i], s[18][i], s[19][i])
+
+    @triton.jit
+    def _bd4_apply(h0, h1, h2, h3, m):
+        """(h0, h1, h2, h3) -> A h + b for the map m."""
+        return (m[0] * h0 + m[1] * h1 + m[2] * h2 + m[3] * h3 + m[16],
+                m[4] * h0 + m[5] * h1 + m[6] * h2 + m[7] * h3 + m[17],
+                m[8] * h0 + m[9] * h1 + m[10] * h2 + m[11] * h3 + m[18],
+                m[12] * h0 + m[13] * h1 + m[14] * h2 + m[15] * h3 + m[19])
+
+    @triton.jit
+    def _bd4_tile_in_threads(maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
+        """`_bd2_tile_in_threads` for 4 x 4 maps (20 components [BC, BT]) and 4 steps a thread: x_t = A_t x_{t-1} +
+        b_t over a tile (REVERSE: x_t = A_t x_{t+1} + b_t) from the carry (c0..c3) [BC]; returns x (4 x [BC, BT])
+        and x at the tile's other end (4 x [BC]). Steps outside [0, T) must be the identity forward, zero in
+        reverse."""
+        G: tl.constexpr = BT // 4
+        s = _bd4_split(maps, BC, G)
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        if REVERSE:  # compose from the last step back
+            p = _companion4_combine(*_bd4_step(s, 3), *_bd4_step(s, 2))
+            p = _companion4_combine(*p, *_bd4_step(s, 1))
+            p = _companion4_combine(*p, *_bd4_step(s, 0))
+            neighbour, edge_group, far_group = tl.minimum(group + 1, G - 1), G - 1, 0
+        else:
+            p = _companion4_combine(*_bd4_step(s, 0), *_bd4_step(s, 1))
+            p = _companion4_combine(*p, *_bd4_step(s, 2))
+            p = _companion4_combine(*p, *_bd4_step(s, 3))
+            neighbour, edge_group, far_group = tl.maximum(group - 1, 0), 0, G - 1
+        m = tl.associative_scan(p, 1, _companion4_combine, reverse=REVERSE)
+        end0 = _apply4(m[0], m[1], m[2], m[3], m[16], c0, c1, c2, c3)  # x at each group's far edge
+        end1 = _apply4(m[4], m[5], m[6], m[7], m[17], c0, c1, c2, c3)
+        end2 = _apply4(m[8], m[9], m[10], m[11], m[18], c0, c1, c2, c3)
+        end3 = _apply4(m[12], m[13], m[14], m[15], m[19], c0, c1, c2, c3)
+        w0 = tl.where(group == edge_group, c0[:, None], tl.gather(end0, neighbour, 1))  # each group's carry
+        w1 = tl.where(group == edge_group, c1[:, None], tl.gather(end1, neighbour, 1))
+        w2 = tl.where(group == edge_group, c2[:, None], tl.gather(end2, neighbour, 1))
+        w3 = tl.where(group == edge_group, c3[:, None], tl.gather(end3, neighbour, 1))
+        if REVERSE:
+            x3 = _bd4_apply(w0, w1, w2, w3, _bd4_step(s, 3))
+            x2 = _bd4_apply(*x3, _bd4_step(s, 2))
+            x1 = _bd4_apply(*x2, _bd4_step(s, 1))
+            x0 = _bd4_apply(*x1, _bd4_step(s, 0))
+        else:
+            x0 = _bd4_apply(w0, w1, w2, w3, _bd4_step(s, 0))
+            x1 = _bd4_apply(*x0, _bd4_step(s, 1))
+            x2 = _bd4_apply(*x1, _bd4_step(s, 2))
+            x3 = _bd4_apply(*x2, _bd4_step(s, 3))
+        far = group == far_group
+        return (_join_steps4(x0[0], x1[0], x2[0], x3[0], BC, G), _join_steps4(x0[1], x1[1], x2[1], x3[1], BC, G),
+                _join_steps4(x0[2], x1[2], x2[2], x3[2], BC, G), _join_steps4(x0[3], x1[3], x2[3], x3[3], BC, G),
+                tl.sum(tl.where(far, end0, 0.0), axis=1), tl.sum(tl.where(far, end1, 0.0), axis=1),
+                tl.sum(tl.where(far, end2, 0.0), axis=1), tl.sum(tl.where(far, end3, 0.0), axis=1))
+
+    @triton.jit
+    def _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS: tl.constexpr):
+        """The 20 logit biases [BC] of blocks' rows (gate_bias[n, j, k] at 5 j + k), zeros without a bias."""
+        return (_load_bias(gate_bias, blocks, b, N, 0, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 1, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 2, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 3, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 4, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 5, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 6, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 7, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 8, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 9, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 10, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 11, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 12, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 13, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 14, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 15, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 16, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 17, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 18, 20, mc, HAS_BIAS),
+                _load_bias(gate_bias, blocks, b, N, 19, 20, mc, HAS_BIAS))
+
+    @triton.jit
+    def _bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS: tl.constexpr):
+        """The blocks' 20 logits [BC, BT] at steps t, row j's five at 5 j .. 5 j + 4 (plus their bias)."""
+        z0 = _load_five(gates, 4 * blocks, t, mask, T, bias[0], bias[1], bias[2], bias[3], bias[4], HAS_BIAS)
+        z1 = _load_five(gates, 4 * blocks + 1, t, mask, T, bias[5], bias[6], bias[7], bias[8], bias[9], HAS_BIAS)
+        z2 = _load_five(gates, 4 * blocks + 2, t, mask, T, bias[10], bias[11], bias[12], bias[13], bias[14], HAS_BIAS)
+        z3 = _load_five(gates, 4 * blocks + 3, t, mask, T, bias[15], bias[16], bias[17], bias[18], bias[19], HAS_BIAS)
+        return z0 + z1 + z2 + z3
+
+    @triton.jit
+    def _bd4_normalize(z, ACT: tl.constexpr):
+        """The 20 logits -> (A row-major (16), g (4)): each row normalised over its five."""
+        a00, a01, a02, a03, g0 = _normalize_five(z[0], z[1], z[2], z[3], z[4], ACT)
+        a10, a11, a12, a13, g1 = _normalize_five(z[5], z[6], z[7], z[8], z[9], ACT)
+        a20, a21, a22, a23, g2 = _normalize_five(z[10], z[11], z[12], z[13], z[14], ACT)
+        a30, a31, a32, a33, g3 = _normalize_five(z[15], z[16], z[17], z[18], z[19], ACT)
+        return (a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33), (g0, g1, g2, g3)
+
+    @triton.jit
+    def _bd4_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
+                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                  HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """BD-LRU block size 4 for BC blocks: states[block, j, t] = h_t[j]; initial / final state [4]; the state
+        restarts from zero before every document start (A_t = 0 there). Composed 4 steps a thread
+        (`_bd4_tile_in_threads`)."""
+        b, blocks, mc = _tile_offsets(T, N, BC)
+        bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
+        h0 = tl.zeros([BC], dtype=tl.float32)
+        h1 = tl.zeros([BC], dtype=tl.float32)
+        h2 = tl.zeros([BC], dtype=tl.float32)
+        h3 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h0 = tl.load(initial_state + 4 * blocks, mask=mc, other=0.0)
+            h1 = tl.load(initial_state + 4 * blocks + 1, mask=mc, other=0.0)
+            h2 = tl.load(initial_state + 4 * blocks + 2, mask=mc, other=0.0)
+            h3 = tl.load(initial_state + 4 * blocks + 3, mask=mc, other=0.0)
+        for t0 in range(0, T, BT):
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            a, g = _bd4_normalize(_bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS), ACT)
+            x0 = _load_values(values, 4 * blocks, t, mask, T)
+            x1 = _load_values(values, 4 * blocks + 1, t, mask, T)
+            x2 = _load_values(values, 4 * blocks + 2, t, mask, T)
+            x3 = _load_values(values, 4 * blocks + 3, t, mask, T)
+            inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: A = 0, from a zero state
+            maps = (  # steps past T: the identity
+                tl.where(mask, tl.where(inside, a[0], 0.0), 1.0), tl.where(inside, a[1], 0.0),
+                tl.where(inside, a[2], 0.0), tl.where(inside, a[3], 0.0),
+                tl.where(inside, a[4], 0.0), tl.where(mask, tl.where(inside, a[5], 0.0), 1.0),
+                tl.where(inside, a[6], 0.0), tl.where(inside, a[7], 0.0),
+                tl.where(inside, a[8], 0.0), tl.where(inside, a[9], 0.0),
+                tl.where(mask, tl.where(inside, a[10], 0.0), 1.0), tl.where(inside, a[11], 0.0),
+                tl.where(inside, a[12], 0.0), tl.where(inside, a[13], 0.0), tl.where(inside, a[14], 0.0),
+                tl.where(mask, tl.where(inside, a[15], 0.0), 1.0),
+                tl.where(mask, g[0] * x0, 0.0), tl.where(mask, g[1] * x1, 0.0), tl.where(mask, g[2] * x2, 0.0),
+                tl.where(mask, g[3] * x3, 0.0))
+            new0, new1, new2, new3, h0, h1, h2, h3 = _bd4_tile_in_threads(maps, h0, h1, h2, h3, BC, BT, False)
+            rows = (4 * blocks)[:, None] * T + t[None, :]
+            tl.store(states + rows, new0.to(states.dtype.element_ty), mask=mask)
+            tl.store(states + rows + T, new1.to(states.dtype.element_ty), mask=mask)
+            tl.store(states + rows + 2 * T, new2.to(states.dtype.element_ty), mask=mask)
+            tl.store(states + rows + 3 * T, new3.to(states.dtype.element_ty), mask=mask)
+        if WRITE_FINAL:
+            tl.store(final_state + 4 * blocks, h0, mask=mc)
+            tl.store(final_state + 4 * blocks + 1, h1, mask=mc)
+            tl.store(final_state + 4 * blocks + 2, h2, mask=mc)
+            tl.store(final_state + 4 * blocks + 3, h3, mask=mc)
+
+    @triton.jit
+    def _bd4_row_gradients(d_gates, gate_rows, T, z, j: tl.constexpr, lam, s0, s1, s2, s3, x, mask,
+                           ACT: tl.constexpr):
+        """Row j's five logit gradients [BC, BT] from d a_jk = lam_j h_{t-1}[k] and d g_j = lam_j v_j, stored at
+        gate_rows + (5 j + k) T; returned for the bias's sums."""
+        dz = _normalize_five_bwd(z[5 * j], z[5 * j + 1], z[5 * j + 2], z[5 * j + 3], z[5 * j + 4],
+                                 lam * s0, lam * s1, lam * s2, lam * s3, lam * x, ACT)
+        tl.store(d_gates + gate_rows + (5 * j) * T, dz[0].to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(d_gates + gate_rows + (5 * j + 1) * T, dz[1].to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(d_gates + gate_rows + (5 * j + 2) * T, dz[2].to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(d_gates + gate_rows + (5 * j + 3) * T, dz[3].to(d_gates.dtype.element_ty), mask=mask)
+        tl.store(d_gates + gate_rows + (5 * j + 4) * T, dz[4].to(d_gates.dtype.element_ty), mask=mask)
+        return dz
+
+    @triton.jit
+    def _bd4_bias_sums(dz, j: tl.constexpr, mask, columns):
+        """[BC, 32]: row j's five logit gradients summed over the tile's steps, in columns 5 j .. 5 j + 4."""
+        sums = tl.where(columns == 5 * j, tl.sum(tl.where(mask, dz[0], 0.0), axis=1)[:, None], 0.0)
+        sums += tl.where(columns == 5 * j + 1, tl.sum(tl.where(mask, dz[1], 0.0), axis=1)[:, None], 0.0)
+        sums += tl.where(columns == 5 * j + 2, tl.sum(tl.where(mask, dz[2], 0.0), axis=1)[:, None], 0.0)
+        sums += tl.where(columns == 5 * j + 3, tl.sum(tl.where(mask, dz[3], 0.0), axis=1)[:, None], 0.0)
+        sums += tl.where(columns == 5 * j + 4, tl.sum(tl.where(mask, dz[4], 0.0), axis=1)[:, None], 0.0)
+        return sums
+
+    @triton.jit
+    def _bd4_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
+                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                                  BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """`_bd2_time_last_bwd_kernel` for blocks of 4: the adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} scanned in
+        reverse time a tile at a time (`_bd4_tile_in_threads` with REVERSE); then per step the logit gradients
+        through each row's normalisation (d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j]), the
+        values' (lam_t[j] g_t[j]) and the initial state's (A_0^T lam_0); the bias's summed per program into
+        d_bias_rows [B, N, 4, 5]."""
+        b, blocks, mc = _tile_offsets(T, N, BC)
+        bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
+        columns = tl.arange(0, 32)[None, :]
+        d_bias = tl.zeros([BC, 32], dtype=tl.float32)  # HAS_BIAS: column 5 j + k sums logit (j, k)'s gradients
+        l0 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
+        l1 = tl.zeros([BC], dtype=tl.float32)
+        l2 = tl.zeros([BC], dtype=tl.float32)
+        l3 = tl.zeros([BC], dtype=tl.float32)
+        h0 = tl.zeros([BC], dtype=tl.float32)
+        h1 = tl.zeros([BC], dtype=tl.float32)
+        h2 = tl.zeros([BC], dtype=tl.float32)
+        h3 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_H0:
+            h0 = tl.load(initial_state + 4 * blocks, mask=mc, other=0.0)
+            h1 = tl.load(initial_state + 4 * blocks + 1, mask=mc, other=0.0)
+            h2 = tl.load(initial_state + 4 * blocks + 2, mask=mc, other=0.0)
+            h3 = tl.load(initial_state + 4 * blocks + 3, mask=mc, other=0.0)
+        df0 = tl.zeros([BC], dtype=tl.float32)
+        df1 = tl.zeros([BC], dtype=tl.float32)
+        df2 = tl.zeros([BC], dtype=tl.float32)
+        df3 = tl.zeros([BC], dtype=tl.float32)
+        if HAS_D_FINAL:
+            df0 = tl.load(d_final + 4 * blocks, mask=mc, other=0.0)
+            df1 = tl.load(d_final + 4 * blocks + 1, mask=mc, other=0.0)
+            df2 = tl.load(d_final + 4 * blocks + 2, mask=mc, other=0.0)
+            df3 = tl.load(d_final + 4 * blocks + 3, mask=mc, other=0.0)
+        num_tiles = tl.cdiv(T, BT)
+        for i in range(0, num_tiles):
+            t0 = (num_tiles - 1 - i) * BT
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            start = _starts_at(starts, b, t, T, HAS_STARTS)
+            coupled = mc[:, None] & (t + 1 < T)[None, :] & ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
+            n, _ = _bd4_normalize(_bd4_load_logits(gates, blocks, t + 1, coupled, T, bias, HAS_BIAS), ACT)
+            last = (t == T - 1)[None, :]
+            value_rows = (4 * blocks)[:, None] * T + t[None, :]
+            dy0 = tl.load(d_states + value_rows, mask=mask, other=0.0).to(tl.float32) + tl.where(last, df0[:, None], 0.0)
+            dy1 = tl.load(d_states + value_rows + T, mask=mask, other=0.0).to(tl.float32) + \
+                tl.where(last, df1[:, None], 0.0)
+            dy2 = tl.load(d_states + value_rows + 2 * T, mask=mask, other=0.0).to(tl.float32) + \
+                tl.where(last, df2[:, None], 0.0)
+            dy3 = tl.load(d_states + value_rows + 3 * T, mask=mask, other=0.0).to(tl.float32) + \
+                tl.where(last, df3[:, None], 0.0)
+            maps = (  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
+                tl.where(coupled, n[0], 0.0), tl.where(coupled, n[4], 0.0), tl.where(coupled, n[8], 0.0),
+                tl.where(coupled, n[12], 0.0), tl.where(coupled, n[1], 0.0), tl.where(coupled, n[5], 0.0),
+                tl.where(coupled, n[9], 0.0), tl.where(coupled, n[13], 0.0), tl.where(coupled, n[2], 0.0),
+                tl.where(coupled, n[6], 0.0), tl.where(coupled, n[10], 0.0), tl.where(coupled, n[14], 0.0),
+                tl.where(coupled, n[3], 0.0), tl.where(coupled, n[7], 0.0), tl.where(coupled, n[11], 0.0),
+                tl.where(coupled, n[15], 0.0),
+                tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), tl.where(mask, dy2, 0.0), tl.where(mask, dy3, 0.0))
+            lam0, lam1, lam2, lam3, l0, l1, l2, l3 = _bd4_tile_in_threads(maps, l0, l1, l2, l3, BC, BT, True)
+            # the step's own inputs after the scan (fewer registers live across it)
+            z = _bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS)
+            a, g = _bd4_normalize(z, ACT)
+            x0 = _load_values(values, 4 * blocks, t, mask, T)
+            x1 = _load_values(values, 4 * blocks + 1, t, mask, T)
+            x2 = _load_values(values, 4 * blocks + 2, t, mask, T)
+            x3 = _load_values(values, 4 * blocks + 3, t, mask, T)
+            before = mask & (t >= 1)[None, :]
+            first = (t >= 1)[None, :]
+            s0 = tl.where(first, _load_values(states, 4 * blocks, t - 1, before, T), h0[:, None])
+            s1 = tl.where(first, _load_values(states, 4 * blocks + 1, t - 1, before, T), h1[:, None])
+            s2 = tl.where(first, _load_values(states, 4 * blocks + 2, t - 1, before, T), h2[:, None])
+            s3 = tl.where(first, _load_values(states, 4 * blocks + 3, t - 1, before, T), h3[:, None])
+            s0 = tl.where(start, 0.0, s0)  # a document starts from a zero state
+            s1 = tl.where(start, 0.0, s1)
+            s2 = tl.where(start, 0.0, s2)
+            s3 = tl.where(start, 0.0, s3)
+            gate_rows = (20 * blocks)[:, None] * T + t[None, :]
+            dz0 = _bd4_row_gradients(d_gates, gate_rows, T, z, 0, lam0, s0, s1, s2, s3, x0, mask, ACT)
+            dz1 = _bd4_row_gradients(d_gates, gate_rows, T, z, 1, lam1, s0, s1, s2, s3, x1, mask, ACT)
+            dz2 = _bd4_row_gradients(d_gates, gate_rows, T, z, 2, lam2, s0, s1, s2, s3, x2, mask, ACT)
+            dz3 = _bd4_row_gradients(d_gates, gate_rows, T, z, 3, lam3, s0, s1, s2, s3, x3, mask, ACT)
+            tl.store(d_values + value_rows, (lam0 * g[0]).to(d_values.dtype.element_ty), mask=mask)
+            tl.store(d_values + value_rows + T, (lam1 * g[1]).to(d_values.dtype.element_ty), mask=mask)
+            tl.store(d_values + value_rows + 2 * T, (lam2 * g[2]).to(d_values.dtype.element_ty), mask=mask)
+            tl.store(d_values + value_rows + 3 * T, (lam3 * g[3]).to(d_values.dtype.element_ty), mask=mask)
+            if HAS_BIAS:
+                d_bias += _bd4_bias_sums(dz0, 0, mask, columns) + _bd4_bias_sums(dz1, 1, mask, columns) + \
+                    _bd4_bias_sums(dz2, 2, mask, columns) + _bd4_bias_sums(dz3, 3, mask, columns)
+            if HAS_H0:
+                if t0 == 0:  # h_0 = A_0 h_{-1} + ...: d h_{-1} = A_0^T lam_0, lam_0 = (l0..l3) now; 0 after a start
+                    keep = tl.where(start, 0.0, 1.0)
+                    for k in tl.static_range(4):
+                        d_k = _pick(a[k] * keep, t, 0) * l0 + _pick(a[4 + k] * keep, t, 0) * l1 + \
+                            _pick(a[8 + k] * keep, t, 0) * l2 + _pick(a[12 + k] * keep, t, 0) * l3
+                        tl.store(d_initial_state + 4 * blocks + k, d_k, mask=mc)
+        if HAS_BIAS:
+            tl.store(d_bias_rows + (20 * blocks)[:, None] + columns, d_bias, mask=mc[:, None] & (columns < 20))
+
+
 def time_last_pays(order: int, B: int, N: int, device, blocked: bool = False) -> bool:
     """Whether a model should scan B rows of N channels (blocks, if `blocked`) of this order time-last rather than
     [B, T, N]: always at H-LRU orders 1 and 2 and BD-LRU block sizes 1 and 2; at H-LRU order 4 on grids of at least
@@ -1367,9 +1680,13 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768, no
     change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt). In threads, the backwards take the
     one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled under it, 52.9 -> 26.4 % of copy
-    forward+backward at B8 T4096 D1024 with 64 registers (bench_results/probes_2026-12-01/bdlru2/)."""
+    forward+backward at B8 T4096 D1024 with 64 registers (bench_results/probes_2026-12-01/bdlru2/). Order 4 (H-LRU
+    m = 4; BD-LRU block size 4 with `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE."""
     if order == 4:  # composed in threads on every grid
-        options = dict(INTERPRETER_TILE if _INTERPRET else M4_TILE)
+        options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
+        if blocked:
+            options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+            return (B * triton.cdiv(N, options["BC"]),), options
         options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
         programs = B * triton.cdiv(N, options["BC"])
         if backward and not _INTERPRET:
@@ -1402,10 +1719,10 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
                       ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """H-LRU: gates [B, N, m+1, T] (m = 1, 2 or 4), values [B, N, T], initial_state [B, N, m] or None, gate_bias
     [N, m+1] or None -> (states [B, N, T] in values' dtype, or with `window` the window [B, N, m, T] = (s_t, ...,
-    s_{t-m+1}) at every step; final window [B, N, m] float32 or None). BD-LRU of block size 2: gates [B, N, 2, 3, T],
-    values [B, N, 2, T], initial_state [B, N, 2] or None, gate_bias [N, 2, 3] or None -> (states [B, N, 2, T], final
-    state [B, N, 2] or None); no `window`. Both: starts [B, T] bool or None (the window or state restarts from zero
-    before every step where it is True), the bias added to every step's logits."""
+    s_{t-m+1}) at every step; final window [B, N, m] float32 or None). BD-LRU of block size m = 2 or 4: gates [B, N,
+    m, m+1, T], values [B, N, m, T], initial_state [B, N, m] or None, gate_bias [N, m, m+1] or None -> (states
+    [B, N, m, T], final state [B, N, m] or None); no `window`. Both: starts [B, T] bool or None (the window or
+    state restarts from zero before every step where it is True), the bias added to every step's logits."""
     blocked = gates.dim() == 5
     B, N, T = gates.shape[0], gates.shape[1], gates.shape[-1]
     m = gates.shape[2] if blocked else gates.shape[2] - 1
@@ -1418,8 +1735,8 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
     if T == 0:  # no step: the final state is the initial one
         return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
     if blocked:
-        grid, blocks = _grid(B, N, T, values.device, order=2, blocked=True)
-        kernel = _bd2_time_last_fwd_kernel
+        grid, blocks = _grid(B, N, T, values.device, order=m, blocked=True)
+        kernel = {2: _bd2_time_last_fwd_kernel, 4: _bd4_time_last_fwd_kernel}[m]
     else:
         grid, blocks = _grid(B, N, T, values.device, order=m)
         kernel = {1: _time_last_fwd_kernel, 2: _time_last_m2_fwd_kernel, 4: _time_last_m4_fwd_kernel}[m]
@@ -1457,8 +1774,8 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
             d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
         return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0) if d_bias_rows is not None else None)
     if blocked:
-        grid, blocks = _grid(B, N, T, values.device, backward=True, order=2, blocked=True)
-        kernel = _bd2_time_last_bwd_kernel
+        grid, blocks = _grid(B, N, T, values.device, backward=True, order=m, blocked=True)
+        kernel = {2: _bd2_time_last_bwd_kernel, 4: _bd4_time_last_bwd_kernel}[m]
     else:
         grid, blocks = _grid(B, N, T, values.device, backward=True, order=m)
         kernel = {1: _time_last_bwd_kernel, 2: _time_last_m2_bwd_kernel, 4: _time_last_m4_bwd_kernel}[m]

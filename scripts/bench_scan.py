@@ -200,9 +200,9 @@ def run_accelerated_scan(B, T, D, ours_fwd, ours_fb, warp=True):
 
 
 def run_time_last(op, B, T, D, m, fwd_bytes, fb_bytes, copy_tbps):
-    """hlru_scan_time_last (m = 1, 2 or 4: gates [B, N, m+1, T], values [B, N, T]) or bdlru_scan_time_last (m = 2:
-    gates [B, N, m, m+1, T], values [B, N, m, T]), bf16: its own columns, under the same byte model as the [B, T, N]
-    op's row."""
+    """hlru_scan_time_last (m = 1, 2 or 4: gates [B, N, m+1, T], values [B, N, T]) or bdlru_scan_time_last (m = 2 or
+    4: gates [B, N, m, m+1, T], values [B, N, m, T]), bf16: its own columns, under the same byte model as the
+    [B, T, N] op's row."""
     N = D // m
     if op == "hlru":
         scan, g = hlru_scan_time_last, torch.randn(B, N, m + 1, T, device="cuda", dtype=torch.bfloat16)
@@ -257,7 +257,7 @@ def run_case(op, B, T, D, m, copy_tbps, with_ref=True, warp=True):
     if m == 1 and op == "hlru":
         row.update(run_fla(B, T, D, m, fwd, fbt))
         row.update(run_accelerated_scan(B, T, D, fwd, fbt, warp))
-    if (op == "hlru" and m in (1, 2, 4)) or (op == "bdlru" and m == 2):
+    if (op == "hlru" and m in (1, 2, 4)) or (op == "bdlru" and m in (2, 4)):
         row.update(run_time_last(op, B, T, D, m, fwd_bytes, fb_bytes, copy_tbps))
         for peer in ("chunk_hgrn", "accelerated_scan"):  # the time-last scan against the same peers (m = 1)
             if f"{peer}_fwd_ms" in row:

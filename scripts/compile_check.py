@@ -270,6 +270,14 @@ def main(argv=None):
                   f"{', document starts, gate bias' if starts is not None else ''}",
                   lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
     time_last.BD2_SMALL_GRID_BELOW = bd2_small_grid_below
+    # BD-LRU of block size 4 (composed in threads on every grid), forward and backward likewise
+    gates, values = torch.randn(2, 3, 4, 5, 600, dtype=torch.bfloat16), torch.randn(2, 3, 4, 600, dtype=torch.bfloat16)
+    for activation, h0, starts, bias in (("softmax", torch.randn(2, 3, 4), None, None), ("relu", None, None, None),
+                                         ("softmax", torch.randn(2, 3, 4), torch.rand(2, 600) < 0.01,
+                                          torch.randn(3, 4, 5))):
+        check(f"time-last BD-LRU block size 4, {activation}{', initial state' if h0 is not None else ''}"
+              f"{', document starts, gate bias' if starts is not None else ''}",
+              lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

@@ -1,4 +1,4 @@
-"""BD-LRU of block size 1 and 2 on time-last tensors (`bdlru_scan_time_last`, scan_time_last.py's block kernels):
+"""BD-LRU of block size 1, 2 and 4 on time-last tensors (`bdlru_scan_time_last`, scan_time_last.py's block kernels):
 the Triton kernels (the interpreter on CPU, the GPU where there is one) against the reference in float64, the
 reference against a direct loop over the steps."""
 import os
@@ -34,36 +34,41 @@ def _run(backend, gates, values, h0, activation, want_final):
     return (states, final) + torch.autograd.grad(loss, wrt)
 
 
-def test_the_reference_in_time_last_layout_is_the_direct_loop():
+@pytest.mark.parametrize("m", [2, 4])
+def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
     """h_t = A_t h_{t-1} + g_t * v_t per block, in float64, step by step from the spec's formula."""
-    gates, values, h0 = (t.detach() for t in _inputs(2, 3, 9))
+    gates, values, h0 = (t.detach() for t in _inputs(2, 3, 9, m=m))
     states, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend="torch")
     coefficients = torch.softmax(gates, dim=3)  # [B, N, m, m+1, T]: each row normalised over its m+1 logits
     h = h0.clone()
     for t in range(values.shape[-1]):
-        A, g = coefficients[:, :, :, :2, t], coefficients[:, :, :, 2, t]
+        A, g = coefficients[:, :, :, :m, t], coefficients[:, :, :, m, t]
         h = torch.einsum("bnjk,bnk->bnj", A, h) + g * values[..., t]
         torch.testing.assert_close(states[..., t], h, rtol=0, atol=1e-12)
     torch.testing.assert_close(final, h, rtol=0, atol=1e-12)
 
 
-@pytest.fixture(params=[True, False], ids=["in-threads", "tile-scan"])
-def in_threads(request, monkeypatch):
-    """Both paths of `_grid` for BD-LRU (`blocked`): composed in threads (grids that are not small), or the tile scan
-    (small ones; the interpreter's grids are small)."""
-    monkeypatch.setattr(scan_time_last, "BD2_SMALL_GRID_BELOW", 0 if request.param else 10**9)
-    assert scan_time_last._grid(1, 1, 16, DEVICE, order=2, blocked=True)[1]["IN_THREADS"] is request.param
-    return request.param
+@pytest.fixture(params=["2-in-threads", "2-tile-scan", "4"])
+def block_size(request, monkeypatch):
+    """The block sizes with time-last kernels, on every path of `_grid` (`blocked`): 2 composed in threads (grids that
+    are not small) or as a tile scan (small ones; the interpreter's grids are small), 4 composed in threads on every
+    grid."""
+    if request.param == "4":
+        return 4
+    in_threads = request.param == "2-in-threads"
+    monkeypatch.setattr(scan_time_last, "BD2_SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    assert scan_time_last._grid(1, 1, 16, DEVICE, order=2, blocked=True)[1]["IN_THREADS"] is in_threads
+    return 2
 
 
 @needs_triton
 @pytest.mark.parametrize("activation", [a for a in GATE_ACTIVATIONS if a != "none"])
 @pytest.mark.parametrize("B,N,T,with_h0,want_final", [(2, 3, 37, True, True), (1, 2, 16, False, True),
                                                        (2, 3, 1, True, False), (1, 1, 50, True, True)])
-def test_triton_matches_the_float64_reference(activation, B, N, T, with_h0, want_final, in_threads):
+def test_triton_matches_the_float64_reference(activation, B, N, T, with_h0, want_final, block_size):
     """States, final state and every gradient (gates, values, initial state) against the reference: one tile and a
-    partial one (the interpreter's 16-step tiles), a single step, no initial state; in threads and as a tile scan."""
-    inputs = _inputs(B, N, T, with_h0=with_h0, seed=T + B)
+    partial one (the interpreter's 16-step tiles), a single step, no initial state; on every path."""
+    inputs = _inputs(B, N, T, m=block_size, with_h0=with_h0, seed=T + B)
     want = _run("torch", *inputs, activation, want_final)
     got = _run("triton", *inputs, activation, want_final)
     assert len(got) == len(want) == 4 + with_h0
@@ -100,14 +105,15 @@ def test_the_reference_with_document_starts_scans_each_document_alone():
 @needs_triton
 @pytest.mark.parametrize("activation", ["softmax", "tanh"])
 @pytest.mark.parametrize("B,N,T,with_h0", [(2, 3, 37, True), (1, 2, 16, False), (2, 1, 3, True)])
-def test_document_starts_and_gate_bias_match_the_float64_reference(activation, B, N, T, with_h0, in_threads):
+def test_document_starts_and_gate_bias_match_the_float64_reference(activation, B, N, T, with_h0, block_size):
     """Packed documents and a logit bias inside the kernels: states, final state and every gradient (the bias's
-    included) against the reference; in threads and as a tile scan."""
-    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=7 * T + B)
-    bias = torch.randn(N, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
+    included) against the reference; on every path."""
+    m = block_size
+    gates, values, h0 = _inputs(B, N, T, m=m, with_h0=with_h0, seed=7 * T + B)
+    bias = torch.randn(N, m, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
     bias.requires_grad_()
     starts = _starts(B, T, seed=T)
-    weights = torch.linspace(-1.0, 1.0, 2 * T, dtype=torch.float64, device=DEVICE).reshape(2, T)
+    weights = torch.linspace(-1.0, 1.0, m * T, dtype=torch.float64, device=DEVICE).reshape(m, T)
     wrt = [t for t in (gates, values, h0, bias) if t is not None]
     results = []
     for backend in ("torch", "triton"):
@@ -137,10 +143,11 @@ def test_block_size_1_is_hlru_of_order_1():
 
 
 @needs_triton
-def test_gradients_of_only_some_inputs_and_of_the_final_state_alone():
+@pytest.mark.parametrize("m", [2, 4])
+def test_gradients_of_only_some_inputs_and_of_the_final_state_alone(m):
     """Values without gradient, a loss on the final state only (d states is None in the backward), and no
     gradient wanted at all (the forward kernel alone, no graph)."""
-    gates, values, h0 = _inputs(2, 2, 21)
+    gates, values, h0 = _inputs(2, 2, 21, m=m)
     values = values.detach()
     for backend in ("torch", "triton"):
         _, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend)
@@ -155,8 +162,9 @@ def test_gradients_of_only_some_inputs_and_of_the_final_state_alone():
 
 
 @needs_triton
-def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
-    gates, values, h0 = _inputs(2, 4, 40, dtype=torch.bfloat16)
+@pytest.mark.parametrize("m", [2, 4])
+def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32(m):
+    gates, values, h0 = _inputs(2, 4, 40, m=m, dtype=torch.bfloat16)
     states, final, d_gates, d_values, d_h0 = _run("triton", gates, values, h0, "softmax", True)
     assert states.dtype == d_values.dtype == d_gates.dtype == d_h0.dtype == torch.bfloat16
     assert final.dtype == torch.float32
@@ -166,12 +174,13 @@ def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32():
 
 
 @needs_triton
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("B,T", [(0, 8), (2, 0)])
-def test_empty_batches_and_sequences(B, T):
+def test_empty_batches_and_sequences(B, T, m):
     """B = 0 or T = 0: empty states; the final state is the initial one, its gradient passes straight through."""
-    gates, values, h0 = _inputs(B, 3, T)
+    gates, values, h0 = _inputs(B, 3, T, m=m)
     states, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton")
-    assert states.shape == (B, 3, 2, T)
+    assert states.shape == (B, 3, m, T)
     torch.testing.assert_close(final.double(), h0.detach() if T == 0 else torch.zeros_like(h0))
     if B:
         d_h0, = torch.autograd.grad(final.sum(), (h0,))
@@ -180,7 +189,7 @@ def test_empty_batches_and_sequences(B, T):
 
 def test_bad_inputs_name_the_argument():
     gates, values, h0 = (t.detach() for t in _inputs(2, 3, 8))
-    with pytest.raises(ValueError, match=r"gates must have shape \[B, N, m, m\+1, T\] with m = 1 or 2"):
+    with pytest.raises(ValueError, match=r"gates must have shape \[B, N, m, m\+1, T\] with m = 1, 2 or 4"):
         bdlru_scan_time_last(torch.zeros(2, 3, 3, 4, 8, dtype=torch.float64, device=DEVICE), values)
     with pytest.raises(ValueError, match=r"gates must have shape \[B, N, m, m\+1, T\]"):
         bdlru_scan_time_last(gates[:, :, :, :2], values)
@@ -201,13 +210,14 @@ def test_bad_inputs_name_the_argument():
 
 
 @needs_triton
-def test_fullgraph_compile_traces_the_custom_op():
+@pytest.mark.parametrize("m", [2, 4])
+def test_fullgraph_compile_traces_the_custom_op(m):
     """torch.compile(fullgraph=True) sees one opaque op forward and backward (no graph break), same results; with
     document starts and a gate bias too."""
     torch._dynamo.reset()
-    gates, values, h0 = _inputs(2, 3, 20, dtype=torch.float32)
+    gates, values, h0 = _inputs(2, 3, 20, m=m, dtype=torch.float32)
 
-    bias = torch.randn(3, 2, 3, device=DEVICE, requires_grad=True)
+    bias = torch.randn(3, m, m + 1, device=DEVICE, requires_grad=True)
     starts = _starts(2, 20, seed=1)
 
     def loss(g, v, h, bias):
@@ -245,21 +255,37 @@ def test_launch_options_by_programs_per_sm():
             assert {k: forward[k] for k in tile} == tile
 
 
+@needs_triton
+def test_block_size_4_launches_in_threads_on_every_grid():
+    """`_grid` for BD-LRU block size 4 (`order=4, blocked`): one program per (row, BC blocks) on every grid, BD4_TILE
+    on a GPU (4 steps a thread: BT = 32 lanes x 4), no register cap, and tiles no longer than the sequence."""
+    for B, N, T in ((1, 1, 5), (1, 512, 16384), (64, 512, 2048)):
+        for backward in (False, True):
+            grid, options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=4, blocked=True)
+            assert grid == (B * -(-N // options["BC"]),)
+            assert "maxnreg" not in options and "IN_THREADS" not in options
+            assert 16 <= options["BT"] and (options["BT"] <= T or options["BT"] == 16)
+            if GPU and T >= 128:
+                assert options == scan_time_last.BD4_TILE
+                assert options["BT"] == 32 * 4 * options["num_warps"] // options["BC"]
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-def test_gpu_tiles_match_the_float64_reference(B, N, T, in_threads):
-    """The GPU's tiles (in threads: 256-step one-warp tiles; tile scan: TILE's) over many tiles (and a partial one),
-    float64 inputs: states, final state and every gradient against the reference, plain and with document starts
-    and a gate bias."""
-    inputs = _inputs(B, N, T, seed=T)
+def test_gpu_tiles_match_the_float64_reference(B, N, T, block_size):
+    """The GPU's tiles (block size 2 in threads: 256-step one-warp tiles; tile scan: TILE's; block size 4: BD4_TILE)
+    over many tiles (and a partial one), float64 inputs: states, final state and every gradient against the
+    reference, plain and with document starts and a gate bias."""
+    m = block_size
+    inputs = _inputs(B, N, T, m=m, seed=T)
     want = _run("torch", *inputs, "softmax", True)
     got = _run("triton", *inputs, "softmax", True)
     for g, w in zip(got, want):
         scale = w.abs().max().clamp(min=1.0)
         torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
     gates, values, h0 = inputs
-    bias = torch.randn(N, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    bias = torch.randn(N, m, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     bias.requires_grad_()
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
     results = []
