@@ -26,7 +26,8 @@ def test_scan_backend_set_after_construction_is_used(arch, monkeypatch):
     from hf_lrnn import modeling_lrnn
 
     seen = []
-    for name in ("hlru_scan", "bdlru_scan", "hlru_scan_time_last"):  # the last with config.scan_layout "time_last"
+    # the time-last ops where config.scan_layout is "time_last" (the default): H-LRU m = 2, BD-LRU block size 2
+    for name in ("hlru_scan", "bdlru_scan", "hlru_scan_time_last", "bdlru_scan_time_last"):
         original = getattr(modeling_lrnn, name)
 
         def recording(*args, _original=original, **kwargs):
