@@ -1723,13 +1723,6 @@ def _prep_gates(gates, blocked):
 # Programs hold BLOCK_PER_THREAD_BLOCKS blocks (one warp per 32); the chunked mode aims at THREADS_PER_SM resident
 # threads per SM, fewer where registers cap them (`_resident_threads_per_sm`).
 _BLOCK_PER_THREAD_MAX_M = 8
-# The [m, m] tile kernels' aggregate phase (BD-LRU m > 8) multiplies its m + 1 carried vectors by each step's tile with
-# tl.dot at this input precision, or (None) as a broadcast product summed over lanes. At m = 16 on the H200, chunks
-# of 128 (bench_results/probes_2026-12-01/dot_aggregates/dot_aggregates.txt), forward / forward+backward: "ieee"
-# (float32 FMAs, as exact as the broadcast product) 9.3 / 20.2 ms against 19.9 / 109 ms at B8 T4096 D1024 and 4.8 /
-# 10.4 against 10.1 / 55.4 at B1 T16384 D1024; "tf32x3" (three TF32 tensor-core products) was slower (12.0 / 29.0 at
-# B8) and no more exact, "tf32" 1e-3 off the float64 reference.
-_AGGREGATE_DOT_PRECISION = "ieee"
 _CHANNEL_PER_THREAD_MAX_M = 8  # H-LRU: m + 1 logits and m window entries per thread and step
 BLOCK_PER_THREAD_BLOCKS = 16 if _INTERPRET else 64  # the interpreter: several programs in small tests
 THREADS_PER_SM = 1024
@@ -1758,6 +1751,13 @@ def _store_widths(**counts):
 # chunked mode's aggregate phase ran 5 % faster in 2 warps than in 8, 40 % slower in 4
 # (bench_results/probes_2026-12-01/dot_aggregates/blocks.txt).
 TILE_WARPS_PER_SM = 16
+# The [m, m] tile kernels' aggregate phase (BD-LRU m > 8) multiplies its m + 1 carried vectors by each step's tile with
+# tl.dot at this input precision, or (None) as a broadcast product summed over lanes. At m = 16 on the H200, chunks
+# of 128 (bench_results/probes_2026-12-01/dot_aggregates/dot_aggregates.txt), forward / forward+backward: "ieee"
+# (float32 FMAs, as exact as the broadcast product) 9.3 / 20.2 ms against 19.9 / 109 ms at B8 T4096 D1024 and 4.8 /
+# 10.4 against 10.1 / 55.4 at B1 T16384 D1024; "tf32x3" (three TF32 tensor-core products) was slower (12.0 / 29.0 at
+# B8) and no more exact, "tf32" 1e-3 off the float64 reference.
+_AGGREGATE_DOT_PRECISION = "ieee"
 
 
 def _bdlru_tile_launch(phase, programs, device):
@@ -1789,14 +1789,14 @@ def _launch(kind, blocked, m, N, act, plan, phase, device):
         else:
             kernel = _bdlru_bwd_kernel if blocked else _hlru_bwd_kernel
         nvp = _next_pow2(m + 1) if phase == "agg" else 1
-        if blocked:
+        if blocked:  # the aggregate phase by tl.dot, which takes no dimension under 16 (MP >= 16 from m = 9 on)
             block, warps = _bdlru_tile_launch(phase, plan.num_segs * N, device)
+            dot = dict(DOT=_AGGREGATE_DOT_PRECISION is not None and nvp >= 16,
+                       DOT_PRECISION=_AGGREGATE_DOT_PRECISION or "ieee")
         else:
-            block, warps = _block(blocked, m, nvp, N), _num_warps(_block(blocked, m, nvp, N), blocked, m, nvp)
-        shape = dict(MP=_next_pow2(m), NVP=nvp, num_warps=warps)
-        if blocked:  # tl.dot takes no dimension under 16
-            shape.update(DOT=_AGGREGATE_DOT_PRECISION is not None and nvp >= 16 and m > 8,
-                         DOT_PRECISION=_AGGREGATE_DOT_PRECISION or "ieee")
+            block = _block(blocked, m, nvp, N)
+            warps, dot = _num_warps(block, blocked, m, nvp), {}
+        shape = dict(MP=_next_pow2(m), NVP=nvp, num_warps=warps, **dot)
     grid = (plan.num_segs, _cdiv(N, block))
     return kernel, grid, dict(cu_seqlens=plan.cu, segment_table=plan.tab, chunk_size=plan.CS, num_chunks=plan.NC,
                               M=m, AFF=m if phase == "agg" else 0, BLOCK=block, ACT=act, **shape)
