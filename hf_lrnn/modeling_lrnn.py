@@ -555,8 +555,7 @@ class LRNNMixer(nn.Module):
             return False
         if not runs_triton(self.config, hidden_states.device):
             return False
-        if not time_last_pays(self.unit_size, hidden_states.shape[0], self.num_units, hidden_states.device,
-                              self.blocked):
+        if not time_last_pays(self.unit_size, hidden_states.shape[0], self.num_units, hidden_states.device):
             return False  # a grid too small for order 4's one program per row
         if not all(_plain_linear(p) for p in (self.value_proj, self.coefficient_proj, self.out_proj)) \
                 or self.value_proj.bias is not None:

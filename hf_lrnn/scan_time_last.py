@@ -1640,12 +1640,13 @@ if triton is not None:
             tl.store(d_bias_rows + (20 * blocks)[:, None] + columns, d_bias, mask=mc[:, None] & (columns < 20))
 
 
-def time_last_pays(order: int, B: int, N: int, device, blocked: bool = False) -> bool:
-    """Whether a model should scan B rows of N channels (blocks, if `blocked`) of this order time-last rather than
-    [B, T, N]: always at H-LRU orders 1 and 2 and BD-LRU block sizes 1 and 2; at H-LRU order 4 on grids of at least
-    M4_TIME_LAST_FROM programs per SM. BD-LRU block size 2's forward+backward against the [B, T, N] kernels' on the
-    H200: 1.07x at 3.9 programs per SM (B1 T16384 D1024, the tile scan), 1.27x at 7.8 and 1.22x at 15.5 (in threads;
-    bench_results/probes_2026-12-01/small_grid/), 1.41x at 31 (B8 T4096 D1024, bench_results/bench_scan_h200.txt)."""
+def time_last_pays(order: int, B: int, N: int, device) -> bool:
+    """Whether a model should scan B rows of N channels (or blocks) of this order time-last rather than [B, T, N]:
+    always at H-LRU orders 1 and 2 and BD-LRU block sizes 1 and 2; at H-LRU order 4 on grids of at least
+    M4_TIME_LAST_FROM programs per SM (BD-LRU block size 4 models keep [B, T, N] tensors, `_scans_time_last`). BD-LRU
+    block size 2's forward+backward against the [B, T, N] kernels' on the H200: 1.07x at 3.9 programs per SM (B1 T16384
+    D1024, the tile scan), 1.27x at 7.8 and 1.22x at 15.5 (in threads; bench_results/probes_2026-12-01/small_grid/),
+    1.41x at 31 (B8 T4096 D1024, bench_results/bench_scan_h200.txt)."""
     if order != 4:
         return True
     return B * -(-N // M4_TILE["BC"]) >= M4_TIME_LAST_FROM * _num_sms(device)

@@ -533,7 +533,6 @@ def test_order_4_models_scan_time_last_only_on_grids_where_it_pays(monkeypatch):
     threshold = scan_time_last.M4_TIME_LAST_FROM
     programs = threshold * scan_time_last._num_sms(DEVICE)
     assert time_last_pays(1, 1, 1, DEVICE) and time_last_pays(2, 1, 1, DEVICE)
-    assert time_last_pays(2, 1, 1, DEVICE, blocked=True) and time_last_pays(2, 64, 4096, DEVICE, blocked=True)
     assert time_last_pays(4, 1, programs * M4_TILE["BC"], DEVICE)
     assert time_last_pays(4, 2, programs * M4_TILE["BC"] // 2, DEVICE)
     assert not time_last_pays(4, 1, (programs - 1) * M4_TILE["BC"], DEVICE)
