@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
 # What the next GPU session runs first (carry .whl, which holds pytest-xdist and execnet too), in device calls of
-# < 10 minutes:
+# < 10 minutes. Pending after the twelfth session:
 #   bash bench_results/probes_2026-12-01/next_session.sh tests OUT   # GPU tests of the time-last scans and models
-#                                                                    # (~2.5 min): the BD-LRU block-size-2 kernels
-#                                                                    # with document starts and gate bias, and the
-#                                                                    # BD-LRU m = 2 models on them, never run on a GPU
-#   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids (~1 min):
-#                                                                    # in threads against the tile scan (untimed) and
-#                                                                    # the [B, T, N] kernels, for _grid's path and
-#                                                                    # time_last_pays' rule
+#                                                                    # (~2.5 min): BD-LRU block size 4's GPU tests,
+#                                                                    # whose run this session was cut by a timeout
+#   bash bench_results/probes_2026-12-01/next_session.sh table OUT   # scripts/bench_scan.py's kernel table (~5 min),
+#                                                                    # now with BD-LRU m = 4 time-last rows
 #   bash bench_results/probes_2026-12-01/next_session.sh models OUT  # captured training steps: BD-LRU m = 2
 #                                                                    # time-last against time-first, H-LRU m = 2 (~2 min)
-#   bash bench_results/probes_2026-12-01/next_session.sh table OUT   # scripts/bench_scan.py's kernel table (~5 min)
+#   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids (done in the
+#                                                                    # twelfth session: small_grid/)
 set -u
 part=$1; out=$2
 mkdir -p "$out"
