@@ -8,6 +8,8 @@
 #                                                                    # now with BD-LRU m = 4 time-last rows
 #   bash bench_results/probes_2026-12-01/next_session.sh models OUT  # captured training steps: BD-LRU m = 2
 #                                                                    # time-last against time-first, H-LRU m = 2 (~2 min)
+#   bash bench_results/probes_2026-12-01/next_session.sh bd4 OUT     # BD-LRU block size 4's backward in two kernels
+#                                                                    # (bd4/two_pass.py) against the library's (~1 min)
 #   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids (done in the
 #                                                                    # twelfth session: small_grid/)
 set -u
@@ -29,5 +31,7 @@ case "$part" in
   table)
     timeout 540 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --out "$out/bench_scan_h200.json" 2>&1 \
       | grep -v Warn | tee "$out/bench_scan_h200.txt" | tail -48 ;;
-  *) echo "part must be tests, small, models or table, got $part"; exit 2 ;;
+  bd4)
+    timeout 300 python3 bench_results/probes_2026-12-01/bd4/probe_two_pass.py "$out" 2>&1 | grep -v Warn ;;
+  *) echo "part must be tests, small, models, table or bd4, got $part"; exit 2 ;;
 esac
