@@ -691,6 +691,25 @@ if triton is not None:
         return dz1, dz2, dz3, dz4, dzg
 
     @triton.jit
+    def _load_four(vectors, rows, mc, PRESENT: tl.constexpr):
+        """The four float32 entries [BC] of rows' vectors in `vectors` [B * N, 4] (an H-LRU m = 4 window, a BD-LRU
+        block-4 state, or their gradients), zeros where not PRESENT."""
+        if PRESENT:
+            return (tl.load(vectors + 4 * rows, mask=mc, other=0.0), tl.load(vectors + 4 * rows + 1, mask=mc, other=0.0),
+                    tl.load(vectors + 4 * rows + 2, mask=mc, other=0.0),
+                    tl.load(vectors + 4 * rows + 3, mask=mc, other=0.0))
+        zero = tl.zeros(rows.shape, dtype=tl.float32)
+        return zero, zero, zero, zero
+
+    @triton.jit
+    def _store_four(vectors, rows, mc, x0, x1, x2, x3):
+        """`_load_four`'s inverse: (x0, x1, x2, x3) [BC] into rows' vectors."""
+        tl.store(vectors + 4 * rows, x0, mask=mc)
+        tl.store(vectors + 4 * rows + 1, x1, mask=mc)
+        tl.store(vectors + 4 * rows + 2, x2, mask=mc)
+        tl.store(vectors + 4 * rows + 3, x3, mask=mc)
+
+    @triton.jit
     def _companion4_step(m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33,
                          b0, b1, b2, b3, a1, a2, a3, a4, u, keep):
         """(M, b) followed by one step u_t = keep C u_{t-1} + (u, 0, 0, 0), C = [[a1, a2, a3, a4], [1, 0, 0, 0],
@@ -812,15 +831,7 @@ if triton is not None:
         bias3 = _load_bias(gate_bias, rows, b, N, 2, 5, mc, HAS_BIAS)
         bias4 = _load_bias(gate_bias, rows, b, N, 3, 5, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 4, 5, mc, HAS_BIAS)
-        w0 = tl.zeros([BC], dtype=tl.float32)  # the window before the tile: s_{t-1}, ..., s_{t-4}
-        w1 = tl.zeros([BC], dtype=tl.float32)
-        w2 = tl.zeros([BC], dtype=tl.float32)
-        w3 = tl.zeros([BC], dtype=tl.float32)
-        if HAS_H0:
-            w0 = tl.load(initial_state + 4 * rows, mask=mc, other=0.0)
-            w1 = tl.load(initial_state + 4 * rows + 1, mask=mc, other=0.0)
-            w2 = tl.load(initial_state + 4 * rows + 2, mask=mc, other=0.0)
-            w3 = tl.load(initial_state + 4 * rows + 3, mask=mc, other=0.0)
+        w0, w1, w2, w3 = _load_four(initial_state, rows, mc, HAS_H0)  # the window before the tile: s_{t-1}, ..., s_{t-4}
         final0, final1, final2, final3 = w0, w1, w2, w3  # overwritten by the last tile
         for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
@@ -846,10 +857,7 @@ if triton is not None:
             else:
                 tl.store(states + rows[:, None] * T + t[None, :], e0.to(states.dtype.element_ty), mask=mask)
         if WRITE_FINAL:
-            tl.store(final_state + 4 * rows, final0, mask=mc)
-            tl.store(final_state + 4 * rows + 1, final1, mask=mc)
-            tl.store(final_state + 4 * rows + 2, final2, mask=mc)
-            tl.store(final_state + 4 * rows + 3, final3, mask=mc)
+            _store_four(final_state, rows, mc, final0, final1, final2, final3)
 
     @triton.jit
     def _adjoint4_step(p00, p01, p02, p03, p10, p11, p12, p13, p20, p21, p22, p23, p30, p31, p32, p33,
@@ -950,24 +958,8 @@ if triton is not None:
         c1 = tl.zeros([BC], dtype=tl.float32)
         c2 = tl.zeros([BC], dtype=tl.float32)
         c3 = tl.zeros([BC], dtype=tl.float32)
-        h0 = tl.zeros([BC], dtype=tl.float32)  # the initial window s_{-1}, ..., s_{-4}
-        h1 = tl.zeros([BC], dtype=tl.float32)
-        h2 = tl.zeros([BC], dtype=tl.float32)
-        h3 = tl.zeros([BC], dtype=tl.float32)
-        if HAS_H0:
-            h0 = tl.load(initial_state + 4 * rows, mask=mc, other=0.0)
-            h1 = tl.load(initial_state + 4 * rows + 1, mask=mc, other=0.0)
-            h2 = tl.load(initial_state + 4 * rows + 2, mask=mc, other=0.0)
-            h3 = tl.load(initial_state + 4 * rows + 3, mask=mc, other=0.0)
-        df0 = tl.zeros([BC], dtype=tl.float32)
-        df1 = tl.zeros([BC], dtype=tl.float32)
-        df2 = tl.zeros([BC], dtype=tl.float32)
-        df3 = tl.zeros([BC], dtype=tl.float32)
-        if HAS_D_FINAL:
-            df0 = tl.load(d_final + 4 * rows, mask=mc, other=0.0)
-            df1 = tl.load(d_final + 4 * rows + 1, mask=mc, other=0.0)
-            df2 = tl.load(d_final + 4 * rows + 2, mask=mc, other=0.0)
-            df3 = tl.load(d_final + 4 * rows + 3, mask=mc, other=0.0)
+        h0, h1, h2, h3 = _load_four(initial_state, rows, mc, HAS_H0)  # the initial window s_{-1}, ..., s_{-4}
+        df0, df1, df2, df3 = _load_four(d_final, rows, mc, HAS_D_FINAL)
         num_tiles = tl.cdiv(T, BT)
         for r in range(0, num_tiles):
             t0 = (num_tiles - 1 - r) * BT
@@ -1067,10 +1059,7 @@ if triton is not None:
                             m1 += tl.where(no_start, df3, 0.0)
                         else:
                             l0 += tl.where(no_start, df3, 0.0)
-                    tl.store(d_initial_state + 4 * rows, l0, mask=mc)
-                    tl.store(d_initial_state + 4 * rows + 1, m1, mask=mc)
-                    tl.store(d_initial_state + 4 * rows + 2, m2, mask=mc)
-                    tl.store(d_initial_state + 4 * rows + 3, m3, mask=mc)
+                    _store_four(d_initial_state, rows, mc, l0, m1, m2, m3)
         if HAS_BIAS:
             _store_bias_gradient(d_bias_rows, rows, 0, 5, mc, d_bias1)
             _store_bias_gradient(d_bias_rows, rows, 1, 5, mc, d_bias2)
@@ -1473,15 +1462,7 @@ if triton is not None:
         (`_bd4_tile_in_threads`)."""
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        h0 = tl.zeros([BC], dtype=tl.float32)
-        h1 = tl.zeros([BC], dtype=tl.float32)
-        h2 = tl.zeros([BC], dtype=tl.float32)
-        h3 = tl.zeros([BC], dtype=tl.float32)
-        if HAS_H0:
-            h0 = tl.load(initial_state + 4 * blocks, mask=mc, other=0.0)
-            h1 = tl.load(initial_state + 4 * blocks + 1, mask=mc, other=0.0)
-            h2 = tl.load(initial_state + 4 * blocks + 2, mask=mc, other=0.0)
-            h3 = tl.load(initial_state + 4 * blocks + 3, mask=mc, other=0.0)
+        h0, h1, h2, h3 = _load_four(initial_state, blocks, mc, HAS_H0)
         for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
@@ -1509,10 +1490,7 @@ if triton is not None:
             tl.store(states + rows + 2 * T, new2.to(states.dtype.element_ty), mask=mask)
             tl.store(states + rows + 3 * T, new3.to(states.dtype.element_ty), mask=mask)
         if WRITE_FINAL:
-            tl.store(final_state + 4 * blocks, h0, mask=mc)
-            tl.store(final_state + 4 * blocks + 1, h1, mask=mc)
-            tl.store(final_state + 4 * blocks + 2, h2, mask=mc)
-            tl.store(final_state + 4 * blocks + 3, h3, mask=mc)
+            _store_four(final_state, blocks, mc, h0, h1, h2, h3)
 
     @triton.jit
     def _bd4_row_gradients(d_gates, gate_rows, T, z, j: tl.constexpr, lam, s0, s1, s2, s3, x, mask,
@@ -1556,24 +1534,8 @@ if triton is not None:
         l1 = tl.zeros([BC], dtype=tl.float32)
         l2 = tl.zeros([BC], dtype=tl.float32)
         l3 = tl.zeros([BC], dtype=tl.float32)
-        h0 = tl.zeros([BC], dtype=tl.float32)
-        h1 = tl.zeros([BC], dtype=tl.float32)
-        h2 = tl.zeros([BC], dtype=tl.float32)
-        h3 = tl.zeros([BC], dtype=tl.float32)
-        if HAS_H0:
-            h0 = tl.load(initial_state + 4 * blocks, mask=mc, other=0.0)
-            h1 = tl.load(initial_state + 4 * blocks + 1, mask=mc, other=0.0)
-            h2 = tl.load(initial_state + 4 * blocks + 2, mask=mc, other=0.0)
-            h3 = tl.load(initial_state + 4 * blocks + 3, mask=mc, other=0.0)
-        df0 = tl.zeros([BC], dtype=tl.float32)
-        df1 = tl.zeros([BC], dtype=tl.float32)
-        df2 = tl.zeros([BC], dtype=tl.float32)
-        df3 = tl.zeros([BC], dtype=tl.float32)
-        if HAS_D_FINAL:
-            df0 = tl.load(d_final + 4 * blocks, mask=mc, other=0.0)
-            df1 = tl.load(d_final + 4 * blocks + 1, mask=mc, other=0.0)
-            df2 = tl.load(d_final + 4 * blocks + 2, mask=mc, other=0.0)
-            df3 = tl.load(d_final + 4 * blocks + 3, mask=mc, other=0.0)
+        h0, h1, h2, h3 = _load_four(initial_state, blocks, mc, HAS_H0)
+        df0, df1, df2, df3 = _load_four(d_final, blocks, mc, HAS_D_FINAL)
         num_tiles = tl.cdiv(T, BT)
         for i in range(0, num_tiles):
             t0 = (num_tiles - 1 - i) * BT
