@@ -1532,20 +1532,19 @@ def _cdiv(a, b):
     return -(-a // b)
 
 
-def _block(blocked, m, nvp, N):
-    """Units (channels / blocks) per program so that a program holds ~2K float32 per register tile."""
-    mp = _next_pow2(m)
-    per_unit = nvp * mp * (mp if blocked else 1)
+def _block(m, nvp, N):
+    """Channels per program of the H-LRU tile kernels, so that a program holds ~2K float32 per register tile (BD-LRU's
+    run one block per program, `_bdlru_tile_launch`)."""
+    per_unit = nvp * _next_pow2(m)
     budget = 1024 if _INTERPRET else 2048
     blk = max(1, min(128, budget // per_unit))
     blk = min(blk, _next_pow2(max(N, 1)))
     return _next_pow2(blk) if blk & (blk - 1) else blk
 
 
-def _num_warps(blk, blocked, m, nvp):
-    mp = _next_pow2(m)
-    elems = blk * nvp * mp * (mp if blocked else 1)
-    return int(max(1, min(8, elems // 256)))
+def _num_warps(blk, m, nvp):
+    """Warps of an H-LRU tile program of `blk` channels: one per 256 float32 of its register tile, 1 to 8."""
+    return int(max(1, min(8, blk * nvp * _next_pow2(m) // 256)))
 
 
 def _warn_large(op, m, limit):
@@ -1794,8 +1793,8 @@ def _launch(kind, blocked, m, N, act, plan, phase, device):
             dot = dict(DOT=_AGGREGATE_DOT_PRECISION is not None and nvp >= 16,
                        DOT_PRECISION=_AGGREGATE_DOT_PRECISION or "ieee")
         else:
-            block = _block(blocked, m, nvp, N)
-            warps, dot = _num_warps(block, blocked, m, nvp), {}
+            block = _block(m, nvp, N)
+            warps, dot = _num_warps(block, m, nvp), {}
         shape = dict(MP=_next_pow2(m), NVP=nvp, num_warps=warps, **dot)
     grid = (plan.num_segs, _cdiv(N, block))
     return kernel, grid, dict(cu_seqlens=plan.cu, segment_table=plan.tab, chunk_size=plan.CS, num_chunks=plan.NC,

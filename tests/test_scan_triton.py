@@ -151,7 +151,7 @@ def test_expanded_gates(blocked):
 
 def test_channel_tiles_tail(monkeypatch):
     # several channel tiles per program grid, the last one partial (N=5 with 2-unit tiles)
-    monkeypatch.setattr(scan_triton, "_block", lambda blocked, m, nvp, N: 2)
+    monkeypatch.setattr(scan_triton, "_block", lambda m, nvp, N: 2)
     monkeypatch.setattr(scan_triton, "_bdlru_tile_launch", lambda phase, programs, device: (2, 1))
     monkeypatch.setattr(scan_triton, "BLOCK_PER_THREAD_BLOCKS", 2)
     run_case(False, 2, 9, 5, 3)
