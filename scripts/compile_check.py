@@ -252,32 +252,29 @@ def main(argv=None):
           lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), "softmax", True, None))
     time_last.M2_IN_THREADS = in_threads
     time_last.SMALL_GRID_BELOW = small_grid_below
-    # BD-LRU of block size 2 on time-last tensors: forward (prefetching) and backward, with and without initial state,
-    # document starts and a gate bias; composed in threads (grids that are not small), then as a tile scan
+    # BD-LRU on time-last tensors: forward (block size 2 prefetching) and backward, with and without initial state,
+    # document starts and a gate bias; block size 2 composed in threads (grids that are not small), then as a tile
+    # scan; block size 4 composed in threads on every grid
     def block_forward_backward(gates, values, h0, activation, starts, bias):
         states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
         time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
                                      bias)
 
-    gates, values = torch.randn(2, 3, 2, 3, 600, dtype=torch.bfloat16), torch.randn(2, 3, 2, 600, dtype=torch.bfloat16)
     bd2_small_grid_below = time_last.BD2_SMALL_GRID_BELOW
-    for small_grid_below_here, path in ((0, "in threads"), (10**9, "tile scan")):
-        time_last.BD2_SMALL_GRID_BELOW = small_grid_below_here
-        for activation, h0, starts, bias in (("softmax", torch.randn(2, 3, 2), None, None), ("relu", None, None, None),
-                                             ("softmax", torch.randn(2, 3, 2), torch.rand(2, 600) < 0.01,
-                                              torch.randn(3, 2, 3))):
-            check(f"time-last BD-LRU block size 2, {path}, {activation}{', initial state' if h0 is not None else ''}"
-                  f"{', document starts, gate bias' if starts is not None else ''}",
-                  lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
+    for m, paths in ((2, ((0, ", in threads"), (10**9, ", tile scan"))), (4, ((bd2_small_grid_below, ""),))):
+        gates = torch.randn(2, 3, m, m + 1, 600, dtype=torch.bfloat16)
+        values = torch.randn(2, 3, m, 600, dtype=torch.bfloat16)
+        for small_grid_below_here, path in paths:
+            time_last.BD2_SMALL_GRID_BELOW = small_grid_below_here
+            for activation, h0, starts, bias in (("softmax", torch.randn(2, 3, m), None, None),
+                                                 ("relu", None, None, None),
+                                                 ("softmax", torch.randn(2, 3, m), torch.rand(2, 600) < 0.01,
+                                                  torch.randn(3, m, m + 1))):
+                check(f"time-last BD-LRU block size {m}{path}, {activation}"
+                      f"{', initial state' if h0 is not None else ''}"
+                      f"{', document starts, gate bias' if starts is not None else ''}",
+                      lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
     time_last.BD2_SMALL_GRID_BELOW = bd2_small_grid_below
-    # BD-LRU of block size 4 (composed in threads on every grid), forward and backward likewise
-    gates, values = torch.randn(2, 3, 4, 5, 600, dtype=torch.bfloat16), torch.randn(2, 3, 4, 600, dtype=torch.bfloat16)
-    for activation, h0, starts, bias in (("softmax", torch.randn(2, 3, 4), None, None), ("relu", None, None, None),
-                                         ("softmax", torch.randn(2, 3, 4), torch.rand(2, 600) < 0.01,
-                                          torch.randn(3, 4, 5))):
-        check(f"time-last BD-LRU block size 4, {activation}{', initial state' if h0 is not None else ''}"
-              f"{', document starts, gate bias' if starts is not None else ''}",
-              lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
