@@ -86,6 +86,13 @@ M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
 # T2048 D768, 1.1-2.1x the [B, T, N] kernels; 8 steps a thread needed all 255 registers
 # (bench_results/probes_2026-12-01/bd4/).
 BD4_TILE = {"BC": 1, "BT": 128, "num_warps": 1}
+# Its backward runs as two kernels: the adjoint scan in BD4_TILE (`_bd4_adjoint_kernel`, storing the adjoints in
+# float32), then the gradients, parallel in time, in tiles of BD4_GRADIENTS_TILE (`_bd4_gradients_kernel`). One kernel
+# doing both held 255 registers (ptxas) and took 1.31-1.78x as long on the H200 at B8 T4096 D1024, B1 T16384 D1024,
+# B32 T2048 D2048 and B8 T2048 D768, for all that the two kernels move 14 % more bytes: the second reads the logits
+# again and the adjoints back (bench_results/probes_2026-12-01/bd4/two_pass_run/; 128-, 256- and 512-step gradient
+# tiles were within 3 % of each other).
+BD4_GRADIENTS_TILE = {"BC": 1, "BT": 256, "num_warps": 4}
 # m = 4 walks each row in one program, so a grid of few programs leaves the GPU idle: at B1 T16384 D1024 (128
 # programs, about one per SM) its forward+backward ran at 0.68x the [B, T, N] kernels', which are parallel in time;
 # at B8 T2048 D768 (768 programs, 5.8 per SM) at 2.3x (bench_results/probes_2026-11-30l/). Models take it from
@@ -108,9 +115,15 @@ if triton is not None:
     @triton.jit
     def _tile_offsets(T, N, BC: tl.constexpr):
         """(batch row b, row offsets [BC] into [B*N] rows, channel mask [BC]) of this program's channel block."""
+        return _block_offsets(tl.program_id(0), N, BC)
+
+    @triton.jit
+    def _block_offsets(index, N, BC: tl.constexpr):
+        """`_tile_offsets` of channel block `index` (batch row index // ceil(N / BC)), for grids with more than one
+        program per channel block."""
         blocks = tl.cdiv(N, BC)
-        b = tl.program_id(0) // blocks
-        n = (tl.program_id(0) % blocks) * BC + tl.arange(0, BC)
+        b = index // blocks
+        n = (index % blocks) * BC + tl.arange(0, BC)
         return b.to(tl.int64), (b * N + n).to(tl.int64), n < N
 
     @triton.jit
@@ -1517,42 +1530,28 @@ if triton is not None:
         return sums
 
     @triton.jit
-    def _bd4_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
-                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
-                                  BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
-        """`_bd2_time_last_bwd_kernel` for blocks of 4: the adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} scanned in
-        reverse time a tile at a time (`_bd4_tile_in_threads` with REVERSE); then per step the logit gradients
-        through each row's normalisation (d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j]), the
-        values' (lam_t[j] g_t[j]) and the initial state's (A_0^T lam_0); the bias's summed per program into
-        d_bias_rows [B, N, 4, 5]."""
+    def _bd4_adjoint_kernel(gates, gate_bias, starts, d_states, d_final, adjoints, T, N, ACT: tl.constexpr,
+                            BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D_FINAL: tl.constexpr,
+                            HAS_STARTS: tl.constexpr):
+        """BD-LRU block size 4's backward, first kernel: the adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (the final
+        state's gradient added at T - 1; A = 0 at a document start) scanned in reverse time a tile at a time
+        (`_bd4_tile_in_threads` with REVERSE) and stored into adjoints [B, N, 4, T] (`_bd4_backward` says where) for
+        `_bd4_gradients_kernel`."""
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        columns = tl.arange(0, 32)[None, :]
-        d_bias = tl.zeros([BC, 32], dtype=tl.float32)  # HAS_BIAS: column 5 j + k sums logit (j, k)'s gradients
         l0 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
         l1 = tl.zeros([BC], dtype=tl.float32)
         l2 = tl.zeros([BC], dtype=tl.float32)
         l3 = tl.zeros([BC], dtype=tl.float32)
-        h0, h1, h2, h3 = _load_four(initial_state, blocks, mc, HAS_H0)
         df0, df1, df2, df3 = _load_four(d_final, blocks, mc, HAS_D_FINAL)
         num_tiles = tl.cdiv(T, BT)
         for i in range(0, num_tiles):
-            t0 = (num_tiles - 1 - i) * BT
-            t = t0 + tl.arange(0, BT)
+            t = (num_tiles - 1 - i) * BT + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            start = _starts_at(starts, b, t, T, HAS_STARTS)
             coupled = mc[:, None] & (t + 1 < T)[None, :] & ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
             n, _ = _bd4_normalize(_bd4_load_logits(gates, blocks, t + 1, coupled, T, bias, HAS_BIAS), ACT)
             last = (t == T - 1)[None, :]
-            value_rows = (4 * blocks)[:, None] * T + t[None, :]
-            dy0 = tl.load(d_states + value_rows, mask=mask, other=0.0).to(tl.float32) + tl.where(last, df0[:, None], 0.0)
-            dy1 = tl.load(d_states + value_rows + T, mask=mask, other=0.0).to(tl.float32) + \
-                tl.where(last, df1[:, None], 0.0)
-            dy2 = tl.load(d_states + value_rows + 2 * T, mask=mask, other=0.0).to(tl.float32) + \
-                tl.where(last, df2[:, None], 0.0)
-            dy3 = tl.load(d_states + value_rows + 3 * T, mask=mask, other=0.0).to(tl.float32) + \
-                tl.where(last, df3[:, None], 0.0)
+            rows = (4 * blocks)[:, None] * T + t[None, :]
             maps = (  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
                 tl.where(coupled, n[0], 0.0), tl.where(coupled, n[4], 0.0), tl.where(coupled, n[8], 0.0),
                 tl.where(coupled, n[12], 0.0), tl.where(coupled, n[1], 0.0), tl.where(coupled, n[5], 0.0),
@@ -1560,55 +1559,85 @@ if triton is not None:
                 tl.where(coupled, n[6], 0.0), tl.where(coupled, n[10], 0.0), tl.where(coupled, n[14], 0.0),
                 tl.where(coupled, n[3], 0.0), tl.where(coupled, n[7], 0.0), tl.where(coupled, n[11], 0.0),
                 tl.where(coupled, n[15], 0.0),
-                tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), tl.where(mask, dy2, 0.0), tl.where(mask, dy3, 0.0))
+                tl.load(d_states + rows, mask=mask, other=0.0).to(tl.float32) + tl.where(last, df0[:, None], 0.0),
+                tl.load(d_states + rows + T, mask=mask, other=0.0).to(tl.float32) + tl.where(last, df1[:, None], 0.0),
+                tl.load(d_states + rows + 2 * T, mask=mask, other=0.0).to(tl.float32) +
+                tl.where(last, df2[:, None], 0.0),
+                tl.load(d_states + rows + 3 * T, mask=mask, other=0.0).to(tl.float32) +
+                tl.where(last, df3[:, None], 0.0))
             lam0, lam1, lam2, lam3, l0, l1, l2, l3 = _bd4_tile_in_threads(maps, l0, l1, l2, l3, BC, BT, True)
-            # the step's own inputs after the scan (fewer registers live across it)
-            z = _bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS)
-            a, g = _bd4_normalize(z, ACT)
-            x0 = _load_values(values, 4 * blocks, t, mask, T)
-            x1 = _load_values(values, 4 * blocks + 1, t, mask, T)
-            x2 = _load_values(values, 4 * blocks + 2, t, mask, T)
-            x3 = _load_values(values, 4 * blocks + 3, t, mask, T)
-            before = mask & (t >= 1)[None, :]
-            first = (t >= 1)[None, :]
-            s0 = tl.where(first, _load_values(states, 4 * blocks, t - 1, before, T), h0[:, None])
-            s1 = tl.where(first, _load_values(states, 4 * blocks + 1, t - 1, before, T), h1[:, None])
-            s2 = tl.where(first, _load_values(states, 4 * blocks + 2, t - 1, before, T), h2[:, None])
-            s3 = tl.where(first, _load_values(states, 4 * blocks + 3, t - 1, before, T), h3[:, None])
-            s0 = tl.where(start, 0.0, s0)  # a document starts from a zero state
-            s1 = tl.where(start, 0.0, s1)
-            s2 = tl.where(start, 0.0, s2)
-            s3 = tl.where(start, 0.0, s3)
-            gate_rows = (20 * blocks)[:, None] * T + t[None, :]
-            dz0 = _bd4_row_gradients(d_gates, gate_rows, T, z, 0, lam0, s0, s1, s2, s3, x0, mask, ACT)
-            dz1 = _bd4_row_gradients(d_gates, gate_rows, T, z, 1, lam1, s0, s1, s2, s3, x1, mask, ACT)
-            dz2 = _bd4_row_gradients(d_gates, gate_rows, T, z, 2, lam2, s0, s1, s2, s3, x2, mask, ACT)
-            dz3 = _bd4_row_gradients(d_gates, gate_rows, T, z, 3, lam3, s0, s1, s2, s3, x3, mask, ACT)
-            tl.store(d_values + value_rows, (lam0 * g[0]).to(d_values.dtype.element_ty), mask=mask)
-            tl.store(d_values + value_rows + T, (lam1 * g[1]).to(d_values.dtype.element_ty), mask=mask)
-            tl.store(d_values + value_rows + 2 * T, (lam2 * g[2]).to(d_values.dtype.element_ty), mask=mask)
-            tl.store(d_values + value_rows + 3 * T, (lam3 * g[3]).to(d_values.dtype.element_ty), mask=mask)
+            tl.store(adjoints + rows, lam0.to(adjoints.dtype.element_ty), mask=mask)
+            tl.store(adjoints + rows + T, lam1.to(adjoints.dtype.element_ty), mask=mask)
+            tl.store(adjoints + rows + 2 * T, lam2.to(adjoints.dtype.element_ty), mask=mask)
+            tl.store(adjoints + rows + 3 * T, lam3.to(adjoints.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _bd4_gradients_kernel(gates, gate_bias, values, states, initial_state, starts, adjoints, d_gates, d_values,
+                              d_initial_state, d_bias_parts, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                              BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                              HAS_STARTS: tl.constexpr):
+        """BD-LRU block size 4's backward, second kernel: per step, from lam_t (`_bd4_adjoint_kernel`), the step's
+        logits, values and h_{t-1}, the logit gradients through each row's normalisation (d A_t[j, k] = lam_t[j]
+        h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j]) and the values' (lam_t[j] g_t[j]); the initial state's (A_0^T lam_0)
+        in the first tile. No step waits on another, so one program per (row, BC blocks, tile of BT steps): parallel
+        in time. The bias's gradient summed per program into d_bias_parts [B, tiles, N, 4, 5]. adjoints may be
+        d_values itself: each element's adjoint is read before its value gradient overwrites it, by the program
+        that writes it."""
+        tiles = tl.cdiv(T, BT)
+        tile = tl.program_id(0) % tiles
+        b, blocks, mc = _block_offsets(tl.program_id(0) // tiles, N, BC)
+        t = tile * BT + tl.arange(0, BT)
+        mask = mc[:, None] & (t < T)[None, :]
+        bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
+        z = _bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS)
+        a, g = _bd4_normalize(z, ACT)
+        start = _starts_at(starts, b, t, T, HAS_STARTS)
+        h0, h1, h2, h3 = _load_four(initial_state, blocks, mc, HAS_H0)
+        before = mask & (t >= 1)[None, :]
+        first = (t >= 1)[None, :]
+        s0 = tl.where(start, 0.0, tl.where(first, _load_values(states, 4 * blocks, t - 1, before, T), h0[:, None]))
+        s1 = tl.where(start, 0.0, tl.where(first, _load_values(states, 4 * blocks + 1, t - 1, before, T), h1[:, None]))
+        s2 = tl.where(start, 0.0, tl.where(first, _load_values(states, 4 * blocks + 2, t - 1, before, T), h2[:, None]))
+        s3 = tl.where(start, 0.0, tl.where(first, _load_values(states, 4 * blocks + 3, t - 1, before, T), h3[:, None]))
+        rows = (4 * blocks)[:, None] * T + t[None, :]
+        gate_rows = (20 * blocks)[:, None] * T + t[None, :]
+        columns = tl.arange(0, 32)[None, :]
+        d_bias = tl.zeros([BC, 32], dtype=tl.float32)  # HAS_BIAS: column 5 j + k sums logit (j, k)'s gradients
+        # HAS_H0, first tile: d h_{-1} = A_0^T lam_0 (0 after a start), from the adjoints as loaded
+        zero = tl.zeros([BC], dtype=tl.float32)
+        dh0, dh1, dh2, dh3 = zero, zero, zero, zero
+        keep = tl.where(start, 0.0, 1.0)
+        for j in tl.static_range(4):
+            lam = _load_values(adjoints, 4 * blocks + j, t, mask, T)
+            x = _load_values(values, 4 * blocks + j, t, mask, T)
+            dz = _bd4_row_gradients(d_gates, gate_rows, T, z, j, lam, s0, s1, s2, s3, x, mask, ACT)
+            tl.store(d_values + rows + j * T, (lam * g[j]).to(d_values.dtype.element_ty), mask=mask)
             if HAS_BIAS:
-                d_bias += _bd4_bias_sums(dz0, 0, mask, columns) + _bd4_bias_sums(dz1, 1, mask, columns) + \
-                    _bd4_bias_sums(dz2, 2, mask, columns) + _bd4_bias_sums(dz3, 3, mask, columns)
+                d_bias += _bd4_bias_sums(dz, j, mask, columns)
             if HAS_H0:
-                if t0 == 0:  # h_0 = A_0 h_{-1} + ...: d h_{-1} = A_0^T lam_0, lam_0 = (l0..l3) now; 0 after a start
-                    keep = tl.where(start, 0.0, 1.0)
-                    for k in tl.static_range(4):
-                        d_k = _pick(a[k] * keep, t, 0) * l0 + _pick(a[4 + k] * keep, t, 0) * l1 + \
-                            _pick(a[8 + k] * keep, t, 0) * l2 + _pick(a[12 + k] * keep, t, 0) * l3
-                        tl.store(d_initial_state + 4 * blocks + k, d_k, mask=mc)
+                if tile == 0:
+                    lam_0 = _pick(lam, t, 0)
+                    dh0 += _pick(a[4 * j] * keep, t, 0) * lam_0
+                    dh1 += _pick(a[4 * j + 1] * keep, t, 0) * lam_0
+                    dh2 += _pick(a[4 * j + 2] * keep, t, 0) * lam_0
+                    dh3 += _pick(a[4 * j + 3] * keep, t, 0) * lam_0
         if HAS_BIAS:
-            tl.store(d_bias_rows + (20 * blocks)[:, None] + columns, d_bias, mask=mc[:, None] & (columns < 20))
+            parts = (b * tiles + tile) * N + (blocks - b * N)
+            tl.store(d_bias_parts + (20 * parts)[:, None] + columns, d_bias, mask=mc[:, None] & (columns < 20))
+        if HAS_H0:
+            if tile == 0:
+                _store_four(d_initial_state, blocks, mc, dh0, dh1, dh2, dh3)
 
 
 def time_last_pays(order: int, B: int, N: int, device) -> bool:
     """Whether a model should scan B rows of N channels (or blocks) of this order time-last rather than [B, T, N]:
     always at H-LRU orders 1 and 2 and BD-LRU block sizes 1 and 2; at H-LRU order 4 on grids of at least
-    M4_TIME_LAST_FROM programs per SM (BD-LRU block size 4 models keep [B, T, N] tensors, `_scans_time_last`). BD-LRU
-    block size 2's forward+backward against the [B, T, N] kernels' on the H200: 1.07x at 3.9 programs per SM (B1 T16384
-    D1024, the tile scan), 1.27x at 7.8 and 1.22x at 15.5 (in threads; bench_results/probes_2026-12-01/small_grid/),
-    1.41x at 31 (B8 T4096 D1024, bench_results/bench_scan_h200.txt)."""
+    M4_TIME_LAST_FROM programs per SM (BD-LRU block size 4 models keep [B, T, N] tensors, `_scans_time_last`: a
+    captured training step took 37.8 ms either way at d = 768 B8 T2048 on the H200, and the time-last op's
+    forward+backward holds more memory; bench_results/probes_2026-12-01/bd4_two_kernels/). BD-LRU block size 2's
+    forward+backward against the [B, T, N] kernels' on the H200: 1.07x at 3.9 programs per SM (B1 T16384 D1024, the
+    tile scan), 1.27x at 7.8 and 1.22x at 15.5 (in threads; bench_results/probes_2026-12-01/small_grid/), 1.41x at 31
+    (B8 T4096 D1024, bench_results/bench_scan_h200.txt)."""
     if order != 4:
         return True
     return B * -(-N // M4_TILE["BC"]) >= M4_TIME_LAST_FROM * _num_sms(device)
@@ -1730,15 +1759,20 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
     d_final = d_final.to(torch.float32).contiguous() if d_final is not None else None
     d_gates, d_values = torch.empty_like(gates), torch.empty_like(values)
     d_h0 = torch.empty(B, N, m, device=values.device, dtype=torch.float32) if h0 is not None else None
-    d_bias_rows = torch.empty(B, *gate_bias.shape, device=values.device, dtype=torch.float32) \
-        if gate_bias is not None else None
     if B * N == 0 or T == 0:
         if d_h0 is not None:  # no step: the final state was the initial one
             d_h0.copy_(d_final if d_final is not None and T == 0 else torch.zeros_like(d_h0))
-        return d_gates, d_values, d_h0, (d_bias_rows.zero_().sum(0) if d_bias_rows is not None else None)
+        return d_gates, d_values, d_h0, (torch.zeros(gate_bias.shape, device=values.device, dtype=torch.float32)
+                                         if gate_bias is not None else None)
+    if blocked and m == 4:
+        d_bias = _bd4_backward(gates, gate_bias, values, states, h0, starts, d_states, d_final, d_gates, d_values, d_h0,
+                               gate_activation)
+        return d_gates, d_values, d_h0, d_bias
+    d_bias_rows = torch.empty(B, *gate_bias.shape, device=values.device, dtype=torch.float32) \
+        if gate_bias is not None else None
     if blocked:
         grid, blocks = _grid(B, N, T, values.device, backward=True, order=m, blocked=True)
-        kernel = {2: _bd2_time_last_bwd_kernel, 4: _bd4_time_last_bwd_kernel}[m]
+        kernel = _bd2_time_last_bwd_kernel
     else:
         grid, blocks = _grid(B, N, T, values.device, backward=True, order=m)
         kernel = {1: _time_last_bwd_kernel, 2: _time_last_m2_bwd_kernel, 4: _time_last_m4_bwd_kernel}[m]
@@ -1752,6 +1786,33 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
             HAS_BIAS=gate_bias is not None, HAS_H0=h0 is not None, HAS_D_FINAL=d_final is not None,
             HAS_STARTS=starts is not None, **blocks)
     return d_gates, d_values, d_h0, (d_bias_rows.sum(0) if d_bias_rows is not None else None)
+
+
+def _bd4_backward(gates, gate_bias, values, states, h0, starts, d_states, d_final, d_gates, d_values, d_h0,
+                  gate_activation) -> Optional[torch.Tensor]:
+    """`time_last_backward` of BD-LRU block size 4 (B * N > 0, T > 0), into d_gates, d_values and d_h0: the adjoint
+    scan, then the gradients from the adjoints (BD4_GRADIENTS_TILE says why two kernels); returns the bias's
+    gradient, or None without a bias."""
+    B, N, T = gates.shape[0], gates.shape[1], gates.shape[-1]
+    # the adjoints go where the value gradients will (no memory more than one kernel's), except in float16, whose
+    # range they could leave (|lam_t| >= |d v_t| = |lam_t g_t|): there a float32 buffer
+    adjoints = d_values if d_values.dtype != torch.float16 else torch.empty_like(d_values, dtype=torch.float32)
+    grid, scan_tile = _grid(B, N, T, values.device, backward=True, order=4, blocked=True)
+    tile = dict(INTERPRETER_TILE if _INTERPRET else BD4_GRADIENTS_TILE)
+    tile["BT"] = min(tile["BT"], max(16, triton.next_power_of_2(T)))
+    tiles = triton.cdiv(T, tile["BT"])
+    d_bias_parts = torch.empty(B * tiles, *gate_bias.shape, device=values.device, dtype=torch.float32) \
+        if gate_bias is not None else None
+    flags = dict(ACT=_ACT_ID[gate_activation], HAS_BIAS=gate_bias is not None, HAS_STARTS=starts is not None)
+    with _device_guard(values.device):
+        _bd4_adjoint_kernel[grid](
+            gates=gates, gate_bias=_contiguous(gate_bias), starts=_contiguous(starts), d_states=d_states,
+            d_final=d_final, adjoints=adjoints, T=T, N=N, HAS_D_FINAL=d_final is not None, **flags, **scan_tile)
+        _bd4_gradients_kernel[(B * triton.cdiv(N, tile["BC"]) * tiles,)](
+            gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
+            starts=_contiguous(starts), adjoints=adjoints, d_gates=d_gates, d_values=d_values, d_initial_state=d_h0,
+            d_bias_parts=d_bias_parts, T=T, N=N, HAS_H0=h0 is not None, **flags, **tile)
+    return d_bias_parts.sum(0) if d_bias_parts is not None else None
 
 
 class _TimeLastFunction(torch.autograd.Function):

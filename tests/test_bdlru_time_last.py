@@ -163,10 +163,13 @@ def test_gradients_of_only_some_inputs_and_of_the_final_state_alone(m):
 
 @needs_triton
 @pytest.mark.parametrize("m", [2, 4])
-def test_bfloat16_inputs_give_bfloat16_outputs_and_gradients_close_to_float32(m):
-    gates, values, h0 = _inputs(2, 4, 40, m=m, dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_give_their_dtype_and_gradients_close_to_float32(m, dtype):
+    """bfloat16 and float16 (block size 4 keeps its adjoints in the value gradients' buffer in bfloat16, in a
+    float32 one in float16)."""
+    gates, values, h0 = _inputs(2, 4, 40, m=m, dtype=dtype)
     states, final, d_gates, d_values, d_h0 = _run("triton", gates, values, h0, "softmax", True)
-    assert states.dtype == d_values.dtype == d_gates.dtype == d_h0.dtype == torch.bfloat16
+    assert states.dtype == d_values.dtype == d_gates.dtype == d_h0.dtype == dtype
     assert final.dtype == torch.float32
     reference = _run("torch", *[t.detach().float().requires_grad_() for t in (gates, values, h0)], "softmax", True)
     for got, want in zip((states, final, d_gates, d_values, d_h0), reference):
