@@ -86,12 +86,13 @@ M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
 # T2048 D768, 1.1-2.1x the [B, T, N] kernels; 8 steps a thread needed all 255 registers
 # (bench_results/probes_2026-12-01/bd4/).
 BD4_TILE = {"BC": 1, "BT": 128, "num_warps": 1}
-# Its backward runs as two kernels: the adjoint scan in BD4_TILE (`_bd4_adjoint_kernel`, storing the adjoints in
-# float32), then the gradients, parallel in time, in tiles of BD4_GRADIENTS_TILE (`_bd4_gradients_kernel`). One kernel
-# doing both held 255 registers (ptxas) and took 1.31-1.78x as long on the H200 at B8 T4096 D1024, B1 T16384 D1024,
-# B32 T2048 D2048 and B8 T2048 D768, for all that the two kernels move 14 % more bytes: the second reads the logits
-# again and the adjoints back (bench_results/probes_2026-12-01/bd4/two_pass_run/; 128-, 256- and 512-step gradient
-# tiles were within 3 % of each other).
+# Its backward runs as two kernels: the adjoint scan in BD4_TILE (`_bd4_adjoint_kernel`), then the gradients, parallel
+# in time, in tiles of BD4_GRADIENTS_TILE (`_bd4_gradients_kernel`). One kernel doing both held 255 registers (ptxas);
+# two, for all that the second reads the logits again and the adjoints back, run forward+backward 1.02x / 1.22x / 1.18x
+# as fast on the H200 at B8 T4096 D1024 / B1 T16384 D1024 / B32 T2048 D2048 (256-step gradient tiles in 4 warps were at
+# or near the fastest of 128-512 in both probes; bench_results/probes_2026-12-01/bd4_two_kernels/). The adjoints live in
+# the value gradients' buffer, which they become, so the backward takes no memory more than one kernel's; a float32
+# buffer of their own was faster at B8 (0.585 against 0.729 ms) for 4 bytes more a channel-step.
 BD4_GRADIENTS_TILE = {"BC": 1, "BT": 256, "num_warps": 4}
 # m = 4 walks each row in one program, so a grid of few programs leaves the GPU idle: at B1 T16384 D1024 (128
 # programs, about one per SM) its forward+backward ran at 0.68x the [B, T, N] kernels', which are parallel in time;

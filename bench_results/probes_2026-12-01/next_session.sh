@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# What the next GPU session runs first (carry .whl, which holds pytest-xdist and execnet too), in device calls of
-# < 10 minutes. Pending after the twelfth session:
+# GPU runs of the twelfth and thirteenth sessions (carry .whl, which holds pytest-xdist and execnet too), in device
+# calls of < 10 minutes. All ran; kept so that each can be repeated:
 #   bash bench_results/probes_2026-12-01/next_session.sh tests OUT   # GPU tests of the time-last scans and models
-#                                                                    # (~2.5 min): BD-LRU block size 4's GPU tests,
-#                                                                    # whose run this session was cut by a timeout
-#   bash bench_results/probes_2026-12-01/next_session.sh table OUT   # scripts/bench_scan.py's kernel table (~5 min),
-#                                                                    # now with BD-LRU m = 4 time-last rows
+#                                                                    # (~6.5 min with -n 12)
+#   bash bench_results/probes_2026-12-01/next_session.sh table OUT   # scripts/bench_scan.py's kernel table (~6 min)
 #   bash bench_results/probes_2026-12-01/next_session.sh models OUT  # captured training steps: BD-LRU m = 2
 #                                                                    # time-last against time-first, H-LRU m = 2 (~2 min)
 #   bash bench_results/probes_2026-12-01/next_session.sh bd4 OUT     # BD-LRU block size 4's backward in two kernels
-#                                                                    # (bd4/two_pass.py) against the library's (~1 min)
-#   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids (done in the
-#                                                                    # twelfth session: small_grid/)
+#                                                                    # (bd4/two_pass.py) against the library's
+#                                                                    # backward (at fb71847 the fused kernel)
+#   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids
 set -u
 part=$1; out=$2
 mkdir -p "$out"
