@@ -10,6 +10,11 @@
 #                                                                    # (bd4/two_pass.py) against the library's
 #                                                                    # backward (at fb71847 the fused kernel)
 #   bash bench_results/probes_2026-12-01/next_session.sh small OUT   # BD-LRU block size 2 on small grids
+# Not run yet (after the thirteenth session):
+#   bash bench_results/probes_2026-12-01/next_session.sh adjoints OUT  # BD-LRU block size 4's adjoints: in the value
+#                                                                      # gradients' buffer, in a float32 or a bfloat16
+#                                                                      # buffer of their own (~1 min); why the first
+#                                                                      # costs 25 % at B8 T4096 D1024
 set -u
 part=$1; out=$2
 mkdir -p "$out"
@@ -29,7 +34,10 @@ case "$part" in
   table)
     timeout 540 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --out "$out/bench_scan_h200.json" 2>&1 \
       | grep -v Warn | tee "$out/bench_scan_h200.txt" | tail -48 ;;
+  adjoints)
+    timeout 300 python3 bench_results/probes_2026-12-01/bd4_two_kernels/probe_adjoint_buffer.py "$out" --split-dtype 2>&1 \
+      | grep -v Warn ;;
   bd4)
     timeout 300 python3 bench_results/probes_2026-12-01/bd4/probe_two_pass.py "$out" 2>&1 | grep -v Warn ;;
-  *) echo "part must be tests, small, models, table or bd4, got $part"; exit 2 ;;
+  *) echo "part must be tests, small, models, table, bd4 or adjoints, got $part"; exit 2 ;;
 esac
