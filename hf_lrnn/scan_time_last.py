@@ -1634,8 +1634,9 @@ def time_last_pays(order: int, B: int, N: int, device) -> bool:
     """Whether a model should scan B rows of N channels (or blocks) of this order time-last rather than [B, T, N]:
     always at H-LRU orders 1 and 2 and BD-LRU block sizes 1 and 2; at H-LRU order 4 on grids of at least
     M4_TIME_LAST_FROM programs per SM (BD-LRU block size 4 models keep [B, T, N] tensors, `_scans_time_last`: a
-    captured training step took 37.8 ms either way at d = 768 B8 T2048 on the H200, and the time-last op's
-    forward+backward holds more memory; bench_results/probes_2026-12-01/bd4_two_kernels/). BD-LRU block size 2's
+    captured training step took 37.8 ms either way at d = 768 B8 T2048 on the H200 with a backward faster than the
+    library's, whose forward+backward is 0.83-0.95x the [B, T, N] kernels' at B8-B32;
+    bench_results/probes_2026-12-01/bd4_two_kernels/). BD-LRU block size 2's
     forward+backward against the [B, T, N] kernels' on the H200: 1.07x at 3.9 programs per SM (B1 T16384 D1024, the
     tile scan), 1.27x at 7.8 and 1.22x at 15.5 (in threads; bench_results/probes_2026-12-01/small_grid/), 1.41x at 31
     (B8 T4096 D1024, bench_results/bench_scan_h200.txt)."""
@@ -1663,6 +1664,11 @@ def _backward_register_cap(programs: int, num_warps: int, device, most: Optional
     return most if cap is None else cap if most is None else min(cap, most)
 
 
+def _tile_steps(BT: int, T: int) -> int:
+    """A tile of BT steps, or fewer for a short sequence: the power of two that covers T, at least 16."""
+    return min(BT, max(16, triton.next_power_of_2(max(T, 1))))
+
+
 def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1, blocked: bool = False):
     """(grid, launch options): one program per (row, block of BC channels, or BC blocks of BD-LRU of block size 2,
     `blocked`, which launches as H-LRU m = 2 does, small below BD2_SMALL_GRID_BELOW). A grid of fewer than
@@ -1677,12 +1683,9 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     m = 4; BD-LRU block size 4 with `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE."""
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
-        if blocked:
-            options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
-            return (B * triton.cdiv(N, options["BC"]),), options
-        options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+        options["BT"] = _tile_steps(options["BT"], T)
         programs = B * triton.cdiv(N, options["BC"])
-        if backward and not _INTERPRET:
+        if backward and not blocked and not _INTERPRET:  # BD-LRU block size 4: no cap
             options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,
                                                         most=M4_BACKWARD_REGISTERS)
         return (programs,), options
@@ -1697,7 +1700,7 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options["IN_THREADS"] = in_threads
     if not backward:
         options["PREFETCH"] = small or in_threads
-    options["BT"] = min(options["BT"], max(16, triton.next_power_of_2(max(T, 1))))
+    options["BT"] = _tile_steps(options["BT"], T)
     programs = B * triton.cdiv(N, options["BC"])
     if backward and in_threads and not blocked and not _INTERPRET:
         cap = _backward_register_cap(programs, options["num_warps"], device)
@@ -1800,7 +1803,7 @@ def _bd4_backward(gates, gate_bias, values, states, h0, starts, d_states, d_fina
     adjoints = d_values if d_values.dtype != torch.float16 else torch.empty_like(d_values, dtype=torch.float32)
     grid, scan_tile = _grid(B, N, T, values.device, backward=True, order=4, blocked=True)
     tile = dict(INTERPRETER_TILE if _INTERPRET else BD4_GRADIENTS_TILE)
-    tile["BT"] = min(tile["BT"], max(16, triton.next_power_of_2(T)))
+    tile["BT"] = _tile_steps(tile["BT"], T)
     tiles = triton.cdiv(T, tile["BT"])
     d_bias_parts = torch.empty(B * tiles, *gate_bias.shape, device=values.device, dtype=torch.float32) \
         if gate_bias is not None else None
