@@ -273,10 +273,9 @@ class HLRUConfig(LRNNConfig):
             (`hlru_scan_time_last`, `bdlru_scan_time_last`), in which the scan streams at close to the memory
             bandwidth, and the scan writes the read-out that the output projection reads in that layout.
             "time_first": they write [B, T, N] tensors, as for every other order. Same function (the products sum
-            in another order); packed documents too. H-LRU order 4 takes it only on grids where it pays
-            (`scan_time_last.time_last_pays`: enough rows x channels per SM). Steps with padding, a decode step,
-            adapters on the projections, the torch backend, and every other order keep [B, T, N] tensors whatever
-            this says. Read at every forward. On the H200 a captured training step is 3-7 % faster
+            in another order); packed documents too. Steps with padding, a decode step, adapters on the
+            projections, the torch backend, and every other order keep [B, T, N] tensors whatever this says. Read
+            at every forward. On the H200 a captured training step is 3-7 % faster
             "time_last" (29.4 against 31.6 ms at order 2, 30.9 against 31.8 at order 1; d = 768, B8 T2048;
             docs/kernels.md); at BD-LRU block size 2, 33.2 against 33.7 ms.
         tie_word_embeddings: share the LM head with the token embedding.

@@ -41,7 +41,6 @@ from .norm_triton import add_norm_triton, norm_triton
 from .norm_triton import can_run as norm_triton_can_run
 from .ops import (bdlru_scan, bdlru_scan_time_last, hlru_scan, hlru_scan_time_last, resolve_backend, scan_step_into,
                   triton_available)
-from .scan_time_last import time_last_pays
 from .scan_torch import bdlru_scan_torch, hlru_scan_torch, scan_with_restarts_torch
 from .swiglu_triton import can_run as swiglu_triton_can_run
 from .swiglu_triton import silu_mul_triton
@@ -543,11 +542,14 @@ class LRNNMixer(nn.Module):
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
-        BD-LRU), H-LRU order 2 or 4 or BD-LRU block size 2 (order 4 on grids where it pays,
-        `time_last_pays`), selective gates, several steps, the Triton backend, plain nn.Linear projections (an
-        adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first path, which
-        handles it; checking costs the host sync that path's own check costs, and under torch.compile a mask always
-        takes it). Packed documents take it too."""
+        BD-LRU), H-LRU order 2 or 4 or BD-LRU block size 2, selective gates, several steps, the Triton backend,
+        plain nn.Linear projections (an adapter keeps the [B, T, N] path), and no padding (a mask with padding takes
+        the time-first path, which handles it; checking costs the host sync that path's own check costs, and under
+        torch.compile a mask always takes it). Packed documents take it too. On the H200 each of these scans
+        forward+backward faster time-last on every grid measured (H-LRU order 4: 1.8x the [B, T, N] kernels at B1
+        T16384 D1024, 1.3x at B32 T2048 D2048; bench_results/bench_scan_h200.txt). BD-LRU block size 4 keeps
+        [B, T, N] tensors: a captured training step took 37.8 ms either way at d = 768 B8 T2048 on the H200
+        (bench_results/probes_2026-12-01/bd4_two_kernels/)."""
         if getattr(self.config, "scan_layout", "time_last") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
@@ -555,8 +557,6 @@ class LRNNMixer(nn.Module):
             return False
         if not runs_triton(self.config, hidden_states.device):
             return False
-        if not time_last_pays(self.unit_size, hidden_states.shape[0], self.num_units, hidden_states.device):
-            return False  # a grid too small for order 4's one program per row
         if not all(_plain_linear(p) for p in (self.value_proj, self.coefficient_proj, self.out_proj)) \
                 or self.value_proj.bias is not None:
             return False

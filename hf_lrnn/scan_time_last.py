@@ -5,7 +5,7 @@ Why a second layout: the [B, T, N] kernels of scan_triton.py hold a tile's chann
 scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach 35-43 % of
 the H200's copy bandwidth at m = 1. With time contiguous in memory ([B, N, T]), each thread holds consecutive steps
 of one channel and `tl.associative_scan` runs mostly inside threads, as in accelerated-scan: these kernels run at
-82-92 % of copy forward and 62-70 % forward+backward at m = 1, 48-83 % / 38-69 % at m = 2, 9-44 % / 8-37 % at
+82-92 % of copy forward and 62-70 % forward+backward at m = 1, 48-83 % / 38-69 % at m = 2, 20-44 % / 22-42 % at
 m = 4 (bench_results/bench_scan_h200.txt). A model can produce and consume this layout without copies: a batched GEMM with
 the weight broadcast over the batch writes [B, rows, T], and an output projection reads [B, N, T] states as a
 transposed operand.
@@ -29,14 +29,16 @@ m = 2 and 4 optionally the read-out window [B, N, m, T] = (s_t, ..., s_{t-m+1}) 
            composes), gates [B, N, 2, 3, T], values and states [B, N, 2, T]; backward lam_t = A_{t+1}^T lam_{t+1} +
            dy_t in reverse time.
 
-One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or adjoint)
-in registers, so a row needs no look-back. Grids with few programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM)
-cannot hide the loads' latency by switching programs; there the forwards load the next tile before scanning this one
-(PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8 consecutive steps sequentially and scans only
-the groups' maps across a warp (IN_THREADS; one warp per channel, 256-step tiles), and BD-LRU block size 2 likewise
-(`_grid`); m = 4 does so on every grid (M4_TILE). The backward reads the saved states (in values' dtype) for the
-window before each step, as the [B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in
-float32.
+One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or
+adjoint) in registers, so a row needs no look-back (except order 4's chunks, below). Grids with few programs per SM
+(B1 T16384 D1024: 1024 programs, 8 per SM) cannot hide the loads' latency by switching programs; there the forwards
+load the next tile before scanning this one (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8
+consecutive steps sequentially and scans only the groups' maps across a warp (IN_THREADS; one warp per channel,
+256-step tiles), and BD-LRU block size 2 likewise (`_grid`); m = 4 does so on every grid (M4_TILE), and on grids of
+under M4_CHUNKED_BELOW programs per SM splits each row into chunks of one tile joined by a decoupled look-back on
+the tiles' 4 x 4 maps (`_look_back4`). The backward reads the saved states (in values' dtype) for the window before
+each step, as the [B, T, N] kernels do.
+All arithmetic is float32; float64 inputs are computed in float32.
 """
 
 import os
@@ -48,8 +50,9 @@ try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
 
-    from .scan_triton import (_ACT_ID, _affine_combine, _device_guard, _normalize, _normalize_bwd, _normalize_pair,
-                              _normalize_pair_bwd, _num_sms, _tracks_gradients)
+    from .scan_triton import (_ACT_ID, _FLAG_AGGREGATE, _FLAG_PREFIX, _affine_combine, _device_guard, _normalize,
+                              _normalize_bwd, _normalize_pair, _normalize_pair_bwd, _num_sms, _take_chunk,
+                              _tracks_gradients)
 except ImportError:  # ops.py then offers the torch backend only
     triton = None
 
@@ -94,11 +97,6 @@ BD4_TILE = {"BC": 1, "BT": 128, "num_warps": 1}
 # the value gradients' buffer, which they become, so the backward takes no memory more than one kernel's; a float32
 # buffer of their own was faster at B8 (0.585 against 0.729 ms) for 4 bytes more a channel-step.
 BD4_GRADIENTS_TILE = {"BC": 1, "BT": 256, "num_warps": 4}
-# m = 4 walks each row in one program, so a grid of few programs leaves the GPU idle: at B1 T16384 D1024 (128
-# programs, about one per SM) its forward+backward ran at 0.68x the [B, T, N] kernels', which are parallel in time;
-# at B8 T2048 D768 (768 programs, 5.8 per SM) at 2.3x (bench_results/probes_2026-11-30l/). Models take it from
-# M4_TIME_LAST_FROM programs per SM on (`time_last_pays`), a point between those two measurements, not a fit.
-M4_TIME_LAST_FROM = 4
 # The in-thread backwards (m = 2's on grids that are not small, m = 4's) cap their registers (Triton's `maxnreg`,
 # `_backward_register_cap`) so that the whole grid is resident at once where a cap of at least MIN_BACKWARD_REGISTERS
 # allows it: at B8 T4096 D1024 m = 2 (31 one-warp programs per SM; 96 registers keep 21 resident, 64 keep 32) that
@@ -110,6 +108,17 @@ M4_TIME_LAST_FROM = 4
 REGISTERS_PER_SM = 65536  # 64K 32-bit registers per SM on NVIDIA GPUs from Kepler to Blackwell
 MIN_BACKWARD_REGISTERS = 64
 M4_BACKWARD_REGISTERS = 128
+# H-LRU m = 4 on grids of fewer than M4_CHUNKED_BELOW programs per SM splits each row into chunks of one tile joined
+# by a look-back (`_look_back4`): B1 T16384 D1024's 128 programs become 8192. H200, % of copy forward /
+# forward+backward, chunks against whole rows: 19.7 / 22.0 against 9.2 / 8.7 at 1.0 programs per SM (B1 T16384
+# D1024), 18.6 / 21.8 against 17.6 / 16.8 at 1.9 (B2 T8192), 18.7 / 22.2 against 28.7 / 28.9 at 3.9 (B4 T4096); the
+# threshold lies between the last two. Chunks run at 19-25 % whatever the grid (25 at B32 T2048 D2048, where rows
+# reach 44): each program's short life (counter, loads, look-back, stores) bounds them. Chunks of 2-16 tiles, a
+# first pass composing the chunk's map, were slower still (13-17 %; bench_results/probes_2026-12-02/).
+M4_CHUNKED_BELOW = 3
+# Tests only: publish the prefix of every k-th chunk alone, so that look-backs compose maps (the interpreter runs the
+# programs one after another, so otherwise every look-back finds its predecessor's prefix at once).
+_PREFIX_EVERY = 1
 
 if triton is not None:
 
@@ -781,13 +790,10 @@ if triton is not None:
         return a1 * w0 + a2 * w1 + a3 * w2 + a4 * w3 + u, keep * w0, keep * w1, keep * w2
 
     @triton.jit
-    def _m4_tile_in_threads(a1, a2, a3, a4, u, keep, w0, w1, w2, w3, BC: tl.constexpr, BT: tl.constexpr):
-        """The windows (s_t, s_{t-1}, s_{t-2}, s_{t-3}) [BC, BT] x 4 of a tile from its incoming window (w0..w3)
-        [BC], and the window after its last group: each thread composes its 8 steps' 4 x 4 maps one after another,
-        the BT / 8 group maps go through tl.associative_scan, each group's start window is the end window of the
-        group before (tl.gather), and its 8 windows follow from it at 4 multiply-adds each. a1..a4 are 0 at a
-        document start (keep 0); steps past T must have a1 = 1, a2 = a3 = a4 = 0, keep = 1 (the caller takes the
-        final window at step T - 1)."""
+    def _m4_tile_maps(a1, a2, a3, a4, u, keep, BC: tl.constexpr, BT: tl.constexpr):
+        """The first half of `_m4_tile_in_threads`: each thread composes its 8 steps' 4 x 4 maps one after another and
+        the BT / 8 group maps go through tl.associative_scan; returns the 20 components [BC, BT / 8] of the maps from
+        the tile's incoming window to the window after each group (the last group's: the tile's map)."""
         G: tl.constexpr = BT // 8
         p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
         q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
@@ -803,8 +809,29 @@ if triton is not None:
         maps = _companion4_step(*maps, p5, q5, r5, o5, u5, k5)
         maps = _companion4_step(*maps, p6, q6, r6, o6, u6, k6)
         maps = _companion4_step(*maps, p7, q7, r7, o7, u7, k7)
-        (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33,
-         b0, b1, b2, b3) = tl.associative_scan(maps, 1, _companion4_combine)
+        return tl.associative_scan(maps, 1, _companion4_combine)
+
+    @triton.jit
+    def _m4_tile_in_threads(a1, a2, a3, a4, u, keep, w0, w1, w2, w3, BC: tl.constexpr, BT: tl.constexpr):
+        """The windows (s_t, s_{t-1}, s_{t-2}, s_{t-3}) [BC, BT] x 4 of a tile from its incoming window (w0..w3)
+        [BC], and the window after its last group: the group maps of `_m4_tile_maps`, then `_m4_tile_states`."""
+        maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, BC, BT)
+        return _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, BC, BT)
+
+    @triton.jit
+    def _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, BC: tl.constexpr, BT: tl.constexpr):
+        """The second half of `_m4_tile_in_threads`, from the group maps of `_m4_tile_maps`: each group's start window
+        is the end window of the group before (tl.gather), and its 8 windows follow from it at 4 multiply-adds each.
+        a1..a4 are 0 at a document start (keep 0); steps past T must have a1 = 1, a2 = a3 = a4 = 0, keep = 1 (the
+        caller takes the final window at step T - 1)."""
+        G: tl.constexpr = BT // 8
+        p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
+        q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
+        r0, r1, r2, r3, r4, r5, r6, r7 = _split_steps(a3, BC, G)
+        o0, o1, o2, o3, o4, o5, o6, o7 = _split_steps(a4, BC, G)
+        u0, u1, u2, u3, u4, u5, u6, u7 = _split_steps(u, BC, G)
+        k0, k1, k2, k3, k4, k5, k6, k7 = _split_steps(keep, BC, G)
+        (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33, b0, b1, b2, b3) = maps
         end0 = _apply4(m00, m01, m02, m03, b0, w0, w1, w2, w3)  # the window after each group
         end1 = _apply4(m10, m11, m12, m13, b1, w0, w1, w2, w3)
         end2 = _apply4(m20, m21, m22, m23, b2, w0, w1, w2, w3)
@@ -831,15 +858,143 @@ if triton is not None:
                 tl.sum(tl.where(last, end0, 0.0), axis=1), tl.sum(tl.where(last, end1, 0.0), axis=1),
                 tl.sum(tl.where(last, end2, 0.0), axis=1), tl.sum(tl.where(last, end3, 0.0), axis=1))
 
+    # Small grids of order 4 (a few programs per SM: B1 T16384 D1024 has 128) split each row into chunks of one tile,
+    # a program each, and join them by a decoupled look-back as scan_triton's first-order kernels do: a chunk publishes
+    # its tile's map (M, b) [4 x 4 + 4] (the "aggregate"), composes its predecessors' maps until one has published its
+    # true outgoing window or adjoint (the "prefix"), scans its tile from that, then publishes its own prefix. Chunk
+    # ids come from one atomic counter per (row, channel block), so a predecessor has always started (no deadlock).
+
     @triton.jit
-    def _time_last_m4_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
-                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
-                                 WINDOW: tl.constexpr):
+    def _column4(x, i: tl.constexpr):
+        """[BC]: column i of x [BC, 4]."""
+        return tl.sum(tl.where((tl.arange(0, 4) == i)[None, :], x, 0.0), axis=1)
+
+    @triton.jit
+    def _look_back4(flags, aggregates, prefixes, chunk, num_chunks, stream, streams, map_rows_per_chunk, rows, mc,
+                    STEP: tl.constexpr, BC: tl.constexpr):
+        """[BC, 4]: the true carry entering `chunk` (the window before it, or with STEP = 1 the adjoint after it):
+        compose the published maps of chunk + STEP, chunk + 2 STEP, ... until one has published its prefix, spinning
+        while a chunk has published nothing yet."""
+        k = tl.arange(0, 4)
+        acc_m = tl.broadcast_to(tl.where(k[:, None] == k[None, :], 1.0, 0.0)[None, :, :], [BC, 4, 4])
+        acc_b = tl.zeros([BC, 4], tl.float32)
+        carry = tl.zeros([BC, 4], tl.float32)
+        j = chunk + STEP
+        searching = (j >= 0) & (j < num_chunks)
+        while searching:
+            flag_index = j * streams + stream
+            flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
+            while flag == 0:
+                flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
+            index = j.to(tl.int64) * map_rows_per_chunk + rows  # [BC]
+            if flag == _FLAG_PREFIX:
+                prefix = tl.load(prefixes + 4 * index[:, None] + k[None, :], mask=mc[:, None], other=0.0,
+                                 volatile=True)
+                carry = tl.sum(acc_m * prefix[:, None, :], axis=2) + acc_b
+            else:  # acc after this chunk's map: x -> acc_m (map_m x + map_b) + acc_b
+                map_m = tl.load(aggregates + 20 * index[:, None, None] + (4 * k[:, None] + k[None, :])[None, :, :],
+                                mask=mc[:, None, None], other=0.0, volatile=True)
+                map_b = tl.load(aggregates + 20 * index[:, None] + 16 + k[None, :], mask=mc[:, None], other=0.0,
+                                volatile=True)
+                acc_b = tl.sum(acc_m * map_b[:, None, :], axis=2) + acc_b
+                acc_m = tl.sum(acc_m[:, :, :, None] * map_m[:, None, :, :], axis=2)
+            j += STEP
+            searching = (flag != _FLAG_PREFIX) & (j >= 0) & (j < num_chunks)
+        return carry
+
+    @triton.jit
+    def _group_map(maps, group):
+        """The map of column `group` of the scanned group maps (20 x [BC, G]): 20 x [BC]."""
+        g = tl.arange(0, maps[0].shape[1])
+        return (_pick(maps[0], g, group), _pick(maps[1], g, group), _pick(maps[2], g, group), _pick(maps[3], g, group),
+                _pick(maps[4], g, group), _pick(maps[5], g, group), _pick(maps[6], g, group), _pick(maps[7], g, group),
+                _pick(maps[8], g, group), _pick(maps[9], g, group), _pick(maps[10], g, group),
+                _pick(maps[11], g, group), _pick(maps[12], g, group), _pick(maps[13], g, group),
+                _pick(maps[14], g, group), _pick(maps[15], g, group), _pick(maps[16], g, group),
+                _pick(maps[17], g, group), _pick(maps[18], g, group), _pick(maps[19], g, group))
+
+    @triton.jit
+    def _apply4_rows(x, c0, c1, c2, c3):
+        """The map x (20 x [BC]) applied to the vector (c0..c3) [BC]."""
+        return (x[0] * c0 + x[1] * c1 + x[2] * c2 + x[3] * c3 + x[16],
+                x[4] * c0 + x[5] * c1 + x[6] * c2 + x[7] * c3 + x[17],
+                x[8] * c0 + x[9] * c1 + x[10] * c2 + x[11] * c3 + x[18],
+                x[12] * c0 + x[13] * c1 + x[14] * c2 + x[15] * c3 + x[19])
+
+    @triton.jit
+    def _chunk_carry4(flags, aggregates, prefixes, chunk_map, chunk, num_chunks, stream, streams, map_rows_per_chunk,
+                      rows, mc, c0, c1, c2, c3, PREFIX_EVERY: tl.constexpr, STEP: tl.constexpr, BC: tl.constexpr):
+        """The carry (c0..c3) [BC] entering this chunk: given (the initial window, or zero adjoint) where no chunk
+        precedes it in the scan's direction; otherwise publish the chunk's map (20 x [BC]) and look back. Then
+        publish the chunk's outgoing carry, its map applied to that (tests: only every PREFIX_EVERY-th chunk's and
+        the last's, so that look-backs compose maps; the backward's first chunk publishes no map)."""
+        neighbour = chunk + STEP
+        index = chunk.to(tl.int64) * map_rows_per_chunk + rows
+        if (neighbour >= 0) & (neighbour < num_chunks):
+            for i in tl.static_range(20):
+                tl.store(aggregates + 20 * index + i, chunk_map[i], mask=mc)
+            tl.debug_barrier()  # every thread's stores are done before one thread raises the flag
+            tl.atomic_xchg(flags + chunk * streams + stream, _FLAG_AGGREGATE, sem="release", scope="gpu")
+            carry = _look_back4(flags, aggregates, prefixes, chunk, num_chunks, stream, streams, map_rows_per_chunk,
+                                rows, mc, STEP, BC)
+            c0, c1, c2, c3 = _column4(carry, 0), _column4(carry, 1), _column4(carry, 2), _column4(carry, 3)
+        if (chunk % PREFIX_EVERY == 0) | (chunk == num_chunks - 1):
+            x0, x1, x2, x3 = _apply4_rows(chunk_map, c0, c1, c2, c3)
+            tl.store(prefixes + 4 * index, x0, mask=mc)
+            tl.store(prefixes + 4 * index + 1, x1, mask=mc)
+            tl.store(prefixes + 4 * index + 2, x2, mask=mc)
+            tl.store(prefixes + 4 * index + 3, x3, mask=mc)
+            tl.debug_barrier()
+            tl.atomic_xchg(flags + chunk * streams + stream, _FLAG_PREFIX, sem="release", scope="gpu")
+        return c0, c1, c2, c3
+
+    @triton.jit
+    def _chunk_of_row(counters, T, N, B, num_chunks, BC: tl.constexpr, BT: tl.constexpr, CHUNKED: tl.constexpr,
+                      REVERSE: tl.constexpr):
+        """(b, rows, mc, stream, streams, chunk, first step, end step) of this program: CHUNKED, one tile of a
+        (row, channel block) stream, its chunk id from the stream's counter (REVERSE: the last chunk first);
+        otherwise the whole row."""
+        if CHUNKED:
+            streams = B * tl.cdiv(N, BC)
+            stream, chunk, _ = _take_chunk(counters, streams, 1, num_chunks, REVERSE=REVERSE, COUNTERS_FROM=0)
+            b, rows, mc = _block_offsets(stream, N, BC)
+            first = chunk * BT
+            end = tl.minimum(first + BT, T)
+        else:
+            b, rows, mc = _tile_offsets(T, N, BC)
+            stream = tl.program_id(0)
+            streams = tl.num_programs(0)
+            chunk = stream * 0
+            first = 0
+            end = T
+        return b, rows, mc, stream, streams, chunk, first, end
+
+    @triton.jit
+    def _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3, bias4, bias_gate,
+                        ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STARTS: tl.constexpr, BC: tl.constexpr,
+                        BT: tl.constexpr):
+        """(a1, a2, a3, a4, u = g v, keep) [BC, BT] of a tile as `_m4_tile_maps` takes them: the coefficients 0 and
+        keep 0 at a document start; the identity step past T."""
+        z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
+        x = _load_values(values, rows, t, mask, T)
+        a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
+        start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
+        inside = mask & ~start
+        return (tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(inside, a2, 0.0), tl.where(inside, a3, 0.0),
+                tl.where(inside, a4, 0.0), tl.where(mask, g * x, 0.0), tl.where(start, 0.0, 1.0))
+
+    @triton.jit
+    def _time_last_m4_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, flags,
+                                 counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
+                                 BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr,
+                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + ... + a4 s_{t-4} + g v for BC rows, composed in threads
-        (`_m4_tile_in_threads`); initial / final window (s, s_{-1}, s_{-2}, s_{-3}). WINDOW: states is [B, N, 4,
-        T], the window (s_t, ..., s_{t-3}) at every step (entries before a document's start 0)."""
-        b, rows, mc = _tile_offsets(T, N, BC)
+        (`_m4_tile_maps`, `_m4_tile_states`); initial / final window (s, s_{-1}, s_{-2}, s_{-3}). WINDOW: states is
+        [B, N, 4, T], the window (s_t, ..., s_{t-3}) at every step (entries before a document's start 0). CHUNKED:
+        one tile per program, joined by the look-back (flags, counters, aggregates, prefixes; else None)."""
+        b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
+                                                                        REVERSE=False)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 5, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 5, mc, HAS_BIAS)
         bias3 = _load_bias(gate_bias, rows, b, N, 2, 5, mc, HAS_BIAS)
@@ -847,18 +1002,17 @@ if triton is not None:
         bias_gate = _load_bias(gate_bias, rows, b, N, 4, 5, mc, HAS_BIAS)
         w0, w1, w2, w3 = _load_four(initial_state, rows, mc, HAS_H0)  # the window before the tile: s_{t-1}, ..., s_{t-4}
         final0, final1, final2, final3 = w0, w1, w2, w3  # overwritten by the last tile
-        for t0 in range(0, T, BT):
+        for t0 in range(first, end, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
-            x = _load_values(values, rows, t, mask, T)
-            a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
-            start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
-            keep = tl.where(start, 0.0, 1.0)
-            inside = mask & ~start
-            e0, e1, e2, e3, w0, w1, w2, w3 = _m4_tile_in_threads(
-                tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(inside, a2, 0.0), tl.where(inside, a3, 0.0),
-                tl.where(inside, a4, 0.0), tl.where(mask, g * x, 0.0), keep, w0, w1, w2, w3, BC, BT)
+            a1, a2, a3, a4, u, keep = _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3,
+                                                      bias4, bias_gate, ACT, HAS_BIAS, HAS_STARTS, BC, BT)
+            maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, BC, BT)
+            if CHUNKED:  # the window before this chunk, from the chunks before it
+                w0, w1, w2, w3 = _chunk_carry4(flags, aggregates, prefixes, _group_map(maps, BT // 8 - 1), chunk,
+                                               num_chunks, stream, streams, B * N, rows, mc, w0, w1, w2, w3,
+                                               PREFIX_EVERY, STEP=-1, BC=BC)
+            e0, e1, e2, e3, w0, w1, w2, w3 = _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, BC, BT)
             if t0 + BT >= T:  # the last tile: the final window is the window at step T - 1
                 final0, final1, final2, final3 = _pick(e0, t, T - 1), _pick(e1, t, T - 1), _pick(e2, t, T - 1), \
                     _pick(e3, t, T - 1)
@@ -871,7 +1025,8 @@ if triton is not None:
             else:
                 tl.store(states + rows[:, None] * T + t[None, :], e0.to(states.dtype.element_ty), mask=mask)
         if WRITE_FINAL:
-            _store_four(final_state, rows, mc, final0, final1, final2, final3)
+            if end >= T:  # the row's last tile
+                _store_four(final_state, rows, mc, final0, final1, final2, final3)
 
     @triton.jit
     def _adjoint4_step(p00, p01, p02, p03, p10, p11, p12, p13, p20, p21, p22, p23, p30, p31, p32, p33,
@@ -892,10 +1047,9 @@ if triton is not None:
         return a1 * v0 + keep * v1 + d, a2 * v0 + keep * v2, a3 * v0 + keep * v3, a4 * v0
 
     @triton.jit
-    def _m4_adjoint_tile_in_threads(a1, a2, a3, a4, keep, dy, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr):
-        """The backward's `_m4_tile_in_threads`: lam [BC, BT] of a tile from v = (lam, mu1, mu2, mu3) after its last
-        step (c0..c3) [BC], and v at its first step. a1..a4 = a_{t+1} and keep_{t+1} as the maps use them (0 past T,
-        where the carry into the last tile is 0 and stays 0)."""
+    def _m4_adjoint_tile_maps(a1, a2, a3, a4, keep, dy, BC: tl.constexpr, BT: tl.constexpr):
+        """The first half of `_m4_adjoint_tile_in_threads`: the 20 components [BC, BT / 8] of the maps from v after
+        the tile's last step to v at each group's first step (the first group's: the tile's map)."""
         G: tl.constexpr = BT // 8
         p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
         q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
@@ -911,8 +1065,27 @@ if triton is not None:
         maps = _adjoint4_step(*maps, p2, q2, r2, o2, k2, d2)
         maps = _adjoint4_step(*maps, p1, q1, r1, o1, k1, d1)
         maps = _adjoint4_step(*maps, p0, q0, r0, o0, k0, d0)
-        (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33,
-         b0, b1, b2, b3) = tl.associative_scan(maps, 1, _companion4_combine, reverse=True)
+        return tl.associative_scan(maps, 1, _companion4_combine, reverse=True)
+
+    @triton.jit
+    def _m4_adjoint_tile_in_threads(a1, a2, a3, a4, keep, dy, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr):
+        """The backward's `_m4_tile_in_threads`: lam [BC, BT] of a tile from v = (lam, mu1, mu2, mu3) after its last
+        step (c0..c3) [BC], and v at its first step. a1..a4 = a_{t+1} and keep_{t+1} as the maps use them (0 past T,
+        where the carry into the last tile is 0 and stays 0)."""
+        maps = _m4_adjoint_tile_maps(a1, a2, a3, a4, keep, dy, BC, BT)
+        return _m4_adjoint_tile_states(a1, a2, a3, a4, keep, dy, maps, c0, c1, c2, c3, BC, BT)
+
+    @triton.jit
+    def _m4_adjoint_tile_states(a1, a2, a3, a4, keep, dy, maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr):
+        """The second half of `_m4_adjoint_tile_in_threads`, from the maps of `_m4_adjoint_tile_maps`."""
+        G: tl.constexpr = BT // 8
+        p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
+        q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
+        r0, r1, r2, r3, r4, r5, r6, r7 = _split_steps(a3, BC, G)
+        o0, o1, o2, o3, o4, o5, o6, o7 = _split_steps(a4, BC, G)
+        k0, k1, k2, k3, k4, k5, k6, k7 = _split_steps(keep, BC, G)
+        d0, d1, d2, d3, d4, d5, d6, d7 = _split_steps(dy, BC, G)
+        (m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33, b0, b1, b2, b3) = maps
         first0 = _apply4(m00, m01, m02, m03, b0, c0, c1, c2, c3)  # v at each group's first step
         first1 = _apply4(m10, m11, m12, m13, b1, c0, c1, c2, c3)
         first2 = _apply4(m20, m21, m22, m23, b2, c0, c1, c2, c3)
@@ -944,17 +1117,57 @@ if triton is not None:
                 tl.sum(tl.where(head, v2, 0.0), axis=1), tl.sum(tl.where(head, v3, 0.0), axis=1))
 
     @triton.jit
+    def _m4_adjoint_inputs(gates, d_states, starts, rows, state_rows, b, t, mc, T, bias1, bias2, bias3, bias4,
+                           bias_gate, df0, df1, df2, df3, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                           HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr):
+        """(a1, a2, a3, a4 of step t + 1, keep_{t+1}, dy) [BC, BT] of a tile as `_m4_adjoint_tile_maps` takes them:
+        a_{t+1} 0 past T and where a document starts at t + 1; dy the gradient reaching s_t from the states (with
+        WINDOW every window entry that holds it) and from the final window (d_final's entries df0..df3 [BC])."""
+        mask = mc[:, None] & (t < T)[None, :]
+        mask1 = mc[:, None] & (t + 1 < T)[None, :]
+        y1, y2, y3, y4, yg = _load_five(gates, rows, t + 1, mask1, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
+        n1, n2, n3, n4, _ = _normalize_five(y1, y2, y3, y4, yg, ACT)  # a_{t+1}
+        # entry k of the window at step t + k is s_t unless a document starts at t + 1, ..., t + k
+        valid1 = ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
+        valid2 = valid1 & ~_starts_at(starts, b, t + 2, T, HAS_STARTS)
+        valid3 = valid2 & ~_starts_at(starts, b, t + 3, T, HAS_STARTS)
+        keep_next = mask1 & valid1
+        dy = _load_values(d_states, state_rows, t, mask, T)
+        if WINDOW:
+            dy += tl.where(valid1, _load_values(d_states, state_rows + 1, t + 1, mask1, T), 0.0)
+            dy += tl.where(valid2, _load_values(d_states, state_rows + 2, t + 2, mc[:, None] & (t + 2 < T)[None, :],
+                                                T), 0.0)
+            dy += tl.where(valid3, _load_values(d_states, state_rows + 3, t + 3, mc[:, None] & (t + 3 < T)[None, :],
+                                                T), 0.0)
+        # the final window (s_{T-1}, ..., s_{T-4}), likewise
+        dy += tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
+        dy += tl.where((t == T - 2)[None, :] & valid1, df1[:, None], 0.0)
+        dy += tl.where((t == T - 3)[None, :] & valid2, df2[:, None], 0.0)
+        dy += tl.where((t == T - 4)[None, :] & valid3, df3[:, None], 0.0)
+        # keep is 1 past T too (the adjoint is 0 there, as a1..a4 are): without starts it is then the constant 1,
+        # whose 20 multiplies a step the compiler can drop
+        return (tl.where(keep_next, n1, 0.0), tl.where(keep_next, n2, 0.0), tl.where(keep_next, n3, 0.0),
+                tl.where(keep_next, n4, 0.0), tl.broadcast_to(tl.where(valid1, 1.0, 0.0), [BC, BT]),
+                tl.where(mask, dy, 0.0))
+
+    @triton.jit
     def _time_last_m4_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
-                                 d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
-                                 BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                 HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
+                                 d_values, d_initial_state, d_bias_rows, flags, counters, aggregates, prefixes, T, N, B,
+                                 num_chunks, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
+                                 HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
+                                 HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr,
+                                 PREFIX_EVERY: tl.constexpr):
         """The adjoint lam_t = dy_t + sum_k a_k,t+k lam_t+k in reverse time, composed in threads on v = (lam, mu1,
         mu2, mu3) (`_m4_adjoint_tile_in_threads`), then the logit and value gradients. The window before step t
         (s_{t-1}, ..., s_{t-4}), which the logits' gradients need, is read from the saved states (the initial
         window before step 0, zero across a document start). WINDOW: states and d_states are [B, N, 4, T] windows;
         the gradient of entry k at step t + k joins s_t's unless a document starts in between; the final window's
-        likewise; what reaches before step 0 goes to the initial window."""
-        b, rows, mc = _tile_offsets(T, N, BC)
+        likewise; what reaches before step 0 goes to the initial window. CHUNKED: one tile per program, the last
+        first, joined by the look-back; each chunk's bias gradient sums go to its own [B, N, 5] of d_bias_rows."""
+        b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
+                                                                        REVERSE=True)
+        if CHUNKED & HAS_BIAS:
+            d_bias_rows += chunk.to(tl.int64) * B * N * 5
         state_rows = rows  # s_t's row in states and d_states
         if WINDOW:
             state_rows = 4 * rows
@@ -975,37 +1188,19 @@ if triton is not None:
         h0, h1, h2, h3 = _load_four(initial_state, rows, mc, HAS_H0)  # the initial window s_{-1}, ..., s_{-4}
         df0, df1, df2, df3 = _load_four(d_final, rows, mc, HAS_D_FINAL)
         num_tiles = tl.cdiv(T, BT)
-        for r in range(0, num_tiles):
+        for r in range(num_tiles - tl.cdiv(end, BT), num_tiles - first // BT):  # the tiles from end back to first
             t0 = (num_tiles - 1 - r) * BT
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
-            mask1 = mc[:, None] & (t + 1 < T)[None, :]
-            y1, y2, y3, y4, yg = _load_five(gates, rows, t + 1, mask1, T, bias1, bias2, bias3, bias4, bias_gate,
-                                            HAS_BIAS)
-            n1, n2, n3, n4, _ = _normalize_five(y1, y2, y3, y4, yg, ACT)  # a_{t+1}
-            # entry k of the window at step t + k is s_t unless a document starts at t + 1, ..., t + k
-            valid1 = ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
-            valid2 = valid1 & ~_starts_at(starts, b, t + 2, T, HAS_STARTS)
-            valid3 = valid2 & ~_starts_at(starts, b, t + 3, T, HAS_STARTS)
-            keep_next = mask1 & valid1
-            dy = _load_values(d_states, state_rows, t, mask, T)
-            if WINDOW:
-                dy += tl.where(valid1, _load_values(d_states, state_rows + 1, t + 1, mask1, T), 0.0)
-                dy += tl.where(valid2, _load_values(d_states, state_rows + 2, t + 2,
-                                                    mc[:, None] & (t + 2 < T)[None, :], T), 0.0)
-                dy += tl.where(valid3, _load_values(d_states, state_rows + 3, t + 3,
-                                                    mc[:, None] & (t + 3 < T)[None, :], T), 0.0)
-            # the final window (s_{T-1}, ..., s_{T-4}), likewise
-            dy += tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
-            dy += tl.where((t == T - 2)[None, :] & valid1, df1[:, None], 0.0)
-            dy += tl.where((t == T - 3)[None, :] & valid2, df2[:, None], 0.0)
-            dy += tl.where((t == T - 4)[None, :] & valid3, df3[:, None], 0.0)
-            # keep is 1 past T too (the adjoint is 0 there, as a1..a4 are): without starts it is then the constant 1,
-            # whose 20 multiplies a step the compiler can drop
-            lam, c0, c1, c2, c3 = _m4_adjoint_tile_in_threads(
-                tl.where(keep_next, n1, 0.0), tl.where(keep_next, n2, 0.0), tl.where(keep_next, n3, 0.0),
-                tl.where(keep_next, n4, 0.0), tl.broadcast_to(tl.where(valid1, 1.0, 0.0), [BC, BT]),
-                tl.where(mask, dy, 0.0), c0, c1, c2, c3, BC, BT)
+            n1, n2, n3, n4, keep1, dy = _m4_adjoint_inputs(gates, d_states, starts, rows, state_rows, b, t, mc, T,
+                                                           bias1, bias2, bias3, bias4, bias_gate, df0, df1, df2, df3,
+                                                           ACT, HAS_BIAS, HAS_STARTS, WINDOW, BC, BT)
+            maps = _m4_adjoint_tile_maps(n1, n2, n3, n4, keep1, dy, BC, BT)
+            if CHUNKED:  # v after this chunk, from the chunks after it
+                c0, c1, c2, c3 = _chunk_carry4(flags, aggregates, prefixes, _group_map(maps, 0), chunk, num_chunks,
+                                               stream, streams, B * N, rows, mc, c0, c1, c2, c3, PREFIX_EVERY, STEP=1,
+                                               BC=BC)
+            lam, c0, c1, c2, c3 = _m4_adjoint_tile_states(n1, n2, n3, n4, keep1, dy, maps, c0, c1, c2, c3, BC, BT)
             # the step's own inputs after the scan (fewer registers live across it)
             z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
             a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
@@ -1630,21 +1825,6 @@ if triton is not None:
                 _store_four(d_initial_state, blocks, mc, dh0, dh1, dh2, dh3)
 
 
-def time_last_pays(order: int, B: int, N: int, device) -> bool:
-    """Whether a model should scan B rows of N channels (or blocks) of this order time-last rather than [B, T, N]:
-    always at H-LRU orders 1 and 2 and BD-LRU block sizes 1 and 2; at H-LRU order 4 on grids of at least
-    M4_TIME_LAST_FROM programs per SM (BD-LRU block size 4 models keep [B, T, N] tensors, `_scans_time_last`: a
-    captured training step took 37.8 ms either way at d = 768 B8 T2048 on the H200 with a backward faster than the
-    library's, whose forward+backward is 0.83-0.95x the [B, T, N] kernels' at B8-B32;
-    bench_results/probes_2026-12-01/bd4_two_kernels/). BD-LRU block size 2's
-    forward+backward against the [B, T, N] kernels' on the H200: 1.07x at 3.9 programs per SM (B1 T16384 D1024, the
-    tile scan), 1.27x at 7.8 and 1.22x at 15.5 (in threads; bench_results/probes_2026-12-01/small_grid/), 1.41x at 31
-    (B8 T4096 D1024, bench_results/bench_scan_h200.txt)."""
-    if order != 4:
-        return True
-    return B * -(-N // M4_TILE["BC"]) >= M4_TIME_LAST_FROM * _num_sms(device)
-
-
 def _contiguous(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return t.contiguous() if t is not None else None
 
@@ -1685,6 +1865,11 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
         options["BT"] = _tile_steps(options["BT"], T)
         programs = B * triton.cdiv(N, options["BC"])
+        if not blocked:  # H-LRU m = 4: chunks of one tile on small grids
+            tiles = triton.cdiv(T, options["BT"])
+            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * _num_sms(device if device is not None else "cpu")
+            options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
+            programs *= options["num_chunks"]
         if backward and not blocked and not _INTERPRET:  # BD-LRU block size 4: no cap
             options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,
                                                         most=M4_BACKWARD_REGISTERS)
@@ -1707,6 +1892,19 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         if cap is not None:
             options["maxnreg"] = cap
     return (programs,), options
+
+
+def _look_back_workspace(B: int, N: int, options: dict, device) -> dict:
+    """The chunked order-4 kernels' look-back tensors (flags and stream counters zeroed; each chunk's maps [B * N, 20]
+    and outgoing carries [B * N, 4], float32), or None each for a launch of whole rows."""
+    if not options.get("CHUNKED"):
+        return dict(flags=None, counters=None, aggregates=None, prefixes=None)
+    num_chunks = options["num_chunks"]
+    streams = B * triton.cdiv(N, options["BC"])
+    flags = torch.zeros(num_chunks * streams + streams, dtype=torch.int32, device=device)  # flags, then counters
+    carries = torch.empty(num_chunks * B * N * 24, dtype=torch.float32, device=device)  # maps, then prefixes
+    return dict(flags=flags, counters=flags[num_chunks * streams:], aggregates=carries[:num_chunks * B * N * 20],
+                prefixes=carries[num_chunks * B * N * 20:])
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
@@ -1738,6 +1936,8 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
         kernel = {1: _time_last_fwd_kernel, 2: _time_last_m2_fwd_kernel, 4: _time_last_m4_fwd_kernel}[m]
         if m > 1:  # at m = 1 the window is the states
             blocks["WINDOW"] = window
+        if m == 4:
+            blocks.update(_look_back_workspace(B, N, blocks, values.device), B=B)
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
@@ -1772,8 +1972,6 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
         d_bias = _bd4_backward(gates, gate_bias, values, states, h0, starts, d_states, d_final, d_gates, d_values, d_h0,
                                gate_activation)
         return d_gates, d_values, d_h0, d_bias
-    d_bias_rows = torch.empty(B, *gate_bias.shape, device=values.device, dtype=torch.float32) \
-        if gate_bias is not None else None
     if blocked:
         grid, blocks = _grid(B, N, T, values.device, backward=True, order=m, blocked=True)
         kernel = _bd2_time_last_bwd_kernel
@@ -1782,6 +1980,11 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
         kernel = {1: _time_last_bwd_kernel, 2: _time_last_m2_bwd_kernel, 4: _time_last_m4_bwd_kernel}[m]
         if m > 1:
             blocks["WINDOW"] = window
+        if m == 4:
+            blocks.update(_look_back_workspace(B, N, blocks, values.device), B=B)
+    # each program's bias gradient sums, per (chunk of the chunked order-4 kernel, batch row)
+    d_bias_rows = torch.empty(blocks.get("num_chunks", 1) * B, *gate_bias.shape, device=values.device,
+                              dtype=torch.float32) if gate_bias is not None else None
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, states=states, initial_state=h0,
@@ -1862,4 +2065,4 @@ def time_last_scan(gates: torch.Tensor, values: torch.Tensor, initial_state: Opt
                                    window)
 
 
-__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_pays", "time_last_scan"]
+__all__ = ["TILE", "time_last_backward", "time_last_forward", "time_last_scan"]

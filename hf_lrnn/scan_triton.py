@@ -1658,7 +1658,7 @@ def _auto_chunk(S, N, m, blocked, max_len, num_sms=132):  # num_sms: `_num_sms` 
 @torch.compiler.assume_constant_result
 def _cuda_sm_count(index: int) -> int:
     """CUDA device `index`'s SM count; torch.compile calls it once while tracing and keeps the number (tracing
-    into torch.cuda.get_device_properties would break the graph of a model that asks, `time_last_pays`)."""
+    into torch.cuda.get_device_properties would break the graph of a traced caller)."""
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 

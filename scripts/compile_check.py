@@ -226,6 +226,11 @@ def main(argv=None):
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
               f"{', document starts, gate bias, window' if with_starts else ''}",
               lambda: time_last_forward_backward(gates, values, h0, activation, starts, bias, with_starts))
+    # order 4 above ran in chunks of a tile (small grids: M4_CHUNKED_BELOW); here in whole rows
+    chunked_below, time_last.M4_CHUNKED_BELOW = time_last.M4_CHUNKED_BELOW, 0
+    check("time-last order 4, softmax, whole rows, initial state, document starts, gate bias, window",
+          lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
+    time_last.M4_CHUNKED_BELOW = chunked_below
     # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without prefetch, m = 2 in threads
     # (IN_THREADS_TILE, the forward prefetching), then m = 2's tile scan without prefetch (M2_IN_THREADS off)
     small_grid_below, time_last.SMALL_GRID_BELOW = time_last.SMALL_GRID_BELOW, 0

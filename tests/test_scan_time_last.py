@@ -168,6 +168,67 @@ def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_sta
 
 
 @needs_triton
+@pytest.mark.parametrize("mode", ["rows", "chunks", "chunks-composing-maps"])
+@pytest.mark.parametrize("activation", ["softmax", "relu"])
+@pytest.mark.parametrize("T,with_h0,with_starts,window", [(50, True, True, True), (64, True, False, False),
+                                                          (37, False, True, False), (81, True, True, True)])
+def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activation, T, with_h0, with_starts, window,
+                                                                     monkeypatch):
+    """m = 4 on small grids splits each row into chunks of one tile joined by a look-back (M4_CHUNKED_BELOW), else
+    one program walks each row: both against the float64 reference, with the gate bias, document starts (one at a
+    chunk's first step: 32, 64 in the interpreter's 16-step tiles), the window output and the final window: outputs
+    and every gradient, the bias's and the initial window's included. "composing-maps" publishes only every third
+    chunk's carry, so that look-backs compose the other chunks' maps (the interpreter runs programs in order:
+    otherwise every look-back finds its predecessor's carry at once)."""
+    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
+    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 3 if mode.endswith("composing-maps") else 1)
+    B, N, m = 2, 3, 4
+    for backward in (False, True):  # (the GPU's 256-step tiles make one chunk of these rows: whole rows)
+        options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)[1]
+        tiles = -(-T // options["BT"])
+        assert options["CHUNKED"] is (mode != "rows" and tiles > 1)
+        assert options["num_chunks"] == (tiles if options["CHUNKED"] else 1)
+    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + 40, m=m)
+    bias = (torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)) * 2).to(DEVICE)
+    bias.requires_grad_()
+    starts = None
+    if with_starts:
+        starts = torch.zeros(B, T, dtype=torch.bool, device=DEVICE)
+        starts[0, 32] = starts[1, 5] = True
+        starts[1, 64 if T > 64 else 6] = True
+    weights = torch.randn(m if window else 1, T, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(T + 1)).to(DEVICE)
+    wrt = [t for t in (gates, values, h0, bias) if t is not None]
+    results = []
+    for backend in ("torch", "triton"):
+        out, final = hlru_scan_time_last(gates, values, h0, activation, True, backend=backend, document_starts=starts,
+                                         gate_bias=bias, output_window=window)
+        loss = (out * (weights if window else weights[0])).sum() + 0.3 * final.sum()
+        results.append((out, final) + torch.autograd.grad(loss, wrt))
+    for i, (got, want) in enumerate(zip(results[1], results[0])):
+        scale = want.abs().max().clamp(min=1.0)  # relu's gates do not bound the state
+        # the bias gradient sums B * T float32 terms
+        torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0,
+                                   atol=2e-5 if i == len(results[0]) - 1 else 5e-6)
+
+
+@needs_triton
+def test_order_4_takes_chunks_on_small_grids_only():
+    """`_grid` at order 4: chunks of one tile below M4_CHUNKED_BELOW programs per SM when a row has more than one
+    tile, one program per row otherwise (and always for BD-LRU block size 4); a chunked grid has a program per
+    (row's channel block, chunk)."""
+    bc, sms = scan_time_last._grid(1, 2, 16, DEVICE, order=4)[1]["BC"], scan_time_last._num_sms(DEVICE)
+    below = scan_time_last.M4_CHUNKED_BELOW * sms
+    for B, N, T, chunked in ((1, (below - 1) * bc, 4096, True), (1, below * bc, 4096, False), (2, 5, 4096, True),
+                             (2, 5, 1, False), (2, 5, 20000, True)):
+        grid, options = scan_time_last._grid(B, N, T, DEVICE, order=4)
+        tiles = -(-T // options["BT"])
+        assert options["CHUNKED"] is chunked and (tiles > 1 or not chunked)
+        assert grid == (B * -(-N // bc) * (tiles if chunked else 1),)
+    assert "CHUNKED" not in scan_time_last._grid(1, 5, 4096, DEVICE, order=4, blocked=True)[1]
+
+
+@needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
     per SM prefetches and keeps m = 2 on the tile scan; one of exactly that many runs m = 2 in threads, prefetching
@@ -420,10 +481,15 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypat
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
-def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation):
-    """m = 4 on the GPU's tiles (M4_TILE: 2 channels a program, 256 steps) over many tiles, with an initial window,
-    with and without document starts: states, final window and every gradient against the float64 reference."""
-    assert scan_time_last._grid(B, N, T, DEVICE, order=4)[1]["BT"] == scan_time_last.M4_TILE["BT"]
+@pytest.mark.parametrize("mode", ["rows", "chunks", "chunks-composing-maps"])
+def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation, mode, monkeypatch):
+    """m = 4 on the GPU's tiles (M4_TILE: 2 channels a program, 256 steps) over many tiles, whole rows or chunks of
+    a tile joined by the look-back (every chunk's carry published, or every fifth's), with an initial window, with
+    and without document starts: states, final window and every gradient against the float64 reference."""
+    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
+    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 5 if mode == "chunks-composing-maps" else 1)
+    options = scan_time_last._grid(B, N, T, DEVICE, order=4)[1]
+    assert options["BT"] == scan_time_last.M4_TILE["BT"] and options["CHUNKED"] is (mode != "rows")
     inputs = _inputs(B, N, T, seed=T + 4, m=4)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(5)).lt(0.002).to(DEVICE)
     for document_starts in (None, starts):
@@ -510,11 +576,9 @@ def _model_pair(name):
 
 
 def _counting(monkeypatch):
-    """Count the models' time-last scans; H-LRU order 4 takes them on every grid (these grids are tiny: by
-    `time_last_pays` it would keep [B, T, N] tensors on them)."""
+    """Count the models' time-last scans."""
     from hf_lrnn import modeling_lrnn
 
-    monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 0)
     calls = []
     for name in ("hlru_scan_time_last", "bdlru_scan_time_last"):
         scan = getattr(modeling_lrnn, name)
@@ -523,64 +587,20 @@ def _counting(monkeypatch):
 
 
 @needs_triton
-def test_order_4_models_scan_time_last_only_on_grids_where_it_pays(monkeypatch):
-    """`time_last_pays`: orders 1 and 2 and BD-LRU block size 2 always; order 4 from M4_TIME_LAST_FROM programs (rows
-    x channel blocks) per SM on, as its one program per row leaves a small grid's GPU idle. A model of order 4 on a
-    small grid keeps the [B, T, N] path (no time-last call, the same logits); with the threshold at 0 it scans
-    time-last."""
-    from hf_lrnn.scan_time_last import M4_TILE, time_last_pays
-
-    threshold = scan_time_last.M4_TIME_LAST_FROM
-    programs = threshold * scan_time_last._num_sms(DEVICE)
-    assert time_last_pays(1, 1, 1, DEVICE) and time_last_pays(2, 1, 1, DEVICE)
-    assert time_last_pays(4, 1, programs * M4_TILE["BC"], DEVICE)
-    assert time_last_pays(4, 2, programs * M4_TILE["BC"] // 2, DEVICE)
-    assert not time_last_pays(4, 1, (programs - 1) * M4_TILE["BC"], DEVICE)
+@pytest.mark.parametrize("chunked", [False, True])
+def test_order_4_models_scan_time_last_on_every_grid(chunked, monkeypatch):
+    """H-LRU order 4 scans time-last whatever the grid (small grids in chunks joined by the look-back, larger ones
+    in whole rows): a model on a tiny grid takes the time-last scan in every layer, with the time-first model's
+    logits and gradients."""
+    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9 if chunked else 0)
     first, last = _model_pair("hlru-4")
     calls = _counting(monkeypatch)
-    monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", threshold)  # _counting lowers it: the rule as it ships
-    ids = torch.randint(3, 60, (2, 21), device=DEVICE)
-    with torch.no_grad():
-        want = first(ids).logits
-        torch.testing.assert_close(last(ids).logits, want, rtol=0, atol=0)  # the same path: bit for bit
-        assert calls == []
-        monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 0)
-        torch.testing.assert_close(last(ids).logits, want, rtol=1e-6, atol=1e-6)  # float32 inside the kernels
+    T = 300 if GPU else 37  # several of the GPU's 256-step tiles, of the interpreter's 16-step ones
+    ids = torch.randint(3, 60, (2, T), device=DEVICE)
+    assert scan_time_last._grid(2, last.config.hidden_size // 4, T, DEVICE, order=4)[1]["CHUNKED"] is chunked
+    assert_same_training_step(last, first, logits_tol=(1e-6, 1e-6), grad_tol=(1e-5, 1e-6), input_ids=ids,
+                              labels=ids)
     assert len(calls) == last.config.num_hidden_layers
-
-
-def test_the_pays_rule_asks_the_gpu_once_while_torch_compile_traces(monkeypatch):
-    """`time_last_pays` asks a CUDA device for its SM count inside the models' traced forward: torch.compile keeps the
-    number (`_cuda_sm_count`) instead of tracing into torch.cuda.get_device_properties, which a full graph could not
-    hold. Here the device's answer comes from a function the tracer cannot follow (os.getpid)."""
-    from hf_lrnn.scan_time_last import M4_TILE, time_last_pays
-
-    real_properties = torch.cuda.get_device_properties
-
-    class Properties:
-        """4 SMs; anything else torch.compile asks of a real GPU (its compute capability) from the real one."""
-
-        multi_processor_count = 4
-
-        def __init__(self, index):
-            self.index = index
-
-        def __getattr__(self, name):
-            return getattr(real_properties(self.index), name)
-
-    def properties(index=None):
-        os.getpid()  # a builtin dynamo does not trace: calling this while tracing would break the graph
-        return Properties(index)
-
-    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
-    monkeypatch.setattr(scan_time_last, "M4_TIME_LAST_FROM", 4)
-    cuda = torch.device("cuda", 0)
-    N = 8 * M4_TILE["BC"]  # 8 programs a row
-    torch._dynamo.reset()
-    pays = torch.compile(lambda x, B: x * time_last_pays(4, B, N, cuda), fullgraph=True, backend="eager")
-    assert pays(torch.ones(2), 2).tolist() == [1.0, 1.0]  # 16 programs on 4 SMs: 4 a SM, enough
-    torch._dynamo.reset()
-    assert pays(torch.ones(2), 1).tolist() == [0.0, 0.0]  # 2 a SM: too few
 
 
 def test_time_last_projections_match_linear_and_write_gradients_in_their_consumers_layout():
