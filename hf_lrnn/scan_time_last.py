@@ -914,12 +914,12 @@ if triton is not None:
                 _pick(maps[17], g, group), _pick(maps[18], g, group), _pick(maps[19], g, group))
 
     @triton.jit
-    def _apply4_rows(x, c0, c1, c2, c3):
-        """The map x (20 x [BC]) applied to the vector (c0..c3) [BC]."""
-        return (x[0] * c0 + x[1] * c1 + x[2] * c2 + x[3] * c3 + x[16],
-                x[4] * c0 + x[5] * c1 + x[6] * c2 + x[7] * c3 + x[17],
-                x[8] * c0 + x[9] * c1 + x[10] * c2 + x[11] * c3 + x[18],
-                x[12] * c0 + x[13] * c1 + x[14] * c2 + x[15] * c3 + x[19])
+    def _apply_map4(h0, h1, h2, h3, m):
+        """(h0, h1, h2, h3) -> A h + b for the map m (20 components, A row-major then b; any one shape)."""
+        return (m[0] * h0 + m[1] * h1 + m[2] * h2 + m[3] * h3 + m[16],
+                m[4] * h0 + m[5] * h1 + m[6] * h2 + m[7] * h3 + m[17],
+                m[8] * h0 + m[9] * h1 + m[10] * h2 + m[11] * h3 + m[18],
+                m[12] * h0 + m[13] * h1 + m[14] * h2 + m[15] * h3 + m[19])
 
     @triton.jit
     def _chunk_carry4(flags, aggregates, prefixes, chunk_map, chunk, num_chunks, stream, streams, map_rows_per_chunk,
@@ -939,7 +939,7 @@ if triton is not None:
                                 rows, mc, STEP, BC)
             c0, c1, c2, c3 = _column4(carry, 0), _column4(carry, 1), _column4(carry, 2), _column4(carry, 3)
         if (chunk % PREFIX_EVERY == 0) | (chunk == num_chunks - 1):
-            x0, x1, x2, x3 = _apply4_rows(chunk_map, c0, c1, c2, c3)
+            x0, x1, x2, x3 = _apply_map4(c0, c1, c2, c3, chunk_map)
             tl.store(prefixes + 4 * index, x0, mask=mc)
             tl.store(prefixes + 4 * index + 1, x1, mask=mc)
             tl.store(prefixes + 4 * index + 2, x2, mask=mc)
@@ -1569,14 +1569,6 @@ if triton is not None:
                 s[11][i], s[12][i], s[13][i], s[14][i], s[15][i], s[16][i], s[17][i], s[18][i], s[19][i])
 
     @triton.jit
-    def _bd4_apply(h0, h1, h2, h3, m):
-        """(h0, h1, h2, h3) -> A h + b for the map m."""
-        return (m[0] * h0 + m[1] * h1 + m[2] * h2 + m[3] * h3 + m[16],
-                m[4] * h0 + m[5] * h1 + m[6] * h2 + m[7] * h3 + m[17],
-                m[8] * h0 + m[9] * h1 + m[10] * h2 + m[11] * h3 + m[18],
-                m[12] * h0 + m[13] * h1 + m[14] * h2 + m[15] * h3 + m[19])
-
-    @triton.jit
     def _bd4_tile_in_threads(maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
         """`_bd2_tile_in_threads` for 4 x 4 maps (20 components [BC, BT]) and 4 steps a thread: x_t = A_t x_{t-1} +
         b_t over a tile (REVERSE: x_t = A_t x_{t+1} + b_t) from the carry (c0..c3) [BC]; returns x (4 x [BC, BT])
@@ -1605,15 +1597,15 @@ if triton is not None:
         w2 = tl.where(group == edge_group, c2[:, None], tl.gather(end2, neighbour, 1))
         w3 = tl.where(group == edge_group, c3[:, None], tl.gather(end3, neighbour, 1))
         if REVERSE:
-            x3 = _bd4_apply(w0, w1, w2, w3, _bd4_step(s, 3))
-            x2 = _bd4_apply(*x3, _bd4_step(s, 2))
-            x1 = _bd4_apply(*x2, _bd4_step(s, 1))
-            x0 = _bd4_apply(*x1, _bd4_step(s, 0))
+            x3 = _apply_map4(w0, w1, w2, w3, _bd4_step(s, 3))
+            x2 = _apply_map4(*x3, _bd4_step(s, 2))
+            x1 = _apply_map4(*x2, _bd4_step(s, 1))
+            x0 = _apply_map4(*x1, _bd4_step(s, 0))
         else:
-            x0 = _bd4_apply(w0, w1, w2, w3, _bd4_step(s, 0))
-            x1 = _bd4_apply(*x0, _bd4_step(s, 1))
-            x2 = _bd4_apply(*x1, _bd4_step(s, 2))
-            x3 = _bd4_apply(*x2, _bd4_step(s, 3))
+            x0 = _apply_map4(w0, w1, w2, w3, _bd4_step(s, 0))
+            x1 = _apply_map4(*x0, _bd4_step(s, 1))
+            x2 = _apply_map4(*x1, _bd4_step(s, 2))
+            x3 = _apply_map4(*x2, _bd4_step(s, 3))
         far = group == far_group
         return (_join_steps4(x0[0], x1[0], x2[0], x3[0], BC, G), _join_steps4(x0[1], x1[1], x2[1], x3[1], BC, G),
                 _join_steps4(x0[2], x1[2], x2[2], x3[2], BC, G), _join_steps4(x0[3], x1[3], x2[3], x3[3], BC, G),
