@@ -114,7 +114,9 @@ M4_BACKWARD_REGISTERS = 128
 # D1024), 18.6 / 21.8 against 17.6 / 16.8 at 1.9 (B2 T8192), 18.7 / 22.2 against 28.7 / 28.9 at 3.9 (B4 T4096); the
 # threshold lies between the last two. Chunks run at 19-25 % whatever the grid (25 at B32 T2048 D2048, where rows
 # reach 44): each program's short life (counter, loads, look-back, stores) bounds them. Chunks of 2-16 tiles, a
-# first pass composing the chunk's map, were slower still (13-17 %; bench_results/probes_2026-12-02/).
+# first pass composing the chunk's map, were slower still (13-17 %; bench_results/probes_2026-12-02/). Under
+# torch.use_deterministic_algorithms(True) rows are never chunked: a look-back composes whatever its predecessors
+# have published by then, so the float32 roundings can differ between runs.
 M4_CHUNKED_BELOW = 3
 # Tests only: publish the prefix of every k-th chunk alone, so that look-backs compose maps (the interpreter runs the
 # programs one after another, so otherwise every look-back finds its predecessor's prefix at once).
@@ -1857,9 +1859,10 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
         options["BT"] = _tile_steps(options["BT"], T)
         programs = B * triton.cdiv(N, options["BC"])
-        if not blocked:  # H-LRU m = 4: chunks of one tile on small grids
-            tiles = triton.cdiv(T, options["BT"])
-            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * _num_sms(device if device is not None else "cpu")
+        if not blocked:  # H-LRU m = 4: chunks of one tile on small grids, unless results must repeat bit for bit
+            tiles = triton.cdiv(T, options["BT"])  # (a look-back composes what it finds, which varies between runs)
+            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * _num_sms(device if device is not None else "cpu") \
+                and not torch.are_deterministic_algorithms_enabled()
             options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
             programs *= options["num_chunks"]
         if backward and not blocked and not _INTERPRET:  # BD-LRU block size 4: no cap
