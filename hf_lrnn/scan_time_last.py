@@ -79,10 +79,11 @@ BD2_SMALL_GRID_BELOW = 6
 # 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
 M2_IN_THREADS = True
 IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
-# m = 4, always composed in threads (`_m4_tile_in_threads`): 2 channels per program, a warp each, 256-step tiles. On
-# the H200 the probe ran forward+backward at 39-42 % of copy at B8 T4096 D1024 and B32 T2048 D2048 so, against 30-39 %
-# with one channel and one warp (bench_results/probes_2026-11-30l/m4/); in the library 1, 2 or 4 channels a program
-# were within 3 points of each other and 128-step tiles half as fast (probes_2026-11-30l/m4_library/sweep_tiles.txt).
+# m = 4, always composed in threads (`_m4_tile_maps`, `_m4_tile_states`): 2 channels per program, a warp each,
+# 256-step tiles. On the H200 the probe ran forward+backward at 39-42 % of copy at B8 T4096 D1024 and B32 T2048 D2048
+# so, against 30-39 % with one channel and one warp (bench_results/probes_2026-11-30l/m4/); in the library 1, 2 or 4
+# channels a program were within 3 points of each other and 128-step tiles half as fast
+# (probes_2026-11-30l/m4_library/sweep_tiles.txt).
 M4_TILE = {"BC": 2, "BT": 256, "num_warps": 2}
 # BD-LRU block size 4, composed in threads on every grid (`_bd4_tile_in_threads`): one block per program, one warp of
 # 32 lanes x 4 steps. On the H200 a forward probe ran at 26-42 % of copy at B8 T4096 D1024 / B32 T2048 D2048 / B8
@@ -793,9 +794,10 @@ if triton is not None:
 
     @triton.jit
     def _m4_tile_maps(a1, a2, a3, a4, u, keep, BC: tl.constexpr, BT: tl.constexpr):
-        """The first half of `_m4_tile_in_threads`: each thread composes its 8 steps' 4 x 4 maps one after another and
-        the BT / 8 group maps go through tl.associative_scan; returns the 20 components [BC, BT / 8] of the maps from
-        the tile's incoming window to the window after each group (the last group's: the tile's map)."""
+        """A tile of the window composed in threads, first half: each thread composes its 8 steps' 4 x 4 maps one
+        after another and the BT / 8 group maps go through tl.associative_scan; returns the 20 components [BC, BT / 8]
+        of the maps from the tile's incoming window to the window after each group (the last group's: the tile's
+        map), from which `_m4_tile_states` gives the windows."""
         G: tl.constexpr = BT // 8
         p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
         q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
@@ -814,16 +816,10 @@ if triton is not None:
         return tl.associative_scan(maps, 1, _companion4_combine)
 
     @triton.jit
-    def _m4_tile_in_threads(a1, a2, a3, a4, u, keep, w0, w1, w2, w3, BC: tl.constexpr, BT: tl.constexpr):
-        """The windows (s_t, s_{t-1}, s_{t-2}, s_{t-3}) [BC, BT] x 4 of a tile from its incoming window (w0..w3)
-        [BC], and the window after its last group: the group maps of `_m4_tile_maps`, then `_m4_tile_states`."""
-        maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, BC, BT)
-        return _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, BC, BT)
-
-    @triton.jit
     def _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, BC: tl.constexpr, BT: tl.constexpr):
-        """The second half of `_m4_tile_in_threads`, from the group maps of `_m4_tile_maps`: each group's start window
-        is the end window of the group before (tl.gather), and its 8 windows follow from it at 4 multiply-adds each.
+        """The windows (s_t, s_{t-1}, s_{t-2}, s_{t-3}) [BC, BT] x 4 of a tile from its incoming window (w0..w3)
+        [BC] and the group maps of `_m4_tile_maps`, and the window after its last group: each group's start window is
+        the end window of the group before (tl.gather), and its 8 windows follow from it at 4 multiply-adds each.
         a1..a4 are 0 at a document start (keep 0); steps past T must have a1 = 1, a2 = a3 = a4 = 0, keep = 1 (the
         caller takes the final window at step T - 1)."""
         G: tl.constexpr = BT // 8
@@ -863,8 +859,9 @@ if triton is not None:
     # Small grids of order 4 (a few programs per SM: B1 T16384 D1024 has 128) split each row into chunks of one tile,
     # a program each, and join them by a decoupled look-back as scan_triton's first-order kernels do: a chunk publishes
     # its tile's map (M, b) [4 x 4 + 4] (the "aggregate"), composes its predecessors' maps until one has published its
-    # true outgoing window or adjoint (the "prefix"), scans its tile from that, then publishes its own prefix. Chunk
-    # ids come from one atomic counter per (row, channel block), so a predecessor has always started (no deadlock).
+    # true outgoing window or adjoint (the "prefix"), publishes its own prefix (its map applied to that), then scans
+    # its tile. Chunk ids come from one atomic counter per (row, channel block), so a predecessor has always started
+    # (no deadlock).
 
     @triton.jit
     def _column4(x, i: tl.constexpr):
@@ -1050,8 +1047,10 @@ if triton is not None:
 
     @triton.jit
     def _m4_adjoint_tile_maps(a1, a2, a3, a4, keep, dy, BC: tl.constexpr, BT: tl.constexpr):
-        """The first half of `_m4_adjoint_tile_in_threads`: the 20 components [BC, BT / 8] of the maps from v after
-        the tile's last step to v at each group's first step (the first group's: the tile's map)."""
+        """The backward's `_m4_tile_maps`, in reverse time on v = (lam, mu1, mu2, mu3): the 20 components
+        [BC, BT / 8] of the maps from v after the tile's last step to v at each group's first step (the first
+        group's: the tile's map). a1..a4 = a_{t+1} and keep_{t+1} as the maps use them (0 past T, where the carry
+        into the last tile is 0 and stays 0)."""
         G: tl.constexpr = BT // 8
         p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
         q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
@@ -1070,16 +1069,9 @@ if triton is not None:
         return tl.associative_scan(maps, 1, _companion4_combine, reverse=True)
 
     @triton.jit
-    def _m4_adjoint_tile_in_threads(a1, a2, a3, a4, keep, dy, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr):
-        """The backward's `_m4_tile_in_threads`: lam [BC, BT] of a tile from v = (lam, mu1, mu2, mu3) after its last
-        step (c0..c3) [BC], and v at its first step. a1..a4 = a_{t+1} and keep_{t+1} as the maps use them (0 past T,
-        where the carry into the last tile is 0 and stays 0)."""
-        maps = _m4_adjoint_tile_maps(a1, a2, a3, a4, keep, dy, BC, BT)
-        return _m4_adjoint_tile_states(a1, a2, a3, a4, keep, dy, maps, c0, c1, c2, c3, BC, BT)
-
-    @triton.jit
     def _m4_adjoint_tile_states(a1, a2, a3, a4, keep, dy, maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr):
-        """The second half of `_m4_adjoint_tile_in_threads`, from the maps of `_m4_adjoint_tile_maps`."""
+        """The backward's `_m4_tile_states`: lam [BC, BT] of a tile from v = (lam, mu1, mu2, mu3) after its last
+        step (c0..c3) [BC] and the maps of `_m4_adjoint_tile_maps`, and v at its first step."""
         G: tl.constexpr = BT // 8
         p0, p1, p2, p3, p4, p5, p6, p7 = _split_steps(a1, BC, G)
         q0, q1, q2, q3, q4, q5, q6, q7 = _split_steps(a2, BC, G)
@@ -1159,13 +1151,13 @@ if triton is not None:
                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
                                  HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr,
                                  PREFIX_EVERY: tl.constexpr):
-        """The adjoint lam_t = dy_t + sum_k a_k,t+k lam_t+k in reverse time, composed in threads on v = (lam, mu1,
-        mu2, mu3) (`_m4_adjoint_tile_in_threads`), then the logit and value gradients. The window before step t
-        (s_{t-1}, ..., s_{t-4}), which the logits' gradients need, is read from the saved states (the initial
-        window before step 0, zero across a document start). WINDOW: states and d_states are [B, N, 4, T] windows;
-        the gradient of entry k at step t + k joins s_t's unless a document starts in between; the final window's
-        likewise; what reaches before step 0 goes to the initial window. CHUNKED: one tile per program, the last
-        first, joined by the look-back; each chunk's bias gradient sums go to its own [B, N, 5] of d_bias_rows."""
+        """The adjoint lam_t = dy_t + sum_k a_k,t+k lam_t+k in reverse time, composed in threads on v = (lam, mu1, mu2,
+        mu3) (`_m4_adjoint_tile_maps`, `_m4_adjoint_tile_states`), then the logit and value gradients. The window
+        before step t (s_{t-1}, ..., s_{t-4}), which the logits' gradients need, is read from the saved states (the
+        initial window before step 0, zero across a document start). WINDOW: states and d_states are [B, N, 4, T]
+        windows; the gradient of entry k at step t + k joins s_t's unless a document starts in between; the final
+        window's likewise; what reaches before step 0 goes to the initial window. CHUNKED: one tile per program, the
+        last first, joined by the look-back; each chunk's bias gradient sums go to its own [B, N, 5] of d_bias_rows."""
         b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
                                                                         REVERSE=True)
         if CHUNKED & HAS_BIAS:
