@@ -226,6 +226,16 @@ def main(argv=None):
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
               f"{', document starts, gate bias, window' if with_starts else ''}",
               lambda: time_last_forward_backward(gates, values, h0, activation, starts, bias, with_starts))
+    # H-LRU order 2 and BD-LRU block size 2 in chunks of a tile joined by the look-back (small grids, M2_CHUNKED;
+    # 3000 steps: three of TILE's), with an initial state, document starts and a gate bias (and the window)
+    for blocked in (False, True):
+        chunk_gates = torch.randn((2, 3, 2, 3, 3000) if blocked else (2, 3, 3, 3000), dtype=torch.bfloat16)
+        chunk_values = torch.randn((2, 3, 2, 3000) if blocked else (2, 3, 3000), dtype=torch.bfloat16)
+        chunk_bias = torch.randn((3, 2, 3) if blocked else (3, 3))
+        check(f"time-last {'BD-LRU block size 2' if blocked else 'order 2'} in chunks, softmax, initial state, "
+              f"document starts, gate bias{'' if blocked else ', window'}",
+              lambda: time_last_forward_backward(chunk_gates, chunk_values, torch.randn(2, 3, 2), "softmax",
+                                                 torch.rand(2, 3000) < 0.01, chunk_bias, not blocked))
     # order 4 above ran in chunks of a tile (small grids: M4_CHUNKED_BELOW); here in whole rows
     chunked_below, time_last.M4_CHUNKED_BELOW = time_last.M4_CHUNKED_BELOW, 0
     check("time-last order 4, softmax, whole rows, initial state, document starts, gate bias, window",

@@ -89,6 +89,7 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
     last tile."""
     monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9 if prefetch else 0)
     monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
+    monkeypatch.setattr(scan_time_last, "M2_CHUNKED", False)  # (chunks are one tile each: no prefetch)
     options = scan_time_last._grid(2, 3, 50, DEVICE, order=m)[1]
     assert options["PREFETCH"] is prefetch and not options.get("IN_THREADS")
     gates, values, h0 = _inputs(2, 3, 50, seed=7, m=m)
@@ -167,23 +168,34 @@ def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_sta
         torch.testing.assert_close(results[0][0][:, :, 1], previous, rtol=0, atol=0)
 
 
+def _chunk_mode(monkeypatch, m, mode, prefix_every=3):
+    """Launch orders 2 and 4 (small grids) in whole rows ("rows") or in chunks joined by the look-back, every chunk
+    publishing its carry ("chunks") or every `prefix_every`-th ("chunks-composing-maps": look-backs then compose the
+    other chunks' maps; the interpreter runs programs in order, so otherwise every look-back finds its predecessor's
+    carry at once). Order 2's rows are the tile scan's."""
+    if m == 2:
+        monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9)
+        monkeypatch.setattr(scan_time_last, "M2_CHUNKED", mode != "rows")
+    else:
+        monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
+    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", prefix_every if mode.endswith("composing-maps") else 1)
+
+
 @needs_triton
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("mode", ["rows", "chunks", "chunks-composing-maps"])
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
 @pytest.mark.parametrize("T,with_h0,with_starts,window", [(50, True, True, True), (64, True, False, False),
                                                           (37, False, True, False), (81, True, True, True)])
-def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activation, T, with_h0, with_starts, window,
-                                                                     monkeypatch):
-    """m = 4 on small grids splits each row into chunks of one tile joined by a look-back (M4_CHUNKED_BELOW), else
-    one program walks each row: both against the float64 reference, with the gate bias, document starts (one at a
-    chunk's first step: 32, 64 in the interpreter's 16-step tiles), the window output and the final window: outputs
-    and every gradient, the bias's and the initial window's included. "composing-maps" publishes only every third
-    chunk's carry, so that look-backs compose the other chunks' maps (the interpreter runs programs in order:
-    otherwise every look-back finds its predecessor's carry at once)."""
-    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
-    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 3 if mode.endswith("composing-maps") else 1)
-    B, N, m = 2, 3, 4
-    for backward in (False, True):  # (the GPU's 256-step tiles make one chunk of these rows: whole rows)
+def test_orders_2_and_4_in_chunks_and_in_whole_rows_match_the_reference(m, mode, activation, T, with_h0, with_starts,
+                                                                        window, monkeypatch):
+    """m = 2 and 4 on small grids split each row into chunks of one tile joined by a look-back (M2_CHUNKED,
+    M4_CHUNKED_BELOW), else one program walks each row: both against the float64 reference, with the gate bias,
+    document starts (one at a chunk's first step: 32, 64 in the interpreter's 16-step tiles), the window output and
+    the final window: outputs and every gradient, the bias's and the initial window's included (`_chunk_mode`)."""
+    _chunk_mode(monkeypatch, m, mode)
+    B, N = 2, 3
+    for backward in (False, True):  # (the GPU's tiles make one chunk of these rows: whole rows)
         options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)[1]
         tiles = -(-T // options["BT"])
         assert options["CHUNKED"] is (mode != "rows" and tiles > 1)
@@ -213,22 +225,28 @@ def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activat
 
 
 @needs_triton
-def test_order_4_takes_chunks_on_small_grids_only():
-    """`_grid` at order 4: chunks of one tile below M4_CHUNKED_BELOW programs per SM when a row has more than one
-    tile, one program per row otherwise (and always for BD-LRU block size 4, and under deterministic algorithms); a
-    chunked grid has a program per (row's channel block, chunk)."""
-    bc, sms = scan_time_last._grid(1, 2, 16, DEVICE, order=4)[1]["BC"], scan_time_last._num_sms(DEVICE)
-    below = scan_time_last.M4_CHUNKED_BELOW * sms
+@pytest.mark.parametrize("m", [2, 4])
+def test_orders_2_and_4_take_chunks_on_small_grids_only(m):
+    """`_grid`: chunks of one tile below M4_CHUNKED_BELOW programs per SM at order 4, on the grids that take the tile
+    scan (below SMALL_GRID_BELOW) at order 2, when a row has more than one tile; one program per row otherwise (and
+    always for BD-LRU block size 4, and under deterministic algorithms); a chunked grid has a program per (row's
+    channel block, chunk), and its forward does not prefetch (a chunk is one tile)."""
+    bc, sms = scan_time_last._grid(1, 2, 16, DEVICE, order=m)[1]["BC"], scan_time_last._num_sms(DEVICE)
+    below = (scan_time_last.M4_CHUNKED_BELOW if m == 4 else scan_time_last.SMALL_GRID_BELOW) * sms
     for B, N, T, chunked in ((1, (below - 1) * bc, 4096, True), (1, below * bc, 4096, False), (2, 5, 4096, True),
                              (2, 5, 1, False), (2, 5, 20000, True)):
-        grid, options = scan_time_last._grid(B, N, T, DEVICE, order=4)
-        tiles = -(-T // options["BT"])
-        assert options["CHUNKED"] is chunked and (tiles > 1 or not chunked)
-        assert grid == (B * -(-N // bc) * (tiles if chunked else 1),)
+        for backward in (False, True):
+            grid, options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)
+            tiles = -(-T // options["BT"])
+            assert options["CHUNKED"] is chunked and (tiles > 1 or not chunked)
+            assert grid == (B * -(-N // options["BC"]) * (tiles if chunked else 1),)
+            if m == 2:
+                assert options["IN_THREADS"] is (N == below * bc)
+                assert backward or options["PREFETCH"] is not chunked
     assert "CHUNKED" not in scan_time_last._grid(1, 5, 4096, DEVICE, order=4, blocked=True)[1]
     torch.use_deterministic_algorithms(True)  # a look-back may round differently between runs: not then
     try:
-        assert scan_time_last._grid(2, 5, 4096, DEVICE, order=4)[1]["CHUNKED"] is False
+        assert scan_time_last._grid(2, 5, 4096, DEVICE, order=m)[1]["CHUNKED"] is False
     finally:
         torch.use_deterministic_algorithms(False)
 
@@ -236,8 +254,9 @@ def test_order_4_takes_chunks_on_small_grids_only():
 @needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
-    per SM prefetches and keeps m = 2 on the tile scan; one of exactly that many runs m = 2 in threads, prefetching
-    forward, and m = 1 without prefetch; one program per block of BC channels either way."""
+    per SM keeps m = 2 on the tile scan (in chunks, `test_orders_2_and_4_take_chunks_on_small_grids_only`; in whole
+    rows prefetching) and prefetches at m = 1; one of exactly that many runs m = 2 in threads, prefetching forward,
+    and m = 1 without prefetch; one program per block of BC channels (and chunk) either way."""
     programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
     bc = scan_time_last._tile()["BC"]
     for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):
@@ -245,9 +264,10 @@ def test_the_launch_rule_by_programs_per_sm():
         _, backward = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2)
         _, first_order = scan_time_last._grid(B, N, 4096, DEVICE, order=1)
         assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
-        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
+        assert forward["CHUNKED"] is backward["CHUNKED"] is (not in_threads) and "CHUNKED" not in first_order
+        assert forward["PREFETCH"] is in_threads and "PREFETCH" not in backward
         assert first_order["PREFETCH"] is not in_threads and "IN_THREADS" not in first_order
-        assert grid == (B * -(-N // forward["BC"]),)
+        assert grid == (B * -(-N // forward["BC"]) * forward["num_chunks"],)
         if GPU:
             tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
             assert {k: forward[k] for k in tile} == tile
@@ -457,6 +477,7 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, mon
     M2_IN_THREADS off, which runs this scan on every grid)."""
     monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9 if prefetch else 0)
     monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
+    monkeypatch.setattr(scan_time_last, "M2_CHUNKED", False)  # (chunks are one tile each: no prefetch)
     inputs = _inputs(B, N, T, seed=T, m=m)
     reference = _run("torch", *inputs, "softmax", True)
     for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
@@ -487,15 +508,16 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypat
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
 @pytest.mark.parametrize("mode", ["rows", "chunks", "chunks-composing-maps"])
-def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation, mode, monkeypatch):
-    """m = 4 on the GPU's tiles (M4_TILE: 2 channels a program, 256 steps) over many tiles, whole rows or chunks of
+@pytest.mark.parametrize("m", [2, 4])
+def test_gpu_orders_2_and_4_match_the_float64_reference(m, B, N, T, activation, mode, monkeypatch):
+    """m = 2 (the tile scan of TILE) and m = 4 (M4_TILE) on the GPU's tiles over many tiles, whole rows or chunks of
     a tile joined by the look-back (every chunk's carry published, or every fifth's), with an initial window, with
     and without document starts: states, final window and every gradient against the float64 reference."""
-    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
-    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 5 if mode == "chunks-composing-maps" else 1)
-    options = scan_time_last._grid(B, N, T, DEVICE, order=4)[1]
-    assert options["BT"] == scan_time_last.M4_TILE["BT"] and options["CHUNKED"] is (mode != "rows")
-    inputs = _inputs(B, N, T, seed=T + 4, m=4)
+    _chunk_mode(monkeypatch, m, mode, prefix_every=5)
+    options = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
+    assert options["BT"] == (scan_time_last.M4_TILE if m == 4 else scan_time_last.TILE)["BT"]
+    assert options["CHUNKED"] is (mode != "rows")
+    inputs = _inputs(B, N, T, seed=T + 4, m=m)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(5)).lt(0.002).to(DEVICE)
     for document_starts in (None, starts):
         want = _run("torch", *inputs, activation, True, document_starts)
