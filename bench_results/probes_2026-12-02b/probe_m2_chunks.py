@@ -26,6 +26,8 @@ from hf_lrnn.scan_time_last import _publish  # noqa: E402
 from hf_lrnn.ops import bdlru_scan_time_last, hlru_scan_time_last  # noqa: E402
 
 SHAPES = [(1, 16384, 1024), (2, 8192, 1024), (4, 4096, 1024), (1, 65536, 1024)]
+# H-LRU m = 2 at 7.8, 9.7, 11.6, 11.6, 13.6 and 15.5 programs per SM (N = D / 2 channels, one program each)
+THRESHOLD_SHAPES = [(2, 8192, 1024), (5, 4096, 512), (3, 4096, 1024), (4, 2048, 768), (7, 4096, 512), (4, 4096, 1024)]
 # mode: (chunked, tile steps, warps); "rows" is the library's launch before chunks
 MODES = {"rows": (False, 1024, 4), "chunks-1024x4": (True, 1024, 4), "chunks-512x2": (True, 512, 2)}
 # diagnostics (wrong results): chunks whose carry skips the look-back (each takes the row's initial state), or that
@@ -36,6 +38,7 @@ MORE_MODES = {"rows-1024x8": (False, 1024, 8), "rows-2048x8": (False, 2048, 8), 
 IN_THREADS_MODES = {"in-threads-256x1": (False, 256, 1), "in-threads-512x2": (False, 512, 2),
                     "in-threads-1024x4": (False, 1024, 4), "in-threads-2048x8": (False, 2048, 8)}
 CHUNK_CARRY = scan_time_last._chunk_carry2
+DEFAULT_IN_THREADS_TILE = dict(scan_time_last.IN_THREADS_TILE)
 
 
 @triton.jit
@@ -61,6 +64,7 @@ def _carry_unpublished(flags, aggregates, prefixes, chunk_map, chunk, num_chunks
 
 def set_mode(mode):
     chunked, steps, warps = {**MODES, **MORE_MODES, **DIAGNOSTIC_MODES, **IN_THREADS_MODES}[mode]
+    scan_time_last.IN_THREADS_TILE = dict(DEFAULT_IN_THREADS_TILE)
     if mode in IN_THREADS_MODES:
         scan_time_last.M2_CHUNKED = False
         scan_time_last.SMALL_GRID_BELOW = scan_time_last.BD2_SMALL_GRID_BELOW = 0
@@ -90,12 +94,14 @@ def main():
     ap.add_argument("--modes", default=None, help="only these modes (comma-separated); a diagnostic mode must run "
                     "alone in its process: Triton keys a kernel's binaries by its dependencies as first compiled")
     ap.add_argument("--shapes", type=int, default=len(SHAPES), help="the first this many shapes")
+    ap.add_argument("--threshold-shapes", action="store_true",
+                    help="H-LRU m = 2's grids of 7.8 to 15.5 programs per SM instead of SHAPES")
     args = ap.parse_args()
     copy = bench_scan.copy_bandwidth()
     print(f"copy {copy:.2f} TB/s", flush=True)
     m, rows = 2, []
     for op in args.ops.split(","):
-        for B, T, D in SHAPES[:args.shapes]:
+        for B, T, D in THRESHOLD_SHAPES if args.threshold_shapes else SHAPES[:args.shapes]:
             N = D // m
             if op == "hlru":
                 scan, g = hlru_scan_time_last, torch.randn(B, N, m + 1, T, device="cuda", dtype=torch.bfloat16)
