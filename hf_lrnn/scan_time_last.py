@@ -65,6 +65,13 @@ INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
 # the tile scan of TILE, whose 4 warps per program hide more latency than the in-thread path's one (B1 T16384 D1024:
 # 25 % of copy forward in threads with prefetch, 48 % with TILE's scan).
 SMALL_GRID_BELOW = 16
+# H-LRU m = 2's forward leaves the tile scan for the in-thread path at fewer programs per SM than its backward
+# (M2_IN_THREADS below): H200, % of copy forward, in threads against the tile scan: 42.3 against 48.5 at 7.8 programs
+# per SM (B2 T8192 D1024), 46.1 against 45.0 at 9.7 (B5 T4096 D512), 52.9 / 60.5 against 46.5 / 44.6 at 11.6 (B3
+# T4096 D1024 / B4 T2048 D768), 54.9 against 47.2 at 13.6 (B7 T4096 D512), 61.8 against 48.2 at 15.5 (B4 T4096
+# D1024); forward+backward both in threads were behind at 9.7 and 13.6 (37.4 / 31.8 against 40.4 / 41.2), so the
+# backward keeps SMALL_GRID_BELOW (bench_results/probes_2026-12-02b/m2_threshold.txt).
+M2_FORWARD_SMALL_GRID_BELOW = 10
 # BD-LRU block size 2's small grids (`_grid`, blocked): its in-thread step does twice H-LRU m = 2's work, so its
 # one-warp programs hide the loads' latency on smaller grids. H200, % of copy forward / forward+backward, in threads
 # against the tile scan: 29.6 / 24.0 against 40.2 / 30.1 at 3.9 programs per SM (B1 T16384 D1024), 51.2 / 41.9 against
@@ -119,9 +126,6 @@ M4_BACKWARD_REGISTERS = 128
 # torch.use_deterministic_algorithms(True) rows are never chunked: a look-back composes whatever its predecessors
 # have published by then, so the float32 roundings can differ between runs.
 M4_CHUNKED_BELOW = 3
-# H-LRU m = 2 and BD-LRU block size 2 on small grids (those that take the tile scan: SMALL_GRID_BELOW,
-# BD2_SMALL_GRID_BELOW) split each row into chunks of one tile joined by the look-back on the tiles' 2 x 2 maps.
-M2_CHUNKED = True
 # Tests only: publish the prefix of every k-th chunk alone, so that look-backs compose maps (the interpreter runs the
 # programs one after another, so otherwise every look-back finds its predecessor's prefix at once).
 _PREFIX_EVERY = 1
@@ -290,144 +294,6 @@ if triton is not None:
         if HAS_BIAS:
             _store_bias_gradient(d_bias_rows, rows, 0, 2, mc, d_bias_coef)
             _store_bias_gradient(d_bias_rows, rows, 1, 2, mc, d_bias_gate)
-
-    # ---- rows in chunks joined by a decoupled look-back (H-LRU m = 2 and BD-LRU block size 2 on small grids, H-LRU
-    # m = 4 on very small ones): each program scans one tile of a row (its chunk id from the row's atomic counter, so
-    # that the chunks before it were taken, hence started, first), publishes the tile's affine map (K x K matrix then
-    # offset, flag 1), composes its predecessors' maps until one has published its outgoing carry (flag 2), applies the
-    # result to its own tile, and publishes its own outgoing carry. The backward runs the same from the last chunk.
-
-    @triton.jit
-    def _chunk_of_row(counters, T, N, B, num_chunks, BC: tl.constexpr, BT: tl.constexpr, CHUNKED: tl.constexpr,
-                      REVERSE: tl.constexpr):
-        """(b, rows, mc, stream, streams, chunk, first step, end step) of this program: CHUNKED, one tile of a
-        (row, channel block) stream, its chunk id from the stream's counter (REVERSE: the last chunk first);
-        otherwise the whole row."""
-        if CHUNKED:
-            streams = B * tl.cdiv(N, BC)
-            stream, chunk, _ = _take_chunk(counters, streams, 1, num_chunks, REVERSE=REVERSE, COUNTERS_FROM=0)
-            b, rows, mc = _block_offsets(stream, N, BC)
-            first = chunk * BT
-            end = tl.minimum(first + BT, T)
-        else:
-            b, rows, mc = _tile_offsets(T, N, BC)
-            stream = tl.program_id(0)
-            streams = tl.num_programs(0)
-            chunk = stream * 0
-            first = 0
-            end = T
-        return b, rows, mc, stream, streams, chunk, first, end
-
-    @triton.jit
-    def _publish(flag, buffer, index, components, COUNT: tl.constexpr, FLAG: tl.constexpr, mc):
-        """Store the COUNT components ([BC] each) of rows `index` [BC] into buffer [rows, COUNT], then raise `flag`
-        to FLAG once every thread's stores are done."""
-        for i in tl.static_range(COUNT):
-            tl.store(buffer + COUNT * index + i, components[i], mask=mc)
-        tl.debug_barrier()
-        tl.atomic_xchg(flag, FLAG, sem="release", scope="gpu")
-
-    @triton.jit
-    def _look_back(flags, aggregates, prefixes, chunk, num_chunks, stream, streams, map_rows_per_chunk, rows, mc,
-                   K: tl.constexpr, STEP: tl.constexpr, BC: tl.constexpr):
-        """[BC, K]: the true carry entering `chunk` (the state or window before it, or with STEP = 1 the adjoint after
-        it): compose the published maps (K x K + K components a row) of chunk + STEP, chunk + 2 STEP, ... until one
-        has published its outgoing carry (K a row), spinning while a chunk has published nothing yet."""
-        MAP: tl.constexpr = K * K + K
-        k = tl.arange(0, K)
-        acc_m = tl.broadcast_to(tl.where(k[:, None] == k[None, :], 1.0, 0.0)[None, :, :], [BC, K, K])
-        acc_b = tl.zeros([BC, K], tl.float32)
-        carry = tl.zeros([BC, K], tl.float32)
-        j = chunk + STEP
-        searching = (j >= 0) & (j < num_chunks)
-        while searching:
-            flag_index = j * streams + stream
-            flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
-            while flag == 0:
-                flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
-            index = j.to(tl.int64) * map_rows_per_chunk + rows  # [BC]
-            if flag == _FLAG_PREFIX:
-                prefix = tl.load(prefixes + K * index[:, None] + k[None, :], mask=mc[:, None], other=0.0,
-                                 volatile=True)
-                carry = tl.sum(acc_m * prefix[:, None, :], axis=2) + acc_b
-            else:  # acc after this chunk's map: x -> acc_m (map_m x + map_b) + acc_b
-                map_m = tl.load(aggregates + MAP * index[:, None, None] + (K * k[:, None] + k[None, :])[None, :, :],
-                                mask=mc[:, None, None], other=0.0, volatile=True)
-                map_b = tl.load(aggregates + MAP * index[:, None] + K * K + k[None, :], mask=mc[:, None], other=0.0,
-                                volatile=True)
-                acc_b = tl.sum(acc_m * map_b[:, None, :], axis=2) + acc_b
-                acc_m = tl.sum(acc_m[:, :, :, None] * map_m[:, None, :, :], axis=2)
-            j += STEP
-            searching = (flag != _FLAG_PREFIX) & (j >= 0) & (j < num_chunks)
-        return carry
-
-    @triton.jit
-    def _column(x, i: tl.constexpr):
-        """[BC]: column i of x [BC, K]."""
-        return tl.sum(tl.where((tl.arange(0, x.shape[1]) == i)[None, :], x, 0.0), axis=1)
-
-    @triton.jit
-    def _chunk_carry2(flags, aggregates, prefixes, chunk_map, chunk, num_chunks, stream, streams, map_rows_per_chunk,
-                      rows, mc, c0, c1, PREFIX_EVERY: tl.constexpr, STEP: tl.constexpr, BC: tl.constexpr):
-        """The carry (c0, c1) [BC] entering this chunk: given (the initial state or window, or zero adjoint) where no
-        chunk precedes it in the scan's direction; otherwise publish the chunk's map (p, q, r, s, b1, b2: x -> [[p, q],
-        [r, s]] x + (b1, b2), [BC] each) and look back. Then publish the chunk's outgoing carry, its map applied to
-        that (tests: only every PREFIX_EVERY-th chunk's and the last's, so that look-backs compose maps)."""
-        flag = flags + chunk * streams + stream
-        index = chunk.to(tl.int64) * map_rows_per_chunk + rows
-        if (chunk + STEP >= 0) & (chunk + STEP < num_chunks):
-            _publish(flag, aggregates, index, chunk_map, 6, _FLAG_AGGREGATE, mc)
-            carry = _look_back(flags, aggregates, prefixes, chunk, num_chunks, stream, streams, map_rows_per_chunk,
-                               rows, mc, 2, STEP, BC)
-            c0, c1 = _column(carry, 0), _column(carry, 1)
-        if (chunk % PREFIX_EVERY == 0) | (chunk == num_chunks - 1):
-            p, q, r, s, b1, b2 = chunk_map
-            _publish(flag, prefixes, index, (p * c0 + q * c1 + b1, r * c0 + s * c1 + b2), 2, _FLAG_PREFIX, mc)
-        return c0, c1
-
-    @triton.jit
-    def _chunk_carry4(flags, aggregates, prefixes, chunk_map, chunk, num_chunks, stream, streams, map_rows_per_chunk,
-                      rows, mc, c0, c1, c2, c3, PREFIX_EVERY: tl.constexpr, STEP: tl.constexpr, BC: tl.constexpr):
-        """`_chunk_carry2` of 4 x 4 maps (20 components, A row-major then b) and carries (c0..c3)."""
-        flag = flags + chunk * streams + stream
-        index = chunk.to(tl.int64) * map_rows_per_chunk + rows
-        if (chunk + STEP >= 0) & (chunk + STEP < num_chunks):
-            _publish(flag, aggregates, index, chunk_map, 20, _FLAG_AGGREGATE, mc)
-            carry = _look_back(flags, aggregates, prefixes, chunk, num_chunks, stream, streams, map_rows_per_chunk,
-                               rows, mc, 4, STEP, BC)
-            c0, c1, c2, c3 = _column(carry, 0), _column(carry, 1), _column(carry, 2), _column(carry, 3)
-        if (chunk % PREFIX_EVERY == 0) | (chunk == num_chunks - 1):
-            _publish(flag, prefixes, index, _apply_map4(c0, c1, c2, c3, chunk_map), 4, _FLAG_PREFIX, mc)
-        return c0, c1, c2, c3
-
-    @triton.jit
-    def _edge_map2(scanned, BT: tl.constexpr, REVERSE: tl.constexpr):
-        """The whole tile's map (6 x [BC]) from its 6 maps scanned over the tile (6 x [BC, BT]): the last step's, or
-        in REVERSE the first's."""
-        steps = tl.arange(0, BT)
-        edge: tl.constexpr = 0 if REVERSE else BT - 1
-        return (_pick(scanned[0], steps, edge), _pick(scanned[1], steps, edge), _pick(scanned[2], steps, edge),
-                _pick(scanned[3], steps, edge), _pick(scanned[4], steps, edge), _pick(scanned[5], steps, edge))
-
-    @triton.jit
-    def _scan_tile2(p, q, r, s, b1, b2, c0, c1, flags, aggregates, prefixes, chunk, num_chunks, stream, streams,
-                    map_rows_per_chunk, rows, mc, BT: tl.constexpr, REVERSE: tl.constexpr, CHUNKED: tl.constexpr,
-                    PREFIX_EVERY: tl.constexpr, BC: tl.constexpr):
-        """x_t = M_t x_{t-1} + b_t over a tile of 2 x 2 affine maps (p, q, r, s, b1, b2) [BC, BT], one step a lane
-        through tl.associative_scan (REVERSE: x_t = M_t x_{t+1} + b_t): (x0, x1) [BC, BT] from the carry (c0, c1)
-        [BC] entering the tile (before its first step, or after its last), and x at its other end. CHUNKED: the
-        tile is a chunk of its row, whose carry comes from the look-back (`_chunk_carry2`; c0, c1 apply to the
-        row's first chunk only). Steps past T must be the identity forward; in reverse, whose carry after the row is
-        zero, any map without offset."""
-        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=REVERSE)
-        if CHUNKED:
-            c0, c1 = _chunk_carry2(flags, aggregates, prefixes, _edge_map2((p, q, r, s, b1, b2), BT, REVERSE), chunk,
-                                   num_chunks, stream, streams, map_rows_per_chunk, rows, mc, c0, c1, PREFIX_EVERY,
-                                   STEP=1 if REVERSE else -1, BC=BC)
-        x0 = p * c0[:, None] + q * c1[:, None] + b1
-        x1 = r * c0[:, None] + s * c1[:, None] + b2
-        steps = tl.arange(0, BT)
-        return x0, x1, _pick(x0, steps, 0 if REVERSE else BT - 1), _pick(x1, steps, 0 if REVERSE else BT - 1)
 
     # ---- order 2: s_t = a1_t s_{t-1} + a2_t s_{t-2} + g_t v_t, i.e. the window u_t = (s_t, s_{t-1}) follows
     # u_t = M_t u_{t-1} + (g_t v_t, 0) with the companion matrix M_t = [[a1, a2], [1, 0]]; the scan composes (M, b).
@@ -606,21 +472,15 @@ if triton is not None:
         return lam, tl.sum(tl.where(head, l_0, 0.0), axis=1), tl.sum(tl.where(head, mu_0, 0.0), axis=1)
 
     @triton.jit
-    def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, flags,
-                                 counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
-                                 BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr, IN_THREADS: tl.constexpr,
-                                 HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
-                                 HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr,
-                                 PREFIX_EVERY: tl.constexpr):
+    def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
+                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
+                                 IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
         PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
         (`_m2_tile_in_threads`) instead of tl.associative_scan over all its steps. WINDOW: states is [B, N, 2, T],
-        the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document starts), what the read-out is.
-        CHUNKED (with the tile scan only): one tile per program, joined by the look-back (flags, counters,
-        aggregates, prefixes; else None)."""
-        tl.static_assert(not (CHUNKED and IN_THREADS), "chunks take the tile scan")
-        b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
-                                                                        REVERSE=False)
+        the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document starts), what the read-out is."""
+        b, rows, mc = _tile_offsets(T, N, BC)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
@@ -632,11 +492,11 @@ if triton is not None:
         final1 = tl.zeros([BC], dtype=tl.float32)  # IN_THREADS: the final window, from the last tile's states
         final2 = tl.zeros([BC], dtype=tl.float32)
         if PREFETCH:
-            t = first + tl.arange(0, BT)
+            t = tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             x = _load_values(values, rows, t, mask, T)
-        for t0 in range(first, end, BT):
+        for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             if PREFETCH:
@@ -659,13 +519,20 @@ if triton is not None:
                 if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
                     final1, final2 = _pick(new1, t, T - 1), _pick(new2, t, T - 1)
                 h1, h2 = h1_next, h2_next
-            else:  # the window (s_t, s_{t-1}) through the companion maps; a document start: the zero window first
-                inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)
-                new1, new2, h1, h2 = _scan_tile2(  # steps past T: the identity
-                    tl.where(mask, tl.where(inside, a1, 0.0), 1.0), tl.where(inside, a2, 0.0),
-                    tl.where(inside, 1.0, 0.0), tl.where(mask, 0.0, 1.0), tl.where(mask, g * x, 0.0),
-                    tl.zeros([BC, BT], dtype=tl.float32), h1, h2, flags, aggregates, prefixes, chunk, num_chunks,
-                    stream, streams, B * N, rows, mc, BT, False, CHUNKED, PREFIX_EVERY, BC)
+            else:
+                zero = tl.zeros([BC, BT], dtype=tl.float32)
+                inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
+                p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
+                q = tl.where(inside, a2, 0.0)
+                r = tl.where(inside, 1.0, 0.0)
+                s_ = tl.where(mask, 0.0, 1.0)
+                b1 = tl.where(mask, g * x, 0.0)
+                p, q, r, s_, b1, b2 = tl.associative_scan((p, q, r, s_, b1, zero), 1, _companion_combine)
+                new1 = p * h1[:, None] + q * h2[:, None] + b1  # s_t
+                new2 = r * h1[:, None] + s_ * h2[:, None] + b2  # s_{t-1}
+                last = (t == BT - 1 + t0)[None, :]
+                h1 = tl.sum(tl.where(last, new1, 0.0), axis=1)
+                h2 = tl.sum(tl.where(last, new2, 0.0), axis=1)
             if WINDOW:
                 tl.store(states + (2 * rows)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + (2 * rows + 1)[:, None] * T + t[None, :], new2.to(states.dtype.element_ty),
@@ -677,17 +544,15 @@ if triton is not None:
         if WRITE_FINAL:
             if IN_THREADS:
                 h1, h2 = final1, final2
-            if end >= T:  # the row's last tile
-                tl.store(final_state + 2 * rows, h1, mask=mc)
-                tl.store(final_state + 2 * rows + 1, h2, mask=mc)
+            tl.store(final_state + 2 * rows, h1, mask=mc)
+            tl.store(final_state + 2 * rows + 1, h2, mask=mc)
 
     @triton.jit
     def _time_last_m2_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
-                                 d_values, d_initial_state, d_bias_rows, flags, counters, aggregates, prefixes, T, N, B,
-                                 num_chunks, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                                 IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                 HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr,
-                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr):
+                                 d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                                 BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
+                                 WINDOW: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
@@ -695,14 +560,8 @@ if triton is not None:
         T-1 and T-2 (at T = 1 the second goes to the initial window). IN_THREADS: the tile's adjoints composed 8
         steps at a time inside each thread (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all
         its steps. WINDOW: states and d_states are [B, N, 2, T] windows (s_t, s_{t-1}); the gradient of s_{t-1} at
-        step t + 1 joins s_t's (unless a document starts at t + 1), at step 0 the initial window's. CHUNKED (with
-        the tile scan only): one tile per program, the last first, joined by the look-back; each chunk's bias
-        gradient sums go to its own [B, N, 3] of d_bias_rows."""
-        tl.static_assert(not (CHUNKED and IN_THREADS), "chunks take the tile scan")
-        b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
-                                                                        REVERSE=True)
-        if CHUNKED & HAS_BIAS:
-            d_bias_rows += chunk.to(tl.int64) * B * N * 3
+        step t + 1 joins s_t's (unless a document starts at t + 1), at step 0 the initial window's."""
+        b, rows, mc = _tile_offsets(T, N, BC)
         state_rows = rows  # s_t's row in states and d_states
         if WINDOW:
             state_rows = 2 * rows
@@ -725,7 +584,7 @@ if triton is not None:
             df1 = tl.load(d_final + 2 * rows, mask=mc, other=0.0)
             df2 = tl.load(d_final + 2 * rows + 1, mask=mc, other=0.0)
         num_tiles = tl.cdiv(T, BT)
-        for r in range(num_tiles - tl.cdiv(end, BT), num_tiles - first // BT):  # the tiles from end back to first
+        for r in range(0, num_tiles):
             t0 = (num_tiles - 1 - r) * BT
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
@@ -745,12 +604,16 @@ if triton is not None:
             if IN_THREADS:
                 lam, c1_next, c2_next = _m2_adjoint_tile_in_threads(
                     tl.where(mask1 & ~start_next, a1_next, 0.0), rr, tl.where(mask, dy, 0.0), c1, c2, BC, BT)
-            else:  # (lam_t, mu_t = a2_{t+1} lam_{t+1}); steps past T: the identity (their carry is zero)
-                lam, mu, c1_next, c2_next = _scan_tile2(
-                    tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0), tl.where(mask, 1.0, 0.0), rr,
-                    tl.where(mask, 0.0, 1.0), tl.where(mask, dy, 0.0), tl.zeros([BC, BT], dtype=tl.float32), c1, c2,
-                    flags, aggregates, prefixes, chunk, num_chunks, stream, streams, B * N, rows, mc, BT, True,
-                    CHUNKED, PREFIX_EVERY, BC)
+            else:
+                zero = tl.zeros([BC, BT], dtype=tl.float32)
+                p = tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0)  # steps past T: the identity
+                q = tl.where(mask, 1.0, 0.0)
+                ss = tl.where(mask, 0.0, 1.0)
+                b1 = tl.where(mask, dy, 0.0)
+                p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), 1, _companion_combine,
+                                                           reverse=True)
+                lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
+                mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
             # the step's own inputs after the scan (fewer registers live across it, as at m = 1)
             z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
@@ -772,15 +635,19 @@ if triton is not None:
                 d_bias1 += tl.sum(tl.where(mask, dz1, 0.0), axis=1)
                 d_bias2 += tl.sum(tl.where(mask, dz2, 0.0), axis=1)
                 d_bias_gate += tl.sum(tl.where(mask, dzg, 0.0), axis=1)
-            first_step = (t == t0)[None, :]
-            c1, c2 = c1_next, c2_next
+            first = (t == t0)[None, :]
+            if IN_THREADS:
+                c1, c2 = c1_next, c2_next
+            else:
+                c1 = tl.sum(tl.where(first, lam, 0.0), axis=1)
+                c2 = tl.sum(tl.where(first, mu, 0.0), axis=1)
             if HAS_H0:
                 if t0 == 0:
                     # s_0 = a1_0 h1 + a2_0 h2 + ..., s_1 = ... + a2_1 h1: d h1 = a1_0 lam_0 + mu_0, d h2 = a2_0 lam_0
-                    a1_0 = tl.sum(tl.where(first_step & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
-                    a2_0 = tl.sum(tl.where(first_step & ~start, a2, 0.0), axis=1)
+                    a1_0 = tl.sum(tl.where(first & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
+                    a2_0 = tl.sum(tl.where(first & ~start, a2, 0.0), axis=1)
                     d_first = a1_0 * c1 + c2
-                    reset = tl.sum(tl.where(first_step & start, 1.0, 0.0), axis=1) > 0  # a document starts at step 0
+                    reset = tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0  # a document starts at step 0
                     if WINDOW:  # the window's second entry at step 0 is the initial window's first
                         d_window_0 = tl.load(d_states + (state_rows + 1) * T, mask=mc, other=0.0).to(tl.float32)
                         d_first += tl.where(reset, 0.0, d_window_0)
@@ -1004,6 +871,44 @@ if triton is not None:
     # (no deadlock).
 
     @triton.jit
+    def _column4(x, i: tl.constexpr):
+        """[BC]: column i of x [BC, 4]."""
+        return tl.sum(tl.where((tl.arange(0, 4) == i)[None, :], x, 0.0), axis=1)
+
+    @triton.jit
+    def _look_back4(flags, aggregates, prefixes, chunk, num_chunks, stream, streams, map_rows_per_chunk, rows, mc,
+                    STEP: tl.constexpr, BC: tl.constexpr):
+        """[BC, 4]: the true carry entering `chunk` (the window before it, or with STEP = 1 the adjoint after it):
+        compose the published maps of chunk + STEP, chunk + 2 STEP, ... until one has published its prefix, spinning
+        while a chunk has published nothing yet."""
+        k = tl.arange(0, 4)
+        acc_m = tl.broadcast_to(tl.where(k[:, None] == k[None, :], 1.0, 0.0)[None, :, :], [BC, 4, 4])
+        acc_b = tl.zeros([BC, 4], tl.float32)
+        carry = tl.zeros([BC, 4], tl.float32)
+        j = chunk + STEP
+        searching = (j >= 0) & (j < num_chunks)
+        while searching:
+            flag_index = j * streams + stream
+            flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
+            while flag == 0:
+                flag = tl.atomic_add(flags + flag_index, 0, sem="acquire", scope="gpu")
+            index = j.to(tl.int64) * map_rows_per_chunk + rows  # [BC]
+            if flag == _FLAG_PREFIX:
+                prefix = tl.load(prefixes + 4 * index[:, None] + k[None, :], mask=mc[:, None], other=0.0,
+                                 volatile=True)
+                carry = tl.sum(acc_m * prefix[:, None, :], axis=2) + acc_b
+            else:  # acc after this chunk's map: x -> acc_m (map_m x + map_b) + acc_b
+                map_m = tl.load(aggregates + 20 * index[:, None, None] + (4 * k[:, None] + k[None, :])[None, :, :],
+                                mask=mc[:, None, None], other=0.0, volatile=True)
+                map_b = tl.load(aggregates + 20 * index[:, None] + 16 + k[None, :], mask=mc[:, None], other=0.0,
+                                volatile=True)
+                acc_b = tl.sum(acc_m * map_b[:, None, :], axis=2) + acc_b
+                acc_m = tl.sum(acc_m[:, :, :, None] * map_m[:, None, :, :], axis=2)
+            j += STEP
+            searching = (flag != _FLAG_PREFIX) & (j >= 0) & (j < num_chunks)
+        return carry
+
+    @triton.jit
     def _group_map(maps, group):
         """The map of column `group` of the scanned group maps (20 x [BC, G]): 20 x [BC]."""
         g = tl.arange(0, maps[0].shape[1])
@@ -1021,6 +926,54 @@ if triton is not None:
                 m[4] * h0 + m[5] * h1 + m[6] * h2 + m[7] * h3 + m[17],
                 m[8] * h0 + m[9] * h1 + m[10] * h2 + m[11] * h3 + m[18],
                 m[12] * h0 + m[13] * h1 + m[14] * h2 + m[15] * h3 + m[19])
+
+    @triton.jit
+    def _chunk_carry4(flags, aggregates, prefixes, chunk_map, chunk, num_chunks, stream, streams, map_rows_per_chunk,
+                      rows, mc, c0, c1, c2, c3, PREFIX_EVERY: tl.constexpr, STEP: tl.constexpr, BC: tl.constexpr):
+        """The carry (c0..c3) [BC] entering this chunk: given (the initial window, or zero adjoint) where no chunk
+        precedes it in the scan's direction; otherwise publish the chunk's map (20 x [BC]) and look back. Then
+        publish the chunk's outgoing carry, its map applied to that (tests: only every PREFIX_EVERY-th chunk's and
+        the last's, so that look-backs compose maps; the backward's first chunk publishes no map)."""
+        neighbour = chunk + STEP
+        index = chunk.to(tl.int64) * map_rows_per_chunk + rows
+        if (neighbour >= 0) & (neighbour < num_chunks):
+            for i in tl.static_range(20):
+                tl.store(aggregates + 20 * index + i, chunk_map[i], mask=mc)
+            tl.debug_barrier()  # every thread's stores are done before one thread raises the flag
+            tl.atomic_xchg(flags + chunk * streams + stream, _FLAG_AGGREGATE, sem="release", scope="gpu")
+            carry = _look_back4(flags, aggregates, prefixes, chunk, num_chunks, stream, streams, map_rows_per_chunk,
+                                rows, mc, STEP, BC)
+            c0, c1, c2, c3 = _column4(carry, 0), _column4(carry, 1), _column4(carry, 2), _column4(carry, 3)
+        if (chunk % PREFIX_EVERY == 0) | (chunk == num_chunks - 1):
+            x0, x1, x2, x3 = _apply_map4(c0, c1, c2, c3, chunk_map)
+            tl.store(prefixes + 4 * index, x0, mask=mc)
+            tl.store(prefixes + 4 * index + 1, x1, mask=mc)
+            tl.store(prefixes + 4 * index + 2, x2, mask=mc)
+            tl.store(prefixes + 4 * index + 3, x3, mask=mc)
+            tl.debug_barrier()
+            tl.atomic_xchg(flags + chunk * streams + stream, _FLAG_PREFIX, sem="release", scope="gpu")
+        return c0, c1, c2, c3
+
+    @triton.jit
+    def _chunk_of_row(counters, T, N, B, num_chunks, BC: tl.constexpr, BT: tl.constexpr, CHUNKED: tl.constexpr,
+                      REVERSE: tl.constexpr):
+        """(b, rows, mc, stream, streams, chunk, first step, end step) of this program: CHUNKED, one tile of a
+        (row, channel block) stream, its chunk id from the stream's counter (REVERSE: the last chunk first);
+        otherwise the whole row."""
+        if CHUNKED:
+            streams = B * tl.cdiv(N, BC)
+            stream, chunk, _ = _take_chunk(counters, streams, 1, num_chunks, REVERSE=REVERSE, COUNTERS_FROM=0)
+            b, rows, mc = _block_offsets(stream, N, BC)
+            first = chunk * BT
+            end = tl.minimum(first + BT, T)
+        else:
+            b, rows, mc = _tile_offsets(T, N, BC)
+            stream = tl.program_id(0)
+            streams = tl.num_programs(0)
+            chunk = stream * 0
+            first = 0
+            end = T
+        return b, rows, mc, stream, streams, chunk, first, end
 
     @triton.jit
     def _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3, bias4, bias_gate,
@@ -1413,6 +1366,22 @@ if triton is not None:
         return x0, x1, tl.sum(tl.where(far, end0, 0.0), axis=1), tl.sum(tl.where(far, end1, 0.0), axis=1)
 
     @triton.jit
+    def _bd2_tile(a00, a01, a10, a11, u0, u1, c0, c1, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr,
+                  IN_THREADS: tl.constexpr):
+        """`_bd2_tile_in_threads` (IN_THREADS), or the same tile with tl.associative_scan over all its steps, one
+        step a lane (the tile scan of TILE's four-warp programs, which hide more latency on a small grid)."""
+        if IN_THREADS:
+            x0, x1, far0, far1 = _bd2_tile_in_threads(a00, a01, a10, a11, u0, u1, c0, c1, BC, BT, REVERSE)
+        else:
+            p, q, r, s, b1, b2 = tl.associative_scan((a00, a01, a10, a11, u0, u1), 1, _companion_combine,
+                                                     reverse=REVERSE)
+            x0 = p * c0[:, None] + q * c1[:, None] + b1
+            x1 = r * c0[:, None] + s * c1[:, None] + b2
+            steps = tl.arange(0, BT)
+            far0, far1 = _pick(x0, steps, 0 if REVERSE else BT - 1), _pick(x1, steps, 0 if REVERSE else BT - 1)
+        return x0, x1, far0, far1
+
+    @triton.jit
     def _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS: tl.constexpr):
         """The six logit biases [BC] of blocks' rows (gate_bias[n, j, k] at 3 j + k), zeros without a bias."""
         b00 = _load_bias(gate_bias, blocks, b, N, 0, 6, mc, HAS_BIAS)
@@ -1424,19 +1393,14 @@ if triton is not None:
         return b00, b01, b0g, b10, b11, b1g
 
     @triton.jit
-    def _bd2_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, flags,
-                                  counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
-                                  BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr, IN_THREADS: tl.constexpr,
-                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
-                                  HAS_STARTS: tl.constexpr, CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr):
+    def _bd2_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
+                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
+                                  IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1); the state
         restarts from zero before every document start (A_t = 0 there). PREFETCH: each tile's logits and values are
-        loaded while the tile before is scanned. IN_THREADS: the tile composed 8 steps a thread
-        (`_bd2_tile_in_threads`), else one step a lane (`_scan_tile2`, whose four-warp programs hide more latency on
-        a small grid). CHUNKED (with the latter only): one tile per program, joined by the look-back."""
-        tl.static_assert(not (CHUNKED and IN_THREADS), "chunks take the tile scan")
-        b, blocks, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT,
-                                                                          CHUNKED, REVERSE=False)
+        loaded while the tile before is scanned. IN_THREADS: the tile composed 8 steps a thread (`_bd2_tile`)."""
+        b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
         h0 = tl.zeros([BC], dtype=tl.float32)
         h1 = tl.zeros([BC], dtype=tl.float32)
@@ -1444,13 +1408,13 @@ if triton is not None:
             h0 = tl.load(initial_state + 2 * blocks, mask=mc, other=0.0)
             h1 = tl.load(initial_state + 2 * blocks + 1, mask=mc, other=0.0)
         if PREFETCH:
-            t = first + tl.arange(0, BT)
+            t = tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, bias, ACT,
                                                                                 HAS_BIAS)
             x0 = _load_values(values, 2 * blocks, t, mask, T)
             x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
-        for t0 in range(first, end, BT):
+        for t0 in range(0, T, BT):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             if PREFETCH:
@@ -1465,46 +1429,30 @@ if triton is not None:
                 x0 = _load_values(values, 2 * blocks, t, mask, T)
                 x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
             inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: A = 0, from a zero state
-            p = tl.where(mask, tl.where(inside, a00, 0.0), 1.0)  # steps past T: the identity
-            q = tl.where(inside, a01, 0.0)
-            r = tl.where(inside, a10, 0.0)
-            s = tl.where(mask, tl.where(inside, a11, 0.0), 1.0)
-            u0 = tl.where(mask, g0 * x0, 0.0)
-            u1 = tl.where(mask, g1 * x1, 0.0)
-            if IN_THREADS:
-                new0, new1, h0, h1 = _bd2_tile_in_threads(p, q, r, s, u0, u1, h0, h1, BC, BT, False)
-            else:
-                new0, new1, h0, h1 = _scan_tile2(p, q, r, s, u0, u1, h0, h1, flags, aggregates, prefixes, chunk,
-                                                 num_chunks, stream, streams, B * N, blocks, mc, BT, False, CHUNKED,
-                                                 PREFIX_EVERY, BC)
+            new0, new1, h0, h1 = _bd2_tile(  # steps past T: the identity
+                tl.where(mask, tl.where(inside, a00, 0.0), 1.0), tl.where(inside, a01, 0.0),
+                tl.where(inside, a10, 0.0), tl.where(mask, tl.where(inside, a11, 0.0), 1.0),
+                tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT, False, IN_THREADS)
             tl.store(states + (2 * blocks)[:, None] * T + t[None, :], new0.to(states.dtype.element_ty), mask=mask)
             tl.store(states + (2 * blocks + 1)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
             if PREFETCH:
                 a00, a01, g0, a10, a11, g1, x0, x1 = a00_n, a01_n, g0_n, a10_n, a11_n, g1_n, x0_n, x1_n
         if WRITE_FINAL:
-            if end >= T:  # the row's last tile
-                tl.store(final_state + 2 * blocks, h0, mask=mc)
-                tl.store(final_state + 2 * blocks + 1, h1, mask=mc)
+            tl.store(final_state + 2 * blocks, h0, mask=mc)
+            tl.store(final_state + 2 * blocks + 1, h1, mask=mc)
 
     @triton.jit
     def _bd2_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
-                                  d_values, d_initial_state, d_bias_rows, flags, counters, aggregates, prefixes, T, N,
-                                  B, num_chunks, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                                  IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, CHUNKED: tl.constexpr,
-                                  PREFIX_EVERY: tl.constexpr):
+                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
+                                  BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                  HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1; no flow back
-        across a document start), scanned in reverse time a tile at a time (as the forward's tiles); then,
+        across a document start), scanned in reverse time a tile at a time (`_bd2_tile` with REVERSE); then,
         per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j] through each row's normalisation,
         d v_t[j] = lam_t[j] g_t[j], and the initial state's gradient A_0^T lam_0. h_{t-1} is read from the saved
         states (the initial state at t = 0; zero at a document start). HAS_BIAS: each program also sums its logit
-        gradients over the steps into d_bias_rows [B, N, 6] (the host sums the batch rows; CHUNKED: one tile per
-        program, the last first, joined by the look-back, each chunk's sums in its own [B, N, 6])."""
-        tl.static_assert(not (CHUNKED and IN_THREADS), "chunks take the tile scan")
-        b, blocks, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT,
-                                                                          CHUNKED, REVERSE=True)
-        if CHUNKED & HAS_BIAS:
-            d_bias_rows += chunk.to(tl.int64) * B * N * 6
+        gradients over the steps into d_bias_rows [B, N, 6] (the host sums the batch rows)."""
+        b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
         d_bias00 = tl.zeros([BC], dtype=tl.float32)
         d_bias01 = tl.zeros([BC], dtype=tl.float32)
@@ -1525,7 +1473,7 @@ if triton is not None:
             df0 = tl.load(d_final + 2 * blocks, mask=mc, other=0.0)
             df1 = tl.load(d_final + 2 * blocks + 1, mask=mc, other=0.0)
         num_tiles = tl.cdiv(T, BT)
-        for i in range(num_tiles - tl.cdiv(end, BT), num_tiles - first // BT):  # the tiles from end back to first
+        for i in range(0, num_tiles):
             t0 = (num_tiles - 1 - i) * BT
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
@@ -1535,18 +1483,10 @@ if triton is not None:
                                                                               ACT, HAS_BIAS)
             dy0 = _load_values(d_states, 2 * blocks, t, mask, T) + tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
             dy1 = _load_values(d_states, 2 * blocks + 1, t, mask, T) + tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
-            p = tl.where(coupled, n00, 0.0)  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
-            q = tl.where(coupled, n10, 0.0)
-            r = tl.where(coupled, n01, 0.0)
-            s = tl.where(coupled, n11, 0.0)
-            u0 = tl.where(mask, dy0, 0.0)
-            u1 = tl.where(mask, dy1, 0.0)
-            if IN_THREADS:
-                lam0, lam1, l0, l1 = _bd2_tile_in_threads(p, q, r, s, u0, u1, l0, l1, BC, BT, True)
-            else:
-                lam0, lam1, l0, l1 = _scan_tile2(p, q, r, s, u0, u1, l0, l1, flags, aggregates, prefixes, chunk,
-                                                 num_chunks, stream, streams, B * N, blocks, mc, BT, True, CHUNKED,
-                                                 PREFIX_EVERY, BC)
+            lam0, lam1, l0, l1 = _bd2_tile(  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
+                tl.where(coupled, n00, 0.0), tl.where(coupled, n10, 0.0), tl.where(coupled, n01, 0.0),
+                tl.where(coupled, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT, True,
+                IN_THREADS)
             # the step's own inputs after the scan (fewer registers live across it)
             a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, t, mask, T,
                                                                                             bias, ACT, HAS_BIAS)
@@ -1904,41 +1844,49 @@ def _tile_steps(BT: int, T: int) -> int:
 
 def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1, blocked: bool = False):
     """(grid, launch options): one program per (row, block of BC channels, or BC blocks of BD-LRU of block size 2,
-    `blocked`, which launches as H-LRU m = 2 does, small below BD2_SMALL_GRID_BELOW). A grid of fewer than
-    SMALL_GRID_BELOW programs per SM (B1 T16384 D1024: 1024 programs at m = 1, 8 per SM) cannot hide the loads' latency
-    by switching programs; there the forwards load the next tile before scanning this one (PREFETCH: 69 -> 82 % of copy
-    at m = 1 on the H200, while at B8-B32 it cost 0-2 points at m = 1 and 4-8 at m = 2's tile scan;
-    bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2 elsewhere composes its steps in threads if
-    M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also prefetch: 58 -> 64 % at B8 T2048 D768, no
-    change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt). In threads, the backwards take the
-    one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled under it, 52.9 -> 26.4 % of copy
-    forward+backward at B8 T4096 D1024 with 64 registers (bench_results/probes_2026-12-01/bdlru2/). Order 4 (H-LRU
-    m = 4; BD-LRU block size 4 with `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE."""
-    sms = _num_sms(device if device is not None else "cpu")
+    `blocked`, which launches as H-LRU m = 2 does, small below BD2_SMALL_GRID_BELOW; H-LRU m = 2's forward is small
+    below M2_FORWARD_SMALL_GRID_BELOW). A grid of fewer than SMALL_GRID_BELOW programs per SM (B1 T16384 D1024: 1024
+    programs at m = 1, 8 per SM) cannot hide the loads' latency by switching programs; there the forwards load the next
+    tile before scanning this one (PREFETCH: 69 -> 82 % of copy at m = 1 on the H200, while at B8-B32 it cost 0-2
+    points at m = 1 and 4-8 at m = 2's tile scan; bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2
+    elsewhere composes its steps in threads if M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also
+    prefetch: 58 -> 64 % at B8 T2048 D768, no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt).
+    In threads, the backwards take the one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled
+    under it, 52.9 -> 26.4 % of copy forward+backward at B8 T4096 D1024 with 64 registers
+    (bench_results/probes_2026-12-01/bdlru2/). Order 4 (H-LRU m = 4; BD-LRU block size 4 with `blocked`) composes in
+    threads on every grid, in M4_TILE / BD4_TILE."""
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
         options["BT"] = _tile_steps(options["BT"], T)
         programs = B * triton.cdiv(N, options["BC"])
-        if not blocked:  # H-LRU m = 4: chunks of one tile on small grids
-            programs = _chunks(options, T, programs, chunked=programs < M4_CHUNKED_BELOW * sms)
+        if not blocked:  # H-LRU m = 4: chunks of one tile on small grids, unless results must repeat bit for bit
+            tiles = triton.cdiv(T, options["BT"])  # (a look-back composes what it finds, which varies between runs)
+            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * _num_sms(device if device is not None else "cpu") \
+                and not torch.are_deterministic_algorithms_enabled()
+            options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
+            programs *= options["num_chunks"]
         if backward and not blocked and not _INTERPRET:  # BD-LRU block size 4: no cap
             options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,
                                                         most=M4_BACKWARD_REGISTERS)
         return (programs,), options
     tile = _tile()
-    small_below = BD2_SMALL_GRID_BELOW if blocked else SMALL_GRID_BELOW
-    small = B * triton.cdiv(N, tile["BC"]) < small_below * sms
+    if blocked:
+        small_below = BD2_SMALL_GRID_BELOW
+    elif order == 2 and not backward:
+        small_below = M2_FORWARD_SMALL_GRID_BELOW
+    else:
+        small_below = SMALL_GRID_BELOW
+    small = B * triton.cdiv(N, tile["BC"]) < small_below * _num_sms(device if device is not None else "cpu")
     in_threads = order == 2 and M2_IN_THREADS and not small
     options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
     if in_threads and not _INTERPRET:
         options.update(IN_THREADS_TILE)
-    options["BT"] = _tile_steps(options["BT"], T)
-    programs = B * triton.cdiv(N, options["BC"])
     if order == 2:
         options["IN_THREADS"] = in_threads
-        programs = _chunks(options, T, programs, chunked=M2_CHUNKED and small)
-    if not backward:  # (a chunk is one tile: nothing to prefetch)
-        options["PREFETCH"] = (small or in_threads) and not options.get("CHUNKED", False)
+    if not backward:
+        options["PREFETCH"] = small or in_threads
+    options["BT"] = _tile_steps(options["BT"], T)
+    programs = B * triton.cdiv(N, options["BC"])
     if backward and in_threads and not blocked and not _INTERPRET:
         cap = _backward_register_cap(programs, options["num_warps"], device)
         if cap is not None:
@@ -1946,29 +1894,17 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     return (programs,), options
 
 
-def _chunks(options: dict, T: int, programs: int, chunked: bool) -> int:
-    """Set the chunk options of a grid of `programs` whole rows (CHUNKED, num_chunks, PREFIX_EVERY) and return its
-    programs: with `chunked`, one per tile of each row where a row has more than one, unless results must repeat bit
-    for bit (a look-back composes whatever its predecessors have published by then, so the float32 roundings can
-    differ between runs; under torch.use_deterministic_algorithms(True) rows stay whole)."""
-    tiles = triton.cdiv(T, options["BT"])
-    chunked = chunked and tiles > 1 and not torch.are_deterministic_algorithms_enabled()
-    options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
-    return programs * options["num_chunks"]
-
-
-def _look_back_workspace(B: int, N: int, order: int, options: dict, device) -> dict:
-    """The look-back tensors of a chunked launch at `order` m (flags and stream counters zeroed; each chunk's maps
-    [B * N, m * m + m] and outgoing carries [B * N, m], float32), or None each for a launch of whole rows."""
+def _look_back_workspace(B: int, N: int, options: dict, device) -> dict:
+    """The chunked order-4 kernels' look-back tensors (flags and stream counters zeroed; each chunk's maps [B * N, 20]
+    and outgoing carries [B * N, 4], float32), or None each for a launch of whole rows."""
     if not options.get("CHUNKED"):
         return dict(flags=None, counters=None, aggregates=None, prefixes=None)
     num_chunks = options["num_chunks"]
     streams = B * triton.cdiv(N, options["BC"])
     flags = torch.zeros(num_chunks * streams + streams, dtype=torch.int32, device=device)  # flags, then counters
-    map_size = order * order + order
-    carries = torch.empty(num_chunks * B * N * (map_size + order), dtype=torch.float32, device=device)
-    return dict(flags=flags, counters=flags[num_chunks * streams:], aggregates=carries[:num_chunks * B * N * map_size],
-                prefixes=carries[num_chunks * B * N * map_size:])
+    carries = torch.empty(num_chunks * B * N * 24, dtype=torch.float32, device=device)  # maps, then prefixes
+    return dict(flags=flags, counters=flags[num_chunks * streams:], aggregates=carries[:num_chunks * B * N * 20],
+                prefixes=carries[num_chunks * B * N * 20:])
 
 
 def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: Optional[torch.Tensor],
@@ -2000,8 +1936,8 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
         kernel = {1: _time_last_fwd_kernel, 2: _time_last_m2_fwd_kernel, 4: _time_last_m4_fwd_kernel}[m]
         if m > 1:  # at m = 1 the window is the states
             blocks["WINDOW"] = window
-    if "CHUNKED" in blocks:  # the kernels that can run rows in chunks
-        blocks.update(_look_back_workspace(B, N, m, blocks, values.device), B=B)
+        if m == 4:
+            blocks.update(_look_back_workspace(B, N, blocks, values.device), B=B)
     with _device_guard(values.device):
         kernel[grid](
             gates=gates, gate_bias=_contiguous(gate_bias), values=values, initial_state=h0, starts=_contiguous(starts),
@@ -2044,9 +1980,9 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
         kernel = {1: _time_last_bwd_kernel, 2: _time_last_m2_bwd_kernel, 4: _time_last_m4_bwd_kernel}[m]
         if m > 1:
             blocks["WINDOW"] = window
-    if "CHUNKED" in blocks:
-        blocks.update(_look_back_workspace(B, N, m, blocks, values.device), B=B)
-    # each program's bias gradient sums, per (chunk of a chunked launch, batch row)
+        if m == 4:
+            blocks.update(_look_back_workspace(B, N, blocks, values.device), B=B)
+    # each program's bias gradient sums, per (chunk of the chunked order-4 kernel, batch row)
     d_bias_rows = torch.empty(blocks.get("num_chunks", 1) * B, *gate_bias.shape, device=values.device,
                               dtype=torch.float32) if gate_bias is not None else None
     with _device_guard(values.device):

@@ -226,16 +226,6 @@ def main(argv=None):
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
               f"{', document starts, gate bias, window' if with_starts else ''}",
               lambda: time_last_forward_backward(gates, values, h0, activation, starts, bias, with_starts))
-    # H-LRU order 2 and BD-LRU block size 2 in chunks of a tile joined by the look-back (small grids, M2_CHUNKED;
-    # 3000 steps: three of TILE's), with an initial state, document starts and a gate bias (and the window)
-    for blocked in (False, True):
-        chunk_gates = torch.randn((2, 3, 2, 3, 3000) if blocked else (2, 3, 3, 3000), dtype=torch.bfloat16)
-        chunk_values = torch.randn((2, 3, 2, 3000) if blocked else (2, 3, 3000), dtype=torch.bfloat16)
-        chunk_bias = torch.randn((3, 2, 3) if blocked else (3, 3))
-        check(f"time-last {'BD-LRU block size 2' if blocked else 'order 2'} in chunks, softmax, initial state, "
-              f"document starts, gate bias{'' if blocked else ', window'}",
-              lambda: time_last_forward_backward(chunk_gates, chunk_values, torch.randn(2, 3, 2), "softmax",
-                                                 torch.rand(2, 3000) < 0.01, chunk_bias, not blocked))
     # order 4 above ran in chunks of a tile (small grids: M4_CHUNKED_BELOW); here in whole rows
     chunked_below, time_last.M4_CHUNKED_BELOW = time_last.M4_CHUNKED_BELOW, 0
     check("time-last order 4, softmax, whole rows, initial state, document starts, gate bias, window",
@@ -244,6 +234,7 @@ def main(argv=None):
     # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without prefetch, m = 2 in threads
     # (IN_THREADS_TILE, the forward prefetching), then m = 2's tile scan without prefetch (M2_IN_THREADS off)
     small_grid_below, time_last.SMALL_GRID_BELOW = time_last.SMALL_GRID_BELOW, 0
+    forward_small_grid_below, time_last.M2_FORWARD_SMALL_GRID_BELOW = time_last.M2_FORWARD_SMALL_GRID_BELOW, 0
     in_threads = time_last.M2_IN_THREADS
     gates, values = torch.randn(2, 3, 2, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
     check("time-last order 1, softmax, no prefetch",
@@ -267,6 +258,7 @@ def main(argv=None):
           lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), "softmax", True, None))
     time_last.M2_IN_THREADS = in_threads
     time_last.SMALL_GRID_BELOW = small_grid_below
+    time_last.M2_FORWARD_SMALL_GRID_BELOW = forward_small_grid_below
     # BD-LRU on time-last tensors: forward (block size 2 prefetching) and backward, with and without initial state,
     # document starts and a gate bias; block size 2 composed in threads (grids that are not small), then as a tile
     # scan; block size 4 composed in threads on every grid

@@ -48,20 +48,16 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
     torch.testing.assert_close(final, h, rtol=0, atol=1e-12)
 
 
-@pytest.fixture(params=["2-in-threads", "2-rows", "2-chunks", "4"])
+@pytest.fixture(params=["2-in-threads", "2-tile-scan", "4"])
 def block_size(request, monkeypatch):
     """The block sizes with time-last kernels, on every path of `_grid` (`blocked`): 2 composed in threads (grids that
-    are not small) or as a tile scan (small ones; the interpreter's grids are small), whole rows or chunks of a tile
-    joined by the look-back (M2_CHUNKED; only every third chunk publishing its carry, so that look-backs compose the
-    others' maps), 4 composed in threads on every grid."""
+    are not small) or as a tile scan (small ones; the interpreter's grids are small), 4 composed in threads on every
+    grid."""
     if request.param == "4":
         return 4
     in_threads = request.param == "2-in-threads"
     monkeypatch.setattr(scan_time_last, "BD2_SMALL_GRID_BELOW", 0 if in_threads else 10**9)
-    monkeypatch.setattr(scan_time_last, "M2_CHUNKED", request.param == "2-chunks")
-    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 3)
-    options = scan_time_last._grid(1, 1, 40, DEVICE, order=2, blocked=True)[1]
-    assert options["IN_THREADS"] is in_threads and options["CHUNKED"] is (request.param == "2-chunks" and not GPU)
+    assert scan_time_last._grid(1, 1, 16, DEVICE, order=2, blocked=True)[1]["IN_THREADS"] is in_threads
     return 2
 
 
@@ -242,11 +238,12 @@ def test_fullgraph_compile_traces_the_custom_op(m):
 @needs_triton
 def test_launch_options_by_programs_per_sm():
     """`_grid` for BD-LRU (`blocked`): a grid of fewer than BD2_SMALL_GRID_BELOW programs (rows x blocks) per SM runs
-    the tile scan in chunks of a tile, one of that many in threads (IN_THREADS_TILE on a GPU) in whole rows, whatever
-    H-LRU m = 2's threshold (SMALL_GRID_BELOW) says; one program per (row, BC blocks, chunk); the forward prefetches
-    in threads; the backward has no register cap (H-LRU's one-wave cap made it spill)."""
+    the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's thresholds
+    (M2_FORWARD_SMALL_GRID_BELOW, SMALL_GRID_BELOW) say; one program per (row, BC blocks); the forward prefetches;
+    the backward has no register cap (H-LRU's one-wave cap made it spill)."""
     programs = scan_time_last.BD2_SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
-    assert scan_time_last.BD2_SMALL_GRID_BELOW < scan_time_last.SMALL_GRID_BELOW  # so the H-LRU check below can fail
+    # so that the H-LRU check below can fail (its forward is small below M2_FORWARD_SMALL_GRID_BELOW)
+    assert scan_time_last.BD2_SMALL_GRID_BELOW < scan_time_last.M2_FORWARD_SMALL_GRID_BELOW
     hlru = scan_time_last._grid(2, programs * scan_time_last._tile()["BC"] // 2, 4096, DEVICE, order=2)[1]
     assert hlru["IN_THREADS"] is False  # the same grid is small for H-LRU m = 2
     bc = scan_time_last._tile()["BC"]
@@ -254,9 +251,8 @@ def test_launch_options_by_programs_per_sm():
         grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2, blocked=True)
         _, backward = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2, blocked=True)
         assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
-        assert forward["CHUNKED"] is backward["CHUNKED"] is (not in_threads)
-        assert grid == (B * -(-N // forward["BC"]) * forward["num_chunks"],)
-        assert forward["PREFETCH"] is in_threads and "PREFETCH" not in backward
+        assert grid == (B * -(-N // forward["BC"]),)
+        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
         assert "maxnreg" not in forward and "maxnreg" not in backward
         if GPU:
             tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE

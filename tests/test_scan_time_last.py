@@ -26,6 +26,13 @@ def _inputs(B, N, T, dtype=torch.float64, with_h0=True, seed=0, m=1):
     return [t.requires_grad_() if t is not None else None for t in (gates, values, h0)]
 
 
+def _small_grid_below(monkeypatch, programs_per_sm):
+    """Set the programs per SM below which a grid is small (`_grid`): SMALL_GRID_BELOW and H-LRU m = 2's forward's
+    M2_FORWARD_SMALL_GRID_BELOW alike (0: no grid is small; 10**9: every grid is)."""
+    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", programs_per_sm)
+    monkeypatch.setattr(scan_time_last, "M2_FORWARD_SMALL_GRID_BELOW", programs_per_sm)
+
+
 def _run(backend, gates, values, h0, activation, want_final, document_starts=None):
     """States, final state and the gradients of a loss that weighs every step differently (and the final state)."""
     states, final = hlru_scan_time_last(gates, values, h0, activation, want_final, backend=backend,
@@ -87,9 +94,8 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
     scanned; `_grid` chooses by programs per SM; m = 2 with M2_IN_THREADS off, which runs this scan on every grid):
     both against the float64 reference, over several tiles, with an initial window, document starts and a partial
     last tile."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9 if prefetch else 0)
+    _small_grid_below(monkeypatch, 10**9 if prefetch else 0)
     monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
-    monkeypatch.setattr(scan_time_last, "M2_CHUNKED", False)  # (chunks are one tile each: no prefetch)
     options = scan_time_last._grid(2, 3, 50, DEVICE, order=m)[1]
     assert options["PREFETCH"] is prefetch and not options.get("IN_THREADS")
     gates, values, h0 = _inputs(2, 3, 50, seed=7, m=m)
@@ -110,7 +116,7 @@ def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_th
     """gate_bias [N, m+1], added to the logits inside the kernels: states, final window and the gradients of gates,
     values, initial window and the bias against the float64 reference (which adds it to the logits first), with
     document starts, over several tiles, on both m = 2 paths (the tile scan and the in-thread one)."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(2, 3, 50, seed=11, m=m)
     bias = (torch.randn(3, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2).to(DEVICE)
     bias.requires_grad_()
@@ -141,7 +147,7 @@ def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_sta
     """output_window=True: the window [B, N, m, T] = (s_t, s_{t-1}) the scan writes (and its gradient flowing back
     into both entries) against the float64 reference's window, built from its states; document starts at step 0, in
     the middle and at the last step zero the second entry; the initial window fills it at step 0. Both m = 2 paths."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(2, 3, T, with_h0=with_h0, seed=T + 3, m=m)
     starts = None
     if with_starts:
@@ -168,34 +174,23 @@ def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_sta
         torch.testing.assert_close(results[0][0][:, :, 1], previous, rtol=0, atol=0)
 
 
-def _chunk_mode(monkeypatch, m, mode, prefix_every=3):
-    """Launch orders 2 and 4 (small grids) in whole rows ("rows") or in chunks joined by the look-back, every chunk
-    publishing its carry ("chunks") or every `prefix_every`-th ("chunks-composing-maps": look-backs then compose the
-    other chunks' maps; the interpreter runs programs in order, so otherwise every look-back finds its predecessor's
-    carry at once). Order 2's rows are the tile scan's."""
-    if m == 2:
-        monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9)
-        monkeypatch.setattr(scan_time_last, "M2_CHUNKED", mode != "rows")
-    else:
-        monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
-    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", prefix_every if mode.endswith("composing-maps") else 1)
-
-
 @needs_triton
-@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("mode", ["rows", "chunks", "chunks-composing-maps"])
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
 @pytest.mark.parametrize("T,with_h0,with_starts,window", [(50, True, True, True), (64, True, False, False),
                                                           (37, False, True, False), (81, True, True, True)])
-def test_orders_2_and_4_in_chunks_and_in_whole_rows_match_the_reference(m, mode, activation, T, with_h0, with_starts,
-                                                                        window, monkeypatch):
-    """m = 2 and 4 on small grids split each row into chunks of one tile joined by a look-back (M2_CHUNKED,
-    M4_CHUNKED_BELOW), else one program walks each row: both against the float64 reference, with the gate bias,
-    document starts (one at a chunk's first step: 32, 64 in the interpreter's 16-step tiles), the window output and
-    the final window: outputs and every gradient, the bias's and the initial window's included (`_chunk_mode`)."""
-    _chunk_mode(monkeypatch, m, mode)
-    B, N = 2, 3
-    for backward in (False, True):  # (the GPU's tiles make one chunk of these rows: whole rows)
+def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activation, T, with_h0, with_starts, window,
+                                                                     monkeypatch):
+    """m = 4 on small grids splits each row into chunks of one tile joined by a look-back (M4_CHUNKED_BELOW), else
+    one program walks each row: both against the float64 reference, with the gate bias, document starts (one at a
+    chunk's first step: 32, 64 in the interpreter's 16-step tiles), the window output and the final window: outputs
+    and every gradient, the bias's and the initial window's included. "composing-maps" publishes only every third
+    chunk's carry, so that look-backs compose the other chunks' maps (the interpreter runs programs in order:
+    otherwise every look-back finds its predecessor's carry at once)."""
+    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
+    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 3 if mode.endswith("composing-maps") else 1)
+    B, N, m = 2, 3, 4
+    for backward in (False, True):  # (the GPU's 256-step tiles make one chunk of these rows: whole rows)
         options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)[1]
         tiles = -(-T // options["BT"])
         assert options["CHUNKED"] is (mode != "rows" and tiles > 1)
@@ -225,28 +220,22 @@ def test_orders_2_and_4_in_chunks_and_in_whole_rows_match_the_reference(m, mode,
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [2, 4])
-def test_orders_2_and_4_take_chunks_on_small_grids_only(m):
-    """`_grid`: chunks of one tile below M4_CHUNKED_BELOW programs per SM at order 4, on the grids that take the tile
-    scan (below SMALL_GRID_BELOW) at order 2, when a row has more than one tile; one program per row otherwise (and
-    always for BD-LRU block size 4, and under deterministic algorithms); a chunked grid has a program per (row's
-    channel block, chunk), and its forward does not prefetch (a chunk is one tile)."""
-    bc, sms = scan_time_last._grid(1, 2, 16, DEVICE, order=m)[1]["BC"], scan_time_last._num_sms(DEVICE)
-    below = (scan_time_last.M4_CHUNKED_BELOW if m == 4 else scan_time_last.SMALL_GRID_BELOW) * sms
+def test_order_4_takes_chunks_on_small_grids_only():
+    """`_grid` at order 4: chunks of one tile below M4_CHUNKED_BELOW programs per SM when a row has more than one
+    tile, one program per row otherwise (and always for BD-LRU block size 4, and under deterministic algorithms); a
+    chunked grid has a program per (row's channel block, chunk)."""
+    bc, sms = scan_time_last._grid(1, 2, 16, DEVICE, order=4)[1]["BC"], scan_time_last._num_sms(DEVICE)
+    below = scan_time_last.M4_CHUNKED_BELOW * sms
     for B, N, T, chunked in ((1, (below - 1) * bc, 4096, True), (1, below * bc, 4096, False), (2, 5, 4096, True),
                              (2, 5, 1, False), (2, 5, 20000, True)):
-        for backward in (False, True):
-            grid, options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)
-            tiles = -(-T // options["BT"])
-            assert options["CHUNKED"] is chunked and (tiles > 1 or not chunked)
-            assert grid == (B * -(-N // options["BC"]) * (tiles if chunked else 1),)
-            if m == 2:
-                assert options["IN_THREADS"] is (N == below * bc)
-                assert backward or options["PREFETCH"] is not chunked
+        grid, options = scan_time_last._grid(B, N, T, DEVICE, order=4)
+        tiles = -(-T // options["BT"])
+        assert options["CHUNKED"] is chunked and (tiles > 1 or not chunked)
+        assert grid == (B * -(-N // bc) * (tiles if chunked else 1),)
     assert "CHUNKED" not in scan_time_last._grid(1, 5, 4096, DEVICE, order=4, blocked=True)[1]
     torch.use_deterministic_algorithms(True)  # a look-back may round differently between runs: not then
     try:
-        assert scan_time_last._grid(2, 5, 4096, DEVICE, order=m)[1]["CHUNKED"] is False
+        assert scan_time_last._grid(2, 5, 4096, DEVICE, order=4)[1]["CHUNKED"] is False
     finally:
         torch.use_deterministic_algorithms(False)
 
@@ -254,23 +243,27 @@ def test_orders_2_and_4_take_chunks_on_small_grids_only(m):
 @needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
-    per SM keeps m = 2 on the tile scan (in chunks, `test_orders_2_and_4_take_chunks_on_small_grids_only`; in whole
-    rows prefetching) and prefetches at m = 1; one of exactly that many runs m = 2 in threads, prefetching forward,
-    and m = 1 without prefetch; one program per block of BC channels (and chunk) either way."""
-    programs = scan_time_last.SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
-    bc = scan_time_last._tile()["BC"]
-    for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):
-        grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2)
-        _, backward = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2)
-        _, first_order = scan_time_last._grid(B, N, 4096, DEVICE, order=1)
-        assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
-        assert forward["CHUNKED"] is backward["CHUNKED"] is (not in_threads) and "CHUNKED" not in first_order
-        assert forward["PREFETCH"] is in_threads and "PREFETCH" not in backward
-        assert first_order["PREFETCH"] is not in_threads and "IN_THREADS" not in first_order
-        assert grid == (B * -(-N // forward["BC"]) * forward["num_chunks"],)
+    per SM prefetches at m = 1 and keeps m = 2's backward on the tile scan, m = 2's forward below
+    M2_FORWARD_SMALL_GRID_BELOW (prefetching); from those on, m = 2 runs in threads (the forward prefetching) and
+    m = 1 without prefetch; one program per block of BC channels either way."""
+    sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
+    forward_below = scan_time_last.M2_FORWARD_SMALL_GRID_BELOW * sms
+    backward_below = scan_time_last.SMALL_GRID_BELOW * sms
+    assert forward_below < backward_below  # so that the cases below tell the two thresholds apart
+    for N, forward_in_threads, backward_in_threads, first_order_prefetch in (
+            ((forward_below - 1) * bc, False, False, True), (forward_below * bc, True, False, True),
+            ((backward_below - 1) * bc, True, False, True), (backward_below * bc, True, True, False)):
+        grid, forward = scan_time_last._grid(1, N, 4096, DEVICE, order=2)
+        _, backward = scan_time_last._grid(1, N, 4096, DEVICE, backward=True, order=2)
+        _, first_order = scan_time_last._grid(1, N, 4096, DEVICE, order=1)
+        assert forward["IN_THREADS"] is forward_in_threads and backward["IN_THREADS"] is backward_in_threads, N
+        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
+        assert first_order["PREFETCH"] is first_order_prefetch and "IN_THREADS" not in first_order
+        assert grid == (-(-N // forward["BC"]),)
         if GPU:
-            tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
-            assert {k: forward[k] for k in tile} == tile
+            for options, in_threads in ((forward, forward_in_threads), (backward, backward_in_threads)):
+                tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
+                assert {k: options[k] for k in tile} == tile
 
 
 @needs_triton
@@ -312,7 +305,7 @@ def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0
     small) against the float64 reference: states and final window over several 16-step tiles (2 groups of 8 each), a
     partial last tile, a last tile of one step (T = 17, 33: the final window's second entry is the tile before's),
     document starts (one at the last step), an initial window."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    _small_grid_below(monkeypatch, 0)
     assert scan_time_last._grid(2, 3, T, DEVICE, order=2)[1]["IN_THREADS"]
     gates, values, h0 = (t.detach() if t is not None else None for t in _inputs(2, 3, T, with_h0=with_h0, seed=T, m=2))
     starts = None
@@ -335,7 +328,7 @@ def test_order_2_backward_in_threads_matches_the_reference(activation, T, with_h
     are not small), and the forward likewise: the gradients of gates, values and initial window (a loss on every
     step and on the final window) against the float64 reference, over several tiles, a partial last tile, a last
     tile of one step, document starts (one at the last step), T = 1 and 2."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    _small_grid_below(monkeypatch, 0)
     assert scan_time_last._grid(2, 3, T, DEVICE, backward=True, order=2)[1]["IN_THREADS"]
     inputs = _inputs(2, 3, T, with_h0=with_h0, seed=T + 1, m=2)
     starts = None
@@ -475,9 +468,8 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, mon
     """The GPU's 1024-step tiles over several tiles (and a partial one), float64 inputs, forward and gradients; the
     forwards with and without the next tile's prefetch (`_grid` picks one by programs per SM; m = 2 with
     M2_IN_THREADS off, which runs this scan on every grid)."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 10**9 if prefetch else 0)
+    _small_grid_below(monkeypatch, 10**9 if prefetch else 0)
     monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
-    monkeypatch.setattr(scan_time_last, "M2_CHUNKED", False)  # (chunks are one tile each: no prefetch)
     inputs = _inputs(B, N, T, seed=T, m=m)
     reference = _run("torch", *inputs, "softmax", True)
     for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
@@ -491,7 +483,7 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypat
     """m = 2's forward and backward composed in threads (M2_IN_THREADS; IN_THREADS_TILE on a GPU, the forward
     prefetching) over many tiles, with an initial window and document starts: states, final window and every
     gradient against the float64 reference."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    _small_grid_below(monkeypatch, 0)
     assert scan_time_last._grid(B, N, T, DEVICE, order=2)[1]["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T, m=2)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(1)).lt(0.002).to(DEVICE)
@@ -508,16 +500,15 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypat
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 @pytest.mark.parametrize("activation", ["softmax", "relu"])
 @pytest.mark.parametrize("mode", ["rows", "chunks", "chunks-composing-maps"])
-@pytest.mark.parametrize("m", [2, 4])
-def test_gpu_orders_2_and_4_match_the_float64_reference(m, B, N, T, activation, mode, monkeypatch):
-    """m = 2 (the tile scan of TILE) and m = 4 (M4_TILE) on the GPU's tiles over many tiles, whole rows or chunks of
+def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation, mode, monkeypatch):
+    """m = 4 on the GPU's tiles (M4_TILE: 2 channels a program, 256 steps) over many tiles, whole rows or chunks of
     a tile joined by the look-back (every chunk's carry published, or every fifth's), with an initial window, with
     and without document starts: states, final window and every gradient against the float64 reference."""
-    _chunk_mode(monkeypatch, m, mode, prefix_every=5)
-    options = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
-    assert options["BT"] == (scan_time_last.M4_TILE if m == 4 else scan_time_last.TILE)["BT"]
-    assert options["CHUNKED"] is (mode != "rows")
-    inputs = _inputs(B, N, T, seed=T + 4, m=m)
+    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
+    monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 5 if mode == "chunks-composing-maps" else 1)
+    options = scan_time_last._grid(B, N, T, DEVICE, order=4)[1]
+    assert options["BT"] == scan_time_last.M4_TILE["BT"] and options["CHUNKED"] is (mode != "rows")
+    inputs = _inputs(B, N, T, seed=T + 4, m=4)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(5)).lt(0.002).to(DEVICE)
     for document_starts in (None, starts):
         want = _run("torch", *inputs, activation, True, document_starts)
@@ -536,7 +527,7 @@ def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_thr
     """The window output and the gate bias on the GPU's tiles (the tile scan of TILE, or m = 2 in threads with
     IN_THREADS_TILE) over many tiles, with an initial window and document starts: window, final window and every
     gradient, the bias's included, against the float64 reference."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(B, N, T, seed=T + m, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     bias.requires_grad_()
@@ -560,7 +551,7 @@ def test_gpu_backward_under_a_register_cap_matches_the_float64_reference(m, regi
     """The in-thread backwards under the register caps `_grid` gives one-wave grids (`maxnreg`; these small grids
     would get none at m = 2), with the model's options (gate bias, window output, document starts, initial window):
     every gradient against the float64 reference, however many registers spill."""
-    monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", 0)
+    _small_grid_below(monkeypatch, 0)
     monkeypatch.setattr(scan_time_last, "_backward_register_cap", lambda *a, **k: register_cap)
     B, N, T = 2, 70, 5000
     gates, values, h0 = _inputs(B, N, T, seed=T + m + register_cap, m=m)

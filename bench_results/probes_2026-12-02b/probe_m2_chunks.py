@@ -22,7 +22,10 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 import bench_scan  # noqa: E402
 from hf_lrnn import scan_time_last  # noqa: E402
-from hf_lrnn.scan_time_last import _publish  # noqa: E402
+try:  # the chunked kernels (M2_CHUNKED) were measured at 50f11f7 and then removed
+    from hf_lrnn.scan_time_last import _publish  # noqa: E402
+except ImportError:
+    _publish = None
 from hf_lrnn.ops import bdlru_scan_time_last, hlru_scan_time_last  # noqa: E402
 
 SHAPES = [(1, 16384, 1024), (2, 8192, 1024), (4, 4096, 1024), (1, 65536, 1024)]
@@ -33,11 +36,12 @@ MODES = {"rows": (False, 1024, 4), "chunks-1024x4": (True, 1024, 4), "chunks-512
 # diagnostics (wrong results): chunks whose carry skips the look-back (each takes the row's initial state), or that
 # also publish nothing, so that their time is the per-chunk cost without the look-back's wait
 DIAGNOSTIC_MODES = {"chunks-no-look-back": (True, 1024, 4), "chunks-no-publish": (True, 1024, 4)}
-MORE_MODES = {"rows-1024x8": (False, 1024, 8), "rows-2048x8": (False, 2048, 8), "rows-512x4": (False, 512, 4)}
+MORE_MODES = {"rows-1024x8": (False, 1024, 8), "rows-2048x8": (False, 2048, 8), "rows-512x4": (False, 512, 4),
+              "rows-2048x4": (False, 2048, 4), "rows-1024x2": (False, 1024, 2), "rows-4096x8": (False, 4096, 8)}
 # whole rows composed in threads (the forward prefetching) in tiles of several warps: the group scan crosses warps
 IN_THREADS_MODES = {"in-threads-256x1": (False, 256, 1), "in-threads-512x2": (False, 512, 2),
                     "in-threads-1024x4": (False, 1024, 4), "in-threads-2048x8": (False, 2048, 8)}
-CHUNK_CARRY = scan_time_last._chunk_carry2
+CHUNK_CARRY = getattr(scan_time_last, "_chunk_carry2", None)
 DEFAULT_IN_THREADS_TILE = dict(scan_time_last.IN_THREADS_TILE)
 
 
@@ -64,6 +68,8 @@ def _carry_unpublished(flags, aggregates, prefixes, chunk_map, chunk, num_chunks
 
 def set_mode(mode):
     chunked, steps, warps = {**MODES, **MORE_MODES, **DIAGNOSTIC_MODES, **IN_THREADS_MODES}[mode]
+    if chunked and CHUNK_CARRY is None:
+        raise SystemExit(f"mode {mode} needs the chunked kernels of 50f11f7 (git checkout 50f11f7 -- hf_lrnn)")
     scan_time_last.IN_THREADS_TILE = dict(DEFAULT_IN_THREADS_TILE)
     if mode in IN_THREADS_MODES:
         scan_time_last.M2_CHUNKED = False
