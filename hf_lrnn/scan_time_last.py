@@ -72,6 +72,9 @@ SMALL_GRID_BELOW = 16
 # D1024); forward+backward both in threads were behind at 9.7 and 13.6 (37.4 / 31.8 against 40.4 / 41.2), so the
 # backward keeps SMALL_GRID_BELOW (bench_results/probes_2026-12-02b/m2_threshold.txt).
 M2_FORWARD_SMALL_GRID_BELOW = 10
+# H-LRU m = 2's forward on small grids: a row's tile in M2_SEGMENTS runs of IN_THREADS_TILE's steps, a warp each,
+# composed in threads, the runs' maps composed across the warps (`_segment_windows`); 1: the tile scan of TILE.
+M2_SEGMENTS = 1
 # BD-LRU block size 2's small grids (`_grid`, blocked): its in-thread step does twice H-LRU m = 2's work, so its
 # one-warp programs hide the loads' latency on smaller grids. H200, % of copy forward / forward+backward, in threads
 # against the tile scan: 29.6 / 24.0 against 40.2 / 30.1 at 3.9 programs per SM (B1 T16384 D1024), 51.2 / 41.9 against
@@ -149,16 +152,26 @@ if triton is not None:
     @triton.jit
     def _pick(x, t, step):
         """[BC]: x [BC, BT] at step `step` of the steps t [BT] (0 where no t equals it)."""
-        return tl.sum(tl.where((t == step)[None, :], x, 0.0), axis=1)
+        return _pick_at(x, t[None, :], step)
+
+    @triton.jit
+    def _pick_at(x, steps, step):
+        """[rows]: x [rows, BT] at step `step` of the steps `steps` (broadcast to x's shape; 0 where none equals it)."""
+        return tl.sum(tl.where(steps == step, x, 0.0), axis=1)
 
     @triton.jit
     def _starts_at(starts, b, t, T, HAS_STARTS: tl.constexpr):
         """[1, BT] bool: a document starts at step t [BT] of batch row b (False outside [0, T), or without starts)."""
+        return _starts_in(starts, b, t, T, HAS_STARTS)[None, :]
+
+    @triton.jit
+    def _starts_in(starts, b, steps, T, HAS_STARTS: tl.constexpr):
+        """`_starts_at` for steps of any shape: bool of steps' shape."""
         if HAS_STARTS:
-            start = tl.load(starts + b * T + t, mask=(t >= 0) & (t < T), other=0) != 0
+            start = tl.load(starts + b * T + steps, mask=(steps >= 0) & (steps < T), other=0) != 0
         else:
-            start = t != t
-        return start[None, :]
+            start = steps != steps
+        return start
 
     @triton.jit
     def _load_bias(gate_bias, rows, b, N, j, M1: tl.constexpr, mc, HAS_BIAS: tl.constexpr):
@@ -187,7 +200,12 @@ if triton is not None:
     @triton.jit
     def _load_values(values, rows, t, mask, T):
         """values (or states, or their gradients) at steps t [BT] of rows [BC], float32."""
-        return tl.load(values + rows[:, None] * T + t[None, :], mask=mask, other=0.0).to(tl.float32)
+        return _load_values_at(values, rows, t[None, :], mask, T)
+
+    @triton.jit
+    def _load_values_at(values, rows, steps, mask, T):
+        """`_load_values` at steps [1 or rows, BT] (a row's steps each, or one set for all)."""
+        return tl.load(values + rows[:, None] * T + steps, mask=mask, other=0.0).to(tl.float32)
 
     @triton.jit
     def _time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
@@ -307,7 +325,12 @@ if triton is not None:
     @triton.jit
     def _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS: tl.constexpr):
         """The logits at steps t [BT] of rows [BC]: lag 1, lag 2, input gate (plus their bias [BC]), float32."""
-        base = (3 * rows)[:, None] * T + t[None, :]
+        return _load_triple_at(gates, rows, t[None, :], mask, T, bias1, bias2, bias_gate, HAS_BIAS)
+
+    @triton.jit
+    def _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS: tl.constexpr):
+        """`_load_triple` at steps [1 or rows, BT]."""
+        base = (3 * rows)[:, None] * T + steps
         z1 = tl.load(gates + base, mask=mask, other=0.0).to(tl.float32)
         z2 = tl.load(gates + base + T, mask=mask, other=0.0).to(tl.float32)
         zg = tl.load(gates + base + 2 * T, mask=mask, other=0.0).to(tl.float32)
@@ -375,21 +398,17 @@ if triton is not None:
         return a1 * p + a2 * r, a1 * q + a2 * s, p, q, a1 * b1 + a2 * b2 + u, b1
 
     @triton.jit
-    def _m2_tile_in_threads(a1, a2, u, start, start_before, h1, h2, BC: tl.constexpr, BT: tl.constexpr,
-                            HAS_STARTS: tl.constexpr):
-        """The states [BC, BT] of a tile from its incoming window (h1, h2) [BC], the states one step before them (the
-        window's second entry, not yet zeroed at document starts), and the window after its last step: each thread
-        composes its 8 consecutive steps' companion maps one after another, only the BT / 8 group maps go through
-        tl.associative_scan, each group's start window is the end window of the group before (tl.gather), and its 8
-        states follow from it at 2 multiply-adds each. a1 and a2 are zero at a start, a2 also after one
-        (`start_before`), for the states; steps past T must have a1 = 1, a2 = 0 (the window after them is then (s, s):
-        the caller takes the final window from the states)."""
+    def _m2_tile_maps(a1, a2, u, start, BC: tl.constexpr, BT: tl.constexpr, HAS_STARTS: tl.constexpr):
+        """A tile of the window composed in threads, first half: each thread composes its 8 consecutive steps'
+        companion maps one after another and only the BT / 8 group maps go through tl.associative_scan; returns the
+        6 components [BC, BT / 8] of the maps from the tile's incoming window to the window after each group (the last
+        group's: the tile's map), from which `_m2_tile_states` gives the states. a1 is zero at a document start (and
+        a2 is zeroed there for the maps: the window's second entry is already 0); steps past T must have a1 = 1,
+        a2 = 0."""
         G: tl.constexpr = BT // 8
         a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
         u_0, u_1, u_2, u_3, u_4, u_5, u_6, u_7 = _split_steps(u, BC, G)
-        # the maps use a2 at a start's next step: the window's second entry is already 0 there (keep = 0)
-        a2_map = tl.where(start, 0.0, a2)
-        m_0, m_1, m_2, m_3, m_4, m_5, m_6, m_7 = _split_steps(a2_map, BC, G)
+        m_0, m_1, m_2, m_3, m_4, m_5, m_6, m_7 = _split_steps(tl.where(start, 0.0, a2), BC, G)
         k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _split_steps(tl.where(start, 0.0, 1.0), BC, G)
         one = tl.full([BC, G], 1.0, tl.float32)
         zero = tl.zeros([BC, G], tl.float32)
@@ -401,7 +420,20 @@ if triton is not None:
         p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_5, m_5, u_5, k_5, HAS_STARTS)
         p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_6, m_6, u_6, k_6, HAS_STARTS)
         p, q, r, s, b1, b2 = _companion_step(p, q, r, s, b1, b2, a1_7, m_7, u_7, k_7, HAS_STARTS)
-        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine)
+        return tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine)
+
+    @triton.jit
+    def _m2_tile_states(a1, a2, u, start, start_before, maps, h1, h2, BC: tl.constexpr, BT: tl.constexpr):
+        """Second half: the states [BC, BT] of a tile from its incoming window (h1, h2) [BC] and the group maps of
+        `_m2_tile_maps`, the states one step before them (the window's second entry, not yet zeroed at document
+        starts), and the window after its last step: each group's start window is the end window of the group before
+        (tl.gather), and its 8 states follow from it at 2 multiply-adds each, a2 zero at a start and at the step
+        after one (`start_before`). Steps past T must have a1 = 1, a2 = 0 (the window after them is then (s, s): the
+        caller takes the final window from the states)."""
+        G: tl.constexpr = BT // 8
+        a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
+        u_0, u_1, u_2, u_3, u_4, u_5, u_6, u_7 = _split_steps(u, BC, G)
+        p, q, r, s, b1, b2 = maps
         end1 = p * h1[:, None] + q * h2[:, None] + b1  # the window after each group
         end2 = r * h1[:, None] + s * h2[:, None] + b2
         group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
@@ -409,8 +441,7 @@ if triton is not None:
         w1 = tl.where(group == 0, h1[:, None], tl.gather(end1, before, 1))  # the window before each group
         w2 = tl.where(group == 0, h2[:, None], tl.gather(end2, before, 1))
         # the states: a2 is 0 at a start and at the step after one (that step's lag 2 is before the start)
-        a2_states = tl.where(start | start_before, 0.0, a2)
-        c_0, c_1, c_2, c_3, c_4, c_5, c_6, c_7 = _split_steps(a2_states, BC, G)
+        c_0, c_1, c_2, c_3, c_4, c_5, c_6, c_7 = _split_steps(tl.where(start | start_before, 0.0, a2), BC, G)
         s_0 = a1_0 * w1 + c_0 * w2 + u_0
         s_1 = a1_1 * s_0 + c_1 * w1 + u_1
         s_2 = a1_2 * s_1 + c_2 * s_0 + u_2
@@ -423,6 +454,27 @@ if triton is not None:
         previous = _join_steps(w1, s_0, s_1, s_2, s_3, s_4, s_5, s_6, BC, G)  # s_{t-1}, before a start's reset
         last = group == G - 1
         return states, previous, tl.sum(tl.where(last, end1, 0.0), axis=1), tl.sum(tl.where(last, end2, 0.0), axis=1)
+
+    @triton.jit
+    def _segment_windows(maps, h1, h2, SEGMENTS: tl.constexpr):
+        """The incoming windows (w1, w2) [SEGMENTS] of a tile's segments (rows of consecutive runs of steps, each
+        composed in threads: `_m2_tile_maps`'s group maps, 6 x [SEGMENTS, G]) from the tile's incoming window (h1, h2)
+        (every entry the same), and the window after the tile (every entry the same): the segments' maps composed
+        across the rows by tl.associative_scan."""
+        G: tl.constexpr = maps[0].shape[1]
+        group = tl.arange(0, G)[None, :]
+        p, q, r, s, b1, b2 = tl.associative_scan(  # the maps from the tile's window to the window after each segment
+            (_pick_at(maps[0], group, G - 1), _pick_at(maps[1], group, G - 1), _pick_at(maps[2], group, G - 1),
+             _pick_at(maps[3], group, G - 1), _pick_at(maps[4], group, G - 1), _pick_at(maps[5], group, G - 1)),
+            0, _companion_combine)
+        end1 = p * h1 + q * h2 + b1
+        end2 = r * h1 + s * h2 + b2
+        segment = tl.arange(0, SEGMENTS)
+        before = tl.maximum(segment - 1, 0)
+        last = segment == SEGMENTS - 1
+        return (tl.where(segment == 0, h1, tl.gather(end1, before, 0)),
+                tl.where(segment == 0, h2, tl.gather(end2, before, 0)),
+                h1 * 0.0 + tl.sum(tl.where(last, end1, 0.0), axis=0), h2 * 0.0 + tl.sum(tl.where(last, end2, 0.0), axis=0))
 
     @triton.jit
     def _adjoint_step(p, q, r, s, b1, b2, a1, a2, dy):
@@ -474,54 +526,67 @@ if triton is not None:
     @triton.jit
     def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                                 IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
+                                 IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
+                                 WINDOW: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
         PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
-        (`_m2_tile_in_threads`) instead of tl.associative_scan over all its steps. WINDOW: states is [B, N, 2, T],
-        the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document starts), what the read-out is."""
+        (`_m2_tile_maps`, `_m2_tile_states`) instead of tl.associative_scan over all its steps. SEGMENTS (in threads,
+        one channel a program): a tile is SEGMENTS consecutive runs of BT steps, a warp each, each composed in threads,
+        the runs' maps then composed across the warps (`_segment_windows`), so that a row runs on SEGMENTS warps.
+        WINDOW: states is [B, N, 2, T], the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document
+        starts), what the read-out is."""
+        tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one channel a program")
+        R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC channels, or one channel's SEGMENTS runs
+        SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
         b, rows, mc = _tile_offsets(T, N, BC)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
-        h1 = tl.zeros([BC], dtype=tl.float32)  # s_{t-1}
-        h2 = tl.zeros([BC], dtype=tl.float32)  # s_{t-2}
+        h1 = tl.zeros([R], dtype=tl.float32)  # s_{t-1} (with segments: the tile's, in every entry)
+        h2 = tl.zeros([R], dtype=tl.float32)  # s_{t-2}
         if HAS_H0:
-            h1 = tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
-            h2 = tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
-        final1 = tl.zeros([BC], dtype=tl.float32)  # IN_THREADS: the final window, from the last tile's states
-        final2 = tl.zeros([BC], dtype=tl.float32)
+            h1 += tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
+            h2 += tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
+        final1 = tl.zeros([R], dtype=tl.float32)  # IN_THREADS: the final window, from the last tile's states
+        final2 = tl.zeros([R], dtype=tl.float32)
+        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
         if PREFETCH:
-            t = tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
-            x = _load_values(values, rows, t, mask, T)
-        for t0 in range(0, T, BT):
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
+            steps = lane
+            mask = mc[:, None] & (steps < T)
+            z1, z2, zg = _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
+            x = _load_values_at(values, rows, steps, mask, T)
+        for t0 in range(0, T, SPAN):
+            steps = t0 + lane
+            mask = mc[:, None] & (steps < T)
             if PREFETCH:
-                mask_next = mc[:, None] & (t + BT < T)[None, :]
-                z1_next, z2_next, zg_next = _load_triple(gates, rows, t + BT, mask_next, T, bias1, bias2, bias_gate,
-                                                         HAS_BIAS)
-                x_next = _load_values(values, rows, t + BT, mask_next, T)
+                mask_next = mc[:, None] & (steps + SPAN < T)
+                z1_next, z2_next, zg_next = _load_triple_at(gates, rows, steps + SPAN, mask_next, T, bias1, bias2,
+                                                            bias_gate, HAS_BIAS)
+                x_next = _load_values_at(values, rows, steps + SPAN, mask_next, T)
             else:
-                z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
-                x = _load_values(values, rows, t, mask, T)
+                z1, z2, zg = _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
+                x = _load_values_at(values, rows, steps, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
             if IN_THREADS:
-                start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
-                start_before = tl.broadcast_to(_starts_at(starts, b, t - 1, T, HAS_STARTS), [BC, BT])
+                start = tl.broadcast_to(_starts_in(starts, b, steps, T, HAS_STARTS), [R, BT])
+                start_before = tl.broadcast_to(_starts_in(starts, b, steps - 1, T, HAS_STARTS), [R, BT])
                 a1 = tl.where(mask, tl.where(start, 0.0, a1), 1.0)  # steps past T: a1 = 1, a2 = 0
                 a2 = tl.where(mask, a2, 0.0)
-                new1, new2, h1_next, h2_next = _m2_tile_in_threads(a1, a2, tl.where(mask, g * x, 0.0), start,
-                                                                   start_before, h1, h2, BC, BT, HAS_STARTS)
+                u = tl.where(mask, g * x, 0.0)
+                maps = _m2_tile_maps(a1, a2, u, start, R, BT, HAS_STARTS)
+                if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
+                    h1, h2, h1_next, h2_next = _segment_windows(maps, h1, h2, SEGMENTS)
+                new1, new2, out1, out2 = _m2_tile_states(a1, a2, u, start, start_before, maps, h1, h2, R, BT)
+                if SEGMENTS == 1:
+                    h1_next, h2_next = out1, out2
                 new2 = tl.where(start, 0.0, new2)  # the window's second entry
-                if t0 + BT >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
-                    final1, final2 = _pick(new1, t, T - 1), _pick(new2, t, T - 1)
+                if t0 + SPAN >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
+                    final1, final2 = _pick_at(new1, steps, T - 1), _pick_at(new2, steps, T - 1)
                 h1, h2 = h1_next, h2_next
             else:
-                zero = tl.zeros([BC, BT], dtype=tl.float32)
-                inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: the zero window first
+                zero = tl.zeros([R, BT], dtype=tl.float32)
+                inside = mask & ~_starts_in(starts, b, steps, T, HAS_STARTS)  # a document start: the zero window first
                 p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
                 q = tl.where(inside, a2, 0.0)
                 r = tl.where(inside, 1.0, 0.0)
@@ -530,20 +595,20 @@ if triton is not None:
                 p, q, r, s_, b1, b2 = tl.associative_scan((p, q, r, s_, b1, zero), 1, _companion_combine)
                 new1 = p * h1[:, None] + q * h2[:, None] + b1  # s_t
                 new2 = r * h1[:, None] + s_ * h2[:, None] + b2  # s_{t-1}
-                last = (t == BT - 1 + t0)[None, :]
-                h1 = tl.sum(tl.where(last, new1, 0.0), axis=1)
-                h2 = tl.sum(tl.where(last, new2, 0.0), axis=1)
+                h1 = _pick_at(new1, steps, t0 + BT - 1)
+                h2 = _pick_at(new2, steps, t0 + BT - 1)
             if WINDOW:
-                tl.store(states + (2 * rows)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
-                tl.store(states + (2 * rows + 1)[:, None] * T + t[None, :], new2.to(states.dtype.element_ty),
-                         mask=mask)
+                tl.store(states + (2 * rows)[:, None] * T + steps, new1.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + (2 * rows + 1)[:, None] * T + steps, new2.to(states.dtype.element_ty), mask=mask)
             else:
-                tl.store(states + rows[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + rows[:, None] * T + steps, new1.to(states.dtype.element_ty), mask=mask)
             if PREFETCH:
                 z1, z2, zg, x = z1_next, z2_next, zg_next, x_next
         if WRITE_FINAL:
             if IN_THREADS:
                 h1, h2 = final1, final2
+            if SEGMENTS > 1:  # one run holds step T - 1
+                h1, h2 = tl.sum(h1, axis=0), tl.sum(h2, axis=0)
             tl.store(final_state + 2 * rows, h1, mask=mc)
             tl.store(final_state + 2 * rows + 1, h2, mask=mc)
 
@@ -1883,6 +1948,12 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options.update(IN_THREADS_TILE)
     if order == 2:
         options["IN_THREADS"] = in_threads
+        if not blocked and not backward:  # H-LRU m = 2's forward: small grids in segments of a row, a warp each
+            segments = M2_SEGMENTS if small and M2_IN_THREADS else 1
+            if segments > 1:
+                options.update(BC=1, num_warps=segments, IN_THREADS=True)
+                options["BT"] = (INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"]
+            options["SEGMENTS"] = segments
     if not backward:
         options["PREFETCH"] = small or in_threads
     options["BT"] = _tile_steps(options["BT"], T)

@@ -220,6 +220,42 @@ def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activat
 
 
 @needs_triton
+@pytest.mark.parametrize("segments", [2, 4])
+@pytest.mark.parametrize("T,with_h0,window", [(50, True, True), (64, False, False), (130, True, True),
+                                              (17, True, False), (1, True, True)])
+def test_order_2_forward_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
+    """m = 2's forward on small grids with M2_SEGMENTS > 1: each tile one channel's `segments` runs of 16 steps (the
+    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_windows`):
+    window or states, final window and every gradient (the backward is the tile scan's) against the float64
+    reference, with the gate bias and document starts at a run's first and last step and at a tile's first step
+    (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
+    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
+    _small_grid_below(monkeypatch, 10**9)
+    B, N, m = 2, 3, 2
+    options = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
+    assert options["SEGMENTS"] == segments and options["IN_THREADS"] and options["BC"] == 1
+    assert "SEGMENTS" not in scan_time_last._grid(B, N, T, DEVICE, backward=True, order=m)[1]
+    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments, m=m)
+    bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
+    bias.requires_grad_()
+    starts = torch.zeros(B, T, dtype=torch.bool, device=DEVICE)
+    for step, row in ((16, 0), (31, 1), (32, 0), (64, 1), (T - 1, 0)):
+        if step < T:
+            starts[row, step] = True
+    weights = torch.randn(m if window else 1, T, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(T + 1)).to(DEVICE)
+    wrt = [t for t in (gates, values, h0, bias) if t is not None]
+    results = []
+    for backend in ("torch", "triton"):
+        out, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend, document_starts=starts,
+                                         gate_bias=bias, output_window=window)
+        loss = (out * (weights if window else weights[0])).sum() + 0.3 * final.sum()
+        results.append((out, final) + torch.autograd.grad(loss, wrt))
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=0, atol=5e-6)
+
+
+@needs_triton
 def test_order_4_takes_chunks_on_small_grids_only():
     """`_grid` at order 4: chunks of one tile below M4_CHUNKED_BELOW programs per SM when a row has more than one
     tile, one program per row otherwise (and always for BD-LRU block size 4, and under deterministic algorithms); a
@@ -474,6 +510,30 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, mon
     reference = _run("torch", *inputs, "softmax", True)
     for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
         torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("segments", [2, 4, 8])
+@pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
+def test_gpu_order_2_forward_in_segments_matches_the_float64_reference(B, N, T, segments, monkeypatch):
+    """m = 2's forward in segments of a row (M2_SEGMENTS runs of IN_THREADS_TILE's 256 steps, a warp each) over many
+    tiles, with an initial window and document starts: states, final window and every gradient against the float64
+    reference."""
+    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
+    _small_grid_below(monkeypatch, 10**9)
+    options = scan_time_last._grid(B, N, T, DEVICE, order=2)[1]
+    assert options["SEGMENTS"] == options["num_warps"] == segments
+    assert options["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
+    inputs = _inputs(B, N, T, seed=T + segments, m=2)
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
+    starts[0, 256 * segments] = starts[-1, 256] = True  # at a tile's and at a run's first step
+    for document_starts in (None, starts):
+        want = _run("torch", *inputs, "softmax", True, document_starts)
+        got = _run("triton", *inputs, "softmax", True, document_starts)
+        for g, w in zip(got, want):
+            scale = w.abs().max().clamp(min=1.0)
+            torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
 
 
 @pytest.mark.gpu

@@ -39,9 +39,12 @@ DIAGNOSTIC_MODES = {"chunks-no-look-back": (True, 1024, 4), "chunks-no-publish":
 MORE_MODES = {"rows-1024x8": (False, 1024, 8), "rows-2048x8": (False, 2048, 8), "rows-512x4": (False, 512, 4),
               "rows-2048x4": (False, 2048, 4), "rows-1024x2": (False, 1024, 2), "rows-4096x8": (False, 4096, 8)}
 # whole rows composed in threads (the forward prefetching) in tiles of several warps: the group scan crosses warps
+# H-LRU m = 2's forward on small grids in segments of a row (M2_SEGMENTS runs of 256 steps, a warp each)
+SEGMENT_MODES = {"segments-2": (False, 256, 2), "segments-4": (False, 256, 4), "segments-8": (False, 256, 8)}
 IN_THREADS_MODES = {"in-threads-256x1": (False, 256, 1), "in-threads-512x2": (False, 512, 2),
                     "in-threads-1024x4": (False, 1024, 4), "in-threads-2048x8": (False, 2048, 8)}
 CHUNK_CARRY = getattr(scan_time_last, "_chunk_carry2", None)
+DEFAULT_TILE = dict(scan_time_last.TILE)
 DEFAULT_IN_THREADS_TILE = dict(scan_time_last.IN_THREADS_TILE)
 
 
@@ -67,7 +70,14 @@ def _carry_unpublished(flags, aggregates, prefixes, chunk_map, chunk, num_chunks
 
 
 def set_mode(mode):
-    chunked, steps, warps = {**MODES, **MORE_MODES, **DIAGNOSTIC_MODES, **IN_THREADS_MODES}[mode]
+    chunked, steps, warps = {**MODES, **MORE_MODES, **DIAGNOSTIC_MODES, **IN_THREADS_MODES, **SEGMENT_MODES}[mode]
+    scan_time_last.M2_SEGMENTS = warps if mode in SEGMENT_MODES else 1
+    if mode in SEGMENT_MODES:
+        scan_time_last.M2_CHUNKED = False
+        scan_time_last.SMALL_GRID_BELOW, scan_time_last.BD2_SMALL_GRID_BELOW = 16, 6
+        scan_time_last.TILE = dict(DEFAULT_TILE)
+        scan_time_last.IN_THREADS_TILE = dict(DEFAULT_IN_THREADS_TILE)
+        return
     if chunked and CHUNK_CARRY is None:
         raise SystemExit(f"mode {mode} needs the chunked kernels of 50f11f7 (git checkout 50f11f7 -- hf_lrnn)")
     scan_time_last.IN_THREADS_TILE = dict(DEFAULT_IN_THREADS_TILE)
