@@ -41,6 +41,7 @@ each step, as the [B, T, N] kernels do.
 All arithmetic is float32; float64 inputs are computed in float32.
 """
 
+import math
 import os
 from typing import Optional, Tuple
 
@@ -72,9 +73,15 @@ SMALL_GRID_BELOW = 16
 # D1024); forward+backward both in threads were behind at 9.7 and 13.6 (37.4 / 31.8 against 40.4 / 41.2), so the
 # backward keeps SMALL_GRID_BELOW (bench_results/probes_2026-12-02b/m2_threshold.txt).
 M2_FORWARD_SMALL_GRID_BELOW = 10
-# H-LRU m = 2's forward on small grids: a row's tile in M2_SEGMENTS runs of IN_THREADS_TILE's steps, a warp each,
-# composed in threads, the runs' maps composed across the warps (`_segment_windows`); 1: the tile scan of TILE.
-M2_SEGMENTS = 1
+# H-LRU m = 2's forward on small grids runs each row's tile as runs of IN_THREADS_TILE's steps, a warp each, composed in
+# threads, the runs' maps then composed across the warps (`_segment_windows`): as many runs as bring the grid to
+# M2_WARPS_PER_SM warps per SM, a power of two rounded down, at most M2_MOST_SEGMENTS (`_m2_segments`; 1 run: one warp
+# per row). H200, % of copy forward against the tile scan's 47.8 / 48.2 / 50.8: 40.4 / 52.6 / 48.3 with 2 / 4 / 8 runs
+# at 3.9 programs per SM (B1 T16384 D1024), 55.0 / 50.7 / 51.8 at 7.8 (B2 T8192), 42.2 / 56.3 / 52.4 at 3.9 (B1
+# T65536): the best at 15.5 warps per SM each time (bench_results/probes_2026-12-02b/m2_segments.txt).
+M2_WARPS_PER_SM = 16
+M2_MOST_SEGMENTS = 8
+M2_SEGMENTS = None  # tests: a fixed number of runs instead of the rule
 # BD-LRU block size 2's small grids (`_grid`, blocked): its in-thread step does twice H-LRU m = 2's work, so its
 # one-warp programs hide the loads' latency on smaller grids. H200, % of copy forward / forward+backward, in threads
 # against the tile scan: 29.6 / 24.0 against 40.2 / 30.1 at 3.9 programs per SM (B1 T16384 D1024), 51.2 / 41.9 against
@@ -1949,11 +1956,12 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     if order == 2:
         options["IN_THREADS"] = in_threads
         if not blocked and not backward:  # H-LRU m = 2's forward: small grids in segments of a row, a warp each
-            segments = M2_SEGMENTS if small and M2_IN_THREADS else 1
-            if segments > 1:
-                options.update(BC=1, num_warps=segments, IN_THREADS=True)
+            options["SEGMENTS"] = 1
+            if small and M2_IN_THREADS:
+                segments = _m2_segments(B * N, device)
+                options.update(BC=1, num_warps=segments, IN_THREADS=True, SEGMENTS=segments)
                 options["BT"] = (INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"]
-            options["SEGMENTS"] = segments
+                in_threads = True
     if not backward:
         options["PREFETCH"] = small or in_threads
     options["BT"] = _tile_steps(options["BT"], T)
@@ -1963,6 +1971,16 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         if cap is not None:
             options["maxnreg"] = cap
     return (programs,), options
+
+
+def _m2_segments(rows: int, device) -> int:
+    """Runs a row's tile splits into for H-LRU m = 2's forward on a small grid of `rows` one-channel programs: the
+    power of two, rounded down, that brings the grid nearest M2_WARPS_PER_SM warps per SM from below, 1 to
+    M2_MOST_SEGMENTS (or M2_SEGMENTS where a test sets it)."""
+    if M2_SEGMENTS is not None:
+        return M2_SEGMENTS
+    wanted = M2_WARPS_PER_SM * _num_sms(device if device is not None else "cpu") / max(rows, 1)
+    return max(1, min(M2_MOST_SEGMENTS, 2 ** int(math.floor(math.log2(wanted))) if wanted >= 1 else 1))
 
 
 def _look_back_workspace(B: int, N: int, options: dict, device) -> dict:

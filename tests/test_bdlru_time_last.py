@@ -238,13 +238,14 @@ def test_fullgraph_compile_traces_the_custom_op(m):
 @needs_triton
 def test_launch_options_by_programs_per_sm():
     """`_grid` for BD-LRU (`blocked`): a grid of fewer than BD2_SMALL_GRID_BELOW programs (rows x blocks) per SM runs
-    the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's thresholds
-    (M2_FORWARD_SMALL_GRID_BELOW, SMALL_GRID_BELOW) say; one program per (row, BC blocks); the forward prefetches;
+    the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's threshold
+    (SMALL_GRID_BELOW, its backward's) says; one program per (row, BC blocks); the forward prefetches;
     the backward has no register cap (H-LRU's one-wave cap made it spill)."""
     programs = scan_time_last.BD2_SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
-    # so that the H-LRU check below can fail (its forward is small below M2_FORWARD_SMALL_GRID_BELOW)
-    assert scan_time_last.BD2_SMALL_GRID_BELOW < scan_time_last.M2_FORWARD_SMALL_GRID_BELOW
-    hlru = scan_time_last._grid(2, programs * scan_time_last._tile()["BC"] // 2, 4096, DEVICE, order=2)[1]
+    # so that the H-LRU check below can fail (its backward is small below SMALL_GRID_BELOW)
+    assert scan_time_last.BD2_SMALL_GRID_BELOW < scan_time_last.SMALL_GRID_BELOW
+    hlru = scan_time_last._grid(2, programs * scan_time_last._tile()["BC"] // 2, 4096, DEVICE, backward=True,
+                                order=2)[1]
     assert hlru["IN_THREADS"] is False  # the same grid is small for H-LRU m = 2
     bc = scan_time_last._tile()["BC"]
     for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):

@@ -28,7 +28,8 @@ def _inputs(B, N, T, dtype=torch.float64, with_h0=True, seed=0, m=1):
 
 def _small_grid_below(monkeypatch, programs_per_sm):
     """Set the programs per SM below which a grid is small (`_grid`): SMALL_GRID_BELOW and H-LRU m = 2's forward's
-    M2_FORWARD_SMALL_GRID_BELOW alike (0: no grid is small; 10**9: every grid is)."""
+    M2_FORWARD_SMALL_GRID_BELOW alike (0: no grid is small; 10**9: every grid is; m = 2's forward then runs in
+    segments of a row, its backward the tile scan)."""
     monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", programs_per_sm)
     monkeypatch.setattr(scan_time_last, "M2_FORWARD_SMALL_GRID_BELOW", programs_per_sm)
 
@@ -279,27 +280,48 @@ def test_order_4_takes_chunks_on_small_grids_only():
 @needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
-    per SM prefetches at m = 1 and keeps m = 2's backward on the tile scan, m = 2's forward below
-    M2_FORWARD_SMALL_GRID_BELOW (prefetching); from those on, m = 2 runs in threads (the forward prefetching) and
-    m = 1 without prefetch; one program per block of BC channels either way."""
+    per SM prefetches at m = 1 and keeps m = 2's backward on the tile scan; m = 2's forward below
+    M2_FORWARD_SMALL_GRID_BELOW runs each row's tiles in segments, a warp each (`_m2_segments`: the power of two
+    that brings the grid nearest M2_WARPS_PER_SM warps per SM, one program per channel); from those on, m = 2 runs
+    in threads (the forward prefetching) and m = 1 without prefetch; one program per block of BC channels."""
     sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
     forward_below = scan_time_last.M2_FORWARD_SMALL_GRID_BELOW * sms
     backward_below = scan_time_last.SMALL_GRID_BELOW * sms
     assert forward_below < backward_below  # so that the cases below tell the two thresholds apart
-    for N, forward_in_threads, backward_in_threads, first_order_prefetch in (
-            ((forward_below - 1) * bc, False, False, True), (forward_below * bc, True, False, True),
-            ((backward_below - 1) * bc, True, False, True), (backward_below * bc, True, True, False)):
+    for N, segmented, backward_in_threads, first_order_prefetch in (
+            ((forward_below - 1) * bc, True, False, True), (forward_below * bc, False, False, True),
+            ((backward_below - 1) * bc, False, False, True), (backward_below * bc, False, True, False)):
         grid, forward = scan_time_last._grid(1, N, 4096, DEVICE, order=2)
         _, backward = scan_time_last._grid(1, N, 4096, DEVICE, backward=True, order=2)
         _, first_order = scan_time_last._grid(1, N, 4096, DEVICE, order=1)
-        assert forward["IN_THREADS"] is forward_in_threads and backward["IN_THREADS"] is backward_in_threads, N
-        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
+        assert forward["IN_THREADS"] is True and backward["IN_THREADS"] is backward_in_threads, N
+        assert forward["PREFETCH"] is True and "PREFETCH" not in backward and "SEGMENTS" not in backward
         assert first_order["PREFETCH"] is first_order_prefetch and "IN_THREADS" not in first_order
+        segments = scan_time_last._m2_segments(N, DEVICE) if segmented else 1
+        assert forward["SEGMENTS"] == segments and (not segmented or forward["BC"] == 1)
         assert grid == (-(-N // forward["BC"]),)
         if GPU:
-            for options, in_threads in ((forward, forward_in_threads), (backward, backward_in_threads)):
-                tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
+            for options, in_threads in ((forward, True), (backward, backward_in_threads)):
+                tile = dict(scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE)
+                if options is forward and segmented:
+                    tile.update(BC=1, num_warps=segments)
                 assert {k: options[k] for k in tile} == tile
+
+
+@needs_triton
+def test_the_number_of_segments_brings_a_small_grid_near_its_warps_per_sm():
+    """`_m2_segments`: the largest power of two s <= M2_MOST_SEGMENTS with rows * s <= M2_WARPS_PER_SM * SMs (1 where
+    even one warp a row exceeds that), for every grid size."""
+    sms, most = scan_time_last._num_sms(DEVICE), scan_time_last.M2_MOST_SEGMENTS
+    budget = scan_time_last.M2_WARPS_PER_SM * sms
+    seen = set()
+    for rows in range(1, 2 * budget, 37):
+        s = scan_time_last._m2_segments(rows, DEVICE)
+        seen.add(s)
+        assert s & (s - 1) == 0 and 1 <= s <= most
+        assert rows * s <= budget or s == 1
+        assert s == most or rows * 2 * s > budget
+    assert seen == {2 ** k for k in range(most.bit_length())}  # every count from 1 to the most was chosen
 
 
 @needs_triton
