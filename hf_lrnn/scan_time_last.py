@@ -5,7 +5,7 @@ Why a second layout: the [B, T, N] kernels of scan_triton.py hold a tile's chann
 scan over time crosses lanes and warps, and their time parallelism costs a look-back per chunk; they reach 35-43 % of
 the H200's copy bandwidth at m = 1. With time contiguous in memory ([B, N, T]), each thread holds consecutive steps
 of one channel and `tl.associative_scan` runs mostly inside threads, as in accelerated-scan: these kernels run at
-82-92 % of copy forward and 62-70 % forward+backward at m = 1, 48-83 % / 38-69 % at m = 2, 20-44 % / 22-42 % at
+82-92 % of copy forward and 62-70 % forward+backward at m = 1, 53-84 % / 39-70 % at m = 2, 20-44 % / 22-42 % at
 m = 4 (bench_results/bench_scan_h200.txt). A model can produce and consume this layout without copies: a batched GEMM with
 the weight broadcast over the batch writes [B, rows, T], and an output projection reads [B, N, T] states as a
 transposed operand.
@@ -34,7 +34,9 @@ adjoint) in registers, so a row needs no look-back (except order 4's chunks, bel
 (B1 T16384 D1024: 1024 programs, 8 per SM) cannot hide the loads' latency by switching programs; there the forwards
 load the next tile before scanning this one (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8
 consecutive steps sequentially and scans only the groups' maps across a warp (IN_THREADS; one warp per channel,
-256-step tiles), and BD-LRU block size 2 likewise (`_grid`); m = 4 does so on every grid (M4_TILE), and on grids of
+256-step tiles), and BD-LRU block size 2 likewise (`_grid`); m = 2's forward does so on small grids too, each row's
+tile then several such runs, a warp each, joined across the warps (SEGMENTS, `_segment_windows`); m = 4 composes in
+threads on every grid (M4_TILE), and on grids of
 under M4_CHUNKED_BELOW programs per SM splits each row into chunks of one tile joined by a decoupled look-back on
 the tiles' 4 x 4 maps (`_look_back4`). The backward reads the saved states (in values' dtype) for the window before
 each step, as the [B, T, N] kernels do.
@@ -62,9 +64,10 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # channel per program); the interpreter takes small tiles so that tests cover several of each.
 TILE = {"BC": 1, "BT": 1024, "num_warps": 4}
 INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
-# Programs (of one channel each) per SM under which a grid is small (`_grid`): its forwards prefetch, and m = 2 keeps
-# the tile scan of TILE, whose 4 warps per program hide more latency than the in-thread path's one (B1 T16384 D1024:
-# 25 % of copy forward in threads with prefetch, 48 % with TILE's scan).
+# Programs (of one channel each) per SM under which a grid is small (`_grid`): its forwards prefetch, and m = 2's
+# backward keeps the tile scan of TILE, whose 4 warps per program hide more latency than the in-thread path's one (B1
+# T16384 D1024: 25 % of copy forward in threads with prefetch, 48 % with TILE's scan; m = 2's forward now runs
+# segments of a row there instead, M2_WARPS_PER_SM).
 SMALL_GRID_BELOW = 16
 # H-LRU m = 2's forward leaves the tile scan for the in-thread path at fewer programs per SM than its backward
 # (M2_IN_THREADS below): H200, % of copy forward, in threads against the tile scan: 42.3 against 48.5 at 7.8 programs
