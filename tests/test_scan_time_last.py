@@ -534,6 +534,17 @@ def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, mon
         torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=1e-5)
 
 
+def _assert_gpu_run_matches_the_reference(inputs, activation, starts):
+    """States, final window and every gradient of (gates, values, initial window) against the float64 reference,
+    without and with the document starts, relative to each output's largest magnitude."""
+    for document_starts in (None, starts):
+        want = _run("torch", *inputs, activation, True, document_starts)
+        got = _run("triton", *inputs, activation, True, document_starts)
+        for g, w in zip(got, want):
+            scale = w.abs().max().clamp(min=1.0)
+            torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("segments", [2, 4, 8])
@@ -550,12 +561,7 @@ def test_gpu_order_2_forward_in_segments_matches_the_float64_reference(B, N, T, 
     inputs = _inputs(B, N, T, seed=T + segments, m=2)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
     starts[0, 256 * segments] = starts[-1, 256] = True  # at a tile's and at a run's first step
-    for document_starts in (None, starts):
-        want = _run("torch", *inputs, "softmax", True, document_starts)
-        got = _run("triton", *inputs, "softmax", True, document_starts)
-        for g, w in zip(got, want):
-            scale = w.abs().max().clamp(min=1.0)
-            torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
+    _assert_gpu_run_matches_the_reference(inputs, "softmax", starts)
 
 
 @pytest.mark.gpu
@@ -569,12 +575,7 @@ def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypat
     assert scan_time_last._grid(B, N, T, DEVICE, order=2)[1]["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T, m=2)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(1)).lt(0.002).to(DEVICE)
-    for document_starts in (None, starts):
-        want = _run("torch", *inputs, "softmax", True, document_starts)
-        got = _run("triton", *inputs, "softmax", True, document_starts)
-        for g, w in zip(got, want):
-            scale = w.abs().max().clamp(min=1.0)
-            torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
+    _assert_gpu_run_matches_the_reference(inputs, "softmax", starts)
 
 
 @pytest.mark.gpu
@@ -592,12 +593,7 @@ def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation, mode, mo
     assert options["BT"] == scan_time_last.M4_TILE["BT"] and options["CHUNKED"] is (mode != "rows")
     inputs = _inputs(B, N, T, seed=T + 4, m=4)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(5)).lt(0.002).to(DEVICE)
-    for document_starts in (None, starts):
-        want = _run("torch", *inputs, activation, True, document_starts)
-        got = _run("triton", *inputs, activation, True, document_starts)
-        for g, w in zip(got, want):
-            scale = w.abs().max().clamp(min=1.0)
-            torch.testing.assert_close(g.to(w.dtype) / scale, w / scale, rtol=0, atol=1e-5)
+    _assert_gpu_run_matches_the_reference(inputs, activation, starts)
 
 
 @pytest.mark.gpu
