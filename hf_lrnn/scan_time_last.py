@@ -91,12 +91,12 @@ M2_SEGMENTS = None  # tests: a fixed number of runs instead of the rule
 # 39.6 / 35.4 at 7.8 (B2 T8192 D1024), 71.9 / 44.3 against 37.7 / 35.5 at 15.5 (B4 T4096 D1024); the threshold lies
 # between the first two (bench_results/probes_2026-12-01/small_grid/).
 BD2_SMALL_GRID_BELOW = 6
-# m = 2's forward and backward with the recurrence composed 8 steps at a time in each thread (`_m2_tile_in_threads`,
-# `_m2_adjoint_tile_in_threads`) on grids that are not small, in tiles of one warp per channel: 32 lanes x 8 steps,
-# so that the scan over the 32 groups and the gather of each group's start stay inside the warp. On the H200 at
-# B8-B64 that took the forward from 50-59 to 59-78 % of copy and the backward from 44-49 to 51-68 %; 512 or 1024
-# steps per warp ran 20-50 % slower; 2 or 4 channels per program (a warp each) were within 2.5 points forward and
-# 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
+# m = 2's forward and backward with the recurrence composed 8 steps at a time in each thread (`_m2_tile_maps` /
+# `_m2_tile_states`, `_m2_adjoint_tile_in_threads`) on grids that are not small, in tiles of one warp per channel:
+# 32 lanes x 8 steps, so that the scan over the 32 groups and the gather of each group's start stay inside the warp.
+# On the H200 at B8-B64 that took the forward from 50-59 to 59-78 % of copy and the backward from 44-49 to 51-68 %;
+# 512 or 1024 steps per warp ran 20-50 % slower; 2 or 4 channels per program (a warp each) were within 2.5 points
+# forward and 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
 M2_IN_THREADS = True
 IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
 # m = 4, always composed in threads (`_m4_tile_maps`, `_m4_tile_states`): 2 channels per program, a warp each,
@@ -494,11 +494,12 @@ if triton is not None:
 
     @triton.jit
     def _m2_adjoint_tile_in_threads(a1, a2, dy, c1, c2, BC: tl.constexpr, BT: tl.constexpr):
-        """The backward's `_m2_tile_in_threads`: lam [BC, BT] of a tile from the pair (lam, mu) after its last step
-        (c1, c2) [BC], and the pair at its first step. a1 = a1_{t+1}, a2 = a2_{t+1} and dy as the maps use them (0
-        past T, where the carry into the last tile is 0 and stays 0). Each thread composes its 8 steps from the last
-        one back, the group maps go through tl.associative_scan in reverse, each group's carry is the pair at the
-        first step of the group after it (tl.gather), and the 8 adjoints follow from it at 3 operations each."""
+        """The backward's `_m2_tile_maps` and `_m2_tile_states` in one: lam [BC, BT] of a tile from the pair (lam, mu)
+        after its last step (c1, c2) [BC], and the pair at its first step. a1 = a1_{t+1}, a2 = a2_{t+1} and dy as the
+        maps use them (0 past T, where the carry into the last tile is 0 and stays 0). Each thread composes its 8 steps
+        from the last one back, the group maps go through tl.associative_scan in reverse, each group's carry is the
+        pair at the first step of the group after it (tl.gather), and the 8 adjoints follow from it at 3 operations
+        each."""
         G: tl.constexpr = BT // 8
         a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
         a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = _split_steps(a2, BC, G)
