@@ -25,7 +25,7 @@ case "$part" in
   m4seg)
     timeout 300 python3 bench_results/probes_2026-12-02b/probe_m4_segments.py --out "$out/m4_segments.json" 2>&1 \
       | tee "$out/m4_segments.txt"
-    timeout 200 python3 -m pytest -q -n 12 -p no:cacheprovider tests/test_scan_time_last.py -k "segments or chunks" \
+    timeout 200 python3 -m pytest -q -n 12 -p no:cacheprovider tests/test_scan_time_last.py -k "segments or chunks or order_4" \
       2>&1 | tail -3 | tee "$out/gpu_tests_segments.txt" ;;
   *) echo "part must be m2, tests, table or m4seg, got $part"; exit 2 ;;
 esac
