@@ -470,7 +470,7 @@ if triton is not None:
         return states, previous, tl.sum(tl.where(last, end1, 0.0), axis=1), tl.sum(tl.where(last, end2, 0.0), axis=1)
 
     @triton.jit
-    def _segment_windows(maps, h1, h2, SEGMENTS: tl.constexpr):
+    def _segment_windows(maps, h1, h2):
         """The incoming windows (w1, w2) [SEGMENTS] of a tile's segments (rows of consecutive runs of steps, each
         composed in threads: `_m2_tile_maps`'s group maps, 6 x [SEGMENTS, G]) from the tile's incoming window (h1, h2)
         (every entry the same), and the window after the tile (every entry the same): the segments' maps composed
@@ -481,14 +481,17 @@ if triton is not None:
             (_pick_at(maps[0], group, G - 1), _pick_at(maps[1], group, G - 1), _pick_at(maps[2], group, G - 1),
              _pick_at(maps[3], group, G - 1), _pick_at(maps[4], group, G - 1), _pick_at(maps[5], group, G - 1)),
             0, _companion_combine)
-        end1 = p * h1 + q * h2 + b1
-        end2 = r * h1 + s * h2 + b2
-        segment = tl.arange(0, SEGMENTS)
-        before = tl.maximum(segment - 1, 0)
-        last = segment == SEGMENTS - 1
-        return (tl.where(segment == 0, h1, tl.gather(end1, before, 0)),
-                tl.where(segment == 0, h2, tl.gather(end2, before, 0)),
-                h1 * 0.0 + tl.sum(tl.where(last, end1, 0.0), axis=0), h2 * 0.0 + tl.sum(tl.where(last, end2, 0.0), axis=0))
+        w1, after1 = _run_edges(p * h1 + q * h2 + b1, h1)
+        w2, after2 = _run_edges(r * h1 + s * h2 + b2, h2)
+        return w1, w2, after1, after2
+
+    @triton.jit
+    def _run_edges(end, before_first):
+        """(the value entering each run: `before_first` for the first, the run before's `end` for the others; the
+        last run's end in every entry) for one component [SEGMENTS] of the runs' windows (`_segment_windows`)."""
+        segment = tl.arange(0, end.shape[0])
+        entering = tl.where(segment == 0, before_first, tl.gather(end, tl.maximum(segment - 1, 0), 0))
+        return entering, before_first * 0.0 + tl.sum(tl.where(segment == end.shape[0] - 1, end, 0.0), axis=0)
 
     @triton.jit
     def _adjoint_step(p, q, r, s, b1, b2, a1, a2, dy):
@@ -591,7 +594,7 @@ if triton is not None:
                 u = tl.where(mask, g * x, 0.0)
                 maps = _m2_tile_maps(a1, a2, u, start, R, BT, HAS_STARTS)
                 if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
-                    h1, h2, h1_next, h2_next = _segment_windows(maps, h1, h2, SEGMENTS)
+                    h1, h2, h1_next, h2_next = _segment_windows(maps, h1, h2)
                 new1, new2, out1, out2 = _m2_tile_states(a1, a2, u, start, start_before, maps, h1, h2, R, BT)
                 if SEGMENTS == 1:
                     h1_next, h2_next = out1, out2
@@ -1013,21 +1016,18 @@ if triton is not None:
                 m[12] * h0 + m[13] * h1 + m[14] * h2 + m[15] * h3 + m[19])
 
     @triton.jit
-    def _segment_windows4(maps, w0, w1, w2, w3, SEGMENTS: tl.constexpr):
+    def _segment_windows4(maps, w0, w1, w2, w3):
         """`_segment_windows` of order 4: the incoming windows (w0..w3) [SEGMENTS] of a tile's runs from the tile's
         (every entry the same) and `_m4_tile_maps`'s group maps (20 x [SEGMENTS, G]), and the window after the tile
         (every entry the same)."""
         G: tl.constexpr = maps[0].shape[1]
         composed = tl.associative_scan(_group_map(maps, G - 1), 0, _companion4_combine)  # tile's window -> run's end
         e0, e1, e2, e3 = _apply_map4(w0, w1, w2, w3, composed)
-        segment = tl.arange(0, SEGMENTS)
-        before = tl.maximum(segment - 1, 0)
-        last = segment == SEGMENTS - 1
-        zero = w0 * 0.0
-        return (tl.where(segment == 0, w0, tl.gather(e0, before, 0)), tl.where(segment == 0, w1, tl.gather(e1, before, 0)),
-                tl.where(segment == 0, w2, tl.gather(e2, before, 0)), tl.where(segment == 0, w3, tl.gather(e3, before, 0)),
-                zero + tl.sum(tl.where(last, e0, 0.0), axis=0), zero + tl.sum(tl.where(last, e1, 0.0), axis=0),
-                zero + tl.sum(tl.where(last, e2, 0.0), axis=0), zero + tl.sum(tl.where(last, e3, 0.0), axis=0))
+        v0, after0 = _run_edges(e0, w0)
+        v1, after1 = _run_edges(e1, w1)
+        v2, after2 = _run_edges(e2, w2)
+        v3, after3 = _run_edges(e3, w3)
+        return v0, v1, v2, v3, after0, after1, after2, after3
 
     @triton.jit
     def _chunk_carry4(flags, aggregates, prefixes, chunk_map, chunk, num_chunks, stream, streams, map_rows_per_chunk,
@@ -1130,7 +1130,7 @@ if triton is not None:
                                                num_chunks, stream, streams, B * N, rows, mc, w0, w1, w2, w3,
                                                PREFIX_EVERY, STEP=-1, BC=BC)
             if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
-                w0, w1, w2, w3, n0, n1, n2, n3 = _segment_windows4(maps, w0, w1, w2, w3, SEGMENTS)
+                w0, w1, w2, w3, n0, n1, n2, n3 = _segment_windows4(maps, w0, w1, w2, w3)
             e0, e1, e2, e3, o0, o1, o2, o3 = _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, R, BT)
             if SEGMENTS > 1:
                 w0, w1, w2, w3 = n0, n1, n2, n3
@@ -2015,7 +2015,6 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
                 segments = _m2_segments(B * N, device)
                 options.update(BC=1, num_warps=segments, IN_THREADS=True, SEGMENTS=segments)
                 options["BT"] = (INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"]
-                in_threads = True
     if not backward:
         options["PREFETCH"] = small or in_threads
     options["BT"] = _tile_steps(options["BT"], T)
