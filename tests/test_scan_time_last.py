@@ -116,7 +116,8 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
 def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_threads, monkeypatch):
     """gate_bias [N, m+1], added to the logits inside the kernels: states, final window and the gradients of gates,
     values, initial window and the bias against the float64 reference (which adds it to the logits first), with
-    document starts, over several tiles, on both m = 2 paths (the tile scan and the in-thread one)."""
+    document starts, over several tiles, on both m = 2 paths (small grids: the forward in segments, the backward's
+    tile scan; the others: in threads)."""
     _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(2, 3, 50, seed=11, m=m)
     bias = (torch.randn(3, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2).to(DEVICE)
@@ -147,7 +148,8 @@ def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_th
 def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_starts, monkeypatch):
     """output_window=True: the window [B, N, m, T] = (s_t, s_{t-1}) the scan writes (and its gradient flowing back
     into both entries) against the float64 reference's window, built from its states; document starts at step 0, in
-    the middle and at the last step zero the second entry; the initial window fills it at step 0. Both m = 2 paths."""
+    the middle and at the last step zero the second entry; the initial window fills it at step 0. Both m = 2 paths
+    (small grids: the forward in segments, the backward's tile scan; the others: in threads)."""
     _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(2, 3, T, with_h0=with_h0, seed=T + 3, m=m)
     starts = None
@@ -635,9 +637,9 @@ def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation, mode, mo
 @pytest.mark.parametrize("in_threads", [False, True])
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_threads, monkeypatch):
-    """The window output and the gate bias on the GPU's tiles (the tile scan of TILE, or m = 2 in threads with
-    IN_THREADS_TILE) over many tiles, with an initial window and document starts: window, final window and every
-    gradient, the bias's included, against the float64 reference."""
+    """The window output and the gate bias on the GPU's tiles (small grids: the tile scan of TILE, m = 2's forward
+    in segments; the others: m = 2 in threads with IN_THREADS_TILE) over many tiles, with an initial window and
+    document starts: window, final window and every gradient, the bias's included, against the float64 reference."""
     _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
     gates, values, h0 = _inputs(B, N, T, seed=T + m, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
