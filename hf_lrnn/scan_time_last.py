@@ -139,10 +139,6 @@ M4_BACKWARD_REGISTERS = 128
 # torch.use_deterministic_algorithms(True) rows are never chunked: a look-back composes whatever its predecessors
 # have published by then, so the float32 roundings can differ between runs.
 M4_CHUNKED_BELOW = 3
-# H-LRU m = 4's forward on those small grids as whole rows whose tiles are M4_SEGMENTS runs of M4_TILE's steps, a warp
-# each, joined across the warps (`_segment_windows4`), instead of chunks; None: chunks. Not yet measured on the H200
-# (H-LRU m = 2's forward gained 10-14 % at B1-B2 from the same scheme: SEGMENTS), so off.
-M4_SEGMENTS = None
 # Tests only: publish the prefix of every k-th chunk alone, so that look-backs compose maps (the interpreter runs the
 # programs one after another, so otherwise every look-back finds its predecessor's prefix at once).
 _PREFIX_EVERY = 1
@@ -750,12 +746,7 @@ if triton is not None:
     @triton.jit
     def _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS: tl.constexpr):
         """The logits at steps t [BT] of rows [BC]: lags 1-4, input gate (plus their bias [BC]), float32."""
-        return _load_five_at(gates, rows, t[None, :], mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
-
-    @triton.jit
-    def _load_five_at(gates, rows, steps, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS: tl.constexpr):
-        """`_load_five` at steps [1 or rows, BT]."""
-        base = (5 * rows)[:, None] * T + steps
+        base = (5 * rows)[:, None] * T + t[None, :]
         z1 = tl.load(gates + base, mask=mask, other=0.0).to(tl.float32)
         z2 = tl.load(gates + base + T, mask=mask, other=0.0).to(tl.float32)
         z3 = tl.load(gates + base + 2 * T, mask=mask, other=0.0).to(tl.float32)
@@ -1016,20 +1007,6 @@ if triton is not None:
                 m[12] * h0 + m[13] * h1 + m[14] * h2 + m[15] * h3 + m[19])
 
     @triton.jit
-    def _segment_windows4(maps, w0, w1, w2, w3):
-        """`_segment_windows` of order 4: the incoming windows (w0..w3) [SEGMENTS] of a tile's runs from the tile's
-        (every entry the same) and `_m4_tile_maps`'s group maps (20 x [SEGMENTS, G]), and the window after the tile
-        (every entry the same)."""
-        G: tl.constexpr = maps[0].shape[1]
-        composed = tl.associative_scan(_group_map(maps, G - 1), 0, _companion4_combine)  # tile's window -> run's end
-        e0, e1, e2, e3 = _apply_map4(w0, w1, w2, w3, composed)
-        v0, after0 = _run_edges(e0, w0)
-        v1, after1 = _run_edges(e1, w1)
-        v2, after2 = _run_edges(e2, w2)
-        v3, after3 = _run_edges(e3, w3)
-        return v0, v1, v2, v3, after0, after1, after2, after3
-
-    @triton.jit
     def _chunk_carry4(flags, aggregates, prefixes, chunk_map, chunk, num_chunks, stream, streams, map_rows_per_chunk,
                       rows, mc, c0, c1, c2, c3, PREFIX_EVERY: tl.constexpr, STEP: tl.constexpr, BC: tl.constexpr):
         """The carry (c0..c3) [BC] entering this chunk: given (the initial window, or zero adjoint) where no chunk
@@ -1078,16 +1055,15 @@ if triton is not None:
         return b, rows, mc, stream, streams, chunk, first, end
 
     @triton.jit
-    def _m4_tile_inputs(gates, values, starts, rows, b, steps, mask, T, bias1, bias2, bias3, bias4, bias_gate,
+    def _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3, bias4, bias_gate,
                         ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STARTS: tl.constexpr, BC: tl.constexpr,
                         BT: tl.constexpr):
-        """(a1, a2, a3, a4, u = g v, keep) [BC, BT] of a tile (at steps [1 or BC, BT]) as `_m4_tile_maps` takes them:
-        the coefficients 0 and keep 0 at a document start; the identity step past T."""
-        z1, z2, z3, z4, zg = _load_five_at(gates, rows, steps, mask, T, bias1, bias2, bias3, bias4, bias_gate,
-                                           HAS_BIAS)
-        x = _load_values_at(values, rows, steps, mask, T)
+        """(a1, a2, a3, a4, u = g v, keep) [BC, BT] of a tile as `_m4_tile_maps` takes them: the coefficients 0 and
+        keep 0 at a document start; the identity step past T."""
+        z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
+        x = _load_values(values, rows, t, mask, T)
         a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
-        start = tl.broadcast_to(_starts_in(starts, b, steps, T, HAS_STARTS), [BC, BT])
+        start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
         inside = mask & ~start
         return (tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(inside, a2, 0.0), tl.where(inside, a3, 0.0),
                 tl.where(inside, a4, 0.0), tl.where(mask, g * x, 0.0), tl.where(start, 0.0, 1.0))
@@ -1097,16 +1073,11 @@ if triton is not None:
                                  counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
                                  BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr,
-                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr, SEGMENTS: tl.constexpr):
+                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + ... + a4 s_{t-4} + g v for BC rows, composed in threads
         (`_m4_tile_maps`, `_m4_tile_states`); initial / final window (s, s_{-1}, s_{-2}, s_{-3}). WINDOW: states is
         [B, N, 4, T], the window (s_t, ..., s_{t-3}) at every step (entries before a document's start 0). CHUNKED:
-        one tile per program, joined by the look-back (flags, counters, aggregates, prefixes; else None). SEGMENTS
-        (one channel a program, not chunked): a tile is SEGMENTS runs of BT steps, a warp each, joined across the
-        warps (`_segment_windows4`)."""
-        tl.static_assert(SEGMENTS == 1 or (BC == 1 and not CHUNKED), "segments: one channel a program, whole rows")
-        R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC channels, or one channel's SEGMENTS runs
-        SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
+        one tile per program, joined by the look-back (flags, counters, aggregates, prefixes; else None)."""
         b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
                                                                         REVERSE=False)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 5, mc, HAS_BIAS)
@@ -1114,43 +1085,31 @@ if triton is not None:
         bias3 = _load_bias(gate_bias, rows, b, N, 2, 5, mc, HAS_BIAS)
         bias4 = _load_bias(gate_bias, rows, b, N, 3, 5, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 4, 5, mc, HAS_BIAS)
-        h0, h1, h2, h3 = _load_four(initial_state, rows, mc, HAS_H0)  # the window before the tile: s_{t-1}, ..., s_{t-4}
-        zero = tl.zeros([R], dtype=tl.float32)  # (with segments: the tile's window in every run's entry)
-        w0, w1, w2, w3 = zero + h0, zero + h1, zero + h2, zero + h3
+        w0, w1, w2, w3 = _load_four(initial_state, rows, mc, HAS_H0)  # the window before the tile: s_{t-1}, ..., s_{t-4}
         final0, final1, final2, final3 = w0, w1, w2, w3  # overwritten by the last tile
-        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
-        for t0 in range(first, end, SPAN):
-            steps = t0 + lane
-            mask = mc[:, None] & (steps < T)
-            a1, a2, a3, a4, u, keep = _m4_tile_inputs(gates, values, starts, rows, b, steps, mask, T, bias1, bias2,
-                                                      bias3, bias4, bias_gate, ACT, HAS_BIAS, HAS_STARTS, R, BT)
-            maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, R, BT)
+        for t0 in range(first, end, BT):
+            t = t0 + tl.arange(0, BT)
+            mask = mc[:, None] & (t < T)[None, :]
+            a1, a2, a3, a4, u, keep = _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3,
+                                                      bias4, bias_gate, ACT, HAS_BIAS, HAS_STARTS, BC, BT)
+            maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, BC, BT)
             if CHUNKED:  # the window before this chunk, from the chunks before it
                 w0, w1, w2, w3 = _chunk_carry4(flags, aggregates, prefixes, _group_map(maps, BT // 8 - 1), chunk,
                                                num_chunks, stream, streams, B * N, rows, mc, w0, w1, w2, w3,
                                                PREFIX_EVERY, STEP=-1, BC=BC)
-            if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
-                w0, w1, w2, w3, n0, n1, n2, n3 = _segment_windows4(maps, w0, w1, w2, w3)
-            e0, e1, e2, e3, o0, o1, o2, o3 = _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, R, BT)
-            if SEGMENTS > 1:
-                w0, w1, w2, w3 = n0, n1, n2, n3
-            else:
-                w0, w1, w2, w3 = o0, o1, o2, o3
-            if t0 + SPAN >= T:  # the last tile: the final window is the window at step T - 1
-                final0, final1 = _pick_at(e0, steps, T - 1), _pick_at(e1, steps, T - 1)
-                final2, final3 = _pick_at(e2, steps, T - 1), _pick_at(e3, steps, T - 1)
+            e0, e1, e2, e3, w0, w1, w2, w3 = _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, BC, BT)
+            if t0 + BT >= T:  # the last tile: the final window is the window at step T - 1
+                final0, final1, final2, final3 = _pick(e0, t, T - 1), _pick(e1, t, T - 1), _pick(e2, t, T - 1), \
+                    _pick(e3, t, T - 1)
             if WINDOW:
-                window_rows = (4 * rows)[:, None] * T + steps
+                window_rows = (4 * rows)[:, None] * T + t[None, :]
                 tl.store(states + window_rows, e0.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + window_rows + T, e1.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + window_rows + 2 * T, e2.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + window_rows + 3 * T, e3.to(states.dtype.element_ty), mask=mask)
             else:
-                tl.store(states + rows[:, None] * T + steps, e0.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + rows[:, None] * T + t[None, :], e0.to(states.dtype.element_ty), mask=mask)
         if WRITE_FINAL:
-            if SEGMENTS > 1:  # one run holds step T - 1
-                final0, final1 = tl.sum(final0, axis=0), tl.sum(final1, axis=0)
-                final2, final3 = tl.sum(final2, axis=0), tl.sum(final3, axis=0)
             if end >= T:  # the row's last tile
                 _store_four(final_state, rows, mc, final0, final1, final2, final3)
 
@@ -1981,15 +1940,9 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         programs = B * triton.cdiv(N, options["BC"])
         if not blocked:  # H-LRU m = 4: chunks of one tile on small grids, unless results must repeat bit for bit
             tiles = triton.cdiv(T, options["BT"])  # (a look-back composes what it finds, which varies between runs)
-            small = programs < M4_CHUNKED_BELOW * _num_sms(device if device is not None else "cpu")
-            segments = M4_SEGMENTS if small and M4_SEGMENTS and not backward else 1
-            chunked = tiles > 1 and small and segments == 1 and not torch.are_deterministic_algorithms_enabled()
+            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * _num_sms(device if device is not None else "cpu") \
+                and not torch.are_deterministic_algorithms_enabled()
             options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
-            if not backward:  # the forward's rows in runs of a tile, a warp each (M4_SEGMENTS), instead of chunks
-                options["SEGMENTS"] = segments
-                if segments > 1:
-                    options.update(BC=1, num_warps=segments)
-                    programs = B * N
             programs *= options["num_chunks"]
         if backward and not blocked and not _INTERPRET:  # BD-LRU block size 4: no cap
             options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,

@@ -222,33 +222,21 @@ def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activat
                                    atol=2e-5 if i == len(results[0]) - 1 else 5e-6)
 
 
-def _segments(monkeypatch, m, segments):
-    """Run the order-m forward (small grids) in `segments` runs of a row's tile, a warp each: m = 2 with a fixed
-    M2_SEGMENTS; m = 4 with M4_SEGMENTS (off by default: chunks)."""
-    if m == 2:
-        monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
-        _small_grid_below(monkeypatch, 10**9)
-    else:
-        monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", segments)
-        monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9)
-
-
 @needs_triton
-@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("segments", [2, 4])
 @pytest.mark.parametrize("T,with_h0,window", [(50, True, True), (64, False, False), (130, True, True),
                                               (17, True, False), (1, True, True)])
-def test_forward_in_segments_matches_the_reference(m, segments, T, with_h0, window, monkeypatch):
-    """m = 2's and m = 4's forward on small grids in segments: each tile one channel's `segments` runs of 16 steps
-    (the interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_windows`,
-    `_segment_windows4`): window or states, final window and every gradient (the backward is the tile scan's, or
-    order 4's chunks) against the float64 reference, with the gate bias and document starts at a run's first and
-    last step and at a tile's first step (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one
-    step."""
-    _segments(monkeypatch, m, segments)
-    B, N = 2, 3
+def test_order_2_forward_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
+    """m = 2's forward on small grids with M2_SEGMENTS > 1: each tile one channel's `segments` runs of 16 steps (the
+    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_windows`):
+    window or states, final window and every gradient (the backward is the tile scan's) against the float64
+    reference, with the gate bias and document starts at a run's first and last step and at a tile's first step
+    (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
+    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
+    _small_grid_below(monkeypatch, 10**9)
+    B, N, m = 2, 3, 2
     options = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
-    assert options["SEGMENTS"] == segments and options["BC"] == 1 and not options.get("CHUNKED")
+    assert options["SEGMENTS"] == segments and options["IN_THREADS"] and options["BC"] == 1
     assert "SEGMENTS" not in scan_time_last._grid(B, N, T, DEVICE, backward=True, order=m)[1]
     gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
@@ -266,29 +254,8 @@ def test_forward_in_segments_matches_the_reference(m, segments, T, with_h0, wind
                                          gate_bias=bias, output_window=window)
         loss = (out * (weights if window else weights[0])).sum() + 0.3 * final.sum()
         results.append((out, final) + torch.autograd.grad(loss, wrt))
-    for i, (got, want) in enumerate(zip(results[1], results[0])):
-        scale = want.abs().max().clamp(min=1.0)  # the bias gradient sums B * T float32 terms
-        torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0,
-                                   atol=2e-5 if i == len(results[0]) - 1 else 5e-6)
-
-
-@needs_triton
-def test_order_4_segments_replace_the_forwards_chunks_only_when_set(monkeypatch):
-    """M4_SEGMENTS (None by default: chunks): set, the small grids that take chunks run their forward as whole rows of
-    one channel a program in that many warps; the backward keeps its chunks, larger grids their rows."""
-    assert scan_time_last.M4_SEGMENTS is None
-    assert "CHUNKED" in scan_time_last._grid(1, 5, 4096, DEVICE, order=4)[1]  # chunks by default
-    assert scan_time_last._grid(1, 5, 4096, DEVICE, order=4)[1]["SEGMENTS"] == 1
-    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", 4)
-    grid, forward = scan_time_last._grid(1, 5, 4096, DEVICE, order=4)
-    assert grid == (5,) and forward["SEGMENTS"] == forward["num_warps"] == 4 and forward["BC"] == 1
-    assert forward["CHUNKED"] is False and forward["num_chunks"] == 1
-    backward = scan_time_last._grid(1, 5, 4096, DEVICE, backward=True, order=4)[1]
-    assert backward["CHUNKED"] is True and "SEGMENTS" not in backward
-    bc = (scan_time_last.M4_TILE if GPU else scan_time_last.INTERPRETER_TILE)["BC"]
-    sms = scan_time_last._num_sms(DEVICE)
-    large = scan_time_last._grid(1, scan_time_last.M4_CHUNKED_BELOW * sms * bc, 4096, DEVICE, order=4)[1]
-    assert large["SEGMENTS"] == 1 and large["CHUNKED"] is False
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=0, atol=5e-6)
 
 
 @needs_triton
@@ -582,18 +549,18 @@ def _assert_gpu_run_matches_the_reference(inputs, activation, starts):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
-@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("segments", [2, 4, 8])
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-def test_gpu_forward_in_segments_matches_the_float64_reference(m, B, N, T, segments, monkeypatch):
-    """The forward in segments of a row (m = 2: runs of IN_THREADS_TILE's 256 steps; m = 4: of M4_TILE's; a warp
-    each) over many tiles, with an initial window and document starts: states, final window and every gradient
-    against the float64 reference."""
-    _segments(monkeypatch, m, segments)
-    options = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
+def test_gpu_order_2_forward_in_segments_matches_the_float64_reference(B, N, T, segments, monkeypatch):
+    """m = 2's forward in segments of a row (M2_SEGMENTS runs of IN_THREADS_TILE's 256 steps, a warp each) over many
+    tiles, with an initial window and document starts: states, final window and every gradient against the float64
+    reference."""
+    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
+    _small_grid_below(monkeypatch, 10**9)
+    options = scan_time_last._grid(B, N, T, DEVICE, order=2)[1]
     assert options["SEGMENTS"] == options["num_warps"] == segments
-    assert options["BT"] == (scan_time_last.IN_THREADS_TILE if m == 2 else scan_time_last.M4_TILE)["BT"]
-    inputs = _inputs(B, N, T, seed=T + segments, m=m)
+    assert options["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
+    inputs = _inputs(B, N, T, seed=T + segments, m=2)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
     starts[0, 256 * segments] = starts[-1, 256] = True  # at a tile's and at a run's first step
     _assert_gpu_run_matches_the_reference(inputs, "softmax", starts)

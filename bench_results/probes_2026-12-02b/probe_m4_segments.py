@@ -1,7 +1,8 @@
 """H-LRU m = 4 time-last forward on small grids: rows in chunks of one tile joined by the look-back (the library's
 default below M4_CHUNKED_BELOW programs per SM) against whole rows whose tiles are M4_SEGMENTS runs of M4_TILE's 256
 steps, a warp each (2, 4, 8), and plain whole rows; bf16, CUDA-graph timing, bench_scan.py's byte model, each mode's
-outputs and gradients against the first's. Written in the fifteenth session, not yet run (no device time left).
+outputs and gradients against the first's. Written in the fifteenth session, run in the sixteenth
+(m4_segments.txt), after which M4_SEGMENTS was removed.
 
     PYTHONPATH=. python3 bench_results/probes_2026-12-02b/probe_m4_segments.py --out OUT/m4_segments.json
 """

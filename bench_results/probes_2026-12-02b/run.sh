@@ -4,8 +4,9 @@
 #                                                          # grids, whole rows against chunks (probe_m2_chunks.py)
 #   bash bench_results/probes_2026-12-02b/run.sh tests OUT  # the GPU tests of the time-last scans
 #   bash bench_results/probes_2026-12-02b/run.sh table OUT  # scripts/bench_scan.py's kernel table (~7 min)
-#   bash bench_results/probes_2026-12-02b/run.sh m4seg OUT  # H-LRU m = 4's forward in segments against chunks (not yet
-#                                                          # run), then the GPU tests of segments
+#   bash bench_results/probes_2026-12-02b/run.sh m4seg OUT  # H-LRU m = 4's forward in segments against chunks, then the
+#                                                          # GPU tests of segments (ran at 43668fa; the segments of
+#                                                          # order 4 were removed after it)
 set -u
 part=$1; out=$2
 mkdir -p "$out"
