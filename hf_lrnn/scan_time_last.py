@@ -34,12 +34,11 @@ adjoint) in registers, so a row needs no look-back (except order 4's chunks, bel
 (B1 T16384 D1024: 1024 programs, 8 per SM) cannot hide the loads' latency by switching programs; there the forwards
 load the next tile before scanning this one (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8
 consecutive steps sequentially and scans only the groups' maps across a warp (IN_THREADS; one warp per channel,
-256-step tiles), and BD-LRU block size 2 likewise (`_grid`); m = 2's forward does so on small grids too, each row's
-tile then several such runs, a warp each, joined across the warps (SEGMENTS, `_segment_windows`); m = 4 composes in
-threads on every grid (M4_TILE), and on grids of
-under M4_CHUNKED_BELOW programs per SM splits each row into chunks of one tile joined by a decoupled look-back on
-the tiles' 4 x 4 maps (`_look_back4`). The backward reads the saved states (in values' dtype) for the window before
-each step, as the [B, T, N] kernels do.
+256-step tiles), and BD-LRU block size 2 likewise (`_grid`); m = 2 does so on small grids too, each row's tile then
+several such runs, a warp each, joined across the warps (SEGMENTS; `_segment_windows` forward, `_segment_carries`
+backward); m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
+splits each row into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps (`_look_back4`).
+The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N] kernels do.
 All arithmetic is float32; float64 inputs are computed in float32.
 """
 
@@ -65,9 +64,9 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 TILE = {"BC": 1, "BT": 1024, "num_warps": 4}
 INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
 # Programs (of one channel each) per SM under which a grid is small (`_grid`): its forwards prefetch, and m = 2's
-# backward keeps the tile scan of TILE, whose 4 warps per program hide more latency than the in-thread path's one (B1
-# T16384 D1024: 25 % of copy forward in threads with prefetch, 48 % with TILE's scan; m = 2's forward now runs
-# segments of a row there instead, M2_WARPS_PER_SM).
+# backward leaves the in-thread path, whose one warp per program hides too little latency there (B1 T16384 D1024:
+# 25 % of copy forward in threads with prefetch, 48 % with TILE's scan of 4 warps a program), for segments of a row
+# (M2_BACKWARD_WARPS_PER_SM), or TILE's scan where those give one run.
 SMALL_GRID_BELOW = 16
 # H-LRU m = 2's forward leaves the tile scan for the in-thread path at fewer programs per SM than its backward
 # (M2_IN_THREADS below): H200, % of copy forward, in threads against the tile scan: 42.3 against 48.5 at 7.8 programs
@@ -85,6 +84,14 @@ M2_FORWARD_SMALL_GRID_BELOW = 10
 M2_WARPS_PER_SM = 16
 M2_MOST_SEGMENTS = 8
 M2_SEGMENTS = None  # tests: a fixed number of runs instead of the rule
+# Its backward likewise below SMALL_GRID_BELOW (`_segment_carries`), as many runs as bring the grid to
+# M2_BACKWARD_WARPS_PER_SM, where that gives 2 runs or more (else, and with M2_BACKWARD_SEGMENTS off, TILE's scan).
+# H200, backward ms (forward+backward minus forward) with 2 / 4 / 8 runs: 0.214 / 0.091 / 0.090 at 512 rows (B1 T16384
+# D1024), 0.039 / 0.032 / 0.039 at 768 (B3 T4096 D512), 0.176 / 0.171 / 0.195 at 1024 (B1 T16384 D2048): more warps
+# per SM than the forward's best; forward+backward against the tile scan 39.0 -> 44.2 % of copy at B1 T16384, 39.0
+# -> 46.0 at B2 T8192, 45.1 -> 48.2 at B4 T4096 D1024 (bench_results/probes_2026-12-02c/).
+M2_BACKWARD_SEGMENTS = True
+M2_BACKWARD_WARPS_PER_SM = 32
 # BD-LRU block size 2's small grids (`_grid`, blocked): its in-thread step does twice H-LRU m = 2's work, so its
 # one-warp programs hide the loads' latency on smaller grids. H200, % of copy forward / forward+backward, in threads
 # against the tile scan: 29.6 / 24.0 against 40.2 / 30.1 at 3.9 programs per SM (B1 T16384 D1024), 51.2 / 41.9 against
@@ -477,17 +484,22 @@ if triton is not None:
             (_pick_at(maps[0], group, G - 1), _pick_at(maps[1], group, G - 1), _pick_at(maps[2], group, G - 1),
              _pick_at(maps[3], group, G - 1), _pick_at(maps[4], group, G - 1), _pick_at(maps[5], group, G - 1)),
             0, _companion_combine)
-        w1, after1 = _run_edges(p * h1 + q * h2 + b1, h1)
-        w2, after2 = _run_edges(r * h1 + s * h2 + b2, h2)
+        w1, after1 = _run_edges(p * h1 + q * h2 + b1, h1, REVERSE=False)
+        w2, after2 = _run_edges(r * h1 + s * h2 + b2, h2, REVERSE=False)
         return w1, w2, after1, after2
 
     @triton.jit
-    def _run_edges(end, before_first):
+    def _run_edges(end, before_first, REVERSE: tl.constexpr):
         """(the value entering each run: `before_first` for the first, the run before's `end` for the others; the
-        last run's end in every entry) for one component [SEGMENTS] of the runs' windows (`_segment_windows`)."""
+        last run's end in every entry) for one component [SEGMENTS] of the runs' windows (`_segment_windows`). REVERSE
+        (the backward's runs, walked from the last): the first run is the last, the run before is the one after."""
         segment = tl.arange(0, end.shape[0])
-        entering = tl.where(segment == 0, before_first, tl.gather(end, tl.maximum(segment - 1, 0), 0))
-        return entering, before_first * 0.0 + tl.sum(tl.where(segment == end.shape[0] - 1, end, 0.0), axis=0)
+        if REVERSE:
+            first, last, before = end.shape[0] - 1, 0, tl.minimum(segment + 1, end.shape[0] - 1)
+        else:
+            first, last, before = 0, end.shape[0] - 1, tl.maximum(segment - 1, 0)
+        entering = tl.where(segment == first, before_first, tl.gather(end, before, 0))
+        return entering, before_first * 0.0 + tl.sum(tl.where(segment == last, end, 0.0), axis=0)
 
     @triton.jit
     def _adjoint_step(p, q, r, s, b1, b2, a1, a2, dy):
@@ -496,13 +508,12 @@ if triton is not None:
         return a1 * p + r, a1 * q + s, a2 * p, a2 * q, a1 * b1 + b2 + dy, a2 * b1
 
     @triton.jit
-    def _m2_adjoint_tile_in_threads(a1, a2, dy, c1, c2, BC: tl.constexpr, BT: tl.constexpr):
-        """The backward's `_m2_tile_maps` and `_m2_tile_states` in one: lam [BC, BT] of a tile from the pair (lam, mu)
-        after its last step (c1, c2) [BC], and the pair at its first step. a1 = a1_{t+1}, a2 = a2_{t+1} and dy as the
-        maps use them (0 past T, where the carry into the last tile is 0 and stays 0). Each thread composes its 8 steps
-        from the last one back, the group maps go through tl.associative_scan in reverse, each group's carry is the
-        pair at the first step of the group after it (tl.gather), and the 8 adjoints follow from it at 3 operations
-        each."""
+    def _m2_adjoint_tile_maps(a1, a2, dy, BC: tl.constexpr, BT: tl.constexpr):
+        """The backward's `_m2_tile_maps`: the 6 components [BC, BT / 8] of the maps from the pair (lam, mu) after a
+        tile's last step to the pair at each group's first step (the first group's: the tile's map), from which
+        `_m2_adjoint_tile_states` gives the adjoints. a1 = a1_{t+1}, a2 = a2_{t+1} and dy as the maps use them (0 past
+        T, where the carry into the last tile is 0 and stays 0). Each thread composes its 8 steps from the last one
+        back, and the group maps go through tl.associative_scan in reverse."""
         G: tl.constexpr = BT // 8
         a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
         a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = _split_steps(a2, BC, G)
@@ -517,7 +528,18 @@ if triton is not None:
         p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_2, a2_2, d_2)
         p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_1, a2_1, d_1)
         p, q, r, s, b1, b2 = _adjoint_step(p, q, r, s, b1, b2, a1_0, a2_0, d_0)
-        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=True)
+        return tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=True)
+
+    @triton.jit
+    def _m2_adjoint_tile_states(a1, a2, dy, maps, c1, c2, BC: tl.constexpr, BT: tl.constexpr):
+        """Second half: lam [BC, BT] of a tile from the pair (lam, mu) after its last step (c1, c2) [BC] and the maps
+        of `_m2_adjoint_tile_maps`, and the pair at its first step: each group's carry is the pair at the first step
+        of the group after it (tl.gather), and its 8 adjoints follow from it at 3 operations each."""
+        G: tl.constexpr = BT // 8
+        a1_0, a1_1, a1_2, a1_3, a1_4, a1_5, a1_6, a1_7 = _split_steps(a1, BC, G)
+        a2_0, a2_1, a2_2, a2_3, a2_4, a2_5, a2_6, a2_7 = _split_steps(a2, BC, G)
+        d_0, d_1, d_2, d_3, d_4, d_5, d_6, d_7 = _split_steps(dy, BC, G)
+        p, q, r, s, b1, b2 = maps
         first1 = p * c1[:, None] + q * c2[:, None] + b1  # (lam, mu) at each group's first step
         first2 = r * c1[:, None] + s * c2[:, None] + b2
         group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
@@ -536,6 +558,29 @@ if triton is not None:
         head = group == 0
         mu_0 = a2_0 * l_1
         return lam, tl.sum(tl.where(head, l_0, 0.0), axis=1), tl.sum(tl.where(head, mu_0, 0.0), axis=1)
+
+    @triton.jit
+    def _first_run(x, SEGMENTS: tl.constexpr):
+        """x [rows]; with segments (the rows one channel's runs) its first run's entry, a scalar."""
+        if SEGMENTS > 1:
+            x = tl.sum(tl.where(tl.arange(0, SEGMENTS) == 0, x, 0.0), axis=0)
+        return x
+
+    @triton.jit
+    def _segment_carries(maps, c1, c2):
+        """The backward's `_segment_windows`: the pairs (lam, mu) after each of a tile's runs [SEGMENTS] from the pair
+        after the tile (c1, c2) (every entry the same) and `_m2_adjoint_tile_maps`'s group maps (6 x [SEGMENTS, G]),
+        and the pair at the tile's first step (every entry the same): the runs' maps composed across the rows by
+        tl.associative_scan in reverse."""
+        G: tl.constexpr = maps[0].shape[1]
+        group = tl.arange(0, G)[None, :]
+        p, q, r, s, b1, b2 = tl.associative_scan(  # the maps from the pair after the tile to each run's first pair
+            (_pick_at(maps[0], group, 0), _pick_at(maps[1], group, 0), _pick_at(maps[2], group, 0),
+             _pick_at(maps[3], group, 0), _pick_at(maps[4], group, 0), _pick_at(maps[5], group, 0)),
+            0, _companion_combine, reverse=True)
+        after1, first1 = _run_edges(p * c1 + q * c2 + b1, c1, REVERSE=True)
+        after2, first2 = _run_edges(r * c1 + s * c2 + b2, c2, REVERSE=True)
+        return after1, after2, first1, first2
 
     @triton.jit
     def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
@@ -629,17 +674,22 @@ if triton is not None:
     @triton.jit
     def _time_last_m2_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
-                                 BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                 HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
-                                 WINDOW: tl.constexpr):
+                                 BT: tl.constexpr, IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr,
+                                 HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
+                                 HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
         (lam_t, lam_{t+1}) needs those of t + 2 as well). The final window's gradient enters as extra dy at steps
         T-1 and T-2 (at T = 1 the second goes to the initial window). IN_THREADS: the tile's adjoints composed 8
-        steps at a time inside each thread (`_m2_adjoint_tile_in_threads`) instead of tl.associative_scan over all
-        its steps. WINDOW: states and d_states are [B, N, 2, T] windows (s_t, s_{t-1}); the gradient of s_{t-1} at
-        step t + 1 joins s_t's (unless a document starts at t + 1), at step 0 the initial window's."""
+        steps at a time inside each thread (`_m2_adjoint_tile_maps`, `_m2_adjoint_tile_states`) instead of
+        tl.associative_scan over all its steps. SEGMENTS (in threads, one channel a program): a tile is SEGMENTS
+        consecutive runs of BT steps, a warp each, joined across the warps (`_segment_carries`), as the forward's.
+        WINDOW: states and d_states are [B, N, 2, T] windows (s_t, s_{t-1}); the gradient of s_{t-1} at step t + 1
+        joins s_t's (unless a document starts at t + 1), at step 0 the initial window's."""
+        tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one channel a program")
+        R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC channels, or one channel's SEGMENTS runs
+        SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
         b, rows, mc = _tile_offsets(T, N, BC)
         state_rows = rows  # s_t's row in states and d_states
         if WINDOW:
@@ -647,11 +697,11 @@ if triton is not None:
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
-        d_bias1 = tl.zeros([BC], dtype=tl.float32)  # HAS_BIAS: the logit gradients summed over the steps
-        d_bias2 = tl.zeros([BC], dtype=tl.float32)
-        d_bias_gate = tl.zeros([BC], dtype=tl.float32)
-        c1 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
-        c2 = tl.zeros([BC], dtype=tl.float32)  # mu there
+        d_bias1 = tl.zeros([R], dtype=tl.float32)  # HAS_BIAS: the logit gradients summed over the steps
+        d_bias2 = tl.zeros([R], dtype=tl.float32)
+        d_bias_gate = tl.zeros([R], dtype=tl.float32)
+        c1 = tl.zeros([R], dtype=tl.float32)  # lam at the step after the tile (with segments: in every entry)
+        c2 = tl.zeros([R], dtype=tl.float32)  # mu there
         h1 = tl.zeros([BC], dtype=tl.float32)
         h2 = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
@@ -662,27 +712,34 @@ if triton is not None:
         if HAS_D_FINAL:
             df1 = tl.load(d_final + 2 * rows, mask=mc, other=0.0)
             df2 = tl.load(d_final + 2 * rows + 1, mask=mc, other=0.0)
-        num_tiles = tl.cdiv(T, BT)
+        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
+        num_tiles = tl.cdiv(T, SPAN)
         for r in range(0, num_tiles):
-            t0 = (num_tiles - 1 - r) * BT
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            mask1 = mc[:, None] & (t + 1 < T)[None, :]
-            y1, y2, yg = _load_triple(gates, rows, t + 1, mask1, T, bias1, bias2, bias_gate, HAS_BIAS)
+            t0 = (num_tiles - 1 - r) * SPAN
+            steps = t0 + lane
+            mask = mc[:, None] & (steps < T)
+            mask1 = mc[:, None] & (steps + 1 < T)
+            y1, y2, yg = _load_triple_at(gates, rows, steps + 1, mask1, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1_next, a2_next, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}, a2_{t+1}
-            dy = _load_values(d_states, state_rows, t, mask, T)
-            start = _starts_at(starts, b, t, T, HAS_STARTS)
-            start_next = _starts_at(starts, b, t + 1, T, HAS_STARTS)  # no flow back across a document start
+            dy = _load_values_at(d_states, state_rows, steps, mask, T)
+            start = _starts_in(starts, b, steps, T, HAS_STARTS)
+            start_next = _starts_in(starts, b, steps + 1, T, HAS_STARTS)  # no flow back across a document start
             if WINDOW:  # s_t is also the window's second entry at step t + 1
-                dy += tl.where(start_next, 0.0, _load_values(d_states, state_rows + 1, t + 1, mask1, T))
+                dy += tl.where(start_next, 0.0, _load_values_at(d_states, state_rows + 1, steps + 1, mask1, T))
             # the final window (s_{T-1}, s_{T-2}); its second entry is 0 if a document starts at the last step
-            dy += tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
-            dy += tl.where((t == T - 2)[None, :] & ~start_next, df2[:, None], 0.0)
+            dy += tl.where(steps == T - 1, df1[:, None], 0.0)
+            dy += tl.where((steps == T - 2) & ~start_next, df2[:, None], 0.0)
             # step t+1 reads s_t (lag 1) unless a document starts at t+1, s_{t-1} (lag 2) unless one starts at t+1 or t
             rr = tl.where(mask1 & ~start_next & ~start, a2_next, 0.0)
             if IN_THREADS:
-                lam, c1_next, c2_next = _m2_adjoint_tile_in_threads(
-                    tl.where(mask1 & ~start_next, a1_next, 0.0), rr, tl.where(mask, dy, 0.0), c1, c2, BC, BT)
+                a1_next = tl.where(mask1 & ~start_next, a1_next, 0.0)
+                dy = tl.where(mask, dy, 0.0)
+                maps = _m2_adjoint_tile_maps(a1_next, rr, dy, R, BT)
+                if SEGMENTS > 1:  # the pair after each run from the pair after the tile, and the tile's first pair
+                    c1, c2, c1_next, c2_next = _segment_carries(maps, c1, c2)
+                lam, first1, first2 = _m2_adjoint_tile_states(a1_next, rr, dy, maps, c1, c2, R, BT)
+                if SEGMENTS == 1:
+                    c1_next, c2_next = first1, first2
             else:
                 zero = tl.zeros([BC, BT], dtype=tl.float32)
                 p = tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0)  # steps past T: the identity
@@ -694,27 +751,27 @@ if triton is not None:
                 lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
                 mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
             # the step's own inputs after the scan (fewer registers live across it, as at m = 1)
-            z1, z2, zg = _load_triple(gates, rows, t, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
+            z1, z2, zg = _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
-            x = _load_values(values, rows, t, mask, T)
-            s1 = _load_values(states, state_rows, t - 1, mask & (t >= 1)[None, :], T)
-            s2 = _load_values(states, state_rows, t - 2, mask & (t >= 2)[None, :], T)
-            s1 = tl.where((t >= 1)[None, :], s1, h1[:, None])  # s_{t-1}; s_{-1} is the window's first entry
-            s2 = tl.where((t >= 2)[None, :], s2, tl.where((t == 1)[None, :], h1[:, None], h2[:, None]))
-            start_before = start | _starts_at(starts, b, t - 1, T, HAS_STARTS)
+            x = _load_values_at(values, rows, steps, mask, T)
+            s1 = _load_values_at(states, state_rows, steps - 1, mask & (steps >= 1), T)
+            s2 = _load_values_at(states, state_rows, steps - 2, mask & (steps >= 2), T)
+            s1 = tl.where(steps >= 1, s1, h1[:, None])  # s_{t-1}; s_{-1} is the window's first entry
+            s2 = tl.where(steps >= 2, s2, tl.where(steps == 1, h1[:, None], h2[:, None]))
+            start_before = start | _starts_in(starts, b, steps - 1, T, HAS_STARTS)
             s1 = tl.where(start, 0.0, s1)  # a document's window starts at zero
             s2 = tl.where(start_before, 0.0, s2)
             dz1, dz2, dzg = _normalize_triple_bwd(z1, z2, zg, lam * s1, lam * s2, lam * x, ACT)
-            gate_rows = (3 * rows)[:, None] * T + t[None, :]
+            gate_rows = (3 * rows)[:, None] * T + steps
             tl.store(d_gates + gate_rows, dz1.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + T, dz2.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + 2 * T, dzg.to(d_gates.dtype.element_ty), mask=mask)
-            tl.store(d_values + rows[:, None] * T + t[None, :], (lam * g).to(d_values.dtype.element_ty), mask=mask)
+            tl.store(d_values + rows[:, None] * T + steps, (lam * g).to(d_values.dtype.element_ty), mask=mask)
             if HAS_BIAS:
                 d_bias1 += tl.sum(tl.where(mask, dz1, 0.0), axis=1)
                 d_bias2 += tl.sum(tl.where(mask, dz2, 0.0), axis=1)
                 d_bias_gate += tl.sum(tl.where(mask, dzg, 0.0), axis=1)
-            first = (t == t0)[None, :]
+            first = steps == t0
             if IN_THREADS:
                 c1, c2 = c1_next, c2_next
             else:
@@ -723,18 +780,23 @@ if triton is not None:
             if HAS_H0:
                 if t0 == 0:
                     # s_0 = a1_0 h1 + a2_0 h2 + ..., s_1 = ... + a2_1 h1: d h1 = a1_0 lam_0 + mu_0, d h2 = a2_0 lam_0
-                    a1_0 = tl.sum(tl.where(first & ~start, a1, 0.0), axis=1)  # 0 where a document starts at 0
-                    a2_0 = tl.sum(tl.where(first & ~start, a2, 0.0), axis=1)
-                    d_first = a1_0 * c1 + c2
-                    reset = tl.sum(tl.where(first & start, 1.0, 0.0), axis=1) > 0  # a document starts at step 0
+                    # (with segments the first run holds step 0, and c1, c2 are the same in every entry)
+                    a1_0 = _first_run(tl.sum(tl.where(first & ~start, a1, 0.0), axis=1), SEGMENTS)  # 0 at a start
+                    a2_0 = _first_run(tl.sum(tl.where(first & ~start, a2, 0.0), axis=1), SEGMENTS)
+                    lam_0, mu_0 = _first_run(c1, SEGMENTS), _first_run(c2, SEGMENTS)
+                    reset = _first_run(tl.sum(tl.where(first & start, 1.0, 0.0), axis=1), SEGMENTS) > 0  # start at 0
+                    d_first = a1_0 * lam_0 + mu_0 + tl.zeros([BC], dtype=tl.float32)  # [BC] (the runtime if below)
                     if WINDOW:  # the window's second entry at step 0 is the initial window's first
                         d_window_0 = tl.load(d_states + (state_rows + 1) * T, mask=mc, other=0.0).to(tl.float32)
                         d_first += tl.where(reset, 0.0, d_window_0)
                     if T == 1:  # the final window's second entry is the initial window's first (unless reset)
                         d_first += tl.where(reset, 0.0, df2)
                     tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
-                    tl.store(d_initial_state + 2 * rows + 1, a2_0 * c1, mask=mc)
+                    tl.store(d_initial_state + 2 * rows + 1, a2_0 * lam_0, mask=mc)
         if HAS_BIAS:
+            if SEGMENTS > 1:  # the runs' sums
+                d_bias1, d_bias2 = tl.sum(d_bias1, axis=0), tl.sum(d_bias2, axis=0)
+                d_bias_gate = tl.sum(d_bias_gate, axis=0)
             _store_bias_gradient(d_bias_rows, rows, 0, 3, mc, d_bias1)
             _store_bias_gradient(d_bias_rows, rows, 1, 3, mc, d_bias2)
             _store_bias_gradient(d_bias_rows, rows, 2, 3, mc, d_bias_gate)
@@ -1962,30 +2024,32 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options.update(IN_THREADS_TILE)
     if order == 2:
         options["IN_THREADS"] = in_threads
-        if not blocked and not backward:  # H-LRU m = 2's forward: small grids in segments of a row, a warp each
-            options["SEGMENTS"] = 1
-            if small and M2_IN_THREADS:
-                segments = _m2_segments(B * N, device)
-                options.update(BC=1, num_warps=segments, IN_THREADS=True, SEGMENTS=segments)
-                options["BT"] = (INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"]
+        if not blocked:  # H-LRU m = 2: small grids in segments of a row, a warp each (the backward from 2 runs)
+            warps_per_sm = M2_BACKWARD_WARPS_PER_SM if backward else M2_WARPS_PER_SM
+            segments = _m2_segments(B * N, device, warps_per_sm) if small and M2_IN_THREADS else 1
+            in_segments = small and M2_IN_THREADS and (not backward or (segments > 1 and M2_BACKWARD_SEGMENTS))
+            options["SEGMENTS"] = segments if in_segments else 1
+            if in_segments:
+                options.update(BC=1, num_warps=segments, IN_THREADS=True,
+                               BT=(INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"])
     if not backward:
         options["PREFETCH"] = small or in_threads
     options["BT"] = _tile_steps(options["BT"], T)
     programs = B * triton.cdiv(N, options["BC"])
-    if backward and in_threads and not blocked and not _INTERPRET:
+    if backward and options.get("IN_THREADS") and not blocked and not _INTERPRET:  # in threads or in segments
         cap = _backward_register_cap(programs, options["num_warps"], device)
         if cap is not None:
             options["maxnreg"] = cap
     return (programs,), options
 
 
-def _m2_segments(rows: int, device) -> int:
-    """Runs a row's tile splits into for H-LRU m = 2's forward on a small grid of `rows` one-channel programs: the
-    power of two, rounded down, that brings the grid nearest M2_WARPS_PER_SM warps per SM from below, 1 to
-    M2_MOST_SEGMENTS (or M2_SEGMENTS where a test sets it)."""
+def _m2_segments(rows: int, device, warps_per_sm: int = M2_WARPS_PER_SM) -> int:
+    """Runs a row's tile splits into for H-LRU m = 2 on a small grid of `rows` one-channel programs: the power of
+    two, rounded down, that brings the grid nearest `warps_per_sm` warps per SM from below (M2_WARPS_PER_SM forward,
+    M2_BACKWARD_WARPS_PER_SM backward), 1 to M2_MOST_SEGMENTS (or M2_SEGMENTS where a test sets it)."""
     if M2_SEGMENTS is not None:
         return M2_SEGMENTS
-    wanted = M2_WARPS_PER_SM * _num_sms(device if device is not None else "cpu") / max(rows, 1)
+    wanted = warps_per_sm * _num_sms(device if device is not None else "cpu") / max(rows, 1)
     return max(1, min(M2_MOST_SEGMENTS, 2 ** int(math.floor(math.log2(wanted))) if wanted >= 1 else 1))
 
 

@@ -259,13 +259,18 @@ def main(argv=None):
     time_last.M2_IN_THREADS = in_threads
     time_last.SMALL_GRID_BELOW = small_grid_below
     time_last.M2_FORWARD_SMALL_GRID_BELOW = forward_small_grid_below
-    # H-LRU m = 2's forward on a small grid in segments of a row, a warp each (M2_SEGMENTS), with the backward
+    # H-LRU m = 2 on a small grid in segments of a row, a warp each (M2_SEGMENTS; the order-2 checks above ran 8),
+    # then with the backward's tile scan (where the rule gives one run)
     segments, time_last.M2_SEGMENTS = time_last.M2_SEGMENTS, 4
     gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
     h0, starts, bias = torch.randn(2, 3, 2), torch.rand(2, 3000) < 0.01, torch.randn(3, 3)
-    check("time-last order 2, softmax, forward in 4 segments, initial state, document starts, gate bias, window",
+    check("time-last order 2, softmax, in 4 segments, initial state, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
     time_last.M2_SEGMENTS = segments
+    time_last.M2_BACKWARD_SEGMENTS = False
+    check("time-last order 2, softmax, tile-scan backward, initial state, document starts, gate bias, window",
+          lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
+    time_last.M2_BACKWARD_SEGMENTS = True
     # BD-LRU on time-last tensors: forward (block size 2 prefetching) and backward, with and without initial state,
     # document starts and a gate bias; block size 2 composed in threads (grids that are not small), then as a tile
     # scan; block size 4 composed in threads on every grid

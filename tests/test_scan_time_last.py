@@ -28,10 +28,21 @@ def _inputs(B, N, T, dtype=torch.float64, with_h0=True, seed=0, m=1):
 
 def _small_grid_below(monkeypatch, programs_per_sm):
     """Set the programs per SM below which a grid is small (`_grid`): SMALL_GRID_BELOW and H-LRU m = 2's forward's
-    M2_FORWARD_SMALL_GRID_BELOW alike (0: no grid is small; 10**9: every grid is; m = 2's forward then runs in
-    segments of a row, its backward the tile scan)."""
+    M2_FORWARD_SMALL_GRID_BELOW alike (0: no grid is small; 10**9: every grid is; m = 2 then runs in segments of a
+    row, forward and backward)."""
     monkeypatch.setattr(scan_time_last, "SMALL_GRID_BELOW", programs_per_sm)
     monkeypatch.setattr(scan_time_last, "M2_FORWARD_SMALL_GRID_BELOW", programs_per_sm)
+
+
+# The launch paths a test covers (`_take_path`): grids that are not small (m = 2 in threads), small grids (m = 2 in
+# segments of a row), and at m = 2 small grids whose backward keeps the tile scan (where the rule gives one run).
+PATHS = ["large grid", "small grid", "small grid, tile-scan backward"]
+M_AND_PATH = [(m, path) for m in (1, 2, 4) for path in PATHS if m == 2 or path != PATHS[2]]
+
+
+def _take_path(monkeypatch, path):
+    _small_grid_below(monkeypatch, 0 if path == "large grid" else 10**9)
+    monkeypatch.setattr(scan_time_last, "M2_BACKWARD_SEGMENTS", path != "small grid, tile-scan backward")
 
 
 def _run(backend, gates, values, h0, activation, want_final, document_starts=None):
@@ -110,15 +121,13 @@ def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, mo
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("m,path", M_AND_PATH)
 @pytest.mark.parametrize("activation", ["softmax", "tanh"])
-@pytest.mark.parametrize("in_threads", [False, True])
-def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_threads, monkeypatch):
+def test_gate_bias_inside_the_kernels_matches_the_reference(m, path, activation, monkeypatch):
     """gate_bias [N, m+1], added to the logits inside the kernels: states, final window and the gradients of gates,
     values, initial window and the bias against the float64 reference (which adds it to the logits first), with
-    document starts, over several tiles, on both m = 2 paths (small grids: the forward in segments, the backward's
-    tile scan; the others: in threads)."""
-    _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
+    document starts, over several tiles, on every launch path (PATHS)."""
+    _take_path(monkeypatch, path)
     gates, values, h0 = _inputs(2, 3, 50, seed=11, m=m)
     bias = (torch.randn(3, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 2).to(DEVICE)
     bias.requires_grad_()
@@ -141,16 +150,15 @@ def test_gate_bias_inside_the_kernels_matches_the_reference(m, activation, in_th
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2, 4])
-@pytest.mark.parametrize("in_threads", [False, True])
+@pytest.mark.parametrize("m,path", M_AND_PATH)
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, True), (17, True, False),
                                                    (2, True, True), (1, True, False)])
-def test_window_output_matches_the_reference(m, in_threads, T, with_h0, with_starts, monkeypatch):
+def test_window_output_matches_the_reference(m, path, T, with_h0, with_starts, monkeypatch):
     """output_window=True: the window [B, N, m, T] = (s_t, s_{t-1}) the scan writes (and its gradient flowing back
     into both entries) against the float64 reference's window, built from its states; document starts at step 0, in
-    the middle and at the last step zero the second entry; the initial window fills it at step 0. Both m = 2 paths
-    (small grids: the forward in segments, the backward's tile scan; the others: in threads)."""
-    _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
+    the middle and at the last step zero the second entry; the initial window fills it at step 0. Every launch path
+    (PATHS)."""
+    _take_path(monkeypatch, path)
     gates, values, h0 = _inputs(2, 3, T, with_h0=with_h0, seed=T + 3, m=m)
     starts = None
     if with_starts:
@@ -226,18 +234,18 @@ def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activat
 @pytest.mark.parametrize("segments", [2, 4])
 @pytest.mark.parametrize("T,with_h0,window", [(50, True, True), (64, False, False), (130, True, True),
                                               (17, True, False), (1, True, True)])
-def test_order_2_forward_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
-    """m = 2's forward on small grids with M2_SEGMENTS > 1: each tile one channel's `segments` runs of 16 steps (the
-    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_windows`):
-    window or states, final window and every gradient (the backward is the tile scan's) against the float64
-    reference, with the gate bias and document starts at a run's first and last step and at a tile's first step
-    (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
+def test_order_2_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
+    """m = 2 on small grids with M2_SEGMENTS > 1: each tile one channel's `segments` runs of 16 steps (the
+    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_windows`
+    forward, `_segment_carries` backward): window or states, final window and every gradient against the float64
+    reference, with the gate bias, an initial window and document starts at a run's first and last step and at a
+    tile's first step (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
     monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
     _small_grid_below(monkeypatch, 10**9)
     B, N, m = 2, 3, 2
-    options = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
-    assert options["SEGMENTS"] == segments and options["IN_THREADS"] and options["BC"] == 1
-    assert "SEGMENTS" not in scan_time_last._grid(B, N, T, DEVICE, backward=True, order=m)[1]
+    for backward in (False, True):
+        options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)[1]
+        assert options["SEGMENTS"] == segments and options["IN_THREADS"] and options["BC"] == 1
     gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
     bias.requires_grad_()
@@ -282,43 +290,54 @@ def test_order_4_takes_chunks_on_small_grids_only():
 @needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
-    per SM prefetches at m = 1 and keeps m = 2's backward on the tile scan; m = 2's forward below
-    M2_FORWARD_SMALL_GRID_BELOW runs each row's tiles in segments, a warp each (`_m2_segments`: the power of two
-    that brings the grid nearest M2_WARPS_PER_SM warps per SM, one program per channel); from those on, m = 2 runs
-    in threads (the forward prefetching) and m = 1 without prefetch; one program per block of BC channels."""
+    per SM prefetches at m = 1; m = 2's forward below M2_FORWARD_SMALL_GRID_BELOW runs each row's tiles in segments,
+    a warp each (`_m2_segments`: the power of two that brings the grid nearest M2_WARPS_PER_SM warps per SM, one
+    program per channel), its backward below SMALL_GRID_BELOW likewise at M2_BACKWARD_WARPS_PER_SM where that gives 2
+    runs or more, else the tile scan; from those on, m = 2 runs in threads (the forward prefetching) and m = 1
+    without prefetch; one program per block of BC channels."""
     sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
     forward_below = scan_time_last.M2_FORWARD_SMALL_GRID_BELOW * sms
     backward_below = scan_time_last.SMALL_GRID_BELOW * sms
-    assert forward_below < backward_below  # so that the cases below tell the two thresholds apart
-    for N, segmented, backward_in_threads, first_order_prefetch in (
-            ((forward_below - 1) * bc, True, False, True), (forward_below * bc, False, False, True),
-            ((backward_below - 1) * bc, False, False, True), (backward_below * bc, False, True, False)):
+    two_runs_below = scan_time_last.M2_WARPS_PER_SM * sms // 2  # rows under which the rule gives 2 runs or more
+    assert two_runs_below < forward_below * bc < backward_below * bc  # so that the cases below tell them apart
+    for N in (1, two_runs_below, two_runs_below + 1, forward_below * bc - 1, forward_below * bc,
+              backward_below * bc - 1, backward_below * bc):
         grid, forward = scan_time_last._grid(1, N, 4096, DEVICE, order=2)
         _, backward = scan_time_last._grid(1, N, 4096, DEVICE, backward=True, order=2)
         _, first_order = scan_time_last._grid(1, N, 4096, DEVICE, order=1)
-        assert forward["IN_THREADS"] is True and backward["IN_THREADS"] is backward_in_threads, N
-        assert forward["PREFETCH"] is True and "PREFETCH" not in backward and "SEGMENTS" not in backward
-        assert first_order["PREFETCH"] is first_order_prefetch and "IN_THREADS" not in first_order
-        segments = scan_time_last._m2_segments(N, DEVICE) if segmented else 1
-        assert forward["SEGMENTS"] == segments and (not segmented or forward["BC"] == 1)
+        runs = scan_time_last._m2_segments(N, DEVICE)
+        assert (runs > 1) is (N <= two_runs_below), N
+        forward_runs = runs if -(-N // bc) < forward_below else 0  # 0: in threads, a block of channels a program
+        small_backward = -(-N // bc) < backward_below
+        runs = scan_time_last._m2_segments(N, DEVICE, scan_time_last.M2_BACKWARD_WARPS_PER_SM)
+        backward_runs = runs if small_backward and runs > 1 else 0
+        assert forward["IN_THREADS"] is True and backward["IN_THREADS"] is (backward_runs > 0 or not small_backward)
+        assert forward["SEGMENTS"] == max(forward_runs, 1) and backward["SEGMENTS"] == max(backward_runs, 1), N
+        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
+        assert first_order["PREFETCH"] is small_backward and "IN_THREADS" not in first_order
+        for options, row_runs in ((forward, forward_runs), (backward, backward_runs)):
+            assert (options["BC"] == 1) if row_runs else options["BC"] == bc
         assert grid == (-(-N // forward["BC"]),)
         if GPU:
-            for options, in_threads in ((forward, True), (backward, backward_in_threads)):
+            for options, row_runs in ((forward, forward_runs), (backward, backward_runs)):
+                in_threads = options["IN_THREADS"]
                 tile = dict(scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE)
-                if options is forward and segmented:
-                    tile.update(BC=1, num_warps=segments)
+                if row_runs:
+                    tile.update(BC=1, num_warps=row_runs)
                 assert {k: options[k] for k in tile} == tile
 
 
 @needs_triton
-def test_the_number_of_segments_brings_a_small_grid_near_its_warps_per_sm():
-    """`_m2_segments`: the largest power of two s <= M2_MOST_SEGMENTS with rows * s <= M2_WARPS_PER_SM * SMs (1 where
-    even one warp a row exceeds that), for every grid size."""
+@pytest.mark.parametrize("warps_per_sm", ["M2_WARPS_PER_SM", "M2_BACKWARD_WARPS_PER_SM"])
+def test_the_number_of_segments_brings_a_small_grid_near_its_warps_per_sm(warps_per_sm):
+    """`_m2_segments`: the largest power of two s <= M2_MOST_SEGMENTS with rows * s <= warps_per_sm * SMs (1 where
+    even one warp a row exceeds that), for every grid size, at the forward's and the backward's warps per SM."""
     sms, most = scan_time_last._num_sms(DEVICE), scan_time_last.M2_MOST_SEGMENTS
-    budget = scan_time_last.M2_WARPS_PER_SM * sms
+    warps_per_sm = getattr(scan_time_last, warps_per_sm)
+    budget = warps_per_sm * sms
     seen = set()
     for rows in range(1, 2 * budget, 37):
-        s = scan_time_last._m2_segments(rows, DEVICE)
+        s = scan_time_last._m2_segments(rows, DEVICE, warps_per_sm)
         seen.add(s)
         assert s & (s - 1) == 0 and 1 <= s <= most
         assert rows * s <= budget or s == 1
@@ -551,15 +570,16 @@ def _assert_gpu_run_matches_the_reference(inputs, activation, starts):
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("segments", [2, 4, 8])
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-def test_gpu_order_2_forward_in_segments_matches_the_float64_reference(B, N, T, segments, monkeypatch):
-    """m = 2's forward in segments of a row (M2_SEGMENTS runs of IN_THREADS_TILE's 256 steps, a warp each) over many
-    tiles, with an initial window and document starts: states, final window and every gradient against the float64
-    reference."""
+def test_gpu_order_2_in_segments_matches_the_float64_reference(B, N, T, segments, monkeypatch):
+    """m = 2's forward and backward in segments of a row (M2_SEGMENTS runs of IN_THREADS_TILE's 256 steps, a warp
+    each) over many tiles, with an initial window and document starts: states, final window and every gradient
+    against the float64 reference."""
     monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
     _small_grid_below(monkeypatch, 10**9)
-    options = scan_time_last._grid(B, N, T, DEVICE, order=2)[1]
-    assert options["SEGMENTS"] == options["num_warps"] == segments
-    assert options["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
+    for backward in (False, True):
+        options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=2)[1]
+        assert options["SEGMENTS"] == options["num_warps"] == segments
+        assert options["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T + segments, m=2)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
     starts[0, 256 * segments] = starts[-1, 256] = True  # at a tile's and at a run's first step
@@ -600,14 +620,13 @@ def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation, mode, mo
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
-@pytest.mark.parametrize("m", [1, 2, 4])
-@pytest.mark.parametrize("in_threads", [False, True])
+@pytest.mark.parametrize("m,path", M_AND_PATH)
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, in_threads, monkeypatch):
-    """The window output and the gate bias on the GPU's tiles (small grids: the tile scan of TILE, m = 2's forward
-    in segments; the others: m = 2 in threads with IN_THREADS_TILE) over many tiles, with an initial window and
-    document starts: window, final window and every gradient, the bias's included, against the float64 reference."""
-    _small_grid_below(monkeypatch, 0 if in_threads else 10**9)
+def test_gpu_window_and_gate_bias_match_the_float64_reference(B, N, T, m, path, monkeypatch):
+    """The window output and the gate bias on the GPU's tiles on every launch path (PATHS) over many tiles, with an
+    initial window and document starts: window, final window and every gradient, the bias's included, against the
+    float64 reference."""
+    _take_path(monkeypatch, path)
     gates, values, h0 = _inputs(B, N, T, seed=T + m, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).to(DEVICE)
     bias.requires_grad_()
