@@ -35,8 +35,8 @@ adjoint) in registers, so a row needs no look-back (except order 4's chunks, bel
 load the next tile before scanning this one (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8
 consecutive steps sequentially and scans only the groups' maps across a warp (IN_THREADS; one warp per channel,
 256-step tiles), and BD-LRU block size 2 likewise (`_grid`); m = 2 does so on small grids too, each row's tile then
-several such runs, a warp each, joined across the warps (SEGMENTS; `_segment_windows` forward, `_segment_carries`
-backward); m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
+several such runs, a warp each, joined across the warps (SEGMENTS, `_segment_carries`), and BD-LRU block size 2's
+likewise; m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
 splits each row into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps (`_look_back4`).
 The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N] kernels do.
 All arithmetic is float32; float64 inputs are computed in float32.
@@ -76,7 +76,7 @@ SMALL_GRID_BELOW = 16
 # backward keeps SMALL_GRID_BELOW (bench_results/probes_2026-12-02b/m2_threshold.txt).
 M2_FORWARD_SMALL_GRID_BELOW = 10
 # H-LRU m = 2's forward on small grids runs each row's tile as runs of IN_THREADS_TILE's steps, a warp each, composed in
-# threads, the runs' maps then composed across the warps (`_segment_windows`): as many runs as bring the grid to
+# threads, the runs' maps then composed across the warps (`_segment_carries`): as many runs as bring the grid to
 # M2_WARPS_PER_SM warps per SM, a power of two rounded down, at most M2_MOST_SEGMENTS (`_m2_segments`; 1 run: one warp
 # per row). H200, % of copy forward against the tile scan's 47.8 / 48.2 / 50.8: 40.4 / 52.6 / 48.3 with 2 / 4 / 8 runs
 # at 3.9 programs per SM (B1 T16384 D1024), 55.0 / 50.7 / 51.8 at 7.8 (B2 T8192), 42.2 / 56.3 / 52.4 at 3.9 (B1
@@ -98,6 +98,13 @@ M2_BACKWARD_WARPS_PER_SM = 32
 # 39.6 / 35.4 at 7.8 (B2 T8192 D1024), 71.9 / 44.3 against 37.7 / 35.5 at 15.5 (B4 T4096 D1024); the threshold lies
 # between the first two (bench_results/probes_2026-12-01/small_grid/).
 BD2_SMALL_GRID_BELOW = 6
+# Its small grids in segments of a row as H-LRU m = 2's where that gives 2 runs or more, else the tile scan: the
+# forward at M2_WARPS_PER_SM, the backward at BD2_BACKWARD_WARPS_PER_SM (its registers keep fewer warps resident).
+# H200, B1 T16384 D1024 (512 blocks): forward 40.0 % of copy in the tile scan, 43.7 / 61.0 / 57.2 with 2 / 4 / 8 runs;
+# backward ms (f+b minus forward) 0.273 in the tile scan, 0.217 / 0.231 / 0.244 with 2 / 4 / 8 runs; B1 T65536
+# likewise (bench_results/probes_2026-12-02c/bd2_segments.txt).
+BD2_SEGMENTS = True
+BD2_BACKWARD_WARPS_PER_SM = 8
 # m = 2's forward and backward with the recurrence composed 8 steps at a time in each thread (`_m2_tile_maps` /
 # `_m2_tile_states`, `_m2_adjoint_tile_in_threads`) on grids that are not small, in tiles of one warp per channel:
 # 32 lanes x 8 steps, so that the scan over the 32 groups and the gather of each group's start stay inside the warp.
@@ -473,25 +480,32 @@ if triton is not None:
         return states, previous, tl.sum(tl.where(last, end1, 0.0), axis=1), tl.sum(tl.where(last, end2, 0.0), axis=1)
 
     @triton.jit
-    def _segment_windows(maps, h1, h2):
-        """The incoming windows (w1, w2) [SEGMENTS] of a tile's segments (rows of consecutive runs of steps, each
-        composed in threads: `_m2_tile_maps`'s group maps, 6 x [SEGMENTS, G]) from the tile's incoming window (h1, h2)
-        (every entry the same), and the window after the tile (every entry the same): the segments' maps composed
-        across the rows by tl.associative_scan."""
+    def _segment_carries(maps, c1, c2, REVERSE: tl.constexpr):
+        """A tile's runs (rows of consecutive steps [SEGMENTS, BT], each composed in threads) joined across the rows:
+        from the maps of a run's groups (6 x [SEGMENTS, G] of 2 x 2 affine maps, scanned within each run: the run's
+        whole map at its last group, or its first in REVERSE) and the carry (c1, c2) entering the tile (every entry
+        the same), the carry entering each run [SEGMENTS] and the one leaving the tile (every entry the same), the
+        runs' maps composed by tl.associative_scan over the rows. REVERSE: the backward's runs, walked from the
+        last. Forward: H-LRU m = 2's window (`_m2_tile_maps`), BD-LRU block size 2's state; in reverse the pair
+        (lam, mu) (`_m2_adjoint_tile_maps`) or BD-LRU's adjoint."""
         G: tl.constexpr = maps[0].shape[1]
         group = tl.arange(0, G)[None, :]
-        p, q, r, s, b1, b2 = tl.associative_scan(  # the maps from the tile's window to the window after each segment
-            (_pick_at(maps[0], group, G - 1), _pick_at(maps[1], group, G - 1), _pick_at(maps[2], group, G - 1),
-             _pick_at(maps[3], group, G - 1), _pick_at(maps[4], group, G - 1), _pick_at(maps[5], group, G - 1)),
-            0, _companion_combine)
-        w1, after1 = _run_edges(p * h1 + q * h2 + b1, h1, REVERSE=False)
-        w2, after2 = _run_edges(r * h1 + s * h2 + b2, h2, REVERSE=False)
-        return w1, w2, after1, after2
+        if REVERSE:
+            edge = 0
+        else:
+            edge = G - 1
+        p, q, r, s, b1, b2 = tl.associative_scan(  # the maps from the tile's carry to each run's outgoing one
+            (_pick_at(maps[0], group, edge), _pick_at(maps[1], group, edge), _pick_at(maps[2], group, edge),
+             _pick_at(maps[3], group, edge), _pick_at(maps[4], group, edge), _pick_at(maps[5], group, edge)),
+            0, _companion_combine, reverse=REVERSE)
+        entering1, leaving1 = _run_edges(p * c1 + q * c2 + b1, c1, REVERSE)
+        entering2, leaving2 = _run_edges(r * c1 + s * c2 + b2, c2, REVERSE)
+        return entering1, entering2, leaving1, leaving2
 
     @triton.jit
     def _run_edges(end, before_first, REVERSE: tl.constexpr):
         """(the value entering each run: `before_first` for the first, the run before's `end` for the others; the
-        last run's end in every entry) for one component [SEGMENTS] of the runs' windows (`_segment_windows`). REVERSE
+        last run's end in every entry) for one component [SEGMENTS] of the runs' carries (`_segment_carries`). REVERSE
         (the backward's runs, walked from the last): the first run is the last, the run before is the one after."""
         segment = tl.arange(0, end.shape[0])
         if REVERSE:
@@ -567,22 +581,6 @@ if triton is not None:
         return x
 
     @triton.jit
-    def _segment_carries(maps, c1, c2):
-        """The backward's `_segment_windows`: the pairs (lam, mu) after each of a tile's runs [SEGMENTS] from the pair
-        after the tile (c1, c2) (every entry the same) and `_m2_adjoint_tile_maps`'s group maps (6 x [SEGMENTS, G]),
-        and the pair at the tile's first step (every entry the same): the runs' maps composed across the rows by
-        tl.associative_scan in reverse."""
-        G: tl.constexpr = maps[0].shape[1]
-        group = tl.arange(0, G)[None, :]
-        p, q, r, s, b1, b2 = tl.associative_scan(  # the maps from the pair after the tile to each run's first pair
-            (_pick_at(maps[0], group, 0), _pick_at(maps[1], group, 0), _pick_at(maps[2], group, 0),
-             _pick_at(maps[3], group, 0), _pick_at(maps[4], group, 0), _pick_at(maps[5], group, 0)),
-            0, _companion_combine, reverse=True)
-        after1, first1 = _run_edges(p * c1 + q * c2 + b1, c1, REVERSE=True)
-        after2, first2 = _run_edges(r * c1 + s * c2 + b2, c2, REVERSE=True)
-        return after1, after2, first1, first2
-
-    @triton.jit
     def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
                                  IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -592,7 +590,7 @@ if triton is not None:
         PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
         (`_m2_tile_maps`, `_m2_tile_states`) instead of tl.associative_scan over all its steps. SEGMENTS (in threads,
         one channel a program): a tile is SEGMENTS consecutive runs of BT steps, a warp each, each composed in threads,
-        the runs' maps then composed across the warps (`_segment_windows`), so that a row runs on SEGMENTS warps.
+        the runs' maps then composed across the warps (`_segment_carries`), so that a row runs on SEGMENTS warps.
         WINDOW: states is [B, N, 2, T], the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document
         starts), what the read-out is."""
         tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one channel a program")
@@ -635,7 +633,7 @@ if triton is not None:
                 u = tl.where(mask, g * x, 0.0)
                 maps = _m2_tile_maps(a1, a2, u, start, R, BT, HAS_STARTS)
                 if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
-                    h1, h2, h1_next, h2_next = _segment_windows(maps, h1, h2)
+                    h1, h2, h1_next, h2_next = _segment_carries(maps, h1, h2, REVERSE=False)
                 new1, new2, out1, out2 = _m2_tile_states(a1, a2, u, start, start_before, maps, h1, h2, R, BT)
                 if SEGMENTS == 1:
                     h1_next, h2_next = out1, out2
@@ -736,7 +734,7 @@ if triton is not None:
                 dy = tl.where(mask, dy, 0.0)
                 maps = _m2_adjoint_tile_maps(a1_next, rr, dy, R, BT)
                 if SEGMENTS > 1:  # the pair after each run from the pair after the tile, and the tile's first pair
-                    c1, c2, c1_next, c2_next = _segment_carries(maps, c1, c2)
+                    c1, c2, c1_next, c2_next = _segment_carries(maps, c1, c2, REVERSE=True)
                 lam, first1, first2 = _m2_adjoint_tile_states(a1_next, rr, dy, maps, c1, c2, R, BT)
                 if SEGMENTS == 1:
                     c1_next, c2_next = first1, first2
@@ -1426,12 +1424,12 @@ if triton is not None:
     # states [B, N, 2, T] rows 2 n + j.
 
     @triton.jit
-    def _bd2_load_normalized(gates, blocks, t, mask, T, bias, ACT: tl.constexpr, HAS_BIAS: tl.constexpr):
-        """(a00, a01, g0, a10, a11, g1) [BC, BT] at steps t [BT] of blocks [BC], and the six logits (plus their bias,
-        the six [BC] of `bias`): each row of the block's [A | g] normalised over its three logits."""
+    def _bd2_load_normalized(gates, blocks, steps, mask, T, bias, ACT: tl.constexpr, HAS_BIAS: tl.constexpr):
+        """(a00, a01, g0, a10, a11, g1) [rows, BT] at steps [1 or rows, BT] of blocks [BC], and the six logits (plus
+        their bias, the six [BC] of `bias`): each row of the block's [A | g] normalised over its three logits."""
         b00, b01, b0g, b10, b11, b1g = bias
-        z00, z01, z0g = _load_triple(gates, 2 * blocks, t, mask, T, b00, b01, b0g, HAS_BIAS)
-        z10, z11, z1g = _load_triple(gates, 2 * blocks + 1, t, mask, T, b10, b11, b1g, HAS_BIAS)
+        z00, z01, z0g = _load_triple_at(gates, 2 * blocks, steps, mask, T, b00, b01, b0g, HAS_BIAS)
+        z10, z11, z1g = _load_triple_at(gates, 2 * blocks + 1, steps, mask, T, b10, b11, b1g, HAS_BIAS)
         a00, a01, g0 = _normalize_triple(z00, z01, z0g, ACT)
         a10, a11, g1 = _normalize_triple(z10, z11, z1g, ACT)
         return a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g
@@ -1442,13 +1440,12 @@ if triton is not None:
         return a00 * h0 + a01 * h1 + u0, a10 * h0 + a11 * h1 + u1
 
     @triton.jit
-    def _bd2_tile_in_threads(a00, a01, a10, a11, u0, u1, c0, c1, BC: tl.constexpr, BT: tl.constexpr,
-                             REVERSE: tl.constexpr):
-        """x_t = A_t x_{t-1} + u_t over a tile (REVERSE: x_t = A_t x_{t+1} + u_t, the backward's adjoint, with A_t =
-        A_{t+1}^T given by the caller): x (x0, x1) [BC, BT] from the carry (c0, c1) [BC] (x before the tile's first
-        step, or after its last one), and x at the tile's other end. Each thread composes its 8 consecutive steps' maps
-        (A, u) one after another, only the BT / 8 group maps go through tl.associative_scan, each group's carry is x at
-        the edge of the group before it (tl.gather), and its 8 values follow from it at 4 multiply-adds each. Steps
+    def _bd2_tile_maps(a00, a01, a10, a11, u0, u1, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
+        """x_t = A_t x_{t-1} + u_t over a tile composed in threads, first half (REVERSE: x_t = A_t x_{t+1} + u_t, the
+        backward's adjoint, with A_t = A_{t+1}^T given by the caller): each thread composes its 8 consecutive steps'
+        maps (A, u) one after another (from the last one back in REVERSE) and only the BT / 8 group maps go through
+        tl.associative_scan; returns the 6 components [BC, BT / 8] of the maps from the carry entering the tile to x
+        at each group's far edge (its last step, or first in REVERSE), from which `_bd2_tile_states` gives x. Steps
         outside [0, T) must have A = I, u = 0 forward, A = 0, u = 0 in reverse."""
         G: tl.constexpr = BT // 8
         p00_0, p00_1, p00_2, p00_3, p00_4, p00_5, p00_6, p00_7 = _split_steps(a00, BC, G)
@@ -1457,7 +1454,6 @@ if triton is not None:
         p11_0, p11_1, p11_2, p11_3, p11_4, p11_5, p11_6, p11_7 = _split_steps(a11, BC, G)
         u0_0, u0_1, u0_2, u0_3, u0_4, u0_5, u0_6, u0_7 = _split_steps(u0, BC, G)
         u1_0, u1_1, u1_2, u1_3, u1_4, u1_5, u1_6, u1_7 = _split_steps(u1, BC, G)
-        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
         if REVERSE:  # compose from the last step back
             p, q, r, s, b1, b2 = p00_7, p01_7, p10_7, p11_7, u0_7, u1_7
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
@@ -1467,7 +1463,6 @@ if triton is not None:
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_2, p01_2, p10_2, p11_2, u0_2, u1_2)
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_0, p01_0, p10_0, p11_0, u0_0, u1_0)
-            neighbour, edge_group, far_group = tl.minimum(group + 1, G - 1), G - 1, 0
         else:
             p, q, r, s, b1, b2 = p00_0, p01_0, p10_0, p11_0, u0_0, u1_0
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_1, p01_1, p10_1, p11_1, u0_1, u1_1)
@@ -1477,8 +1472,28 @@ if triton is not None:
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_5, p01_5, p10_5, p11_5, u0_5, u1_5)
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_6, p01_6, p10_6, p11_6, u0_6, u1_6)
             p, q, r, s, b1, b2 = _companion_combine(p, q, r, s, b1, b2, p00_7, p01_7, p10_7, p11_7, u0_7, u1_7)
+        return tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=REVERSE)
+
+    @triton.jit
+    def _bd2_tile_states(a00, a01, a10, a11, u0, u1, maps, c0, c1, BC: tl.constexpr, BT: tl.constexpr,
+                         REVERSE: tl.constexpr):
+        """Second half: x (x0, x1) [BC, BT] of a tile from the carry (c0, c1) [BC] (x before the tile's first step, or
+        after its last one in REVERSE) and the group maps of `_bd2_tile_maps`, and x at the tile's other end: each
+        group's carry is x at the edge of the group before it (tl.gather), and its 8 values follow from it at 4
+        multiply-adds each."""
+        G: tl.constexpr = BT // 8
+        p00_0, p00_1, p00_2, p00_3, p00_4, p00_5, p00_6, p00_7 = _split_steps(a00, BC, G)
+        p01_0, p01_1, p01_2, p01_3, p01_4, p01_5, p01_6, p01_7 = _split_steps(a01, BC, G)
+        p10_0, p10_1, p10_2, p10_3, p10_4, p10_5, p10_6, p10_7 = _split_steps(a10, BC, G)
+        p11_0, p11_1, p11_2, p11_3, p11_4, p11_5, p11_6, p11_7 = _split_steps(a11, BC, G)
+        u0_0, u0_1, u0_2, u0_3, u0_4, u0_5, u0_6, u0_7 = _split_steps(u0, BC, G)
+        u1_0, u1_1, u1_2, u1_3, u1_4, u1_5, u1_6, u1_7 = _split_steps(u1, BC, G)
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        if REVERSE:
+            neighbour, edge_group, far_group = tl.minimum(group + 1, G - 1), G - 1, 0
+        else:
             neighbour, edge_group, far_group = tl.maximum(group - 1, 0), 0, G - 1
-        p, q, r, s, b1, b2 = tl.associative_scan((p, q, r, s, b1, b2), 1, _companion_combine, reverse=REVERSE)
+        p, q, r, s, b1, b2 = maps
         end0 = p * c0[:, None] + q * c1[:, None] + b1  # x at each group's far edge (its first step in reverse)
         end1 = r * c0[:, None] + s * c1[:, None] + b2
         w0 = tl.where(group == edge_group, c0[:, None], tl.gather(end0, neighbour, 1))  # each group's carry
@@ -1509,10 +1524,12 @@ if triton is not None:
     @triton.jit
     def _bd2_tile(a00, a01, a10, a11, u0, u1, c0, c1, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr,
                   IN_THREADS: tl.constexpr):
-        """`_bd2_tile_in_threads` (IN_THREADS), or the same tile with tl.associative_scan over all its steps, one
-        step a lane (the tile scan of TILE's four-warp programs, which hide more latency on a small grid)."""
+        """`_bd2_tile_maps` and `_bd2_tile_states` (IN_THREADS), or the same tile with tl.associative_scan over all
+        its steps, one step a lane (the tile scan of TILE's four-warp programs, which hide more latency on a small
+        grid)."""
         if IN_THREADS:
-            x0, x1, far0, far1 = _bd2_tile_in_threads(a00, a01, a10, a11, u0, u1, c0, c1, BC, BT, REVERSE)
+            maps = _bd2_tile_maps(a00, a01, a10, a11, u0, u1, BC, BT, REVERSE)
+            x0, x1, far0, far1 = _bd2_tile_states(a00, a01, a10, a11, u0, u1, maps, c0, c1, BC, BT, REVERSE)
         else:
             p, q, r, s, b1, b2 = tl.associative_scan((a00, a01, a10, a11, u0, u1), 1, _companion_combine,
                                                      reverse=REVERSE)
@@ -1536,73 +1553,92 @@ if triton is not None:
     @triton.jit
     def _bd2_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                   ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                                  IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                  IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                                  HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1); the state
         restarts from zero before every document start (A_t = 0 there). PREFETCH: each tile's logits and values are
-        loaded while the tile before is scanned. IN_THREADS: the tile composed 8 steps a thread (`_bd2_tile`)."""
+        loaded while the tile before is scanned. IN_THREADS: the tile composed 8 steps a thread (`_bd2_tile`).
+        SEGMENTS (in threads, one block a program): a tile is SEGMENTS runs of BT steps, a warp each, joined across
+        the warps (`_segment_carries`), as H-LRU m = 2's."""
+        tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one block a program")
+        R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC blocks, or one block's SEGMENTS runs
+        SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        h0 = tl.zeros([BC], dtype=tl.float32)
-        h1 = tl.zeros([BC], dtype=tl.float32)
+        h0 = tl.zeros([R], dtype=tl.float32)  # (with segments: the tile's, in every entry)
+        h1 = tl.zeros([R], dtype=tl.float32)
         if HAS_H0:
-            h0 = tl.load(initial_state + 2 * blocks, mask=mc, other=0.0)
-            h1 = tl.load(initial_state + 2 * blocks + 1, mask=mc, other=0.0)
+            h0 += tl.load(initial_state + 2 * blocks, mask=mc, other=0.0)
+            h1 += tl.load(initial_state + 2 * blocks + 1, mask=mc, other=0.0)
+        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
         if PREFETCH:
-            t = tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, bias, ACT,
-                                                                                HAS_BIAS)
-            x0 = _load_values(values, 2 * blocks, t, mask, T)
-            x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
-        for t0 in range(0, T, BT):
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
+            steps = lane
+            mask = mc[:, None] & (steps < T)
+            a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, steps, mask, T, bias,
+                                                                                ACT, HAS_BIAS)
+            x0 = _load_values_at(values, 2 * blocks, steps, mask, T)
+            x1 = _load_values_at(values, 2 * blocks + 1, steps, mask, T)
+        for t0 in range(0, T, SPAN):
+            steps = t0 + lane
+            mask = mc[:, None] & (steps < T)
             if PREFETCH:
-                mask_next = mc[:, None] & (t + BT < T)[None, :]
+                mask_next = mc[:, None] & (steps + SPAN < T)
                 a00_n, a01_n, g0_n, a10_n, a11_n, g1_n, _, _, _, _, _, _ = _bd2_load_normalized(
-                    gates, blocks, t + BT, mask_next, T, bias, ACT, HAS_BIAS)
-                x0_n = _load_values(values, 2 * blocks, t + BT, mask_next, T)
-                x1_n = _load_values(values, 2 * blocks + 1, t + BT, mask_next, T)
+                    gates, blocks, steps + SPAN, mask_next, T, bias, ACT, HAS_BIAS)
+                x0_n = _load_values_at(values, 2 * blocks, steps + SPAN, mask_next, T)
+                x1_n = _load_values_at(values, 2 * blocks + 1, steps + SPAN, mask_next, T)
             else:
-                a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t, mask, T, bias,
-                                                                                    ACT, HAS_BIAS)
-                x0 = _load_values(values, 2 * blocks, t, mask, T)
-                x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
-            inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: A = 0, from a zero state
-            new0, new1, h0, h1 = _bd2_tile(  # steps past T: the identity
-                tl.where(mask, tl.where(inside, a00, 0.0), 1.0), tl.where(inside, a01, 0.0),
-                tl.where(inside, a10, 0.0), tl.where(mask, tl.where(inside, a11, 0.0), 1.0),
-                tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0), h0, h1, BC, BT, False, IN_THREADS)
-            tl.store(states + (2 * blocks)[:, None] * T + t[None, :], new0.to(states.dtype.element_ty), mask=mask)
-            tl.store(states + (2 * blocks + 1)[:, None] * T + t[None, :], new1.to(states.dtype.element_ty), mask=mask)
+                a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, steps, mask, T,
+                                                                                    bias, ACT, HAS_BIAS)
+                x0 = _load_values_at(values, 2 * blocks, steps, mask, T)
+                x1 = _load_values_at(values, 2 * blocks + 1, steps, mask, T)
+            inside = mask & ~_starts_in(starts, b, steps, T, HAS_STARTS)  # a document start: A = 0, from a zero state
+            c00 = tl.where(mask, tl.where(inside, a00, 0.0), 1.0)  # steps past T: the identity
+            c01, c10 = tl.where(inside, a01, 0.0), tl.where(inside, a10, 0.0)
+            c11 = tl.where(mask, tl.where(inside, a11, 0.0), 1.0)
+            u0, u1 = tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0)
+            if SEGMENTS > 1:  # each run's incoming state from the tile's, and the tile's outgoing one
+                maps = _bd2_tile_maps(c00, c01, c10, c11, u0, u1, R, BT, False)
+                h0, h1, h0_next, h1_next = _segment_carries(maps, h0, h1, REVERSE=False)
+                new0, new1, runs_end0, runs_end1 = _bd2_tile_states(c00, c01, c10, c11, u0, u1, maps, h0, h1, R, BT,
+                                                                     False)
+                h0, h1 = h0_next, h1_next
+            else:
+                new0, new1, h0, h1 = _bd2_tile(c00, c01, c10, c11, u0, u1, h0, h1, BC, BT, False, IN_THREADS)
+            tl.store(states + (2 * blocks)[:, None] * T + steps, new0.to(states.dtype.element_ty), mask=mask)
+            tl.store(states + (2 * blocks + 1)[:, None] * T + steps, new1.to(states.dtype.element_ty), mask=mask)
             if PREFETCH:
                 a00, a01, g0, a10, a11, g1, x0, x1 = a00_n, a01_n, g0_n, a10_n, a11_n, g1_n, x0_n, x1_n
         if WRITE_FINAL:
-            tl.store(final_state + 2 * blocks, h0, mask=mc)
-            tl.store(final_state + 2 * blocks + 1, h1, mask=mc)
+            tl.store(final_state + 2 * blocks, _first_run(h0, SEGMENTS), mask=mc)
+            tl.store(final_state + 2 * blocks + 1, _first_run(h1, SEGMENTS), mask=mc)
 
     @triton.jit
     def _bd2_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                   d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
-                                  BT: tl.constexpr, IN_THREADS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                  HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                  BT: tl.constexpr, IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr,
+                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
+                                  HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1; no flow back
-        across a document start), scanned in reverse time a tile at a time (`_bd2_tile` with REVERSE); then,
-        per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j] through each row's normalisation,
-        d v_t[j] = lam_t[j] g_t[j], and the initial state's gradient A_0^T lam_0. h_{t-1} is read from the saved
-        states (the initial state at t = 0; zero at a document start). HAS_BIAS: each program also sums its logit
-        gradients over the steps into d_bias_rows [B, N, 6] (the host sums the batch rows)."""
+        across a document start), scanned in reverse time a tile at a time (`_bd2_tile` with REVERSE; SEGMENTS as
+        the forward's, the runs joined in reverse); then, per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] =
+        lam_t[j] v_t[j] through each row's normalisation, d v_t[j] = lam_t[j] g_t[j], and the initial state's
+        gradient A_0^T lam_0. h_{t-1} is read from the saved states (the initial state at t = 0; zero at a document
+        start). HAS_BIAS: each program also sums its logit gradients over the steps into d_bias_rows [B, N, 6] (the
+        host sums the batch rows)."""
+        tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one block a program")
+        R: tl.constexpr = BC * SEGMENTS
+        SPAN: tl.constexpr = BT * SEGMENTS
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        d_bias00 = tl.zeros([BC], dtype=tl.float32)
-        d_bias01 = tl.zeros([BC], dtype=tl.float32)
-        d_bias0g = tl.zeros([BC], dtype=tl.float32)
-        d_bias10 = tl.zeros([BC], dtype=tl.float32)
-        d_bias11 = tl.zeros([BC], dtype=tl.float32)
-        d_bias1g = tl.zeros([BC], dtype=tl.float32)
-        l0 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
-        l1 = tl.zeros([BC], dtype=tl.float32)
+        d_bias00 = tl.zeros([R], dtype=tl.float32)
+        d_bias01 = tl.zeros([R], dtype=tl.float32)
+        d_bias0g = tl.zeros([R], dtype=tl.float32)
+        d_bias10 = tl.zeros([R], dtype=tl.float32)
+        d_bias11 = tl.zeros([R], dtype=tl.float32)
+        d_bias1g = tl.zeros([R], dtype=tl.float32)
+        l0 = tl.zeros([R], dtype=tl.float32)  # lam at the step after the tile (with segments: in every entry)
+        l1 = tl.zeros([R], dtype=tl.float32)
         h0 = tl.zeros([BC], dtype=tl.float32)
         h1 = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
@@ -1613,41 +1649,51 @@ if triton is not None:
         if HAS_D_FINAL:
             df0 = tl.load(d_final + 2 * blocks, mask=mc, other=0.0)
             df1 = tl.load(d_final + 2 * blocks + 1, mask=mc, other=0.0)
-        num_tiles = tl.cdiv(T, BT)
+        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
+        num_tiles = tl.cdiv(T, SPAN)
         for i in range(0, num_tiles):
-            t0 = (num_tiles - 1 - i) * BT
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            start = _starts_at(starts, b, t, T, HAS_STARTS)
-            coupled = mc[:, None] & (t + 1 < T)[None, :] & ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
-            n00, n01, _, n10, n11, _, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, t + 1, coupled, T, bias,
-                                                                              ACT, HAS_BIAS)
-            dy0 = _load_values(d_states, 2 * blocks, t, mask, T) + tl.where((t == T - 1)[None, :], df0[:, None], 0.0)
-            dy1 = _load_values(d_states, 2 * blocks + 1, t, mask, T) + tl.where((t == T - 1)[None, :], df1[:, None], 0.0)
-            lam0, lam1, l0, l1 = _bd2_tile(  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
-                tl.where(coupled, n00, 0.0), tl.where(coupled, n10, 0.0), tl.where(coupled, n01, 0.0),
-                tl.where(coupled, n11, 0.0), tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0), l0, l1, BC, BT, True,
-                IN_THREADS)
+            t0 = (num_tiles - 1 - i) * SPAN
+            steps = t0 + lane
+            mask = mc[:, None] & (steps < T)
+            start = _starts_in(starts, b, steps, T, HAS_STARTS)
+            coupled = mc[:, None] & (steps + 1 < T) & ~_starts_in(starts, b, steps + 1, T, HAS_STARTS)
+            n00, n01, _, n10, n11, _, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, steps + 1, coupled, T,
+                                                                              bias, ACT, HAS_BIAS)
+            dy0 = _load_values_at(d_states, 2 * blocks, steps, mask, T) + tl.where(steps == T - 1, df0[:, None], 0.0)
+            dy1 = _load_values_at(d_states, 2 * blocks + 1, steps, mask, T) + tl.where(steps == T - 1, df1[:, None],
+                                                                                       0.0)
+            # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
+            c00, c01 = tl.where(coupled, n00, 0.0), tl.where(coupled, n10, 0.0)
+            c10, c11 = tl.where(coupled, n01, 0.0), tl.where(coupled, n11, 0.0)
+            dy0, dy1 = tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0)
+            if SEGMENTS > 1:  # lam after each run from lam after the tile, and lam at the tile's first step
+                maps = _bd2_tile_maps(c00, c01, c10, c11, dy0, dy1, R, BT, True)
+                l0, l1, l0_next, l1_next = _segment_carries(maps, l0, l1, REVERSE=True)
+                lam0, lam1, runs_end0, runs_end1 = _bd2_tile_states(c00, c01, c10, c11, dy0, dy1, maps, l0, l1, R,
+                                                                     BT, True)
+                l0, l1 = l0_next, l1_next
+            else:
+                lam0, lam1, l0, l1 = _bd2_tile(c00, c01, c10, c11, dy0, dy1, l0, l1, BC, BT, True, IN_THREADS)
             # the step's own inputs after the scan (fewer registers live across it)
-            a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, t, mask, T,
-                                                                                            bias, ACT, HAS_BIAS)
-            x0 = _load_values(values, 2 * blocks, t, mask, T)
-            x1 = _load_values(values, 2 * blocks + 1, t, mask, T)
-            before = mask & (t >= 1)[None, :]
-            s0 = tl.where((t >= 1)[None, :], _load_values(states, 2 * blocks, t - 1, before, T), h0[:, None])
-            s1 = tl.where((t >= 1)[None, :], _load_values(states, 2 * blocks + 1, t - 1, before, T), h1[:, None])
+            a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, steps, mask,
+                                                                                            T, bias, ACT, HAS_BIAS)
+            x0 = _load_values_at(values, 2 * blocks, steps, mask, T)
+            x1 = _load_values_at(values, 2 * blocks + 1, steps, mask, T)
+            before = mask & (steps >= 1)
+            s0 = tl.where(steps >= 1, _load_values_at(states, 2 * blocks, steps - 1, before, T), h0[:, None])
+            s1 = tl.where(steps >= 1, _load_values_at(states, 2 * blocks + 1, steps - 1, before, T), h1[:, None])
             s0 = tl.where(start, 0.0, s0)  # a document starts from a zero state
             s1 = tl.where(start, 0.0, s1)
             dz00, dz01, dz0g = _normalize_triple_bwd(z00, z01, z0g, lam0 * s0, lam0 * s1, lam0 * x0, ACT)
             dz10, dz11, dz1g = _normalize_triple_bwd(z10, z11, z1g, lam1 * s0, lam1 * s1, lam1 * x1, ACT)
-            gate_rows = (6 * blocks)[:, None] * T + t[None, :]
+            gate_rows = (6 * blocks)[:, None] * T + steps
             tl.store(d_gates + gate_rows, dz00.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + T, dz01.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + 2 * T, dz0g.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + 3 * T, dz10.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + 4 * T, dz11.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_gates + gate_rows + 5 * T, dz1g.to(d_gates.dtype.element_ty), mask=mask)
-            value_rows = (2 * blocks)[:, None] * T + t[None, :]
+            value_rows = (2 * blocks)[:, None] * T + steps
             tl.store(d_values + value_rows, (lam0 * g0).to(d_values.dtype.element_ty), mask=mask)
             tl.store(d_values + value_rows + T, (lam1 * g1).to(d_values.dtype.element_ty), mask=mask)
             if HAS_BIAS:
@@ -1659,12 +1705,17 @@ if triton is not None:
                 d_bias1g += tl.sum(tl.where(mask, dz1g, 0.0), axis=1)
             if HAS_H0:
                 if t0 == 0:  # h_0 = A_0 h_{-1} + ...: d h_{-1} = A_0^T lam_0, lam_0 = (l0, l1) now; 0 after a start
-                    keep = tl.where(start, 0.0, 1.0)
-                    a00_0, a01_0 = _pick(a00 * keep, t, 0), _pick(a01 * keep, t, 0)
-                    a10_0, a11_0 = _pick(a10 * keep, t, 0), _pick(a11 * keep, t, 0)
-                    tl.store(d_initial_state + 2 * blocks, a00_0 * l0 + a10_0 * l1, mask=mc)
-                    tl.store(d_initial_state + 2 * blocks + 1, a01_0 * l0 + a11_0 * l1, mask=mc)
+                    keep = tl.where(start, 0.0, 1.0)  # (with segments the first run holds step 0)
+                    a00_0, a01_0 = _pick_at(a00 * keep, steps, 0), _pick_at(a01 * keep, steps, 0)
+                    a10_0, a11_0 = _pick_at(a10 * keep, steps, 0), _pick_at(a11 * keep, steps, 0)
+                    tl.store(d_initial_state + 2 * blocks, _first_run(a00_0 * l0 + a10_0 * l1, SEGMENTS), mask=mc)
+                    tl.store(d_initial_state + 2 * blocks + 1, _first_run(a01_0 * l0 + a11_0 * l1, SEGMENTS), mask=mc)
         if HAS_BIAS:
+            if SEGMENTS > 1:  # the runs' sums
+                d_bias00, d_bias01, d_bias0g = tl.sum(d_bias00, axis=0), tl.sum(d_bias01, axis=0), \
+                    tl.sum(d_bias0g, axis=0)
+                d_bias10, d_bias11, d_bias1g = tl.sum(d_bias10, axis=0), tl.sum(d_bias11, axis=0), \
+                    tl.sum(d_bias1g, axis=0)
             _store_bias_gradient(d_bias_rows, blocks, 0, 6, mc, d_bias00)
             _store_bias_gradient(d_bias_rows, blocks, 1, 6, mc, d_bias01)
             _store_bias_gradient(d_bias_rows, blocks, 2, 6, mc, d_bias0g)
@@ -1712,10 +1763,10 @@ if triton is not None:
 
     @triton.jit
     def _bd4_tile_in_threads(maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
-        """`_bd2_tile_in_threads` for 4 x 4 maps (20 components [BC, BT]) and 4 steps a thread: x_t = A_t x_{t-1} +
-        b_t over a tile (REVERSE: x_t = A_t x_{t+1} + b_t) from the carry (c0..c3) [BC]; returns x (4 x [BC, BT])
-        and x at the tile's other end (4 x [BC]). Steps outside [0, T) must be the identity forward, zero in
-        reverse."""
+        """`_bd2_tile_maps` and `_bd2_tile_states` in one for 4 x 4 maps (20 components [BC, BT]) and 4 steps a
+        thread: x_t = A_t x_{t-1} + b_t over a tile (REVERSE: x_t = A_t x_{t+1} + b_t) from the carry (c0..c3) [BC];
+        returns x (4 x [BC, BT]) and x at the tile's other end (4 x [BC]). Steps outside [0, T) must be the identity
+        forward, zero in reverse."""
         G: tl.constexpr = BT // 4
         s = _bd4_split(maps, BC, G)
         group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
@@ -2024,14 +2075,21 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options.update(IN_THREADS_TILE)
     if order == 2:
         options["IN_THREADS"] = in_threads
-        if not blocked:  # H-LRU m = 2: small grids in segments of a row, a warp each (the backward from 2 runs)
+        # small grids in segments of a row, a warp each: H-LRU m = 2's forward always, its backward and BD-LRU block
+        # size 2 from 2 runs (else the tile scan)
+        if blocked:
+            warps_per_sm = BD2_BACKWARD_WARPS_PER_SM if backward else M2_WARPS_PER_SM
+        else:
             warps_per_sm = M2_BACKWARD_WARPS_PER_SM if backward else M2_WARPS_PER_SM
-            segments = _m2_segments(B * N, device, warps_per_sm) if small and M2_IN_THREADS else 1
+        segments = _m2_segments(B * N, device, warps_per_sm) if small and M2_IN_THREADS else 1
+        if blocked:
+            in_segments = small and M2_IN_THREADS and segments > 1 and BD2_SEGMENTS
+        else:
             in_segments = small and M2_IN_THREADS and (not backward or (segments > 1 and M2_BACKWARD_SEGMENTS))
-            options["SEGMENTS"] = segments if in_segments else 1
-            if in_segments:
-                options.update(BC=1, num_warps=segments, IN_THREADS=True,
-                               BT=(INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"])
+        options["SEGMENTS"] = segments if in_segments else 1
+        if in_segments:
+            options.update(BC=1, num_warps=segments, IN_THREADS=True,
+                           BT=(INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"])
     if not backward:
         options["PREFETCH"] = small or in_threads
     options["BT"] = _tile_steps(options["BT"], T)

@@ -272,19 +272,20 @@ def main(argv=None):
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
     time_last.M2_BACKWARD_SEGMENTS = True
     # BD-LRU on time-last tensors: forward (block size 2 prefetching) and backward, with and without initial state,
-    # document starts and a gate bias; block size 2 composed in threads (grids that are not small), then as a tile
-    # scan; block size 4 composed in threads on every grid
+    # document starts and a gate bias; block size 2 composed in threads (grids that are not small), then in segments
+    # of a row and as a tile scan (small grids); block size 4 composed in threads on every grid
     def block_forward_backward(gates, values, h0, activation, starts, bias):
         states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
         time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
                                      bias)
 
     bd2_small_grid_below = time_last.BD2_SMALL_GRID_BELOW
-    for m, paths in ((2, ((0, ", in threads"), (10**9, ", tile scan"))), (4, ((bd2_small_grid_below, ""),))):
+    for m, paths in ((2, ((0, True, ", in threads"), (10**9, True, ", in segments"), (10**9, False, ", tile scan"))),
+                     (4, ((bd2_small_grid_below, True, ""),))):
         gates = torch.randn(2, 3, m, m + 1, 600, dtype=torch.bfloat16)
         values = torch.randn(2, 3, m, 600, dtype=torch.bfloat16)
-        for small_grid_below_here, path in paths:
-            time_last.BD2_SMALL_GRID_BELOW = small_grid_below_here
+        for small_grid_below_here, segments, path in paths:
+            time_last.BD2_SMALL_GRID_BELOW, time_last.BD2_SEGMENTS = small_grid_below_here, segments
             for activation, h0, starts, bias in (("softmax", torch.randn(2, 3, m), None, None),
                                                  ("relu", None, None, None),
                                                  ("softmax", torch.randn(2, 3, m), torch.rand(2, 600) < 0.01,
@@ -293,7 +294,7 @@ def main(argv=None):
                       f"{', initial state' if h0 is not None else ''}"
                       f"{', document starts, gate bias' if starts is not None else ''}",
                       lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
-    time_last.BD2_SMALL_GRID_BELOW = bd2_small_grid_below
+    time_last.BD2_SMALL_GRID_BELOW, time_last.BD2_SEGMENTS = bd2_small_grid_below, True
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

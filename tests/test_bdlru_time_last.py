@@ -48,16 +48,21 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
     torch.testing.assert_close(final, h, rtol=0, atol=1e-12)
 
 
-@pytest.fixture(params=["2-in-threads", "2-tile-scan", "4"])
+@pytest.fixture(params=["2-in-threads", "2-segments-2", "2-segments-8", "2-tile-scan", "4"])
 def block_size(request, monkeypatch):
     """The block sizes with time-last kernels, on every path of `_grid` (`blocked`): 2 composed in threads (grids that
-    are not small) or as a tile scan (small ones; the interpreter's grids are small), 4 composed in threads on every
-    grid."""
+    are not small), on small grids in segments of a row (2 or 8 runs a tile, a warp each, forward and backward) or
+    as a tile scan (BD2_SEGMENTS off), 4 composed in threads on every grid."""
     if request.param == "4":
         return 4
     in_threads = request.param == "2-in-threads"
+    segments = int(request.param.split("-")[-1]) if "segments" in request.param else 1
     monkeypatch.setattr(scan_time_last, "BD2_SMALL_GRID_BELOW", 0 if in_threads else 10**9)
-    assert scan_time_last._grid(1, 1, 16, DEVICE, order=2, blocked=True)[1]["IN_THREADS"] is in_threads
+    monkeypatch.setattr(scan_time_last, "BD2_SEGMENTS", segments > 1)
+    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments if segments > 1 else None)
+    for backward in (False, True):
+        options = scan_time_last._grid(1, 1, 16, DEVICE, backward=backward, order=2, blocked=True)[1]
+        assert options["IN_THREADS"] is (in_threads or segments > 1) and options["SEGMENTS"] == segments
     return 2
 
 
@@ -238,27 +243,38 @@ def test_fullgraph_compile_traces_the_custom_op(m):
 @needs_triton
 def test_launch_options_by_programs_per_sm():
     """`_grid` for BD-LRU (`blocked`): a grid of fewer than BD2_SMALL_GRID_BELOW programs (rows x blocks) per SM runs
-    the tile scan, one of that many in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's threshold
-    (SMALL_GRID_BELOW, its backward's) says; one program per (row, BC blocks); the forward prefetches;
-    the backward has no register cap (H-LRU's one-wave cap made it spill)."""
-    programs = scan_time_last.BD2_SMALL_GRID_BELOW * scan_time_last._num_sms(DEVICE)
+    in segments of a row where H-LRU m = 2's rule gives 2 runs or more (`_m2_segments`, at M2_WARPS_PER_SM forward
+    and BD2_BACKWARD_WARPS_PER_SM backward; one block a program, a warp a run), else the tile scan; one of that many
+    in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's thresholds say; one program per (row, BC blocks)
+    otherwise; the forward prefetches; the backward has no register cap (H-LRU's one-wave cap made it spill)."""
+    sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
+    programs = scan_time_last.BD2_SMALL_GRID_BELOW * sms
     # so that the H-LRU check below can fail (its backward is small below SMALL_GRID_BELOW)
     assert scan_time_last.BD2_SMALL_GRID_BELOW < scan_time_last.SMALL_GRID_BELOW
-    hlru = scan_time_last._grid(2, programs * scan_time_last._tile()["BC"] // 2, 4096, DEVICE, backward=True,
-                                order=2)[1]
+    hlru = scan_time_last._grid(2, programs * bc // 2, 4096, DEVICE, backward=True, order=2)[1]
     # the same grid is small for H-LRU m = 2: the tile scan, or segments of a row where its rule gives 2 runs or more
     assert hlru["IN_THREADS"] is False or hlru["SEGMENTS"] > 1
-    bc = scan_time_last._tile()["BC"]
-    for B, N, in_threads in ((1, (programs - 1) * bc, False), (2, programs * bc // 2, True)):
+    for B, N in ((1, 1), (1, 300), (1, (programs - 1) * bc), (2, programs * bc // 2), (4, programs * bc)):
+        small = B * -(-N // bc) < programs
         grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2, blocked=True)
         _, backward = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2, blocked=True)
-        assert forward["IN_THREADS"] is backward["IN_THREADS"] is in_threads
+        for options, warps_per_sm in ((forward, scan_time_last.M2_WARPS_PER_SM),
+                                      (backward, scan_time_last.BD2_BACKWARD_WARPS_PER_SM)):
+            runs = scan_time_last._m2_segments(B * N, DEVICE, warps_per_sm) if small else 1
+            assert options["SEGMENTS"] == (runs if runs > 1 else 1), (B, N)
+            assert options["IN_THREADS"] is (not small or runs > 1), (B, N)
+            assert options["BC"] == (1 if runs > 1 else bc)
+            assert "maxnreg" not in options
+            if GPU:
+                tile = dict(scan_time_last.IN_THREADS_TILE if options["IN_THREADS"] else scan_time_last.TILE)
+                if runs > 1:
+                    tile.update(num_warps=runs)
+                assert {k: options[k] for k in tile} == tile
         assert grid == (B * -(-N // forward["BC"]),)
         assert forward["PREFETCH"] is True and "PREFETCH" not in backward
-        assert "maxnreg" not in forward and "maxnreg" not in backward
-        if GPU:
-            tile = scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE
-            assert {k: forward[k] for k in tile} == tile
+    # a small grid above ran in segments (with the GPU's one block a program every small grid does; the
+    # interpreter's two blocks a program leave (programs - 1) * bc blocks forward to the tile scan)
+    assert scan_time_last._grid(1, 1, 4096, DEVICE, order=2, blocked=True)[1]["SEGMENTS"] > 1
 
 
 @needs_triton
