@@ -4,6 +4,8 @@
 #                                                           # scan on small grids, then the GPU tests of segments
 #   bash bench_results/probes_2026-12-02c/run.sh rule OUT    # the backward's 32-warps-per-SM rule against the tile
 #                                                           # scan at 512-2048 rows, then the table's m = 2 rows
+#   bash bench_results/probes_2026-12-02c/run.sh bd2 OUT     # BD-LRU block size 2 in segments against the tile
+#                                                           # scan, its GPU tests, then the table's m = 2 rows
 #   bash bench_results/probes_2026-12-02c/run.sh tests OUT   # the GPU tests of the time-last scans
 #   bash bench_results/probes_2026-12-02c/run.sh table OUT   # scripts/bench_scan.py's m = 2 rows
 set -u
@@ -23,11 +25,19 @@ case "$part" in
       --out "$out/m2_bwd_rule.json" 2>&1 | tee "$out/m2_bwd_rule.txt"
     timeout 360 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --orders 2 \
       --out "$out/bench_scan_m2.json" 2>&1 | grep -v Warn | tee "$out/bench_scan_m2.txt" | tail -30 ;;
+  bd2)
+    timeout 200 python3 bench_results/probes_2026-12-02c/probe_bd2_segments.py --out "$out/bd2_segments.json" 2>&1 \
+      | tee "$out/bd2_segments.txt"
+    timeout 260 python3 -m pytest -q -n 14 -p no:cacheprovider tests/test_bdlru_time_last.py tests/test_scan_time_last.py \
+      -k "bdlru or block_size or segments or window_and_gate_bias or launch" -rf --tb=line 2>&1 \
+      | grep -v Warn | grep -i "assert\|Error\|FAILED\|passed\|failed" | tail -20 | tee "$out/gpu_tests_bd2.txt"
+    timeout 100 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --orders 2 \
+      --out "$out/bench_scan_m2_bd2.json" 2>&1 | grep -v Warn | tee "$out/bench_scan_m2_bd2.txt" | tail -16 ;;
   tests)
     timeout 560 python3 -m pytest -q -n 14 -p no:cacheprovider tests/test_scan_time_last.py \
       tests/test_bdlru_time_last.py 2>&1 | tail -15 | tee "$out/gpu_tests.txt" ;;
   table)
     timeout 540 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --orders 2 \
       --out "$out/bench_scan_m2.json" 2>&1 | grep -v Warn | tee "$out/bench_scan_m2.txt" | tail -30 ;;
-  *) echo "part must be bwdseg, rule, tests or table, got $part"; exit 2 ;;
+  *) echo "part must be bwdseg, rule, bd2, tests or table, got $part"; exit 2 ;;
 esac
