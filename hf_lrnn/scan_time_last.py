@@ -132,6 +132,14 @@ BD4_TILE = {"BC": 1, "BT": 128, "num_warps": 1}
 # the value gradients' buffer, which they become, so the backward takes no memory more than one kernel's; a float32
 # buffer of their own was faster at B8 (0.585 against 0.729 ms) for 4 bytes more a channel-step.
 BD4_GRADIENTS_TILE = {"BC": 1, "BT": 256, "num_warps": 4}
+# BD-LRU block size 4 on small grids as BD-LRU block size 2's: each row's tile several runs of BD4_TILE's steps, a
+# warp each, joined across the warps (`_segment_carries4`), as many as bring the grid to BD4_WARPS_PER_SM warps per SM
+# (`_m2_segments`; B1 T16384 D1024: 256 blocks, 4 runs), forward and adjoint scan alike. Prepared and off
+# (BD4_SEGMENTS False: one warp a row): exact in the interpreter, compiled for sm_90 by Triton 3.6, not yet run on
+# the H200 (B1 runs at 9.6 % of copy forward with 2 one-warp programs per SM);
+# bench_results/probes_2026-12-02c/probe_bd4_segments.py measures it.
+BD4_SEGMENTS = False
+BD4_WARPS_PER_SM = 8
 # The in-thread backwards (m = 2's on grids that are not small, m = 4's) cap their registers (Triton's `maxnreg`,
 # `_backward_register_cap`) so that the whole grid is resident at once where a cap of at least MIN_BACKWARD_REGISTERS
 # allows it: at B8 T4096 D1024 m = 2 (31 one-warp programs per SM; 96 registers keep 21 resident, 64 keep 32) that
@@ -806,7 +814,12 @@ if triton is not None:
     @triton.jit
     def _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS: tl.constexpr):
         """The logits at steps t [BT] of rows [BC]: lags 1-4, input gate (plus their bias [BC]), float32."""
-        base = (5 * rows)[:, None] * T + t[None, :]
+        return _load_five_at(gates, rows, t[None, :], mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
+
+    @triton.jit
+    def _load_five_at(gates, rows, steps, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS: tl.constexpr):
+        """`_load_five` at steps [1 or rows, BT]."""
+        base = (5 * rows)[:, None] * T + steps
         z1 = tl.load(gates + base, mask=mask, other=0.0).to(tl.float32)
         z2 = tl.load(gates + base + T, mask=mask, other=0.0).to(tl.float32)
         z3 = tl.load(gates + base + 2 * T, mask=mask, other=0.0).to(tl.float32)
@@ -1762,25 +1775,35 @@ if triton is not None:
                 s[11][i], s[12][i], s[13][i], s[14][i], s[15][i], s[16][i], s[17][i], s[18][i], s[19][i])
 
     @triton.jit
-    def _bd4_tile_in_threads(maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
-        """`_bd2_tile_maps` and `_bd2_tile_states` in one for 4 x 4 maps (20 components [BC, BT]) and 4 steps a
-        thread: x_t = A_t x_{t-1} + b_t over a tile (REVERSE: x_t = A_t x_{t+1} + b_t) from the carry (c0..c3) [BC];
-        returns x (4 x [BC, BT]) and x at the tile's other end (4 x [BC]). Steps outside [0, T) must be the identity
-        forward, zero in reverse."""
+    def _bd4_tile_maps(maps, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
+        """`_bd2_tile_maps` for 4 x 4 maps (20 components [BC, BT]) and 4 steps a thread: x_t = A_t x_{t-1} + b_t
+        over a tile (REVERSE: x_t = A_t x_{t+1} + b_t); returns the 20 components [BC, BT / 4] of the maps from the
+        carry entering the tile to x at each group's far edge (its last step, or first in REVERSE), from which
+        `_bd4_tile_states` gives x. Steps outside [0, T) must be the identity forward, zero in reverse."""
         G: tl.constexpr = BT // 4
         s = _bd4_split(maps, BC, G)
-        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
         if REVERSE:  # compose from the last step back
             p = _companion4_combine(*_bd4_step(s, 3), *_bd4_step(s, 2))
             p = _companion4_combine(*p, *_bd4_step(s, 1))
             p = _companion4_combine(*p, *_bd4_step(s, 0))
-            neighbour, edge_group, far_group = tl.minimum(group + 1, G - 1), G - 1, 0
         else:
             p = _companion4_combine(*_bd4_step(s, 0), *_bd4_step(s, 1))
             p = _companion4_combine(*p, *_bd4_step(s, 2))
             p = _companion4_combine(*p, *_bd4_step(s, 3))
+        return tl.associative_scan(p, 1, _companion4_combine, reverse=REVERSE)
+
+    @triton.jit
+    def _bd4_tile_states(maps, m, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
+        """Second half: x (4 x [BC, BT]) of a tile from the carry (c0..c3) [BC] (x before the tile's first step, or
+        after its last one in REVERSE) and the group maps m of `_bd4_tile_maps`, and x at the tile's other end
+        (4 x [BC]): each group's carry is x at the edge of the group before it (tl.gather), its 4 steps follow."""
+        G: tl.constexpr = BT // 4
+        s = _bd4_split(maps, BC, G)
+        group = tl.broadcast_to(tl.arange(0, G)[None, :], [BC, G])
+        if REVERSE:
+            neighbour, edge_group, far_group = tl.minimum(group + 1, G - 1), G - 1, 0
+        else:
             neighbour, edge_group, far_group = tl.maximum(group - 1, 0), 0, G - 1
-        m = tl.associative_scan(p, 1, _companion4_combine, reverse=REVERSE)
         end0 = _apply4(m[0], m[1], m[2], m[3], m[16], c0, c1, c2, c3)  # x at each group's far edge
         end1 = _apply4(m[4], m[5], m[6], m[7], m[17], c0, c1, c2, c3)
         end2 = _apply4(m[8], m[9], m[10], m[11], m[18], c0, c1, c2, c3)
@@ -1804,6 +1827,38 @@ if triton is not None:
                 _join_steps4(x0[2], x1[2], x2[2], x3[2], BC, G), _join_steps4(x0[3], x1[3], x2[3], x3[3], BC, G),
                 tl.sum(tl.where(far, end0, 0.0), axis=1), tl.sum(tl.where(far, end1, 0.0), axis=1),
                 tl.sum(tl.where(far, end2, 0.0), axis=1), tl.sum(tl.where(far, end3, 0.0), axis=1))
+
+    @triton.jit
+    def _bd4_tile_in_threads(maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
+        """`_bd4_tile_maps` then `_bd4_tile_states`: x (4 x [BC, BT]) and x at the tile's other end (4 x [BC])."""
+        return _bd4_tile_states(maps, _bd4_tile_maps(maps, BC, BT, REVERSE), c0, c1, c2, c3, BC, BT, REVERSE)
+
+    @triton.jit
+    def _segment_carries4(m, c0, c1, c2, c3, REVERSE: tl.constexpr):
+        """`_segment_carries` for 4 x 4 affine maps: from the group maps of a tile's runs (20 x [SEGMENTS, G],
+        `_bd4_tile_maps`) and the carry (c0..c3) entering the tile (every entry the same), the carry entering each
+        run [SEGMENTS] and the one leaving the tile (every entry the same)."""
+        G: tl.constexpr = m[0].shape[1]
+        group = tl.arange(0, G)[None, :]
+        if REVERSE:
+            edge = 0
+        else:
+            edge = G - 1
+        r = tl.associative_scan(  # the maps from the tile's carry to each run's outgoing one
+            (_pick_at(m[0], group, edge), _pick_at(m[1], group, edge), _pick_at(m[2], group, edge),
+             _pick_at(m[3], group, edge), _pick_at(m[4], group, edge), _pick_at(m[5], group, edge),
+             _pick_at(m[6], group, edge), _pick_at(m[7], group, edge), _pick_at(m[8], group, edge),
+             _pick_at(m[9], group, edge), _pick_at(m[10], group, edge), _pick_at(m[11], group, edge),
+             _pick_at(m[12], group, edge), _pick_at(m[13], group, edge), _pick_at(m[14], group, edge),
+             _pick_at(m[15], group, edge), _pick_at(m[16], group, edge), _pick_at(m[17], group, edge),
+             _pick_at(m[18], group, edge), _pick_at(m[19], group, edge)),
+            0, _companion4_combine, reverse=REVERSE)
+        e0, e1, e2, e3 = _apply_map4(c0, c1, c2, c3, r)
+        entering0, leaving0 = _run_edges(e0, c0, REVERSE)
+        entering1, leaving1 = _run_edges(e1, c1, REVERSE)
+        entering2, leaving2 = _run_edges(e2, c2, REVERSE)
+        entering3, leaving3 = _run_edges(e3, c3, REVERSE)
+        return entering0, entering1, entering2, entering3, leaving0, leaving1, leaving2, leaving3
 
     @triton.jit
     def _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS: tl.constexpr):
@@ -1830,12 +1885,16 @@ if triton is not None:
                 _load_bias(gate_bias, blocks, b, N, 19, 20, mc, HAS_BIAS))
 
     @triton.jit
-    def _bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS: tl.constexpr):
-        """The blocks' 20 logits [BC, BT] at steps t, row j's five at 5 j .. 5 j + 4 (plus their bias)."""
-        z0 = _load_five(gates, 4 * blocks, t, mask, T, bias[0], bias[1], bias[2], bias[3], bias[4], HAS_BIAS)
-        z1 = _load_five(gates, 4 * blocks + 1, t, mask, T, bias[5], bias[6], bias[7], bias[8], bias[9], HAS_BIAS)
-        z2 = _load_five(gates, 4 * blocks + 2, t, mask, T, bias[10], bias[11], bias[12], bias[13], bias[14], HAS_BIAS)
-        z3 = _load_five(gates, 4 * blocks + 3, t, mask, T, bias[15], bias[16], bias[17], bias[18], bias[19], HAS_BIAS)
+    def _bd4_load_logits(gates, blocks, steps, mask, T, bias, HAS_BIAS: tl.constexpr):
+        """The blocks' 20 logits [rows, BT] at steps [1 or rows, BT], row j's five at 5 j .. 5 j + 4 (plus their
+        bias)."""
+        z0 = _load_five_at(gates, 4 * blocks, steps, mask, T, bias[0], bias[1], bias[2], bias[3], bias[4], HAS_BIAS)
+        z1 = _load_five_at(gates, 4 * blocks + 1, steps, mask, T, bias[5], bias[6], bias[7], bias[8], bias[9],
+                           HAS_BIAS)
+        z2 = _load_five_at(gates, 4 * blocks + 2, steps, mask, T, bias[10], bias[11], bias[12], bias[13], bias[14],
+                           HAS_BIAS)
+        z3 = _load_five_at(gates, 4 * blocks + 3, steps, mask, T, bias[15], bias[16], bias[17], bias[18], bias[19],
+                           HAS_BIAS)
         return z0 + z1 + z2 + z3
 
     @triton.jit
@@ -1849,23 +1908,31 @@ if triton is not None:
 
     @triton.jit
     def _bd4_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
-                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                  HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, SEGMENTS: tl.constexpr,
+                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
+                                  HAS_STARTS: tl.constexpr):
         """BD-LRU block size 4 for BC blocks: states[block, j, t] = h_t[j]; initial / final state [4]; the state
-        restarts from zero before every document start (A_t = 0 there). Composed 4 steps a thread
-        (`_bd4_tile_in_threads`)."""
+        restarts from zero before every document start (A_t = 0 there). Composed 4 steps a thread (`_bd4_tile_maps`,
+        `_bd4_tile_states`). SEGMENTS (one block a program): a tile is SEGMENTS runs of BT steps, a warp each, joined
+        across the warps (`_segment_carries4`)."""
+        tl.static_assert(SEGMENTS == 1 or BC == 1, "segments: one block a program")
+        R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC blocks, or one block's SEGMENTS runs
+        SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        h0, h1, h2, h3 = _load_four(initial_state, blocks, mc, HAS_H0)
-        for t0 in range(0, T, BT):
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            a, g = _bd4_normalize(_bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS), ACT)
-            x0 = _load_values(values, 4 * blocks, t, mask, T)
-            x1 = _load_values(values, 4 * blocks + 1, t, mask, T)
-            x2 = _load_values(values, 4 * blocks + 2, t, mask, T)
-            x3 = _load_values(values, 4 * blocks + 3, t, mask, T)
-            inside = mask & ~_starts_at(starts, b, t, T, HAS_STARTS)  # a document start: A = 0, from a zero state
+        i0, i1, i2, i3 = _load_four(initial_state, blocks, mc, HAS_H0)
+        zero = tl.zeros([R], dtype=tl.float32)  # (with segments: the tile's state in every entry)
+        h0, h1, h2, h3 = zero + i0, zero + i1, zero + i2, zero + i3
+        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
+        for t0 in range(0, T, SPAN):
+            steps = t0 + lane
+            mask = mc[:, None] & (steps < T)
+            a, g = _bd4_normalize(_bd4_load_logits(gates, blocks, steps, mask, T, bias, HAS_BIAS), ACT)
+            x0 = _load_values_at(values, 4 * blocks, steps, mask, T)
+            x1 = _load_values_at(values, 4 * blocks + 1, steps, mask, T)
+            x2 = _load_values_at(values, 4 * blocks + 2, steps, mask, T)
+            x3 = _load_values_at(values, 4 * blocks + 3, steps, mask, T)
+            inside = mask & ~_starts_in(starts, b, steps, T, HAS_STARTS)  # a document start: A = 0, from zero
             maps = (  # steps past T: the identity
                 tl.where(mask, tl.where(inside, a[0], 0.0), 1.0), tl.where(inside, a[1], 0.0),
                 tl.where(inside, a[2], 0.0), tl.where(inside, a[3], 0.0),
@@ -1877,14 +1944,22 @@ if triton is not None:
                 tl.where(mask, tl.where(inside, a[15], 0.0), 1.0),
                 tl.where(mask, g[0] * x0, 0.0), tl.where(mask, g[1] * x1, 0.0), tl.where(mask, g[2] * x2, 0.0),
                 tl.where(mask, g[3] * x3, 0.0))
-            new0, new1, new2, new3, h0, h1, h2, h3 = _bd4_tile_in_threads(maps, h0, h1, h2, h3, BC, BT, False)
-            rows = (4 * blocks)[:, None] * T + t[None, :]
+            m = _bd4_tile_maps(maps, R, BT, False)
+            if SEGMENTS > 1:  # each run's incoming state from the tile's, and the tile's outgoing one
+                h0, h1, h2, h3, n0, n1, n2, n3 = _segment_carries4(m, h0, h1, h2, h3, REVERSE=False)
+            new0, new1, new2, new3, o0, o1, o2, o3 = _bd4_tile_states(maps, m, h0, h1, h2, h3, R, BT, False)
+            if SEGMENTS > 1:
+                h0, h1, h2, h3 = n0, n1, n2, n3
+            else:
+                h0, h1, h2, h3 = o0, o1, o2, o3
+            rows = (4 * blocks)[:, None] * T + steps
             tl.store(states + rows, new0.to(states.dtype.element_ty), mask=mask)
             tl.store(states + rows + T, new1.to(states.dtype.element_ty), mask=mask)
             tl.store(states + rows + 2 * T, new2.to(states.dtype.element_ty), mask=mask)
             tl.store(states + rows + 3 * T, new3.to(states.dtype.element_ty), mask=mask)
         if WRITE_FINAL:
-            _store_four(final_state, blocks, mc, h0, h1, h2, h3)
+            _store_four(final_state, blocks, mc, _first_run(h0, SEGMENTS), _first_run(h1, SEGMENTS),
+                        _first_run(h2, SEGMENTS), _first_run(h3, SEGMENTS))
 
     @triton.jit
     def _bd4_row_gradients(d_gates, gate_rows, T, z, j: tl.constexpr, lam, s0, s1, s2, s3, x, mask,
@@ -1912,27 +1987,31 @@ if triton is not None:
 
     @triton.jit
     def _bd4_adjoint_kernel(gates, gate_bias, starts, d_states, d_final, adjoints, T, N, ACT: tl.constexpr,
-                            BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_D_FINAL: tl.constexpr,
-                            HAS_STARTS: tl.constexpr):
+                            BC: tl.constexpr, BT: tl.constexpr, SEGMENTS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                            HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """BD-LRU block size 4's backward, first kernel: the adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (the final
         state's gradient added at T - 1; A = 0 at a document start) scanned in reverse time a tile at a time
-        (`_bd4_tile_in_threads` with REVERSE) and stored into adjoints [B, N, 4, T] (`_bd4_backward` says where) for
-        `_bd4_gradients_kernel`."""
+        (`_bd4_tile_maps` / `_bd4_tile_states` with REVERSE; SEGMENTS as the forward's, the runs joined in reverse)
+        and stored into adjoints [B, N, 4, T] (`_bd4_backward` says where) for `_bd4_gradients_kernel`."""
+        tl.static_assert(SEGMENTS == 1 or BC == 1, "segments: one block a program")
+        R: tl.constexpr = BC * SEGMENTS
+        SPAN: tl.constexpr = BT * SEGMENTS
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        l0 = tl.zeros([BC], dtype=tl.float32)  # lam at the step after the tile
-        l1 = tl.zeros([BC], dtype=tl.float32)
-        l2 = tl.zeros([BC], dtype=tl.float32)
-        l3 = tl.zeros([BC], dtype=tl.float32)
+        l0 = tl.zeros([R], dtype=tl.float32)  # lam at the step after the tile (with segments: in every entry)
+        l1 = tl.zeros([R], dtype=tl.float32)
+        l2 = tl.zeros([R], dtype=tl.float32)
+        l3 = tl.zeros([R], dtype=tl.float32)
         df0, df1, df2, df3 = _load_four(d_final, blocks, mc, HAS_D_FINAL)
-        num_tiles = tl.cdiv(T, BT)
+        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
+        num_tiles = tl.cdiv(T, SPAN)
         for i in range(0, num_tiles):
-            t = (num_tiles - 1 - i) * BT + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            coupled = mc[:, None] & (t + 1 < T)[None, :] & ~_starts_at(starts, b, t + 1, T, HAS_STARTS)
-            n, _ = _bd4_normalize(_bd4_load_logits(gates, blocks, t + 1, coupled, T, bias, HAS_BIAS), ACT)
-            last = (t == T - 1)[None, :]
-            rows = (4 * blocks)[:, None] * T + t[None, :]
+            steps = (num_tiles - 1 - i) * SPAN + lane
+            mask = mc[:, None] & (steps < T)
+            coupled = mc[:, None] & (steps + 1 < T) & ~_starts_in(starts, b, steps + 1, T, HAS_STARTS)
+            n, g_next = _bd4_normalize(_bd4_load_logits(gates, blocks, steps + 1, coupled, T, bias, HAS_BIAS), ACT)
+            last = steps == T - 1
+            rows = (4 * blocks)[:, None] * T + steps
             maps = (  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
                 tl.where(coupled, n[0], 0.0), tl.where(coupled, n[4], 0.0), tl.where(coupled, n[8], 0.0),
                 tl.where(coupled, n[12], 0.0), tl.where(coupled, n[1], 0.0), tl.where(coupled, n[5], 0.0),
@@ -1946,7 +2025,14 @@ if triton is not None:
                 tl.where(last, df2[:, None], 0.0),
                 tl.load(d_states + rows + 3 * T, mask=mask, other=0.0).to(tl.float32) +
                 tl.where(last, df3[:, None], 0.0))
-            lam0, lam1, lam2, lam3, l0, l1, l2, l3 = _bd4_tile_in_threads(maps, l0, l1, l2, l3, BC, BT, True)
+            m = _bd4_tile_maps(maps, R, BT, True)
+            if SEGMENTS > 1:  # lam after each run from lam after the tile, and lam at the tile's first step
+                l0, l1, l2, l3, n0, n1, n2, n3 = _segment_carries4(m, l0, l1, l2, l3, REVERSE=True)
+            lam0, lam1, lam2, lam3, o0, o1, o2, o3 = _bd4_tile_states(maps, m, l0, l1, l2, l3, R, BT, True)
+            if SEGMENTS > 1:
+                l0, l1, l2, l3 = n0, n1, n2, n3
+            else:
+                l0, l1, l2, l3 = o0, o1, o2, o3
             tl.store(adjoints + rows, lam0.to(adjoints.dtype.element_ty), mask=mask)
             tl.store(adjoints + rows + T, lam1.to(adjoints.dtype.element_ty), mask=mask)
             tl.store(adjoints + rows + 2 * T, lam2.to(adjoints.dtype.element_ty), mask=mask)
@@ -1970,7 +2056,7 @@ if triton is not None:
         t = tile * BT + tl.arange(0, BT)
         mask = mc[:, None] & (t < T)[None, :]
         bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        z = _bd4_load_logits(gates, blocks, t, mask, T, bias, HAS_BIAS)
+        z = _bd4_load_logits(gates, blocks, t[None, :], mask, T, bias, HAS_BIAS)
         a, g = _bd4_normalize(z, ACT)
         start = _starts_at(starts, b, t, T, HAS_STARTS)
         h0, h1, h2, h3 = _load_four(initial_state, blocks, mc, HAS_H0)
@@ -2057,6 +2143,12 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
                 and not torch.are_deterministic_algorithms_enabled()
             options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
             programs *= options["num_chunks"]
+        else:  # BD-LRU block size 4: a small grid's rows in segments, a warp a run (BD4_SEGMENTS; 1: whole rows)
+            segments = _m2_segments(B * N, device, BD4_WARPS_PER_SM) if BD4_SEGMENTS else 1
+            options["SEGMENTS"] = segments
+            if segments > 1:
+                options.update(BC=1, num_warps=segments * options["num_warps"])
+                programs = B * N
         if backward and not blocked and not _INTERPRET:  # BD-LRU block size 4: no cap
             options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,
                                                         most=M4_BACKWARD_REGISTERS)

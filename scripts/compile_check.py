@@ -295,6 +295,15 @@ def main(argv=None):
                       f"{', document starts, gate bias' if starts is not None else ''}",
                       lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
     time_last.BD2_SMALL_GRID_BELOW, time_last.BD2_SEGMENTS = bd2_small_grid_below, True
+    # BD-LRU block size 4 in segments of a row (BD4_SEGMENTS, off by default; 8 runs on this grid)
+    time_last.BD4_SEGMENTS = True
+    for activation, h0, starts, bias in (("relu", None, None, None),
+                                         ("softmax", torch.randn(2, 3, 4), torch.rand(2, 600) < 0.01,
+                                          torch.randn(3, 4, 5))):
+        check(f"time-last BD-LRU block size 4, in segments, {activation}"
+              f"{', initial state, document starts, gate bias' if starts is not None else ''}",
+              lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
+    time_last.BD4_SEGMENTS = False
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

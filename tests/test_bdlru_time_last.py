@@ -48,12 +48,20 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
     torch.testing.assert_close(final, h, rtol=0, atol=1e-12)
 
 
-@pytest.fixture(params=["2-in-threads", "2-segments-2", "2-segments-8", "2-tile-scan", "4"])
+@pytest.fixture(params=["2-in-threads", "2-segments-2", "2-segments-8", "2-tile-scan", "4", "4-segments-2",
+                        "4-segments-4"])
 def block_size(request, monkeypatch):
     """The block sizes with time-last kernels, on every path of `_grid` (`blocked`): 2 composed in threads (grids that
     are not small), on small grids in segments of a row (2 or 8 runs a tile, a warp each, forward and backward) or
-    as a tile scan (BD2_SEGMENTS off), 4 composed in threads on every grid."""
-    if request.param == "4":
+    as a tile scan (BD2_SEGMENTS off); 4 composed in threads, one row a program (BD4_SEGMENTS off, the default) or
+    in segments of a row (2 or 4 runs; the forward and the adjoint scan)."""
+    if request.param.startswith("4"):
+        segments = int(request.param.split("-")[-1]) if "segments" in request.param else 1
+        monkeypatch.setattr(scan_time_last, "BD4_SEGMENTS", segments > 1)
+        monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments if segments > 1 else None)
+        for backward in (False, True):
+            options = scan_time_last._grid(1, 1, 16, DEVICE, backward=backward, order=4, blocked=True)[1]
+            assert options["SEGMENTS"] == segments and (segments == 1 or options["BC"] == 1)
         return 4
     in_threads = request.param == "2-in-threads"
     segments = int(request.param.split("-")[-1]) if "segments" in request.param else 1
@@ -278,18 +286,30 @@ def test_launch_options_by_programs_per_sm():
 
 
 @needs_triton
-def test_block_size_4_launches_in_threads_on_every_grid():
+@pytest.mark.parametrize("segments_on", [False, True])
+def test_block_size_4_launches_in_threads_on_every_grid(segments_on, monkeypatch):
     """`_grid` for BD-LRU block size 4 (`order=4, blocked`): one program per (row, BC blocks) on every grid, BD4_TILE
-    on a GPU (4 steps a thread: BT = 32 lanes x 4), no register cap, and tiles no longer than the sequence."""
-    for B, N, T in ((1, 1, 5), (1, 512, 16384), (64, 512, 2048)):
+    on a GPU (4 steps a thread: BT = 32 lanes x 4), no register cap, and tiles no longer than the sequence; with
+    BD4_SEGMENTS, a grid that `_m2_segments` (at BD4_WARPS_PER_SM) gives 2 runs or more runs one block a program
+    in that many warps, forward and backward alike."""
+    monkeypatch.setattr(scan_time_last, "BD4_SEGMENTS", segments_on)
+    seen = set()
+    for B, N, T in ((1, 1, 5), (1, 256, 16384), (1, 512, 16384), (64, 512, 2048)):
         for backward in (False, True):
             grid, options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=4, blocked=True)
-            assert grid == (B * -(-N // options["BC"]),)
+            runs = scan_time_last._m2_segments(B * N, DEVICE, scan_time_last.BD4_WARPS_PER_SM) if segments_on else 1
+            assert options["SEGMENTS"] == runs
+            assert grid == (B * -(-N // options["BC"]),) and (runs == 1 or options["BC"] == 1)
             assert "maxnreg" not in options and "IN_THREADS" not in options
             assert 16 <= options["BT"] and (options["BT"] <= T or options["BT"] == 16)
             if GPU and T >= 128:
-                assert options == scan_time_last.BD4_TILE
-                assert options["BT"] == 32 * 4 * options["num_warps"] // options["BC"]
+                tile = dict(scan_time_last.BD4_TILE)
+                if runs > 1:
+                    tile.update(num_warps=runs * tile["num_warps"])
+                assert {k: options[k] for k in tile} == tile
+                assert options["BT"] == 32 * 4 * tile["num_warps"] // tile["BC"] // runs
+            seen.add(runs)
+    assert len(seen) == (4 if segments_on else 1)  # on: 8 runs at one block, 4 at 256 (B1 D1024), 2 at 512, 1 at B64
 
 
 @pytest.mark.gpu

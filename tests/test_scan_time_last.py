@@ -236,8 +236,8 @@ def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activat
                                               (17, True, False), (1, True, True)])
 def test_order_2_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
     """m = 2 on small grids with M2_SEGMENTS > 1: each tile one channel's `segments` runs of 16 steps (the
-    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_windows`
-    forward, `_segment_carries` backward): window or states, final window and every gradient against the float64
+    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_carries`,
+    forward and in reverse): window or states, final window and every gradient against the float64
     reference, with the gate bias, an initial window and document starts at a run's first and last step and at a
     tile's first step (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
     monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
