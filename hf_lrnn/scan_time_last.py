@@ -2131,8 +2131,10 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     prefetch: 58 -> 64 % at B8 T2048 D768, no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt).
     In threads, the backwards take the one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled
     under it, 52.9 -> 26.4 % of copy forward+backward at B8 T4096 D1024 with 64 registers
-    (bench_results/probes_2026-12-01/bdlru2/). Order 4 (H-LRU m = 4; BD-LRU block size 4 with `blocked`) composes in
-    threads on every grid, in M4_TILE / BD4_TILE."""
+    (bench_results/probes_2026-12-01/bdlru2/). On small grids H-LRU m = 2 and BD-LRU block size 2 run each row's tile
+    as several runs, a warp each (SEGMENTS, `_m2_segments`): H-LRU m = 2's forward always, its backward and BD-LRU's
+    where the rule gives 2 runs or more (else the tile scan). Order 4 (H-LRU m = 4; BD-LRU block size 4 with
+    `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE (BD-LRU's in segments with BD4_SEGMENTS)."""
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
         options["BT"] = _tile_steps(options["BT"], T)
@@ -2194,9 +2196,10 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
 
 
 def _m2_segments(rows: int, device, warps_per_sm: int = M2_WARPS_PER_SM) -> int:
-    """Runs a row's tile splits into for H-LRU m = 2 on a small grid of `rows` one-channel programs: the power of
-    two, rounded down, that brings the grid nearest `warps_per_sm` warps per SM from below (M2_WARPS_PER_SM forward,
-    M2_BACKWARD_WARPS_PER_SM backward), 1 to M2_MOST_SEGMENTS (or M2_SEGMENTS where a test sets it)."""
+    """Runs a row's tile splits into on a small grid of `rows` one-channel (or one-block) programs: the power of
+    two, rounded down, that brings the grid nearest `warps_per_sm` warps per SM from below, 1 to M2_MOST_SEGMENTS (or
+    M2_SEGMENTS where a test sets it). H-LRU m = 2 (M2_WARPS_PER_SM forward, M2_BACKWARD_WARPS_PER_SM backward),
+    BD-LRU block size 2 (M2_WARPS_PER_SM, BD2_BACKWARD_WARPS_PER_SM) and 4 (BD4_WARPS_PER_SM)."""
     if M2_SEGMENTS is not None:
         return M2_SEGMENTS
     wanted = warps_per_sm * _num_sms(device if device is not None else "cpu") / max(rows, 1)
