@@ -1536,13 +1536,19 @@ if triton is not None:
 
     @triton.jit
     def _bd2_tile(a00, a01, a10, a11, u0, u1, c0, c1, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr,
-                  IN_THREADS: tl.constexpr):
+                  IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr):
         """`_bd2_tile_maps` and `_bd2_tile_states` (IN_THREADS), or the same tile with tl.associative_scan over all
         its steps, one step a lane (the tile scan of TILE's four-warp programs, which hide more latency on a small
-        grid)."""
+        grid). SEGMENTS (in threads; the BC rows one block's consecutive runs): the carry, the same in every entry,
+        enters the first run, each other run's comes from the run before (`_segment_carries`), and the carry leaving
+        the tile comes back in every entry."""
         if IN_THREADS:
             maps = _bd2_tile_maps(a00, a01, a10, a11, u0, u1, BC, BT, REVERSE)
+            if SEGMENTS > 1:
+                c0, c1, leaving0, leaving1 = _segment_carries(maps, c0, c1, REVERSE)
             x0, x1, far0, far1 = _bd2_tile_states(a00, a01, a10, a11, u0, u1, maps, c0, c1, BC, BT, REVERSE)
+            if SEGMENTS > 1:
+                far0, far1 = leaving0, leaving1
         else:
             p, q, r, s, b1, b2 = tl.associative_scan((a00, a01, a10, a11, u0, u1), 1, _companion_combine,
                                                      reverse=REVERSE)
@@ -1610,14 +1616,7 @@ if triton is not None:
             c01, c10 = tl.where(inside, a01, 0.0), tl.where(inside, a10, 0.0)
             c11 = tl.where(mask, tl.where(inside, a11, 0.0), 1.0)
             u0, u1 = tl.where(mask, g0 * x0, 0.0), tl.where(mask, g1 * x1, 0.0)
-            if SEGMENTS > 1:  # each run's incoming state from the tile's, and the tile's outgoing one
-                maps = _bd2_tile_maps(c00, c01, c10, c11, u0, u1, R, BT, False)
-                h0, h1, h0_next, h1_next = _segment_carries(maps, h0, h1, REVERSE=False)
-                new0, new1, runs_end0, runs_end1 = _bd2_tile_states(c00, c01, c10, c11, u0, u1, maps, h0, h1, R, BT,
-                                                                     False)
-                h0, h1 = h0_next, h1_next
-            else:
-                new0, new1, h0, h1 = _bd2_tile(c00, c01, c10, c11, u0, u1, h0, h1, BC, BT, False, IN_THREADS)
+            new0, new1, h0, h1 = _bd2_tile(c00, c01, c10, c11, u0, u1, h0, h1, R, BT, False, IN_THREADS, SEGMENTS)
             tl.store(states + (2 * blocks)[:, None] * T + steps, new0.to(states.dtype.element_ty), mask=mask)
             tl.store(states + (2 * blocks + 1)[:, None] * T + steps, new1.to(states.dtype.element_ty), mask=mask)
             if PREFETCH:
@@ -1679,14 +1678,7 @@ if triton is not None:
             c00, c01 = tl.where(coupled, n00, 0.0), tl.where(coupled, n10, 0.0)
             c10, c11 = tl.where(coupled, n01, 0.0), tl.where(coupled, n11, 0.0)
             dy0, dy1 = tl.where(mask, dy0, 0.0), tl.where(mask, dy1, 0.0)
-            if SEGMENTS > 1:  # lam after each run from lam after the tile, and lam at the tile's first step
-                maps = _bd2_tile_maps(c00, c01, c10, c11, dy0, dy1, R, BT, True)
-                l0, l1, l0_next, l1_next = _segment_carries(maps, l0, l1, REVERSE=True)
-                lam0, lam1, runs_end0, runs_end1 = _bd2_tile_states(c00, c01, c10, c11, dy0, dy1, maps, l0, l1, R,
-                                                                     BT, True)
-                l0, l1 = l0_next, l1_next
-            else:
-                lam0, lam1, l0, l1 = _bd2_tile(c00, c01, c10, c11, dy0, dy1, l0, l1, BC, BT, True, IN_THREADS)
+            lam0, lam1, l0, l1 = _bd2_tile(c00, c01, c10, c11, dy0, dy1, l0, l1, R, BT, True, IN_THREADS, SEGMENTS)
             # the step's own inputs after the scan (fewer registers live across it)
             a00, a01, g0, a10, a11, g1, z00, z01, z0g, z10, z11, z1g = _bd2_load_normalized(gates, blocks, steps, mask,
                                                                                             T, bias, ACT, HAS_BIAS)
@@ -1829,9 +1821,17 @@ if triton is not None:
                 tl.sum(tl.where(far, end2, 0.0), axis=1), tl.sum(tl.where(far, end3, 0.0), axis=1))
 
     @triton.jit
-    def _bd4_tile_in_threads(maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr):
-        """`_bd4_tile_maps` then `_bd4_tile_states`: x (4 x [BC, BT]) and x at the tile's other end (4 x [BC])."""
-        return _bd4_tile_states(maps, _bd4_tile_maps(maps, BC, BT, REVERSE), c0, c1, c2, c3, BC, BT, REVERSE)
+    def _bd4_tile_in_threads(maps, c0, c1, c2, c3, BC: tl.constexpr, BT: tl.constexpr, REVERSE: tl.constexpr,
+                             SEGMENTS: tl.constexpr):
+        """`_bd4_tile_maps` then `_bd4_tile_states`: x (4 x [BC, BT]) and x at the tile's other end (4 x [BC]).
+        SEGMENTS as `_bd2_tile`'s (the runs joined by `_segment_carries4`)."""
+        m = _bd4_tile_maps(maps, BC, BT, REVERSE)
+        if SEGMENTS > 1:
+            c0, c1, c2, c3, leaving0, leaving1, leaving2, leaving3 = _segment_carries4(m, c0, c1, c2, c3, REVERSE)
+        x0, x1, x2, x3, far0, far1, far2, far3 = _bd4_tile_states(maps, m, c0, c1, c2, c3, BC, BT, REVERSE)
+        if SEGMENTS > 1:
+            far0, far1, far2, far3 = leaving0, leaving1, leaving2, leaving3
+        return x0, x1, x2, x3, far0, far1, far2, far3
 
     @triton.jit
     def _segment_carries4(m, c0, c1, c2, c3, REVERSE: tl.constexpr):
@@ -1944,14 +1944,8 @@ if triton is not None:
                 tl.where(mask, tl.where(inside, a[15], 0.0), 1.0),
                 tl.where(mask, g[0] * x0, 0.0), tl.where(mask, g[1] * x1, 0.0), tl.where(mask, g[2] * x2, 0.0),
                 tl.where(mask, g[3] * x3, 0.0))
-            m = _bd4_tile_maps(maps, R, BT, False)
-            if SEGMENTS > 1:  # each run's incoming state from the tile's, and the tile's outgoing one
-                h0, h1, h2, h3, n0, n1, n2, n3 = _segment_carries4(m, h0, h1, h2, h3, REVERSE=False)
-            new0, new1, new2, new3, o0, o1, o2, o3 = _bd4_tile_states(maps, m, h0, h1, h2, h3, R, BT, False)
-            if SEGMENTS > 1:
-                h0, h1, h2, h3 = n0, n1, n2, n3
-            else:
-                h0, h1, h2, h3 = o0, o1, o2, o3
+            new0, new1, new2, new3, h0, h1, h2, h3 = _bd4_tile_in_threads(maps, h0, h1, h2, h3, R, BT, False,
+                                                                          SEGMENTS)
             rows = (4 * blocks)[:, None] * T + steps
             tl.store(states + rows, new0.to(states.dtype.element_ty), mask=mask)
             tl.store(states + rows + T, new1.to(states.dtype.element_ty), mask=mask)
@@ -2009,7 +2003,7 @@ if triton is not None:
             steps = (num_tiles - 1 - i) * SPAN + lane
             mask = mc[:, None] & (steps < T)
             coupled = mc[:, None] & (steps + 1 < T) & ~_starts_in(starts, b, steps + 1, T, HAS_STARTS)
-            n, g_next = _bd4_normalize(_bd4_load_logits(gates, blocks, steps + 1, coupled, T, bias, HAS_BIAS), ACT)
+            n, _ = _bd4_normalize(_bd4_load_logits(gates, blocks, steps + 1, coupled, T, bias, HAS_BIAS), ACT)
             last = steps == T - 1
             rows = (4 * blocks)[:, None] * T + steps
             maps = (  # C_t = A_{t+1}^T; 0 from T - 1 on and before a start
@@ -2025,14 +2019,8 @@ if triton is not None:
                 tl.where(last, df2[:, None], 0.0),
                 tl.load(d_states + rows + 3 * T, mask=mask, other=0.0).to(tl.float32) +
                 tl.where(last, df3[:, None], 0.0))
-            m = _bd4_tile_maps(maps, R, BT, True)
-            if SEGMENTS > 1:  # lam after each run from lam after the tile, and lam at the tile's first step
-                l0, l1, l2, l3, n0, n1, n2, n3 = _segment_carries4(m, l0, l1, l2, l3, REVERSE=True)
-            lam0, lam1, lam2, lam3, o0, o1, o2, o3 = _bd4_tile_states(maps, m, l0, l1, l2, l3, R, BT, True)
-            if SEGMENTS > 1:
-                l0, l1, l2, l3 = n0, n1, n2, n3
-            else:
-                l0, l1, l2, l3 = o0, o1, o2, o3
+            lam0, lam1, lam2, lam3, l0, l1, l2, l3 = _bd4_tile_in_threads(maps, l0, l1, l2, l3, R, BT, True,
+                                                                          SEGMENTS)
             tl.store(adjoints + rows, lam0.to(adjoints.dtype.element_ty), mask=mask)
             tl.store(adjoints + rows + T, lam1.to(adjoints.dtype.element_ty), mask=mask)
             tl.store(adjoints + rows + 2 * T, lam2.to(adjoints.dtype.element_ty), mask=mask)

@@ -32,14 +32,13 @@ def _outputs_and_gradients(g, v, do):
     return (out.detach(),) + torch.autograd.grad(out, (g, v), do)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="bd2_segments.json")
-    args = ap.parse_args()
+def run(m, switch, shapes, modes, out):
+    """Time every mode of `modes` ({name: (value of scan_time_last.<switch>, M2_SEGMENTS)}) at every shape (B, T,
+    D) of BD-LRU block size m, print a row each and save them to `out` (JSON)."""
     copy = bench_scan.copy_bandwidth()
     print(f"copy {copy:.2f} TB/s", flush=True)
-    m, rows = 2, []
-    for B, T, D in SHAPES:
+    rows = []
+    for B, T, D in shapes:
         N = D // m
         g = torch.randn(B, N, m, m + 1, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         v = torch.randn(B, N, m, T, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -47,10 +46,11 @@ def main():
         tok = B * T * D
         fwd_bytes, fb_bytes = tok * (m + 3) * 2, tok * (3 * m + 8) * 2  # bench_scan.py's, per channel
         reference = None
-        for mode, (segments_on, segments) in MODES.items():
-            scan_time_last.BD2_SEGMENTS, scan_time_last.M2_SEGMENTS = segments_on, segments
-            forward = scan_time_last._grid(B, N, T, g.device, order=2, blocked=True)[1]
-            backward = scan_time_last._grid(B, N, T, g.device, backward=True, order=2, blocked=True)[1]
+        for mode, (segments_on, segments) in modes.items():
+            setattr(scan_time_last, switch, segments_on)
+            scan_time_last.M2_SEGMENTS = segments
+            forward = scan_time_last._grid(B, N, T, g.device, order=m, blocked=True)[1]
+            backward = scan_time_last._grid(B, N, T, g.device, backward=True, order=m, blocked=True)[1]
             got = [x.float() for x in _outputs_and_gradients(g, v, do)]
             if reference is None:
                 reference, error = got, 0.0
@@ -75,8 +75,14 @@ def main():
                   f"diff {error:.1e}", flush=True)
         g = v = do = reference = got = None
         torch.cuda.empty_cache()
-    with open(args.out, "w") as f:
+    with open(out, "w") as f:
         json.dump(dict(copy_TBps=copy, rows=rows), f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="bd2_segments.json")
+    run(2, "BD2_SEGMENTS", SHAPES, MODES, ap.parse_args().out)
 
 
 if __name__ == "__main__":
