@@ -134,11 +134,12 @@ BD4_TILE = {"BC": 1, "BT": 128, "num_warps": 1}
 BD4_GRADIENTS_TILE = {"BC": 1, "BT": 256, "num_warps": 4}
 # BD-LRU block size 4 on small grids as BD-LRU block size 2's: each row's tile several runs of BD4_TILE's steps, a
 # warp each, joined across the warps (`_segment_carries4`), as many as bring the grid to BD4_WARPS_PER_SM warps per SM
-# (`_m2_segments`; B1 T16384 D1024: 256 blocks, 4 runs), forward and adjoint scan alike. Prepared and off
-# (BD4_SEGMENTS False: one warp a row): exact in the interpreter, compiled for sm_90 by Triton 3.6, not yet run on
-# the H200 (B1 runs at 9.6 % of copy forward with 2 one-warp programs per SM);
-# bench_results/probes_2026-12-02c/probe_bd4_segments.py measures it.
-BD4_SEGMENTS = False
+# (`_m2_segments`; B1 T16384 D1024: 256 blocks, 4 runs), forward and adjoint scan alike (BD4_SEGMENTS False: one
+# warp a row on every grid). On the H200 in bf16, forward / forward+backward against one warp a row: B1 T16384 D1024
+# 9.7 / 11.0 -> 24.8 / 25.3 % of copy (4 runs), B1 T65536 9.7 / 11.1 -> 25.1 / 25.2, B2 T8192 18.9 / 20.3 -> 26.4 /
+# 27.1 (2 runs); at B4 T4096 the rule gives 1 run, where 2 would lose (32.9 -> 26.3 % forward); 4 and 8 runs at B1
+# were within 3 % of each other (bench_results/probes_2026-12-02d/bd4_segments.txt).
+BD4_SEGMENTS = True
 BD4_WARPS_PER_SM = 8
 # The in-thread backwards (m = 2's on grids that are not small, m = 4's) cap their registers (Triton's `maxnreg`,
 # `_backward_register_cap`) so that the whole grid is resident at once where a cap of at least MIN_BACKWARD_REGISTERS
@@ -2122,7 +2123,7 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     (bench_results/probes_2026-12-01/bdlru2/). On small grids H-LRU m = 2 and BD-LRU block size 2 run each row's tile
     as several runs, a warp each (SEGMENTS, `_m2_segments`): H-LRU m = 2's forward always, its backward and BD-LRU's
     where the rule gives 2 runs or more (else the tile scan). Order 4 (H-LRU m = 4; BD-LRU block size 4 with
-    `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE (BD-LRU's in segments with BD4_SEGMENTS)."""
+    `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE (BD-LRU's on small grids in segments, BD4_SEGMENTS)."""
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
         options["BT"] = _tile_steps(options["BT"], T)

@@ -273,13 +273,14 @@ def main(argv=None):
     time_last.M2_BACKWARD_SEGMENTS = True
     # BD-LRU on time-last tensors: forward (block size 2 prefetching) and backward, with and without initial state,
     # document starts and a gate bias; block size 2 composed in threads (grids that are not small), then in segments
-    # of a row and as a tile scan (small grids); block size 4 composed in threads on every grid
+    # of a row and as a tile scan (small grids); block size 4 composed in threads, a whole row a program
     def block_forward_backward(gates, values, h0, activation, starts, bias):
         states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
         time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
                                      bias)
 
-    bd2_small_grid_below = time_last.BD2_SMALL_GRID_BELOW
+    bd2_small_grid_below, bd4_segments = time_last.BD2_SMALL_GRID_BELOW, time_last.BD4_SEGMENTS
+    time_last.BD4_SEGMENTS = False
     for m, paths in ((2, ((0, True, ", in threads"), (10**9, True, ", in segments"), (10**9, False, ", tile scan"))),
                      (4, ((bd2_small_grid_below, True, ""),))):
         gates = torch.randn(2, 3, m, m + 1, 600, dtype=torch.bfloat16)
@@ -295,7 +296,7 @@ def main(argv=None):
                       f"{', document starts, gate bias' if starts is not None else ''}",
                       lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
     time_last.BD2_SMALL_GRID_BELOW, time_last.BD2_SEGMENTS = bd2_small_grid_below, True
-    # BD-LRU block size 4 in segments of a row (BD4_SEGMENTS, off by default; 8 runs on this grid)
+    # BD-LRU block size 4 in segments of a row (BD4_SEGMENTS; 8 runs on this grid)
     time_last.BD4_SEGMENTS = True
     for activation, h0, starts, bias in (("relu", None, None, None),
                                          ("softmax", torch.randn(2, 3, 4), torch.rand(2, 600) < 0.01,
@@ -303,7 +304,7 @@ def main(argv=None):
         check(f"time-last BD-LRU block size 4, in segments, {activation}"
               f"{', initial state, document starts, gate bias' if starts is not None else ''}",
               lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
-    time_last.BD4_SEGMENTS = False
+    time_last.BD4_SEGMENTS = bd4_segments
     JITFunction.run = run
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")

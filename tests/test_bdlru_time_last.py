@@ -53,8 +53,8 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
 def block_size(request, monkeypatch):
     """The block sizes with time-last kernels, on every path of `_grid` (`blocked`): 2 composed in threads (grids that
     are not small), on small grids in segments of a row (2 or 8 runs a tile, a warp each, forward and backward) or
-    as a tile scan (BD2_SEGMENTS off); 4 composed in threads, one row a program (BD4_SEGMENTS off, the default) or
-    in segments of a row (2 or 4 runs; the forward and the adjoint scan)."""
+    as a tile scan (BD2_SEGMENTS off); 4 composed in threads, one row a program (BD4_SEGMENTS off) or in segments
+    of a row (2 or 4 runs; the forward and the adjoint scan)."""
     if request.param.startswith("4"):
         segments = int(request.param.split("-")[-1]) if "segments" in request.param else 1
         monkeypatch.setattr(scan_time_last, "BD4_SEGMENTS", segments > 1)

@@ -1,8 +1,8 @@
-"""BD-LRU block size 4 time-last: whole rows, one warp each (the library's default, BD4_SEGMENTS off), against
-segments of a row by the rule (BD4_WARPS_PER_SM) and against 2, 4 and 8 runs fixed (M2_SEGMENTS), forward and the
-adjoint scan alike; bf16, CUDA-graph timing, bench_scan.py's byte model, each mode's outputs and gradients against
-the first's (the timing loop of probe_bd2_segments.py). Written in the sixteenth session, not yet run (its device time
-was spent).
+"""BD-LRU block size 4 time-last: whole rows, one warp each (BD4_SEGMENTS off; the library's default until the
+seventeenth session), against segments of a row by the rule (BD4_WARPS_PER_SM) and against 2, 4 and 8 runs fixed
+(M2_SEGMENTS), forward and the adjoint scan alike; bf16, CUDA-graph timing, bench_scan.py's byte model, each mode's
+outputs and gradients against the first's (the timing loop of probe_bd2_segments.py). Written in the sixteenth
+session, run in the seventeenth (bench_results/probes_2026-12-02d/bd4_segments.txt).
 
     PYTHONPATH=. python3 bench_results/probes_2026-12-02c/probe_bd4_segments.py --out OUT/bd4_segments.json
 """
