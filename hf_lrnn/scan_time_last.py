@@ -152,6 +152,16 @@ BD4_WARPS_PER_SM = 8
 REGISTERS_PER_SM = 65536  # 64K 32-bit registers per SM on NVIDIA GPUs from Kepler to Blackwell
 MIN_BACKWARD_REGISTERS = 64
 M4_BACKWARD_REGISTERS = 128
+# BD-LRU block size 2's backward in threads, without a gate bias, holds 140 registers a thread (144 as allocated) and
+# spills nothing down to 128 (`ptxas`, Triton 3.6, sm_90; bench_results/probes_2026-12-02d/registers.py), so 14 of
+# its one-warp programs are resident per SM, or 16 at 128. Where 128 runs the grid in fewer waves it is the cap
+# (`_fewest_waves_register_cap`): H200, backward ms without and with it at B8 T4096 D1024 (31 programs per SM: 3
+# waves -> 2) 0.316 -> 0.278, B4 (15.5: 2 -> 1) 0.200 -> 0.143, B16 0.612 -> 0.545, B32 T2048 D2048 1.133 -> 1.052;
+# at the models' B8 T2048 D768 (23.3 per SM, 2 waves either way) 128 lost, 0.115 -> 0.125, and the rule keeps the
+# compiler's. With a gate bias it holds 182 registers and every cap down to 168 lost (0.123 -> 0.132 ms at B8 T2048
+# D768), so it keeps the compiler's (bench_results/probes_2026-12-02d/bias_backward.txt).
+BD2_BACKWARD_REGISTERS = 144
+BD2_BACKWARD_LEAST_REGISTERS = 128
 # H-LRU m = 4 on grids of fewer than M4_CHUNKED_BELOW programs per SM splits each row into chunks of one tile joined
 # by a look-back (`_look_back4`): B1 T16384 D1024's 128 programs become 8192. H200, % of copy forward /
 # forward+backward, chunks against whole rows: 19.7 / 22.0 against 9.2 / 8.7 at 1.0 programs per SM (B1 T16384
@@ -421,6 +431,15 @@ if triton is not None:
         x0 = tl.join(tl.join(c0, c4), tl.join(c2, c6))
         x1 = tl.join(tl.join(c1, c5), tl.join(c3, c7))
         return tl.reshape(tl.join(x0, x1), [BC, G * 8])
+
+    @triton.jit
+    def _step_sums(x, BC: tl.constexpr, G: tl.constexpr):
+        """[BC, 8 G] -> [BC, G]: each group's sum of its 8 consecutive steps, added inside each thread where it holds
+        them (in threads). The backwards keep their bias gradients so, reduced across the lanes once at the end: a
+        warp-wide sum per tile made H-LRU m = 2's backward hold 111 registers instead of 96 and BD-LRU block size
+        2's 190 instead of 142 (`ptxas`, Triton 3.6, sm_90)."""
+        c0, c1, c2, c3, c4, c5, c6, c7 = _split_steps(x, BC, G)
+        return ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7))
 
     @triton.jit
     def _companion_step(p, q, r, s, b1, b2, a1, a2, u, keep, HAS_STARTS: tl.constexpr):
@@ -704,9 +723,10 @@ if triton is not None:
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 3, mc, HAS_BIAS)
         bias2 = _load_bias(gate_bias, rows, b, N, 1, 3, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 2, 3, mc, HAS_BIAS)
-        d_bias1 = tl.zeros([R], dtype=tl.float32)  # HAS_BIAS: the logit gradients summed over the steps
-        d_bias2 = tl.zeros([R], dtype=tl.float32)
-        d_bias_gate = tl.zeros([R], dtype=tl.float32)
+        G: tl.constexpr = BT // 8
+        d_bias1 = tl.zeros([R, G], dtype=tl.float32)  # HAS_BIAS: the logit gradients summed per group of 8 steps
+        d_bias2 = tl.zeros([R, G], dtype=tl.float32)
+        d_bias_gate = tl.zeros([R, G], dtype=tl.float32)
         c1 = tl.zeros([R], dtype=tl.float32)  # lam at the step after the tile (with segments: in every entry)
         c2 = tl.zeros([R], dtype=tl.float32)  # mu there
         h1 = tl.zeros([BC], dtype=tl.float32)
@@ -775,9 +795,9 @@ if triton is not None:
             tl.store(d_gates + gate_rows + 2 * T, dzg.to(d_gates.dtype.element_ty), mask=mask)
             tl.store(d_values + rows[:, None] * T + steps, (lam * g).to(d_values.dtype.element_ty), mask=mask)
             if HAS_BIAS:
-                d_bias1 += tl.sum(tl.where(mask, dz1, 0.0), axis=1)
-                d_bias2 += tl.sum(tl.where(mask, dz2, 0.0), axis=1)
-                d_bias_gate += tl.sum(tl.where(mask, dzg, 0.0), axis=1)
+                d_bias1 += _step_sums(tl.where(mask, dz1, 0.0), R, G)
+                d_bias2 += _step_sums(tl.where(mask, dz2, 0.0), R, G)
+                d_bias_gate += _step_sums(tl.where(mask, dzg, 0.0), R, G)
             first = steps == t0
             if IN_THREADS:
                 c1, c2 = c1_next, c2_next
@@ -801,6 +821,7 @@ if triton is not None:
                     tl.store(d_initial_state + 2 * rows, d_first, mask=mc)
                     tl.store(d_initial_state + 2 * rows + 1, a2_0 * lam_0, mask=mc)
         if HAS_BIAS:
+            d_bias1, d_bias2, d_bias_gate = tl.sum(d_bias1, axis=1), tl.sum(d_bias2, axis=1), tl.sum(d_bias_gate, axis=1)
             if SEGMENTS > 1:  # the runs' sums
                 d_bias1, d_bias2 = tl.sum(d_bias1, axis=0), tl.sum(d_bias2, axis=0)
                 d_bias_gate = tl.sum(d_bias_gate, axis=0)
@@ -1644,12 +1665,13 @@ if triton is not None:
         SPAN: tl.constexpr = BT * SEGMENTS
         b, blocks, mc = _tile_offsets(T, N, BC)
         bias = _bd2_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
-        d_bias00 = tl.zeros([R], dtype=tl.float32)
-        d_bias01 = tl.zeros([R], dtype=tl.float32)
-        d_bias0g = tl.zeros([R], dtype=tl.float32)
-        d_bias10 = tl.zeros([R], dtype=tl.float32)
-        d_bias11 = tl.zeros([R], dtype=tl.float32)
-        d_bias1g = tl.zeros([R], dtype=tl.float32)
+        G: tl.constexpr = BT // 8
+        d_bias00 = tl.zeros([R, G], dtype=tl.float32)  # HAS_BIAS: the logit gradients summed per group of 8 steps
+        d_bias01 = tl.zeros([R, G], dtype=tl.float32)
+        d_bias0g = tl.zeros([R, G], dtype=tl.float32)
+        d_bias10 = tl.zeros([R, G], dtype=tl.float32)
+        d_bias11 = tl.zeros([R, G], dtype=tl.float32)
+        d_bias1g = tl.zeros([R, G], dtype=tl.float32)
         l0 = tl.zeros([R], dtype=tl.float32)  # lam at the step after the tile (with segments: in every entry)
         l1 = tl.zeros([R], dtype=tl.float32)
         h0 = tl.zeros([BC], dtype=tl.float32)
@@ -1703,12 +1725,12 @@ if triton is not None:
             tl.store(d_values + value_rows, (lam0 * g0).to(d_values.dtype.element_ty), mask=mask)
             tl.store(d_values + value_rows + T, (lam1 * g1).to(d_values.dtype.element_ty), mask=mask)
             if HAS_BIAS:
-                d_bias00 += tl.sum(tl.where(mask, dz00, 0.0), axis=1)
-                d_bias01 += tl.sum(tl.where(mask, dz01, 0.0), axis=1)
-                d_bias0g += tl.sum(tl.where(mask, dz0g, 0.0), axis=1)
-                d_bias10 += tl.sum(tl.where(mask, dz10, 0.0), axis=1)
-                d_bias11 += tl.sum(tl.where(mask, dz11, 0.0), axis=1)
-                d_bias1g += tl.sum(tl.where(mask, dz1g, 0.0), axis=1)
+                d_bias00 += _step_sums(tl.where(mask, dz00, 0.0), R, G)
+                d_bias01 += _step_sums(tl.where(mask, dz01, 0.0), R, G)
+                d_bias0g += _step_sums(tl.where(mask, dz0g, 0.0), R, G)
+                d_bias10 += _step_sums(tl.where(mask, dz10, 0.0), R, G)
+                d_bias11 += _step_sums(tl.where(mask, dz11, 0.0), R, G)
+                d_bias1g += _step_sums(tl.where(mask, dz1g, 0.0), R, G)
             if HAS_H0:
                 if t0 == 0:  # h_0 = A_0 h_{-1} + ...: d h_{-1} = A_0^T lam_0, lam_0 = (l0, l1) now; 0 after a start
                     keep = tl.where(start, 0.0, 1.0)  # (with segments the first run holds step 0)
@@ -1717,6 +1739,8 @@ if triton is not None:
                     tl.store(d_initial_state + 2 * blocks, _first_run(a00_0 * l0 + a10_0 * l1, SEGMENTS), mask=mc)
                     tl.store(d_initial_state + 2 * blocks + 1, _first_run(a01_0 * l0 + a11_0 * l1, SEGMENTS), mask=mc)
         if HAS_BIAS:
+            d_bias00, d_bias01, d_bias0g = tl.sum(d_bias00, axis=1), tl.sum(d_bias01, axis=1), tl.sum(d_bias0g, axis=1)
+            d_bias10, d_bias11, d_bias1g = tl.sum(d_bias10, axis=1), tl.sum(d_bias11, axis=1), tl.sum(d_bias1g, axis=1)
             if SEGMENTS > 1:  # the runs' sums
                 d_bias00, d_bias01, d_bias0g = tl.sum(d_bias00, axis=0), tl.sum(d_bias01, axis=0), \
                     tl.sum(d_bias0g, axis=0)
@@ -2104,12 +2128,29 @@ def _backward_register_cap(programs: int, num_warps: int, device, most: Optional
     return most if cap is None else cap if most is None else min(cap, most)
 
 
+def _fewest_waves_register_cap(programs: int, num_warps: int, device, registers: int, least: int) -> Optional[int]:
+    """`maxnreg` for a backward launch of `programs` programs of `num_warps` warps that holds `registers` a thread
+    (as allocated) and spills nothing down to `least`: the most registers under which the grid runs in the fewest
+    waves (rounds of resident programs per SM) that any cap down to `least` allows, or None where `registers`
+    already run it in that many."""
+    per_sm = -(-programs // _num_sms(device if device is not None else "cpu"))
+
+    def waves(cap):
+        return -(-per_sm // max(1, REGISTERS_PER_SM // (32 * num_warps * cap)))
+
+    fewest = waves(least)
+    if waves(registers) == fewest:
+        return None
+    return REGISTERS_PER_SM // (32 * num_warps * -(-per_sm // fewest)) // 8 * 8
+
+
 def _tile_steps(BT: int, T: int) -> int:
     """A tile of BT steps, or fewer for a short sequence: the power of two that covers T, at least 16."""
     return min(BT, max(16, triton.next_power_of_2(max(T, 1))))
 
 
-def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1, blocked: bool = False):
+def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1, blocked: bool = False,
+          gate_bias: bool = False):
     """(grid, launch options): one program per (row, block of BC channels, or BC blocks of BD-LRU of block size 2,
     `blocked`, which launches as H-LRU m = 2 does, small below BD2_SMALL_GRID_BELOW; H-LRU m = 2's forward is small
     below M2_FORWARD_SMALL_GRID_BELOW). A grid of fewer than SMALL_GRID_BELOW programs per SM (B1 T16384 D1024: 1024
@@ -2120,10 +2161,12 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     prefetch: 58 -> 64 % at B8 T2048 D768, no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt).
     In threads, the backwards take the one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled
     under it, 52.9 -> 26.4 % of copy forward+backward at B8 T4096 D1024 with 64 registers
-    (bench_results/probes_2026-12-01/bdlru2/). On small grids H-LRU m = 2 and BD-LRU block size 2 run each row's tile
-    as several runs, a warp each (SEGMENTS, `_m2_segments`): H-LRU m = 2's forward always, its backward and BD-LRU's
-    where the rule gives 2 runs or more (else the tile scan). Order 4 (H-LRU m = 4; BD-LRU block size 4 with
-    `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE (BD-LRU's on small grids in segments, BD4_SEGMENTS)."""
+    (bench_results/probes_2026-12-01/bdlru2/); without a `gate_bias` it takes the cap of the fewest waves down to the
+    registers where it spills nothing (`_fewest_waves_register_cap`, BD2_BACKWARD_REGISTERS). On small grids H-LRU
+    m = 2 and BD-LRU block size 2 run each row's tile as several runs, a warp each (SEGMENTS, `_m2_segments`): H-LRU
+    m = 2's forward always, its backward and BD-LRU's where the rule gives 2 runs or more (else the tile scan).
+    Order 4 (H-LRU m = 4; BD-LRU block size 4 with `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE
+    (BD-LRU's on small grids in segments, BD4_SEGMENTS)."""
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
         options["BT"] = _tile_steps(options["BT"], T)
@@ -2177,8 +2220,14 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options["PREFETCH"] = small or in_threads
     options["BT"] = _tile_steps(options["BT"], T)
     programs = B * triton.cdiv(N, options["BC"])
-    if backward and options.get("IN_THREADS") and not blocked and not _INTERPRET:  # in threads or in segments
-        cap = _backward_register_cap(programs, options["num_warps"], device)
+    if backward and options.get("IN_THREADS") and not _INTERPRET:  # in threads or in segments
+        if not blocked:
+            cap = _backward_register_cap(programs, options["num_warps"], device)
+        elif options["SEGMENTS"] == 1 and not gate_bias:
+            cap = _fewest_waves_register_cap(programs, options["num_warps"], device, BD2_BACKWARD_REGISTERS,
+                                             BD2_BACKWARD_LEAST_REGISTERS)
+        else:
+            cap = None
         if cap is not None:
             options["maxnreg"] = cap
     return (programs,), options
@@ -2274,7 +2323,8 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
                                gate_activation)
         return d_gates, d_values, d_h0, d_bias
     if blocked:
-        grid, blocks = _grid(B, N, T, values.device, backward=True, order=m, blocked=True)
+        grid, blocks = _grid(B, N, T, values.device, backward=True, order=m, blocked=True,
+                             gate_bias=gate_bias is not None)
         kernel = _bd2_time_last_bwd_kernel
     else:
         grid, blocks = _grid(B, N, T, values.device, backward=True, order=m)

@@ -254,7 +254,8 @@ def test_launch_options_by_programs_per_sm():
     in segments of a row where H-LRU m = 2's rule gives 2 runs or more (`_m2_segments`, at M2_WARPS_PER_SM forward
     and BD2_BACKWARD_WARPS_PER_SM backward; one block a program, a warp a run), else the tile scan; one of that many
     in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's thresholds say; one program per (row, BC blocks)
-    otherwise; the forward prefetches; the backward has no register cap (H-LRU's one-wave cap made it spill)."""
+    otherwise; the forward prefetches. The backward takes no one-wave register cap (H-LRU's made it spill): on a GPU,
+    in threads a program a row and without a gate bias, the cap of `_fewest_waves_register_cap`, else none."""
     sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
     programs = scan_time_last.BD2_SMALL_GRID_BELOW * sms
     # so that the H-LRU check below can fail (its backward is small below SMALL_GRID_BELOW)
@@ -272,7 +273,15 @@ def test_launch_options_by_programs_per_sm():
             assert options["SEGMENTS"] == (runs if runs > 1 else 1), (B, N)
             assert options["IN_THREADS"] is (not small or runs > 1), (B, N)
             assert options["BC"] == (1 if runs > 1 else bc)
-            assert "maxnreg" not in options
+            cap = None
+            if GPU and options is backward and options["IN_THREADS"] and runs == 1:
+                cap = scan_time_last._fewest_waves_register_cap(B * -(-N // bc), 1, DEVICE,
+                                                                scan_time_last.BD2_BACKWARD_REGISTERS,
+                                                                scan_time_last.BD2_BACKWARD_LEAST_REGISTERS)
+            assert options.get("maxnreg") == cap, (B, N)
+            biased = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2, blocked=True, gate_bias=True)[1]
+            assert "maxnreg" not in biased and {k: v for k, v in biased.items() if k != "maxnreg"} == \
+                {k: v for k, v in backward.items() if k != "maxnreg"}
             if GPU:
                 tile = dict(scan_time_last.IN_THREADS_TILE if options["IN_THREADS"] else scan_time_last.TILE)
                 if runs > 1:
@@ -283,6 +292,32 @@ def test_launch_options_by_programs_per_sm():
     # a small grid above ran in segments (with the GPU's one block a program every small grid does; the
     # interpreter's two blocks a program leave (programs - 1) * bc blocks forward to the tile scan)
     assert scan_time_last._grid(1, 1, 4096, DEVICE, order=2, blocked=True)[1]["SEGMENTS"] > 1
+
+
+@needs_triton
+@pytest.mark.parametrize("num_warps", [1, 2])
+def test_the_fewest_waves_register_cap(num_warps):
+    """`_fewest_waves_register_cap(programs, num_warps, device, registers, least)`: None where the compiler's
+    `registers` already run the grid in as few waves (rounds of resident programs per SM) as any cap down to `least`
+    allows; else the largest multiple of 8, from `least` to under `registers`, that runs it in that many (8 more would
+    need another wave)."""
+    sms, per_sm_registers = scan_time_last._num_sms(DEVICE), scan_time_last.REGISTERS_PER_SM
+    registers, least = 200, 96  # wider than BD-LRU block size 2's (144, 128), so that caps of several sizes arise
+
+    def waves(programs, cap):
+        return -(-(-(-programs // sms)) // (per_sm_registers // (32 * num_warps * cap)))
+
+    seen = set()
+    for programs in range(1, 300 * sms, 37):
+        cap = scan_time_last._fewest_waves_register_cap(programs, num_warps, DEVICE, registers, least)
+        fewest = min(waves(programs, r) for r in range(least, registers + 1, 8))
+        if cap is None:
+            assert waves(programs, registers) == fewest, programs
+        else:
+            assert cap % 8 == 0 and least <= cap < registers, (programs, cap)
+            assert waves(programs, cap) == fewest < waves(programs, cap + 8), (programs, cap)
+        seen.add(cap)
+    assert None in seen and len(seen) >= 3  # grids that need no cap, and caps of more than one size
 
 
 @needs_triton
