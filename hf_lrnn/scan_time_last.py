@@ -30,13 +30,14 @@ m = 2 and 4 optionally the read-out window [B, N, m, T] = (s_t, ..., s_{t-m+1}) 
            dy_t in reverse time.
 
 One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or
-adjoint) in registers, so a row needs no look-back (except order 4's chunks, below). Grids with few programs per SM
-(B1 T16384 D1024: 1024 programs, 8 per SM) cannot hide the loads' latency by switching programs; there the forwards
-load the next tile before scanning this one (PREFETCH; `_grid`). m = 2 on the other grids composes each thread's 8
-consecutive steps sequentially and scans only the groups' maps across a warp (IN_THREADS; one warp per channel,
-256-step tiles), and BD-LRU block size 2 likewise (`_grid`); m = 2 does so on small grids too, each row's tile then
-several such runs, a warp each, joined across the warps (SEGMENTS, `_segment_carries`), and BD-LRU block size 2's
-likewise; m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
+adjoint) in registers, so a row needs no look-back (except order 4's chunks, below). The forwards pipeline their
+tile loops (STAGES; `_grid`): the next tiles' loads are in flight while one is scanned, which grids with few programs
+per SM (B1 T16384 D1024: 1024 programs, 8 per SM) need most, as they cannot hide the loads' latency by switching
+programs. m = 2 composes each thread's 8 consecutive steps sequentially and scans only the groups' maps across a warp
+(one warp per channel, 256-step tiles), and BD-LRU block size 2 likewise on grids that are not small (IN_THREADS,
+`_grid`); on small grids each row's tile is several such runs, a warp each, joined across the warps (SEGMENTS,
+`_segment_carries`; BD-LRU block size 2 where that gives 2 runs or more, else its tile scan over all of a tile's
+steps); m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
 splits each row into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps (`_look_back4`).
 The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N] kernels do.
 All arithmetic is float32; float64 inputs are computed in float32.
@@ -63,16 +64,32 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # channel per program); the interpreter takes small tiles so that tests cover several of each.
 TILE = {"BC": 1, "BT": 1024, "num_warps": 4}
 INTERPRETER_TILE = {"BC": 2, "BT": 16, "num_warps": 1}
-# Programs (of one channel each) per SM under which a grid is small (`_grid`): its forwards prefetch, and m = 2's
-# backward leaves the in-thread path, whose one warp per program hides too little latency there (B1 T16384 D1024:
-# 25 % of copy forward in threads with prefetch, 48 % with TILE's scan of 4 warps a program), for segments of a row
-# (M2_BACKWARD_WARPS_PER_SM), or TILE's scan where those give one run.
+# Programs (of one channel each) per SM under which a grid is small (`_grid`): m = 2's backward leaves one warp a
+# row, which hides too little latency there (B1 T16384 D1024: 25 % of copy forward in threads with prefetch, 48 % with
+# the tile scan of 4 warps a program that m = 2 had then), for segments of a row (M2_BACKWARD_WARPS_PER_SM).
 SMALL_GRID_BELOW = 16
-# H-LRU m = 2's forward leaves the tile scan for the in-thread path at fewer programs per SM than its backward
-# (M2_IN_THREADS below): H200, % of copy forward, in threads against the tile scan: 42.3 against 48.5 at 7.8 programs
-# per SM (B2 T8192 D1024), 46.1 against 45.0 at 9.7 (B5 T4096 D512), 52.9 / 60.5 against 46.5 / 44.6 at 11.6 (B3
-# T4096 D1024 / B4 T2048 D768), 54.9 against 47.2 at 13.6 (B7 T4096 D512), 61.8 against 48.2 at 15.5 (B4 T4096
-# D1024); forward+backward both in threads were behind at 9.7 and 13.6 (37.4 / 31.8 against 40.4 / 41.2), so the
+# The forwards' tile loops as `tl.range(..., num_stages=FORWARD_STAGES)` (Triton's software pipeliner: the next tiles'
+# loads go out asynchronously through shared memory while this one is scanned), instead of the register prefetch of
+# the next tile that m = 1 (on small grids), H-LRU m = 2 and BD-LRU block size 2 had, and of none at m = 4. H200, % of
+# copy forward, register prefetch (or none) against 3 stages: H-LRU m = 1 82.4 -> 86.5 (B1 T16384 D1024), 86.0 -> 94.1
+# (B8 T4096), 90.4 -> 92.5 (B32 T2048 D2048); m = 2 52.7 -> 54.2, 71.1 -> 78.6, 70.8 -> 77.6; m = 4 19.6 -> 19.7 (one
+# tile a chunk there), 40.2 -> 45.7, 43.5 -> 50.5; BD-LRU block size 4 24.7 -> 35.4, 32.2 -> 55.2, 44.7 -> 63.0; 4
+# stages were behind 3 but at H-LRU m = 2's B32 (bench_results/probes_2026-12-03/pipelined.txt).
+FORWARD_STAGES = 3
+# The pipeline's buffers a program may hold: beyond, a forward runs unpipelined (BD-LRU block size 2 with its register
+# prefetch). The largest tile, BD-LRU block size 2 in 8 segments of a row (2048 steps x 8 input rows), needs 64 KiB
+# of buffers in bfloat16 and failed to launch in float64 (260 KiB of the H200's 227 an SM).
+PIPELINE_SHARED_BYTES = 64 * 1024
+# BD-LRU block size 2 keeps the register prefetch from this many programs per SM: 3 stages took it from 60.8 to 69.2 %
+# of copy at B1 T16384 D1024 (3.9 programs per SM), 50.9 -> 79.8 at B2 T8192, 73.3 -> 80.3 at B8 T4096 D1024 (31), but
+# 85.8 -> 80.0 at B32 T2048 D2048 (248; same probe); the threshold lies between the last two.
+BD2_REGISTER_PREFETCH_FROM = 64
+# H-LRU m = 2's forward is small (segments of a row, not one warp a row) below fewer programs per SM than its
+# backward. The threshold was set against the tile scan that small grids took then (the segments that replaced it
+# beat it on every small grid measured); H200, % of copy forward, in threads against the tile scan: 42.3 against 48.5
+# at 7.8 programs per SM (B2 T8192 D1024), 46.1 against 45.0 at 9.7 (B5 T4096 D512), 52.9 / 60.5 against 46.5 / 44.6
+# at 11.6 (B3 T4096 D1024 / B4 T2048 D768), 54.9 against 47.2 at 13.6 (B7 T4096 D512), 61.8 against 48.2 at 15.5 (B4
+# T4096 D1024); forward+backward both in threads were behind at 9.7 and 13.6 (37.4 / 31.8 against 40.4 / 41.2), so the
 # backward keeps SMALL_GRID_BELOW (bench_results/probes_2026-12-02b/m2_threshold.txt).
 M2_FORWARD_SMALL_GRID_BELOW = 10
 # H-LRU m = 2's forward on small grids runs each row's tile as runs of IN_THREADS_TILE's steps, a warp each, composed in
@@ -85,12 +102,11 @@ M2_WARPS_PER_SM = 16
 M2_MOST_SEGMENTS = 8
 M2_SEGMENTS = None  # tests: a fixed number of runs instead of the rule
 # Its backward likewise below SMALL_GRID_BELOW (`_segment_carries`), as many runs as bring the grid to
-# M2_BACKWARD_WARPS_PER_SM, where that gives 2 runs or more (else, and with M2_BACKWARD_SEGMENTS off, TILE's scan).
+# M2_BACKWARD_WARPS_PER_SM (2 runs or more on every small grid; the tile scan it beat is gone).
 # H200, backward ms (forward+backward minus forward) with 2 / 4 / 8 runs: 0.214 / 0.091 / 0.090 at 512 rows (B1 T16384
 # D1024), 0.039 / 0.032 / 0.039 at 768 (B3 T4096 D512), 0.176 / 0.171 / 0.195 at 1024 (B1 T16384 D2048): more warps
 # per SM than the forward's best; forward+backward against the tile scan 39.0 -> 44.2 % of copy at B1 T16384, 39.0
 # -> 46.0 at B2 T8192, 45.1 -> 48.2 at B4 T4096 D1024 (bench_results/probes_2026-12-02c/).
-M2_BACKWARD_SEGMENTS = True
 M2_BACKWARD_WARPS_PER_SM = 32
 # BD-LRU block size 2's small grids (`_grid`, blocked): its in-thread step does twice H-LRU m = 2's work, so its
 # one-warp programs hide the loads' latency on smaller grids. H200, % of copy forward / forward+backward, in threads
@@ -111,7 +127,6 @@ BD2_BACKWARD_WARPS_PER_SM = 8
 # On the H200 at B8-B64 that took the forward from 50-59 to 59-78 % of copy and the backward from 44-49 to 51-68 %;
 # 512 or 1024 steps per warp ran 20-50 % slower; 2 or 4 channels per program (a warp each) were within 2.5 points
 # forward and 10 points slower to 7 faster backward (bench_results/probes_2026-11-30k/sweep_in_threads.txt).
-M2_IN_THREADS = True
 IN_THREADS_TILE = {"BC": 1, "BT": 256, "num_warps": 1}
 # m = 4, always composed in threads (`_m4_tile_maps`, `_m4_tile_states`): 2 channels per program, a warp each,
 # 256-step tiles. On the H200 the probe ran forward+backward at 39-42 % of copy at B8 T4096 D1024 and B32 T2048 D2048
@@ -252,34 +267,23 @@ if triton is not None:
 
     @triton.jit
     def _time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
-                              ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
+                              ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, STAGES: tl.constexpr,
                               HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
                               HAS_STARTS: tl.constexpr):
-        """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers. PREFETCH: each
-        tile's loads go out before the tile before it is scanned, so that they are in flight while it computes (for
-        grids with few programs per SM, which cannot hide the loads' latency by switching programs; `_grid`)."""
+        """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers. STAGES: the
+        tile loop's software pipeline (`tl.range`'s num_stages: the next STAGES - 1 tiles' loads in flight while this
+        one is scanned; FORWARD_STAGES)."""
         b, rows, mc = _tile_offsets(T, N, BC)
         bias_coef = _load_bias(gate_bias, rows, b, N, 0, 2, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 1, 2, mc, HAS_BIAS)
         h = tl.zeros([BC], dtype=tl.float32)
         if HAS_H0:
             h = tl.load(initial_state + rows, mask=mc, other=0.0)
-        if PREFETCH:
-            t = tl.arange(0, BT)
+        for t0 in tl.range(0, T, BT, num_stages=STAGES):
+            t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             z_coef, z_gate = _load_pair(gates, rows, t, mask, T, bias_coef, bias_gate, HAS_BIAS)
             x = _load_values(values, rows, t, mask, T)
-        for t0 in range(0, T, BT):
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            if PREFETCH:
-                mask_next = mc[:, None] & (t + BT < T)[None, :]  # all False past the last tile: no memory traffic
-                z_coef_next, z_gate_next = _load_pair(gates, rows, t + BT, mask_next, T, bias_coef, bias_gate,
-                                                      HAS_BIAS)
-                x_next = _load_values(values, rows, t + BT, mask_next, T)
-            else:
-                z_coef, z_gate = _load_pair(gates, rows, t, mask, T, bias_coef, bias_gate, HAS_BIAS)
-                x = _load_values(values, rows, t, mask, T)
             a, g = _normalize_pair(z_coef, z_gate, ACT)
             a = tl.where(_starts_at(starts, b, t, T, HAS_STARTS), 0.0, a)  # a document starts from a zero state
             a = tl.where(mask, a, 1.0)  # steps past T: the identity
@@ -288,8 +292,6 @@ if triton is not None:
             s = local + decay * h[:, None]
             tl.store(states + rows[:, None] * T + t[None, :], s.to(states.dtype.element_ty), mask=mask)
             h = _pick(s, t, t0 + BT - 1)  # identity past T: s at BT-1 = s_last
-            if PREFETCH:
-                z_coef, z_gate, x = z_coef_next, z_gate_next, x_next
         if WRITE_FINAL:
             tl.store(final_state + rows, h, mask=mc)
 
@@ -610,18 +612,17 @@ if triton is not None:
 
     @triton.jit
     def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
-                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                                 IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                 HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr,
-                                 WINDOW: tl.constexpr):
-        """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous).
-        PREFETCH as at m = 1. IN_THREADS: the tile's recurrence composed 8 steps at a time inside each thread
-        (`_m2_tile_maps`, `_m2_tile_states`) instead of tl.associative_scan over all its steps. SEGMENTS (in threads,
-        one channel a program): a tile is SEGMENTS consecutive runs of BT steps, a warp each, each composed in threads,
+                                 ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, SEGMENTS: tl.constexpr,
+                                 STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
+        """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous). The
+        tile's recurrence is composed 8 steps at a time inside each thread (`_m2_tile_maps`, `_m2_tile_states`);
+        STAGES as at m = 1. SEGMENTS (one
+        channel a program): a tile is SEGMENTS consecutive runs of BT steps, a warp each, each composed in threads,
         the runs' maps then composed across the warps (`_segment_carries`), so that a row runs on SEGMENTS warps.
         WINDOW: states is [B, N, 2, T], the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document
         starts), what the read-out is."""
-        tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one channel a program")
+        tl.static_assert(SEGMENTS == 1 or BC == 1, "segments run one channel a program")
         R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC channels, or one channel's SEGMENTS runs
         SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
         b, rows, mc = _tile_offsets(T, N, BC)
@@ -633,65 +634,37 @@ if triton is not None:
         if HAS_H0:
             h1 += tl.load(initial_state + 2 * rows, mask=mc, other=0.0)
             h2 += tl.load(initial_state + 2 * rows + 1, mask=mc, other=0.0)
-        final1 = tl.zeros([R], dtype=tl.float32)  # IN_THREADS: the final window, from the last tile's states
+        final1 = tl.zeros([R], dtype=tl.float32)  # the final window, from the last tile's states
         final2 = tl.zeros([R], dtype=tl.float32)
         lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
-        if PREFETCH:
-            steps = lane
+        for t0 in tl.range(0, T, SPAN, num_stages=STAGES):
+            steps = t0 + lane
             mask = mc[:, None] & (steps < T)
             z1, z2, zg = _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             x = _load_values_at(values, rows, steps, mask, T)
-        for t0 in range(0, T, SPAN):
-            steps = t0 + lane
-            mask = mc[:, None] & (steps < T)
-            if PREFETCH:
-                mask_next = mc[:, None] & (steps + SPAN < T)
-                z1_next, z2_next, zg_next = _load_triple_at(gates, rows, steps + SPAN, mask_next, T, bias1, bias2,
-                                                            bias_gate, HAS_BIAS)
-                x_next = _load_values_at(values, rows, steps + SPAN, mask_next, T)
-            else:
-                z1, z2, zg = _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
-                x = _load_values_at(values, rows, steps, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
-            if IN_THREADS:
-                start = tl.broadcast_to(_starts_in(starts, b, steps, T, HAS_STARTS), [R, BT])
-                start_before = tl.broadcast_to(_starts_in(starts, b, steps - 1, T, HAS_STARTS), [R, BT])
-                a1 = tl.where(mask, tl.where(start, 0.0, a1), 1.0)  # steps past T: a1 = 1, a2 = 0
-                a2 = tl.where(mask, a2, 0.0)
-                u = tl.where(mask, g * x, 0.0)
-                maps = _m2_tile_maps(a1, a2, u, start, R, BT, HAS_STARTS)
-                if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
-                    h1, h2, h1_next, h2_next = _segment_carries(maps, h1, h2, REVERSE=False)
-                new1, new2, out1, out2 = _m2_tile_states(a1, a2, u, start, start_before, maps, h1, h2, R, BT)
-                if SEGMENTS == 1:
-                    h1_next, h2_next = out1, out2
-                new2 = tl.where(start, 0.0, new2)  # the window's second entry
-                if t0 + SPAN >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
-                    final1, final2 = _pick_at(new1, steps, T - 1), _pick_at(new2, steps, T - 1)
-                h1, h2 = h1_next, h2_next
-            else:
-                zero = tl.zeros([R, BT], dtype=tl.float32)
-                inside = mask & ~_starts_in(starts, b, steps, T, HAS_STARTS)  # a document start: the zero window first
-                p = tl.where(mask, tl.where(inside, a1, 0.0), 1.0)  # steps past T: the identity
-                q = tl.where(inside, a2, 0.0)
-                r = tl.where(inside, 1.0, 0.0)
-                s_ = tl.where(mask, 0.0, 1.0)
-                b1 = tl.where(mask, g * x, 0.0)
-                p, q, r, s_, b1, b2 = tl.associative_scan((p, q, r, s_, b1, zero), 1, _companion_combine)
-                new1 = p * h1[:, None] + q * h2[:, None] + b1  # s_t
-                new2 = r * h1[:, None] + s_ * h2[:, None] + b2  # s_{t-1}
-                h1 = _pick_at(new1, steps, t0 + BT - 1)
-                h2 = _pick_at(new2, steps, t0 + BT - 1)
+            start = tl.broadcast_to(_starts_in(starts, b, steps, T, HAS_STARTS), [R, BT])
+            start_before = tl.broadcast_to(_starts_in(starts, b, steps - 1, T, HAS_STARTS), [R, BT])
+            a1 = tl.where(mask, tl.where(start, 0.0, a1), 1.0)  # steps past T: a1 = 1, a2 = 0
+            a2 = tl.where(mask, a2, 0.0)
+            u = tl.where(mask, g * x, 0.0)
+            maps = _m2_tile_maps(a1, a2, u, start, R, BT, HAS_STARTS)
+            if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
+                h1, h2, h1_next, h2_next = _segment_carries(maps, h1, h2, REVERSE=False)
+            new1, new2, out1, out2 = _m2_tile_states(a1, a2, u, start, start_before, maps, h1, h2, R, BT)
+            if SEGMENTS == 1:
+                h1_next, h2_next = out1, out2
+            new2 = tl.where(start, 0.0, new2)  # the window's second entry
+            if t0 + SPAN >= T:  # the last tile: the final window (s_{T-1}, s_{T-2}) is the window at step T - 1
+                final1, final2 = _pick_at(new1, steps, T - 1), _pick_at(new2, steps, T - 1)
+            h1, h2 = h1_next, h2_next
             if WINDOW:
                 tl.store(states + (2 * rows)[:, None] * T + steps, new1.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + (2 * rows + 1)[:, None] * T + steps, new2.to(states.dtype.element_ty), mask=mask)
             else:
                 tl.store(states + rows[:, None] * T + steps, new1.to(states.dtype.element_ty), mask=mask)
-            if PREFETCH:
-                z1, z2, zg, x = z1_next, z2_next, zg_next, x_next
         if WRITE_FINAL:
-            if IN_THREADS:
-                h1, h2 = final1, final2
+            h1, h2 = final1, final2
             if SEGMENTS > 1:  # one run holds step T - 1
                 h1, h2 = tl.sum(h1, axis=0), tl.sum(h2, axis=0)
             tl.store(final_state + 2 * rows, h1, mask=mc)
@@ -700,20 +673,20 @@ if triton is not None:
     @triton.jit
     def _time_last_m2_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
-                                 BT: tl.constexpr, IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr,
+                                 BT: tl.constexpr, SEGMENTS: tl.constexpr,
                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
                                  HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
         (lam_t, lam_{t+1}) needs those of t + 2 as well). The final window's gradient enters as extra dy at steps
-        T-1 and T-2 (at T = 1 the second goes to the initial window). IN_THREADS: the tile's adjoints composed 8
-        steps at a time inside each thread (`_m2_adjoint_tile_maps`, `_m2_adjoint_tile_states`) instead of
-        tl.associative_scan over all its steps. SEGMENTS (in threads, one channel a program): a tile is SEGMENTS
-        consecutive runs of BT steps, a warp each, joined across the warps (`_segment_carries`), as the forward's.
+        T-1 and T-2 (at T = 1 the second goes to the initial window). The tile's adjoints are composed 8 steps at a
+        time inside each thread (`_m2_adjoint_tile_maps`, `_m2_adjoint_tile_states`). SEGMENTS (one channel a
+        program): a tile is SEGMENTS consecutive runs of BT steps, a warp each, joined across the warps
+        (`_segment_carries`), as the forward's.
         WINDOW: states and d_states are [B, N, 2, T] windows (s_t, s_{t-1}); the gradient of s_{t-1} at step t + 1
         joins s_t's (unless a document starts at t + 1), at step 0 the initial window's."""
-        tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one channel a program")
+        tl.static_assert(SEGMENTS == 1 or BC == 1, "segments run one channel a program")
         R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC channels, or one channel's SEGMENTS runs
         SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
         b, rows, mc = _tile_offsets(T, N, BC)
@@ -758,25 +731,14 @@ if triton is not None:
             dy += tl.where((steps == T - 2) & ~start_next, df2[:, None], 0.0)
             # step t+1 reads s_t (lag 1) unless a document starts at t+1, s_{t-1} (lag 2) unless one starts at t+1 or t
             rr = tl.where(mask1 & ~start_next & ~start, a2_next, 0.0)
-            if IN_THREADS:
-                a1_next = tl.where(mask1 & ~start_next, a1_next, 0.0)
-                dy = tl.where(mask, dy, 0.0)
-                maps = _m2_adjoint_tile_maps(a1_next, rr, dy, R, BT)
-                if SEGMENTS > 1:  # the pair after each run from the pair after the tile, and the tile's first pair
-                    c1, c2, c1_next, c2_next = _segment_carries(maps, c1, c2, REVERSE=True)
-                lam, first1, first2 = _m2_adjoint_tile_states(a1_next, rr, dy, maps, c1, c2, R, BT)
-                if SEGMENTS == 1:
-                    c1_next, c2_next = first1, first2
-            else:
-                zero = tl.zeros([BC, BT], dtype=tl.float32)
-                p = tl.where(mask, tl.where(mask1 & ~start_next, a1_next, 0.0), 1.0)  # steps past T: the identity
-                q = tl.where(mask, 1.0, 0.0)
-                ss = tl.where(mask, 0.0, 1.0)
-                b1 = tl.where(mask, dy, 0.0)
-                p, q, rr, ss, b1, b2 = tl.associative_scan((p, q, rr, ss, b1, zero), 1, _companion_combine,
-                                                           reverse=True)
-                lam = p * c1[:, None] + q * c2[:, None] + b1  # lam_t
-                mu = rr * c1[:, None] + ss * c2[:, None] + b2  # mu_t = a2_{t+1} lam_{t+1}
+            a1_next = tl.where(mask1 & ~start_next, a1_next, 0.0)
+            dy = tl.where(mask, dy, 0.0)
+            maps = _m2_adjoint_tile_maps(a1_next, rr, dy, R, BT)
+            if SEGMENTS > 1:  # the pair after each run from the pair after the tile, and the tile's first pair
+                c1, c2, c1_next, c2_next = _segment_carries(maps, c1, c2, REVERSE=True)
+            lam, first1, first2 = _m2_adjoint_tile_states(a1_next, rr, dy, maps, c1, c2, R, BT)
+            if SEGMENTS == 1:
+                c1_next, c2_next = first1, first2
             # the step's own inputs after the scan (fewer registers live across it, as at m = 1)
             z1, z2, zg = _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
@@ -799,11 +761,7 @@ if triton is not None:
                 d_bias2 += _step_sums(tl.where(mask, dz2, 0.0), R, G)
                 d_bias_gate += _step_sums(tl.where(mask, dzg, 0.0), R, G)
             first = steps == t0
-            if IN_THREADS:
-                c1, c2 = c1_next, c2_next
-            else:
-                c1 = tl.sum(tl.where(first, lam, 0.0), axis=1)
-                c2 = tl.sum(tl.where(first, mu, 0.0), axis=1)
+            c1, c2 = c1_next, c2_next
             if HAS_H0:
                 if t0 == 0:
                     # s_0 = a1_0 h1 + a2_0 h2 + ..., s_1 = ... + a2_1 h1: d h1 = a1_0 lam_0 + mu_0, d h2 = a2_0 lam_0
@@ -1168,11 +1126,12 @@ if triton is not None:
                                  counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
                                  BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr,
-                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr):
+                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr, STAGES: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + ... + a4 s_{t-4} + g v for BC rows, composed in threads
         (`_m4_tile_maps`, `_m4_tile_states`); initial / final window (s, s_{-1}, s_{-2}, s_{-3}). WINDOW: states is
         [B, N, 4, T], the window (s_t, ..., s_{t-3}) at every step (entries before a document's start 0). CHUNKED:
-        one tile per program, joined by the look-back (flags, counters, aggregates, prefixes; else None)."""
+        one tile per program, joined by the look-back (flags, counters, aggregates, prefixes; else None). STAGES as
+        at m = 1."""
         b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
                                                                         REVERSE=False)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 5, mc, HAS_BIAS)
@@ -1182,7 +1141,7 @@ if triton is not None:
         bias_gate = _load_bias(gate_bias, rows, b, N, 4, 5, mc, HAS_BIAS)
         w0, w1, w2, w3 = _load_four(initial_state, rows, mc, HAS_H0)  # the window before the tile: s_{t-1}, ..., s_{t-4}
         final0, final1, final2, final3 = w0, w1, w2, w3  # overwritten by the last tile
-        for t0 in range(first, end, BT):
+        for t0 in tl.range(first, end, BT, num_stages=STAGES):
             t = t0 + tl.arange(0, BT)
             mask = mc[:, None] & (t < T)[None, :]
             a1, a2, a3, a4, u, keep = _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3,
@@ -1594,13 +1553,14 @@ if triton is not None:
     @triton.jit
     def _bd2_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                   ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
-                                  IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                                  HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                  STAGES: tl.constexpr, IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr,
+                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
+                                  HAS_STARTS: tl.constexpr):
         """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1); the state
         restarts from zero before every document start (A_t = 0 there). PREFETCH: each tile's logits and values are
-        loaded while the tile before is scanned. IN_THREADS: the tile composed 8 steps a thread (`_bd2_tile`).
-        SEGMENTS (in threads, one block a program): a tile is SEGMENTS runs of BT steps, a warp each, joined across
-        the warps (`_segment_carries`), as H-LRU m = 2's."""
+        loaded into registers while the tile before is scanned (large grids; else STAGES as at H-LRU m = 1).
+        IN_THREADS: the tile composed 8 steps a thread (`_bd2_tile`). SEGMENTS (in threads, one block a program): a
+        tile is SEGMENTS runs of BT steps, a warp each, joined across the warps (`_segment_carries`), as H-LRU m = 2's."""
         tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one block a program")
         R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC blocks, or one block's SEGMENTS runs
         SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
@@ -1619,7 +1579,7 @@ if triton is not None:
                                                                                 ACT, HAS_BIAS)
             x0 = _load_values_at(values, 2 * blocks, steps, mask, T)
             x1 = _load_values_at(values, 2 * blocks + 1, steps, mask, T)
-        for t0 in range(0, T, SPAN):
+        for t0 in tl.range(0, T, SPAN, num_stages=STAGES):
             steps = t0 + lane
             mask = mc[:, None] & (steps < T)
             if PREFETCH:
@@ -1934,12 +1894,12 @@ if triton is not None:
     @triton.jit
     def _bd4_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                   ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, SEGMENTS: tl.constexpr,
-                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
-                                  HAS_STARTS: tl.constexpr):
+                                  STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """BD-LRU block size 4 for BC blocks: states[block, j, t] = h_t[j]; initial / final state [4]; the state
         restarts from zero before every document start (A_t = 0 there). Composed 4 steps a thread (`_bd4_tile_maps`,
         `_bd4_tile_states`). SEGMENTS (one block a program): a tile is SEGMENTS runs of BT steps, a warp each, joined
-        across the warps (`_segment_carries4`)."""
+        across the warps (`_segment_carries4`). STAGES as at H-LRU m = 1."""
         tl.static_assert(SEGMENTS == 1 or BC == 1, "segments: one block a program")
         R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC blocks, or one block's SEGMENTS runs
         SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
@@ -1949,7 +1909,7 @@ if triton is not None:
         zero = tl.zeros([R], dtype=tl.float32)  # (with segments: the tile's state in every entry)
         h0, h1, h2, h3 = zero + i0, zero + i1, zero + i2, zero + i3
         lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
-        for t0 in range(0, T, SPAN):
+        for t0 in tl.range(0, T, SPAN, num_stages=STAGES):
             steps = t0 + lane
             mask = mc[:, None] & (steps < T)
             a, g = _bd4_normalize(_bd4_load_logits(gates, blocks, steps, mask, T, bias, HAS_BIAS), ACT)
@@ -2150,21 +2110,24 @@ def _tile_steps(BT: int, T: int) -> int:
 
 
 def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: int = 1, blocked: bool = False,
-          gate_bias: bool = False):
+          gate_bias: bool = False, itemsize: int = 2):
     """(grid, launch options): one program per (row, block of BC channels, or BC blocks of BD-LRU of block size 2,
     `blocked`, which launches as H-LRU m = 2 does, small below BD2_SMALL_GRID_BELOW; H-LRU m = 2's forward is small
     below M2_FORWARD_SMALL_GRID_BELOW). A grid of fewer than SMALL_GRID_BELOW programs per SM (B1 T16384 D1024: 1024
-    programs at m = 1, 8 per SM) cannot hide the loads' latency by switching programs; there the forwards load the next
-    tile before scanning this one (PREFETCH: 69 -> 82 % of copy at m = 1 on the H200, while at B8-B32 it cost 0-2
-    points at m = 1 and 4-8 at m = 2's tile scan; bench_results/probes_2026-11-30j/compare_prefetch.txt). m = 2
-    elsewhere composes its steps in threads if M2_IN_THREADS (IN_THREADS_TILE on a GPU), whose one-warp programs also
-    prefetch: 58 -> 64 % at B8 T2048 D768, no change at B32 (bench_results/probes_2026-11-30k/prefetch_in_threads.txt).
+    programs at m = 1, 8 per SM) cannot hide the loads' latency by switching programs. Every forward's tile loop is
+    software-pipelined (STAGES = FORWARD_STAGES: the next tiles' loads in flight while this one is scanned), except
+    BD-LRU block size 2's on grids of BD2_REGISTER_PREFETCH_FROM programs per SM or more, which loads the next tile
+    into registers instead (PREFETCH), and any forward whose pipeline buffers would pass PIPELINE_SHARED_BYTES at
+    inputs of `itemsize` bytes (`_forward_stages`; BD-LRU block size 2 then prefetches in registers). H-LRU m = 2
+    composes its steps in threads on every grid (IN_THREADS_TILE on a GPU), BD-LRU block size 2 on grids that are
+    not small (IN_THREADS).
     In threads, the backwards take the one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled
     under it, 52.9 -> 26.4 % of copy forward+backward at B8 T4096 D1024 with 64 registers
     (bench_results/probes_2026-12-01/bdlru2/); without a `gate_bias` it takes the cap of the fewest waves down to the
     registers where it spills nothing (`_fewest_waves_register_cap`, BD2_BACKWARD_REGISTERS). On small grids H-LRU
     m = 2 and BD-LRU block size 2 run each row's tile as several runs, a warp each (SEGMENTS, `_m2_segments`): H-LRU
-    m = 2's forward always, its backward and BD-LRU's where the rule gives 2 runs or more (else the tile scan).
+    m = 2 always (the rule gives it 2 runs or more on every small grid), BD-LRU where the rule gives 2 runs or more
+    (else its tile scan).
     Order 4 (H-LRU m = 4; BD-LRU block size 4 with `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE
     (BD-LRU's on small grids in segments, BD4_SEGMENTS)."""
     if order == 4:  # composed in threads on every grid
@@ -2186,6 +2149,8 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         if backward and not blocked and not _INTERPRET:  # BD-LRU block size 4: no cap
             options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,
                                                         most=M4_BACKWARD_REGISTERS)
+        if not backward:
+            options["STAGES"] = _forward_stages(options, (4 * 6) if blocked else 6, itemsize)
         return (programs,), options
     tile = _tile()
     if blocked:
@@ -2195,32 +2160,35 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     else:
         small_below = SMALL_GRID_BELOW
     small = B * triton.cdiv(N, tile["BC"]) < small_below * _num_sms(device if device is not None else "cpu")
-    in_threads = order == 2 and M2_IN_THREADS and not small
+    in_threads = order == 2 and (not small or not blocked)  # H-LRU m = 2 on every grid, BD-LRU's on large ones
     options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
     if in_threads and not _INTERPRET:
         options.update(IN_THREADS_TILE)
     if order == 2:
-        options["IN_THREADS"] = in_threads
-        # small grids in segments of a row, a warp each: H-LRU m = 2's forward always, its backward and BD-LRU block
-        # size 2 from 2 runs (else the tile scan)
+        # small grids in segments of a row, a warp each: H-LRU m = 2's always (1 run: a warp a row), BD-LRU block
+        # size 2's from 2 runs (else the tile scan)
         if blocked:
             warps_per_sm = BD2_BACKWARD_WARPS_PER_SM if backward else M2_WARPS_PER_SM
         else:
             warps_per_sm = M2_BACKWARD_WARPS_PER_SM if backward else M2_WARPS_PER_SM
-        segments = _m2_segments(B * N, device, warps_per_sm) if small and M2_IN_THREADS else 1
-        if blocked:
-            in_segments = small and M2_IN_THREADS and segments > 1 and BD2_SEGMENTS
-        else:
-            in_segments = small and M2_IN_THREADS and (not backward or (segments > 1 and M2_BACKWARD_SEGMENTS))
+        segments = _m2_segments(B * N, device, warps_per_sm) if small else 1
+        in_segments = small and (not blocked or (segments > 1 and BD2_SEGMENTS))
         options["SEGMENTS"] = segments if in_segments else 1
         if in_segments:
-            options.update(BC=1, num_warps=segments, IN_THREADS=True,
-                           BT=(INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"])
-    if not backward:
-        options["PREFETCH"] = small or in_threads
+            in_threads = True
+            options.update(BC=1, num_warps=segments, BT=(INTERPRETER_TILE if _INTERPRET else IN_THREADS_TILE)["BT"])
+        if blocked:  # (H-LRU m = 2's kernels compose in threads only)
+            options["IN_THREADS"] = in_threads
     options["BT"] = _tile_steps(options["BT"], T)
     programs = B * triton.cdiv(N, options["BC"])
-    if backward and options.get("IN_THREADS") and not _INTERPRET:  # in threads or in segments
+    if not backward:  # the tile loop pipelined, except BD-LRU block size 2's on large grids: a register prefetch
+        stages = _forward_stages(options, (2 * 4) if blocked else order + 2, itemsize)
+        prefetch = blocked and (stages == 1 or programs >= BD2_REGISTER_PREFETCH_FROM
+                                * _num_sms(device if device is not None else "cpu"))
+        options["STAGES"] = 1 if prefetch else stages
+        if blocked:
+            options["PREFETCH"] = prefetch
+    if backward and in_threads and not _INTERPRET:  # in threads or in segments
         if not blocked:
             cap = _backward_register_cap(programs, options["num_warps"], device)
         elif options["SEGMENTS"] == 1 and not gate_bias:
@@ -2231,6 +2199,13 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         if cap is not None:
             options["maxnreg"] = cap
     return (programs,), options
+
+
+def _forward_stages(options: dict, rows_loaded: int, itemsize: int) -> int:
+    """FORWARD_STAGES, or 1 (no software pipeline) where its buffers, FORWARD_STAGES - 1 tiles of the `rows_loaded`
+    input rows (logits and values) per channel or block at `itemsize` bytes, would pass PIPELINE_SHARED_BYTES."""
+    tile_bytes = rows_loaded * options["BC"] * options.get("SEGMENTS", 1) * options["BT"] * itemsize
+    return FORWARD_STAGES if (FORWARD_STAGES - 1) * tile_bytes <= PIPELINE_SHARED_BYTES else 1
 
 
 def _m2_segments(rows: int, device, warps_per_sm: int = M2_WARPS_PER_SM) -> int:
@@ -2278,11 +2253,12 @@ def time_last_forward(gates: torch.Tensor, values: torch.Tensor, initial_state: 
         return states, (final.zero_() if final is not None else None)
     if T == 0:  # no step: the final state is the initial one
         return states, ((h0.clone() if h0 is not None else final.zero_()) if want_final else None)
+    itemsize = max(gates.element_size(), values.element_size())  # the pipeline's buffers hold both
     if blocked:
-        grid, blocks = _grid(B, N, T, values.device, order=m, blocked=True)
+        grid, blocks = _grid(B, N, T, values.device, order=m, blocked=True, itemsize=itemsize)
         kernel = {2: _bd2_time_last_fwd_kernel, 4: _bd4_time_last_fwd_kernel}[m]
     else:
-        grid, blocks = _grid(B, N, T, values.device, order=m)
+        grid, blocks = _grid(B, N, T, values.device, order=m, itemsize=itemsize)
         kernel = {1: _time_last_fwd_kernel, 2: _time_last_m2_fwd_kernel, 4: _time_last_m4_fwd_kernel}[m]
         if m > 1:  # at m = 1 the window is the states
             blocks["WINDOW"] = window

@@ -231,14 +231,15 @@ def main(argv=None):
     check("time-last order 4, softmax, whole rows, initial state, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
     time_last.M4_CHUNKED_BELOW = chunked_below
-    # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without prefetch, m = 2 in threads
-    # (IN_THREADS_TILE, the forward prefetching), then m = 2's tile scan without prefetch (M2_IN_THREADS off)
+    # the grids that are not small (the CPU counts as 132 SMs): m = 1's forward without a software pipeline (STAGES 1),
+    # m = 2 a warp a row (IN_THREADS_TILE)
     small_grid_below, time_last.SMALL_GRID_BELOW = time_last.SMALL_GRID_BELOW, 0
     forward_small_grid_below, time_last.M2_FORWARD_SMALL_GRID_BELOW = time_last.M2_FORWARD_SMALL_GRID_BELOW, 0
-    in_threads = time_last.M2_IN_THREADS
     gates, values = torch.randn(2, 3, 2, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
-    check("time-last order 1, softmax, no prefetch",
+    stages, time_last.FORWARD_STAGES = time_last.FORWARD_STAGES, 1
+    check("time-last order 1, softmax, no software pipeline",
           lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 1), "softmax", True, None))
+    time_last.FORWARD_STAGES = stages
     for activation, with_starts in (("softmax", False), ("softmax", True), ("tanh", False), ("relu", False)):
         gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
         h0, starts = torch.randn(2, 3, 2), (torch.rand(2, 3000) < 0.01 if with_starts else None)
@@ -252,28 +253,19 @@ def main(argv=None):
     check("time-last order 2, softmax, in threads, backward register cap 80, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
     time_last._backward_register_cap = register_cap
-    time_last.M2_IN_THREADS = False
-    gates, values = torch.randn(2, 3, 3, 300, dtype=torch.bfloat16), torch.randn(2, 3, 300, dtype=torch.bfloat16)
-    check("time-last order 2, softmax, tile scan without prefetch",
-          lambda: time_last.time_last_forward(gates, values, torch.randn(2, 3, 2), "softmax", True, None))
-    time_last.M2_IN_THREADS = in_threads
     time_last.SMALL_GRID_BELOW = small_grid_below
     time_last.M2_FORWARD_SMALL_GRID_BELOW = forward_small_grid_below
-    # H-LRU m = 2 on a small grid in segments of a row, a warp each (M2_SEGMENTS; the order-2 checks above ran 8),
-    # then with the backward's tile scan (where the rule gives one run)
+    # H-LRU m = 2 on a small grid in segments of a row, a warp each (M2_SEGMENTS; the order-2 checks above ran 8)
     segments, time_last.M2_SEGMENTS = time_last.M2_SEGMENTS, 4
     gates, values = torch.randn(2, 3, 3, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
     h0, starts, bias = torch.randn(2, 3, 2), torch.rand(2, 3000) < 0.01, torch.randn(3, 3)
     check("time-last order 2, softmax, in 4 segments, initial state, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
     time_last.M2_SEGMENTS = segments
-    time_last.M2_BACKWARD_SEGMENTS = False
-    check("time-last order 2, softmax, tile-scan backward, initial state, document starts, gate bias, window",
-          lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
-    time_last.M2_BACKWARD_SEGMENTS = True
-    # BD-LRU on time-last tensors: forward (block size 2 prefetching) and backward, with and without initial state,
-    # document starts and a gate bias; block size 2 composed in threads (grids that are not small), then in segments
-    # of a row and as a tile scan (small grids); block size 4 composed in threads, a whole row a program
+    # BD-LRU on time-last tensors: forward (pipelined) and backward, with and without initial state, document starts
+    # and a gate bias; block size 2 composed in threads (grids that are not small), then in segments of a row and as a
+    # tile scan (small grids), then in threads with the register prefetch of large grids; block size 4 composed in
+    # threads, a whole row a program
     def block_forward_backward(gates, values, h0, activation, starts, bias):
         states, final = time_last.time_last_forward(gates, values, h0, activation, True, starts, bias)
         time_last.time_last_backward(gates, values, states, h0, torch.randn_like(states), final, activation, starts,
@@ -295,6 +287,14 @@ def main(argv=None):
                       f"{', initial state' if h0 is not None else ''}"
                       f"{', document starts, gate bias' if starts is not None else ''}",
                       lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
+    # block size 2 in threads with the register prefetch of large grids (BD2_REGISTER_PREFETCH_FROM)
+    time_last.BD2_SMALL_GRID_BELOW = 0
+    prefetch_from, time_last.BD2_REGISTER_PREFETCH_FROM = time_last.BD2_REGISTER_PREFETCH_FROM, 0
+    gates2, values2 = torch.randn(2, 3, 2, 3, 600, dtype=torch.bfloat16), torch.randn(2, 3, 2, 600, dtype=torch.bfloat16)
+    check("time-last BD-LRU block size 2, in threads, register prefetch, softmax, initial state, document starts, "
+          "gate bias", lambda: block_forward_backward(gates2, values2, torch.randn(2, 3, 2), "softmax",
+                                                      torch.rand(2, 600) < 0.01, torch.randn(3, 2, 3)))
+    time_last.BD2_REGISTER_PREFETCH_FROM = prefetch_from
     time_last.BD2_SMALL_GRID_BELOW, time_last.BD2_SEGMENTS = bd2_small_grid_below, True
     # BD-LRU block size 4 in segments of a row (BD4_SEGMENTS; 8 runs on this grid)
     time_last.BD4_SEGMENTS = True

@@ -52,9 +52,10 @@ def test_the_reference_in_time_last_layout_is_the_direct_loop(m):
                         "4-segments-4"])
 def block_size(request, monkeypatch):
     """The block sizes with time-last kernels, on every path of `_grid` (`blocked`): 2 composed in threads (grids that
-    are not small), on small grids in segments of a row (2 or 8 runs a tile, a warp each, forward and backward) or
-    as a tile scan (BD2_SEGMENTS off); 4 composed in threads, one row a program (BD4_SEGMENTS off) or in segments
-    of a row (2 or 4 runs; the forward and the adjoint scan)."""
+    are not small; the forward with the register prefetch of large grids), on small grids (pipelined forwards) in
+    segments of a row (2 or 8 runs a tile, a warp each, forward and backward) or as a tile scan (BD2_SEGMENTS off);
+    4 composed in threads, one row a program (BD4_SEGMENTS off) or in segments of a row (2 or 4 runs; the forward and
+    the adjoint scan)."""
     if request.param.startswith("4"):
         segments = int(request.param.split("-")[-1]) if "segments" in request.param else 1
         monkeypatch.setattr(scan_time_last, "BD4_SEGMENTS", segments > 1)
@@ -66,11 +67,14 @@ def block_size(request, monkeypatch):
     in_threads = request.param == "2-in-threads"
     segments = int(request.param.split("-")[-1]) if "segments" in request.param else 1
     monkeypatch.setattr(scan_time_last, "BD2_SMALL_GRID_BELOW", 0 if in_threads else 10**9)
+    # in threads with the register prefetch of large grids, the others with the pipelined loop of small ones
+    monkeypatch.setattr(scan_time_last, "BD2_REGISTER_PREFETCH_FROM", 0 if in_threads else 10**9)
     monkeypatch.setattr(scan_time_last, "BD2_SEGMENTS", segments > 1)
     monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments if segments > 1 else None)
     for backward in (False, True):
         options = scan_time_last._grid(1, 1, 16, DEVICE, backward=backward, order=2, blocked=True)[1]
         assert options["IN_THREADS"] is (in_threads or segments > 1) and options["SEGMENTS"] == segments
+        assert backward or options["PREFETCH"] is in_threads
     return 2
 
 
@@ -254,15 +258,16 @@ def test_launch_options_by_programs_per_sm():
     in segments of a row where H-LRU m = 2's rule gives 2 runs or more (`_m2_segments`, at M2_WARPS_PER_SM forward
     and BD2_BACKWARD_WARPS_PER_SM backward; one block a program, a warp a run), else the tile scan; one of that many
     in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's thresholds say; one program per (row, BC blocks)
-    otherwise; the forward prefetches. The backward takes no one-wave register cap (H-LRU's made it spill): on a GPU,
+    otherwise; the forward pipelines its tile loop below BD2_REGISTER_PREFETCH_FROM programs per SM, and prefetches
+    the next tile into registers from there. The backward takes no one-wave register cap (H-LRU's made it spill): on a GPU,
     in threads a program a row and without a gate bias, the cap of `_fewest_waves_register_cap`, else none."""
     sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
     programs = scan_time_last.BD2_SMALL_GRID_BELOW * sms
     # so that the H-LRU check below can fail (its backward is small below SMALL_GRID_BELOW)
     assert scan_time_last.BD2_SMALL_GRID_BELOW < scan_time_last.SMALL_GRID_BELOW
     hlru = scan_time_last._grid(2, programs * bc // 2, 4096, DEVICE, backward=True, order=2)[1]
-    # the same grid is small for H-LRU m = 2: the tile scan, or segments of a row where its rule gives 2 runs or more
-    assert hlru["IN_THREADS"] is False or hlru["SEGMENTS"] > 1
+    # the same grid is small for H-LRU m = 2: segments of a row
+    assert hlru["SEGMENTS"] > 1
     for B, N in ((1, 1), (1, 300), (1, (programs - 1) * bc), (2, programs * bc // 2), (4, programs * bc)):
         small = B * -(-N // bc) < programs
         grid, forward = scan_time_last._grid(B, N, 4096, DEVICE, order=2, blocked=True)
@@ -288,10 +293,18 @@ def test_launch_options_by_programs_per_sm():
                     tile.update(num_warps=runs)
                 assert {k: options[k] for k in tile} == tile
         assert grid == (B * -(-N // forward["BC"]),)
-        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
+        assert forward["PREFETCH"] is (grid[0] >= scan_time_last.BD2_REGISTER_PREFETCH_FROM * sms)
+        assert forward["STAGES"] == (1 if forward["PREFETCH"] else scan_time_last.FORWARD_STAGES)
+        assert "PREFETCH" not in backward and "STAGES" not in backward
     # a small grid above ran in segments (with the GPU's one block a program every small grid does; the
     # interpreter's two blocks a program leave (programs - 1) * bc blocks forward to the tile scan)
     assert scan_time_last._grid(1, 1, 4096, DEVICE, order=2, blocked=True)[1]["SEGMENTS"] > 1
+    # and a large grid prefetched in registers
+    blocks = scan_time_last.BD2_REGISTER_PREFETCH_FROM * sms * bc
+    for B, N, prefetch in ((1, blocks - bc, False), (1, blocks, True), (32, 1024, True)):
+        grid, forward = scan_time_last._grid(B, N, 2048, DEVICE, order=2, blocked=True)
+        assert forward["PREFETCH"] is prefetch and forward["STAGES"] == (1 if prefetch else
+                                                                           scan_time_last.FORWARD_STAGES), (B, N)
 
 
 @needs_triton

@@ -34,15 +34,14 @@ def _small_grid_below(monkeypatch, programs_per_sm):
     monkeypatch.setattr(scan_time_last, "M2_FORWARD_SMALL_GRID_BELOW", programs_per_sm)
 
 
-# The launch paths a test covers (`_take_path`): grids that are not small (m = 2 in threads), small grids (m = 2 in
-# segments of a row), and at m = 2 small grids whose backward keeps the tile scan (where the rule gives one run).
-PATHS = ["large grid", "small grid", "small grid, tile-scan backward"]
-M_AND_PATH = [(m, path) for m in (1, 2, 4) for path in PATHS if m == 2 or path != PATHS[2]]
+# The launch paths a test covers (`_take_path`): grids that are not small (m = 2 a warp a row) and small grids (m = 2
+# in segments of a row).
+PATHS = ["large grid", "small grid"]
+M_AND_PATH = [(m, path) for m in (1, 2, 4) for path in PATHS]
 
 
 def _take_path(monkeypatch, path):
     _small_grid_below(monkeypatch, 0 if path == "large grid" else 10**9)
-    monkeypatch.setattr(scan_time_last, "M2_BACKWARD_SEGMENTS", path != "small grid, tile-scan backward")
 
 
 def _run(backend, gates, values, h0, activation, want_final, document_starts=None):
@@ -99,17 +98,16 @@ def test_triton_matches_the_float64_reference(m, activation, B, N, T, with_h0, w
 
 
 @needs_triton
-@pytest.mark.parametrize("m", [1, 2])
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_forward_with_and_without_prefetch_matches_the_reference(m, prefetch, monkeypatch):
-    """The tile-scan forwards' two ways of walking the tiles (PREFETCH: the next tile loaded before this one is
-    scanned; `_grid` chooses by programs per SM; m = 2 with M2_IN_THREADS off, which runs this scan on every grid):
-    both against the float64 reference, over several tiles, with an initial window, document starts and a partial
-    last tile."""
-    _small_grid_below(monkeypatch, 10**9 if prefetch else 0)
-    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
-    options = scan_time_last._grid(2, 3, 50, DEVICE, order=m)[1]
-    assert options["PREFETCH"] is prefetch and not options.get("IN_THREADS")
+@pytest.mark.parametrize("m", [1, 2, 4])
+@pytest.mark.parametrize("stages", [1, 3])
+def test_forward_pipeline_depths_match_the_reference(m, stages, monkeypatch):
+    """The forwards' tile loops without a software pipeline and with FORWARD_STAGES' (the interpreter ignores
+    num_stages; on a GPU the loads go through shared memory): states, final state and gradients against the float64
+    reference, over several tiles, with an initial state, document starts and a partial last tile."""
+    monkeypatch.setattr(scan_time_last, "FORWARD_STAGES", stages)
+    grid, options = scan_time_last._grid(2, 3, 50, DEVICE, order=m)
+    assert options["STAGES"] == stages and "PREFETCH" not in options
+    assert "STAGES" not in scan_time_last._grid(2, 3, 50, DEVICE, backward=True, order=m)[1]
     gates, values, h0 = _inputs(2, 3, 50, seed=7, m=m)
     starts = torch.zeros(2, 50, dtype=torch.bool, device=DEVICE)
     starts[0, 20] = starts[1, 33] = True
@@ -245,7 +243,7 @@ def test_order_2_in_segments_matches_the_reference(segments, T, with_h0, window,
     B, N, m = 2, 3, 2
     for backward in (False, True):
         options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)[1]
-        assert options["SEGMENTS"] == segments and options["IN_THREADS"] and options["BC"] == 1
+        assert options["SEGMENTS"] == segments and options["BC"] == 1
     gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
     bias.requires_grad_()
@@ -290,11 +288,11 @@ def test_order_4_takes_chunks_on_small_grids_only():
 @needs_triton
 def test_the_launch_rule_by_programs_per_sm():
     """`_grid`'s rule (the interpreter counts 132 SMs, an H200's): a grid of fewer than SMALL_GRID_BELOW programs
-    per SM prefetches at m = 1; m = 2's forward below M2_FORWARD_SMALL_GRID_BELOW runs each row's tiles in segments,
+    per SM is small: m = 2's forward below M2_FORWARD_SMALL_GRID_BELOW runs each row's tiles in segments,
     a warp each (`_m2_segments`: the power of two that brings the grid nearest M2_WARPS_PER_SM warps per SM, one
-    program per channel), its backward below SMALL_GRID_BELOW likewise at M2_BACKWARD_WARPS_PER_SM where that gives 2
-    runs or more, else the tile scan; from those on, m = 2 runs in threads (the forward prefetching) and m = 1
-    without prefetch; one program per block of BC channels."""
+    program per channel), its backward below SMALL_GRID_BELOW likewise at M2_BACKWARD_WARPS_PER_SM (2 runs or more
+    on every such grid); from those on, m = 2 runs a warp a row; one program per block of BC channels. Every forward
+    pipelines its tile loop (FORWARD_STAGES), whatever the grid; m = 2's kernels compose in threads on every grid."""
     sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
     forward_below = scan_time_last.M2_FORWARD_SMALL_GRID_BELOW * sms
     backward_below = scan_time_last.SMALL_GRID_BELOW * sms
@@ -310,21 +308,50 @@ def test_the_launch_rule_by_programs_per_sm():
         forward_runs = runs if -(-N // bc) < forward_below else 0  # 0: in threads, a block of channels a program
         small_backward = -(-N // bc) < backward_below
         runs = scan_time_last._m2_segments(N, DEVICE, scan_time_last.M2_BACKWARD_WARPS_PER_SM)
-        backward_runs = runs if small_backward and runs > 1 else 0
-        assert forward["IN_THREADS"] is True and backward["IN_THREADS"] is (backward_runs > 0 or not small_backward)
+        # a small grid's backward has 2 runs or more with one channel a program (the GPU's tile; the interpreter's
+        # two channels a program leave it one run near the threshold: a warp a row, one channel a program)
+        assert runs > 1 or not small_backward or bc > 1, N
+        backward_runs = runs if small_backward else 0
         assert forward["SEGMENTS"] == max(forward_runs, 1) and backward["SEGMENTS"] == max(backward_runs, 1), N
-        assert forward["PREFETCH"] is True and "PREFETCH" not in backward
-        assert first_order["PREFETCH"] is small_backward and "IN_THREADS" not in first_order
+        for options in (forward, backward):
+            assert "PREFETCH" not in options and "IN_THREADS" not in options
+        assert "PREFETCH" not in first_order and "IN_THREADS" not in first_order
+        assert forward["STAGES"] == first_order["STAGES"] == scan_time_last.FORWARD_STAGES and "STAGES" not in backward
         for options, row_runs in ((forward, forward_runs), (backward, backward_runs)):
             assert (options["BC"] == 1) if row_runs else options["BC"] == bc
         assert grid == (-(-N // forward["BC"]),)
         if GPU:
             for options, row_runs in ((forward, forward_runs), (backward, backward_runs)):
-                in_threads = options["IN_THREADS"]
-                tile = dict(scan_time_last.IN_THREADS_TILE if in_threads else scan_time_last.TILE)
+                tile = dict(scan_time_last.IN_THREADS_TILE)
                 if row_runs:
                     tile.update(BC=1, num_warps=row_runs)
                 assert {k: options[k] for k in tile} == tile
+
+
+@needs_triton
+def test_the_forwards_pipeline_fits_its_shared_memory_budget(monkeypatch):
+    """`_grid` with the GPU's tiles (the rule alone: nothing launches) for every forward, grid size and input width:
+    the pipeline's buffers (FORWARD_STAGES - 1 tiles of the logits and values) stay within PIPELINE_SHARED_BYTES, and
+    a forward goes unpipelined only where they would not (BD-LRU block size 2 then prefetching in registers, as it
+    does on grids of BD2_REGISTER_PREFETCH_FROM programs per SM and more)."""
+    monkeypatch.setattr(scan_time_last, "_INTERPRET", False)
+    stages, budget = scan_time_last.FORWARD_STAGES, scan_time_last.PIPELINE_SHARED_BYTES
+    seen = set()
+    for blocked, order, rows_loaded in ((False, 1, 3), (False, 2, 4), (False, 4, 6), (True, 2, 8), (True, 4, 24)):
+        for B, N in ((1, 1), (1, 40), (1, 256), (2, 512), (8, 512), (32, 1024)):
+            for itemsize in (2, 4, 8):
+                grid, options = scan_time_last._grid(B, N, 4096, DEVICE, order=order, blocked=blocked,
+                                                     itemsize=itemsize)
+                buffers = (stages - 1) * rows_loaded * options["BC"] * options.get("SEGMENTS", 1) * options["BT"] \
+                    * itemsize
+                large = grid[0] >= scan_time_last.BD2_REGISTER_PREFETCH_FROM * scan_time_last._num_sms(DEVICE)
+                if blocked and order == 2:
+                    assert options["PREFETCH"] is (buffers > budget or large), (order, B, N, itemsize)
+                    assert options["STAGES"] == (1 if options["PREFETCH"] else stages)
+                else:
+                    assert options["STAGES"] == (stages if buffers <= budget else 1), (order, B, N, itemsize)
+                seen.add((options["STAGES"], itemsize))
+    assert {(stages, 2), (1, 8)} <= seen  # bfloat16 pipelined, and the budget binding in float64
 
 
 @needs_triton
@@ -380,12 +407,12 @@ def test_the_backward_register_cap_keeps_the_grid_in_one_wave(num_warps, most):
 @pytest.mark.parametrize("T,with_h0,with_starts", [(50, True, True), (37, False, False), (33, True, False),
                                                    (16, True, True), (1, True, False), (17, False, True)])
 def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, monkeypatch):
-    """m = 2's forward with its steps composed 8 at a time inside threads (M2_IN_THREADS, on grids that are not
-    small) against the float64 reference: states and final window over several 16-step tiles (2 groups of 8 each), a
+    """m = 2's forward with its steps composed 8 at a time inside threads, a warp a row (grids that are not small)
+    against the float64 reference: states and final window over several 16-step tiles (2 groups of 8 each), a
     partial last tile, a last tile of one step (T = 17, 33: the final window's second entry is the tile before's),
     document starts (one at the last step), an initial window."""
     _small_grid_below(monkeypatch, 0)
-    assert scan_time_last._grid(2, 3, T, DEVICE, order=2)[1]["IN_THREADS"]
+    assert scan_time_last._grid(2, 3, T, DEVICE, order=2)[1]["SEGMENTS"] == 1
     gates, values, h0 = (t.detach() if t is not None else None for t in _inputs(2, 3, T, with_h0=with_h0, seed=T, m=2))
     starts = None
     if with_starts:
@@ -403,12 +430,12 @@ def test_order_2_forward_in_threads_matches_the_reference(activation, T, with_h0
                                                    (16, True, True), (1, True, False), (17, False, True),
                                                    (2, True, True)])
 def test_order_2_backward_in_threads_matches_the_reference(activation, T, with_h0, with_starts, monkeypatch):
-    """m = 2's backward with its adjoints composed 8 steps at a time inside threads (M2_IN_THREADS, on grids that
-    are not small), and the forward likewise: the gradients of gates, values and initial window (a loss on every
+    """m = 2's backward with its adjoints composed 8 steps at a time inside threads, a warp a row (grids that are
+    not small), and the forward likewise: the gradients of gates, values and initial window (a loss on every
     step and on the final window) against the float64 reference, over several tiles, a partial last tile, a last
     tile of one step, document starts (one at the last step), T = 1 and 2."""
     _small_grid_below(monkeypatch, 0)
-    assert scan_time_last._grid(2, 3, T, DEVICE, backward=True, order=2)[1]["IN_THREADS"]
+    assert scan_time_last._grid(2, 3, T, DEVICE, backward=True, order=2)[1]["SEGMENTS"] == 1
     inputs = _inputs(2, 3, T, with_h0=with_h0, seed=T + 1, m=2)
     starts = None
     if with_starts:
@@ -540,16 +567,14 @@ def test_gradients_of_only_some_inputs_and_of_the_final_window_alone(m):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
-@pytest.mark.parametrize("m", [1, 2])
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
-@pytest.mark.parametrize("prefetch", [False, True])
-def test_gpu_default_tiles_match_the_float64_reference(B, N, T, m, prefetch, monkeypatch):
-    """The GPU's 1024-step tiles over several tiles (and a partial one), float64 inputs, forward and gradients; the
-    forwards with and without the next tile's prefetch (`_grid` picks one by programs per SM; m = 2 with
-    M2_IN_THREADS off, which runs this scan on every grid)."""
-    _small_grid_below(monkeypatch, 10**9 if prefetch else 0)
-    monkeypatch.setattr(scan_time_last, "M2_IN_THREADS", False)
-    inputs = _inputs(B, N, T, seed=T, m=m)
+@pytest.mark.parametrize("small_grid", [False, True])
+def test_gpu_default_tiles_match_the_float64_reference(B, N, T, small_grid, monkeypatch):
+    """m = 1 on the GPU's 1024-step tiles over several tiles (and a partial one), float64 inputs, forward and
+    gradients, with the grid counted small and not (nothing of m = 1's launch depends on it now; it did)."""
+    _small_grid_below(monkeypatch, 10**9 if small_grid else 0)
+    assert scan_time_last._grid(B, N, T, DEVICE, order=1)[1]["STAGES"] == scan_time_last.FORWARD_STAGES
+    inputs = _inputs(B, N, T, seed=T, m=1)
     reference = _run("torch", *inputs, "softmax", True)
     for got, want in zip(_run("triton", *inputs, "softmax", True), reference):
         torch.testing.assert_close(got.to(want.dtype), want, rtol=1e-5, atol=1e-5)
@@ -590,9 +615,9 @@ def test_gpu_order_2_in_segments_matches_the_float64_reference(B, N, T, segments
 @pytest.mark.skipif(not GPU, reason="needs CUDA")
 @pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
 def test_gpu_order_2_in_threads_matches_the_float64_reference(B, N, T, monkeypatch):
-    """m = 2's forward and backward composed in threads (M2_IN_THREADS; IN_THREADS_TILE on a GPU, the forward
-    prefetching) over many tiles, with an initial window and document starts: states, final window and every
-    gradient against the float64 reference."""
+    """m = 2's forward and backward composed in threads, a warp a row (IN_THREADS_TILE on a GPU) over many tiles,
+    with an initial window and document starts: states, final window and every gradient against the float64
+    reference."""
     _small_grid_below(monkeypatch, 0)
     assert scan_time_last._grid(B, N, T, DEVICE, order=2)[1]["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T, m=2)
