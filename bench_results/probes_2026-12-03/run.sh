@@ -9,6 +9,8 @@
 #   bash bench_results/probes_2026-12-03/run.sh final2 OUT   # after the shared-memory budget: the GPU tests of the
 #                                                           # launch paths, pipelines and segments
 #   bash bench_results/probes_2026-12-03/run.sh table OUT    # scripts/bench_scan.py's m = 2 rows
+#   bash bench_results/probes_2026-12-03/run.sh table1 OUT   # its m = 1 rows (with fla and accelerated-scan)
+#   bash bench_results/probes_2026-12-03/run.sh table4 OUT   # its m = 4 rows
 set -u
 part=$1; out=$2
 mkdir -p "$out"
@@ -41,5 +43,9 @@ case "$part" in
   table)
     timeout 540 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --orders 2 \
       --out "$out/bench_scan_m2.json" 2>&1 | grep -v Warn | tee "$out/bench_scan_m2.txt" | tail -30 ;;
-  *) echo "part must be tests, models, prefetch, pipelined, final, final2 or table, got $part"; exit 2 ;;
+  table1|table4)
+    order=${part#table}
+    timeout 560 python3 scripts/bench_scan.py --no-ref --no-warp --no-model --orders "$order" \
+      --out "$out/bench_scan_m$order.json" 2>&1 | grep -v Warn | tee "$out/bench_scan_m$order.txt" | tail -30 ;;
+  *) echo "part must be tests, models, prefetch, pipelined, final, final2, table, table1 or table4, got $part"; exit 2 ;;
 esac
