@@ -73,8 +73,10 @@ SMALL_GRID_BELOW = 16
 # the next tile that m = 1 (on small grids), H-LRU m = 2 and BD-LRU block size 2 had, and of none at m = 4. H200, % of
 # copy forward, register prefetch (or none) against 3 stages: H-LRU m = 1 82.4 -> 86.5 (B1 T16384 D1024), 86.0 -> 94.1
 # (B8 T4096), 90.4 -> 92.5 (B32 T2048 D2048); m = 2 52.7 -> 54.2, 71.1 -> 78.6, 70.8 -> 77.6; m = 4 19.6 -> 19.7 (one
-# tile a chunk there), 40.2 -> 45.7, 43.5 -> 50.5; BD-LRU block size 4 24.7 -> 35.4, 32.2 -> 55.2, 44.7 -> 63.0; 4
-# stages were behind 3 but at H-LRU m = 2's B32 (bench_results/probes_2026-12-03/pipelined.txt).
+# tile a chunk there), 40.2 -> 45.7, 43.5 -> 50.5; BD-LRU block size 4 24.7 -> 35.4, 32.2 -> 55.2, 44.7 -> 63.0. 4
+# stages (tried at m = 1, m = 2 and BD-LRU 2: 18 kernel-shape pairs) were ahead of 3 at five (H-LRU m = 1 B2 T8192
+# 84.9 / 84.3, m = 2 B1 T65536 58.0 / 57.9 and B32 80.4 / 77.6, BD-LRU 2 B8 81.7 / 80.3 and B32 82.0 / 80.0) and behind
+# at the others (bench_results/probes_2026-12-03/pipelined.txt).
 FORWARD_STAGES = 3
 # The pipeline's buffers a program may hold: beyond, a forward runs unpipelined (BD-LRU block size 2 with its register
 # prefetch). The largest tile, BD-LRU block size 2 in 8 segments of a row (2048 steps x 8 input rows), needs 64 KiB
@@ -617,9 +619,9 @@ if triton is not None:
                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous). The
         tile's recurrence is composed 8 steps at a time inside each thread (`_m2_tile_maps`, `_m2_tile_states`);
-        STAGES as at m = 1. SEGMENTS (one
-        channel a program): a tile is SEGMENTS consecutive runs of BT steps, a warp each, each composed in threads,
-        the runs' maps then composed across the warps (`_segment_carries`), so that a row runs on SEGMENTS warps.
+        STAGES as at m = 1. SEGMENTS (one channel a program): a tile is SEGMENTS consecutive runs of BT steps, a warp
+        each, each composed in threads, the runs' maps then composed across the warps (`_segment_carries`), so that a
+        row runs on SEGMENTS warps.
         WINDOW: states is [B, N, 2, T], the window (s_t, s_{t-1}) at every step (s_{t-1} = 0 where a document
         starts), what the read-out is."""
         tl.static_assert(SEGMENTS == 1 or BC == 1, "segments run one channel a program")
@@ -2130,13 +2132,14 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     (else its tile scan).
     Order 4 (H-LRU m = 4; BD-LRU block size 4 with `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE
     (BD-LRU's on small grids in segments, BD4_SEGMENTS)."""
+    sms = _num_sms(device if device is not None else "cpu")
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)
         options["BT"] = _tile_steps(options["BT"], T)
         programs = B * triton.cdiv(N, options["BC"])
         if not blocked:  # H-LRU m = 4: chunks of one tile on small grids, unless results must repeat bit for bit
             tiles = triton.cdiv(T, options["BT"])  # (a look-back composes what it finds, which varies between runs)
-            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * _num_sms(device if device is not None else "cpu") \
+            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * sms \
                 and not torch.are_deterministic_algorithms_enabled()
             options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
             programs *= options["num_chunks"]
@@ -2150,7 +2153,7 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
             options["maxnreg"] = _backward_register_cap(programs, options["num_warps"], device,
                                                         most=M4_BACKWARD_REGISTERS)
         if not backward:
-            options["STAGES"] = _forward_stages(options, (4 * 6) if blocked else 6, itemsize)
+            options["STAGES"] = _forward_stages(options, order, blocked, itemsize)
         return (programs,), options
     tile = _tile()
     if blocked:
@@ -2159,7 +2162,7 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         small_below = M2_FORWARD_SMALL_GRID_BELOW
     else:
         small_below = SMALL_GRID_BELOW
-    small = B * triton.cdiv(N, tile["BC"]) < small_below * _num_sms(device if device is not None else "cpu")
+    small = B * triton.cdiv(N, tile["BC"]) < small_below * sms
     in_threads = order == 2 and (not small or not blocked)  # H-LRU m = 2 on every grid, BD-LRU's on large ones
     options = dict(BC=tile["BC"], BT=tile["BT"], num_warps=tile["num_warps"])
     if in_threads and not _INTERPRET:
@@ -2182,9 +2185,8 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     options["BT"] = _tile_steps(options["BT"], T)
     programs = B * triton.cdiv(N, options["BC"])
     if not backward:  # the tile loop pipelined, except BD-LRU block size 2's on large grids: a register prefetch
-        stages = _forward_stages(options, (2 * 4) if blocked else order + 2, itemsize)
-        prefetch = blocked and (stages == 1 or programs >= BD2_REGISTER_PREFETCH_FROM
-                                * _num_sms(device if device is not None else "cpu"))
+        stages = _forward_stages(options, order, blocked, itemsize)
+        prefetch = blocked and (stages == 1 or programs >= BD2_REGISTER_PREFETCH_FROM * sms)
         options["STAGES"] = 1 if prefetch else stages
         if blocked:
             options["PREFETCH"] = prefetch
@@ -2201,9 +2203,11 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     return (programs,), options
 
 
-def _forward_stages(options: dict, rows_loaded: int, itemsize: int) -> int:
-    """FORWARD_STAGES, or 1 (no software pipeline) where its buffers, FORWARD_STAGES - 1 tiles of the `rows_loaded`
-    input rows (logits and values) per channel or block at `itemsize` bytes, would pass PIPELINE_SHARED_BYTES."""
+def _forward_stages(options: dict, order: int, blocked: bool, itemsize: int) -> int:
+    """FORWARD_STAGES, or 1 (no software pipeline) where its buffers, FORWARD_STAGES - 1 tiles of a forward's input
+    rows at `itemsize` bytes, would pass PIPELINE_SHARED_BYTES. A channel of H-LRU of `order` m loads m + 1 logit rows
+    and a value row; a block of BD-LRU of block size m (`blocked`) m times that."""
+    rows_loaded = (order + 2) * (order if blocked else 1)
     tile_bytes = rows_loaded * options["BC"] * options.get("SEGMENTS", 1) * options["BT"] * itemsize
     return FORWARD_STAGES if (FORWARD_STAGES - 1) * tile_bytes <= PIPELINE_SHARED_BYTES else 1
 
