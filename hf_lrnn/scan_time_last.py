@@ -189,6 +189,13 @@ BD2_BACKWARD_LEAST_REGISTERS = 128
 # torch.use_deterministic_algorithms(True) rows are never chunked: a look-back composes whatever its predecessors
 # have published by then, so the float32 roundings can differ between runs.
 M4_CHUNKED_BELOW = 3
+# H-LRU m = 4's forward on those small grids as whole rows whose tiles are runs of M4_TILE's steps, a warp each, joined
+# across the warps (`_segment_carries4`), as many as bring the grid to M4_WARPS_PER_SM warps per SM (`_m2_segments`),
+# instead of chunks, where that gives 2 runs or more (M4_SEGMENTS; the backward keeps its chunks). Unpipelined the runs
+# had lost to the chunks (19.3 against 19.5 % of copy at B1 T16384 D1024 with 4 runs,
+# bench_results/probes_2026-12-02b/m4_segments.txt); BD-LRU block size 4's runs gained 10 points from the pipeline.
+M4_SEGMENTS = False
+M4_WARPS_PER_SM = 8
 # Tests only: publish the prefix of every k-th chunk alone, so that look-backs compose maps (the interpreter runs the
 # programs one after another, so otherwise every look-back finds its predecessor's prefix at once).
 _PREFIX_EVERY = 1
@@ -1110,15 +1117,16 @@ if triton is not None:
         return b, rows, mc, stream, streams, chunk, first, end
 
     @triton.jit
-    def _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3, bias4, bias_gate,
+    def _m4_tile_inputs(gates, values, starts, rows, b, steps, mask, T, bias1, bias2, bias3, bias4, bias_gate,
                         ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_STARTS: tl.constexpr, BC: tl.constexpr,
                         BT: tl.constexpr):
-        """(a1, a2, a3, a4, u = g v, keep) [BC, BT] of a tile as `_m4_tile_maps` takes them: the coefficients 0 and
-        keep 0 at a document start; the identity step past T."""
-        z1, z2, z3, z4, zg = _load_five(gates, rows, t, mask, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
-        x = _load_values(values, rows, t, mask, T)
+        """(a1, a2, a3, a4, u = g v, keep) [BC, BT] of a tile (at steps [1 or BC, BT]) as `_m4_tile_maps` takes them:
+        the coefficients 0 and keep 0 at a document start; the identity step past T."""
+        z1, z2, z3, z4, zg = _load_five_at(gates, rows, steps, mask, T, bias1, bias2, bias3, bias4, bias_gate,
+                                           HAS_BIAS)
+        x = _load_values_at(values, rows, steps, mask, T)
         a1, a2, a3, a4, g = _normalize_five(z1, z2, z3, z4, zg, ACT)
-        start = tl.broadcast_to(_starts_at(starts, b, t, T, HAS_STARTS), [BC, BT])
+        start = tl.broadcast_to(_starts_in(starts, b, steps, T, HAS_STARTS), [BC, BT])
         inside = mask & ~start
         return (tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(inside, a2, 0.0), tl.where(inside, a3, 0.0),
                 tl.where(inside, a4, 0.0), tl.where(mask, g * x, 0.0), tl.where(start, 0.0, 1.0))
@@ -1128,12 +1136,17 @@ if triton is not None:
                                  counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
                                  BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr,
-                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr, STAGES: tl.constexpr):
+                                 CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr, STAGES: tl.constexpr,
+                                 SEGMENTS: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + ... + a4 s_{t-4} + g v for BC rows, composed in threads
         (`_m4_tile_maps`, `_m4_tile_states`); initial / final window (s, s_{-1}, s_{-2}, s_{-3}). WINDOW: states is
         [B, N, 4, T], the window (s_t, ..., s_{t-3}) at every step (entries before a document's start 0). CHUNKED:
-        one tile per program, joined by the look-back (flags, counters, aggregates, prefixes; else None). STAGES as
-        at m = 1."""
+        one tile per program, joined by the look-back (flags, counters, aggregates, prefixes; else None). SEGMENTS
+        (one channel a program, whole rows): a tile is SEGMENTS runs of BT steps, a warp each, joined across the
+        warps (`_segment_carries4`). STAGES as at m = 1."""
+        tl.static_assert(SEGMENTS == 1 or (BC == 1 and not CHUNKED), "segments: one channel a program, whole rows")
+        R: tl.constexpr = BC * SEGMENTS  # a tile's rows: BC channels, or one channel's SEGMENTS runs
+        SPAN: tl.constexpr = BT * SEGMENTS  # a tile's steps
         b, rows, mc, stream, streams, chunk, first, end = _chunk_of_row(counters, T, N, B, num_chunks, BC, BT, CHUNKED,
                                                                         REVERSE=False)
         bias1 = _load_bias(gate_bias, rows, b, N, 0, 5, mc, HAS_BIAS)
@@ -1141,31 +1154,43 @@ if triton is not None:
         bias3 = _load_bias(gate_bias, rows, b, N, 2, 5, mc, HAS_BIAS)
         bias4 = _load_bias(gate_bias, rows, b, N, 3, 5, mc, HAS_BIAS)
         bias_gate = _load_bias(gate_bias, rows, b, N, 4, 5, mc, HAS_BIAS)
-        w0, w1, w2, w3 = _load_four(initial_state, rows, mc, HAS_H0)  # the window before the tile: s_{t-1}, ..., s_{t-4}
+        h0, h1, h2, h3 = _load_four(initial_state, rows, mc, HAS_H0)  # the window before the tile: s_{t-1}, ..., s_{t-4}
+        zero = tl.zeros([R], dtype=tl.float32)  # (with segments: the tile's window in every run's entry)
+        w0, w1, w2, w3 = zero + h0, zero + h1, zero + h2, zero + h3
         final0, final1, final2, final3 = w0, w1, w2, w3  # overwritten by the last tile
-        for t0 in tl.range(first, end, BT, num_stages=STAGES):
-            t = t0 + tl.arange(0, BT)
-            mask = mc[:, None] & (t < T)[None, :]
-            a1, a2, a3, a4, u, keep = _m4_tile_inputs(gates, values, starts, rows, b, t, mask, T, bias1, bias2, bias3,
-                                                      bias4, bias_gate, ACT, HAS_BIAS, HAS_STARTS, BC, BT)
-            maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, BC, BT)
+        lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
+        for t0 in tl.range(first, end, SPAN, num_stages=STAGES):
+            steps = t0 + lane
+            mask = mc[:, None] & (steps < T)
+            a1, a2, a3, a4, u, keep = _m4_tile_inputs(gates, values, starts, rows, b, steps, mask, T, bias1, bias2,
+                                                      bias3, bias4, bias_gate, ACT, HAS_BIAS, HAS_STARTS, R, BT)
+            maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, R, BT)
             if CHUNKED:  # the window before this chunk, from the chunks before it
                 w0, w1, w2, w3 = _chunk_carry4(flags, aggregates, prefixes, _group_map(maps, BT // 8 - 1), chunk,
                                                num_chunks, stream, streams, B * N, rows, mc, w0, w1, w2, w3,
                                                PREFIX_EVERY, STEP=-1, BC=BC)
-            e0, e1, e2, e3, w0, w1, w2, w3 = _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, BC, BT)
-            if t0 + BT >= T:  # the last tile: the final window is the window at step T - 1
-                final0, final1, final2, final3 = _pick(e0, t, T - 1), _pick(e1, t, T - 1), _pick(e2, t, T - 1), \
-                    _pick(e3, t, T - 1)
+            if SEGMENTS > 1:  # each run's incoming window from the tile's, and the tile's outgoing one
+                w0, w1, w2, w3, n0, n1, n2, n3 = _segment_carries4(maps, w0, w1, w2, w3, REVERSE=False)
+            e0, e1, e2, e3, o0, o1, o2, o3 = _m4_tile_states(a1, a2, a3, a4, u, keep, maps, w0, w1, w2, w3, R, BT)
+            if SEGMENTS > 1:
+                w0, w1, w2, w3 = n0, n1, n2, n3
+            else:
+                w0, w1, w2, w3 = o0, o1, o2, o3
+            if t0 + SPAN >= T:  # the last tile: the final window is the window at step T - 1 (one run holds it)
+                final0, final1 = _pick_at(e0, steps, T - 1), _pick_at(e1, steps, T - 1)
+                final2, final3 = _pick_at(e2, steps, T - 1), _pick_at(e3, steps, T - 1)
             if WINDOW:
-                window_rows = (4 * rows)[:, None] * T + t[None, :]
+                window_rows = (4 * rows)[:, None] * T + steps
                 tl.store(states + window_rows, e0.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + window_rows + T, e1.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + window_rows + 2 * T, e2.to(states.dtype.element_ty), mask=mask)
                 tl.store(states + window_rows + 3 * T, e3.to(states.dtype.element_ty), mask=mask)
             else:
-                tl.store(states + rows[:, None] * T + t[None, :], e0.to(states.dtype.element_ty), mask=mask)
+                tl.store(states + rows[:, None] * T + steps, e0.to(states.dtype.element_ty), mask=mask)
         if WRITE_FINAL:
+            if SEGMENTS > 1:  # the run that held step T - 1
+                final0, final1 = tl.sum(final0, axis=0), tl.sum(final1, axis=0)
+                final2, final3 = tl.sum(final2, axis=0), tl.sum(final3, axis=0)
             if end >= T:  # the row's last tile
                 _store_four(final_state, rows, mc, final0, final1, final2, final3)
 
@@ -2139,9 +2164,15 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         programs = B * triton.cdiv(N, options["BC"])
         if not blocked:  # H-LRU m = 4: chunks of one tile on small grids, unless results must repeat bit for bit
             tiles = triton.cdiv(T, options["BT"])  # (a look-back composes what it finds, which varies between runs)
-            chunked = tiles > 1 and programs < M4_CHUNKED_BELOW * sms \
-                and not torch.are_deterministic_algorithms_enabled()
+            small = programs < M4_CHUNKED_BELOW * sms
+            segments = _m2_segments(B * N, device, M4_WARPS_PER_SM) if small and M4_SEGMENTS and not backward else 1
+            chunked = tiles > 1 and small and segments == 1 and not torch.are_deterministic_algorithms_enabled()
             options.update(CHUNKED=chunked, num_chunks=tiles if chunked else 1, PREFIX_EVERY=_PREFIX_EVERY)
+            if not backward:  # the forward's rows in runs of a tile, a warp each, instead of chunks
+                options["SEGMENTS"] = segments
+                if segments > 1:
+                    options.update(BC=1, num_warps=segments)
+                    programs = B * N
             programs *= options["num_chunks"]
         else:  # BD-LRU block size 4: a small grid's rows in segments, a warp a run (BD4_SEGMENTS; 1: whole rows)
             segments = _m2_segments(B * N, device, BD4_WARPS_PER_SM) if BD4_SEGMENTS else 1

@@ -262,6 +262,14 @@ def main(argv=None):
     check("time-last order 2, softmax, in 4 segments, initial state, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
     time_last.M2_SEGMENTS = segments
+    # H-LRU m = 4's forward on a small grid in segments of a row instead of chunks (M4_SEGMENTS)
+    saved = time_last.M4_SEGMENTS, time_last.M2_SEGMENTS
+    time_last.M4_SEGMENTS, time_last.M2_SEGMENTS = True, 4
+    gates, values = torch.randn(2, 3, 5, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
+    h0, bias = torch.randn(2, 3, 4), torch.randn(3, 5)
+    check("time-last order 4, softmax, forward in 4 segments, initial state, document starts, gate bias, window",
+          lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
+    time_last.M4_SEGMENTS, time_last.M2_SEGMENTS = saved
     # BD-LRU on time-last tensors: forward (pipelined) and backward, with and without initial state, document starts
     # and a gate bias; block size 2 composed in threads (grids that are not small), then in segments of a row and as a
     # tile scan (small grids), then in threads with the register prefetch of large grids; block size 4 composed in

@@ -265,6 +265,69 @@ def test_order_2_in_segments_matches_the_reference(segments, T, with_h0, window,
 
 
 @needs_triton
+@pytest.mark.parametrize("segments", [2, 4])
+@pytest.mark.parametrize("T,with_h0,window", [(50, True, True), (64, False, False), (130, True, True),
+                                              (17, True, False), (1, True, True)])
+def test_order_4_forward_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
+    """H-LRU m = 4's forward on small grids with M4_SEGMENTS: each tile one channel's `segments` runs of 16 steps (the
+    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_carries4`):
+    window or states, final window and every gradient (the backward's chunks) against the float64 reference, with
+    the gate bias, an initial window and document starts at a run's first and last step and at a tile's first step
+    (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
+    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", True)
+    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
+    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9)
+    B, N, m = 2, 3, 4
+    forward = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
+    assert forward["SEGMENTS"] == forward["num_warps"] == segments and forward["BC"] == 1
+    assert not forward["CHUNKED"]
+    assert "SEGMENTS" not in scan_time_last._grid(B, N, T, DEVICE, backward=True, order=m)[1]
+    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments + 40, m=m)
+    bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
+    bias.requires_grad_()
+    starts = torch.zeros(B, T, dtype=torch.bool, device=DEVICE)
+    for step, row in ((16, 0), (31, 1), (32, 0), (64, 1), (T - 1, 0)):
+        if step < T:
+            starts[row, step] = True
+    weights = torch.randn(m if window else 1, T, dtype=torch.float64,
+                          generator=torch.Generator().manual_seed(T + 1)).to(DEVICE)
+    wrt = [t for t in (gates, values, h0, bias) if t is not None]
+    results = []
+    for backend in ("torch", "triton"):
+        out, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend, document_starts=starts,
+                                         gate_bias=bias, output_window=window)
+        loss = (out * (weights if window else weights[0])).sum() + 0.3 * final.sum()
+        results.append((out, final) + torch.autograd.grad(loss, wrt))
+    for i, (got, want) in enumerate(zip(results[1], results[0])):  # the bias gradient sums B * T float32 terms
+        torch.testing.assert_close(got.to(want.dtype), want, rtol=0, atol=2e-5 if i == len(results[0]) - 1 else 5e-6)
+
+
+@needs_triton
+def test_order_4_segments_replace_the_forwards_chunks_where_set(monkeypatch):
+    """M4_SEGMENTS: on, the small grids that take chunks run their forward as whole rows of one channel a program in
+    as many warps as `_m2_segments` gives for M4_WARPS_PER_SM (chunks where that is 1); the backward keeps its chunks,
+    larger grids their rows. Off, chunks."""
+    sms = scan_time_last._num_sms(DEVICE)
+    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", False)
+    assert scan_time_last._grid(1, 5, 4096, DEVICE, order=4)[1]["CHUNKED"] is True
+    assert scan_time_last._grid(1, 5, 4096, DEVICE, order=4)[1]["SEGMENTS"] == 1
+    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", True)
+    N = scan_time_last.M4_WARPS_PER_SM * sms // 4  # 4 runs a row bring it to M4_WARPS_PER_SM warps per SM
+    grid, forward = scan_time_last._grid(1, N, 4096, DEVICE, order=4)
+    assert grid == (N,) and forward["SEGMENTS"] == forward["num_warps"] == 4 and forward["BC"] == 1
+    assert forward["CHUNKED"] is False and forward["num_chunks"] == 1
+    backward = scan_time_last._grid(1, N, 4096, DEVICE, backward=True, order=4)[1]
+    assert backward["CHUNKED"] is True and "SEGMENTS" not in backward
+    bc = (scan_time_last.M4_TILE if GPU else scan_time_last.INTERPRETER_TILE)["BC"]
+    one_run = scan_time_last.M4_WARPS_PER_SM * sms // 2 + 8  # 2 runs a row would pass M4_WARPS_PER_SM: chunks
+    assert -(-one_run // bc) < scan_time_last.M4_CHUNKED_BELOW * sms  # (a small grid)
+    options = scan_time_last._grid(1, one_run, 4096, DEVICE, order=4)[1]
+    assert options["SEGMENTS"] == 1 and options["CHUNKED"] is True
+    large = scan_time_last._grid(1, scan_time_last.M4_CHUNKED_BELOW * sms * bc, 4096, DEVICE, order=4)[1]
+    assert large["SEGMENTS"] == 1 and large["CHUNKED"] is False
+
+
+@needs_triton
 def test_order_4_takes_chunks_on_small_grids_only():
     """`_grid` at order 4: chunks of one tile below M4_CHUNKED_BELOW programs per SM when a row has more than one
     tile, one program per row otherwise (and always for BD-LRU block size 4, and under deterministic algorithms); a
@@ -606,6 +669,25 @@ def test_gpu_order_2_in_segments_matches_the_float64_reference(B, N, T, segments
         assert options["SEGMENTS"] == options["num_warps"] == segments
         assert options["BT"] == scan_time_last.IN_THREADS_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T + segments, m=2)
+    starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
+    starts[0, 256 * segments] = starts[-1, 256] = True  # at a tile's and at a run's first step
+    _assert_gpu_run_matches_the_reference(inputs, "softmax", starts)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("segments", [2, 4, 8])
+@pytest.mark.parametrize("B,N,T", [(2, 70, 5000), (1, 3, 20000)])
+def test_gpu_order_4_forward_in_segments_matches_the_float64_reference(B, N, T, segments, monkeypatch):
+    """H-LRU m = 4's forward in segments of a row (M4_SEGMENTS: runs of M4_TILE's 256 steps, a warp each) over many
+    tiles, software-pipelined, with an initial window and document starts: states, final window and every gradient
+    (the backward's chunks) against the float64 reference."""
+    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", True)
+    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
+    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9)
+    options = scan_time_last._grid(B, N, T, DEVICE, order=4)[1]
+    assert options["SEGMENTS"] == options["num_warps"] == segments and options["BT"] == scan_time_last.M4_TILE["BT"]
+    inputs = _inputs(B, N, T, seed=T + segments, m=4)
     starts = torch.rand(B, T, generator=torch.Generator().manual_seed(3)).lt(0.002).to(DEVICE)
     starts[0, 256 * segments] = starts[-1, 256] = True  # at a tile's and at a run's first step
     _assert_gpu_run_matches_the_reference(inputs, "softmax", starts)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# GPU runs of the nineteenth session (carry .whl: pytest-xdist, execnet), each one device call of < 10 minutes:
+#   bash bench_results/probes_2026-12-03b/run.sh segments OUT  # small grids' runs per row, pipelined forwards
+# The GPU tests and the table's rows: bench_results/probes_2026-12-03/run.sh tests / table / table1 / table4.
+set -u
+part=$1; out=$2
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
+export PYTHONPATH=.:/tmp/site
+case "$part" in
+  segments)
+    timeout 420 python3 bench_results/probes_2026-12-03b/probe_segments.py --out "$out/segments.json" 2>&1 \
+      | grep -v Warn | tee "$out/segments.txt" ;;
+  *) echo "part must be segments, got $part"; exit 2 ;;
+esac
