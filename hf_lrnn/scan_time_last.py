@@ -92,8 +92,11 @@ BD2_REGISTER_PREFETCH_FROM = 64
 # at 7.8 programs per SM (B2 T8192 D1024), 46.1 against 45.0 at 9.7 (B5 T4096 D512), 52.9 / 60.5 against 46.5 / 44.6
 # at 11.6 (B3 T4096 D1024 / B4 T2048 D768), 54.9 against 47.2 at 13.6 (B7 T4096 D512), 61.8 against 48.2 at 15.5 (B4
 # T4096 D1024); forward+backward both in threads were behind at 9.7 and 13.6 (37.4 / 31.8 against 40.4 / 41.2), so the
-# backward keeps SMALL_GRID_BELOW (bench_results/probes_2026-12-02b/m2_threshold.txt).
-M2_FORWARD_SMALL_GRID_BELOW = 10
+# backward keeps SMALL_GRID_BELOW (bench_results/probes_2026-12-02b/m2_threshold.txt). Since the forward is
+# software-pipelined a warp a row holds up on smaller grids: 68.0 % at 7.8 programs per SM (B2 T8192 D1024) against
+# 57.2 / 58.0 / 55.0 with 2 / 4 / 8 runs, but 47.7 at 3.9 (B1 T16384) against 49.8 / 54.3 / 54.4
+# (bench_results/probes_2026-12-03b/segments.txt); the threshold lies between them.
+M2_FORWARD_SMALL_GRID_BELOW = 6
 # H-LRU m = 2's forward on small grids runs each row's tile as runs of IN_THREADS_TILE's steps, a warp each, composed in
 # threads, the runs' maps then composed across the warps (`_segment_carries`): as many runs as bring the grid to
 # M2_WARPS_PER_SM warps per SM, a power of two rounded down, at most M2_MOST_SEGMENTS (`_m2_segments`; 1 run: one warp
@@ -192,10 +195,13 @@ M4_CHUNKED_BELOW = 3
 # H-LRU m = 4's forward on those small grids as whole rows whose tiles are runs of M4_TILE's steps, a warp each, joined
 # across the warps (`_segment_carries4`), as many as bring the grid to M4_WARPS_PER_SM warps per SM (`_m2_segments`),
 # instead of chunks, where that gives 2 runs or more (M4_SEGMENTS; the backward keeps its chunks). Unpipelined the runs
-# had lost to the chunks (19.3 against 19.5 % of copy at B1 T16384 D1024 with 4 runs,
-# bench_results/probes_2026-12-02b/m4_segments.txt); BD-LRU block size 4's runs gained 10 points from the pipeline.
-M4_SEGMENTS = False
-M4_WARPS_PER_SM = 8
+# had lost to the chunks (19.3 against 19.5 % of copy at B1 T16384 D1024 with 4 runs, probes_2026-12-02b/); pipelined,
+# H200, % of copy forward, chunks / whole rows against 2 / 4 / 8 / 16 runs: 19.7 / 15.9 against 21.5 / 27.6 / 28.1 /
+# 21.4 at 256 rows (B1 T16384 D1024), 18.5 / 30.2 against 30.0 / 31.0 / 27.9 / 21.2 at 512 (B2 T8192); the best at
+# 15.5 warps per SM each time (bench_results/probes_2026-12-03b/segments.txt). At 16 warps per SM every small grid
+# gets 2 runs or more, so the forward takes no chunks (they remain with M4_SEGMENTS off).
+M4_SEGMENTS = True
+M4_WARPS_PER_SM = 16
 # Tests only: publish the prefix of every k-th chunk alone, so that look-backs compose maps (the interpreter runs the
 # programs one after another, so otherwise every look-back finds its predecessor's prefix at once).
 _PREFIX_EVERY = 1

@@ -197,6 +197,7 @@ def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activat
     chunk's carry, so that look-backs compose the other chunks' maps (the interpreter runs programs in order:
     otherwise every look-back finds its predecessor's carry at once)."""
     monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
+    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", False)  # the forward's chunks too, not its segments
     monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 3 if mode.endswith("composing-maps") else 1)
     B, N, m = 2, 3, 4
     for backward in (False, True):  # (the GPU's 256-step tiles make one chunk of these rows: whole rows)
@@ -319,6 +320,7 @@ def test_order_4_segments_replace_the_forwards_chunks_where_set(monkeypatch):
     backward = scan_time_last._grid(1, N, 4096, DEVICE, backward=True, order=4)[1]
     assert backward["CHUNKED"] is True and "SEGMENTS" not in backward
     bc = (scan_time_last.M4_TILE if GPU else scan_time_last.INTERPRETER_TILE)["BC"]
+    monkeypatch.setattr(scan_time_last, "M4_WARPS_PER_SM", 4)  # (at 16 every small grid gets 2 runs or more)
     one_run = scan_time_last.M4_WARPS_PER_SM * sms // 2 + 8  # 2 runs a row would pass M4_WARPS_PER_SM: chunks
     assert -(-one_run // bc) < scan_time_last.M4_CHUNKED_BELOW * sms  # (a small grid)
     options = scan_time_last._grid(1, one_run, 4096, DEVICE, order=4)[1]
@@ -328,10 +330,12 @@ def test_order_4_segments_replace_the_forwards_chunks_where_set(monkeypatch):
 
 
 @needs_triton
-def test_order_4_takes_chunks_on_small_grids_only():
-    """`_grid` at order 4: chunks of one tile below M4_CHUNKED_BELOW programs per SM when a row has more than one
-    tile, one program per row otherwise (and always for BD-LRU block size 4, and under deterministic algorithms); a
-    chunked grid has a program per (row's channel block, chunk)."""
+def test_order_4_takes_chunks_on_small_grids_only(monkeypatch):
+    """`_grid` at order 4 (the forward without M4_SEGMENTS, and the backward): chunks of one tile below
+    M4_CHUNKED_BELOW programs per SM when a row has more than one tile, one program per row otherwise (and always for
+    BD-LRU block size 4, and under deterministic algorithms); a chunked grid has a program per (row's channel block,
+    chunk)."""
+    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", False)
     bc, sms = scan_time_last._grid(1, 2, 16, DEVICE, order=4)[1]["BC"], scan_time_last._num_sms(DEVICE)
     below = scan_time_last.M4_CHUNKED_BELOW * sms
     for B, N, T, chunked in ((1, (below - 1) * bc, 4096, True), (1, below * bc, 4096, False), (2, 5, 4096, True),
@@ -717,6 +721,7 @@ def test_gpu_order_4_matches_the_float64_reference(B, N, T, activation, mode, mo
     a tile joined by the look-back (every chunk's carry published, or every fifth's), with an initial window, with
     and without document starts: states, final window and every gradient against the float64 reference."""
     monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0 if mode == "rows" else 10**9)
+    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", False)  # the forward's chunks too, not its segments
     monkeypatch.setattr(scan_time_last, "_PREFIX_EVERY", 5 if mode == "chunks-composing-maps" else 1)
     options = scan_time_last._grid(B, N, T, DEVICE, order=4)[1]
     assert options["BT"] == scan_time_last.M4_TILE["BT"] and options["CHUNKED"] is (mode != "rows")
@@ -817,7 +822,7 @@ def test_order_4_models_scan_time_last_on_every_grid(chunked, monkeypatch):
     in whole rows): a model on a tiny grid takes the time-last scan in every layer, with the time-first model's
     logits and gradients."""
     monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9 if chunked else 0)
-    first, last = _model_pair("hlru-4")
+    first, last = _model_pair("hlru-4")  # (chunked: the forward in segments of a row, the backward in chunks)
     calls = _counting(monkeypatch)
     T = 300 if GPU else 37  # several of the GPU's 256-step tiles, of the interpreter's 16-step ones
     ids = torch.randint(3, 60, (2, T), device=DEVICE)
