@@ -38,7 +38,8 @@ programs. m = 2 composes each thread's 8 consecutive steps sequentially and scan
 `_grid`); on small grids each row's tile is several such runs, a warp each, joined across the warps (SEGMENTS,
 `_segment_carries`; BD-LRU block size 2 where that gives 2 runs or more, else its tile scan over all of a tile's
 steps); m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
-splits each row into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps (`_look_back4`).
+runs its forward in segments of a row too (M4_SEGMENTS, `_segment_carries4`) and splits each row of its backward
+into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps (`_look_back4`).
 The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N] kernels do.
 All arithmetic is float32; float64 inputs are computed in float32.
 """
@@ -2162,7 +2163,8 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     m = 2 always (the rule gives it 2 runs or more on every small grid), BD-LRU where the rule gives 2 runs or more
     (else its tile scan).
     Order 4 (H-LRU m = 4; BD-LRU block size 4 with `blocked`) composes in threads on every grid, in M4_TILE / BD4_TILE
-    (BD-LRU's on small grids in segments, BD4_SEGMENTS)."""
+    (on small grids BD-LRU's in segments, BD4_SEGMENTS; H-LRU's forward in segments, M4_SEGMENTS, where that gives 2
+    runs or more, else in chunks joined by a look-back, as its backward always is there)."""
     sms = _num_sms(device if device is not None else "cpu")
     if order == 4:  # composed in threads on every grid
         options = dict(INTERPRETER_TILE if _INTERPRET else BD4_TILE if blocked else M4_TILE)

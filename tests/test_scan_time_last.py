@@ -364,7 +364,7 @@ def test_the_launch_rule_by_programs_per_sm():
     forward_below = scan_time_last.M2_FORWARD_SMALL_GRID_BELOW * sms
     backward_below = scan_time_last.SMALL_GRID_BELOW * sms
     two_runs_below = scan_time_last.M2_WARPS_PER_SM * sms // 2  # rows under which the rule gives 2 runs or more
-    assert two_runs_below < forward_below * bc < backward_below * bc  # so that the cases below tell them apart
+    assert forward_below < backward_below  # (the cases below cross both thresholds and the 2-run bound)
     for N in (1, two_runs_below, two_runs_below + 1, forward_below * bc - 1, forward_below * bc,
               backward_below * bc - 1, backward_below * bc):
         grid, forward = scan_time_last._grid(1, N, 4096, DEVICE, order=2)
@@ -818,15 +818,18 @@ def _counting(monkeypatch):
 @needs_triton
 @pytest.mark.parametrize("chunked", [False, True])
 def test_order_4_models_scan_time_last_on_every_grid(chunked, monkeypatch):
-    """H-LRU order 4 scans time-last whatever the grid (small grids in chunks joined by the look-back, larger ones
-    in whole rows): a model on a tiny grid takes the time-last scan in every layer, with the time-first model's
-    logits and gradients."""
+    """H-LRU order 4 scans time-last whatever the grid (small grids: the forward in segments of a row, the backward
+    in chunks joined by the look-back; larger ones in whole rows): a model on a tiny grid takes the time-last scan in
+    every layer, with the time-first model's logits and gradients."""
     monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9 if chunked else 0)
-    first, last = _model_pair("hlru-4")  # (chunked: the forward in segments of a row, the backward in chunks)
+    first, last = _model_pair("hlru-4")
     calls = _counting(monkeypatch)
     T = 300 if GPU else 37  # several of the GPU's 256-step tiles, of the interpreter's 16-step ones
     ids = torch.randint(3, 60, (2, T), device=DEVICE)
-    assert scan_time_last._grid(2, last.config.hidden_size // 4, T, DEVICE, order=4)[1]["CHUNKED"] is chunked
+    N = last.config.hidden_size // 4
+    forward = scan_time_last._grid(2, N, T, DEVICE, order=4)[1]
+    assert scan_time_last._grid(2, N, T, DEVICE, backward=True, order=4)[1]["CHUNKED"] is chunked
+    assert (forward["SEGMENTS"] > 1) is chunked and forward["CHUNKED"] is False
     assert_same_training_step(last, first, logits_tol=(1e-6, 1e-6), grad_tol=(1e-5, 1e-6), input_ids=ids,
                               labels=ids)
     assert len(calls) == last.config.num_hidden_layers
