@@ -226,7 +226,8 @@ def main(argv=None):
         check(f"time-last order {m}, {activation}{', initial state' if with_initial_state else ''}"
               f"{', document starts, gate bias, window' if with_starts else ''}",
               lambda: time_last_forward_backward(gates, values, h0, activation, starts, bias, with_starts))
-    # order 4 above ran in chunks of a tile (small grids: M4_CHUNKED_BELOW); here in whole rows
+    # order 4 above ran on a small grid (M4_CHUNKED_BELOW): the forward in segments of a row (M4_SEGMENTS), the
+    # backward in chunks of a tile; here in whole rows
     chunked_below, time_last.M4_CHUNKED_BELOW = time_last.M4_CHUNKED_BELOW, 0
     check("time-last order 4, softmax, whole rows, initial state, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
@@ -262,14 +263,13 @@ def main(argv=None):
     check("time-last order 2, softmax, in 4 segments, initial state, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
     time_last.M2_SEGMENTS = segments
-    # H-LRU m = 4's forward on a small grid in segments of a row instead of chunks (M4_SEGMENTS)
-    saved = time_last.M4_SEGMENTS, time_last.M2_SEGMENTS
-    time_last.M4_SEGMENTS, time_last.M2_SEGMENTS = True, 4
+    # H-LRU m = 4's forward on a small grid in chunks of a tile joined by a look-back (M4_SEGMENTS off), as its backward
+    segments, time_last.M4_SEGMENTS = time_last.M4_SEGMENTS, False
     gates, values = torch.randn(2, 3, 5, 3000, dtype=torch.bfloat16), torch.randn(2, 3, 3000, dtype=torch.bfloat16)
     h0, bias = torch.randn(2, 3, 4), torch.randn(3, 5)
-    check("time-last order 4, softmax, forward in 4 segments, initial state, document starts, gate bias, window",
+    check("time-last order 4, softmax, forward in chunks, initial state, document starts, gate bias, window",
           lambda: time_last_forward_backward(gates, values, h0, "softmax", starts, bias, True))
-    time_last.M4_SEGMENTS, time_last.M2_SEGMENTS = saved
+    time_last.M4_SEGMENTS = segments
     # BD-LRU on time-last tensors: forward (pipelined) and backward, with and without initial state, document starts
     # and a gate bias; block size 2 composed in threads (grids that are not small), then in segments of a row and as a
     # tile scan (small grids), then in threads with the register prefetch of large grids; block size 4 composed in

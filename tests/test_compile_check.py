@@ -19,11 +19,11 @@ def test_every_scan_kernel_compiles_for_sm90():
     summary = result.stdout.strip().splitlines()[-1]
     done, total = summary.split(" configurations")[0].split(" of ")
     # 62 scans, two norms, two add + norms, the SwiGLU's product, nine decode-step norm + projections (seven of one
-    # row, two of three rows), two decode-step output projections, ten time-last scans (m = 1, 2 and 4; m = 4 in
-    # chunks) and m = 4 in whole rows, m = 1's forward without a software pipeline, m = 2 a warp a row four ways and
-    # with a backward register cap, m = 2 in 4 segments of a row, m = 4's forward in 4 segments, and BD-LRU's
-    # time-last scans (block size 2 in threads, in segments, as a tile scan and with the register prefetch; block
-    # size 4 in whole rows and in segments)
+    # row, two of three rows), two decode-step output projections, ten time-last scans (m = 1, 2 and 4; m = 4's
+    # forward in segments of a row, its backward in chunks) and m = 4 in whole rows, m = 1's forward without a software
+    # pipeline, m = 2 a warp a row four ways and with a backward register cap, m = 2 in 4 segments of a row, m = 4's
+    # forward in chunks, and BD-LRU's time-last scans (block size 2 in threads, in segments, as a tile scan and with
+    # the register prefetch; block size 4 in whole rows and in segments)
     assert done == total and int(total) == 112, summary
     assert "FAIL" not in result.stdout
     # every kernel family was compiled, not only some
