@@ -229,61 +229,39 @@ def test_order_4_in_chunks_and_in_whole_rows_matches_the_reference(mode, activat
                                    atol=2e-5 if i == len(results[0]) - 1 else 5e-6)
 
 
-@needs_triton
-@pytest.mark.parametrize("segments", [2, 4])
-@pytest.mark.parametrize("T,with_h0,window", [(50, True, True), (64, False, False), (130, True, True),
-                                              (17, True, False), (1, True, True)])
-def test_order_2_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
-    """m = 2 on small grids with M2_SEGMENTS > 1: each tile one channel's `segments` runs of 16 steps (the
-    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_carries`,
-    forward and in reverse): window or states, final window and every gradient against the float64
-    reference, with the gate bias, an initial window and document starts at a run's first and last step and at a
-    tile's first step (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
+def _in_segments(monkeypatch, m, segments):
+    """Run order m's small grids in `segments` runs of a row's tile, a warp each: m = 2 forward and backward (every
+    grid small), m = 4's forward (M4_SEGMENTS on a small grid; its backward in chunks)."""
     monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
-    _small_grid_below(monkeypatch, 10**9)
-    B, N, m = 2, 3, 2
-    for backward in (False, True):
-        options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=m)[1]
-        assert options["SEGMENTS"] == segments and options["BC"] == 1
-    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments, m=m)
-    bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
-    bias.requires_grad_()
-    starts = torch.zeros(B, T, dtype=torch.bool, device=DEVICE)
-    for step, row in ((16, 0), (31, 1), (32, 0), (64, 1), (T - 1, 0)):
-        if step < T:
-            starts[row, step] = True
-    weights = torch.randn(m if window else 1, T, dtype=torch.float64,
-                          generator=torch.Generator().manual_seed(T + 1)).to(DEVICE)
-    wrt = [t for t in (gates, values, h0, bias) if t is not None]
-    results = []
-    for backend in ("torch", "triton"):
-        out, final = hlru_scan_time_last(gates, values, h0, "softmax", True, backend=backend, document_starts=starts,
-                                         gate_bias=bias, output_window=window)
-        loss = (out * (weights if window else weights[0])).sum() + 0.3 * final.sum()
-        results.append((out, final) + torch.autograd.grad(loss, wrt))
-    for got, want in zip(results[1], results[0]):
-        torch.testing.assert_close(got.to(want.dtype), want, rtol=0, atol=5e-6)
+    if m == 2:
+        _small_grid_below(monkeypatch, 10**9)
+    else:
+        monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", True)
+        monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9)
 
 
 @needs_triton
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("segments", [2, 4])
 @pytest.mark.parametrize("T,with_h0,window", [(50, True, True), (64, False, False), (130, True, True),
                                               (17, True, False), (1, True, True)])
-def test_order_4_forward_in_segments_matches_the_reference(segments, T, with_h0, window, monkeypatch):
-    """H-LRU m = 4's forward on small grids with M4_SEGMENTS: each tile one channel's `segments` runs of 16 steps (the
-    interpreter's), a warp each on a GPU, composed in threads and joined across the runs (`_segment_carries4`):
-    window or states, final window and every gradient (the backward's chunks) against the float64 reference, with
-    the gate bias, an initial window and document starts at a run's first and last step and at a tile's first step
-    (16, 31, 32, 64), several tiles and partial ones (T = 17, 50, 130), one step."""
-    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", True)
-    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
-    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9)
-    B, N, m = 2, 3, 4
-    forward = scan_time_last._grid(B, N, T, DEVICE, order=m)[1]
+def test_in_segments_matches_the_reference(m, segments, T, with_h0, window, monkeypatch):
+    """Small grids in segments of a row: each tile one channel's `segments` runs of 16 steps (the interpreter's), a
+    warp each on a GPU, composed in threads and joined across the runs (m = 2: `_segment_carries`, forward and in
+    reverse; m = 4: `_segment_carries4`, the forward, the backward in chunks): window or states, final window and
+    every gradient against the float64 reference, with the gate bias, an initial window and document starts at a
+    run's first and last step and at a tile's first step (16, 31, 32, 64), several tiles and partial ones (T = 17,
+    50, 130), one step."""
+    _in_segments(monkeypatch, m, segments)
+    B, N = 2, 3
+    forward, backward = (scan_time_last._grid(B, N, T, DEVICE, backward=b, order=m)[1] for b in (False, True))
     assert forward["SEGMENTS"] == forward["num_warps"] == segments and forward["BC"] == 1
-    assert not forward["CHUNKED"]
-    assert "SEGMENTS" not in scan_time_last._grid(B, N, T, DEVICE, backward=True, order=m)[1]
-    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments + 40, m=m)
+    if m == 2:
+        assert backward["SEGMENTS"] == segments and backward["BC"] == 1
+    else:
+        assert not forward["CHUNKED"] and "SEGMENTS" not in backward
+        assert backward["CHUNKED"] is (T > backward["BT"])
+    gates, values, h0 = _inputs(B, N, T, with_h0=with_h0, seed=T + segments + 20 * m, m=m)
     bias = torch.randn(N, m + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(T)).to(DEVICE)
     bias.requires_grad_()
     starts = torch.zeros(B, T, dtype=torch.bool, device=DEVICE)
@@ -666,8 +644,7 @@ def test_gpu_order_2_in_segments_matches_the_float64_reference(B, N, T, segments
     """m = 2's forward and backward in segments of a row (M2_SEGMENTS runs of IN_THREADS_TILE's 256 steps, a warp
     each) over many tiles, with an initial window and document starts: states, final window and every gradient
     against the float64 reference."""
-    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
-    _small_grid_below(monkeypatch, 10**9)
+    _in_segments(monkeypatch, 2, segments)
     for backward in (False, True):
         options = scan_time_last._grid(B, N, T, DEVICE, backward=backward, order=2)[1]
         assert options["SEGMENTS"] == options["num_warps"] == segments
@@ -686,9 +663,7 @@ def test_gpu_order_4_forward_in_segments_matches_the_float64_reference(B, N, T, 
     """H-LRU m = 4's forward in segments of a row (M4_SEGMENTS: runs of M4_TILE's 256 steps, a warp each) over many
     tiles, software-pipelined, with an initial window and document starts: states, final window and every gradient
     (the backward's chunks) against the float64 reference."""
-    monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", True)
-    monkeypatch.setattr(scan_time_last, "M2_SEGMENTS", segments)
-    monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9)
+    _in_segments(monkeypatch, 4, segments)
     options = scan_time_last._grid(B, N, T, DEVICE, order=4)[1]
     assert options["SEGMENTS"] == options["num_warps"] == segments and options["BT"] == scan_time_last.M4_TILE["BT"]
     inputs = _inputs(B, N, T, seed=T + segments, m=4)
