@@ -268,8 +268,8 @@ class HLRUConfig(LRNNConfig):
             torch.compile (inductor fuses transformers' loss itself). "torch": transformers' `ForCausalLMLoss`
             (float32 copy of the logits, log_softmax). None (default): "triton" for logits on a CUDA device with
             Triton installed, else "torch", silently. Read at every forward.
-        scan_layout: the memory layout of the scan on the Triton backend, for order / block_size 1 and 2 and H-LRU
-            order 4 with selective gates. "time_last" (default): the projections write [B, N(, m), T] tensors
+        scan_layout: the memory layout of the scan on the Triton backend, for order / block_size 1, 2 and 4 with
+            selective gates. "time_last" (default): the projections write [B, N(, m), T] tensors
             (`hlru_scan_time_last`, `bdlru_scan_time_last`), in which the scan streams at close to the memory
             bandwidth, and the scan writes the read-out that the output projection reads in that layout.
             "time_first": they write [B, T, N] tensors, as for every other order. Same function (the products sum
@@ -277,7 +277,7 @@ class HLRUConfig(LRNNConfig):
             projections, the torch backend, and every other order keep [B, T, N] tensors whatever this says. Read
             at every forward. On the H200 a captured training step is 3-7 % faster
             "time_last" (29.4 against 31.6 ms at order 2, 30.9 against 31.8 at order 1; d = 768, B8 T2048;
-            docs/kernels.md); at BD-LRU block size 2, 33.2 against 33.7 ms.
+            docs/kernels.md); at BD-LRU block size 2, 33.2 against 33.7 ms, at block size 4 37.5 against 37.8.
         tie_word_embeddings: share the LM head with the token embedding.
         use_cache: return the recurrent-state cache from forward (used by generate()).
         pad_token_id, bos_token_id, eos_token_id: special token ids.

@@ -542,18 +542,18 @@ class LRNNMixer(nn.Module):
 
     def _scans_time_last(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> bool:
         """Whether this forward takes `_forward_time_last` (config.scan_layout = "time_last"): order 1 (H-LRU or
-        BD-LRU), H-LRU order 2 or 4 or BD-LRU block size 2, selective gates, several steps, the Triton backend,
-        plain nn.Linear projections (an adapter keeps the [B, T, N] path), and no padding (a mask with padding takes
-        the time-first path, which handles it; checking costs the host sync that path's own check costs, and under
-        torch.compile a mask always takes it). Packed documents take it too. On the H200 each of these scans
-        forward+backward faster time-last on every grid measured (H-LRU order 4: 1.8x the [B, T, N] kernels at B1
-        T16384 D1024, 1.3x at B32 T2048 D2048; bench_results/bench_scan_h200.txt). BD-LRU block size 4 keeps
-        [B, T, N] tensors: a captured training step took 37.8 ms either way at d = 768 B8 T2048 on the H200
-        (bench_results/probes_2026-12-01/bd4_two_kernels/)."""
+        BD-LRU), order or block size 2 or 4, selective gates, several steps, the Triton backend, plain nn.Linear
+        projections (an adapter keeps the [B, T, N] path), and no padding (a mask with padding takes the time-first
+        path, which handles it; checking costs the host sync that path's own check costs, and under torch.compile a
+        mask always takes it). Packed documents take it too. On the H200 each of these scans forward+backward faster
+        time-last on every grid measured (H-LRU order 4: 1.8x the [B, T, N] kernels at B1 T16384 D1024, 1.3x at B32
+        T2048 D2048; bench_results/bench_scan_h200.txt) except BD-LRU block size 4 at B8 T4096 D1024 (0.97x), whose
+        captured training step at d = 768 B8 T2048 takes 37.5 ms time-last against 37.8 (GPU kernels 36.9 against
+        37.6 ms; bench_results/probes_2026-12-03c/models_bd4.txt)."""
         if getattr(self.config, "scan_layout", "time_last") != "time_last" or not self.selective \
                 or hidden_states.shape[1] < 2:
             return False
-        if not (self.unit_size in (1, 2) or (self.unit_size == 4 and not self.blocked)):
+        if self.unit_size not in (1, 2, 4):
             return False
         if not runs_triton(self.config, hidden_states.device):
             return False
@@ -568,7 +568,7 @@ class LRNNMixer(nn.Module):
 
     def _forward_time_last(self, hidden_states: torch.Tensor, cache: Optional[LRNNCache],
                            document_starts: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The mixer on time-last tensors (order m = 1, H-LRU m = 2 or 4, BD-LRU m = 2): the projections write
+        """The mixer on time-last tensors (order or block size m = 1, 2 or 4): the projections write
         [B, N*m, T] values (BD-LRU; [B, N, T] for H-LRU) and [B, N*(m+1), T] (H-LRU) or [B, N*m*(m+1), T] (BD-LRU)
         gate logits (batched GEMMs with the weight broadcast over the batch, so nothing is transposed in memory),
         `hlru_scan_time_last` or `bdlru_scan_time_last` scans them, and the output projection reads the read-out
@@ -586,7 +586,7 @@ class LRNNMixer(nn.Module):
         values = _TimeLastInputProjection.apply(x, value_weight)  # [B, N(*m), T], rows (n(, j))
         gates = _TimeLastInputProjection.apply(x, coefficient_weight)  # [B, N*((m*)m+1), T], rows (n, (j,) k)
         initial_state = cache.get_state(self.layer_idx) if cache is not None else None  # [B, N, m] float32 or None
-        if self.blocked and m == 2:
+        if self.blocked and m > 1:
             # the read-out: the state [B, N, m, T], index n*m + j
             readout, final_state = bdlru_scan_time_last(
                 gates.view(B, N, m, m + 1, T), values.view(B, N, m, T), initial_state, self.gate_activation,

@@ -23,7 +23,7 @@ Torch reference (hf_lrnn.scan_torch, a Python loop over time): timed once (one f
 T_ref = 256 on the same B and D and scaled linearly to T (the loop is linear in T); its peak memory is measured
 at T_ref and also scaled linearly (reported as an estimate, "ref_mem_MB_est").
 Peak memory: torch.cuda.max_memory_allocated during one fwd+bwd, minus the memory held before (inputs + grad_out).
-Time-last rows (H-LRU m = 1, 2 and 4; BD-LRU m = 2): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on
+Time-last rows (H-LRU m = 1, 2 and 4; BD-LRU m = 2 and 4): hf_lrnn.ops.hlru_scan_time_last, the same recurrence on
 [B, N, m+1, T] / [B, N, T] tensors, and hf_lrnn.ops.bdlru_scan_time_last on [B, N, m, m+1, T] / [B, N, m, T], under
 the same byte model; at m = 1 with its speed-ups over fla and accelerated-scan of the run.
 fla baseline (m = 1 only): fla.ops.hgrn.chunk_hgrn / fused_recurrent_hgrn on x = g_in * v and g = log a with
@@ -296,12 +296,12 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
                    loss_backend=None, windows=3, cuda_graph=False):
     """Training tokens/s of whole models (d = 768, 12 blocks, SwiGLU 2048, vocabulary 50304; B8 T2048; bf16 autocast;
     forward, backward and a fused AdamW step on CUDA, the Trainer's default): H-LRU m in {1, 2, 4} and BD-LRU m in {2,
-    4, 8} (H-LRU m = 1, 2 and 4 and BD-LRU m = 2 with config.scan_layout's default, "time_last"), and H-LRU m = 1, 2
-    and 4 and BD-LRU m = 2 with "time_first" (the [B, T, N] scans), against transformers' Llama of the same shape
-    (sdpa attention, 12 heads). compile_models: every model, Llama
-    too, through torch.compile (inductor; the first steps, which compile, are not timed), with torch.compile's
-    `compile_mode` ("reduce-overhead": the forward and backward replay as CUDA graphs, so no step pays the host's
-    launch costs). models: only these rows ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). Each row
+    4, 8} (H-LRU m = 1, 2 and 4 and BD-LRU m = 2 and 4 with config.scan_layout's default, "time_last"), and H-LRU
+    m = 1, 2 and 4 and BD-LRU m = 2 and 4 with "time_first" (the [B, T, N] scans), against transformers' Llama of the
+    same shape (sdpa attention, 12 heads). compile_models: every model, Llama too, through torch.compile (inductor;
+    the first steps, which compile, are not timed), with torch.compile's `compile_mode` ("reduce-overhead": the
+    forward and backward replay as CUDA graphs, so no step pays the host's launch costs). models: only these rows
+    ("hlru2", "bdlru4", ...; Llama always runs, the ratios need it). Each row
     times `windows` windows of `steps` steps and reports the median window (`step_ms`) and all of them
     (`step_ms_windows`): a row moved by up to 15 % between runs minutes apart (H-LRU m = 2: 45.4-52.3 ms), and the
     spread inside a run shows whether it is steady. On CUDA each row also records the GPU's kernel time per step
@@ -332,7 +332,8 @@ def run_model_rows(device="cuda", small=False, steps=10, compile_models=False, m
     configs.update({f"hlru m={m} time-first": HLRUConfig(order=m, scan_layout="time_first", **ours)
                     for m in (1, 2, 4)})
     configs.update({f"bdlru m={m}": BDLRUConfig(block_size=m, **ours) for m in (2, 4, 8)})
-    configs["bdlru m=2 time-first"] = BDLRUConfig(block_size=2, scan_layout="time_first", **ours)
+    configs.update({f"bdlru m={m} time-first": BDLRUConfig(block_size=m, scan_layout="time_first", **ours)
+                    for m in (2, 4)})
     configs["llama"] = LlamaConfig(num_attention_heads=4 if small else 12, attn_implementation="sdpa",
                                    tie_word_embeddings=True, **common)
     if models:

@@ -763,6 +763,7 @@ MODEL_CONFIGS = {
     "hlru-4": lambda **k: __import__("hf_lrnn").HLRUConfig(order=4, **k),
     "bdlru-1-sigmoid": lambda **k: __import__("hf_lrnn").BDLRUConfig(block_size=1, gate_activation="sigmoid", **k),
     "bdlru-2": lambda **k: __import__("hf_lrnn").BDLRUConfig(block_size=2, **k),
+    "bdlru-4-tanh": lambda **k: __import__("hf_lrnn").BDLRUConfig(block_size=4, gate_activation="tanh", **k),
 }
 
 
@@ -852,7 +853,7 @@ def test_models_with_time_last_scans_equal_time_first(name, monkeypatch):
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4", "bdlru-2"])
+@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4", "bdlru-2", "bdlru-4-tanh"])
 def test_time_last_prefill_continues_a_cache_and_padding_keeps_time_first(name, monkeypatch):
     """A prefill in two pieces through the cache (the second starts from the first's state: at m = 2 its read-out
     window reaches back into it) and greedy generation give what the time-first model gives; a left-padded batch
@@ -880,7 +881,7 @@ def test_time_last_prefill_continues_a_cache_and_padding_keeps_time_first(name, 
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-1", "bdlru-2"])
+@pytest.mark.parametrize("name", ["hlru-1", "bdlru-2", "bdlru-4-tanh"])
 def test_time_last_under_bfloat16_autocast_matches_time_first(name, monkeypatch):
     """float32 weights under bfloat16 autocast (how the training script runs): the projections and the scan in
     bfloat16 as in the time-first path; losses and gradients within bfloat16 rounding."""
@@ -900,7 +901,7 @@ def test_time_last_under_bfloat16_autocast_matches_time_first(name, monkeypatch)
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-2-tanh", "bdlru-2"])
+@pytest.mark.parametrize("name", ["hlru-2-tanh", "bdlru-2", "bdlru-4-tanh"])
 def test_a_time_last_model_traces_in_one_graph(name, monkeypatch):
     """torch.compile(fullgraph=True) of a training step of a time-last model (as train.py --torch_compile runs it):
     no graph break, the time-last op in the graph, the same loss and gradients as eager."""
@@ -981,7 +982,7 @@ def test_document_starts_must_be_a_bool_mask_of_the_steps():
 
 
 @needs_triton
-@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4", "bdlru-2"])
+@pytest.mark.parametrize("name", ["hlru-1", "hlru-2-tanh", "hlru-4", "bdlru-2", "bdlru-4-tanh"])
 def test_time_last_models_with_packed_documents_equal_time_first(name, monkeypatch):
     """Documents packed in rows (position_ids restarting at 0; the varlen packing of train.py): the time-last path
     runs with the document starts, and loss, logits and every gradient equal the time-first path's (which scans
