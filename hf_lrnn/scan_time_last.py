@@ -31,17 +31,18 @@ m = 2 and 4 optionally the read-out window [B, N, m, T] = (s_t, ..., s_{t-m+1}) 
 
 One program per (row, block of BC channels) walks the whole sequence in tiles of BT steps with the state (or
 adjoint) in registers, so a row needs no look-back (except order 4's chunks, below). The forwards pipeline their
-tile loops (STAGES; `_grid`): the next tiles' loads are in flight while one is scanned, which grids with few programs
-per SM (B1 T16384 D1024: 1024 programs, 8 per SM) need most, as they cannot hide the loads' latency by switching
-programs. m = 2 composes each thread's 8 consecutive steps sequentially and scans only the groups' maps across a warp
-(one warp per channel, 256-step tiles), and BD-LRU block size 2 likewise on grids that are not small (IN_THREADS,
-`_grid`); on small grids each row's tile is several such runs, a warp each, joined across the warps (SEGMENTS,
-`_segment_carries`; BD-LRU block size 2 where that gives 2 runs or more, else its tile scan over all of a tile's
-steps); m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
-runs its forward in segments of a row too (M4_SEGMENTS, `_segment_carries4`) and splits each row of its backward
-into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps (`_look_back4`).
-The backward reads the saved states (in values' dtype) for the window before each step, as the [B, T, N] kernels do.
-All arithmetic is float32; float64 inputs are computed in float32.
+tile loops (STAGES; `_grid`): the next tiles' loads are in flight while one is scanned, which grids with few
+programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM) need most, as they cannot hide the loads' latency by
+switching programs; of the backwards only BD-LRU block size 2's, which reads the most a step, gained from it and
+takes it (BD2_BACKWARD_STAGES). m = 2 composes each thread's 8 consecutive steps sequentially and scans only the
+groups' maps across a warp (one warp per channel, 256-step tiles), and BD-LRU block size 2 likewise on grids that
+are not small (IN_THREADS, `_grid`); on small grids each row's tile is several such runs, a warp each, joined across
+the warps (SEGMENTS, `_segment_carries`; BD-LRU block size 2 where that gives 2 runs or more, else its tile scan
+over all of a tile's steps); m = 4 composes in threads on every grid (M4_TILE), and on grids of under
+M4_CHUNKED_BELOW programs per SM runs its forward in segments of a row too (M4_SEGMENTS, `_segment_carries4`) and
+splits each row of its backward into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps
+(`_look_back4`). The backward reads the saved states (in values' dtype) for the window before each step, as the
+[B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in float32.
 """
 
 import math
@@ -183,6 +184,17 @@ M4_BACKWARD_REGISTERS = 128
 # D768), so it keeps the compiler's (bench_results/probes_2026-12-02d/bias_backward.txt).
 BD2_BACKWARD_REGISTERS = 144
 BD2_BACKWARD_LEAST_REGISTERS = 128
+# BD-LRU block size 2's backward in threads (and in segments) software-pipelines its tile loop as the forwards do:
+# BD2_BACKWARD_STAGES stages, BD2_BACKWARD_SMALL_GRID_STAGES on grids of under SMALL_GRID_BELOW programs per SM, fewer
+# where the buffers ((stages - 1) tiles of its 18 input rows a block: the logits of steps t + 1 and t, the states'
+# gradients, values and states) would pass PIPELINE_SHARED_BYTES; its tile scan keeps an unpipelined loop. H200, bf16,
+# % of copy forward+backward with 1 / 2 / 3 stages: B8 T4096 D1024 59.6 / 62.0 / 50.8, B32 T2048 D2048 62.8 / 65.8 /
+# 54.3, B8 T2048 D768 55.2 / 57.2 / 58.1 (23 programs per SM), B2 T8192 D1024 45.9 / 48.9 / 52.0 (7.8), B1 T16384
+# D1024 (2 runs a row) 40.3 / 40.8 / 42.3. The other backwards lost with either (H-LRU m = 1, 2 and 4, BD-LRU block
+# size 4's adjoint scan: within 0.1 points of 1 stage to 20 behind; m = 2 at 3 stages 62.8 -> 45.1 % at B8 T4096
+# D1024), so they keep their loops (bench_results/probes_2026-12-03c/stages.txt).
+BD2_BACKWARD_STAGES = 2
+BD2_BACKWARD_SMALL_GRID_STAGES = 3
 # H-LRU m = 4 on grids of fewer than M4_CHUNKED_BELOW programs per SM splits each row into chunks of one tile joined
 # by a look-back (`_look_back4`): B1 T16384 D1024's 128 programs become 8192. H200, % of copy forward /
 # forward+backward, chunks against whole rows: 19.7 / 22.0 against 9.2 / 8.7 at 1.0 programs per SM (B1 T16384
@@ -1645,15 +1657,15 @@ if triton is not None:
     def _bd2_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                   d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
                                   BT: tl.constexpr, IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr,
-                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
-                                  HAS_STARTS: tl.constexpr):
+                                  STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
+                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1; no flow back
         across a document start), scanned in reverse time a tile at a time (`_bd2_tile` with REVERSE; SEGMENTS as
         the forward's, the runs joined in reverse); then, per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] =
         lam_t[j] v_t[j] through each row's normalisation, d v_t[j] = lam_t[j] g_t[j], and the initial state's
         gradient A_0^T lam_0. h_{t-1} is read from the saved states (the initial state at t = 0; zero at a document
         start). HAS_BIAS: each program also sums its logit gradients over the steps into d_bias_rows [B, N, 6] (the
-        host sums the batch rows)."""
+        host sums the batch rows). STAGES: the tile loop's software pipeline, as the forwards' (BD2_BACKWARD_STAGES)."""
         tl.static_assert(SEGMENTS == 1 or (IN_THREADS and BC == 1), "segments run in threads, one block a program")
         R: tl.constexpr = BC * SEGMENTS
         SPAN: tl.constexpr = BT * SEGMENTS
@@ -1680,7 +1692,7 @@ if triton is not None:
             df1 = tl.load(d_final + 2 * blocks + 1, mask=mc, other=0.0)
         lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
         num_tiles = tl.cdiv(T, SPAN)
-        for i in range(0, num_tiles):
+        for i in tl.range(0, num_tiles, num_stages=STAGES):
             t0 = (num_tiles - 1 - i) * SPAN
             steps = t0 + lane
             mask = mc[:, None] & (steps < T)
@@ -2152,7 +2164,8 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
     software-pipelined (STAGES = FORWARD_STAGES: the next tiles' loads in flight while this one is scanned), except
     BD-LRU block size 2's on grids of BD2_REGISTER_PREFETCH_FROM programs per SM or more, which loads the next tile
     into registers instead (PREFETCH), and any forward whose pipeline buffers would pass PIPELINE_SHARED_BYTES at
-    inputs of `itemsize` bytes (`_forward_stages`; BD-LRU block size 2 then prefetches in registers). H-LRU m = 2
+    inputs of `itemsize` bytes (`_forward_stages`; BD-LRU block size 2 then prefetches in registers); of the backwards
+    only BD-LRU block size 2's in threads (BD2_BACKWARD_STAGES, `_pipeline_stages`). H-LRU m = 2
     composes its steps in threads on every grid (IN_THREADS_TILE on a GPU), BD-LRU block size 2 on grids that are
     not small (IN_THREADS).
     In threads, the backwards take the one-wave register cap (`_backward_register_cap`), except BD-LRU's: it spilled
@@ -2229,6 +2242,10 @@ def _grid(B: int, N: int, T: int, device=None, backward: bool = False, order: in
         options["STAGES"] = 1 if prefetch else stages
         if blocked:
             options["PREFETCH"] = prefetch
+    if backward and blocked:  # BD-LRU block size 2 pipelines its backward in threads (18 input rows a block)
+        stages = BD2_BACKWARD_SMALL_GRID_STAGES if programs < SMALL_GRID_BELOW * sms else BD2_BACKWARD_STAGES
+        tile_bytes = 18 * options["BC"] * options["SEGMENTS"] * options["BT"] * itemsize
+        options["STAGES"] = _pipeline_stages(stages, tile_bytes) if in_threads else 1
     if backward and in_threads and not _INTERPRET:  # in threads or in segments
         if not blocked:
             cap = _backward_register_cap(programs, options["num_warps"], device)
@@ -2248,7 +2265,15 @@ def _forward_stages(options: dict, order: int, blocked: bool, itemsize: int) -> 
     and a value row; a block of BD-LRU of block size m (`blocked`) m times that."""
     rows_loaded = (order + 2) * (order if blocked else 1)
     tile_bytes = rows_loaded * options["BC"] * options.get("SEGMENTS", 1) * options["BT"] * itemsize
-    return FORWARD_STAGES if (FORWARD_STAGES - 1) * tile_bytes <= PIPELINE_SHARED_BYTES else 1
+    return FORWARD_STAGES if _pipeline_stages(FORWARD_STAGES, tile_bytes) == FORWARD_STAGES else 1
+
+
+def _pipeline_stages(stages: int, tile_bytes: int) -> int:
+    """`stages`, or fewer (1: no software pipeline) where the buffers, stages - 1 tiles of `tile_bytes` each, would
+    pass PIPELINE_SHARED_BYTES."""
+    while stages > 1 and (stages - 1) * tile_bytes > PIPELINE_SHARED_BYTES:
+        stages -= 1
+    return stages
 
 
 def _m2_segments(rows: int, device, warps_per_sm: int = M2_WARPS_PER_SM) -> int:
@@ -2342,8 +2367,9 @@ def time_last_backward(gates: torch.Tensor, values: torch.Tensor, states: torch.
                                gate_activation)
         return d_gates, d_values, d_h0, d_bias
     if blocked:
+        itemsize = max(t.element_size() for t in (gates, values, states, d_states))  # the pipeline's buffers
         grid, blocks = _grid(B, N, T, values.device, backward=True, order=m, blocked=True,
-                             gate_bias=gate_bias is not None)
+                             gate_bias=gate_bias is not None, itemsize=itemsize)
         kernel = _bd2_time_last_bwd_kernel
     else:
         grid, blocks = _grid(B, N, T, values.device, backward=True, order=m)

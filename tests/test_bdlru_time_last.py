@@ -260,7 +260,8 @@ def test_launch_options_by_programs_per_sm():
     in threads (IN_THREADS_TILE on a GPU), whatever H-LRU m = 2's thresholds say; one program per (row, BC blocks)
     otherwise; the forward pipelines its tile loop below BD2_REGISTER_PREFETCH_FROM programs per SM, and prefetches
     the next tile into registers from there. The backward takes no one-wave register cap (H-LRU's made it spill): on a GPU,
-    in threads a program a row and without a gate bias, the cap of `_fewest_waves_register_cap`, else none."""
+    in threads a program a row and without a gate bias, the cap of `_fewest_waves_register_cap`, else none; in threads
+    it pipelines its tile loop (BD2_BACKWARD_STAGES, more on small grids, within PIPELINE_SHARED_BYTES)."""
     sms, bc = scan_time_last._num_sms(DEVICE), scan_time_last._tile()["BC"]
     programs = scan_time_last.BD2_SMALL_GRID_BELOW * sms
     # so that the H-LRU check below can fail (its backward is small below SMALL_GRID_BELOW)
@@ -295,7 +296,15 @@ def test_launch_options_by_programs_per_sm():
         assert grid == (B * -(-N // forward["BC"]),)
         assert forward["PREFETCH"] is (grid[0] >= scan_time_last.BD2_REGISTER_PREFETCH_FROM * sms)
         assert forward["STAGES"] == (1 if forward["PREFETCH"] else scan_time_last.FORWARD_STAGES)
-        assert "PREFETCH" not in backward and "STAGES" not in backward
+        assert "PREFETCH" not in backward
+        # the backward pipelines its loop in threads: more stages on grids of under SMALL_GRID_BELOW programs per SM,
+        # fewer where the buffers would pass PIPELINE_SHARED_BYTES; the tile scan's loop is not pipelined
+        few = B * -(-N // backward["BC"]) < scan_time_last.SMALL_GRID_BELOW * sms
+        stages = scan_time_last.BD2_BACKWARD_SMALL_GRID_STAGES if few else scan_time_last.BD2_BACKWARD_STAGES
+        tile_bytes = 18 * backward["BC"] * backward["SEGMENTS"] * backward["BT"] * 2
+        while (stages - 1) * tile_bytes > scan_time_last.PIPELINE_SHARED_BYTES:
+            stages -= 1
+        assert backward["STAGES"] == (stages if backward["IN_THREADS"] else 1), (B, N)
     # a small grid above ran in segments (with the GPU's one block a program every small grid does; the
     # interpreter's two blocks a program leave (programs - 1) * bc blocks forward to the tile scan)
     assert scan_time_last._grid(1, 1, 4096, DEVICE, order=2, blocked=True)[1]["SEGMENTS"] > 1
@@ -331,6 +340,64 @@ def test_the_fewest_waves_register_cap(num_warps):
             assert waves(programs, cap) == fewest < waves(programs, cap + 8), (programs, cap)
         seen.add(cap)
     assert None in seen and len(seen) >= 3  # grids that need no cap, and caps of more than one size
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs CUDA")
+@pytest.mark.parametrize("B,N,T", [(8, 300, 3000), (4, 300, 3000), (1, 300, 3000)])
+def test_gpu_pipelined_backward_equals_the_unpipelined_one(B, N, T, monkeypatch):
+    """BD-LRU block size 2's backward with its tile loop software-pipelined (2 stages on a large grid, 3 on a smaller
+    one and on a small grid's runs of a row; bfloat16, where the buffers fit) gives bit for bit the gradients of the
+    unpipelined loop (whose exactness the float64 tests check), with document starts, a gate bias, an initial state
+    and the final state's gradient."""
+    gates, values, h0 = _inputs(B, N, T, m=2, dtype=torch.bfloat16, seed=B)
+    h0 = h0.detach().float().requires_grad_()
+    bias = torch.randn(N, 2, 3, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(1)).requires_grad_()
+    starts = torch.rand(B, T, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(2)).lt(0.002)
+    options = scan_time_last._grid(B, N, T, DEVICE, backward=True, order=2, blocked=True, gate_bias=True)[1]
+    assert options["STAGES"] == (2 if B == 8 else 3) and options["IN_THREADS"], options
+
+    def gradients():
+        states, final = bdlru_scan_time_last(gates, values, h0, "softmax", True, backend="triton",
+                                             document_starts=starts, gate_bias=bias)
+        weights = torch.linspace(-1.0, 1.0, T, device=DEVICE)
+        loss = (states.float() * weights).sum() + (final * 0.7).sum()
+        return torch.autograd.grad(loss, (gates, values, h0, bias))
+
+    pipelined = gradients()
+    monkeypatch.setattr(scan_time_last, "BD2_BACKWARD_STAGES", 1)
+    monkeypatch.setattr(scan_time_last, "BD2_BACKWARD_SMALL_GRID_STAGES", 1)
+    assert scan_time_last._grid(B, N, T, DEVICE, backward=True, order=2, blocked=True)[1]["STAGES"] == 1
+    for got, want in zip(pipelined, gradients()):
+        assert torch.equal(got, want)
+
+
+@needs_triton
+def test_the_backwards_pipeline_fits_its_shared_memory_budget(monkeypatch):
+    """`_grid` with the GPU's tiles (the rule alone: nothing launches) for BD-LRU block size 2's backward at every
+    grid size and input width: in threads its pipeline's buffers (STAGES - 1 tiles of its 18 input rows a block) stay
+    within PIPELINE_SHARED_BYTES, with as many stages as the budget allows up to the rule's; the tile scan's loop is
+    not pipelined."""
+    monkeypatch.setattr(scan_time_last, "_INTERPRET", False)
+    budget, sms = scan_time_last.PIPELINE_SHARED_BYTES, scan_time_last._num_sms(DEVICE)
+    seen = set()
+    for B, N in ((1, 1), (1, 40), (1, 256), (1, 600), (2, 512), (8, 512), (32, 1024)):
+        for itemsize in (2, 4, 8):
+            grid, options = scan_time_last._grid(B, N, 4096, DEVICE, backward=True, order=2, blocked=True,
+                                                 itemsize=itemsize)
+            if not options["IN_THREADS"]:
+                assert options["STAGES"] == 1, (B, N, itemsize)
+                seen.add("tile scan")
+                continue
+            few = grid[0] < scan_time_last.SMALL_GRID_BELOW * sms
+            wanted = scan_time_last.BD2_BACKWARD_SMALL_GRID_STAGES if few else scan_time_last.BD2_BACKWARD_STAGES
+            tile_bytes = 18 * options["BC"] * options["SEGMENTS"] * options["BT"] * itemsize
+            assert 1 <= options["STAGES"] <= wanted and (options["STAGES"] - 1) * tile_bytes <= budget, (B, N)
+            assert options["STAGES"] == wanted or options["STAGES"] * tile_bytes > budget, (B, N, itemsize)
+            seen.add((options["STAGES"], itemsize))
+    # pipelined in bfloat16 on small and large grids, the budget binding in float64, and the tile scan
+    assert {(scan_time_last.BD2_BACKWARD_SMALL_GRID_STAGES, 2), (scan_time_last.BD2_BACKWARD_STAGES, 2),
+            "tile scan"} <= seen and any(s in ((1, 8), (2, 8)) for s in seen)
 
 
 @needs_triton
