@@ -31,8 +31,8 @@ case "$part" in
     timeout 200 python3 bench_results/probes_2026-12-03c/probe_tiles.py --out "$out/tiles.json" 2>&1 \
       | grep -v Warn | tee "$out/tiles.txt" ;;
   tests)
-    timeout 360 python3 -m pytest -q -p no:cacheprovider -n 14 tests/test_bdlru_time_last.py \
+    timeout 240 python3 -m pytest -q -p no:cacheprovider -n 14 tests/test_bdlru_time_last.py \
       tests/test_scan_time_last.py -k "(test_bdlru_time_last and (gpu or launch or budget or model)) or \
-      (test_scan_time_last and model)" 2>&1 | grep -v -i warn | tail -15 | tee "$out/gpu_tests_final.txt" ;;
+      (test_scan_time_last and model)" 2>&1 | grep -v -i 'warner\|benchmarkwarning' | tail -15 | tee "$out/gpu_tests_final.txt" ;;
   *) echo "part must be stages, after or tests, got $part"; exit 2 ;;
 esac
