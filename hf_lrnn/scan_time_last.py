@@ -190,9 +190,9 @@ BD2_BACKWARD_LEAST_REGISTERS = 128
 # gradients, values and states) would pass PIPELINE_SHARED_BYTES; its tile scan keeps an unpipelined loop. H200, bf16,
 # % of copy forward+backward with 1 / 2 / 3 stages: B8 T4096 D1024 59.6 / 62.0 / 50.8, B32 T2048 D2048 62.8 / 65.8 /
 # 54.3, B8 T2048 D768 55.2 / 57.2 / 58.1 (23 programs per SM), B2 T8192 D1024 45.9 / 48.9 / 52.0 (7.8), B1 T16384
-# D1024 (2 runs a row) 40.3 / 40.8 / 42.3. The other backwards lost with either (H-LRU m = 1, 2 and 4, BD-LRU block
-# size 4's adjoint scan: within 0.1 points of 1 stage to 20 behind; m = 2 at 3 stages 62.8 -> 45.1 % at B8 T4096
-# D1024), so they keep their loops (bench_results/probes_2026-12-03c/stages.txt).
+# D1024 (2 runs a row) 40.3 / 40.8 / 42.3. The other backwards (H-LRU m = 1, 2 and 4, BD-LRU block size 4's adjoint
+# scan) were best unpipelined or within 0.4 points of it at every shape, and up to 20 points behind pipelined (m = 2
+# at 3 stages 62.8 -> 45.1 % at B8 T4096 D1024), so they keep their loops (bench_results/probes_2026-12-03c/stages.txt).
 BD2_BACKWARD_STAGES = 2
 BD2_BACKWARD_SMALL_GRID_STAGES = 3
 # H-LRU m = 4 on grids of fewer than M4_CHUNKED_BELOW programs per SM splits each row into chunks of one tile joined
