@@ -33,16 +33,16 @@ One program per (row, block of BC channels) walks the whole sequence in tiles of
 adjoint) in registers, so a row needs no look-back (except order 4's chunks, below). The forwards pipeline their
 tile loops (STAGES; `_grid`): the next tiles' loads are in flight while one is scanned, which grids with few
 programs per SM (B1 T16384 D1024: 1024 programs, 8 per SM) need most, as they cannot hide the loads' latency by
-switching programs; of the backwards only BD-LRU block size 2's, which reads the most a step, gained from it and
-takes it (BD2_BACKWARD_STAGES). m = 2 composes each thread's 8 consecutive steps sequentially and scans only the
-groups' maps across a warp (one warp per channel, 256-step tiles), and BD-LRU block size 2 likewise on grids that
-are not small (IN_THREADS, `_grid`); on small grids each row's tile is several such runs, a warp each, joined across
-the warps (SEGMENTS, `_segment_carries`; BD-LRU block size 2 where that gives 2 runs or more, else its tile scan
-over all of a tile's steps); m = 4 composes in threads on every grid (M4_TILE), and on grids of under
-M4_CHUNKED_BELOW programs per SM runs its forward in segments of a row too (M4_SEGMENTS, `_segment_carries4`) and
-splits each row of its backward into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps
-(`_look_back4`). The backward reads the saved states (in values' dtype) for the window before each step, as the
-[B, T, N] kernels do. All arithmetic is float32; float64 inputs are computed in float32.
+switching programs; of the backwards only BD-LRU block size 2's gained from it and takes it (BD2_BACKWARD_STAGES).
+m = 2 composes each thread's 8 consecutive steps sequentially and scans only the groups' maps across a warp (one warp
+per channel, 256-step tiles), and BD-LRU block size 2 likewise on grids that are not small (IN_THREADS, `_grid`); on
+small grids each row's tile is several such runs, a warp each, joined across the warps (SEGMENTS,
+`_segment_carries`; BD-LRU block size 2 where that gives 2 runs or more, else its tile scan over all of a tile's
+steps); m = 4 composes in threads on every grid (M4_TILE), and on grids of under M4_CHUNKED_BELOW programs per SM
+runs its forward in segments of a row too (M4_SEGMENTS, `_segment_carries4`) and splits each row of its backward
+into chunks of one tile joined by a decoupled look-back on the tiles' 4 x 4 maps (`_look_back4`). The backward reads
+the saved states (in values' dtype) for the window before each step, as the [B, T, N] kernels do. All arithmetic is
+float32; float64 inputs are computed in float32.
 """
 
 import math
