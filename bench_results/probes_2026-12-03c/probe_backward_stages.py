@@ -4,6 +4,10 @@ they were), 2 and 3 stages, at the table's shapes and two more; forward+backward
 plus that backward, under bench_scan.py's byte model; every gradient against S = 1's (the same arithmetic: expect
 0). bf16, softmax gates, no initial state. Twentieth session.
 
+It needs the probe's form of the kernels, in which every backward takes BACKWARD_STAGES (the library kept it for
+BD-LRU block size 2 only, as BD2_BACKWARD_STAGES): on f8d71be,
+
+    git apply bench_results/probes_2026-12-03c/backward_stages.patch
     PYTHONPATH=. python3 bench_results/probes_2026-12-03c/probe_backward_stages.py --out OUT/stages.json
 """
 
@@ -31,6 +35,8 @@ def main():
     ap.add_argument("--stages", default="1,2,3")
     ap.add_argument("--ops", default=",".join(OPS))
     args = ap.parse_args()
+    if not hasattr(scan_time_last, "BACKWARD_STAGES"):  # else every "stages" row would time the library's defaults
+        sys.exit("probe_backward_stages.py needs backward_stages.patch applied on f8d71be (see its docstring)")
     stages_tried = [int(s) for s in args.stages.split(",")]
     copy = bench_scan.copy_bandwidth()
     print(f"copy {copy:.2f} TB/s", flush=True)

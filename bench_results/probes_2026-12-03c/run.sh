@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU runs of the twentieth session (carry .whl), each one device call of < 10 minutes:
 #   bash bench_results/probes_2026-12-03c/run.sh stages OUT  # the backwards' tile loops with 1 / 2 / 3 stages, then
+#                                                            # (on f8d71be with backward_stages.patch applied),
 #                                                            # the captured training step of BD-LRU block size 4 with
 #                                                            # time-last scans against [B, T, N] ones
 #   bash bench_results/probes_2026-12-03c/run.sh after OUT   # after adopting BD-LRU 2's pipelined backward and
