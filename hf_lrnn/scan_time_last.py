@@ -55,8 +55,8 @@ try:  # transformers' remote-code import checker skips imports inside try blocks
     import triton
     import triton.language as tl
 
-    from .scan_triton import (_ACT_ID, _FLAG_AGGREGATE, _FLAG_PREFIX, _affine_combine, _device_guard, _normalize,
-                              _normalize_bwd, _normalize_pair, _normalize_pair_bwd, _num_sms, _take_chunk,
+    from .scan_triton import (_ACT_ID, _FLAG_AGGREGATE, _FLAG_PREFIX, _affine_combine, _device_guard, _exp, _normalize,
+                              _normalize_bwd, _normalize_pair, _normalize_pair_bwd, _num_sms, _reciprocal, _take_chunk,
                               _tracks_gradients)
 except ImportError:  # ops.py then offers the torch backend only
     triton = None
@@ -419,8 +419,8 @@ if triton is not None:
         computes it); the other activations through scan_triton's `_normalize` on the lags joined along a new axis."""
         if ACT == 0:
             top = tl.maximum(tl.maximum(z1, z2), zg)
-            e1, e2, eg = tl.exp(z1 - top), tl.exp(z2 - top), tl.exp(zg - top)
-            inv = 1.0 / (e1 + e2 + eg)  # >= 1 term is exp(0): finite
+            e1, e2, eg = _exp(z1 - top), _exp(z2 - top), _exp(zg - top)
+            inv = _reciprocal(e1 + e2 + eg)  # >= 1 term is exp(0): finite
             a1, a2, g = e1 * inv, e2 * inv, eg * inv
         else:
             zc = tl.join(z1, z2)  # [BC, BT, 2]
@@ -861,8 +861,8 @@ if triton is not None:
         activations through scan_triton's `_normalize` on the lags joined along a new axis."""
         if ACT == 0:
             top = tl.maximum(tl.maximum(tl.maximum(z1, z2), tl.maximum(z3, z4)), zg)
-            e1, e2, e3, e4, eg = tl.exp(z1 - top), tl.exp(z2 - top), tl.exp(z3 - top), tl.exp(z4 - top), tl.exp(zg - top)
-            inv = 1.0 / (e1 + e2 + e3 + e4 + eg)  # >= 1 term is exp(0): finite
+            e1, e2, e3, e4, eg = _exp(z1 - top), _exp(z2 - top), _exp(z3 - top), _exp(z4 - top), _exp(zg - top)
+            inv = _reciprocal(e1 + e2 + e3 + e4 + eg)  # >= 1 term is exp(0): finite
             a1, a2, a3, a4, g = e1 * inv, e2 * inv, e3 * inv, e4 * inv, eg * inv
         else:
             zc = _join_lags(z1, z2, z3, z4)

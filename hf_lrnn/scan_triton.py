@@ -91,13 +91,46 @@ _WARNED = set()
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# float32 exp and reciprocal without subnormal results, the normalisations' arithmetic
+# ----------------------------------------------------------------------------------------------------------------
+# Triton's exp is ex2.approx.f32 and its 1 / x div.full.f32, both keeping subnormal results, for which ptxas wraps
+# each MUFU instruction in 3-5 more (a range test, a scaling before, one after): at 3 exps and a reciprocal a step,
+# 15 of H-LRU m = 2's 78 instructions per element, and the time-last forwards are issue-bound (ncu, sm_90:
+# bench_results/probes_2026-12-03d/). The .ftz forms are the MUFU instruction alone, as accurate (2 / 1 ulp), and
+# flush results below 2^-126 to 0: exp(z - largest) under exp(-87), against a normaliser >= 1. The interpreter runs
+# Triton's own (it executes no PTX). FTZ=False keeps Triton's: the kernels where ptxas then allocated more registers
+# or scheduled the loop slower (the [B, T, N] first-order backward, the BD-LRU tile forward) pass it down.
+_FAST_MATH = tl.constexpr(not _INTERPRET)
+
+
+@triton.jit
+def _exp(x, FTZ: tl.constexpr = True):
+    """exp of a float32 tile (ex2.approx.ftz of x log2(e); tl.exp in the interpreter or with FTZ=False)."""
+    if FTZ and _FAST_MATH:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x * 1.4426950408889634],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _reciprocal(x, FTZ: tl.constexpr = True):
+    """1 / x of a float32 tile (rcp.approx.ftz; 1.0 / x in the interpreter or with FTZ=False)."""
+    if FTZ and _FAST_MATH:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    else:
+        return 1.0 / x
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # gate normalisation helpers (coefficient tile zc with mask mc, input-gate logits zg; reduction over AXIS)
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _tanh(x):
+def _tanh(x, FTZ: tl.constexpr = True):
     ax = tl.abs(x)
-    e = tl.exp(-2.0 * ax)
-    big = (1.0 - e) / (1.0 + e)
+    e = _exp(-2.0 * ax, FTZ)
+    big = (1.0 - e) * _reciprocal(1.0 + e, FTZ)
     x2 = ax * ax
     small = ax * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (-0.05396825396825397))))
     r = tl.where(ax < 0.25, small, big)
@@ -113,34 +146,34 @@ def _log1p(x):
 
 
 @triton.jit
-def _logsigmoid(z):
+def _logsigmoid(z, FTZ: tl.constexpr = True):
     """log(sigmoid(z)) = min(z, 0) - log(1 + exp(-|z|)): finite for every finite z (no overflow, no log(0))."""
-    return tl.minimum(z, 0.0) - _log1p(tl.exp(-tl.abs(z)))
+    return tl.minimum(z, 0.0) - _log1p(_exp(-tl.abs(z), FTZ))
 
 
 @triton.jit
-def _sigmoid_neg(z):
+def _sigmoid_neg(z, FTZ: tl.constexpr = True):
     """sigmoid(-z) = 1 - sigmoid(z) = d logsigmoid(z) / dz, from exp(-|z|) only (no overflow)."""
-    e = tl.exp(-tl.abs(z))
-    return tl.where(z > 0.0, e, 1.0) / (1.0 + e)
+    e = _exp(-tl.abs(z), FTZ)
+    return tl.where(z > 0.0, e, 1.0) * _reciprocal(1.0 + e, FTZ)
 
 
 @triton.jit
-def _softmax(zc, zg, mc, AXIS: tl.constexpr):
+def _softmax(zc, zg, mc, AXIS: tl.constexpr, FTZ: tl.constexpr = True):
     """Softmax over the group (coefficient tile + input gate), largest logit subtracted: finite for finite logits."""
     mx = tl.maximum(tl.max(tl.where(mc, zc, float("-inf")), axis=AXIS), zg)
-    ec = tl.exp(tl.where(mc, zc - tl.expand_dims(mx, AXIS), float("-inf")))  # masked lanes: exp(-inf) = 0
-    eg = tl.exp(zg - mx)
-    inv = 1.0 / (tl.sum(ec, axis=AXIS) + eg)  # the sum is >= 1 (the largest term is exp(0))
+    ec = _exp(tl.where(mc, zc - tl.expand_dims(mx, AXIS), float("-inf")), FTZ)  # masked lanes: exp(-inf) = 0
+    eg = _exp(zg - mx, FTZ)
+    inv = _reciprocal(tl.sum(ec, axis=AXIS) + eg, FTZ)  # the sum is >= 1 (the largest term is exp(0))
     return ec * tl.expand_dims(inv, AXIS), eg * inv
 
 
 @triton.jit
-def _phi(z, ACT: tl.constexpr):
+def _phi(z, ACT: tl.constexpr, FTZ: tl.constexpr = True):
     if ACT == 2:
         p = tl.maximum(z, 0.0)
     elif ACT == 3:
-        p = _tanh(z)
+        p = _tanh(z, FTZ)
     else:
         p = z
     return p
@@ -157,46 +190,47 @@ def _denominator(pc, pg, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr)
 
 
 @triton.jit
-def _normalize(zc, zg, mc, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
+def _normalize(zc, zg, mc, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr, FTZ: tl.constexpr = True):
     if ACT == 0:
-        cc, cg = _softmax(zc, zg, mc, AXIS)
+        cc, cg = _softmax(zc, zg, mc, AXIS, FTZ)
     elif ACT == 1:
         # sigmoid(z_i) / sum_j sigmoid(z_j) = softmax(logsigmoid(z))_i: stable for any finite logits (the direct
         # quotient is 0/0 once every sigmoid of the group underflows, below about -104)
-        cc, cg = _softmax(_logsigmoid(zc), _logsigmoid(zg), mc, AXIS)
+        cc, cg = _softmax(_logsigmoid(zc, FTZ), _logsigmoid(zg, FTZ), mc, AXIS, FTZ)
     elif ACT == 5:
         cc = tl.where(mc, zc, 0.0)
         cg = zg
     else:
-        pc = tl.where(mc, _phi(zc, ACT), 0.0)
-        pg = _phi(zg, ACT)
-        inv = 1.0 / _denominator(pc, pg, M, ACT, AXIS)
+        pc = tl.where(mc, _phi(zc, ACT, FTZ), 0.0)
+        pg = _phi(zg, ACT, FTZ)
+        inv = _reciprocal(_denominator(pc, pg, M, ACT, AXIS), FTZ)
         cc = pc * tl.expand_dims(inv, AXIS)
         cg = pg * inv
     return cc, cg
 
 
 @triton.jit
-def _normalize_bwd(zc, zg, mc, dcc, dcg, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr):
+def _normalize_bwd(zc, zg, mc, dcc, dcg, M: tl.constexpr, ACT: tl.constexpr, AXIS: tl.constexpr,
+                   FTZ: tl.constexpr = True):
     """Gradient of the logits from the gradient of the coefficients (normalisation Jacobian, in registers)."""
     if ACT <= 1:
         # softmax: dz = c (dc - <c, dc>). sigmoid = softmax(l), l = logsigmoid(z), dl/dz = sigmoid(-z):
         # dz = c (dc - <c, dc>) sigmoid(-z), which only uses the stable c and a factor in [0, 1].
-        cc, cg = _normalize(zc, zg, mc, M, ACT, AXIS)
+        cc, cg = _normalize(zc, zg, mc, M, ACT, AXIS, FTZ)
         dot = tl.sum(cc * dcc, axis=AXIS) + cg * dcg
         dzc = cc * (dcc - tl.expand_dims(dot, AXIS))
         dzg = cg * (dcg - dot)
         if ACT == 1:
-            dzc = dzc * _sigmoid_neg(zc)
-            dzg = dzg * _sigmoid_neg(zg)
+            dzc = dzc * _sigmoid_neg(zc, FTZ)
+            dzg = dzg * _sigmoid_neg(zg, FTZ)
         dzc = tl.where(mc, dzc, 0.0)
     elif ACT == 5:
         dzc = tl.where(mc, dcc, 0.0)
         dzg = dcg
     else:
-        pc = tl.where(mc, _phi(zc, ACT), 0.0)
-        pg = _phi(zg, ACT)
-        inv = 1.0 / _denominator(pc, pg, M, ACT, AXIS)
+        pc = tl.where(mc, _phi(zc, ACT, FTZ), 0.0)
+        pg = _phi(zg, ACT, FTZ)
+        inv = _reciprocal(_denominator(pc, pg, M, ACT, AXIS), FTZ)
         inv_c = tl.expand_dims(inv, AXIS)
         cc = pc * inv_c
         cg = pg * inv
@@ -551,7 +585,9 @@ def _bdlru_fwd_kernel(
     zc1, zg1, x1 = _bdlru_load(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, jr, kc, M)
     for i in range(0, L):
         zc2, zg2, x2 = _bdlru_load(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, jr, kc, M)
-        A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2)  # [BLOCK, MP(j), MP(k)], [BLOCK, MP(j)]
+        # Triton's exp and reciprocal (FTZ=False): with the .ftz forms ptxas gives this loop 80 registers instead of 96
+        # and runs it slower (m = 16, B32 T2048 D2048: 7.68 -> 9.21 ms; bench_results/probes_2026-12-03d/)
+        A, cg = _normalize(zc0, zg0, mc3, M, ACT, 2, False)  # [BLOCK, MP(j), MP(k)], [BLOCK, MP(j)]
         if DOT:
             hn = tl.dot(H, tl.trans(A, 0, 2, 1), input_precision=DOT_PRECISION)  # [BLOCK, NVP, MP(j)]
         else:
@@ -686,7 +722,7 @@ def _phi_group(z, M: tl.constexpr, ACT: tl.constexpr):
         den += (M + 1) * _RELU_EPS
     else:
         den += _SIGNED_EPS
-    return p, 1.0 / den
+    return p, _reciprocal(den)
 
 
 @triton.jit
@@ -706,10 +742,10 @@ def _normalize_group(z, M: tl.constexpr, ACT: tl.constexpr):
         exps = ()
         total = tl.zeros_like(largest)
         for k in tl.static_range(M + 1):
-            e = tl.exp(logits[k] - largest)
+            e = _exp(logits[k] - largest)
             exps = exps + (e,)
             total += e
-        inv = 1.0 / total  # total >= 1: the largest term is exp(0)
+        inv = _reciprocal(total)  # total >= 1: the largest term is exp(0)
         c = ()
         for k in tl.static_range(M + 1):
             c = c + (exps[k] * inv,)
@@ -1253,44 +1289,45 @@ def _take_chunk(counters, rows, num_channel_blocks, num_chunks, REVERSE: tl.cons
 
 
 @triton.jit
-def _softmax_pair(z_coef, z_gate):
+def _softmax_pair(z_coef, z_gate, FTZ: tl.constexpr = True):
     """softmax of the pair (z_coef, z_gate) with one exp: a = 1 / (1 + exp(-d)), g = 1 - a, d = z_coef - z_gate,
     each computed from exp(-|d|) <= 1, so both are accurate (no 1 - a cancellation) and finite."""
     d = z_coef - z_gate
-    e = tl.exp(-tl.abs(d))
-    r = 1.0 / (1.0 + e)
+    e = _exp(-tl.abs(d), FTZ)
+    r = _reciprocal(1.0 + e, FTZ)
     return tl.where(d >= 0.0, r, e * r), tl.where(d >= 0.0, e * r, r)
 
 
 @triton.jit
-def _normalize_pair(z_coef, z_gate, ACT: tl.constexpr):
+def _normalize_pair(z_coef, z_gate, ACT: tl.constexpr, FTZ: tl.constexpr = True):
     """The m = 1 case of `_normalize`: the coefficient a and input gate g of each (z_coef, z_gate) pair."""
     if ACT == 0:
-        a, g = _softmax_pair(z_coef, z_gate)
+        a, g = _softmax_pair(z_coef, z_gate, FTZ)
     elif ACT == 1:
-        a, g = _softmax_pair(_logsigmoid(z_coef), _logsigmoid(z_gate))
+        a, g = _softmax_pair(_logsigmoid(z_coef, FTZ), _logsigmoid(z_gate, FTZ), FTZ)
     else:
-        c, g = _normalize(z_coef[:, :, None], z_gate, tl.full(z_coef.shape, 1, tl.int1)[:, :, None], 1, ACT, 2)
+        c, g = _normalize(z_coef[:, :, None], z_gate, tl.full(z_coef.shape, 1, tl.int1)[:, :, None], 1, ACT, 2,
+                          FTZ)
         a = tl.sum(c, axis=2)
     return a, g
 
 
 @triton.jit
-def _normalize_pair_bwd(z_coef, z_gate, d_a, d_g, ACT: tl.constexpr):
+def _normalize_pair_bwd(z_coef, z_gate, d_a, d_g, ACT: tl.constexpr, FTZ: tl.constexpr = True):
     """Gradient of the pair's logits from (d a, d g); softmax: d z_coef = a g (d a - d g) = -d z_gate."""
     if ACT <= 1:
         if ACT == 0:
-            a, g = _softmax_pair(z_coef, z_gate)
+            a, g = _softmax_pair(z_coef, z_gate, FTZ)
         else:
-            a, g = _softmax_pair(_logsigmoid(z_coef), _logsigmoid(z_gate))
+            a, g = _softmax_pair(_logsigmoid(z_coef, FTZ), _logsigmoid(z_gate, FTZ), FTZ)
         dz = a * g * (d_a - d_g)
         dz_coef, dz_gate = dz, -dz
         if ACT == 1:
-            dz_coef = dz_coef * _sigmoid_neg(z_coef)
-            dz_gate = dz_gate * _sigmoid_neg(z_gate)
+            dz_coef = dz_coef * _sigmoid_neg(z_coef, FTZ)
+            dz_gate = dz_gate * _sigmoid_neg(z_gate, FTZ)
     else:
         ones = tl.full(z_coef.shape, 1, tl.int1)[:, :, None]
-        dz_c, dz_gate = _normalize_bwd(z_coef[:, :, None], z_gate, ones, d_a[:, :, None], d_g, 1, ACT, 2)
+        dz_c, dz_gate = _normalize_bwd(z_coef[:, :, None], z_gate, ones, d_a[:, :, None], d_g, 1, ACT, 2, FTZ)
         dz_coef = tl.sum(dz_c, axis=2)
     return dz_coef, dz_gate
 
@@ -1482,7 +1519,9 @@ def _first_order_bwd_kernel(
     # the scan needs a_{t+1}: the logits one row on
     gate_rows = b.to(tl.int64) * stride_gates_b + t.to(tl.int64) * stride_gates_t  # [BT]: stride 0 if expanded
     zn_coef, zn_gate = _load_gate_pairs(gates, gate_rows + stride_gates_t, k, t + 1 < T, N, BT, BN)
-    a_next, _ = _normalize_pair(zn_coef, zn_gate, ACT)
+    # Triton's exp and reciprocal (FTZ=False) in this kernel: with the .ftz forms ptxas gives it 126 registers instead
+    # of 96 (B1 T16384 D1024 forward+backward 0.260 -> 0.276 ms; bench_results/probes_2026-12-03d/)
+    a_next, _ = _normalize_pair(zn_coef, zn_gate, ACT, False)
     d_s = tl.load(d_states + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_D_FINAL:
         d_s += tl.load(d_final + seq[:, None].to(tl.int64) * N + n[None, :], mask=is_end[:, None] & mask, other=0.0)
@@ -1504,7 +1543,7 @@ def _first_order_bwd_kernel(
     adjoint = local + decay * carry[None, :]
     # then the step's own logits (the block just read, shifted by a row: from the cache), s_{t-1} and v_t
     z_coef, z_gate = _load_gate_pairs(gates, gate_rows, k, mt, N, BT, BN)
-    a, g = _normalize_pair(z_coef, z_gate, ACT)
+    a, g = _normalize_pair(z_coef, z_gate, ACT, False)
     # s_{t-1}: the saved states one row back, or the initial state (0 without one) at a sequence's first step
     s_prev = tl.load(states + (row - 1)[:, None] * N + n[None, :], mask=(~is_start)[:, None] & mask,
                      other=0.0).to(tl.float32)
@@ -1512,7 +1551,7 @@ def _first_order_bwd_kernel(
         s_prev += tl.load(initial_state + seq[:, None].to(tl.int64) * N + n[None, :], mask=is_start[:, None] & mask,
                           other=0.0)
     v = tl.load(values + row[:, None] * N + n[None, :], mask=mask, other=0.0).to(tl.float32)
-    dz_coef, dz_gate = _normalize_pair_bwd(z_coef, z_gate, adjoint * s_prev, adjoint * v, ACT)
+    dz_coef, dz_gate = _normalize_pair_bwd(z_coef, z_gate, adjoint * s_prev, adjoint * v, ACT, False)
     dz = tl.reshape(tl.join(dz_coef, dz_gate), (BT, 2 * BN))
     tl.store(d_gates + row[:, None] * (2 * N) + k[None, :], dz.to(d_gates.dtype.element_ty), mask=mt[:, None] & mk)
     tl.store(d_values + row[:, None] * N + n[None, :], (adjoint * g).to(d_values.dtype.element_ty), mask=mask)

@@ -4,6 +4,7 @@ The other CPU tests run the kernels in Triton's interpreter, which accepts code 
 name reassigned in a static loop passed the interpreter and failed on the H200): scripts/compile_check.py compiles
 every kernel a forward+backward launches instead."""
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,55 @@ def test_compile_check_refuses_the_interpreter():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "compile_check.py"), "--quick"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode != 0 and "TRITON_INTERPRET=1 is set" in result.stderr
+
+
+_PTX_PROBE = r"""
+import json, os, sys
+import torch
+sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
+import compile_check
+from triton.backends.compiler import GPUTarget
+from triton.runtime import driver
+from triton.runtime.jit import JITFunction
+
+driver.set_active(compile_check._CompileOnlyDriver(GPUTarget("cuda", 90, 32)))
+ptx, run = {}, JITFunction.run
+
+def compile_only(self, *args, grid, warmup, **kwargs):
+    kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
+    ptx.setdefault(self.__name__, kernel.asm["ptx"])
+    return kernel
+
+JITFunction.run = compile_only
+scan, _, _, _, time_last = compile_check._load_scan_modules()
+scan._num_sms = time_last._num_sms = lambda device: 132
+gates, values = torch.randn(2, 64, 3, 300, dtype=torch.bfloat16), torch.randn(2, 64, 300, dtype=torch.bfloat16)
+states, _ = time_last.time_last_forward(gates, values, None, "softmax", False)
+time_last.time_last_backward(gates, values, states, None, torch.randn_like(states), None, "softmax")
+for m, blocked, shape in ((1, False, (2, 300, 64, 2)), (16, True, (2, 300, 4, 16, 17))):
+    g = torch.randn(shape, dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(shape[:-1] if blocked else shape[:-1][:3], dtype=torch.bfloat16, requires_grad=True)
+    fn = scan.bdlru_scan_triton if blocked else scan.hlru_scan_triton
+    fn(g, v, None, "softmax", False, None, 0 if blocked else None)[0].float().sum().backward()
+print(json.dumps({name: {op: text.count(op) for op in ("ex2.approx.ftz.f32", "ex2.approx.f32", "rcp.approx.ftz.f32",
+                                                       "div.full.f32", "div.rn.f32")} for name, text in ptx.items()}))
+"""
+
+
+def test_normalisations_compile_to_the_ftz_exp_and_reciprocal():
+    """`_exp` / `_reciprocal` (scan_triton.py) issue ex2.approx.ftz / rcp.approx.ftz in the compiled kernels, not
+    Triton's subnormal-keeping ex2.approx / div.full (3-5 more instructions each: the time-last forwards are
+    issue-bound); the two kernels that pass FTZ=False down keep Triton's forms."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", _PTX_PROBE, ROOT], capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    counts = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in ("_time_last_m2_fwd_kernel", "_time_last_m2_bwd_kernel", "_first_order_fwd_kernel", "_bdlru_bwd_kernel"):
+        c = counts[name]
+        assert c["ex2.approx.ftz.f32"] > 0 and c["rcp.approx.ftz.f32"] > 0, (name, c)
+        assert c["ex2.approx.f32"] == 0 and c["div.full.f32"] == 0 and c["div.rn.f32"] == 0, (name, c)
+    for name in ("_first_order_bwd_kernel", "_bdlru_fwd_kernel"):  # FTZ=False: Triton's exp and 1 / x
+        c = counts[name]
+        assert c["ex2.approx.ftz.f32"] == 0 and c["rcp.approx.ftz.f32"] == 0, (name, c)
+        assert c["ex2.approx.f32"] > 0 and c["div.full.f32"] > 0, (name, c)

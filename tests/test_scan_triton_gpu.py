@@ -171,3 +171,44 @@ def test_decode_step_in_place_on_gpu(blocked, m):
     assert torch.equal(states, expected_states) and torch.equal(state, expected_final)
     if not blocked:
         assert torch.equal(readout, expected_final.reshape(64, 1, -1).to(torch.bfloat16))
+
+
+def test_ftz_exp_and_reciprocal_against_float64():
+    """`_exp` and `_reciprocal` (ex2.approx.ftz / rcp.approx.ftz, what every normalisation computes with): exp equal
+    bit for bit to Triton's own form (FTZ=False) wherever the result is a normal float32, and within the error of
+    ex2(x log2 e) of float64 there; 0 where Triton's would be subnormal (x < -87.34); exp(0) = 1 and exp(-inf) = 0;
+    the reciprocal within 2 ulp of float64 (Triton's div.full: within 4 of it)."""
+    import triton
+    import triton.language as tl
+
+    from hf_lrnn.scan_triton import _exp, _reciprocal
+
+    @triton.jit
+    def kernel(x, exp_fast, exp_triton, reciprocal_fast, reciprocal_triton, n, BLOCK: tl.constexpr):
+        offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offsets < n
+        v = tl.load(x + offsets, mask=mask, other=1.0)
+        tl.store(exp_fast + offsets, _exp(v), mask=mask)
+        tl.store(exp_triton + offsets, _exp(v, False), mask=mask)
+        tl.store(reciprocal_fast + offsets, _reciprocal(v), mask=mask)
+        tl.store(reciprocal_triton + offsets, _reciprocal(v, False), mask=mask)
+
+    special = [0.0, 1.0, -1.0, 1e-30, 3e38, float("-inf")]
+    x = torch.cat([torch.linspace(-100.0, 80.0, 200_001), torch.tensor(special), torch.randn(100_000) * 30]).to(GPU)
+    outs = [torch.empty_like(x) for _ in range(4)]
+    kernel[(triton.cdiv(x.numel(), 1024),)](x, *outs, x.numel(), BLOCK=1024)
+    exp_fast, exp_triton, reciprocal_fast, reciprocal_triton = (o.double() for o in outs)
+    xd = x.double()
+    normal = xd > -87.3  # exp(x) >= 2^-126
+    assert torch.equal(exp_fast[normal], exp_triton[normal])
+    # ex2.approx (2^-22) of x log2(e) rounded to float32 (|x| 2^-24 relative in the result)
+    tolerance = (2.0 ** -21 + xd.abs() * 2.0 ** -23) * torch.exp(xd)
+    assert ((exp_fast - torch.exp(xd)).abs() <= tolerance)[normal].all()
+    assert (exp_fast[xd < -87.34] == 0).all()  # flushed, where Triton's form keeps a subnormal
+    assert (exp_triton[(xd < -87.4) & (xd > -100)] > 0).all()
+    finite = (xd.abs() > 1e-37) & (xd.abs() < 8e37)
+    assert ((reciprocal_fast - 1 / xd).abs() <= 2 * 2.0 ** -23 * (1 / xd).abs())[finite].all()
+    assert ((reciprocal_triton - 1 / xd).abs() <= 4 * 2.0 ** -23 * (1 / xd).abs())[finite].all()
+    at = {value: 200_001 + i for i, value in enumerate(special)}
+    assert exp_fast[at[0.0]].item() == 1.0 and reciprocal_fast[at[1.0]].item() == 1.0
+    assert exp_fast[at[float("-inf")]].item() == 0.0
