@@ -765,7 +765,8 @@ class LRNNPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["LRNNBlock"]
-    _is_stateful = True  # generate(): no assisted decoding (a recurrent state cannot be rolled back)
+    _is_stateful = True  # generate(): no assisted decoding (a recurrent state cannot be rolled back; from transformers
+    # 5.25 the refusal comes from the cache, whose is_croppable is False)
     _supports_cache_class = True
     blocked = False  # BD-LRU subclasses set True
     auto_map = {}  # {"AutoConfig": "configuration_lrnn.XConfig", ...}, set by the architecture modules
