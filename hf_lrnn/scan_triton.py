@@ -123,6 +123,15 @@ def _reciprocal(x, FTZ: tl.constexpr = True):
         return 1.0 / x
 
 
+@triton.jit
+def _divide(x, y, FTZ: tl.constexpr = True):
+    """x / y of float32 tiles: x `_reciprocal`(y), or Triton's x / y in the interpreter or with FTZ=False."""
+    if FTZ and _FAST_MATH:
+        return x * _reciprocal(y)
+    else:
+        return x / y
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # gate normalisation helpers (coefficient tile zc with mask mc, input-gate logits zg; reduction over AXIS)
 # ----------------------------------------------------------------------------------------------------------------
@@ -130,7 +139,7 @@ def _reciprocal(x, FTZ: tl.constexpr = True):
 def _tanh(x, FTZ: tl.constexpr = True):
     ax = tl.abs(x)
     e = _exp(-2.0 * ax, FTZ)
-    big = (1.0 - e) * _reciprocal(1.0 + e, FTZ)
+    big = _divide(1.0 - e, 1.0 + e, FTZ)
     x2 = ax * ax
     small = ax * (1.0 + x2 * (-0.3333333333333333 + x2 * (0.13333333333333333 + x2 * (-0.05396825396825397))))
     r = tl.where(ax < 0.25, small, big)
@@ -155,7 +164,7 @@ def _logsigmoid(z, FTZ: tl.constexpr = True):
 def _sigmoid_neg(z, FTZ: tl.constexpr = True):
     """sigmoid(-z) = 1 - sigmoid(z) = d logsigmoid(z) / dz, from exp(-|z|) only (no overflow)."""
     e = _exp(-tl.abs(z), FTZ)
-    return tl.where(z > 0.0, e, 1.0) * _reciprocal(1.0 + e, FTZ)
+    return _divide(tl.where(z > 0.0, e, 1.0), 1.0 + e, FTZ)
 
 
 @triton.jit
