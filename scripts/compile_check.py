@@ -67,6 +67,39 @@ def _load_scan_modules():
     return modules[1], modules[2], modules[3], modules[4], modules[5]
 
 
+_TRITON_RUN = None  # JITFunction.run as Triton defines it, before `compile_without_launching` replaced it
+
+
+def compile_without_launching(arch: int = 90) -> list:
+    """Make every Triton launch from here on compile for sm_`arch` (no GPU, no launch: the outputs stay garbage);
+    returns the list to which each launch appends (kernel name, compiled kernel, launch keywords), whose kernels
+    carry their PTX and cubin in `.asm`. `launch_again` undoes it."""
+    global _TRITON_RUN
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+    from triton.runtime.jit import JITFunction
+
+    driver.set_active(_CompileOnlyDriver(GPUTarget("cuda", arch, 32)))
+    _TRITON_RUN = _TRITON_RUN or JITFunction.run
+    launches, run = [], _TRITON_RUN
+
+    def compile_only(self, *args, grid, warmup, **kwargs):  # compile (and bind the arguments) but never launch
+        kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
+        launches.append((self.__name__, kernel, kwargs))
+        return kernel
+
+    JITFunction.run = compile_only
+    return launches
+
+
+def launch_again():
+    """Undo `compile_without_launching`'s replacement of Triton's launch."""
+    from triton.runtime.jit import JITFunction
+
+    if _TRITON_RUN is not None:
+        JITFunction.run = _TRITON_RUN
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100 / H200; 80: A100)")
@@ -77,20 +110,8 @@ def main(argv=None):
 
     import torch
     import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.runtime import driver
-    from triton.runtime.jit import JITFunction
 
-    driver.set_active(_CompileOnlyDriver(GPUTarget("cuda", args.arch, 32)))
-    compiled = []
-    run = JITFunction.run
-
-    def compile_only(self, *a, grid, warmup, **kw):  # compile (and bind the arguments) but never launch
-        kernel = run(self, *a, grid=grid, warmup=True, **kw)
-        compiled.append(self.__name__)
-        return kernel
-
-    JITFunction.run = compile_only
+    compiled = compile_without_launching(args.arch)
     scan, norm, swiglu, decode, time_last = _load_scan_modules()
     scan._num_sms = lambda device: 132  # the chunk policy asks the device; an H200 has 132 SMs
 
@@ -111,7 +132,7 @@ def main(argv=None):
             print(f"FAIL {name}: {type(err).__name__}:\n    " + "\n    ".join(lines[-14:]), flush=True)
             outcomes.append(False)
             return
-        print(f"ok   {name}: {', '.join(sorted(set(compiled[first:])))}", flush=True)
+        print(f"ok   {name}: {', '.join(sorted(set(launch[0] for launch in compiled[first:])))}", flush=True)
         outcomes.append(True)
 
     for blocked in (False, True):
@@ -313,7 +334,7 @@ def main(argv=None):
               f"{', initial state, document starts, gate bias' if starts is not None else ''}",
               lambda: block_forward_backward(gates, values, h0, activation, starts, bias))
     time_last.BD4_SEGMENTS = bd4_segments
-    JITFunction.run = run
+    launch_again()
     total, failed = len(outcomes), outcomes.count(False)
     print(f"{total - failed} of {total} configurations compiled ({len(compiled)} kernels) in {time.time() - start:.0f} s")
     return 1 if failed else 0

@@ -48,19 +48,8 @@ import json, os, sys
 import torch
 sys.path.insert(0, os.path.join(sys.argv[1], "scripts"))
 import compile_check
-from triton.backends.compiler import GPUTarget
-from triton.runtime import driver
-from triton.runtime.jit import JITFunction
 
-driver.set_active(compile_check._CompileOnlyDriver(GPUTarget("cuda", 90, 32)))
-ptx, run = {}, JITFunction.run
-
-def compile_only(self, *args, grid, warmup, **kwargs):
-    kernel = run(self, *args, grid=grid, warmup=True, **kwargs)
-    ptx.setdefault(self.__name__, kernel.asm["ptx"])
-    return kernel
-
-JITFunction.run = compile_only
+launches = compile_check.compile_without_launching(90)
 scan, _, _, _, time_last = compile_check._load_scan_modules()
 scan._num_sms = time_last._num_sms = lambda device: 132
 gates, values = torch.randn(2, 64, 3, 300, dtype=torch.bfloat16), torch.randn(2, 64, 300, dtype=torch.bfloat16)
@@ -71,6 +60,9 @@ for m, blocked, shape in ((1, False, (2, 300, 64, 2)), (16, True, (2, 300, 4, 16
     v = torch.randn(shape[:-1] if blocked else shape[:-1][:3], dtype=torch.bfloat16, requires_grad=True)
     fn = scan.bdlru_scan_triton if blocked else scan.hlru_scan_triton
     fn(g, v, None, "softmax", False, None, 0 if blocked else None)[0].float().sum().backward()
+ptx = {}
+for name, kernel, _ in launches:
+    ptx.setdefault(name, kernel.asm["ptx"])
 print(json.dumps({name: {op: text.count(op) for op in ("ex2.approx.ftz.f32", "ex2.approx.f32", "rcp.approx.ftz.f32",
                                                        "div.full.f32", "div.rn.f32")} for name, text in ptx.items()}))
 """
