@@ -1,0 +1,84 @@
+"""Branch even-tiles: every time-last scan with and without its bounds masks (EVEN_TILES), in the same process,
+alternating rounds, at the table's shapes (all tiles whole there). Forward and forward+backward, bf16, softmax gates,
+CUDA-graph timing, bench_scan.py's byte model; states and gradients of the two compared (expect bit-equality).
+Prepared in the twenty-first session, not yet run.
+
+    PYTHONPATH=. python3 bench_results/probes_2026-12-03d/probe_even_tiles.py --out OUT/even_tiles.json
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import bench_scan  # noqa: E402
+from hf_lrnn import scan_time_last  # noqa: E402
+from hf_lrnn.ops import bdlru_scan_time_last, hlru_scan_time_last  # noqa: E402
+
+SHAPES = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
+OPS = [("hlru", 1), ("hlru", 2), ("hlru", 4), ("bdlru", 2), ("bdlru", 4)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="even_tiles.json")
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    copy = bench_scan.copy_bandwidth()
+    print(f"copy {copy:.2f} TB/s", flush=True)
+    rows = []
+    for B, T, D in SHAPES:
+        for op, m in OPS:
+            N = D // m
+            shape = (B, N, m, m + 1, T) if op == "bdlru" else (B, N, m + 1, T)
+            g = torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            v = torch.randn((B, N, m, T) if op == "bdlru" else (B, N, T), device="cuda", dtype=torch.bfloat16,
+                            requires_grad=True)
+            d_out = torch.randn_like(v)
+            scan = bdlru_scan_time_last if op == "bdlru" else hlru_scan_time_last
+            channels = N * (m if op == "bdlru" else 1)
+            fwd_bytes, fb_bytes = B * T * channels * (m + 3) * 2, B * T * channels * (3 * m + 8) * 2
+
+            def fb():
+                scan(g, v, backend="triton")[0].backward(d_out)
+
+            times = {True: [], False: []}
+            outputs = {}
+            for _ in range(args.rounds):
+                for even in (True, False):
+                    scan_time_last.EVEN_TILES = even
+                    with torch.no_grad():
+                        fwd = bench_scan.bench(lambda: scan(g, v, backend="triton"))
+                    both = bench_scan.bench(fb, grad_to_none=[g, v])
+                    times[even].append((fwd, both))
+                    g.grad = v.grad = None
+                    states = scan(g, v, backend="triton")[0]
+                    states.backward(d_out)
+                    outputs[even] = (states.detach().clone(), g.grad.clone(), v.grad.clone())
+                    g.grad = v.grad = None
+            scan_time_last.EVEN_TILES = True
+            equal = all(torch.equal(a, b) for a, b in zip(outputs[True], outputs[False]))
+            for even in (True, False):
+                fwd = min(t[0] for t in times[even])
+                both = min(t[1] for t in times[even])
+                row = dict(op=op, m=m, B=B, T=T, D=D, even=even, fwd_ms=fwd, fwdbwd_ms=both, bit_equal=equal,
+                           fwd_pct_copy=100 * fwd_bytes / (fwd * 1e-3) / 1e12 / copy,
+                           fwdbwd_pct_copy=100 * fb_bytes / (both * 1e-3) / 1e12 / copy)
+                rows.append(row)
+                print(f"{op:5} m{m} B{B:<2} T{T:<5} D{D:<4} {'unmasked' if even else 'masked  '}  fwd {fwd:.4f} ms "
+                      f"{row['fwd_pct_copy']:5.1f} %  fwd+bwd {both:.4f} ms {row['fwdbwd_pct_copy']:5.1f} %  "
+                      f"equal {equal}", flush=True)
+            g = v = d_out = None
+            torch.cuda.empty_cache()
+            with open(args.out, "w") as f:
+                json.dump(dict(copy_TBps=copy, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
