@@ -7,6 +7,9 @@
 #   bash bench_results/probes_2026-12-03d/run.sh tests OUT    # the scan files' GPU tests (carry .whl)
 #   bash bench_results/probes_2026-12-03d/run.sh even OUT     # branch even-tiles: the new GPU tests, then
 #                                                             # probe_even_tiles.py (carry .whl)
+#   bash bench_results/probes_2026-12-03d/run.sh words OUT    # branch bd-word-loads: the GPU tests of the [B, T, N]
+#                                                             # kernels, then probe_word_loads.py (carry .whl; the
+#                                                             # m = 8 kernels compile for minutes on a cold cache)
 set -u
 part=$1; out=$2
 mkdir -p "$out"
@@ -62,5 +65,11 @@ CASES
       | grep -v -i 'warner\|benchmarkwarning' | tail -15 | tee "$out/gpu_tests_even.txt"
     PYTHONPATH=.:/tmp/site timeout 330 python3 $here/probe_even_tiles.py --out "$out/even_tiles.json" 2>&1 \
       | grep -v Warn | tee "$out/even_tiles.txt" ;;
-  *) echo "part must be profile, tables, tests or even, got $part"; exit 2 ;;
+  words)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
+    PYTHONPATH=.:/tmp/site timeout 200 python3 -m pytest -q -p no:cacheprovider -n 14 tests/test_scan_triton_gpu.py \
+      2>&1 | grep -v -i 'warner\|benchmarkwarning' | tail -15 | tee "$out/gpu_tests_words.txt"
+    PYTHONPATH=.:/tmp/site timeout 360 python3 $here/probe_word_loads.py --out "$out/word_loads.json" 2>&1 \
+      | grep -v Warn | tee "$out/word_loads.txt" ;;
+  *) echo "part must be profile, tables, tests, even or words, got $part"; exit 2 ;;
 esac

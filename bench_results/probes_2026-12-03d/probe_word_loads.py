@@ -1,0 +1,78 @@
+"""Branch bd-word-loads: BD-LRU's per-thread [B, T, N] kernels (block sizes 4 and 8) loading the bf16 logits as
+8-byte words against one logit a load (WORD_LOADS), in the same process, alternating rounds, at the table's shapes.
+Forward and forward+backward, bf16, softmax gates, CUDA-graph timing, bench_scan.py's byte model; outputs and
+gradients of the two compared (expect bit-equality). Prepared in the twenty-first session, not yet run.
+
+    PYTHONPATH=. python3 bench_results/probes_2026-12-03d/probe_word_loads.py --out OUT/word_loads.json
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+import bench_scan  # noqa: E402
+from hf_lrnn import scan_triton  # noqa: E402
+
+SHAPES = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="word_loads.json")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--m", type=int, nargs="+", default=[8, 4])
+    args = ap.parse_args()
+    copy = bench_scan.copy_bandwidth()
+    print(f"copy {copy:.2f} TB/s", flush=True)
+    rows = []
+    for m in args.m:
+        for B, T, D in SHAPES:
+            g, v, channels = bench_scan.make_inputs("bdlru", B, T, D, m, True)
+            d_out = torch.randn_like(v)
+            fwd_bytes, fb_bytes = B * T * channels * (m + 3) * 2, B * T * channels * (3 * m + 8) * 2
+
+            def forward():
+                return scan_triton.bdlru_scan_triton(g, v, None, "softmax", False, None)[0]
+
+            def fb():
+                forward().backward(d_out)
+
+            times, outputs = {True: [], False: []}, {}
+            for _ in range(args.rounds):
+                for words in (True, False):
+                    scan_triton.WORD_LOADS = words
+                    with torch.no_grad():
+                        fwd = bench_scan.bench(forward)
+                    both = bench_scan.bench(fb, grad_to_none=[g, v])
+                    times[words].append((fwd, both))
+                    g.grad = v.grad = None
+                    states = forward()
+                    states.backward(d_out)
+                    outputs[words] = (states.detach().clone(), g.grad.clone(), v.grad.clone())
+                    g.grad = v.grad = None
+            scan_triton.WORD_LOADS = True
+            equal = all(torch.equal(a, b) for a, b in zip(outputs[True], outputs[False]))
+            for words in (True, False):
+                fwd, both = min(t[0] for t in times[words]), min(t[1] for t in times[words])
+                row = dict(op="bdlru", m=m, B=B, T=T, D=D, words=words, fwd_ms=fwd, fwdbwd_ms=both, bit_equal=equal,
+                           fwd_pct_copy=100 * fwd_bytes / (fwd * 1e-3) / 1e12 / copy,
+                           fwdbwd_pct_copy=100 * fb_bytes / (both * 1e-3) / 1e12 / copy)
+                rows.append(row)
+                print(f"bdlru m{m} B{B:<2} T{T:<5} D{D:<4} {'words ' if words else 'logits'}  fwd {fwd:.4f} ms "
+                      f"{row['fwd_pct_copy']:5.1f} %  fwd+bwd {both:.4f} ms {row['fwdbwd_pct_copy']:5.1f} %  "
+                      f"equal {equal}", flush=True)
+            g = v = d_out = None
+            torch.cuda.empty_cache()
+            with open(args.out, "w") as f:
+                json.dump(dict(copy_TBps=copy, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
