@@ -245,10 +245,10 @@ def _in_segments(monkeypatch, m, segments):
                                                 (False, 4, 2), (True, 2, None), (True, 4, None)])
 def test_whole_tiles_without_bounds_masks_equal_the_masked_kernels(blocked, m, segments, monkeypatch):
     """Where every tile is whole (`_even`: T a multiple of the tile's steps, N of its channels) the kernels drop their
-    bounds masks (`_in_bounds` is a constant): states, final state and every gradient equal bit for bit those of the
-    same launch with the masks (EVEN_TILES off), with the gate bias, an initial state and document starts; H-LRU
-    m = 1, 2 and 4 (also in segments of a row, m = 4's backward in chunks) and BD-LRU block sizes 2 and 4. Both
-    against the float64 reference too."""
+    bounds masks (`_in_bounds` is a constant): states, final state and every gradient equal those of the same launch
+    with the masks (EVEN_TILES off; bit for bit in the interpreter, to 1e-6 of the largest compiled), with the gate
+    bias, an initial state and document starts; H-LRU m = 1, 2 and 4 (also in segments of a row, m = 4's backward in
+    chunks) and BD-LRU block sizes 2 and 4. Both against the float64 reference too."""
     if segments:
         _in_segments(monkeypatch, m, segments)
     B, N, T = 2, 4, 256  # a multiple of the interpreter's tiles of 16 steps, and of 8 runs of them
@@ -273,7 +273,11 @@ def test_whole_tiles_without_bounds_masks_equal_the_masked_kernels(blocked, m, s
                                                   "softmax", starts, bias)
         results.append((states, final) + tuple(grads))
     for unmasked, masked in zip(*results):
-        assert torch.equal(unmasked, masked)
+        if DEVICE == "cpu":  # the interpreter: the same arithmetic, bit for bit
+            assert torch.equal(unmasked, masked)
+        else:  # compiled, the two may contract different products into FMAs
+            scale = masked.abs().max().clamp(min=1.0)
+            torch.testing.assert_close(unmasked / scale, masked / scale, rtol=0, atol=1e-6)
     # and the unmasked path against the float64 reference, through the public op's autograd
     monkeypatch.setattr(scan_time_last, "EVEN_TILES", True)
     wrt = [t.clone().requires_grad_() for t in (gates, values, h0)]

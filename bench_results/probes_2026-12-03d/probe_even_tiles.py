@@ -25,22 +25,31 @@ SHAPES = [(8, 4096, 1024), (1, 16384, 1024), (32, 2048, 2048)]
 OPS = [("hlru", 1), ("hlru", 2), ("hlru", 4), ("bdlru", 2), ("bdlru", 4)]
 
 
+def _randn(shape):
+    return torch.randn(shape, generator=GENERATOR).to(device="cuda", dtype=torch.bfloat16)
+
+
+GENERATOR = torch.Generator().manual_seed(0)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="even_tiles.json")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--batches", type=int, nargs="+", default=[8, 1, 32], help="the shapes' B (of SHAPES)")
     args = ap.parse_args()
     copy = bench_scan.copy_bandwidth()
     print(f"copy {copy:.2f} TB/s", flush=True)
     rows = []
-    for B, T, D in SHAPES:
+    for B, T, D in [shape for shape in SHAPES if shape[0] in args.batches]:
         for op, m in OPS:
             N = D // m
             shape = (B, N, m, m + 1, T) if op == "bdlru" else (B, N, m + 1, T)
-            g = torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-            v = torch.randn((B, N, m, T) if op == "bdlru" else (B, N, T), device="cuda", dtype=torch.bfloat16,
-                            requires_grad=True)
-            d_out = torch.randn_like(v)
+            # inputs from a CPU generator: a graph capture that fails (timed eagerly, printed) leaves the CUDA one
+            # unusable ("Offset increment outside graph capture")
+            g = _randn(shape).requires_grad_()
+            v = _randn((B, N, m, T) if op == "bdlru" else (B, N, T)).requires_grad_()
+            d_out = _randn(v.shape)
             scan = bdlru_scan_time_last if op == "bdlru" else hlru_scan_time_last
             channels = N * (m if op == "bdlru" else 1)
             fwd_bytes, fb_bytes = B * T * channels * (m + 3) * 2, B * T * channels * (3 * m + 8) * 2
@@ -63,17 +72,20 @@ def main():
                     outputs[even] = (states.detach().clone(), g.grad.clone(), v.grad.clone())
                     g.grad = v.grad = None
             scan_time_last.EVEN_TILES = True
-            equal = all(torch.equal(a, b) for a, b in zip(outputs[True], outputs[False]))
+            equal = max((a.float() - b.float()).abs().max().item() for a, b in zip(outputs[True], outputs[False]))
             for even in (True, False):
                 fwd = min(t[0] for t in times[even])
                 both = min(t[1] for t in times[even])
-                row = dict(op=op, m=m, B=B, T=T, D=D, even=even, fwd_ms=fwd, fwdbwd_ms=both, bit_equal=equal,
+                row = dict(op=op, m=m, B=B, T=T, D=D, even=even, fwd_ms=fwd, fwdbwd_ms=both, largest_difference=equal,
                            fwd_pct_copy=100 * fwd_bytes / (fwd * 1e-3) / 1e12 / copy,
                            fwdbwd_pct_copy=100 * fb_bytes / (both * 1e-3) / 1e12 / copy)
                 rows.append(row)
                 print(f"{op:5} m{m} B{B:<2} T{T:<5} D{D:<4} {'unmasked' if even else 'masked  '}  fwd {fwd:.4f} ms "
                       f"{row['fwd_pct_copy']:5.1f} %  fwd+bwd {both:.4f} ms {row['fwdbwd_pct_copy']:5.1f} %  "
-                      f"equal {equal}", flush=True)
+                      f"largest difference {equal:.2e}", flush=True)
+            for fallback in bench_scan.TIMING_FALLBACKS:
+                print("timed eagerly:", fallback, flush=True)
+            bench_scan.TIMING_FALLBACKS.clear()
             g = v = d_out = None
             torch.cuda.empty_cache()
             with open(args.out, "w") as f:
