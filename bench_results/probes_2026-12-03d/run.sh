@@ -71,12 +71,14 @@ CASES
       2>&1 | grep -v -i 'warner\|benchmarkwarning' | tail -15 | tee "$out/gpu_tests_words.txt"
     PYTHONPATH=.:/tmp/site timeout 360 python3 $here/probe_word_loads.py --out "$out/word_loads.json" 2>&1 \
       | grep -v Warn | tee "$out/word_loads.txt" ;;
-  ab)  # twenty-second session, branch ab-both (even-tiles + bd-word-loads): the GPU tests, then the even-tiles probe
+  ab)  # twenty-second session, branch ab-both (even-tiles + bd-word-loads): the new GPU test, both probes
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
-    PYTHONPATH=.:/tmp/site timeout 240 python3 -m pytest -q -p no:cacheprovider -n 14 --tb=short tests/test_scan_triton_gpu.py \
-      tests/test_scan_time_last.py -k "test_scan_triton_gpu or whole_tiles or (test_scan_time_last and gpu)" 2>&1 \
-      | grep -v -i 'warner\|benchmarkwarning' > "$out/gpu_tests_ab.txt"; tail -30 "$out/gpu_tests_ab.txt"
-    PYTHONPATH=.:/tmp/site timeout 300 python3 $here/probe_even_tiles.py --batches 8 1 --out "$out/even_tiles.json" 2>&1 \
-      | grep -v Warn | tee "$out/even_tiles.txt" ;;
+    PYTHONPATH=.:/tmp/site timeout 120 python3 -m pytest -q -p no:cacheprovider -n 14 --tb=short \
+      tests/test_scan_time_last.py -k "whole_tiles" 2>&1 | grep -v -i 'warner\|benchmarkwarning' > "$out/gpu_tests_ab.txt"
+    tail -25 "$out/gpu_tests_ab.txt"
+    PYTHONPATH=.:/tmp/site timeout 200 python3 $here/probe_even_tiles.py --batches 8 1 --out "$out/even_tiles.json" 2>&1 \
+      | grep -v Warn | tee "$out/even_tiles.txt"
+    PYTHONPATH=.:/tmp/site timeout 240 python3 $here/probe_word_loads.py --m 8 --batches 8 1 --out "$out/word_loads.json" \
+      2>&1 | grep -v Warn | tee "$out/word_loads.txt" ;;
   *) echo "part must be profile, tables, tests, even, words or ab, got $part"; exit 2 ;;
 esac
