@@ -225,8 +225,19 @@ EVEN_TILES = True  # tests and probes: False keeps the bounds masks on every lau
 
 def _even(args: dict) -> bool:
     """Every tile of a time-last launch is whole: T a multiple of the tile's steps (BT, times SEGMENTS where a tile
-    is a row's runs) and N of its channels (BC). Then the kernels' bounds masks are constant (`_in_bounds`)."""
+    is a row's runs) and N of its channels (BC). Then the kernels' bounds masks are constant (`_in_bounds`).
+    Taken by the kernels where it was faster on the H200 at B8 T4096 and B1 T16384 D1024 (same-process A/B,
+    bench_results/probes_2026-12-03d/even_tiles.txt), forward: H-LRU m = 2 (-0.4 / +2.6 %) and 4
+    (`_even_m4_forward`), BD-LRU 2 (+10.6 / +3.2 %) and 4 (+2.4 / +21 %); backward: BD-LRU 4 (forward+backward
+    +15 / +6 %). H-LRU m = 1's and the other backwards keep their masks: unmasked they were as fast or up to 7 %
+    slower (more registers: `sass_even_tiles.txt`)."""
     return EVEN_TILES and args["T"] % (args["BT"] * args.get("SEGMENTS", 1)) == 0 and args["N"] % args["BC"] == 0
+
+
+def _even_m4_forward(args: dict) -> bool:
+    """`_even` for H-LRU m = 4's forward, in launches of at most 2 runs a tile: unmasked it was 6 % faster at B8
+    (2 runs) but 15 % slower at B1 T16384 (8 runs of the small grids, 8 warps a program)."""
+    return _even(args) and args["SEGMENTS"] <= 2
 
 
 if triton is not None:
@@ -310,12 +321,11 @@ if triton is not None:
         """`_load_values` at steps [1 or rows, BT] (a row's steps each, or one set for all)."""
         return tl.load(values + rows[:, None] * T + steps, mask=mask, other=0.0).to(tl.float32)
 
-    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                               ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, STAGES: tl.constexpr,
                               HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
-                              HAS_STARTS: tl.constexpr, EVEN: tl.constexpr):
+                              HAS_STARTS: tl.constexpr):
         """states[row, t] = a_t s_{t-1} + g_t v_t for BC rows, tiles of BT steps scanned in registers. STAGES: the
         tile loop's software pipeline (`tl.range`'s num_stages: the next STAGES - 1 tiles' loads in flight while this
         one is scanned; FORWARD_STAGES)."""
@@ -327,7 +337,7 @@ if triton is not None:
             h = tl.load(initial_state + rows, mask=mc, other=0.0)
         for t0 in tl.range(0, T, BT, num_stages=STAGES):
             t = t0 + tl.arange(0, BT)
-            mask = _in_bounds(mc, t[None, :], T, EVEN)
+            mask = mc[:, None] & (t < T)[None, :]
             z_coef, z_gate = _load_pair(gates, rows, t, mask, T, bias_coef, bias_gate, HAS_BIAS)
             x = _load_values(values, rows, t, mask, T)
             a, g = _normalize_pair(z_coef, z_gate, ACT)
@@ -341,12 +351,11 @@ if triton is not None:
         if WRITE_FINAL:
             tl.store(final_state + rows, h, mask=mc)
 
-    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                               d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
                               BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                              HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, EVEN: tl.constexpr):
+                              HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam scanned from the end in tiles of BT steps; gate, value and initial-state gradients. The
         step's own inputs are loaded after the scan, not with its coefficients: on the H200, loading all seven before
         it was 2-7 % slower, and prefetching the tile before, 10-20 % (bench_results/probes_2026-11-30j)."""
@@ -369,7 +378,7 @@ if triton is not None:
         for r in range(0, num_tiles):
             t0 = (num_tiles - 1 - r) * BT
             t = t0 + tl.arange(0, BT)
-            mask = _in_bounds(mc, t[None, :], T, EVEN)
+            mask = mc[:, None] & (t < T)[None, :]
             next_mask = mc[:, None] & (t + 1 < T)[None, :]
             z_coef_next, z_gate_next = _load_pair(gates, rows, t + 1, next_mask, T, bias_coef, bias_gate, HAS_BIAS)
             a_next, _ = _normalize_pair(z_coef_next, z_gate_next, ACT)
@@ -719,13 +728,12 @@ if triton is not None:
             tl.store(final_state + 2 * rows, h1, mask=mc)
             tl.store(final_state + 2 * rows + 1, h2, mask=mc)
 
-    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _time_last_m2_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                  d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
                                  BT: tl.constexpr, SEGMENTS: tl.constexpr,
                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
-                                 HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, EVEN: tl.constexpr):
+                                 HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
         """The adjoint lam_t = dy_t + a1_{t+1} lam_{t+1} + a2_{t+2} lam_{t+2}, scanned in reverse time as the pair
         (lam_t, mu_t) with mu_t = a2_{t+1} lam_{t+1}: (lam, mu)_t = [[a1, 1], [a2, 0]]_{t+1} (lam, mu)_{t+1} + (dy_t,
         0), whose maps need the logits of step t + 1 only (the companion form [[a1_{t+1}, a2_{t+2}], [1, 0]] on
@@ -767,7 +775,7 @@ if triton is not None:
         for r in range(0, num_tiles):
             t0 = (num_tiles - 1 - r) * SPAN
             steps = t0 + lane
-            mask = _in_bounds(mc, steps, T, EVEN)
+            mask = mc[:, None] & (steps < T)
             mask1 = mc[:, None] & (steps + 1 < T)
             y1, y2, yg = _load_triple_at(gates, rows, steps + 1, mask1, T, bias1, bias2, bias_gate, HAS_BIAS)
             a1_next, a2_next, _ = _normalize_triple(y1, y2, yg, ACT)  # a1_{t+1}, a2_{t+1}
@@ -1172,7 +1180,7 @@ if triton is not None:
         return (tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(inside, a2, 0.0), tl.where(inside, a3, 0.0),
                 tl.where(inside, a4, 0.0), tl.where(mask, g * x, 0.0), tl.where(start, 0.0, 1.0))
 
-    @triton.heuristics({"EVEN": _even})
+    @triton.heuristics({"EVEN": _even_m4_forward})
     @triton.jit
     def _time_last_m4_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, flags,
                                  counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
@@ -1322,12 +1330,11 @@ if triton is not None:
     @triton.jit
     def _m4_adjoint_inputs(gates, d_states, starts, rows, state_rows, b, t, mc, T, bias1, bias2, bias3, bias4,
                            bias_gate, df0, df1, df2, df3, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
-                           EVEN: tl.constexpr):
+                           HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr):
         """(a1, a2, a3, a4 of step t + 1, keep_{t+1}, dy) [BC, BT] of a tile as `_m4_adjoint_tile_maps` takes them:
         a_{t+1} 0 past T and where a document starts at t + 1; dy the gradient reaching s_t from the states (with
         WINDOW every window entry that holds it) and from the final window (d_final's entries df0..df3 [BC])."""
-        mask = _in_bounds(mc, t[None, :], T, EVEN)
+        mask = mc[:, None] & (t < T)[None, :]
         mask1 = mc[:, None] & (t + 1 < T)[None, :]
         y1, y2, y3, y4, yg = _load_five(gates, rows, t + 1, mask1, T, bias1, bias2, bias3, bias4, bias_gate, HAS_BIAS)
         n1, n2, n3, n4, _ = _normalize_five(y1, y2, y3, y4, yg, ACT)  # a_{t+1}
@@ -1354,14 +1361,13 @@ if triton is not None:
                 tl.where(keep_next, n4, 0.0), tl.broadcast_to(tl.where(valid1, 1.0, 0.0), [BC, BT]),
                 tl.where(mask, dy, 0.0))
 
-    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _time_last_m4_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                  d_values, d_initial_state, d_bias_rows, flags, counters, aggregates, prefixes, T, N, B,
                                  num_chunks, ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr,
                                  HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, HAS_D_FINAL: tl.constexpr,
                                  HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr, CHUNKED: tl.constexpr,
-                                 PREFIX_EVERY: tl.constexpr, EVEN: tl.constexpr):
+                                 PREFIX_EVERY: tl.constexpr):
         """The adjoint lam_t = dy_t + sum_k a_k,t+k lam_t+k in reverse time, composed in threads on v = (lam, mu1, mu2,
         mu3) (`_m4_adjoint_tile_maps`, `_m4_adjoint_tile_states`), then the logit and value gradients. The window
         before step t (s_{t-1}, ..., s_{t-4}), which the logits' gradients need, is read from the saved states (the
@@ -1396,10 +1402,10 @@ if triton is not None:
         for r in range(num_tiles - tl.cdiv(end, BT), num_tiles - first // BT):  # the tiles from end back to first
             t0 = (num_tiles - 1 - r) * BT
             t = t0 + tl.arange(0, BT)
-            mask = _in_bounds(mc, t[None, :], T, EVEN)
+            mask = mc[:, None] & (t < T)[None, :]
             n1, n2, n3, n4, keep1, dy = _m4_adjoint_inputs(gates, d_states, starts, rows, state_rows, b, t, mc, T,
                                                            bias1, bias2, bias3, bias4, bias_gate, df0, df1, df2, df3,
-                                                           ACT, HAS_BIAS, HAS_STARTS, WINDOW, BC, BT, EVEN)
+                                                           ACT, HAS_BIAS, HAS_STARTS, WINDOW, BC, BT)
             maps = _m4_adjoint_tile_maps(n1, n2, n3, n4, keep1, dy, BC, BT)
             if CHUNKED:  # v after this chunk, from the chunks after it
                 c0, c1, c2, c3 = _chunk_carry4(flags, aggregates, prefixes, _group_map(maps, 0), chunk, num_chunks,
@@ -1679,13 +1685,12 @@ if triton is not None:
             tl.store(final_state + 2 * blocks, _first_run(h0, SEGMENTS), mask=mc)
             tl.store(final_state + 2 * blocks + 1, _first_run(h1, SEGMENTS), mask=mc)
 
-    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _bd2_time_last_bwd_kernel(gates, gate_bias, values, states, initial_state, starts, d_states, d_final, d_gates,
                                   d_values, d_initial_state, d_bias_rows, T, N, ACT: tl.constexpr, BC: tl.constexpr,
                                   BT: tl.constexpr, IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr,
                                   STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, EVEN: tl.constexpr):
+                                  HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
         """The adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (plus the final state's gradient at T - 1; no flow back
         across a document start), scanned in reverse time a tile at a time (`_bd2_tile` with REVERSE; SEGMENTS as
         the forward's, the runs joined in reverse); then, per step, d A_t[j, k] = lam_t[j] h_{t-1}[k], d g_t[j] =
@@ -1722,7 +1727,7 @@ if triton is not None:
         for i in tl.range(0, num_tiles, num_stages=STAGES):
             t0 = (num_tiles - 1 - i) * SPAN
             steps = t0 + lane
-            mask = _in_bounds(mc, steps, T, EVEN)
+            mask = mc[:, None] & (steps < T)
             start = _starts_in(starts, b, steps, T, HAS_STARTS)
             coupled = mc[:, None] & (steps + 1 < T) & ~_starts_in(starts, b, steps + 1, T, HAS_STARTS)
             n00, n01, _, n10, n11, _, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, steps + 1, coupled, T,
