@@ -227,17 +227,18 @@ def _even(args: dict) -> bool:
     """Every tile of a time-last launch is whole: T a multiple of the tile's steps (BT, times SEGMENTS where a tile
     is a row's runs) and N of its channels (BC). Then the kernels' bounds masks are constant (`_in_bounds`).
     Taken by the kernels where it was faster on the H200 at B8 T4096 and B1 T16384 D1024 (same-process A/B,
-    bench_results/probes_2026-12-03d/even_tiles.txt), forward: H-LRU m = 2 (-0.4 / +2.6 %) and 4
+    bench_results/probes_2026-12-03e/even_tiles.txt), forward: H-LRU m = 2 (-0.4 / +2.6 %) and 4
     (`_even_m4_forward`), BD-LRU 2 (+10.6 / +3.2 %) and 4 (+2.4 / +21 %); backward: BD-LRU 4 (forward+backward
-    +15 / +6 %). H-LRU m = 1's and the other backwards keep their masks: unmasked they were as fast or up to 7 %
-    slower (more registers: `sass_even_tiles.txt`)."""
+    +15 / +6 %). H-LRU m = 1's and the other backwards keep their masks: unmasked they were as fast or up to 7.5 %
+    slower (more registers: `probes_2026-12-03d/sass_even_tiles.txt`)."""
     return EVEN_TILES and args["T"] % (args["BT"] * args.get("SEGMENTS", 1)) == 0 and args["N"] % args["BC"] == 0
 
 
 def _even_m4_forward(args: dict) -> bool:
-    """`_even` for H-LRU m = 4's forward, in launches of at most 2 runs a tile: unmasked it was 6 % faster at B8
-    (2 runs) but 15 % slower at B1 T16384 (8 runs of the small grids, 8 warps a program)."""
-    return _even(args) and args["SEGMENTS"] <= 2
+    """`_even` for H-LRU m = 4's forward on whole rows (one run a tile): unmasked it was 6 % faster at B8 T4096 D1024
+    (whole rows, 2 channels a program) but 15 % slower at B1 T16384 D1024, whose small grid runs each row's tile as
+    8 runs, a warp each (`_segment_carries4`); launches of 2-4 runs were not measured and keep the masks."""
+    return _even(args) and args["SEGMENTS"] == 1
 
 
 if triton is not None:

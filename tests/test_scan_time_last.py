@@ -251,12 +251,17 @@ def test_whole_tiles_without_bounds_masks_equal_the_masked_kernels(blocked, m, s
     BD-LRU block sizes 2 and 4, and BD-LRU 4's backward. Both against the float64 reference too."""
     if segments:
         _in_segments(monkeypatch, m, segments)
+    elif m == 4 and not blocked:  # whole rows (one run a tile), where m = 4's forward drops its masks
+        monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", False)
+        monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0)
     B, N, T = 2, 4, 256  # a multiple of the interpreter's tiles of 16 steps, and of 8 runs of them
     options = scan_time_last._grid(B, N, T, DEVICE, order=m, blocked=blocked)[1]
     if not scan_time_last._even(dict(options, T=T, N=N)):  # compiled: two tiles of the launch's steps
         T = 2 * options["BT"] * options.get("SEGMENTS", 1)
         options = scan_time_last._grid(B, N, T, DEVICE, order=m, blocked=blocked)[1]
     assert scan_time_last._even(dict(options, T=T, N=N))  # the launch takes the unmasked path
+    if m == 4 and not blocked:
+        assert scan_time_last._even_m4_forward(dict(options, T=T, N=N)) is (segments is None)
     assert not scan_time_last._even(dict(options, T=T - 1, N=N))
     generator = torch.Generator().manual_seed(m + 10 * blocked)
     shape = (B, N, m, m + 1, T) if blocked else (B, N, m + 1, T)
