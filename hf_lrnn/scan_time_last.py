@@ -219,12 +219,41 @@ M4_WARPS_PER_SM = 16
 # programs one after another, so otherwise every look-back finds its predecessor's prefix at once).
 _PREFIX_EVERY = 1
 
+
+EVEN_TILES = True  # tests and probes: False keeps the bounds masks on every launch
+
+
+def _even(args: dict) -> bool:
+    """Every tile of a time-last launch is whole: T a multiple of the tile's steps (BT, times SEGMENTS where a tile
+    is a row's runs) and N of its channels (BC). Then the kernels' bounds masks are constant (`_in_bounds`).
+    Taken by the kernels where it was faster on the H200 at B8 T4096 and B1 T16384 D1024 (same-process A/B,
+    bench_results/probes_2026-12-03e/even_tiles.txt), forward: H-LRU m = 2 (-0.4 / +2.6 %) and 4
+    (`_even_m4_forward`), BD-LRU 2 (+10.6 / +3.2 %) and 4 (+2.4 / +21 %); backward: BD-LRU 4 (forward+backward
+    +15 / +6 %). H-LRU m = 1's and the other backwards keep their masks: unmasked they were as fast or up to 7.5 %
+    slower (more registers: `probes_2026-12-03d/sass_even_tiles.txt`)."""
+    return EVEN_TILES and args["T"] % (args["BT"] * args.get("SEGMENTS", 1)) == 0 and args["N"] % args["BC"] == 0
+
+
+def _even_m4_forward(args: dict) -> bool:
+    """`_even` for H-LRU m = 4's forward on whole rows (one run a tile): unmasked it was 6 % faster at B8 T4096 D1024
+    (whole rows, 2 channels a program) but 15 % slower at B1 T16384 D1024, whose small grid runs each row's tile as
+    8 runs, a warp each (`_segment_carries4`); launches of 2-4 runs were not measured and keep the masks."""
+    return _even(args) and args["SEGMENTS"] == 1
+
+
 if triton is not None:
 
     @triton.jit
     def _tile_offsets(T, N, BC: tl.constexpr):
         """(batch row b, row offsets [BC] into [B*N] rows, channel mask [BC]) of this program's channel block."""
         return _block_offsets(tl.program_id(0), N, BC)
+
+    @triton.jit
+    def _in_bounds(mc, steps, T, EVEN: tl.constexpr):
+        """[rows, steps]: the tile's channel mask [rows] and steps [1 or rows, BT] within [0, T). EVEN (`_even`:
+        every tile of the launch is whole) makes it a constant True, which the compiler folds out of the masked
+        loads, stores and selects (H-LRU m = 2's forward: 62 -> 57 instructions per element, sm_90a SASS)."""
+        return (mc[:, None] & (steps < T)) | EVEN
 
     @triton.jit
     def _block_offsets(index, N, BC: tl.constexpr):
@@ -638,11 +667,13 @@ if triton is not None:
             x = tl.sum(tl.where(tl.arange(0, SEGMENTS) == 0, x, 0.0), axis=0)
         return x
 
+    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _time_last_m2_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                  ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, SEGMENTS: tl.constexpr,
                                  STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr):
+                                 WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr,
+                                 EVEN: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + a2 s_{t-2} + g v for BC rows; initial / final window (s, s_previous). The
         tile's recurrence is composed 8 steps at a time inside each thread (`_m2_tile_maps`, `_m2_tile_states`);
         STAGES as at m = 1. SEGMENTS (one channel a program): a tile is SEGMENTS consecutive runs of BT steps, a warp
@@ -667,7 +698,7 @@ if triton is not None:
         lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
         for t0 in tl.range(0, T, SPAN, num_stages=STAGES):
             steps = t0 + lane
-            mask = mc[:, None] & (steps < T)
+            mask = _in_bounds(mc, steps, T, EVEN)
             z1, z2, zg = _load_triple_at(gates, rows, steps, mask, T, bias1, bias2, bias_gate, HAS_BIAS)
             x = _load_values_at(values, rows, steps, mask, T)
             a1, a2, g = _normalize_triple(z1, z2, zg, ACT)
@@ -1150,13 +1181,14 @@ if triton is not None:
         return (tl.where(mask, tl.where(start, 0.0, a1), 1.0), tl.where(inside, a2, 0.0), tl.where(inside, a3, 0.0),
                 tl.where(inside, a4, 0.0), tl.where(mask, g * x, 0.0), tl.where(start, 0.0, 1.0))
 
+    @triton.heuristics({"EVEN": _even_m4_forward})
     @triton.jit
     def _time_last_m4_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, flags,
                                  counters, aggregates, prefixes, T, N, B, num_chunks, ACT: tl.constexpr,
                                  BC: tl.constexpr, BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, WINDOW: tl.constexpr,
                                  CHUNKED: tl.constexpr, PREFIX_EVERY: tl.constexpr, STAGES: tl.constexpr,
-                                 SEGMENTS: tl.constexpr):
+                                 SEGMENTS: tl.constexpr, EVEN: tl.constexpr):
         """states[row, t] = a1 s_{t-1} + ... + a4 s_{t-4} + g v for BC rows, composed in threads
         (`_m4_tile_maps`, `_m4_tile_states`); initial / final window (s, s_{-1}, s_{-2}, s_{-3}). WINDOW: states is
         [B, N, 4, T], the window (s_t, ..., s_{t-3}) at every step (entries before a document's start 0). CHUNKED:
@@ -1180,7 +1212,7 @@ if triton is not None:
         lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
         for t0 in tl.range(first, end, SPAN, num_stages=STAGES):
             steps = t0 + lane
-            mask = mc[:, None] & (steps < T)
+            mask = _in_bounds(mc, steps, T, EVEN)
             a1, a2, a3, a4, u, keep = _m4_tile_inputs(gates, values, starts, rows, b, steps, mask, T, bias1, bias2,
                                                       bias3, bias4, bias_gate, ACT, HAS_BIAS, HAS_STARTS, R, BT)
             maps = _m4_tile_maps(a1, a2, a3, a4, u, keep, R, BT)
@@ -1596,12 +1628,13 @@ if triton is not None:
         b1g = _load_bias(gate_bias, blocks, b, N, 5, 6, mc, HAS_BIAS)
         return b00, b01, b0g, b10, b11, b1g
 
+    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _bd2_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                   ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, PREFETCH: tl.constexpr,
                                   STAGES: tl.constexpr, IN_THREADS: tl.constexpr, SEGMENTS: tl.constexpr,
                                   HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr, WRITE_FINAL: tl.constexpr,
-                                  HAS_STARTS: tl.constexpr):
+                                  HAS_STARTS: tl.constexpr, EVEN: tl.constexpr):
         """BD-LRU block size 2 for BC blocks: states[block, j, t] = h_t[j]; initial / final state (h0, h1); the state
         restarts from zero before every document start (A_t = 0 there). PREFETCH: each tile's logits and values are
         loaded into registers while the tile before is scanned (large grids; else STAGES as at H-LRU m = 1).
@@ -1620,14 +1653,14 @@ if triton is not None:
         lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
         if PREFETCH:
             steps = lane
-            mask = mc[:, None] & (steps < T)
+            mask = _in_bounds(mc, steps, T, EVEN)
             a00, a01, g0, a10, a11, g1, _, _, _, _, _, _ = _bd2_load_normalized(gates, blocks, steps, mask, T, bias,
                                                                                 ACT, HAS_BIAS)
             x0 = _load_values_at(values, 2 * blocks, steps, mask, T)
             x1 = _load_values_at(values, 2 * blocks + 1, steps, mask, T)
         for t0 in tl.range(0, T, SPAN, num_stages=STAGES):
             steps = t0 + lane
-            mask = mc[:, None] & (steps < T)
+            mask = _in_bounds(mc, steps, T, EVEN)
             if PREFETCH:
                 mask_next = mc[:, None] & (steps + SPAN < T)
                 a00_n, a01_n, g0_n, a10_n, a11_n, g1_n, _, _, _, _, _, _ = _bd2_load_normalized(
@@ -1937,11 +1970,12 @@ if triton is not None:
         a30, a31, a32, a33, g3 = _normalize_five(z[15], z[16], z[17], z[18], z[19], ACT)
         return (a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33), (g0, g1, g2, g3)
 
+    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _bd4_time_last_fwd_kernel(gates, gate_bias, values, initial_state, starts, states, final_state, T, N,
                                   ACT: tl.constexpr, BC: tl.constexpr, BT: tl.constexpr, SEGMENTS: tl.constexpr,
                                   STAGES: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                                  WRITE_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, EVEN: tl.constexpr):
         """BD-LRU block size 4 for BC blocks: states[block, j, t] = h_t[j]; initial / final state [4]; the state
         restarts from zero before every document start (A_t = 0 there). Composed 4 steps a thread (`_bd4_tile_maps`,
         `_bd4_tile_states`). SEGMENTS (one block a program): a tile is SEGMENTS runs of BT steps, a warp each, joined
@@ -1957,7 +1991,7 @@ if triton is not None:
         lane = (tl.arange(0, SEGMENTS) * BT)[:, None] + tl.arange(0, BT)[None, :]  # [SEGMENTS, BT]: steps in a tile
         for t0 in tl.range(0, T, SPAN, num_stages=STAGES):
             steps = t0 + lane
-            mask = mc[:, None] & (steps < T)
+            mask = _in_bounds(mc, steps, T, EVEN)
             a, g = _bd4_normalize(_bd4_load_logits(gates, blocks, steps, mask, T, bias, HAS_BIAS), ACT)
             x0 = _load_values_at(values, 4 * blocks, steps, mask, T)
             x1 = _load_values_at(values, 4 * blocks + 1, steps, mask, T)
@@ -2010,10 +2044,11 @@ if triton is not None:
         sums += tl.where(columns == 5 * j + 4, tl.sum(tl.where(mask, dz[4], 0.0), axis=1)[:, None], 0.0)
         return sums
 
+    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _bd4_adjoint_kernel(gates, gate_bias, starts, d_states, d_final, adjoints, T, N, ACT: tl.constexpr,
                             BC: tl.constexpr, BT: tl.constexpr, SEGMENTS: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr):
+                            HAS_D_FINAL: tl.constexpr, HAS_STARTS: tl.constexpr, EVEN: tl.constexpr):
         """BD-LRU block size 4's backward, first kernel: the adjoint lam_t = dy_t + A_{t+1}^T lam_{t+1} (the final
         state's gradient added at T - 1; A = 0 at a document start) scanned in reverse time a tile at a time
         (`_bd4_tile_maps` / `_bd4_tile_states` with REVERSE; SEGMENTS as the forward's, the runs joined in reverse)
@@ -2032,7 +2067,7 @@ if triton is not None:
         num_tiles = tl.cdiv(T, SPAN)
         for i in range(0, num_tiles):
             steps = (num_tiles - 1 - i) * SPAN + lane
-            mask = mc[:, None] & (steps < T)
+            mask = _in_bounds(mc, steps, T, EVEN)
             coupled = mc[:, None] & (steps + 1 < T) & ~_starts_in(starts, b, steps + 1, T, HAS_STARTS)
             n, _ = _bd4_normalize(_bd4_load_logits(gates, blocks, steps + 1, coupled, T, bias, HAS_BIAS), ACT)
             last = steps == T - 1
@@ -2057,11 +2092,12 @@ if triton is not None:
             tl.store(adjoints + rows + 2 * T, lam2.to(adjoints.dtype.element_ty), mask=mask)
             tl.store(adjoints + rows + 3 * T, lam3.to(adjoints.dtype.element_ty), mask=mask)
 
+    @triton.heuristics({"EVEN": _even})
     @triton.jit
     def _bd4_gradients_kernel(gates, gate_bias, values, states, initial_state, starts, adjoints, d_gates, d_values,
                               d_initial_state, d_bias_parts, T, N, ACT: tl.constexpr, BC: tl.constexpr,
                               BT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
-                              HAS_STARTS: tl.constexpr):
+                              HAS_STARTS: tl.constexpr, EVEN: tl.constexpr):
         """BD-LRU block size 4's backward, second kernel: per step, from lam_t (`_bd4_adjoint_kernel`), the step's
         logits, values and h_{t-1}, the logit gradients through each row's normalisation (d A_t[j, k] = lam_t[j]
         h_{t-1}[k], d g_t[j] = lam_t[j] v_t[j]) and the values' (lam_t[j] g_t[j]); the initial state's (A_0^T lam_0)
@@ -2073,7 +2109,7 @@ if triton is not None:
         tile = tl.program_id(0) % tiles
         b, blocks, mc = _block_offsets(tl.program_id(0) // tiles, N, BC)
         t = tile * BT + tl.arange(0, BT)
-        mask = mc[:, None] & (t < T)[None, :]
+        mask = _in_bounds(mc, t[None, :], T, EVEN)
         bias = _bd4_load_bias(gate_bias, blocks, b, N, mc, HAS_BIAS)
         z = _bd4_load_logits(gates, blocks, t[None, :], mask, T, bias, HAS_BIAS)
         a, g = _bd4_normalize(z, ACT)

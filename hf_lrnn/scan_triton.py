@@ -316,6 +316,18 @@ _WALK_FWD_HEURISTICS = {
     "IS_VARLEN": lambda args: args["cu_seqlens"] is not None,
     "USE_TAB": lambda args: args["segment_table"] is not None,
 }
+WORD_LOADS = True  # tests and probes: False loads every logit of the BD-LRU per-thread kernels alone
+
+
+def _words(args: dict) -> bool:
+    """BD-LRU's per-thread kernels load a block's M (M + 1) bf16 logits as 8-byte words, a quarter of the load
+    instructions (their chunked aggregate phase stalled on the load queue: `lg_throttle` in its ncu profile), where the
+    words are whole and aligned: M (M + 1) a multiple of 4 (m = 4, 8), the strides of 4, the data 8-byte aligned."""
+    gates = args["gates"]
+    return (WORD_LOADS and gates.dtype == torch.bfloat16 and args["M"] * (args["M"] + 1) % 4 == 0
+            and gates.data_ptr() % 8 == 0 and args["stride_gates_b"] % 4 == 0 and args["stride_gates_t"] % 4 == 0)
+
+
 _WALK_BWD_HEURISTICS = {
     "HAS_INIT": lambda args: args["initial_state"] is not None,
     "HAS_DHT": lambda args: args["d_final"] is not None,
@@ -813,15 +825,36 @@ def _group(z, j, M: tl.constexpr):
 
 
 @triton.jit
-def _bdlru_load_step(gbase, vbase, bos, i, L, stride_gates_t, N, n, mn, M: tl.constexpr, LOAD_VALUES: tl.constexpr):
+def _gates_base(gates, b64, stride_gates_b, WORDS: tl.constexpr):
+    """Batch row b64's logits: a bf16 pointer, or with WORDS the same bytes as 8-byte words."""
+    if WORDS:
+        base = gates.to(tl.pointer_type(tl.int64), bitcast=True) + b64 * (stride_gates_b // 4)
+    else:
+        base = gates + b64 * stride_gates_b
+    return base
+
+
+@triton.jit
+def _bdlru_load_step(gbase, vbase, bos, i, L, stride_gates_t, N, n, mn, M: tl.constexpr, LOAD_VALUES: tl.constexpr,
+                     WORDS: tl.constexpr):
     """Step i of a segment (zeros outside [0, L)): the logits of each block as a flat tuple (row j, column k at
-    j (M + 1) + k; column M is the input gate) and its values as a tuple of M, all float32 [BLOCK]."""
+    j (M + 1) + k; column M is the input gate) and its values as a tuple of M, all float32 [BLOCK]. WORDS (`_words`):
+    gbase points at the bf16 logits as 8-byte words, each loaded once and split into its four logits (a bf16 is the
+    top half of its float32)."""
     mask = mask_if(mn, (i < L) & (i >= 0))
     t = (bos + i).to(tl.int64)
-    row = gbase + t * stride_gates_t + n.to(tl.int64) * (M * (M + 1))  # [BLOCK]
     z = ()
-    for q in tl.static_range(M * (M + 1)):
-        z = z + (tl.load(row + q, mask=mask, other=0.0).to(tl.float32),)
+    if WORDS:
+        row = gbase + t * (stride_gates_t // 4) + n.to(tl.int64) * (M * (M + 1) // 4)  # [BLOCK] words
+        for w in tl.static_range(M * (M + 1) // 4):
+            word = tl.load(row + w, mask=mask, other=0)
+            low, high = word.to(tl.int32), (word >> 32).to(tl.int32)  # little-endian: logits 4w, 4w+1 | 4w+2, 4w+3
+            z = z + ((low << 16).to(tl.float32, bitcast=True), (low & -65536).to(tl.float32, bitcast=True),
+                     (high << 16).to(tl.float32, bitcast=True), (high & -65536).to(tl.float32, bitcast=True))
+    else:
+        row = gbase + t * stride_gates_t + n.to(tl.int64) * (M * (M + 1))  # [BLOCK]
+        for q in tl.static_range(M * (M + 1)):
+            z = z + (tl.load(row + q, mask=mask, other=0.0).to(tl.float32),)
     x = ()
     if LOAD_VALUES:
         for j in tl.static_range(M):
@@ -914,7 +947,7 @@ def _store_end_vectors(end, seq, end_mask, aggregates, pid_s, N, n, mn, V, M: tl
         _store_aggregates(aggregates, pid_s, N, n, mn, V, M, NV)
 
 
-@_heuristics(_WALK_FWD_HEURISTICS)
+@_heuristics(dict(_WALK_FWD_HEURISTICS, WORDS=_words))
 @triton.jit
 def _bdlru_fwd_block_per_thread_kernel(
     gates, values, states, initial_state, final_state, aggregates, cu_seqlens, segment_table,
@@ -922,7 +955,7 @@ def _bdlru_fwd_block_per_thread_kernel(
     M: tl.constexpr, MP: tl.constexpr, LOG2_MP: tl.constexpr, NV: tl.constexpr, AFF: tl.constexpr,
     BLOCK: tl.constexpr, ACT: tl.constexpr, H0_PER_SEG: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_H0: tl.constexpr, WRITE_OUT: tl.constexpr,
-    WRITE_FINAL: tl.constexpr, AHEAD: tl.constexpr,
+    WRITE_FINAL: tl.constexpr, AHEAD: tl.constexpr, WORDS: tl.constexpr,
 ):
     """`_bdlru_fwd_kernel` with one block per thread: NV carried vectors (1 in the main phase, M + 1 in the aggregate
     phase: the basis vectors and the affine part AFF), held as the tuple H[k NV + v] (coordinate k of vector v)."""
@@ -931,16 +964,16 @@ def _bdlru_fwd_block_per_thread_kernel(
 
     H = _start_vectors(initial_state, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_H0, H0_PER_SEG)
 
-    gbase = gates + b64 * stride_gates_b
+    gbase = _gates_base(gates, b64, stride_gates_b, WORDS)
     vbase = values + b64 * T * N * M
-    z0, x0 = _bdlru_load_step(gbase, vbase, bos, 0, L, stride_gates_t, N, n, mn, M, True)
+    z0, x0 = _bdlru_load_step(gbase, vbase, bos, 0, L, stride_gates_t, N, n, mn, M, True, WORDS)
     if AHEAD == 2:
-        z1, x1 = _bdlru_load_step(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, M, True)
+        z1, x1 = _bdlru_load_step(gbase, vbase, bos, 1, L, stride_gates_t, N, n, mn, M, True, WORDS)
     for i in range(0, L):
         if AHEAD == 2:
-            z2, x2 = _bdlru_load_step(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, M, True)
+            z2, x2 = _bdlru_load_step(gbase, vbase, bos, i + 2, L, stride_gates_t, N, n, mn, M, True, WORDS)
         else:
-            z1, x1 = _bdlru_load_step(gbase, vbase, bos, i + 1, L, stride_gates_t, N, n, mn, M, True)
+            z1, x1 = _bdlru_load_step(gbase, vbase, bos, i + 1, L, stride_gates_t, N, n, mn, M, True, WORDS)
         new = ()
         for j in tl.static_range(M):
             coef = _normalize_group(_group(z0, j, M), M, ACT)  # A_t[j, 0..M-1], then the input gate g_t[j]
@@ -962,7 +995,7 @@ def _bdlru_fwd_block_per_thread_kernel(
                        WRITE_FINAL)
 
 
-@_heuristics(_WALK_BWD_HEURISTICS)
+@_heuristics(dict(_WALK_BWD_HEURISTICS, WORDS=_words))
 @triton.jit
 def _bdlru_bwd_block_per_thread_kernel(
     gates, values, states, d_states, initial_state, d_final, d_gates, d_values, d_initial_state, aggregates,
@@ -970,7 +1003,7 @@ def _bdlru_bwd_block_per_thread_kernel(
     M: tl.constexpr, MP: tl.constexpr, LOG2_MP: tl.constexpr, GP: tl.constexpr, LOG2_GP: tl.constexpr,
     NV: tl.constexpr, AFF: tl.constexpr, BLOCK: tl.constexpr, ACT: tl.constexpr, DHT_PER_SEG: tl.constexpr,
     IS_VARLEN: tl.constexpr, USE_TAB: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DHT: tl.constexpr,
-    WRITE_DH0: tl.constexpr, AHEAD: tl.constexpr,
+    WRITE_DH0: tl.constexpr, AHEAD: tl.constexpr, WORDS: tl.constexpr,
 ):
     """`_bdlru_bwd_kernel` with one block per thread: the adjoint vectors are the tuple mu[j NV + v]."""
     GRADS: tl.constexpr = NV == 1
@@ -980,21 +1013,21 @@ def _bdlru_bwd_block_per_thread_kernel(
 
     mu = _start_vectors(d_final, pid_s, seq, N, n, mn, M, NV, BLOCK, HAS_DHT, DHT_PER_SEG)
 
-    gbase = gates + b64 * stride_gates_b
+    gbase = _gates_base(gates, b64, stride_gates_b, WORDS)
     vbase = values + b64 * T * N * M
     dobase = d_states + b64 * T * N * M
     obase = states + b64 * T * N * M
-    z0, x0 = _bdlru_load_step(gbase, vbase, bos, L - 1, L, stride_gates_t, N, n, mn, M, GRADS)
+    z0, x0 = _bdlru_load_step(gbase, vbase, bos, L - 1, L, stride_gates_t, N, n, mn, M, GRADS, WORDS)
     if AHEAD == 2:
-        z1, x1 = _bdlru_load_step(gbase, vbase, bos, L - 2, L, stride_gates_t, N, n, mn, M, GRADS)
+        z1, x1 = _bdlru_load_step(gbase, vbase, bos, L - 2, L, stride_gates_t, N, n, mn, M, GRADS, WORDS)
     do0 = _load_coordinates(dobase + ((bos + L - 1).to(tl.int64) * N + n) * M, mask_if(mn, L >= 1), M)
     for r in range(0, L):
         i = L - 1 - r
         t = (bos + i).to(tl.int64)
         if AHEAD == 2:
-            z2, x2 = _bdlru_load_step(gbase, vbase, bos, i - 2, L, stride_gates_t, N, n, mn, M, GRADS)
+            z2, x2 = _bdlru_load_step(gbase, vbase, bos, i - 2, L, stride_gates_t, N, n, mn, M, GRADS, WORDS)
         else:
-            z1, x1 = _bdlru_load_step(gbase, vbase, bos, i - 1, L, stride_gates_t, N, n, mn, M, GRADS)
+            z1, x1 = _bdlru_load_step(gbase, vbase, bos, i - 1, L, stride_gates_t, N, n, mn, M, GRADS, WORDS)
         do1 = _load_coordinates(dobase + ((t - 1) * N + n) * M, mask_if(mn, i >= 1), M)
         lam = ()  # lam[j NV + v] = mu + the output's gradient (on the affine vector only)
         for j in tl.static_range(M):

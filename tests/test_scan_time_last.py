@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hf_lrnn import hlru_scan_time_last, scan_time_last
+from hf_lrnn import bdlru_scan_time_last, hlru_scan_time_last, scan_time_last
 from hf_lrnn.scan_torch import GATE_ACTIVATIONS
 from helpers import assert_same_training_step
 
@@ -238,6 +238,67 @@ def _in_segments(monkeypatch, m, segments):
     else:
         monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", True)
         monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 10**9)
+
+
+@needs_triton
+@pytest.mark.parametrize("blocked,m,segments", [(False, 2, None), (False, 2, 2), (False, 4, None), (False, 4, 2),
+                                                (True, 2, None), (True, 4, None)])
+def test_whole_tiles_without_bounds_masks_equal_the_masked_kernels(blocked, m, segments, monkeypatch):
+    """Where every tile is whole (`_even`: T a multiple of the tile's steps, N of its channels) the kernels drop their
+    bounds masks (`_in_bounds` is a constant): states, final state and every gradient equal those of the same launch
+    with the masks (EVEN_TILES off; bit for bit in the interpreter, to 1e-6 of the largest compiled), with the gate
+    bias, an initial state and document starts: the forwards of H-LRU m = 2 and 4 (also in segments of a row) and of
+    BD-LRU block sizes 2 and 4, and BD-LRU 4's backward. Both against the float64 reference too."""
+    if segments:
+        _in_segments(monkeypatch, m, segments)
+    elif m == 4 and not blocked:  # whole rows (one run a tile), where m = 4's forward drops its masks
+        monkeypatch.setattr(scan_time_last, "M4_SEGMENTS", False)
+        monkeypatch.setattr(scan_time_last, "M4_CHUNKED_BELOW", 0)
+    B, N, T = 2, 4, 256  # a multiple of the interpreter's tiles of 16 steps, and of 8 runs of them
+    options = scan_time_last._grid(B, N, T, DEVICE, order=m, blocked=blocked)[1]
+    if not scan_time_last._even(dict(options, T=T, N=N)):  # compiled: two tiles of the launch's steps
+        T = 2 * options["BT"] * options.get("SEGMENTS", 1)
+        options = scan_time_last._grid(B, N, T, DEVICE, order=m, blocked=blocked)[1]
+    assert scan_time_last._even(dict(options, T=T, N=N))  # the launch takes the unmasked path
+    if m == 4 and not blocked:
+        assert scan_time_last._even_m4_forward(dict(options, T=T, N=N)) is (segments is None)
+    assert not scan_time_last._even(dict(options, T=T - 1, N=N))
+    generator = torch.Generator().manual_seed(m + 10 * blocked)
+    shape = (B, N, m, m + 1, T) if blocked else (B, N, m + 1, T)
+    gates = (torch.randn(shape, generator=generator, dtype=torch.float64) * 2).to(DEVICE)
+    values = torch.randn((B, N, m, T) if blocked else (B, N, T), generator=generator, dtype=torch.float64).to(DEVICE)
+    h0 = torch.randn(B, N, m, generator=generator, dtype=torch.float64).to(DEVICE)
+    bias = torch.randn(shape[1:-1], generator=generator, dtype=torch.float64).to(DEVICE)
+    starts = torch.zeros(B, T, dtype=torch.bool, device=DEVICE)
+    starts[0, 16] = starts[1, 33] = starts[0, 129] = starts[1, T - 1] = True
+    results = []
+    for even in (True, False):
+        monkeypatch.setattr(scan_time_last, "EVEN_TILES", even)
+        states, final = scan_time_last.time_last_forward(gates, values, h0, "softmax", True, starts, bias)
+        d_states = torch.randn(states.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+        d_final = torch.randn(final.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+        grads = scan_time_last.time_last_backward(gates, values, states, h0, d_states.to(DEVICE), d_final.to(DEVICE),
+                                                  "softmax", starts, bias)
+        results.append((states, final) + tuple(grads))
+    for unmasked, masked in zip(*results):
+        if DEVICE == "cpu":  # the interpreter: the same arithmetic, bit for bit
+            assert torch.equal(unmasked, masked)
+        else:  # compiled, the two may contract different products into FMAs
+            scale = masked.abs().max().clamp(min=1.0)
+            torch.testing.assert_close(unmasked / scale, masked / scale, rtol=0, atol=1e-6)
+    # and the unmasked path against the float64 reference, through the public op's autograd
+    monkeypatch.setattr(scan_time_last, "EVEN_TILES", True)
+    wrt = [t.clone().requires_grad_() for t in (gates, values, h0)]
+    outputs = []
+    for backend in ("torch", "triton"):
+        inputs = [t.detach().clone().requires_grad_() for t in wrt]
+        op = bdlru_scan_time_last if blocked else hlru_scan_time_last
+        states, final = op(*inputs, output_final_state=True, backend=backend)
+        (states.square().sum() + final.sum()).backward()
+        outputs.append([states, final] + [t.grad for t in inputs])
+    for got, want in zip(*outputs):
+        scale = want.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(got.to(want.dtype) / scale, want / scale, rtol=0, atol=5e-6)
 
 
 @needs_triton

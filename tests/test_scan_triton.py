@@ -143,6 +143,45 @@ def test_varlen_no_initial_state():
     run_case(False, 1, 12, 2, 2, cu=[0, 1, 7, 12], h0=False)
 
 
+@pytest.mark.parametrize("m", [4, 8])
+@pytest.mark.parametrize("layout", ["contiguous", "expanded", "offset", "float32"])
+def test_bdlru_word_loads_equal_logit_loads(monkeypatch, m, layout):
+    """BD-LRU's per-thread kernels read bf16 logits as 8-byte words where they are whole and aligned (`_words`):
+    states, final state and every gradient equal bit for bit those of loading each logit alone (WORD_LOADS off),
+    sequential and chunked, and within the bf16 tolerance of the float64 reference. Expanded gates (stride 0 in B and
+    T) take words too; a view 2 bytes off an 8-byte boundary and float32 logits take the logit loads."""
+    B, T, N = 2, 21, 3
+    gen = torch.Generator().manual_seed(m)
+    shape = (B, T, N, m, m + 1)
+    if layout == "expanded":
+        param = (torch.randn(shape[2:], generator=gen) * 2).to(torch.bfloat16).requires_grad_()
+        gates = param.expand(shape)
+    elif layout == "offset":  # the logits start one element into their storage
+        param = (torch.randn(B * T * N * m * (m + 1) + 1, generator=gen) * 2).to(torch.bfloat16).requires_grad_()
+        gates = param[1:].view(shape)
+    else:
+        param = (torch.randn(shape, generator=gen) * 2).to(
+            torch.float32 if layout == "float32" else torch.bfloat16).requires_grad_()
+        gates = param
+    values = torch.randn(B, T, N, m, generator=gen).to(torch.bfloat16).requires_grad_()
+    h0 = torch.randn(B, N, m, generator=gen).requires_grad_()
+    words = scan_triton._words(dict(gates=gates, M=m, stride_gates_b=gates.stride(0), stride_gates_t=gates.stride(1)))
+    assert words is (layout in ("contiguous", "expanded"))
+    runs = []
+    for word_loads in (True, False):
+        monkeypatch.setattr(scan_triton, "WORD_LOADS", word_loads)
+        for chunk in (0, 8):
+            states, final = bdlru_scan_triton(gates, values, h0, "softmax", True, None, chunk)
+            loss = states.double().square().sum() + final.double().sum()
+            runs.append((states, final) + torch.autograd.grad(loss, (param, values, h0)))
+    for with_words, alone in zip(runs[:2], runs[2:]):
+        for a, b in zip(with_words, alone):
+            assert torch.equal(a, b)
+    reference = bdlru_scan_torch(gates.detach().double(), values.detach().double(), h0.detach().double(), "softmax")
+    assert rel(runs[0][0], reference[0]) < TOL[torch.bfloat16]
+    assert rel(runs[0][1], reference[1]) < TOL[torch.bfloat16]
+
+
 @pytest.mark.parametrize("blocked", [False, True])
 def test_expanded_gates(blocked):
     # a learned [N, m+1] parameter expanded to [B, T, N, m+1] (stride 0 in B and T)

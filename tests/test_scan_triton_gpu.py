@@ -176,8 +176,8 @@ def test_decode_step_in_place_on_gpu(blocked, m):
 def test_ftz_exp_and_reciprocal_against_float64():
     """`_exp` and `_reciprocal` (ex2.approx.ftz / rcp.approx.ftz, what every normalisation computes with): exp equal
     bit for bit to Triton's own form (FTZ=False) wherever the result is a normal float32, and within the error of
-    ex2(x log2 e) of float64 there; 0 where Triton's would be subnormal (x < -87.34); exp(0) = 1 and exp(-inf) = 0;
-    the reciprocal within 2 ulp of float64 (Triton's div.full: within 4 of it)."""
+    ex2(x log2 e) of float64 there; 0 where Triton's would be subnormal (x < -87.34), inf past float32's range (both
+    forms); exp(0) = 1 and exp(-inf) = 0; the reciprocal within 2 ulp of float64 (Triton's div.full: within 4 of it)."""
     import triton
     import triton.language as tl
 
@@ -194,13 +194,15 @@ def test_ftz_exp_and_reciprocal_against_float64():
         tl.store(reciprocal_triton + offsets, _reciprocal(v, False), mask=mask)
 
     special = [0.0, 1.0, -1.0, 1e-30, 3e38, float("-inf")]
-    x = torch.cat([torch.linspace(-100.0, 80.0, 200_001), torch.tensor(special), torch.randn(100_000) * 30]).to(GPU)
+    spread = torch.randn(100_000, generator=torch.Generator().manual_seed(0)) * 30  # some past 88.7
+    x = torch.cat([torch.linspace(-100.0, 80.0, 200_001), torch.tensor(special), spread]).to(GPU)
     outs = [torch.empty_like(x) for _ in range(4)]
     kernel[(triton.cdiv(x.numel(), 1024),)](x, *outs, x.numel(), BLOCK=1024)
     exp_fast, exp_triton, reciprocal_fast, reciprocal_triton = (o.double() for o in outs)
     xd = x.double()
-    normal = xd > -87.3  # exp(x) >= 2^-126
+    normal = (xd > -87.3) & (xd < 88.7)  # 2^-126 <= exp(x) < 2^128: a normal float32
     assert torch.equal(exp_fast[normal], exp_triton[normal])
+    assert (exp_fast[xd > 88.8] == float("inf")).all() and (exp_triton[xd > 88.8] == float("inf")).all()
     # ex2.approx (2^-22) of x log2(e) rounded to float32 (|x| 2^-24 relative in the result)
     tolerance = (2.0 ** -21 + xd.abs() * 2.0 ** -23) * torch.exp(xd)
     assert ((exp_fast - torch.exp(xd)).abs() <= tolerance)[normal].all()

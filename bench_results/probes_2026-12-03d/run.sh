@@ -5,6 +5,11 @@
 #   bash bench_results/probes_2026-12-03d/run.sh profile OUT  # ncu, then summarise.py
 #   bash bench_results/probes_2026-12-03d/run.sh tables OUT   # bench_scan.py --orders 2, 1, 4 (carry .whl)
 #   bash bench_results/probes_2026-12-03d/run.sh tests OUT    # the scan files' GPU tests (carry .whl)
+#   bash bench_results/probes_2026-12-03d/run.sh even OUT     # branch even-tiles: the new GPU tests, then
+#                                                             # probe_even_tiles.py (carry .whl)
+#   bash bench_results/probes_2026-12-03d/run.sh words OUT    # branch bd-word-loads: the GPU tests of the [B, T, N]
+#                                                             # kernels, then probe_word_loads.py (carry .whl; the
+#                                                             # m = 8 kernels compile for minutes on a cold cache)
 set -u
 part=$1; out=$2
 mkdir -p "$out"
@@ -53,5 +58,27 @@ CASES
       tests/test_gate_extremes.py tests/test_decode_triton.py tests/test_scan_time_last.py tests/test_bdlru_time_last.py \
       -k "gpu or extreme or test_scan_triton_gpu or test_decode_triton" 2>&1 | grep -v -i 'warner\|benchmarkwarning' \
       | tail -25 | tee "$out/gpu_tests.txt" ;;
-  *) echo "part must be profile, tables or tests, got $part"; exit 2 ;;
+  even)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
+    PYTHONPATH=.:/tmp/site timeout 200 python3 -m pytest -q -p no:cacheprovider -n 14 tests/test_scan_triton_gpu.py \
+      tests/test_scan_time_last.py -k "ftz or whole_tiles or (test_scan_time_last and gpu)" 2>&1 \
+      | grep -v -i 'warner\|benchmarkwarning' | tail -15 | tee "$out/gpu_tests_even.txt"
+    PYTHONPATH=.:/tmp/site timeout 330 python3 $here/probe_even_tiles.py --out "$out/even_tiles.json" 2>&1 \
+      | grep -v Warn | tee "$out/even_tiles.txt" ;;
+  words)
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
+    PYTHONPATH=.:/tmp/site timeout 200 python3 -m pytest -q -p no:cacheprovider -n 14 tests/test_scan_triton_gpu.py \
+      2>&1 | grep -v -i 'warner\|benchmarkwarning' | tail -15 | tee "$out/gpu_tests_words.txt"
+    PYTHONPATH=.:/tmp/site timeout 360 python3 $here/probe_word_loads.py --out "$out/word_loads.json" 2>&1 \
+      | grep -v Warn | tee "$out/word_loads.txt" ;;
+  ab)  # twenty-second session, branch ab-both (even-tiles + bd-word-loads): the new GPU test, both probes
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>/dev/null
+    PYTHONPATH=.:/tmp/site timeout 120 python3 -m pytest -q -p no:cacheprovider -n 14 --tb=short \
+      tests/test_scan_time_last.py -k "whole_tiles" 2>&1 | grep -v -i 'warner\|benchmarkwarning' > "$out/gpu_tests_ab.txt"
+    tail -25 "$out/gpu_tests_ab.txt"
+    PYTHONPATH=.:/tmp/site timeout 200 python3 $here/probe_even_tiles.py --batches 8 1 --out "$out/even_tiles.json" 2>&1 \
+      | grep -v Warn | tee "$out/even_tiles.txt"
+    PYTHONPATH=.:/tmp/site timeout 240 python3 $here/probe_word_loads.py --m 8 --batches 8 1 --out "$out/word_loads.json" \
+      2>&1 | grep -v Warn | tee "$out/word_loads.txt" ;;
+  *) echo "part must be profile, tables, tests, even, words or ab, got $part"; exit 2 ;;
 esac
