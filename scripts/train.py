@@ -417,8 +417,9 @@ def end_processes(accelerator):
         # destructor joins those threads with the GIL held. A pause without the GIL lets them finish first: in CI
         # (2026-11-30) the last barrier's work, released late on a loaded machine, deadlocked a process at main()'s
         # return, where the DDP reducer drops the group (py-spy: ~ProcessGroupGloo joining a thread in
-        # ~AsyncBarrierWork -> ~AsyncAllgatherWork waiting for the GIL).
-        time.sleep(0.2)
+        # ~AsyncBarrierWork -> ~AsyncAllgatherWork waiting for the GIL). 0.2 s was not always enough: a CI run of
+        # 2026-12-03 hung there again after a finished 2-process run (tests/test_train_script.py, killed at 600 s).
+        time.sleep(2.0)
         torch.distributed.destroy_process_group()
 
 
