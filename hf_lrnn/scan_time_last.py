@@ -227,8 +227,8 @@ def _even(args: dict) -> bool:
     """Every tile of a time-last launch is whole: T a multiple of the tile's steps (BT, times SEGMENTS where a tile
     is a row's runs) and N of its channels (BC). Then the kernels' bounds masks are constant (`_in_bounds`).
     Taken by the kernels where it was faster on the H200 at B8 T4096 and B1 T16384 D1024 (same-process A/B,
-    bench_results/probes_2026-12-03e/even_tiles.txt), forward: H-LRU m = 2 (-0.4 / +2.6 %) and 4
-    (`_even_m4_forward`), BD-LRU 2 (+10.6 / +3.2 %) and 4 (+2.4 / +21 %); backward: BD-LRU 4 (forward+backward
+    bench_results/probes_2026-12-03e/even_tiles.txt), forward: H-LRU m = 2 (-0.4 / +2.5 %) and 4
+    (`_even_m4_forward`), BD-LRU 2 (+10.7 / +3.3 %) and 4 (+2.5 / +21 %); backward: BD-LRU 4 (forward+backward
     +15 / +6 %). H-LRU m = 1's and the other backwards keep their masks: unmasked they were as fast or up to 7.5 %
     slower (more registers: `probes_2026-12-03d/sass_even_tiles.txt`)."""
     return EVEN_TILES and args["T"] % (args["BT"] * args.get("SEGMENTS", 1)) == 0 and args["N"] % args["BC"] == 0

@@ -288,10 +288,9 @@ def test_whole_tiles_without_bounds_masks_equal_the_masked_kernels(blocked, m, s
             torch.testing.assert_close(unmasked / scale, masked / scale, rtol=0, atol=1e-6)
     # and the unmasked path against the float64 reference, through the public op's autograd
     monkeypatch.setattr(scan_time_last, "EVEN_TILES", True)
-    wrt = [t.clone().requires_grad_() for t in (gates, values, h0)]
     outputs = []
     for backend in ("torch", "triton"):
-        inputs = [t.detach().clone().requires_grad_() for t in wrt]
+        inputs = [t.clone().requires_grad_() for t in (gates, values, h0)]
         op = bdlru_scan_time_last if blocked else hlru_scan_time_last
         states, final = op(*inputs, output_final_state=True, backend=backend)
         (states.square().sum() + final.sum()).backward()
